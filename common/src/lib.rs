@@ -1,0 +1,13 @@
+//! Code that both stackmedic binaries need, written once: command-line flags in the Prometheus
+//! exporter convention, logging, strict YAML configuration loading with every problem reported
+//! by path, the exporter-toolkit web configuration (TLS and basic auth), the HTTP server, and
+//! configuration reload through `POST /-/reload` and SIGHUP.
+
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod reload;
+pub mod server;
+pub mod webconfig;
+
+pub use config::{ConfigErrors, Problem};

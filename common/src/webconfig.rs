@@ -1,0 +1,301 @@
+//! The web configuration file of the Prometheus exporter-toolkit: TLS, client certificates,
+//! basic auth with bcrypt hashes and extra response headers.
+//!
+//! ```yaml
+//! tls_server_config:
+//!   cert_file: server.crt
+//!   key_file: server.key
+//!   client_auth_type: RequireAndVerifyClientCert
+//!   client_ca_file: ca.crt
+//!   min_version: TLS12
+//! basic_auth_users:
+//!   prometheus: $2y$10$...
+//! http_server_config:
+//!   headers:
+//!     Strict-Transport-Security: max-age=31536000
+//! ```
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use rustls::server::WebPkiClientVerifier;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{self, ConfigErrors};
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct WebConfigFile {
+    tls_server_config: Option<TlsServerConfig>,
+    #[serde(default)]
+    basic_auth_users: BTreeMap<String, String>,
+    http_server_config: Option<HttpServerConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsServerConfig {
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    #[serde(default)]
+    client_auth_type: ClientAuthType,
+    client_ca_file: Option<PathBuf>,
+    min_version: Option<TlsVersion>,
+}
+
+#[derive(Debug, Deserialize, Default, PartialEq, Eq)]
+enum ClientAuthType {
+    #[default]
+    NoClientCert,
+    RequestClientCert,
+    RequireAnyClientCert,
+    VerifyClientCertIfGiven,
+    RequireAndVerifyClientCert,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+enum TlsVersion {
+    TLS12,
+    TLS13,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct HttpServerConfig {
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+/// What the server enforces: TLS, basic auth and extra headers.
+#[derive(Clone, Default)]
+pub struct WebSecurity {
+    /// TLS acceptor when TLS is configured.
+    pub tls: Option<TlsAcceptor>,
+    /// Basic auth users when any are configured.
+    pub auth: Option<Arc<BasicAuth>>,
+    /// Headers added to every response.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl std::fmt::Debug for WebSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSecurity")
+            .field("tls", &self.tls.is_some())
+            .field("auth", &self.auth.is_some())
+            .finish()
+    }
+}
+
+/// Basic auth against bcrypt hashes, with a cache of verified credentials so that bcrypt's
+/// deliberate slowness is paid once per credential rather than on every scrape.
+pub struct BasicAuth {
+    users: BTreeMap<String, String>,
+    verified: Mutex<HashSet<[u8; 32]>>,
+}
+
+impl BasicAuth {
+    /// Checks an `Authorization` header value.
+    pub async fn check(self: &Arc<Self>, header: Option<&http::HeaderValue>) -> bool {
+        let Some((user, pass)) = header.and_then(parse_basic) else {
+            return false;
+        };
+        let Some(hash) = self.users.get(&user).cloned() else {
+            return false;
+        };
+        let key: [u8; 32] = Sha256::new()
+            .chain_update(user.as_bytes())
+            .chain_update([0])
+            .chain_update(pass.as_bytes())
+            .chain_update([0])
+            .chain_update(hash.as_bytes())
+            .finalize()
+            .into();
+        if self.verified.lock().is_ok_and(|v| v.contains(&key)) {
+            return true;
+        }
+        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(pass, &hash).unwrap_or(false))
+            .await
+            .unwrap_or(false);
+        if ok {
+            if let Ok(mut v) = self.verified.lock() {
+                // Bounded: a flood of distinct valid credentials is not a realistic case, but
+                // the cache must not grow without limit either way.
+                if v.len() > 1024 {
+                    v.clear();
+                }
+                v.insert(key);
+            }
+        }
+        ok
+    }
+}
+
+fn parse_basic(value: &http::HeaderValue) -> Option<(String, String)> {
+    let text = value.to_str().ok()?;
+    let (scheme, rest) = text.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (u, p) = decoded.split_once(':')?;
+    Some((u.to_string(), p.to_string()))
+}
+
+/// Loads a web configuration file; `None` means plain HTTP without auth.
+///
+/// Relative paths inside the file are resolved against the file's folder, as the
+/// exporter-toolkit does.
+///
+/// # Errors
+/// Every problem of the file, with its path.
+pub fn load(path: Option<&Path>) -> Result<WebSecurity, ConfigErrors> {
+    let Some(path) = path else {
+        return Ok(WebSecurity::default());
+    };
+    let value = config::read_yaml_file(path)?;
+    let mut errs = ConfigErrors::default();
+    let Some(file) = config::typed::<WebConfigFile>(&value, "", &mut errs) else {
+        return Err(errs);
+    };
+    let base = path.parent().unwrap_or(Path::new("."));
+    let mut sec = WebSecurity::default();
+    if let Some(tls) = &file.tls_server_config {
+        match build_tls(tls, base) {
+            Ok(acceptor) => sec.tls = Some(acceptor),
+            Err((field, msg)) => errs.push(format!("tls_server_config.{field}"), msg),
+        }
+    }
+    for (user, hash) in &file.basic_auth_users {
+        if !hash.starts_with("$2") {
+            errs.push(
+                format!("basic_auth_users.{user}"),
+                "expected a bcrypt hash (starting with $2a$, $2b$ or $2y$)",
+            );
+        }
+    }
+    if !file.basic_auth_users.is_empty() {
+        sec.auth = Some(Arc::new(BasicAuth {
+            users: file.basic_auth_users.clone(),
+            verified: Mutex::new(HashSet::new()),
+        }));
+    }
+    if let Some(h) = &file.http_server_config {
+        for (name, value) in &h.headers {
+            match (
+                http::HeaderName::try_from(name.as_str()),
+                http::HeaderValue::try_from(value.as_str()),
+            ) {
+                (Ok(n), Ok(v)) => sec.headers.push((n, v)),
+                _ => errs.push(
+                    format!("http_server_config.headers.{name}"),
+                    "invalid header name or value",
+                ),
+            }
+        }
+    }
+    errs.into_result(sec)
+}
+
+fn build_tls(tls: &TlsServerConfig, base: &Path) -> Result<TlsAcceptor, (&'static str, String)> {
+    let cert_path = base.join(&tls.cert_file);
+    let key_path = base.join(&tls.key_file);
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ("cert_file", format!("cannot load {}: {e}", cert_path.display())))?;
+    if certs.is_empty() {
+        return Err((
+            "cert_file",
+            format!("no certificate in {}", cert_path.display()),
+        ));
+    }
+    let key = PrivateKeyDer::from_pem_file(&key_path)
+        .map_err(|e| ("key_file", format!("cannot load {}: {e}", key_path.display())))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version {
+        Some(TlsVersion::TLS13) => &[&rustls::version::TLS13],
+        _ => &[&rustls::version::TLS12, &rustls::version::TLS13],
+    };
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| ("min_version", e.to_string()))?;
+    let builder = if tls.client_auth_type == ClientAuthType::NoClientCert {
+        builder.with_no_client_auth()
+    } else {
+        let Some(ca) = &tls.client_ca_file else {
+            return Err((
+                "client_ca_file",
+                "required when client_auth_type asks for client certificates".into(),
+            ));
+        };
+        let ca_path = base.join(ca);
+        let mut roots = rustls::RootCertStore::empty();
+        let cas = CertificateDer::pem_file_iter(&ca_path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| ("client_ca_file", format!("cannot load {}: {e}", ca_path.display())))?;
+        for c in cas {
+            roots
+                .add(c)
+                .map_err(|e| ("client_ca_file", e.to_string()))?;
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+        let verifier = match tls.client_auth_type {
+            ClientAuthType::RequireAndVerifyClientCert | ClientAuthType::RequireAnyClientCert => {
+                verifier
+            }
+            _ => verifier.allow_unauthenticated(),
+        };
+        builder.with_client_cert_verifier(
+            verifier
+                .build()
+                .map_err(|e| ("client_ca_file", e.to_string()))?,
+        )
+    };
+    let mut cfg = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| ("key_file", format!("certificate and key do not match: {e}")))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(cfg)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_unknown_keys_and_plain_passwords() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("web.yml");
+        std::fs::write(&p, "basic_auth_users:\n  alice: secret\nfoo: 1\n").unwrap();
+        let errs = load(Some(&p)).unwrap_err();
+        assert!(errs.to_string().contains("unknown field `foo`"), "{errs}");
+        std::fs::write(&p, "basic_auth_users:\n  alice: secret\n").unwrap();
+        let errs = load(Some(&p)).unwrap_err();
+        assert_eq!(errs.problems[0].path, "basic_auth_users.alice");
+    }
+
+    #[tokio::test]
+    async fn basic_auth_checks_bcrypt() {
+        let hash = bcrypt::hash("s3cret", 4).unwrap();
+        let auth = Arc::new(BasicAuth {
+            users: [("alice".to_string(), hash)].into(),
+            verified: Mutex::new(HashSet::new()),
+        });
+        let good = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+        let bad = base64::engine::general_purpose::STANDARD.encode("alice:nope");
+        let hv = |s: String| http::HeaderValue::from_str(&format!("Basic {s}")).unwrap();
+        assert!(auth.check(Some(&hv(good.clone()))).await);
+        assert!(auth.check(Some(&hv(good))).await);
+        assert!(!auth.check(Some(&hv(bad))).await);
+        assert!(!auth.check(None).await);
+    }
+}
