@@ -1,0 +1,293 @@
+//! The exporter's configuration: global defaults and a list of probes, each of exactly one kind.
+//!
+//! ```yaml
+//! global:
+//!   interval: 30s
+//!   timeout: 10s
+//!   max_concurrency: 32
+//! probes:
+//!   - name: backend-ready
+//!     interval: 15s
+//!     http:
+//!       url: http://127.0.0.1:8080/api/ready
+//! ```
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_json::Value;
+use stackmedic_common::config::{self as cfg, ConfigErrors};
+
+use crate::probe::ProbeKindConfig;
+
+/// The configuration used when no file is given: every container of the local Docker Engine.
+pub const EMBEDDED_DEFAULT: &str = "\
+# Embedded default: report every container of the local Docker Engine.
+probes:
+  - name: containers
+    interval: 15s
+    timeout: 10s
+    docker: {}
+";
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Defaults and limits.
+    pub global: Global,
+    /// The probes, in file order, with unique names.
+    pub probes: Vec<ProbeSpec>,
+}
+
+/// Defaults and limits for all probes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Global {
+    /// Interval of probes that set none.
+    #[serde(default = "default_interval", with = "cfg::duration")]
+    pub interval: Duration,
+    /// Timeout of probes that set none.
+    #[serde(default = "default_timeout", with = "cfg::duration")]
+    pub timeout: Duration,
+    /// Most probe runs in flight at once.
+    #[serde(default = "default_concurrency")]
+    pub max_concurrency: usize,
+}
+
+impl Default for Global {
+    fn default() -> Self {
+        Self {
+            interval: default_interval(),
+            timeout: default_timeout(),
+            max_concurrency: default_concurrency(),
+        }
+    }
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_concurrency() -> usize {
+    32
+}
+
+/// One probe: its name, schedule and kind-specific settings.
+#[derive(Debug, Clone)]
+pub struct ProbeSpec {
+    /// Unique name; the `probe` label of every metric the probe exports.
+    pub name: String,
+    /// Time between the starts of two runs.
+    pub interval: Duration,
+    /// Longest a run may take before it counts as failed with reason `timeout`.
+    pub timeout: Duration,
+    /// Kind and kind-specific settings.
+    pub kind: ProbeKindConfig,
+    /// The entry as written, to tell an unchanged probe on reload (its state is kept).
+    pub raw: Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Common {
+    name: String,
+    #[serde(default, with = "cfg::duration::option")]
+    interval: Option<Duration>,
+    #[serde(default, with = "cfg::duration::option")]
+    timeout: Option<Duration>,
+}
+
+const COMMON_KEYS: &[&str] = &["name", "interval", "timeout"];
+
+/// Loads and validates a configuration file, or the embedded default when `path` is `None`.
+///
+/// # Errors
+/// Every problem found, each with its path.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
+    let value = match path {
+        Some(p) => cfg::read_yaml_file(p)?,
+        None => cfg::parse_yaml(EMBEDDED_DEFAULT).map_err(|e| {
+            let mut errs = ConfigErrors::default();
+            errs.push("", e);
+            errs
+        })?,
+    };
+    from_value(&value)
+}
+
+/// Validates a parsed document.
+///
+/// # Errors
+/// Every problem found, each with its path.
+pub fn from_value(value: &Value) -> Result<Config, ConfigErrors> {
+    let mut errs = ConfigErrors::default();
+    if !cfg::check_keys(value, "", &["global", "probes"], &mut errs) && !value.is_object() {
+        return Err(errs);
+    }
+    let global = match value.get("global") {
+        None | Some(Value::Null) => Some(Global::default()),
+        Some(g) => cfg::typed::<Global>(g, "global", &mut errs),
+    };
+    if let Some(g) = &global {
+        if g.max_concurrency == 0 {
+            errs.push("global.max_concurrency", "must be at least 1");
+        }
+        if g.timeout > g.interval {
+            errs.push("global.timeout", "must not be longer than global.interval");
+        }
+    }
+    let global = global.unwrap_or_default();
+    let mut probes = Vec::new();
+    let mut names = BTreeSet::new();
+    for (path, entry) in cfg::list_entries(value.get("probes"), "probes", &mut errs) {
+        // Names are checked on the raw entry so that a duplicate is reported even when the
+        // entry has other problems.
+        if let Some(name) = entry.get("name").and_then(Value::as_str) {
+            if !names.insert(name.to_string()) {
+                errs.push(
+                    cfg::join(&path, "name"),
+                    format!("duplicate probe name {name:?}"),
+                );
+            }
+        }
+        if let Some(spec) = probe_spec(entry, &path, &global, &mut errs) {
+            probes.push(spec);
+        }
+    }
+    errs.into_result(Config { global, probes })
+}
+
+fn probe_spec(
+    entry: &Value,
+    path: &str,
+    global: &Global,
+    errs: &mut ConfigErrors,
+) -> Option<ProbeSpec> {
+    let Some(map) = entry.as_object() else {
+        errs.push(
+            path,
+            format!("expected a mapping, found {}", cfg::kind_of(entry)),
+        );
+        return None;
+    };
+    let common_part: serde_json::Map<String, Value> = map
+        .iter()
+        .filter(|(k, _)| COMMON_KEYS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let kind_keys: Vec<&String> = map
+        .keys()
+        .filter(|k| !COMMON_KEYS.contains(&k.as_str()))
+        .collect();
+    let common = cfg::typed::<Common>(&Value::Object(common_part), path, errs);
+    let kind = match kind_keys.as_slice() {
+        [] => {
+            errs.push(
+                path,
+                format!(
+                    "no probe kind given; add one of {}",
+                    cfg::quoted(ProbeKindConfig::NAMES)
+                ),
+            );
+            None
+        }
+        [key] => {
+            let one: serde_json::Map<String, Value> = [((*key).clone(), map[key.as_str()].clone())]
+                .into_iter()
+                .collect();
+            let kind = cfg::typed::<ProbeKindConfig>(&Value::Object(one), path, errs);
+            if let Some(k) = &kind {
+                k.validate(&cfg::join(path, key), errs);
+            }
+            kind
+        }
+        many => {
+            errs.push(
+                path,
+                format!(
+                    "more than one probe kind given ({}); a probe has exactly one",
+                    many.iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+            None
+        }
+    };
+    let common = common?;
+    let name_ok = !common.name.is_empty()
+        && common.name.len() <= 128
+        && common
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.:".contains(c));
+    if !name_ok {
+        errs.push(
+            cfg::join(path, "name"),
+            "must be 1 to 128 characters of letters, digits, `_`, `-`, `.` or `:`",
+        );
+    }
+    let interval = common.interval.unwrap_or(global.interval);
+    let timeout = common.timeout.unwrap_or(global.timeout.min(interval));
+    if interval < Duration::from_millis(100) {
+        errs.push(cfg::join(path, "interval"), "must be at least 100ms");
+    }
+    if timeout.is_zero() {
+        errs.push(cfg::join(path, "timeout"), "must be longer than 0s");
+    }
+    if timeout > interval {
+        errs.push(
+            cfg::join(path, "timeout"),
+            format!(
+                "must not be longer than the interval ({})",
+                humantime_fmt(interval)
+            ),
+        );
+    }
+    Some(ProbeSpec {
+        name: common.name,
+        interval,
+        timeout,
+        kind: kind?,
+        raw: entry.clone(),
+    })
+}
+
+fn humantime_fmt(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let c = load(None).unwrap();
+        assert_eq!(c.probes.len(), 1);
+        assert_eq!(c.probes[0].kind.name(), "docker");
+    }
+
+    #[test]
+    fn every_problem_is_reported() {
+        let v = cfg::parse_yaml(
+            "probes:\n  - name: a\n    http: {url: 'not a url'}\n  - name: a\n    interval: 1s\n    timeout: 5s\n    http: {url: 'http://127.0.0.1/'}\n  - name: c\n  - name: d\n    http: {url: 'http://x/'}\n    cors: {url: 'http://x/', origin: 'http://o'}\n",
+        )
+        .unwrap();
+        let errs = from_value(&v).unwrap_err();
+        let text = errs.to_string();
+        assert!(text.contains("probes[0].http.url:"), "{text}");
+        assert!(text.contains("probes[1].timeout:"), "{text}");
+        assert!(text.contains("probes[1].name: duplicate"), "{text}");
+        assert!(text.contains("probes[2]: no probe kind given"), "{text}");
+        assert!(
+            text.contains("probes[3]: more than one probe kind"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,186 @@
+//! HTTP requests for probes: one client per distinct TLS and redirect setting, shared by every
+//! probe that uses it; bodies read up to a limit; errors classified into failure reasons.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+
+use crate::probe::{ProbeError, Reason};
+
+/// The `User-Agent` of every probe request; access-log counting skips it by default.
+pub const USER_AGENT: &str = concat!("stackmedic-exporter/", env!("CARGO_PKG_VERSION"));
+
+/// Default limit of a response body.
+pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
+
+/// TLS settings of a probe's HTTP client.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq, Hash)]
+#[serde(deny_unknown_fields)]
+pub struct TlsOptions {
+    /// Accept any server certificate (for self-signed internal endpoints).
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// Extra CA certificate (PEM) to trust.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The process's HTTP clients, one per distinct setting.
+#[derive(Default)]
+pub struct HttpClients {
+    clients: Mutex<HashMap<(TlsOptions, bool), reqwest::Client>>,
+}
+
+impl HttpClients {
+    /// The client for these settings, built on first use.
+    ///
+    /// # Errors
+    /// A message when the CA file cannot be read or the client cannot be built.
+    pub fn get(&self, tls: &TlsOptions, follow_redirects: bool) -> Result<reqwest::Client, String> {
+        let key = (tls.clone(), follow_redirects);
+        let mut map = self.clients.lock().map_err(|_| "client cache poisoned")?;
+        if let Some(c) = map.get(&key) {
+            return Ok(c.clone());
+        }
+        let mut b = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .redirect(if follow_redirects {
+                reqwest::redirect::Policy::limited(10)
+            } else {
+                reqwest::redirect::Policy::none()
+            })
+            .tls_danger_accept_invalid_certs(tls.insecure_skip_verify);
+        if let Some(ca) = &tls.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| format!("cannot read ca_file {}: {e}", ca.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("invalid ca_file {}: {e}", ca.display()))?;
+            for c in certs {
+                b = b.add_root_certificate(c);
+            }
+        }
+        let client = b
+            .build()
+            .map_err(|e| format!("cannot build http client: {e}"))?;
+        map.insert(key, client.clone());
+        Ok(client)
+    }
+}
+
+/// A response read in full.
+#[derive(Debug)]
+pub struct Fetched {
+    /// Status code.
+    pub status: StatusCode,
+    /// Response headers.
+    pub headers: HeaderMap,
+    /// Body, at most the limit.
+    pub body: Bytes,
+    /// Time until the response headers arrived.
+    pub header_time: Duration,
+}
+
+/// Sends a request and reads the body up to `max_body` bytes.
+///
+/// # Errors
+/// A classified [`ProbeError`]: `timeout`, `connect`, `tls`, `body_too_large`, …
+pub async fn send(req: reqwest::RequestBuilder, max_body: u64) -> Result<Fetched, ProbeError> {
+    let start = Instant::now();
+    let mut resp = req.send().await.map_err(classify)?;
+    let header_time = start.elapsed();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    if resp.content_length().is_some_and(|n| n > max_body) {
+        return Err(ProbeError::new(
+            Reason::BodyTooLarge,
+            format!("content-length exceeds the limit of {max_body} bytes"),
+        ));
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(classify)? {
+        if body.len() as u64 + chunk.len() as u64 > max_body {
+            return Err(ProbeError::new(
+                Reason::BodyTooLarge,
+                format!("body exceeds the limit of {max_body} bytes"),
+            ));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Fetched {
+        status,
+        headers,
+        body: body.freeze(),
+        header_time,
+    })
+}
+
+/// Turns a client error into a failure reason, keeping the whole cause chain in the message.
+#[must_use]
+pub fn classify(e: reqwest::Error) -> ProbeError {
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        message.push_str(": ");
+        message.push_str(&s.to_string());
+        source = s.source();
+    }
+    let lower = message.to_ascii_lowercase();
+    let reason = if e.is_timeout() {
+        Reason::Timeout
+    } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake")
+    {
+        Reason::Tls
+    } else if e.is_connect() || e.is_request() {
+        Reason::Connect
+    } else if e.is_redirect() {
+        Reason::HttpStatus
+    } else if e.is_body() || e.is_decode() {
+        Reason::Parse
+    } else {
+        Reason::Other
+    };
+    ProbeError::new(reason, message)
+}
+
+/// Checks a status against a list; an empty list accepts any 2xx.
+#[must_use]
+pub fn status_ok(status: StatusCode, valid: &[u16]) -> bool {
+    if valid.is_empty() {
+        status.is_success()
+    } else {
+        valid.contains(&status.as_u16())
+    }
+}
+
+/// Describes the accepted statuses for messages.
+#[must_use]
+pub fn describe_valid(valid: &[u16]) -> String {
+    if valid.is_empty() {
+        "2xx".to_string()
+    } else {
+        valid
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// Checks a probe URL: http or https with a host.
+pub fn validate_url(url: &url::Url, path: &str, errs: &mut stackmedic_common::ConfigErrors) {
+    if !matches!(url.scheme(), "http" | "https") {
+        errs.push(
+            path,
+            format!("scheme must be http or https, found {:?}", url.scheme()),
+        );
+    }
+    if url.host().is_none() {
+        errs.push(path, "url has no host");
+    }
+}

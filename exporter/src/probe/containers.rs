@@ -1,0 +1,252 @@
+//! Containers (seeds 000, 002, 003): per container of a Docker Engine whose name matches a
+//! regex — running, state, health status, restart count, start time, last exit code. An engine
+//! that is down or gone is reported as `stackmedic_docker_up 0`, never a crash.
+
+use std::collections::BTreeSet;
+
+use bollard::models::ContainerInspectResponse;
+use bollard::query_parameters::ListContainersOptions;
+use bollard::Docker;
+use serde::Deserialize;
+use stackmedic_common::config::{join, Regex};
+use stackmedic_common::ConfigErrors;
+
+use super::{ProbeError, Reason, RunContext};
+use crate::metrics::{Family, Samples};
+
+static DOCKER_UP: Family = Family::gauge(
+    "stackmedic_docker_up",
+    "Whether the Docker Engine answered (1) or not (0).",
+);
+static MATCHED: Family = Family::gauge(
+    "stackmedic_containers_matched",
+    "Containers whose name matches the probe's pattern.",
+);
+static EXISTS: Family = Family::gauge(
+    "stackmedic_container_exists",
+    "Whether a container named in `expected` exists (1) or not (0).",
+);
+static RUNNING: Family = Family::gauge(
+    "stackmedic_container_running",
+    "Whether the container is running (1) or not (0); 0 for an expected container that is gone.",
+);
+static STATE: Family = Family::gauge(
+    "stackmedic_container_state",
+    "State set of the container state: created, running, paused, restarting, removing, exited, dead.",
+);
+static HEALTH: Family = Family::gauge(
+    "stackmedic_container_health_status",
+    "State set of the health check status: healthy, unhealthy, starting, none (no health check).",
+);
+static RESTARTS: Family = Family::counter(
+    "stackmedic_container_restarts_total",
+    "Restarts of the container by its restart policy, as counted by the Docker Engine.",
+);
+static STARTED: Family = Family::gauge(
+    "stackmedic_container_started_timestamp_seconds",
+    "Unix time at which the container last started.",
+);
+static EXIT_CODE: Family = Family::gauge(
+    "stackmedic_container_last_exit_code",
+    "Exit code of the container's last run (0 while it has not exited).",
+);
+
+const STATES: &[&str] = &[
+    "created",
+    "running",
+    "paused",
+    "restarting",
+    "removing",
+    "exited",
+    "dead",
+];
+const HEALTH_STATES: &[&str] = &["healthy", "unhealthy", "starting", "none"];
+
+fn match_all() -> Regex {
+    Regex(regex::Regex::new(".*").expect("static regex compiles"))
+}
+
+/// Settings of a `docker` probe.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DockerConfig {
+    /// Engine address, `unix:///var/run/docker.sock` by default (or `DOCKER_HOST`).
+    pub host: Option<String>,
+    /// Only containers whose name matches (unanchored; use `^owui$` for an exact name).
+    #[serde(default = "match_all")]
+    pub name_pattern: Regex,
+    /// Names that must exist: a missing one is reported as not running instead of vanishing.
+    #[serde(default)]
+    pub expected: Vec<String>,
+}
+
+impl DockerConfig {
+    /// Checks the engine address.
+    pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+        if let Some(h) = &self.host {
+            if !h.starts_with("unix://") {
+                errs.push(join(path, "host"), "only unix:// sockets are supported");
+            }
+        }
+        for (i, n) in self.expected.iter().enumerate() {
+            if n.is_empty() || n.contains('/') {
+                errs.push(
+                    format!("{path}.expected[{i}]"),
+                    format!("{n:?} is not a container name"),
+                );
+            }
+        }
+    }
+}
+
+/// A `docker` probe.
+pub struct DockerProbe {
+    cfg: DockerConfig,
+    docker: Docker,
+}
+
+impl DockerProbe {
+    /// Builds the probe; no connection is made until the first run.
+    ///
+    /// # Errors
+    /// When the client cannot be set up.
+    pub fn new(cfg: DockerConfig) -> Result<Self, String> {
+        let docker = match &cfg.host {
+            Some(h) => Docker::connect_with_unix(h, 10, bollard::API_DEFAULT_VERSION),
+            None => Docker::connect_with_local_defaults(),
+        }
+        .map_err(|e| format!("cannot set up docker client: {e}"))?;
+        Ok(Self { cfg, docker })
+    }
+
+    /// Lists and inspects the matching containers.
+    ///
+    /// # Errors
+    /// `connect` when the engine is down, `docker` when it answers with an error.
+    pub async fn run(&self, _cx: &RunContext, out: &mut Samples) -> Result<(), ProbeError> {
+        let list = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                ..Default::default()
+            }))
+            .await;
+        let list = match list {
+            Ok(l) => l,
+            Err(e) => {
+                out.flag(&DOCKER_UP, &[], false);
+                for name in &self.cfg.expected {
+                    out.flag(&RUNNING, &[("container", name)], false);
+                }
+                return Err(docker_error(&e));
+            }
+        };
+        out.flag(&DOCKER_UP, &[], true);
+        let names: Vec<String> = list
+            .iter()
+            .filter_map(|c| {
+                c.names
+                    .as_ref()?
+                    .first()
+                    .map(|n| n.trim_start_matches('/').to_string())
+            })
+            .filter(|n| self.cfg.name_pattern.get().is_match(n))
+            .collect();
+        out.push(&MATCHED, &[], names.len() as f64);
+        let inspected = futures_util::future::join_all(
+            names.iter().map(|n| self.docker.inspect_container(n, None)),
+        )
+        .await;
+        let mut seen = BTreeSet::new();
+        for (name, r) in names.iter().zip(inspected) {
+            // A container removed between list and inspect is simply not reported this time.
+            if let Ok(info) = r {
+                export(name, &info, out);
+                seen.insert(name.as_str());
+            }
+        }
+        let mut missing = Vec::new();
+        for name in &self.cfg.expected {
+            let exists = seen.contains(name.as_str());
+            out.flag(&EXISTS, &[("container", name)], exists);
+            if !exists {
+                out.flag(&RUNNING, &[("container", name)], false);
+                missing.push(name.as_str());
+            }
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(ProbeError::new(
+                Reason::NotFound,
+                format!("expected container(s) missing: {}", missing.join(", ")),
+            ))
+        }
+    }
+}
+
+fn export(name: &str, info: &ContainerInspectResponse, out: &mut Samples) {
+    let labels = [("container", name)];
+    let state = info.state.as_ref();
+    let status = state
+        .and_then(|s| s.status)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    let running = state.and_then(|s| s.running).unwrap_or(false);
+    out.flag(&RUNNING, &labels, running);
+    out.state_set(&STATE, &labels, "state", STATES, &status);
+    let health = state
+        .and_then(|s| s.health.as_ref())
+        .and_then(|h| h.status)
+        .map(|h| h.to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "none".to_string());
+    out.state_set(&HEALTH, &labels, "status", HEALTH_STATES, &health);
+    out.push(&RESTARTS, &labels, info.restart_count.unwrap_or(0) as f64);
+    if let Some(t) = state
+        .and_then(|s| s.started_at.as_deref())
+        .and_then(parse_time)
+    {
+        out.push(&STARTED, &labels, t);
+    }
+    out.push(
+        &EXIT_CODE,
+        &labels,
+        state.and_then(|s| s.exit_code).unwrap_or(0) as f64,
+    );
+}
+
+/// Docker's RFC 3339 times; its zero time (`0001-01-01T00:00:00Z`) means never.
+fn parse_time(s: &str) -> Option<f64> {
+    let t = humantime_rfc3339(s)?;
+    (t > 0.0).then_some(t)
+}
+
+fn humantime_rfc3339(s: &str) -> Option<f64> {
+    let st = humantime::parse_rfc3339_weak(s).ok()?;
+    st.duration_since(std::time::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs_f64())
+}
+
+fn docker_error(e: &bollard::errors::Error) -> ProbeError {
+    use bollard::errors::Error as E;
+    let reason = match e {
+        E::DockerResponseServerError { .. } => Reason::Docker,
+        E::RequestTimeoutError => Reason::Timeout,
+        _ => Reason::Connect,
+    };
+    ProbeError::new(reason, format!("docker engine: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_times() {
+        assert_eq!(parse_time("0001-01-01T00:00:00Z"), None);
+        let t = parse_time("2024-05-01T12:00:00.123456789Z").unwrap();
+        assert!((t - 1_714_564_800.123).abs() < 0.01);
+    }
+}

@@ -1,0 +1,129 @@
+//! The probe families, one module each, behind one enum dispatched by exhaustive `match`.
+//!
+//! The runner owns everything shared — schedule, timeout, success, duration, last run, failure
+//! reason — so a probe only does its own work: it writes its samples and returns `Ok` or a
+//! [`ProbeError`]. Samples written before a failure are kept (a 502 still reports its status).
+
+pub mod containers;
+pub mod error;
+pub mod readiness;
+pub mod status_path;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use stackmedic_common::ConfigErrors;
+
+pub use error::{ProbeError, Reason};
+
+use crate::fetch::HttpClients;
+use crate::metrics::Samples;
+
+/// A probe's kind-specific settings; the YAML key names the kind.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProbeKindConfig {
+    /// HTTP(S) readiness, edge and JSON summary checks.
+    Http(readiness::HttpConfig),
+    /// CORS preflight check.
+    Cors(readiness::CorsConfig),
+    /// Active sampling of the `X-Status-Path` response header.
+    StatusPath(status_path::SampleConfig),
+    /// Passive counting of `X-Status-Path` values in an access log.
+    AccessLog(status_path::AccessLogConfig),
+    /// Containers of a Docker Engine.
+    Docker(containers::DockerConfig),
+}
+
+impl ProbeKindConfig {
+    /// The kind names, as written in the configuration.
+    pub const NAMES: &'static [&'static str] =
+        &["http", "cors", "status_path", "access_log", "docker"];
+
+    /// The kind name; the `kind` label of the runner's metrics.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Http(_) => "http",
+            Self::Cors(_) => "cors",
+            Self::StatusPath(_) => "status_path",
+            Self::AccessLog(_) => "access_log",
+            Self::Docker(_) => "docker",
+        }
+    }
+
+    /// Checks what deserialization cannot, recording problems under `path`.
+    pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+        match self {
+            Self::Http(c) => c.validate(path, errs),
+            Self::Cors(c) => c.validate(path, errs),
+            Self::StatusPath(c) => c.validate(path, errs),
+            Self::AccessLog(c) => c.validate(path, errs),
+            Self::Docker(c) => c.validate(path, errs),
+        }
+    }
+}
+
+/// What all probes of the process share.
+#[derive(Default)]
+pub struct Shared {
+    /// HTTP clients, one per distinct TLS and redirect setting.
+    pub http: HttpClients,
+}
+
+/// What a run gets besides its probe.
+pub struct RunContext {
+    /// The probe's timeout; requests use it so that they fail as `timeout` themselves.
+    pub timeout: Duration,
+    /// Process-wide resources.
+    pub shared: Arc<Shared>,
+}
+
+/// A probe instance with whatever state it keeps between runs.
+pub enum Probe {
+    /// See [`readiness::HttpProbe`].
+    Http(readiness::HttpProbe),
+    /// See [`readiness::CorsProbe`].
+    Cors(readiness::CorsProbe),
+    /// See [`status_path::SampleProbe`].
+    StatusPath(status_path::SampleProbe),
+    /// See [`status_path::AccessLogProbe`].
+    AccessLog(status_path::AccessLogProbe),
+    /// See [`containers::DockerProbe`].
+    Docker(containers::DockerProbe),
+}
+
+impl Probe {
+    /// Builds the instance for a validated configuration.
+    ///
+    /// # Errors
+    /// A message when a resource the probe needs cannot be set up (a CA file, a client).
+    pub fn build(cfg: &ProbeKindConfig, shared: &Shared) -> Result<Self, String> {
+        Ok(match cfg {
+            ProbeKindConfig::Http(c) => Self::Http(readiness::HttpProbe::new(c.clone(), shared)?),
+            ProbeKindConfig::Cors(c) => Self::Cors(readiness::CorsProbe::new(c.clone(), shared)?),
+            ProbeKindConfig::StatusPath(c) => {
+                Self::StatusPath(status_path::SampleProbe::new(c.clone(), shared)?)
+            }
+            ProbeKindConfig::AccessLog(c) => {
+                Self::AccessLog(status_path::AccessLogProbe::new(c.clone()))
+            }
+            ProbeKindConfig::Docker(c) => Self::Docker(containers::DockerProbe::new(c.clone())?),
+        })
+    }
+
+    /// Runs once, writing samples into `out`.
+    ///
+    /// # Errors
+    /// The reason the run failed.
+    pub async fn run(&self, cx: &RunContext, out: &mut Samples) -> Result<(), ProbeError> {
+        match self {
+            Self::Http(p) => p.run(cx, out).await,
+            Self::Cors(p) => p.run(cx, out).await,
+            Self::StatusPath(p) => p.run(cx, out).await,
+            Self::AccessLog(p) => p.run(cx, out).await,
+            Self::Docker(p) => p.run(cx, out).await,
+        }
+    }
+}
