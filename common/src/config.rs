@@ -172,7 +172,10 @@ pub fn list_entries<'a>(
 /// Checks that a mapping holds only the given keys, recording each unknown key.
 pub fn check_keys(value: &Value, path: &str, known: &[&str], errs: &mut ConfigErrors) -> bool {
     let Some(map) = value.as_object() else {
-        errs.push(path, format!("expected a mapping, found {}", kind_of(value)));
+        errs.push(
+            path,
+            format!("expected a mapping, found {}", kind_of(value)),
+        );
         return false;
     };
     let mut ok = true;
@@ -244,7 +247,9 @@ pub mod duration {
         pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
             match Option::<String>::deserialize(d)? {
                 None => Ok(None),
-                Some(s) => parse_duration(&s).map(Some).map_err(serde::de::Error::custom),
+                Some(s) => parse_duration(&s)
+                    .map(Some)
+                    .map_err(serde::de::Error::custom),
             }
         }
     }
@@ -285,8 +290,9 @@ pub fn read_secret(file: Option<&Path>, env: Option<&str>) -> Result<String, Str
     let value = match (file, env) {
         (Some(f), _) => std::fs::read_to_string(f)
             .map_err(|e| format!("cannot read secret file {}: {e}", f.display()))?,
-        (None, Some(var)) => std::env::var(var)
-            .map_err(|_| format!("environment variable {var} is not set"))?,
+        (None, Some(var)) => {
+            std::env::var(var).map_err(|_| format!("environment variable {var} is not set"))?
+        }
         (None, None) => return Err("no secret file or environment variable given".into()),
     };
     let value = value.trim_end_matches(['\r', '\n']).to_string();
@@ -316,7 +322,9 @@ mod tests {
         assert!(typed::<Inner>(&v, "probes[2].docker", &mut errs).is_none());
         assert_eq!(errs.problems.len(), 1);
         assert_eq!(errs.problems[0].path, "probes[2].docker.pattern");
-        assert!(errs.problems[0].message.contains("invalid regular expression"));
+        assert!(errs.problems[0]
+            .message
+            .contains("invalid regular expression"));
     }
 
     #[test]

@@ -92,7 +92,11 @@ pub fn unix_now() -> f64 {
 
 /// Starts the reload task, which also reloads on SIGHUP.
 #[must_use]
-pub fn spawn(reload: ReloadFn, metrics: ReloadMetrics, shutdown: CancellationToken) -> ReloadHandle {
+pub fn spawn(
+    reload: ReloadFn,
+    metrics: ReloadMetrics,
+    shutdown: CancellationToken,
+) -> ReloadHandle {
     let (tx, mut rx) = mpsc::channel::<Reply>(8);
     let handle = ReloadHandle { tx };
     let sighup_handle = handle.clone();
@@ -125,7 +129,9 @@ pub fn spawn(reload: ReloadFn, metrics: ReloadMetrics, shutdown: CancellationTok
             let result = reload().await;
             match &result {
                 Ok(()) => tracing::info!("configuration reloaded"),
-                Err(e) => tracing::error!(error = %e, "configuration reload failed; keeping the running configuration"),
+                Err(e) => {
+                    tracing::error!(error = %e, "configuration reload failed; keeping the running configuration")
+                }
             }
             metrics.record(result.is_ok());
             let _ = reply.send(result);

@@ -211,15 +211,24 @@ fn build_tls(tls: &TlsServerConfig, base: &Path) -> Result<TlsAcceptor, (&'stati
     let key_path = base.join(&tls.key_file);
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| ("cert_file", format!("cannot load {}: {e}", cert_path.display())))?;
+        .map_err(|e| {
+            (
+                "cert_file",
+                format!("cannot load {}: {e}", cert_path.display()),
+            )
+        })?;
     if certs.is_empty() {
         return Err((
             "cert_file",
             format!("no certificate in {}", cert_path.display()),
         ));
     }
-    let key = PrivateKeyDer::from_pem_file(&key_path)
-        .map_err(|e| ("key_file", format!("cannot load {}: {e}", key_path.display())))?;
+    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| {
+        (
+            "key_file",
+            format!("cannot load {}: {e}", key_path.display()),
+        )
+    })?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version {
         Some(TlsVersion::TLS13) => &[&rustls::version::TLS13],
@@ -241,7 +250,12 @@ fn build_tls(tls: &TlsServerConfig, base: &Path) -> Result<TlsAcceptor, (&'stati
         let mut roots = rustls::RootCertStore::empty();
         let cas = CertificateDer::pem_file_iter(&ca_path)
             .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| ("client_ca_file", format!("cannot load {}: {e}", ca_path.display())))?;
+            .map_err(|e| {
+                (
+                    "client_ca_file",
+                    format!("cannot load {}: {e}", ca_path.display()),
+                )
+            })?;
         for c in cas {
             roots
                 .add(c)
