@@ -1,0 +1,135 @@
+//! stackmedic-remediator: Alertmanager webhooks to scoped, durable, audited recovery actions.
+//!
+//! Data flow: `POST /webhook` ([`web`]) → authentication and validation ([`webhook`]) →
+//! matching and selection ([`pipeline`], [`matcher`]) → durable acceptance ([`store`]) → per job:
+//! lock, limits, [`action`], verification, audit → escalation to Alertmanager when attempts
+//! run out. The binary is thin: it parses flags and calls [`run`].
+
+pub mod action;
+pub mod config;
+pub mod docker;
+pub mod matcher;
+pub mod metrics;
+pub mod pipeline;
+pub mod store;
+pub mod web;
+pub mod webhook;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use stackmedic_common::reload::{self, ReloadMetrics};
+use stackmedic_common::server::{self, Handler};
+use stackmedic_common::webconfig::WebSecurity;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use config::Config;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN_ADDRESS: &str = "127.0.0.1:8791";
+
+/// File name of the database inside the storage directory.
+pub const DATABASE_FILE: &str = "remediator.sqlite";
+
+/// Everything [`run`] needs besides the listener and the configuration.
+pub struct Options {
+    /// The configuration file to reload from; `None` means the embedded default.
+    pub config_file: Option<PathBuf>,
+    /// Directory of the database.
+    pub storage_path: PathBuf,
+    /// TLS and basic auth of the web interface.
+    pub security: WebSecurity,
+}
+
+/// Refuses a configuration without webhook authentication on a non-loopback listener.
+///
+/// # Errors
+/// A message explaining the refusal.
+pub fn check_exposure(config: &Config, listener: &TcpListener) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    if !addr.ip().is_loopback() && !config.webhook.credentials.is_set() {
+        anyhow::bail!(
+            "refusing to listen on {addr} without webhook authentication: configure \
+             webhook.bearer_token_file or webhook.basic_auth, or listen on a loopback address"
+        );
+    }
+    Ok(())
+}
+
+/// Opens the store in `dir`, creating the directory.
+///
+/// # Errors
+/// When the directory or database cannot be created.
+pub fn open_store(dir: &Path) -> anyhow::Result<store::Store> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create storage directory {}", dir.display()))?;
+    let path = dir.join(DATABASE_FILE);
+    store::Store::open(&path).with_context(|| format!("cannot open {}", path.display()))
+}
+
+/// Runs the remediator on `listener` until `shutdown` is cancelled: resumes stored jobs, starts
+/// the escalator, and serves HTTP.
+///
+/// # Errors
+/// When the listener is exposed without authentication, the store cannot be opened, or serving
+/// fails for good.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    options: Options,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    check_exposure(&config, &listener)?;
+    let store = open_store(&options.storage_path)?;
+    let metrics = metrics::Metrics::new()?;
+    let reload_metrics = ReloadMetrics::register(&metrics.registry, "stackmedic_remediator")?;
+    let resume_max_age = config.global.resume_max_age.as_secs_f64();
+    let engine = pipeline::Engine::new(config, store, metrics, shutdown.clone())?;
+
+    let (jobs, expired) = engine
+        .store
+        .resume(resume_max_age, pipeline::now())
+        .await
+        .context("cannot resume stored jobs")?;
+    if !jobs.is_empty() || expired > 0 {
+        tracing::info!(resumed = jobs.len(), expired, "stored jobs resumed");
+    }
+    for job in jobs {
+        engine.spawn(job);
+    }
+    tokio::spawn(pipeline::escalator(engine.clone(), shutdown.clone()));
+
+    let local = listener.local_addr()?;
+    let reload_fn: reload::ReloadFn = {
+        let engine = engine.clone();
+        let path = options.config_file.clone();
+        Arc::new(move || {
+            let engine = engine.clone();
+            let path = path.clone();
+            Box::pin(async move {
+                let cfg = config::load(path.as_deref()).map_err(|e| e.to_string())?;
+                if !local.ip().is_loopback() && !cfg.webhook.credentials.is_set() {
+                    return Err(format!(
+                        "the new configuration has no webhook authentication and {local} is not a loopback address"
+                    ));
+                }
+                engine.set_config(cfg);
+                Ok(())
+            })
+        })
+    };
+    let reload_handle = reload::spawn(reload_fn, reload_metrics, shutdown.clone());
+    let handler: Handler = {
+        let engine = engine.clone();
+        Arc::new(move |req| {
+            let engine = engine.clone();
+            let reload_handle = reload_handle.clone();
+            Box::pin(async move { web::handle(engine, reload_handle, req).await })
+        })
+    };
+    tracing::info!(address = %local, "stackmedic-remediator listening");
+    server::serve(listener, options.security, handler, shutdown).await?;
+    Ok(())
+}
