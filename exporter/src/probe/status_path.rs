@@ -270,6 +270,10 @@ pub struct AccessLogConfig {
     /// Name of the capture group.
     #[serde(default = "default_capture")]
     pub capture: String,
+    /// Only lines matching this regex are considered (for example the status endpoints'
+    /// request lines); all lines when absent. Other lines count as `excluded`.
+    #[serde(default)]
+    pub include: Option<Regex>,
     /// Lines matching this regex are not client hits (by default the exporter's own requests,
     /// recognised by their User-Agent); `null` counts every line.
     #[serde(default = "default_exclude")]
@@ -504,7 +508,9 @@ fn count_line(cfg: &AccessLogConfig, st: &mut TailState, raw: &[u8]) {
     if line.is_empty() {
         return;
     }
-    if cfg.exclude.as_ref().is_some_and(|x| x.get().is_match(line)) {
+    if cfg.exclude.as_ref().is_some_and(|x| x.get().is_match(line))
+        || cfg.include.as_ref().is_some_and(|x| !x.get().is_match(line))
+    {
         st.excluded += 1;
         return;
     }
@@ -530,6 +536,7 @@ mod tests {
             regex: default_log_regex(),
             capture: default_capture(),
             exclude: default_exclude(),
+            include: None,
             api_values: default_api(),
             legacy_values: default_legacy(),
             start_at: StartAt::Beginning,
