@@ -332,7 +332,7 @@ impl HttpProbe {
         if let Some(p) = &f.llm_path {
             match lookup_str(&doc, p) {
                 Ok(path) => {
-                    let current = if f.llm_path_states.iter().any(|s| *s == path) {
+                    let current = if f.llm_path_states.contains(&path) {
                         path.as_str()
                     } else {
                         "other"

@@ -1,0 +1,138 @@
+//! A private, real Alertmanager (`/usr/bin/prometheus-alertmanager`, Debian package
+//! `prometheus-alertmanager`), and the path of `amtool`.
+//!
+//! [`Alertmanager::start`] writes the caller's configuration into a fresh temporary directory and
+//! runs `prometheus-alertmanager --config.file=<dir>/alertmanager.yml --storage.path=<dir>/data
+//! --web.listen-address=127.0.0.1:<port> --cluster.listen-address=` (an empty cluster address
+//! disables clustering, so nothing listens besides the web port), then waits until `/-/ready`
+//! answers 200. Placeholders replaced in the configuration: `{port}` and `{dir}`.
+//!
+//! ```text
+//! let am = Alertmanager::start(&format!(
+//!     "route: {{receiver: remediator, group_wait: 0s}}\n\
+//!      receivers: [{{name: remediator, webhook_configs: [{{url: 'http://127.0.0.1:{port}/webhook'}}]}}]\n"
+//! ));
+//! let alerts = am.alerts()?;
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tempfile::TempDir;
+
+use crate::process::Process;
+
+/// Path of the Alertmanager binary on Debian.
+pub const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
+
+/// Path of amtool on Debian.
+pub const AMTOOL: &str = "/usr/bin/amtool";
+
+/// The path of `amtool` (Debian package `prometheus-alertmanager`), for `amtool check-config`,
+/// `amtool config routes test`, `amtool alert query --alertmanager.url=…`, ….
+///
+/// # Panics
+/// When it is not installed.
+pub fn amtool() -> PathBuf {
+    crate::require_program(&[AMTOOL], "prometheus-alertmanager")
+}
+
+/// A running Alertmanager; stopped when dropped. See the [module docs](self).
+#[derive(Debug)]
+pub struct Alertmanager {
+    // Field order matters: the process is stopped before its directory is deleted.
+    process: Process,
+    port: u16,
+    dir: TempDir,
+}
+
+impl Alertmanager {
+    /// Starts Alertmanager with configuration `config_yaml` (placeholders replaced).
+    ///
+    /// # Panics
+    /// When Alertmanager is not installed, rejects the configuration, or is not ready within
+    /// 60 s; the message includes its log.
+    pub fn start(config_yaml: &str) -> Alertmanager {
+        let binary = crate::require_program(&[ALERTMANAGER], "prometheus-alertmanager");
+        let dir = tempfile::Builder::new()
+            .prefix("stackmedic-alertmanager-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
+        let config_path = dir.path().join("alertmanager.yml");
+        let (process, port) = crate::prometheus::start_ready_server(
+            "alertmanager",
+            dir.path(),
+            Duration::from_secs(60),
+            |port| {
+                let text = config_yaml
+                    .replace("{port}", &port.to_string())
+                    .replace("{dir}", &dir.path().display().to_string());
+                std::fs::write(&config_path, &text)
+                    .unwrap_or_else(|e| panic!("cannot write {}: {e}", config_path.display()));
+                let mut command = Command::new(&binary);
+                command
+                    .arg(format!("--config.file={}", config_path.display()))
+                    .arg(format!(
+                        "--storage.path={}",
+                        dir.path().join("data").display()
+                    ))
+                    .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                    .arg(format!("--web.external-url=http://127.0.0.1:{port}/"))
+                    .arg("--cluster.listen-address=");
+                (command, text)
+            },
+        );
+        Alertmanager { process, port, dir }
+    }
+
+    /// The port Alertmanager listens on (on `127.0.0.1`).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `127.0.0.1:<port>`, as used in Prometheus' `alerting.alertmanagers` targets.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `http://127.0.0.1:<port><path>`; `path` should start with `/` (`url("")` is the base
+    /// URL, for `amtool --alertmanager.url` or the remediator's escalation target).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The temporary directory (configuration, `data/`, logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `GET /api/v2/alerts`: the array of alerts Alertmanager holds (active, silenced and
+    /// inhibited), each with `labels`, `annotations`, `status`, `startsAt`, ….
+    pub fn alerts(&self) -> Result<serde_json::Value> {
+        crate::http::get(&self.url("/api/v2/alerts"))?
+            .error_for_status()
+            .context("listing Alertmanager alerts")?
+            .json()
+    }
+
+    /// `POST /api/v2/alerts` with `alerts` (a JSON array of `{"labels": {...}, ...}`), as
+    /// Prometheus or the remediator's escalation does.
+    pub fn post_alerts(&self, alerts: &serde_json::Value) -> Result<()> {
+        crate::http::post_json(&self.url("/api/v2/alerts"), alerts)?
+            .error_for_status()
+            .context("posting alerts to Alertmanager")?;
+        Ok(())
+    }
+
+    /// The underlying process guard (pid, logs, describe).
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+
+    /// Stops Alertmanager now. Dropping does the same.
+    pub fn stop(&mut self) {
+        self.process.stop();
+    }
+}

@@ -1,0 +1,222 @@
+//! The `stackmedic-remediator` binary as a peer of tests: started with a configuration written
+//! into a fresh temporary directory, its database in `<dir>/data`, listening on a free
+//! `127.0.0.1` port; plus builders for Alertmanager webhook payloads (version 4).
+//!
+//! Placeholders replaced in the configuration: `{dir}` (the temporary directory) and `{port}`.
+//!
+//! ```text
+//! let r = Remediator::start("rules: []\n");
+//! let resp = r.webhook(&payload(vec![alert("firing", &[("alertname", "X")], "2026-11-22T10:00:00Z")]), None)?;
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Result;
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+use crate::process::Process;
+
+/// A running remediator; stopped when dropped. See the [module docs](self).
+#[derive(Debug)]
+pub struct Remediator {
+    // Field order matters: the process is stopped before its directory is deleted.
+    process: Process,
+    port: u16,
+    starts: u32,
+    config_path: PathBuf,
+    dir: TempDir,
+}
+
+impl Remediator {
+    /// Writes `config_yaml` (placeholders replaced) and starts the remediator on it.
+    ///
+    /// # Panics
+    /// When the binary is missing or not ready within 30 s; the message includes its log.
+    pub fn start(config_yaml: &str) -> Remediator {
+        let dir = tempfile::Builder::new()
+            .prefix("stackmedic-remediator-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
+        Self::start_in(dir, config_yaml)
+    }
+
+    /// Like [`Remediator::start`], in a directory the caller prepared (secret files, …).
+    pub fn start_in(dir: TempDir, config_yaml: &str) -> Remediator {
+        let port = crate::free_port();
+        let config_path = dir.path().join("remediator.yml");
+        let text = config_yaml
+            .replace("{dir}", &dir.path().display().to_string())
+            .replace("{port}", &port.to_string());
+        std::fs::write(&config_path, &text)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", config_path.display()));
+        let process = spawn(&config_path, dir.path(), port, 1);
+        Remediator {
+            process,
+            port,
+            starts: 1,
+            config_path,
+            dir,
+        }
+    }
+
+    /// Kills the process with `SIGKILL` (no shutdown at all, as in a crash).
+    pub fn kill9(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts the process again on the same port, configuration and database.
+    pub fn restart(&mut self) {
+        self.process.stop();
+        self.starts += 1;
+        self.process = spawn(&self.config_path, self.dir.path(), self.port, self.starts);
+    }
+
+    /// The port on `127.0.0.1`.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `http://127.0.0.1:<port><path>`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The temporary directory (configuration, `data/`, logs).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The process guard.
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+
+    /// `POST /webhook` with `payload`, with `Authorization: Bearer <token>` when given.
+    pub fn webhook(&self, payload: &Value, token: Option<&str>) -> Result<crate::http::Response> {
+        let body = serde_json::to_vec(payload)?;
+        self.webhook_raw(&body, token)
+    }
+
+    /// `POST /webhook` with a raw body.
+    pub fn webhook_raw(&self, body: &[u8], token: Option<&str>) -> Result<crate::http::Response> {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("Content-Type", "application/json")];
+        if let Some(a) = &auth {
+            headers.push(("Authorization", a.as_str()));
+        }
+        crate::http::request("POST", &self.url("/webhook"), &headers, Some(body))
+    }
+
+    /// `GET /api/actions?limit=1000` as JSON.
+    ///
+    /// # Panics
+    /// When the request fails.
+    pub fn history(&self) -> Value {
+        crate::http::get(&self.url("/api/actions?limit=1000"))
+            .and_then(|r| r.error_for_status())
+            .and_then(|r| r.json())
+            .unwrap_or_else(|e| panic!("GET /api/actions failed: {e:#}"))
+    }
+
+    /// The audit rows (newest first) whose `result` is `result`.
+    pub fn actions_with(&self, result: &str) -> Vec<Value> {
+        self.history()["actions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a["result"] == result)
+            .collect()
+    }
+
+    /// Waits up to `timeout` until at least `n` audit rows have `result`; returns them.
+    ///
+    /// # Panics
+    /// On timeout, with the history and the log.
+    pub fn wait_for(&mut self, result: &str, n: usize, timeout: Duration) -> Vec<Value> {
+        let ok = crate::wait_until(timeout, Duration::from_millis(100), || {
+            self.actions_with(result).len() >= n
+        });
+        if !ok {
+            panic!(
+                "fewer than {n} `{result}` decisions within {timeout:?}; history:\n{:#}\n{}",
+                self.history(),
+                self.process.describe()
+            );
+        }
+        self.actions_with(result)
+    }
+}
+
+fn spawn(config: &Path, dir: &Path, port: u16, n: u32) -> Process {
+    let binary = crate::bin_path("stackmedic-remediator");
+    let mut command = Command::new(binary);
+    command
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--log.level=debug");
+    let mut process = Process::spawn(&format!("remediator-{n}"), command, dir);
+    let ready_url = format!("http://127.0.0.1:{port}/-/ready");
+    let ready = crate::wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
+        !process.is_running()
+            || crate::http::request_with_timeout("GET", &ready_url, &[], None, Duration::from_secs(2))
+                .is_ok_and(|r| r.status == 200)
+    });
+    if !ready || !process.is_running() {
+        panic!(
+            "stackmedic-remediator was not ready at {ready_url}:\n{}",
+            process.describe()
+        );
+    }
+    process
+}
+
+/// One alert of a webhook payload.
+pub fn alert(status: &str, labels: &[(&str, &str)], starts_at: &str) -> Value {
+    let labels: serde_json::Map<String, Value> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+        .collect();
+    // A stable fingerprint per label set, as Alertmanager computes one.
+    let mut fp: u64 = 0xcbf2_9ce4_8422_2325;
+    for (k, v) in &labels {
+        for b in k.bytes().chain([0xff]).chain(v.as_str().unwrap_or("").bytes()) {
+            fp ^= u64::from(b);
+            fp = fp.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    json!({
+        "status": status,
+        "labels": labels,
+        "annotations": {"summary": "test alert"},
+        "startsAt": starts_at,
+        "endsAt": if status == "resolved" { "2026-11-22T12:00:00Z" } else { "0001-01-01T00:00:00Z" },
+        "generatorURL": "http://127.0.0.1:9090/graph",
+        "fingerprint": format!("{fp:016x}"),
+    })
+}
+
+/// A version 4 webhook payload holding `alerts`.
+pub fn payload(alerts: Vec<Value>) -> Value {
+    let status = if alerts.iter().any(|a| a["status"] == "firing") {
+        "firing"
+    } else {
+        "resolved"
+    };
+    json!({
+        "version": "4",
+        "groupKey": "{}:{alertname=\"test\"}",
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "remediator",
+        "groupLabels": {},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://127.0.0.1:9093",
+        "alerts": alerts,
+    })
+}
