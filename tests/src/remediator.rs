@@ -163,8 +163,14 @@ fn spawn(config: &Path, dir: &Path, port: u16, n: u32) -> Process {
     let ready_url = format!("http://127.0.0.1:{port}/-/ready");
     let ready = crate::wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
         !process.is_running()
-            || crate::http::request_with_timeout("GET", &ready_url, &[], None, Duration::from_secs(2))
-                .is_ok_and(|r| r.status == 200)
+            || crate::http::request_with_timeout(
+                "GET",
+                &ready_url,
+                &[],
+                None,
+                Duration::from_secs(2),
+            )
+            .is_ok_and(|r| r.status == 200)
     });
     if !ready || !process.is_running() {
         panic!(
@@ -184,7 +190,11 @@ pub fn alert(status: &str, labels: &[(&str, &str)], starts_at: &str) -> Value {
     // A stable fingerprint per label set, as Alertmanager computes one.
     let mut fp: u64 = 0xcbf2_9ce4_8422_2325;
     for (k, v) in &labels {
-        for b in k.bytes().chain([0xff]).chain(v.as_str().unwrap_or("").bytes()) {
+        for b in k
+            .bytes()
+            .chain([0xff])
+            .chain(v.as_str().unwrap_or("").bytes())
+        {
             fp ^= u64::from(b);
             fp = fp.wrapping_mul(0x100_0000_01b3);
         }
