@@ -33,6 +33,9 @@ pub enum Reason {
     Stale,
     /// The remote protocol (ADS, HLS) reported an error.
     Protocol,
+    /// The target answered that it has no route to the device (ADS "target machine not found",
+    /// "target port not found", …), or closed the connection without an answer.
+    NoRoute,
     /// Anything else.
     Other,
 }
@@ -54,6 +57,7 @@ impl Reason {
         Reason::Mismatch,
         Reason::Stale,
         Reason::Protocol,
+        Reason::NoRoute,
         Reason::Other,
     ];
 
@@ -75,6 +79,7 @@ impl Reason {
             Reason::Mismatch => "mismatch",
             Reason::Stale => "stale",
             Reason::Protocol => "protocol",
+            Reason::NoRoute => "no_route",
             Reason::Other => "other",
         }
     }

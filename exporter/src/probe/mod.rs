@@ -4,8 +4,10 @@
 //! reason — so a probe only does its own work: it writes its samples and returns `Ok` or a
 //! [`ProbeError`]. Samples written before a failure are kept (a 502 still reports its status).
 
+pub mod ads;
 pub mod containers;
 pub mod error;
+pub mod hls;
 pub mod readiness;
 pub mod status_path;
 
@@ -34,12 +36,16 @@ pub enum ProbeKindConfig {
     AccessLog(status_path::AccessLogConfig),
     /// Containers of a Docker Engine.
     Docker(containers::DockerConfig),
+    /// HLS playlist freshness.
+    Hls(hls::HlsConfig),
+    /// TwinCAT PLC state over ADS, or the app's ADS route status.
+    Ads(ads::AdsConfig),
 }
 
 impl ProbeKindConfig {
     /// The kind names, as written in the configuration.
     pub const NAMES: &'static [&'static str] =
-        &["http", "cors", "status_path", "access_log", "docker"];
+        &["http", "cors", "status_path", "access_log", "docker", "hls", "ads"];
 
     /// The kind name; the `kind` label of the runner's metrics.
     #[must_use]
@@ -50,6 +56,8 @@ impl ProbeKindConfig {
             Self::StatusPath(_) => "status_path",
             Self::AccessLog(_) => "access_log",
             Self::Docker(_) => "docker",
+            Self::Hls(_) => "hls",
+            Self::Ads(_) => "ads",
         }
     }
 
@@ -61,6 +69,8 @@ impl ProbeKindConfig {
             Self::StatusPath(c) => c.validate(path, errs),
             Self::AccessLog(c) => c.validate(path, errs),
             Self::Docker(c) => c.validate(path, errs),
+            Self::Hls(c) => c.validate(path, errs),
+            Self::Ads(c) => c.validate(path, errs),
         }
     }
 }
@@ -70,6 +80,8 @@ impl ProbeKindConfig {
 pub struct Shared {
     /// HTTP clients, one per distinct TLS and redirect setting.
     pub http: HttpClients,
+    /// Connections to AMS routers, one per router address and source.
+    pub ads: ads::AdsConnections,
 }
 
 /// What a run gets besides its probe.
@@ -92,6 +104,10 @@ pub enum Probe {
     AccessLog(status_path::AccessLogProbe),
     /// See [`containers::DockerProbe`].
     Docker(containers::DockerProbe),
+    /// See [`hls::HlsProbe`].
+    Hls(hls::HlsProbe),
+    /// See [`ads::AdsProbe`].
+    Ads(ads::AdsProbe),
 }
 
 impl Probe {
@@ -110,6 +126,8 @@ impl Probe {
                 Self::AccessLog(status_path::AccessLogProbe::new(c.clone()))
             }
             ProbeKindConfig::Docker(c) => Self::Docker(containers::DockerProbe::new(c.clone())?),
+            ProbeKindConfig::Hls(c) => Self::Hls(hls::HlsProbe::new(c.clone(), shared)?),
+            ProbeKindConfig::Ads(c) => Self::Ads(ads::AdsProbe::new(c.clone(), shared)?),
         })
     }
 
@@ -124,6 +142,8 @@ impl Probe {
             Self::StatusPath(p) => p.run(cx, out).await,
             Self::AccessLog(p) => p.run(cx, out).await,
             Self::Docker(p) => p.run(cx, out).await,
+            Self::Hls(p) => p.run(cx, out).await,
+            Self::Ads(p) => p.run(cx, out).await,
         }
     }
 }

@@ -1,0 +1,727 @@
+//! HLS stream freshness (seed 004): a playlist read by URL or from a file; a master playlist is
+//! followed to its variants (at most `max_variants`). Per media playlist: media sequence, target
+//! duration, segment count, when the playlist last gained a segment, stale per RFC 8216 §6.2.1,
+//! media-sequence regressions (§6.2.2), end of list, and optionally whether the newest segment
+//! can be fetched.
+//!
+//! RFC 8216 §6.2.1 obliges a live server to publish a playlist with at least one new segment no
+//! later than 1.5 × the target duration after the previous one, so a playlist without
+//! `#EXT-X-ENDLIST` that gained nothing for `stale_multiplier` × target duration is stale. The
+//! time a segment was added is the time this probe first saw it; only for the very first
+//! observation, when nothing was seen yet, the file's mtime or the `Last-Modified` header stands
+//! in, so that a stream that died before the exporter started is stale at once.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::UNIX_EPOCH;
+
+use bytes::Bytes;
+use m3u8_rs::{MediaPlaylist, Playlist};
+use serde::Deserialize;
+use stackmedic_common::config::join;
+use stackmedic_common::reload::unix_now;
+use stackmedic_common::ConfigErrors;
+use url::Url;
+
+use super::{ProbeError, Reason, RunContext, Shared};
+use crate::fetch::{self, TlsOptions};
+use crate::metrics::{Family, Samples};
+
+static VARIANTS: Family = Family::gauge(
+    "stackmedic_hls_variants",
+    "Variant streams listed by the master playlist (before the max_variants cap); absent for a media playlist.",
+);
+static PLAYLIST_UP: Family = Family::gauge(
+    "stackmedic_hls_playlist_up",
+    "Whether the media playlist was read and parsed (1) or not (0).",
+);
+static MEDIA_SEQUENCE: Family = Family::gauge(
+    "stackmedic_hls_media_sequence",
+    "The playlist's EXT-X-MEDIA-SEQUENCE: the sequence number of its first segment.",
+);
+static TARGET_DURATION: Family = Family::gauge(
+    "stackmedic_hls_target_duration_seconds",
+    "The playlist's EXT-X-TARGETDURATION, in seconds.",
+);
+static SEGMENTS: Family = Family::gauge(
+    "stackmedic_hls_segments",
+    "Media segments listed in the playlist.",
+);
+static LAST_ADDED: Family = Family::gauge(
+    "stackmedic_hls_last_segment_added_timestamp_seconds",
+    "Unix time at which the playlist last gained a segment, as observed by the probe (the first observation uses the file's mtime or Last-Modified).",
+);
+static STALE: Family = Family::gauge(
+    "stackmedic_hls_stale",
+    "Whether a live playlist gained no segment within stale_multiplier x target duration (RFC 8216 6.2.1); always 0 after EXT-X-ENDLIST.",
+);
+static STALE_AFTER: Family = Family::gauge(
+    "stackmedic_hls_stale_after_seconds",
+    "Time without a new segment after which the playlist counts as stale: stale_multiplier x target duration.",
+);
+static REGRESSIONS: Family = Family::counter(
+    "stackmedic_hls_sequence_regressions_total",
+    "Times the playlist's media sequence decreased between two runs (RFC 8216 6.2.2), such as after a restart of the packager.",
+);
+static END_LIST: Family = Family::gauge(
+    "stackmedic_hls_end_list",
+    "Whether the playlist carries EXT-X-ENDLIST (1: the stream ended or is VOD) or not (0).",
+);
+static SEGMENT_FETCHABLE: Family = Family::gauge(
+    "stackmedic_hls_newest_segment_fetchable",
+    "Whether the playlist's newest segment could be fetched (1) or not (0); only with check_newest_segment.",
+);
+
+fn default_multiplier() -> f64 {
+    1.5
+}
+fn default_max_variants() -> usize {
+    8
+}
+fn default_max_playlist() -> u64 {
+    fetch::DEFAULT_MAX_BODY
+}
+fn default_max_segment() -> u64 {
+    64 << 20
+}
+
+/// Longest `variant` label value; longer variant URIs are cut.
+const MAX_LABEL: usize = 64;
+
+/// How the newest segment is fetched.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum SegmentMethod {
+    /// HEAD (default): the server only has to find it.
+    #[default]
+    Head,
+    /// GET: the whole segment is read, up to `max_segment_bytes`.
+    Get,
+}
+
+/// Settings of an `hls` probe.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HlsConfig {
+    /// The playlist's URL; exactly one of `url` and `path`.
+    pub url: Option<Url>,
+    /// The playlist's file path, for a packager writing to a local folder.
+    pub path: Option<PathBuf>,
+    /// Stale after this many target durations without a new segment (RFC 8216 says 1.5).
+    #[serde(default = "default_multiplier")]
+    pub stale_multiplier: f64,
+    /// Most variants of a master playlist followed; the rest are counted but not read.
+    #[serde(default = "default_max_variants")]
+    pub max_variants: usize,
+    /// Fetch the newest segment of each media playlist.
+    #[serde(default)]
+    pub check_newest_segment: bool,
+    /// Method of the segment fetch.
+    #[serde(default)]
+    pub segment_method: SegmentMethod,
+    /// Largest playlist read.
+    #[serde(default = "default_max_playlist")]
+    pub max_playlist_bytes: u64,
+    /// Largest segment read by a GET.
+    #[serde(default = "default_max_segment")]
+    pub max_segment_bytes: u64,
+    /// TLS settings.
+    #[serde(default)]
+    pub tls: TlsOptions,
+}
+
+impl HlsConfig {
+    /// Checks the source, the multiplier and the bounds.
+    pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+        match (&self.url, &self.path) {
+            (Some(u), None) => fetch::validate_url(u, &join(path, "url"), errs),
+            (None, Some(p)) => {
+                if p.as_os_str().is_empty() {
+                    errs.push(join(path, "path"), "must not be empty");
+                }
+            }
+            (Some(_), Some(_)) => errs.push(path, "set either `url` or `path`, not both"),
+            (None, None) => errs.push(path, "set `url` or `path` of the playlist"),
+        }
+        if !(self.stale_multiplier.is_finite()
+            && self.stale_multiplier >= 0.5
+            && self.stale_multiplier <= 100.0)
+        {
+            errs.push(
+                join(path, "stale_multiplier"),
+                "must be between 0.5 and 100",
+            );
+        }
+        if !(1..=64).contains(&self.max_variants) {
+            errs.push(join(path, "max_variants"), "must be between 1 and 64");
+        }
+        if self.max_playlist_bytes == 0 {
+            errs.push(join(path, "max_playlist_bytes"), "must be at least 1");
+        }
+        if self.max_segment_bytes == 0 {
+            errs.push(join(path, "max_segment_bytes"), "must be at least 1");
+        }
+    }
+}
+
+/// Where a playlist or segment lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Location {
+    Url(Url),
+    File(PathBuf),
+}
+
+impl Location {
+    /// Resolves a URI found in a playlist against the playlist's own location.
+    fn resolve(&self, uri: &str) -> Result<Location, String> {
+        if let Ok(abs) = Url::parse(uri) {
+            return match abs.scheme() {
+                "http" | "https" => Ok(Location::Url(abs)),
+                "file" => abs
+                    .to_file_path()
+                    .map(Location::File)
+                    .map_err(|()| format!("invalid file URI {uri:?}")),
+                other => Err(format!("unsupported URI scheme {other:?} in {uri:?}")),
+            };
+        }
+        match self {
+            Location::Url(base) => base
+                .join(uri)
+                .map(Location::Url)
+                .map_err(|e| format!("cannot resolve {uri:?}: {e}")),
+            Location::File(p) => {
+                // A segment URI may carry a query string, which means nothing on disk.
+                let rel = uri.split(['?', '#']).next().unwrap_or(uri);
+                let dir = p.parent().unwrap_or_else(|| Path::new("."));
+                Ok(Location::File(dir.join(rel)))
+            }
+        }
+    }
+}
+
+/// A playlist as read: its bytes and, when known, when it was last modified.
+struct Document {
+    body: Bytes,
+    modified: Option<f64>,
+}
+
+/// What the probe remembers of one media playlist between runs.
+#[derive(Debug, Clone)]
+struct StreamState {
+    media_sequence: u64,
+    newest: Option<(u64, String)>,
+    added_at: f64,
+    regressions: u64,
+}
+
+/// The result of one media playlist in one run.
+struct Observation {
+    stale: bool,
+    stale_after: f64,
+    age: f64,
+}
+
+/// An `hls` probe.
+pub struct HlsProbe {
+    cfg: HlsConfig,
+    root: Location,
+    client: reqwest::Client,
+    /// Per media playlist, keyed by its `variant` label (empty for a media playlist given
+    /// directly).
+    streams: Mutex<HashMap<String, StreamState>>,
+}
+
+impl HlsProbe {
+    /// Builds the probe.
+    ///
+    /// # Errors
+    /// When its HTTP client cannot be built, or neither a URL nor a path is set.
+    pub fn new(cfg: HlsConfig, shared: &Shared) -> Result<Self, String> {
+        let client = shared.http.get(&cfg.tls, true)?;
+        let root = match (&cfg.url, &cfg.path) {
+            (Some(u), _) => Location::Url(u.clone()),
+            (None, Some(p)) => Location::File(p.clone()),
+            (None, None) => return Err("hls probe has neither url nor path".into()),
+        };
+        Ok(Self {
+            cfg,
+            root,
+            client,
+            streams: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Reads the playlist (and the variants of a master playlist) once.
+    ///
+    /// # Errors
+    /// `parse` for a malformed playlist, `stale` for a live stream without new segments, the
+    /// transport's reason (`connect`, `not_found`, `http_status`, `timeout`, …) when a playlist
+    /// or the newest segment cannot be read.
+    pub async fn run(&self, cx: &RunContext, out: &mut Samples) -> Result<(), ProbeError> {
+        let doc = match self.load(&self.root, cx).await {
+            Ok(d) => d,
+            Err(e) => {
+                out.flag(&PLAYLIST_UP, &[], false);
+                return Err(e);
+            }
+        };
+        let playlist = match parse(&doc.body) {
+            Ok(p) => p,
+            Err(e) => {
+                out.flag(&PLAYLIST_UP, &[], false);
+                return Err(e);
+            }
+        };
+        let streams: Vec<(
+            String,
+            Location,
+            Result<(MediaPlaylist, Option<f64>), ProbeError>,
+        )> = match playlist {
+            Playlist::MediaPlaylist(m) => {
+                vec![(String::new(), self.root.clone(), Ok((m, doc.modified)))]
+            }
+            Playlist::MasterPlaylist(master) => {
+                let variants: Vec<_> = master.variants.iter().filter(|v| !v.is_i_frame).collect();
+                out.push(&VARIANTS, &[], variants.len() as f64);
+                let labels = variant_labels(
+                    variants
+                        .iter()
+                        .take(self.cfg.max_variants)
+                        .map(|v| v.uri.as_str()),
+                );
+                let fetches = variants.iter().take(self.cfg.max_variants).zip(labels).map(
+                    |(v, label)| async move {
+                        let loc = self.root.resolve(&v.uri);
+                        let result = match &loc {
+                            Ok(loc) => self.load_media(loc, cx).await,
+                            Err(e) => Err(ProbeError::new(Reason::Parse, e.clone())),
+                        };
+                        (label, loc.unwrap_or_else(|_| self.root.clone()), result)
+                    },
+                );
+                futures_util::future::join_all(fetches).await
+            }
+        };
+
+        let now = unix_now();
+        // Failures in order of importance: unreadable playlists, stale streams, segments.
+        let mut unreadable = Vec::new();
+        let mut stale = Vec::new();
+        let mut segments = Vec::new();
+        let mut seen = HashSet::new();
+        for (label, loc, result) in &streams {
+            let labels: Vec<(&'static str, &str)> = if label.is_empty() {
+                Vec::new()
+            } else {
+                vec![("variant", label.as_str())]
+            };
+            let (media, modified) = match result {
+                Ok(m) => m,
+                Err(e) => {
+                    out.flag(&PLAYLIST_UP, &labels, false);
+                    unreadable.push(describe(label, e));
+                    continue;
+                }
+            };
+            seen.insert(label.clone());
+            out.flag(&PLAYLIST_UP, &labels, true);
+            let obs = self.observe(label, media, *modified, now, &labels, out);
+            if obs.stale {
+                stale.push(describe(
+                    label,
+                    &ProbeError::new(
+                        Reason::Stale,
+                        format!(
+                            "no new segment for {:.1}s (stale after {:.1}s)",
+                            obs.age, obs.stale_after
+                        ),
+                    ),
+                ));
+            }
+            if self.cfg.check_newest_segment {
+                if let Some(seg) = media.segments.last() {
+                    let r = self.check_segment(loc, &seg.uri, cx).await;
+                    out.flag(&SEGMENT_FETCHABLE, &labels, r.is_ok());
+                    if let Err(e) = r {
+                        segments.push(describe(label, &e));
+                    }
+                }
+            }
+        }
+        // Forget streams a master playlist no longer lists, so the state stays bounded.
+        lock(&self.streams).retain(|k, _| seen.contains(k));
+
+        let errors: Vec<ProbeError> = unreadable
+            .into_iter()
+            .chain(stale)
+            .chain(segments)
+            .collect();
+        match errors.first() {
+            None => Ok(()),
+            Some(first) => Err(ProbeError::new(
+                first.reason,
+                errors
+                    .iter()
+                    .map(|e| e.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )),
+        }
+    }
+
+    /// Updates the remembered state of one media playlist and writes its samples.
+    fn observe(
+        &self,
+        key: &str,
+        m: &MediaPlaylist,
+        modified: Option<f64>,
+        now: f64,
+        labels: &[(&'static str, &str)],
+        out: &mut Samples,
+    ) -> Observation {
+        let newest = m.segments.last().map(|s| {
+            (
+                m.media_sequence + m.segments.len() as u64 - 1,
+                s.uri.clone(),
+            )
+        });
+        let mut streams = lock(&self.streams);
+        let st = streams
+            .entry(key.to_string())
+            .and_modify(|st| {
+                if m.media_sequence < st.media_sequence {
+                    st.regressions += 1;
+                }
+                // A new newest segment is growth; so is a different one at a lower sequence
+                // number, which is what a restarted packager publishes.
+                if newest.is_some() && newest != st.newest {
+                    st.added_at = now;
+                }
+                st.media_sequence = m.media_sequence;
+                st.newest.clone_from(&newest);
+            })
+            .or_insert_with(|| StreamState {
+                media_sequence: m.media_sequence,
+                newest: newest.clone(),
+                added_at: modified.map_or(now, |t| t.min(now)),
+                regressions: 0,
+            });
+        let stale_after = self.cfg.stale_multiplier * m.target_duration as f64;
+        let age = (now - st.added_at).max(0.0);
+        let stale = !m.end_list && age > stale_after;
+        out.push(&MEDIA_SEQUENCE, labels, m.media_sequence as f64);
+        out.push(&TARGET_DURATION, labels, m.target_duration as f64);
+        out.push(&SEGMENTS, labels, m.segments.len() as f64);
+        out.push(&LAST_ADDED, labels, st.added_at);
+        out.push(&STALE_AFTER, labels, stale_after);
+        out.flag(&STALE, labels, stale);
+        out.push(&REGRESSIONS, labels, st.regressions as f64);
+        out.flag(&END_LIST, labels, m.end_list);
+        Observation {
+            stale,
+            stale_after,
+            age,
+        }
+    }
+
+    async fn load_media(
+        &self,
+        loc: &Location,
+        cx: &RunContext,
+    ) -> Result<(MediaPlaylist, Option<f64>), ProbeError> {
+        let doc = self.load(loc, cx).await?;
+        match parse(&doc.body)? {
+            Playlist::MediaPlaylist(m) => Ok((m, doc.modified)),
+            Playlist::MasterPlaylist(_) => Err(ProbeError::new(
+                Reason::Parse,
+                "a variant is itself a master playlist",
+            )),
+        }
+    }
+
+    /// Reads a playlist, bounded by `max_playlist_bytes`.
+    async fn load(&self, loc: &Location, cx: &RunContext) -> Result<Document, ProbeError> {
+        match loc {
+            Location::Url(url) => {
+                let req = self.client.get(url.clone()).timeout(cx.timeout);
+                let resp = fetch::send(req, self.cfg.max_playlist_bytes).await?;
+                check_status(resp.status, url)?;
+                let modified = resp
+                    .headers
+                    .get(http::header::LAST_MODIFIED)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| httpdate::parse_http_date(v).ok())
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs_f64());
+                Ok(Document {
+                    body: resp.body,
+                    modified,
+                })
+            }
+            Location::File(path) => {
+                let meta = tokio::fs::metadata(path)
+                    .await
+                    .map_err(|e| io_error(path, &e))?;
+                if meta.len() > self.cfg.max_playlist_bytes {
+                    return Err(ProbeError::new(
+                        Reason::BodyTooLarge,
+                        format!(
+                            "{} exceeds the limit of {} bytes",
+                            path.display(),
+                            self.cfg.max_playlist_bytes
+                        ),
+                    ));
+                }
+                let body = tokio::fs::read(path)
+                    .await
+                    .map_err(|e| io_error(path, &e))?;
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs_f64());
+                Ok(Document {
+                    body: body.into(),
+                    modified,
+                })
+            }
+        }
+    }
+
+    /// Fetches (or, for a file, looks up) the newest segment.
+    async fn check_segment(
+        &self,
+        playlist: &Location,
+        uri: &str,
+        cx: &RunContext,
+    ) -> Result<(), ProbeError> {
+        let loc = playlist
+            .resolve(uri)
+            .map_err(|e| ProbeError::new(Reason::Parse, e))?;
+        match &loc {
+            Location::Url(url) => {
+                let req = match self.cfg.segment_method {
+                    SegmentMethod::Head => self.client.head(url.clone()),
+                    SegmentMethod::Get => self.client.get(url.clone()),
+                }
+                .timeout(cx.timeout);
+                let resp = fetch::send(req, self.cfg.max_segment_bytes).await?;
+                check_status(resp.status, url)
+            }
+            Location::File(path) => {
+                let meta = tokio::fs::metadata(path)
+                    .await
+                    .map_err(|e| io_error(path, &e))?;
+                if meta.is_file() {
+                    Ok(())
+                } else {
+                    Err(ProbeError::new(
+                        Reason::NotFound,
+                        format!("{} is not a file", path.display()),
+                    ))
+                }
+            }
+        }
+    }
+}
+
+/// Parses a playlist; a media playlist must state its target duration (RFC 8216 §4.3.3.1).
+fn parse(body: &[u8]) -> Result<Playlist, ProbeError> {
+    if !body.starts_with(b"#EXTM3U") {
+        return Err(ProbeError::new(
+            Reason::Parse,
+            "not a playlist: it does not begin with #EXTM3U",
+        ));
+    }
+    let playlist = m3u8_rs::parse_playlist_res(body).map_err(|e| {
+        ProbeError::new(
+            Reason::Parse,
+            format!("malformed playlist: {}", truncate(&format!("{e:?}"), 200)),
+        )
+    })?;
+    if let Playlist::MediaPlaylist(m) = &playlist {
+        if m.target_duration == 0 {
+            return Err(ProbeError::new(
+                Reason::Parse,
+                "malformed media playlist: no valid #EXT-X-TARGETDURATION",
+            ));
+        }
+        if let Some(bad) = m.segments.iter().find(|s| s.uri.trim().is_empty()) {
+            return Err(ProbeError::new(
+                Reason::Parse,
+                format!(
+                    "malformed media playlist: a segment has no URI (duration {})",
+                    bad.duration
+                ),
+            ));
+        }
+    }
+    Ok(playlist)
+}
+
+fn check_status(status: http::StatusCode, url: &Url) -> Result<(), ProbeError> {
+    if status.is_success() {
+        Ok(())
+    } else if matches!(status.as_u16(), 404 | 410) {
+        Err(ProbeError::new(
+            Reason::NotFound,
+            format!("{url}: status {}", status.as_u16()),
+        ))
+    } else {
+        Err(ProbeError::new(
+            Reason::HttpStatus,
+            format!("{url}: status {}", status.as_u16()),
+        ))
+    }
+}
+
+fn io_error(path: &Path, e: &std::io::Error) -> ProbeError {
+    let reason = if e.kind() == std::io::ErrorKind::NotFound {
+        Reason::NotFound
+    } else {
+        Reason::Io
+    };
+    ProbeError::new(reason, format!("{}: {e}", path.display()))
+}
+
+/// Prefixes a failure with the variant it belongs to.
+fn describe(label: &str, e: &ProbeError) -> ProbeError {
+    if label.is_empty() {
+        e.clone()
+    } else {
+        ProbeError::new(e.reason, format!("variant {label}: {}", e.message))
+    }
+}
+
+/// One `variant` label per variant: its URI cut to [`MAX_LABEL`] characters, or its index when
+/// that is empty or already taken.
+fn variant_labels<'a>(uris: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut taken = HashSet::new();
+    uris.enumerate()
+        .map(|(i, uri)| {
+            let mut label = truncate(uri, MAX_LABEL);
+            if label.is_empty() || taken.contains(&label) {
+                label = i.to_string();
+            }
+            taken.insert(label.clone());
+            label
+        })
+        .collect()
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIVE: &str = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.0,\nseg7.ts\n#EXTINF:2.0,\nseg8.ts\n";
+
+    fn probe() -> HlsProbe {
+        let cfg: HlsConfig =
+            serde_json::from_value(serde_json::json!({"path": "/x/live.m3u8"})).expect("config");
+        HlsProbe::new(cfg, &Shared::default()).expect("probe")
+    }
+
+    fn media(text: &str) -> MediaPlaylist {
+        match parse(text.as_bytes()).expect("parses") {
+            Playlist::MediaPlaylist(m) => m,
+            Playlist::MasterPlaylist(_) => panic!("expected a media playlist"),
+        }
+    }
+
+    fn value(out: &Samples, family: &Family) -> f64 {
+        out.0
+            .iter()
+            .rev()
+            .find(|s| s.family.name == family.name)
+            .map(|s| s.value)
+            .expect("sample present")
+    }
+
+    #[test]
+    fn growth_staleness_and_regressions() {
+        let p = probe();
+        let mut out = Samples::default();
+        let m = media(LIVE);
+        // First observation: the mtime stands in for the time the newest segment was added.
+        let o = p.observe("", &m, Some(1000.0), 1002.0, &[], &mut out);
+        assert!(!o.stale);
+        assert_eq!(value(&out, &LAST_ADDED), 1000.0);
+        assert_eq!(value(&out, &STALE_AFTER), 3.0);
+        // Unchanged for longer than 1.5 × 2 s: stale.
+        let o = p.observe("", &m, Some(1000.0), 1003.5, &[], &mut out);
+        assert!(o.stale);
+        // A new segment: fresh, with the observation time.
+        let grown = media(&format!("{LIVE}#EXTINF:2.0,\nseg9.ts\n"));
+        let o = p.observe("", &grown, Some(1000.0), 1004.0, &[], &mut out);
+        assert!(!o.stale);
+        assert_eq!(value(&out, &LAST_ADDED), 1004.0);
+        assert_eq!(value(&out, &REGRESSIONS), 0.0);
+        // A restarted packager starts again at sequence 0: a regression, and growth.
+        let restarted = media("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg0.ts\n");
+        let o = p.observe("", &restarted, None, 1005.0, &[], &mut out);
+        assert!(!o.stale);
+        assert_eq!(value(&out, &REGRESSIONS), 1.0);
+        assert_eq!(value(&out, &LAST_ADDED), 1005.0);
+    }
+
+    #[test]
+    fn end_list_is_never_stale() {
+        let p = probe();
+        let mut out = Samples::default();
+        let vod = media(&format!("{LIVE}#EXT-X-ENDLIST\n"));
+        let o = p.observe("", &vod, Some(0.0), 1_000_000.0, &[], &mut out);
+        assert!(!o.stale);
+        assert_eq!(value(&out, &END_LIST), 1.0);
+    }
+
+    #[test]
+    fn malformed_playlists() {
+        for text in [
+            "",
+            "hello\n",
+            "<html>not found</html>",
+            "#EXTM3U\n#EXTINF:2.0,\nseg.ts\n",
+            "#EXTM3U\n#EXT-X-TARGETDURATION:abc\n#EXTINF:2.0,\nseg.ts\n",
+        ] {
+            let e = parse(text.as_bytes()).expect_err(text);
+            assert_eq!(e.reason, Reason::Parse, "{text}: {e}");
+        }
+        assert!(parse(LIVE.as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn master_playlists_and_labels() {
+        let text = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\nlow/index.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=2000000\nhigh/index.m3u8\n";
+        match parse(text.as_bytes()).expect("parses") {
+            Playlist::MasterPlaylist(m) => assert_eq!(m.variants.len(), 2),
+            Playlist::MediaPlaylist(_) => panic!("expected a master playlist"),
+        }
+        let long = "x".repeat(100);
+        let labels = variant_labels(["a.m3u8", "a.m3u8", "", long.as_str()].into_iter());
+        assert_eq!(labels, vec!["a.m3u8", "1", "2", &"x".repeat(64)]);
+    }
+
+    #[test]
+    fn uris_resolve_against_the_playlist() {
+        let u = Location::Url(Url::parse("http://127.0.0.1:8080/cam/live.m3u8").expect("url"));
+        assert_eq!(
+            u.resolve("seg1.ts").expect("resolves"),
+            Location::Url(Url::parse("http://127.0.0.1:8080/cam/seg1.ts").expect("url"))
+        );
+        let f = Location::File(PathBuf::from("/srv/hls/cam/live.m3u8"));
+        assert_eq!(
+            f.resolve("low/seg1.ts?x=1").expect("resolves"),
+            Location::File(PathBuf::from("/srv/hls/cam/low/seg1.ts"))
+        );
+        assert!(f.resolve("rtsp://cam/stream").is_err());
+    }
+}
