@@ -179,10 +179,27 @@ fn probe_spec(
         .filter(|(k, _)| COMMON_KEYS.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let kind_keys: Vec<&String> = map
-        .keys()
-        .filter(|k| !COMMON_KEYS.contains(&k.as_str()))
-        .collect();
+    // A key that is neither a common setting nor a kind name is a typo (`intervall`), not a
+    // second kind: report it as an unknown field so the message points at the real mistake.
+    let mut kind_keys: Vec<&String> = Vec::new();
+    for key in map.keys().filter(|k| !COMMON_KEYS.contains(&k.as_str())) {
+        if ProbeKindConfig::NAMES.contains(&key.as_str()) {
+            kind_keys.push(key);
+        } else {
+            let known: Vec<&str> = COMMON_KEYS
+                .iter()
+                .chain(ProbeKindConfig::NAMES)
+                .copied()
+                .collect();
+            errs.push(
+                cfg::join(path, key),
+                format!(
+                    "unknown field `{key}`, expected one of {}",
+                    cfg::quoted(&known)
+                ),
+            );
+        }
+    }
     let common = cfg::typed::<Common>(&Value::Object(common_part), path, errs);
     let kind = match kind_keys.as_slice() {
         [] => {

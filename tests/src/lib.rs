@@ -28,7 +28,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod alertmanager;
+pub mod backend;
 pub mod docker;
+pub mod exporter;
 pub mod http;
 pub mod metrics;
 pub mod nginx;

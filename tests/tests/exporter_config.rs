@@ -1,0 +1,236 @@
+//! The exporter's configuration: a table of invalid files (one fixture per case under
+//! `tests/fixtures/config/invalid/`), each with every message it must produce, checked through
+//! the library and through `stackmedic-exporter --config.check`; a valid file; and the
+//! examples shipped in `examples/`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use stackmedic_exporter::config;
+use stackmedic_tests::bin_path;
+
+/// Each invalid fixture and the problems it must produce, in order. Each entry is a substring
+/// of one problem as printed (`path: message`); the number of problems must match exactly.
+const INVALID: &[(&str, &[&str])] = &[
+    (
+        "01-unknown-top-level-key.yml",
+        &["probe: unknown field `probe`, expected one of `global`, `probes`"],
+    ),
+    (
+        "02-unknown-probe-key.yml",
+        &["probes[0].intervall: unknown field `intervall`, expected one of `name`, `interval`, `timeout`, `http`, `cors`, `status_path`, `access_log`, `docker`"],
+    ),
+    (
+        "03-unknown-kind-key.yml",
+        &["probes[0].http.expect_status: unknown field `expect_status`, expected one of `url`, "],
+    ),
+    (
+        "04-no-kind.yml",
+        &["probes[0]: no probe kind given; add one of `http`, `cors`, `status_path`, `access_log`, `docker`"],
+    ),
+    (
+        "05-two-kinds.yml",
+        &["probes[0]: more than one probe kind given (`cors`, `http`); a probe has exactly one"],
+    ),
+    (
+        "06-bad-url.yml",
+        &["probes[0].http.url: relative URL without a base: \"not a url\""],
+    ),
+    (
+        "07-bad-scheme.yml",
+        &["probes[0].http.url: scheme must be http or https, found \"ftp\""],
+    ),
+    (
+        "08-bad-duration.yml",
+        &["probes[0].interval: invalid duration \"5 parsecs\": unknown time unit \"parsecs\""],
+    ),
+    (
+        "09-timeout-longer-than-interval.yml",
+        &["probes[0].timeout: must not be longer than the interval (2s)"],
+    ),
+    (
+        "10-duplicate-name.yml",
+        &["probes[1].name: duplicate probe name \"ready\""],
+    ),
+    (
+        "11-bad-regex.yml",
+        &["probes[0].docker.name_pattern: invalid regular expression: regex parse error:"],
+    ),
+    (
+        "12-json-pointer-without-slash.yml",
+        &["probes[0].http.json.llm_path: \"llm.path\" is not a JSON pointer (it must start with `/`)"],
+    ),
+    (
+        "13-invalid-header-name.yml",
+        &["probes[0].http.expect_headers[0]: invalid header name \"cf ray\""],
+    ),
+    (
+        "14-invalid-yaml.yml",
+        &["14-invalid-yaml.yml: invalid YAML: error: line 5 column 9:"],
+    ),
+    ("15-several-problems.yml", SEVERAL),
+];
+
+/// Every problem of `15-several-problems.yml`, also expected from `--config.check`.
+const SEVERAL: &[&str] = &[
+    "global.interval: invalid duration \"often\"",
+    "probes[0].http.url: scheme must be http or https, found \"gopher\"",
+    "probes[1].name: duplicate probe name \"ready\"",
+    "probes[1].cors.origin: \"app.example\" is not an origin such as https://app.example",
+    "probes[1].timeout: must not be longer than the interval (1s)",
+    "probes[2]: no probe kind given; add one of `http`, `cors`, `status_path`, `access_log`, `docker`",
+    "probes[3].http.json.build_sha: \"build/sha\" is not a JSON pointer (it must start with `/`)",
+];
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/config")
+}
+
+fn files_in(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()))
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_invalid_fixture_produces_its_messages() {
+    let dir = fixtures().join("invalid");
+    // The table and the folder must agree: a fixture without expectations tests nothing.
+    let on_disk: Vec<String> = files_in(&dir, "yml")
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let in_table: Vec<String> = INVALID.iter().map(|(f, _)| (*f).to_owned()).collect();
+    assert_eq!(on_disk, in_table, "fixtures on disk and the table differ");
+
+    let mut failures = Vec::new();
+    for (file, expected) in INVALID {
+        let errs = match config::load(Some(&dir.join(file))) {
+            Ok(_) => {
+                failures.push(format!("{file}: accepted, expected {expected:?}"));
+                continue;
+            }
+            Err(errs) => errs,
+        };
+        let lines: Vec<String> = errs.problems.iter().map(ToString::to_string).collect();
+        if lines.len() != expected.len() {
+            failures.push(format!(
+                "{file}: {} problem(s), expected {}:\n  {}",
+                lines.len(),
+                expected.len(),
+                lines.join("\n  ")
+            ));
+            continue;
+        }
+        for (line, want) in lines.iter().zip(expected.iter()) {
+            if !line.contains(want) {
+                failures.push(format!(
+                    "{file}: got {line:?}\n  expected it to contain {want:?}"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn invalid_yaml_points_at_the_line() {
+    let errs = config::load(Some(&fixtures().join("invalid/14-invalid-yaml.yml")))
+        .expect_err("invalid YAML must be rejected");
+    let text = errs.to_string();
+    // The parser's excerpt shows the offending line so the user need not count.
+    assert!(text.contains("5 |   - name: other"), "{text}");
+}
+
+#[test]
+fn config_check_prints_every_problem_and_fails() {
+    let file = fixtures().join("invalid/15-several-problems.yml");
+    let out = Command::new(bin_path("stackmedic-exporter"))
+        .arg("--config.check")
+        .arg("--config.file")
+        .arg(&file)
+        .output()
+        .expect("run stackmedic-exporter --config.check");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "exit status {} for an invalid file",
+        out.status
+    );
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    for want in SEVERAL {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
+    assert_eq!(
+        stderr.lines().count(),
+        SEVERAL.len(),
+        "one line per problem:\n{stderr}"
+    );
+}
+
+#[test]
+fn config_check_accepts_a_valid_file() {
+    let file = fixtures().join("valid.yml");
+    let out = Command::new(bin_path("stackmedic-exporter"))
+        .arg("--config.check")
+        .arg("--config.file")
+        .arg(&file)
+        .output()
+        .expect("run stackmedic-exporter --config.check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exit {}: {}{stdout}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok (7 probes)"), "{stdout}");
+    let kinds: Vec<&str> = config::load(Some(&file))
+        .expect("valid")
+        .probes
+        .iter()
+        .map(|p| p.kind.name())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "http",
+            "http",
+            "http",
+            "cors",
+            "status_path",
+            "access_log",
+            "docker"
+        ]
+    );
+}
+
+#[test]
+fn config_check_accepts_the_embedded_default() {
+    let out = Command::new(bin_path("stackmedic-exporter"))
+        .arg("--config.check")
+        .output()
+        .expect("run stackmedic-exporter --config.check");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("embedded default: ok (1 probes)"));
+}
+
+#[test]
+fn every_example_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut failures = Vec::new();
+    for file in files_in(&dir, "yml") {
+        if let Err(errs) = config::load(Some(&file)) {
+            failures.push(format!("{}:\n{errs}", file.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
