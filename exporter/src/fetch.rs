@@ -120,6 +120,67 @@ pub async fn send(req: reqwest::RequestBuilder, max_body: u64) -> Result<Fetched
     })
 }
 
+/// A response whose body the caller reads chunk by chunk, for bodies too big to buffer (an
+/// asset to hash, a media segment).
+#[derive(Debug)]
+pub struct Streaming {
+    /// Status code.
+    pub status: StatusCode,
+    /// Response headers.
+    pub headers: HeaderMap,
+    /// Time until the response headers arrived.
+    pub header_time: Duration,
+    resp: reqwest::Response,
+    max_body: u64,
+    read: u64,
+}
+
+impl Streaming {
+    /// The next chunk of the body, `None` at its end.
+    ///
+    /// # Errors
+    /// A classified [`ProbeError`]; `body_too_large` once more than the limit has arrived.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, ProbeError> {
+        let Some(chunk) = self.resp.chunk().await.map_err(classify)? else {
+            return Ok(None);
+        };
+        self.read += chunk.len() as u64;
+        if self.read > self.max_body {
+            return Err(ProbeError::new(
+                Reason::BodyTooLarge,
+                format!("body exceeds the limit of {} bytes", self.max_body),
+            ));
+        }
+        Ok(Some(chunk))
+    }
+}
+
+/// Sends a request and returns once the headers arrived; the body is read with
+/// [`Streaming::chunk`], at most `max_body` bytes of it.
+///
+/// # Errors
+/// A classified [`ProbeError`]: `timeout`, `connect`, `tls`, `body_too_large` (by
+/// `Content-Length`), …
+pub async fn open(req: reqwest::RequestBuilder, max_body: u64) -> Result<Streaming, ProbeError> {
+    let start = Instant::now();
+    let resp = req.send().await.map_err(classify)?;
+    let header_time = start.elapsed();
+    if resp.content_length().is_some_and(|n| n > max_body) {
+        return Err(ProbeError::new(
+            Reason::BodyTooLarge,
+            format!("content-length exceeds the limit of {max_body} bytes"),
+        ));
+    }
+    Ok(Streaming {
+        status: resp.status(),
+        headers: resp.headers().clone(),
+        header_time,
+        resp,
+        max_body,
+        read: 0,
+    })
+}
+
 /// Turns a client error into a failure reason, keeping the whole cause chain in the message.
 #[must_use]
 pub fn classify(e: reqwest::Error) -> ProbeError {

@@ -5,10 +5,12 @@
 //! [`ProbeError`]. Samples written before a failure are kept (a 502 still reports its status).
 
 pub mod ads;
+pub mod backup;
 pub mod containers;
 pub mod error;
 pub mod hls;
 pub mod readiness;
+pub mod sri;
 pub mod status_path;
 
 use std::sync::Arc;
@@ -40,12 +42,25 @@ pub enum ProbeKindConfig {
     Hls(hls::HlsConfig),
     /// TwinCAT PLC state over ADS, or the app's ADS route status.
     Ads(ads::AdsConfig),
+    /// Subresource integrity drift against a manifest.
+    Sri(sri::SriConfig),
+    /// Age, count and integrity of backup archives.
+    Backup(backup::BackupConfig),
 }
 
 impl ProbeKindConfig {
     /// The kind names, as written in the configuration.
-    pub const NAMES: &'static [&'static str] =
-        &["http", "cors", "status_path", "access_log", "docker", "hls", "ads"];
+    pub const NAMES: &'static [&'static str] = &[
+        "http",
+        "cors",
+        "status_path",
+        "access_log",
+        "docker",
+        "hls",
+        "ads",
+        "sri",
+        "backup",
+    ];
 
     /// The kind name; the `kind` label of the runner's metrics.
     #[must_use]
@@ -58,6 +73,8 @@ impl ProbeKindConfig {
             Self::Docker(_) => "docker",
             Self::Hls(_) => "hls",
             Self::Ads(_) => "ads",
+            Self::Sri(_) => "sri",
+            Self::Backup(_) => "backup",
         }
     }
 
@@ -71,6 +88,8 @@ impl ProbeKindConfig {
             Self::Docker(c) => c.validate(path, errs),
             Self::Hls(c) => c.validate(path, errs),
             Self::Ads(c) => c.validate(path, errs),
+            Self::Sri(c) => c.validate(path, errs),
+            Self::Backup(c) => c.validate(path, errs),
         }
     }
 }
@@ -108,6 +127,10 @@ pub enum Probe {
     Hls(hls::HlsProbe),
     /// See [`ads::AdsProbe`].
     Ads(ads::AdsProbe),
+    /// See [`sri::SriProbe`].
+    Sri(sri::SriProbe),
+    /// See [`backup::BackupProbe`].
+    Backup(backup::BackupProbe),
 }
 
 impl Probe {
@@ -128,6 +151,8 @@ impl Probe {
             ProbeKindConfig::Docker(c) => Self::Docker(containers::DockerProbe::new(c.clone())?),
             ProbeKindConfig::Hls(c) => Self::Hls(hls::HlsProbe::new(c.clone(), shared)?),
             ProbeKindConfig::Ads(c) => Self::Ads(ads::AdsProbe::new(c.clone(), shared)?),
+            ProbeKindConfig::Sri(c) => Self::Sri(sri::SriProbe::new(c.clone(), shared)?),
+            ProbeKindConfig::Backup(c) => Self::Backup(backup::BackupProbe::new(c.clone())),
         })
     }
 
@@ -144,6 +169,8 @@ impl Probe {
             Self::Docker(p) => p.run(cx, out).await,
             Self::Hls(p) => p.run(cx, out).await,
             Self::Ads(p) => p.run(cx, out).await,
+            Self::Sri(p) => p.run(cx, out).await,
+            Self::Backup(p) => p.run(cx, out).await,
         }
     }
 }
