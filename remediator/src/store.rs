@@ -919,7 +919,7 @@ fn finish(
         job,
         l,
         now,
-        &format!("{count} attempts within the window, the last one failed"),
+        &format!("{count} attempt(s) within the window, the last one failed"),
     )?;
     if let Some(p) = escalation {
         insert_escalation(c, job, p, now)?;

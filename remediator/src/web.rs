@@ -208,7 +208,7 @@ fn page(engine: &Engine, h: &Value) -> String {
          h1{font-size:1.4rem;margin:0 0 .3rem}h2{font-size:1.1rem;margin-top:1.6rem}\
          table{border-collapse:collapse;width:100%;background:#fff;font-size:.9rem}\
          th,td{border:1px solid #d5d9df;padding:.35rem .5rem;text-align:left;vertical-align:top}\
-         th{background:#e9edf2}.r{font-weight:600}.succeeded{color:#17692f}.failed,.escalated{color:#b3261e}\
+         th{background:#e9edf2}td.t{white-space:nowrap}.r{font-weight:600}.succeeded{color:#17692f}.failed,.escalated{color:#b3261e}\
          .denied,.skipped_circuit_open{color:#8a4b00}.dry_run,.skipped_cooldown,.cancelled,.expired{color:#5a6270}\
          .banner{padding:.5rem .8rem;border-radius:4px;margin:.6rem 0}.open{background:#fde2e0;border:1px solid #b3261e}\
          .ok{background:#e3f4e8;border:1px solid #17692f}.dry{background:#fff4d6;border:1px solid #8a6d00}\
@@ -231,8 +231,13 @@ fn page(engine: &Engine, h: &Value) -> String {
     if circuits.is_empty() {
         out.push_str("<div class=\"banner ok\">No open circuit: remediation is allowed on every target.</div>");
     } else {
+        let paged = if cfg.escalation.is_some() {
+            "each was escalated to Alertmanager for on-call"
+        } else {
+            "no escalation is configured, so nobody was paged"
+        };
         out.push_str(&format!(
-            "<div class=\"banner open\">{} open circuit(s): no automatic attempts on these until they close; a human was paged.</div>",
+            "<div class=\"banner open\">{} open circuit(s): no automatic attempts on these until they close; {paged}.</div>",
             circuits.len()
         ));
         out.push_str(
@@ -287,7 +292,7 @@ fn page(engine: &Engine, h: &Value) -> String {
                 .map(|d| format!("{d:.2} s"))
                 .unwrap_or_default();
             out.push_str(&format!(
-                "<tr><td>{}</td><td class=\"r {}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td class=\"t\">{}</td><td class=\"r {}\">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 fmt_time(a.get("time").and_then(Value::as_f64)),
                 escape_html(result),
                 escape_html(result),

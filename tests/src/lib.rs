@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod alertmanager;
 pub mod backend;
+pub mod chromium;
 pub mod docker;
 pub mod exporter;
 pub mod http;

@@ -1,0 +1,69 @@
+//! Headless Debian Chromium (`/usr/bin/chromium`, package `chromium`) taking a screenshot of a
+//! loopback page, for tests that check what a person would see.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::process::Process;
+
+/// Path of Debian's Chromium.
+pub const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Screenshots `url` (which must be on loopback) at 1200×900 into `<dir>/screenshot.png` and
+/// returns the path. Chromium runs headless with its own profile in `<dir>/profile` and with
+/// every background network feature off.
+///
+/// # Panics
+/// When Chromium is missing, fails, or takes longer than 90 s; or the URL is not loopback.
+pub fn screenshot(url: &str, dir: &Path) -> PathBuf {
+    assert!(
+        url.starts_with("http://127.0.0.1:") || url.starts_with("http://localhost:"),
+        "screenshots are only taken of loopback pages, not {url}"
+    );
+    let binary = crate::require_program(&[CHROMIUM], "chromium");
+    let out = dir.join("screenshot.png");
+    let profile = dir.join("profile");
+    std::fs::create_dir_all(&profile)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", profile.display()));
+    let mut command = Command::new(binary);
+    command.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+    ]);
+    command
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("--screenshot={}", out.display()))
+        .arg("--window-size=1200,900")
+        .arg(url);
+    let mut process = Process::spawn("chromium", command, dir);
+    let status = process.wait_timeout(Duration::from_secs(90));
+    if status.is_none() {
+        process.kill();
+        panic!(
+            "chromium did not finish within 90 s:\n{}",
+            process.describe()
+        );
+    }
+    if !out.is_file() {
+        panic!("chromium wrote no screenshot:\n{}", process.describe());
+    }
+    out
+}
+
+/// Width and height from a PNG's IHDR chunk, or `None` when the bytes are not a PNG.
+pub fn png_size(bytes: &[u8]) -> Option<(u32, u32)> {
+    if bytes.len() < 24 || &bytes[..8] != b"\x89PNG\r\n\x1a\n" || &bytes[12..16] != b"IHDR" {
+        return None;
+    }
+    let w = u32::from_be_bytes(bytes[16..20].try_into().ok()?);
+    let h = u32::from_be_bytes(bytes[20..24].try_into().ok()?);
+    Some((w, h))
+}
