@@ -3,6 +3,7 @@
 //! that is down or gone is reported as `stackmedic_docker_up 0`, never a crash.
 
 use std::collections::BTreeSet;
+use std::sync::Mutex;
 
 use bollard::models::ContainerInspectResponse;
 use bollard::query_parameters::ListContainersOptions;
@@ -102,21 +103,34 @@ impl DockerConfig {
 /// A `docker` probe.
 pub struct DockerProbe {
     cfg: DockerConfig,
-    docker: Docker,
+    // Set up on first use: bollard refuses a client for a socket that does not exist (yet),
+    // and an engine that is down when the exporter starts must be reported, not stop it.
+    docker: Mutex<Option<Docker>>,
 }
 
 impl DockerProbe {
-    /// Builds the probe; no connection is made until the first run.
+    /// Builds the probe; the client is set up and connected on the first run.
     ///
     /// # Errors
-    /// When the client cannot be set up.
+    /// Never at present; the signature matches the other probes.
     pub fn new(cfg: DockerConfig) -> Result<Self, String> {
-        let docker = match &cfg.host {
+        Ok(Self {
+            cfg,
+            docker: Mutex::new(None),
+        })
+    }
+
+    fn client(&self) -> Result<Docker, bollard::errors::Error> {
+        let mut slot = self.docker.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = slot.as_ref() {
+            return Ok(d.clone());
+        }
+        let docker = match &self.cfg.host {
             Some(h) => Docker::connect_with_unix(h, 10, bollard::API_DEFAULT_VERSION),
             None => Docker::connect_with_local_defaults(),
-        }
-        .map_err(|e| format!("cannot set up docker client: {e}"))?;
-        Ok(Self { cfg, docker })
+        }?;
+        *slot = Some(docker.clone());
+        Ok(docker)
     }
 
     /// Lists and inspects the matching containers.
@@ -124,15 +138,18 @@ impl DockerProbe {
     /// # Errors
     /// `connect` when the engine is down, `docker` when it answers with an error.
     pub async fn run(&self, _cx: &RunContext, out: &mut Samples) -> Result<(), ProbeError> {
-        let list = self
-            .docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                ..Default::default()
-            }))
-            .await;
-        let list = match list {
-            Ok(l) => l,
+        let listed = match self.client() {
+            Ok(docker) => docker
+                .list_containers(Some(ListContainersOptions {
+                    all: true,
+                    ..Default::default()
+                }))
+                .await
+                .map(|list| (docker, list)),
+            Err(e) => Err(e),
+        };
+        let (docker, list) = match listed {
+            Ok(v) => v,
             Err(e) => {
                 out.flag(&DOCKER_UP, &[], false);
                 for name in &self.cfg.expected {
@@ -153,10 +170,9 @@ impl DockerProbe {
             .filter(|n| self.cfg.name_pattern.get().is_match(n))
             .collect();
         out.push(&MATCHED, &[], names.len() as f64);
-        let inspected = futures_util::future::join_all(
-            names.iter().map(|n| self.docker.inspect_container(n, None)),
-        )
-        .await;
+        let inspected =
+            futures_util::future::join_all(names.iter().map(|n| docker.inspect_container(n, None)))
+                .await;
         let mut seen = BTreeSet::new();
         for (name, r) in names.iter().zip(inspected) {
             // A container removed between list and inspect is simply not reported this time.
