@@ -416,7 +416,7 @@ fn hanging_target_times_out_on_schedule_while_metrics_answer() {
     );
     let duration = value(&s, "stackmedic_probe_duration_seconds", &[hang]);
     assert!(
-        (0.55..0.9).contains(&duration),
+        (0.55..1.0).contains(&duration),
         "duration {duration} for a 600ms timeout"
     );
     assert_eq!(value(&s, "stackmedic_probe_success", &[hang]), 0.0);
