@@ -91,33 +91,7 @@ pub struct Fetched {
 /// # Errors
 /// A classified [`ProbeError`]: `timeout`, `connect`, `tls`, `body_too_large`, …
 pub async fn send(req: reqwest::RequestBuilder, max_body: u64) -> Result<Fetched, ProbeError> {
-    let start = Instant::now();
-    let mut resp = req.send().await.map_err(classify)?;
-    let header_time = start.elapsed();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    if resp.content_length().is_some_and(|n| n > max_body) {
-        return Err(ProbeError::new(
-            Reason::BodyTooLarge,
-            format!("content-length exceeds the limit of {max_body} bytes"),
-        ));
-    }
-    let mut body = BytesMut::new();
-    while let Some(chunk) = resp.chunk().await.map_err(classify)? {
-        if body.len() as u64 + chunk.len() as u64 > max_body {
-            return Err(ProbeError::new(
-                Reason::BodyTooLarge,
-                format!("body exceeds the limit of {max_body} bytes"),
-            ));
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(Fetched {
-        status,
-        headers,
-        body: body.freeze(),
-        header_time,
-    })
+    open(req, max_body).await?.read_all().await
 }
 
 /// A response whose body the caller reads chunk by chunk, for bodies too big to buffer (an
@@ -141,6 +115,20 @@ impl Streaming {
     /// # Errors
     /// A classified [`ProbeError`]; `body_too_large` once more than the limit has arrived.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, ProbeError> {
+        if self.read == 0
+            && self
+                .resp
+                .content_length()
+                .is_some_and(|n| n > self.max_body)
+        {
+            return Err(ProbeError::new(
+                Reason::BodyTooLarge,
+                format!(
+                    "content-length exceeds the limit of {} bytes",
+                    self.max_body
+                ),
+            ));
+        }
         let Some(chunk) = self.resp.chunk().await.map_err(classify)? else {
             return Ok(None);
         };
@@ -153,24 +141,35 @@ impl Streaming {
         }
         Ok(Some(chunk))
     }
+
+    /// Reads the whole body (at most the limit) into a [`Fetched`].
+    ///
+    /// # Errors
+    /// As [`Streaming::chunk`].
+    pub async fn read_all(mut self) -> Result<Fetched, ProbeError> {
+        let mut body = BytesMut::new();
+        while let Some(chunk) = self.chunk().await? {
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Fetched {
+            status: self.status,
+            headers: self.headers,
+            body: body.freeze(),
+            header_time: self.header_time,
+        })
+    }
 }
 
 /// Sends a request and returns once the headers arrived; the body is read with
 /// [`Streaming::chunk`], at most `max_body` bytes of it.
 ///
 /// # Errors
-/// A classified [`ProbeError`]: `timeout`, `connect`, `tls`, `body_too_large` (by
-/// `Content-Length`), …
+/// A classified [`ProbeError`]: `timeout`, `connect`, `tls`, …; a too-large
+/// `Content-Length` is reported by the first [`Streaming::chunk`].
 pub async fn open(req: reqwest::RequestBuilder, max_body: u64) -> Result<Streaming, ProbeError> {
     let start = Instant::now();
     let resp = req.send().await.map_err(classify)?;
     let header_time = start.elapsed();
-    if resp.content_length().is_some_and(|n| n > max_body) {
-        return Err(ProbeError::new(
-            Reason::BodyTooLarge,
-            format!("content-length exceeds the limit of {max_body} bytes"),
-        ));
-    }
     Ok(Streaming {
         status: resp.status(),
         headers: resp.headers().clone(),

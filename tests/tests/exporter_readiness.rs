@@ -510,10 +510,13 @@ fn malformed_oversized_and_unknown_values_are_reported() {
         );
     }
     // The status arrived before the body was judged.
-    assert_eq!(
-        value(&s, "stackmedic_http_status_code", &[("probe", "malformed")]),
-        200.0
-    );
+    for p in ["malformed", "huge", "huge-chunked", "small-limit"] {
+        assert_eq!(
+            value(&s, "stackmedic_http_status_code", &[("probe", p)]),
+            200.0,
+            "{p}"
+        );
+    }
     assert_eq!(
         find(&s, "stackmedic_summary_ready", &[("probe", "malformed")]),
         None

@@ -256,15 +256,18 @@ impl HttpProbe {
             .request(method, self.cfg.url.clone())
             .headers(self.headers.clone())
             .timeout(cx.timeout);
-        let resp = match fetch::send(req, self.cfg.max_body_bytes).await {
+        let head = match fetch::open(req, self.cfg.max_body_bytes).await {
             Ok(r) => r,
             Err(e) => {
                 out.push(&STATUS_CODE, &[], 0.0);
                 return Err(e);
             }
         };
-        out.push(&STATUS_CODE, &[], f64::from(resp.status.as_u16()));
-        out.push(&RESPONSE_SECONDS, &[], resp.header_time.as_secs_f64());
+        // The status is known before the body is read, so a body that is too large still
+        // reports the status that came with it.
+        out.push(&STATUS_CODE, &[], f64::from(head.status.as_u16()));
+        out.push(&RESPONSE_SECONDS, &[], head.header_time.as_secs_f64());
+        let resp = head.read_all().await?;
         let mut missing = Vec::new();
         for h in &self.cfg.expect_headers {
             let present = resp.headers.contains_key(h.as_str());

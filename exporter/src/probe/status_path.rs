@@ -509,7 +509,10 @@ fn count_line(cfg: &AccessLogConfig, st: &mut TailState, raw: &[u8]) {
         return;
     }
     if cfg.exclude.as_ref().is_some_and(|x| x.get().is_match(line))
-        || cfg.include.as_ref().is_some_and(|x| !x.get().is_match(line))
+        || cfg
+            .include
+            .as_ref()
+            .is_some_and(|x| !x.get().is_match(line))
     {
         st.excluded += 1;
         return;
