@@ -152,6 +152,9 @@ pub enum Zone {
 pub struct FolderConfig {
     /// The folder, e.g. `/srv/ai-stack/backups`.
     pub path: PathBuf,
+    /// The `folder` label; the path when absent. Two entries for the same path (one pattern
+    /// each) need names to tell their series apart.
+    pub name: Option<String>,
     /// File names to count, with the named captures `volume` and optionally `timestamp`.
     #[serde(default = "default_pattern")]
     pub pattern: Regex,
@@ -169,6 +172,16 @@ pub struct FolderConfig {
     /// The run fails as `stale` when a volume's newest backup is older than this.
     #[serde(default, with = "duration::option")]
     pub max_age: Option<Duration>,
+}
+
+impl FolderConfig {
+    /// The `folder` label of the entry's series.
+    #[must_use]
+    pub fn label(&self) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| self.path.display().to_string())
+    }
 }
 
 /// Settings of a `backup` probe.
@@ -200,8 +213,17 @@ impl BackupConfig {
             if !f.path.is_absolute() {
                 errs.push(join(&fp, "path"), "must be an absolute path");
             }
-            if !seen.insert((f.path.clone(), f.pattern.get().as_str().to_string())) {
-                errs.push(&fp, "the same folder and pattern are listed twice");
+            if !seen.insert(f.label()) {
+                errs.push(
+                    &fp,
+                    format!(
+                        "folder label {:?} is used twice; set distinct `name`s",
+                        f.label()
+                    ),
+                );
+            }
+            if f.name.as_deref() == Some("") {
+                errs.push(join(&fp, "name"), "must not be empty");
             }
             let names: Vec<&str> = f.pattern.get().capture_names().flatten().collect();
             let has_volume = names.contains(&"volume");
@@ -504,7 +526,7 @@ struct Run<'a> {
 
 impl Run<'_> {
     fn folder(&mut self, f: &FolderConfig, out: &mut Samples) {
-        let label = f.path.display().to_string();
+        let label = f.label();
         let fl = [("folder", label.as_str())];
         let meta = match std::fs::metadata(&f.path) {
             Ok(m) if m.is_dir() => m,
@@ -835,6 +857,11 @@ mod tests {
             "{errs}"
         );
         assert!(paths.contains(&"probes[0].backup.verify_timeout"), "{errs}");
+        let v = serde_json::json!({ "folders": [{ "path": "/x" }, { "path": "/x" }] });
+        let mut errs = ConfigErrors::default();
+        let c: BackupConfig = stackmedic_common::config::typed(&v, "b", &mut errs).unwrap();
+        c.validate("b", &mut errs);
+        assert!(errs.to_string().contains("used twice"), "{errs}");
         let v = serde_json::json!({ "folders": [{ "path": "/x", "timestamp_format": "nope" }] });
         let mut errs = ConfigErrors::default();
         assert!(stackmedic_common::config::typed::<BackupConfig>(&v, "b", &mut errs).is_none());

@@ -792,17 +792,22 @@ impl SriProbe {
         // The futures are collected first: a lazy `map` closure in the stream makes the
         // probe's future fail the runner's `Send` bound (a higher-ranked lifetime limitation).
         let mut checks = Vec::with_capacity(targets.len());
+        let mut urls = HashSet::with_capacity(targets.len());
         for t in targets {
             let mut url = base.clone();
             if let Ok(mut segs) = url.path_segments_mut() {
                 segs.pop_if_empty().extend(&t.segs);
             }
+            urls.insert(url.to_string());
             checks.push(self.check_url(cx, client, url, &t.integrity, cancel.clone()));
         }
-        futures_util::stream::iter(checks)
+        let verdicts = futures_util::stream::iter(checks)
             .buffered(URL_CONCURRENCY)
             .collect()
-            .await
+            .await;
+        // The cache holds only the manifest's current URLs.
+        lock(&self.url_cache).retain(|u, _| urls.contains(u));
+        verdicts
     }
 
     async fn check_url(
@@ -903,10 +908,6 @@ impl SriProbe {
             None => {
                 cache.remove(url.as_str());
             }
-        }
-        // Bounded by the manifest: entries that left it are dropped once it shrinks.
-        if cache.len() > 2 * (self.cfg.max_entries_reported.max(1000)) {
-            cache.clear();
         }
         verdict(integrity, &digests)
     }
