@@ -1,0 +1,268 @@
+//! HLS probe against a real live stream: ffmpeg (`-f lavfi -i testsrc … -f hls`) writes into a
+//! folder served by a real nginx; the stream is read over HTTP (with the newest segment fetched)
+//! and from the file. Killing ffmpeg turns the stream stale within 1.5 × target duration plus
+//! one interval; starting it again turns it fresh and counts a media-sequence regression. Also a
+//! VOD playlist with `#EXT-X-ENDLIST` (never stale, however old), a live playlist last written an
+//! hour ago (stale at the first observation), a malformed playlist, a missing one, and a master
+//! playlist followed to its variants (and capped by `max_variants`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime};
+
+use stackmedic_tests::exporter::{value, Exporter, WAIT};
+use stackmedic_tests::metrics::{find, Sample};
+use stackmedic_tests::nginx::Nginx;
+use stackmedic_tests::Process;
+
+const SUCCESS: &str = "stackmedic_probe_success";
+const REASON: &str = "stackmedic_probe_failure_reason";
+const STALE: &str = "stackmedic_hls_stale";
+const STALE_AFTER: &str = "stackmedic_hls_stale_after_seconds";
+const SEGMENTS: &str = "stackmedic_hls_segments";
+const SEQUENCE: &str = "stackmedic_hls_media_sequence";
+const TARGET: &str = "stackmedic_hls_target_duration_seconds";
+const END_LIST: &str = "stackmedic_hls_end_list";
+const REGRESSIONS: &str = "stackmedic_hls_sequence_regressions_total";
+const FETCHABLE: &str = "stackmedic_hls_newest_segment_fetchable";
+const UP: &str = "stackmedic_hls_playlist_up";
+const LAST_ADDED: &str = "stackmedic_hls_last_segment_added_timestamp_seconds";
+
+/// The probe interval of the live stream probes.
+const INTERVAL: Duration = Duration::from_millis(500);
+
+/// The first video encoder of ffmpeg's that exists here (libx264 is not in every build).
+fn encoder(ffmpeg: &Path) -> &'static str {
+    let out = Command::new(ffmpeg)
+        .args(["-hide_banner", "-encoders"])
+        .output()
+        .expect("run ffmpeg -encoders");
+    let text = String::from_utf8_lossy(&out.stdout);
+    ["libx264", "mpeg2video"]
+        .into_iter()
+        .find(|e| {
+            text.lines()
+                .any(|l| l.split_whitespace().nth(1) == Some(*e))
+        })
+        .expect("ffmpeg has neither libx264 nor mpeg2video")
+}
+
+/// A live HLS stream: 1 s segments of a test picture, a window of 5, old segments deleted.
+fn start_ffmpeg(dir: &Path, attempt: u32) -> Process {
+    let ffmpeg = stackmedic_tests::require_program(&["/usr/bin/ffmpeg"], "ffmpeg");
+    let codec = encoder(&ffmpeg);
+    let mut cmd = Command::new(&ffmpeg);
+    cmd.args([
+        "-hide_banner",
+        "-loglevel",
+        "warning",
+        "-nostdin",
+        "-y",
+        "-re",
+    ])
+    .args(["-f", "lavfi", "-i", "testsrc=size=160x120:rate=10"])
+    .args(["-c:v", codec, "-g", "10"]);
+    if codec == "libx264" {
+        cmd.args(["-preset", "ultrafast"]);
+    }
+    cmd.args(["-f", "hls", "-hls_time", "1", "-hls_list_size", "5"])
+        .args(["-hls_flags", "delete_segments+temp_file"])
+        .arg(dir.join("live.m3u8"));
+    Process::spawn(&format!("ffmpeg-{attempt}"), cmd, dir)
+}
+
+fn set_mtime(path: &Path, ago: Duration) {
+    let f = std::fs::File::options()
+        .write(true)
+        .open(path)
+        .expect("open for mtime");
+    f.set_modified(SystemTime::now() - ago).expect("set mtime");
+}
+
+fn reason(s: &[Sample], probe: &str) -> Option<String> {
+    s.iter()
+        .find(|x| x.matches(REASON, &[("probe", probe)]) && x.value == 1.0)
+        .and_then(|x| x.label("reason").map(str::to_string))
+}
+
+#[test]
+fn live_stream_turns_stale_and_fresh_again() {
+    let nginx = Nginx::start("location / { root {www}; }");
+    let live_dir: PathBuf = nginx.www().join("live");
+    std::fs::create_dir_all(&live_dir).expect("live dir");
+    let mut ffmpeg = start_ffmpeg(&live_dir, 1);
+    let playlist = live_dir.join("live.m3u8");
+    assert!(
+        stackmedic_tests::wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
+            playlist.exists()
+        }),
+        "ffmpeg wrote no playlist:\n{}",
+        ffmpeg.describe()
+    );
+
+    let vod = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXTINF:4.0,\nv0.ts\n#EXTINF:4.0,\nv1.ts\n#EXT-X-ENDLIST\n";
+    set_mtime(&nginx.write("www/vod.m3u8", vod), Duration::from_secs(3600));
+    let dead = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:40\n#EXTINF:2.0,\nd40.ts\n#EXTINF:2.0,\nd41.ts\n";
+    set_mtime(
+        &nginx.write("www/dead.m3u8", dead),
+        Duration::from_secs(3600),
+    );
+    nginx.write(
+        "www/malformed.m3u8",
+        "#EXTM3U\n#EXT-X-TARGETDURATION:soon\n#EXTINF:x,\n",
+    );
+    nginx.write(
+        "www/master.m3u8",
+        "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=200000,RESOLUTION=160x120\nlive/live.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=800000\nvod.m3u8\n",
+    );
+
+    let config = format!(
+        "probes:
+  - name: live
+    interval: 500ms
+    hls:
+      url: {live_url}
+      check_newest_segment: true
+  - name: live-file
+    interval: 500ms
+    hls:
+      path: {live_path}
+      check_newest_segment: true
+  - name: vod
+    interval: 500ms
+    hls: {{url: {vod_url}}}
+  - name: dead
+    interval: 500ms
+    hls: {{url: {dead_url}}}
+  - name: malformed
+    interval: 500ms
+    hls: {{url: {malformed_url}}}
+  - name: missing
+    interval: 500ms
+    hls: {{url: {missing_url}}}
+  - name: master
+    interval: 500ms
+    hls: {{url: {master_url}}}
+  - name: master-capped
+    interval: 500ms
+    hls: {{url: {master_url}, max_variants: 1}}
+",
+        live_url = nginx.url("/live/live.m3u8"),
+        live_path = playlist.display(),
+        vod_url = nginx.url("/vod.m3u8"),
+        dead_url = nginx.url("/dead.m3u8"),
+        malformed_url = nginx.url("/malformed.m3u8"),
+        missing_url = nginx.url("/nothing-here.m3u8"),
+        master_url = nginx.url("/master.m3u8"),
+    );
+    let mut exporter = Exporter::start(&config);
+
+    // Live: fresh, with segments, the newest one fetchable, over HTTP and from the file. The
+    // stream has to run past its window of 5 segments, so its restart is a regression.
+    let s = exporter.wait_for(
+        "the live stream fresh and past its first window",
+        WAIT,
+        |s| {
+            ["live", "live-file"].iter().all(|p| {
+                find(s, SUCCESS, &[("probe", p)]) == Some(1.0)
+                    && find(s, SEQUENCE, &[("probe", p)]).is_some_and(|v| v >= 2.0)
+            })
+        },
+    );
+    for p in ["live", "live-file"] {
+        let l = [("probe", p)];
+        assert_eq!(value(&s, STALE, &l), 0.0, "{p}");
+        assert_eq!(value(&s, END_LIST, &l), 0.0, "{p}");
+        assert_eq!(value(&s, FETCHABLE, &l), 1.0, "{p}");
+        assert!(value(&s, SEGMENTS, &l) >= 1.0, "{p}");
+        let td = value(&s, TARGET, &l);
+        assert!((1.0..=2.0).contains(&td), "{p}: target duration {td}");
+        assert_eq!(value(&s, STALE_AFTER, &l), 1.5 * td, "{p}");
+    }
+
+    // VOD: an hour old, never stale. Dead live playlist: stale at the first observation.
+    assert_eq!(value(&s, SUCCESS, &[("probe", "vod")]), 1.0);
+    assert_eq!(value(&s, END_LIST, &[("probe", "vod")]), 1.0);
+    assert_eq!(value(&s, STALE, &[("probe", "vod")]), 0.0);
+    assert_eq!(value(&s, SEGMENTS, &[("probe", "vod")]), 2.0);
+    assert_eq!(value(&s, STALE, &[("probe", "dead")]), 1.0);
+    assert_eq!(reason(&s, "dead").as_deref(), Some("stale"));
+    assert_eq!(value(&s, SEQUENCE, &[("probe", "dead")]), 40.0);
+    let age = stackmedic_common::reload::unix_now() - value(&s, LAST_ADDED, &[("probe", "dead")]);
+    assert!(
+        age > 3000.0,
+        "the mtime stands in for the first observation: {age}"
+    );
+    assert_eq!(reason(&s, "malformed").as_deref(), Some("parse"));
+    assert_eq!(value(&s, UP, &[("probe", "malformed")]), 0.0);
+    assert_eq!(reason(&s, "missing").as_deref(), Some("not_found"));
+
+    // Master: both variants followed and labelled by their URI; the cap reads only the first.
+    let s = exporter.wait_for("the master playlist's variants", WAIT, |s| {
+        find(s, SUCCESS, &[("probe", "master")]) == Some(1.0)
+    });
+    assert_eq!(
+        value(&s, "stackmedic_hls_variants", &[("probe", "master")]),
+        2.0
+    );
+    let live_variant = [("probe", "master"), ("variant", "live/live.m3u8")];
+    let vod_variant = [("probe", "master"), ("variant", "vod.m3u8")];
+    assert_eq!(value(&s, STALE, &live_variant), 0.0);
+    assert_eq!(value(&s, END_LIST, &vod_variant), 1.0);
+    assert!(value(&s, SEGMENTS, &live_variant) >= 1.0);
+    let capped = [("probe", "master-capped")];
+    assert_eq!(value(&s, "stackmedic_hls_variants", &capped), 2.0);
+    assert!(find(
+        &s,
+        SEGMENTS,
+        &[("probe", "master-capped"), ("variant", "live/live.m3u8")]
+    )
+    .is_some());
+    assert_eq!(
+        find(
+            &s,
+            SEGMENTS,
+            &[("probe", "master-capped"), ("variant", "vod.m3u8")]
+        ),
+        None
+    );
+
+    // Kill ffmpeg: stale within 1.5 × target duration plus one interval (plus the time a run
+    // and a scrape take on a busy machine).
+    let td = value(&s, TARGET, &[("probe", "live")]);
+    let sequence_before = value(&s, SEQUENCE, &[("probe", "live")]);
+    ffmpeg.kill();
+    let killed = Instant::now();
+    let s = exporter.wait_for("the live stream stale after killing ffmpeg", WAIT, |s| {
+        ["live", "live-file"]
+            .iter()
+            .all(|p| find(s, STALE, &[("probe", p)]) == Some(1.0))
+            && find(
+                s,
+                STALE,
+                &[("probe", "master"), ("variant", "live/live.m3u8")],
+            ) == Some(1.0)
+    });
+    let took = killed.elapsed();
+    let bound = Duration::from_secs_f64(1.5 * td) + INTERVAL + Duration::from_millis(750);
+    eprintln!("stale {took:?} after the kill (bound {bound:?})");
+    assert!(took <= bound, "stale after {took:?}, bound {bound:?}");
+    for p in ["live", "live-file"] {
+        assert_eq!(reason(&s, p).as_deref(), Some("stale"), "{p}");
+        assert_eq!(value(&s, SUCCESS, &[("probe", p)]), 0.0, "{p}");
+    }
+
+    // Start it again: fresh, and the media sequence that went back to 0 is a regression.
+    let _ffmpeg = start_ffmpeg(&live_dir, 2);
+    let s = exporter.wait_for("the live stream fresh again", WAIT, |s| {
+        ["live", "live-file"].iter().all(|p| {
+            find(s, STALE, &[("probe", p)]) == Some(0.0)
+                && find(s, SUCCESS, &[("probe", p)]) == Some(1.0)
+        })
+    });
+    for p in ["live", "live-file"] {
+        let l = [("probe", p)];
+        assert!(value(&s, SEQUENCE, &l) < sequence_before, "{p}");
+        assert_eq!(value(&s, REGRESSIONS, &l), 1.0, "{p}");
+    }
+}
