@@ -9,7 +9,8 @@
 //!   paths of `promtool` and `amtool`;
 //! * [`metrics`]: a small parser of the Prometheus text exposition format and a scraper;
 //! * [`http`]: a tiny blocking HTTP/1.1 client for loopback URLs;
-//! * [`process`]: the [`Process`] guard every helper uses to own a child process.
+//! * [`process`]: the [`Process`] guard every helper uses to own a child process;
+//! * [`alerting`]: the shipped rules, dashboards and metric list as tests read them.
 //!
 //! Rules the helpers follow, and that tests written with them should follow too:
 //!
@@ -27,6 +28,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod alerting;
 pub mod alertmanager;
 pub mod backend;
 pub mod chromium;
