@@ -100,6 +100,7 @@ pub async fn run(
         engine.spawn(job);
     }
     tokio::spawn(pipeline::escalator(engine.clone(), shutdown.clone()));
+    tokio::spawn(engine.clone().sweeper(shutdown.clone()));
 
     let local = listener.local_addr()?;
     let reload_fn: reload::ReloadFn = {

@@ -6,7 +6,8 @@
 //! **Invariant:** a label never becomes a URL, a command, a path or an unlisted container name;
 //! it may only pick a configured target or an allow-listed value.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -61,7 +62,15 @@ pub struct Engine {
     /// Woken when an escalation is stored.
     pub escalations: Notify,
     shutdown: CancellationToken,
+    inflight: Arc<Semaphore>,
+    in_memory: Mutex<HashSet<i64>>,
+    spilled: AtomicBool,
+    sweep: Notify,
 }
+
+/// Most jobs held in memory at once. Further accepted jobs stay in the database only and are
+/// picked up by the sweeper as room frees, so memory stays flat through a storm.
+pub const MAX_JOBS_IN_MEMORY: usize = 1024;
 
 impl Engine {
     /// Creates the engine.
@@ -90,6 +99,10 @@ impl Engine {
             locks: Mutex::new(HashMap::new()),
             escalations: Notify::new(),
             shutdown,
+            inflight: Arc::new(Semaphore::new(MAX_JOBS_IN_MEMORY)),
+            in_memory: Mutex::new(HashSet::new()),
+            spilled: AtomicBool::new(false),
+            sweep: Notify::new(),
         }))
     }
 
@@ -193,11 +206,77 @@ impl Engine {
         Ok(summary)
     }
 
-    /// Starts a stored job's task.
+    /// Starts a stored job's task, or leaves the job to the sweeper when too many are in
+    /// memory.
     pub fn spawn(self: &Arc<Self>, job: Job) {
+        let Ok(permit) = self.inflight.clone().try_acquire_owned() else {
+            self.spilled.store(true, Ordering::SeqCst);
+            return;
+        };
+        let id = job.id;
+        self.in_memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
         let engine = self.clone();
         let span = tracing::info_span!("job", job = job.id, rule = %job.new.rule, action = %job.new.action, target = %job.new.subject);
-        tokio::spawn(async move { engine.execute(job).await }.instrument(span));
+        tokio::spawn(
+            async move {
+                engine.clone().execute(job).await;
+                engine
+                    .in_memory
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                drop(permit);
+                if engine.spilled.load(Ordering::SeqCst) {
+                    engine.sweep.notify_one();
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Loads jobs left in the database by [`Engine::spawn`] as room frees; runs until shutdown.
+    pub async fn sweeper(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.sweep.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            if !self.spilled.swap(false, Ordering::SeqCst) {
+                continue;
+            }
+            let room = self.inflight.available_permits();
+            let exclude = self
+                .in_memory
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if room == 0 {
+                self.spilled.store(true, Ordering::SeqCst);
+                continue;
+            }
+            match self.store.queued(room + exclude.len()).await {
+                Ok(jobs) => {
+                    let fresh: Vec<Job> = jobs
+                        .into_iter()
+                        .filter(|j| !exclude.contains(&j.id))
+                        .collect();
+                    if fresh.len() >= room {
+                        self.spilled.store(true, Ordering::SeqCst);
+                    }
+                    for job in fresh.into_iter().take(room) {
+                        self.spawn(job);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot load queued jobs");
+                    self.spilled.store(true, Ordering::SeqCst);
+                }
+            }
+        }
     }
 
     fn lock_for(&self, subject: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -216,17 +295,6 @@ impl Engine {
                 () = self.shutdown.cancelled() => return,
                 () = tokio::time::sleep(Duration::from_secs_f64(wait)) => {}
             }
-        }
-        let lock = self.lock_for(&job.new.subject);
-        let _held = tokio::select! {
-            () = self.shutdown.cancelled() => return,
-            g = lock.lock() => g,
-        };
-        let Ok(_permit) = self.permits.acquire().await else {
-            return;
-        };
-        if self.shutdown.is_cancelled() {
-            return;
         }
         let cfg = self.config();
         let rule = cfg.rules.iter().find(|r| r.name == job.new.rule).cloned();
@@ -285,6 +353,20 @@ impl Engine {
                 tracing::error!("no attempts left: circuit opened, escalating");
                 self.escalations.notify_one();
             }
+            return;
+        }
+        // Decisions are taken by the store thread one after the other, so they need no lock
+        // and commit together in a storm; the lock and the concurrency limit only bound the
+        // actions themselves.
+        let lock = self.lock_for(&job.new.subject);
+        let _held = tokio::select! {
+            () = self.shutdown.cancelled() => return,
+            g = lock.lock() => g,
+        };
+        let Ok(_permit) = self.permits.acquire().await else {
+            return;
+        };
+        if self.shutdown.is_cancelled() {
             return;
         }
         self.metrics

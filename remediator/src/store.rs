@@ -333,7 +333,7 @@ impl Store {
     /// On a database failure.
     pub async fn resume(&self, max_age: f64, now: f64) -> Result<(Vec<Job>, usize), StoreError> {
         self.run(move |c| {
-            let jobs = load_jobs(c, "state IN ('queued', 'running')")?;
+            let jobs = load_jobs(c, "state IN ('queued', 'running') ORDER BY id")?;
             let mut keep = Vec::new();
             let mut expired = 0;
             for job in jobs {
@@ -362,6 +362,15 @@ impl Store {
             Ok((keep, expired))
         })
         .await
+    }
+
+    /// The oldest queued jobs, at most `limit`.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn queued(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
+        self.run(move |c| load_jobs_p(c, "state = 'queued' ORDER BY id LIMIT ?1", [limit as i64]))
+            .await
     }
 
     /// Escalations due for delivery.
@@ -619,7 +628,7 @@ fn accept(c: &Connection, batch: Batch, now: f64) -> Result<Accepted, StoreError
         )?;
         let jobs = load_jobs_p(
             c,
-            "state = 'queued' AND fingerprint = ?1 AND starts_at = ?2",
+            "state = 'queued' AND fingerprint = ?1 AND starts_at = ?2 ORDER BY id",
             params![fp, start],
         )?;
         for job in jobs {
@@ -696,7 +705,7 @@ fn load_jobs_p(
 ) -> Result<Vec<Job>, StoreError> {
     let mut st = c.prepare(&format!(
         "SELECT id, accepted_at, not_before, rule, action, target, subject, selection, fingerprint, starts_at, labels, annotations, cooldown \
-         FROM jobs WHERE {filter} ORDER BY id"
+         FROM jobs WHERE {filter}"
     ))?;
     let rows = st.query_map(p, |r| {
         Ok(Job {
@@ -914,6 +923,18 @@ fn finish(
     if count < l.max_attempts {
         return Ok(false);
     }
+    // One escalation per opening: attempts decided before the circuit opened may still fail
+    // after it did.
+    let already_open: Option<f64> = c
+        .query_row(
+            "SELECT open_until FROM circuits WHERE subject = ?1 AND open_until > ?2",
+            params![job.new.subject, now],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if already_open.is_some() {
+        return Ok(false);
+    }
     open_circuit(
         c,
         job,
@@ -965,7 +986,7 @@ fn history(c: &Connection, limit: usize, now: f64) -> Result<Value, StoreError> 
             }))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    let pending: Vec<Value> = load_jobs(c, "state IN ('queued', 'running')")?
+    let pending: Vec<Value> = load_jobs(c, "state IN ('queued', 'running') ORDER BY id LIMIT 100")?
         .into_iter()
         .map(|j| {
             json!({
