@@ -73,6 +73,17 @@ fn write(path: &Path, data: &[u8]) {
     std::fs::write(path, data).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
+/// Sets a file's modification time `secs` into the past. Digests of files (and `ETag`s of
+/// responses) modified in the last seconds are not cached, so tests that count hashes deploy
+/// files "a while ago".
+fn backdate(path: &Path, secs: u64) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(SystemTime::now() - Duration::from_secs(secs)))
+        .unwrap_or_else(|e| panic!("set mtime of {}: {e}", path.display()));
+}
+
 fn manifest(entries: &[(&str, String)]) -> String {
     let map: serde_json::Map<String, serde_json::Value> = entries
         .iter()
@@ -151,10 +162,19 @@ fn drift_missing_unsafe_and_change_in_place() {
     // Never read: it escapes the root.
     entries.push(("../secret.txt", openssl_sri("sha384", &ok)));
     write(&dir.path().join("secret.txt"), b"secret");
+    // Never read either: a symlink inside the root that leads out of it.
+    std::os::unix::fs::symlink(dir.path().join("secret.txt"), root.join("link.txt")).unwrap();
+    entries.push((
+        "link.txt",
+        openssl_sri("sha384", &dir.path().join("secret.txt")),
+    ));
     let manifest_path = dir.path().join("sri-manifest.json");
     write(&manifest_path, manifest(&entries).as_bytes());
     // The deployed stylesheet differs from the manifest's.
     write(&drifted, b"body { color: blue }\n");
+    for f in [&ok, &big, &drifted] {
+        backdate(f, 60);
+    }
 
     let config = format!(
         "probes:\n{}",
@@ -171,7 +191,7 @@ fn drift_missing_unsafe_and_change_in_place() {
     let p = ("probe", "site");
     let f = ("source", "file");
     let s = wait_checked(&mut e, "site", "file");
-    assert_eq!(value(&s, "stackmedic_sri_manifest_entries", &[p]), 5.0);
+    assert_eq!(value(&s, "stackmedic_sri_manifest_entries", &[p]), 6.0);
     assert_eq!(value(&s, CHECKED, &[p, f]), 3.0);
     assert_eq!(value(&s, DRIFTED, &[p, f]), 1.0);
     assert_eq!(value(&s, MISSING, &[p, f]), 1.0);
@@ -181,8 +201,9 @@ fn drift_missing_unsafe_and_change_in_place() {
             "stackmedic_sri_manifest_invalid_entries",
             &[p, ("problem", "unsafe_path")]
         ),
-        1.0
+        2.0
     );
+    assert_eq!(find(&s, ENTRY, &[p, ("path", "link.txt")]), None);
     assert_eq!(value(&s, ENTRY, &[p, f, ("path", "js/app.js")]), 0.0);
     assert_eq!(value(&s, ENTRY, &[p, f, ("path", "js/vendor.js")]), 0.0);
     assert_eq!(value(&s, ENTRY, &[p, f, ("path", "css/site.css")]), 1.0);
@@ -200,7 +221,7 @@ fn drift_missing_unsafe_and_change_in_place() {
     });
     assert_eq!(value(&s, HASHES, &[p, f]), hashed, "cache did not hold");
 
-    // Changed in place: same size, new content, a later modification time.
+    // Changed in place: same size, new content, another modification time.
     let same_size = b"console.log('KO');\n";
     assert_eq!(
         same_size.len(),
@@ -208,9 +229,8 @@ fn drift_missing_unsafe_and_change_in_place() {
     );
     let file = std::fs::OpenOptions::new().write(true).open(&ok).unwrap();
     (&file).write_all(same_size).unwrap();
-    file.set_modified(SystemTime::now() + Duration::from_secs(60))
-        .unwrap();
     drop(file);
+    backdate(&ok, 30);
     let s = e.wait_value(ENTRY, &[p, f, ("path", "js/app.js")], 1.0);
     assert_eq!(value(&s, DRIFTED, &[p, f]), 2.0);
     assert_eq!(value(&s, HASHES, &[p, f]), hashed + 1.0);
@@ -297,6 +317,9 @@ fn url_mode_against_nginx() {
     write(&gone, b"gone");
     entries.push(("assets/gone.js", openssl_sri("sha384", &gone)));
     write(&drifted, b"let v = 2;\n");
+    for f in [&ok, &spaced, &drifted] {
+        backdate(f, 60);
+    }
     make_readable(&www);
     let manifest_path = dir.path().join("sri-manifest.json");
     write(&manifest_path, manifest(&entries).as_bytes());
@@ -337,7 +360,8 @@ fn url_mode_against_nginx() {
     assert_eq!(value(&s, HASHES, &[p, u]), hashed);
     assert_eq!(value(&s, DRIFTED, &[p, u]), 1.0);
 
-    // Redeploying the right content (a new ETag) clears the drift.
+    // Redeploying the right content clears the drift: same size, and nginx's ETag (modification
+    // second and size) changes only through the modification time.
     write(&drifted, b"let v = 1;\n");
     make_readable(&www);
     e.wait_value(ENTRY, &[p, u, ("path", "assets/drift.js")], 0.0);

@@ -20,6 +20,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
 use base64::Engine as _;
@@ -86,6 +87,8 @@ static HTML_DISAGREEING: Family = Family::gauge(
 
 /// Bytes read per `read` call while hashing.
 pub const HASH_BUFFER: usize = 128 * 1024;
+/// How old a modification must be before a digest is cached (see [`FileChecker`]).
+const SETTLE: Duration = Duration::from_secs(2);
 /// Largest manifest read.
 const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 /// Largest HTML file scanned.
@@ -572,8 +575,14 @@ impl FileChecker<'_> {
         self.work.hashes += 1;
         self.work.bytes += n;
         // A file written while it was read is reported as read but not cached, so the next
-        // run hashes it again.
-        if StatKey::of(&f.metadata()?) == key {
+        // run hashes it again. So is a file modified just now: a second write within the same
+        // timestamp tick, of the same size, would otherwise look unchanged (git's "racy" rule).
+        let settled = before
+            .modified()
+            .ok()
+            .and_then(|m| SystemTime::now().duration_since(m).ok())
+            .is_some_and(|age| age >= SETTLE);
+        if settled && StatKey::of(&f.metadata()?) == key {
             self.cache
                 .entries
                 .insert(path.to_path_buf(), (key, digests.clone()));
@@ -847,6 +856,7 @@ impl SriProbe {
             .headers
             .get(http::header::ETAG)
             .and_then(|v| v.to_str().ok())
+            .filter(|_| settled_response(&resp.headers))
             .map(str::to_string);
         // Chunks go to a hasher on a blocking thread through a short queue, so a big asset
         // neither sits in memory nor hashes on the async workers.
@@ -956,6 +966,23 @@ impl SriProbe {
         for (drift, key) in per_entry.into_iter().take(self.cfg.max_entries_reported) {
             out.flag(&ENTRY_DRIFT, &[("source", source), ("path", key)], drift);
         }
+    }
+}
+
+/// Whether a response's `ETag` may be trusted for later `304`s: nginx and most static servers
+/// build it from the modification time in whole seconds and the size, so a same-size write
+/// within the second of the served version keeps the `ETag`. It is trusted only when the
+/// `Last-Modified` lies at least [`SETTLE`] plus one second before the server's `Date`.
+fn settled_response(headers: &http::HeaderMap) -> bool {
+    let date = |name: http::HeaderName| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+    };
+    match (date(http::header::LAST_MODIFIED), date(http::header::DATE)) {
+        (Some(modified), Some(now)) => (now - modified).num_seconds() > SETTLE.as_secs() as i64,
+        _ => false,
     }
 }
 
@@ -1431,7 +1458,16 @@ mod tests {
     fn cache_notices_in_place_change() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.js");
+        let past = |secs| SystemTime::now() - Duration::from_secs(secs);
         std::fs::write(&p, b"aaaa").unwrap();
+        let set_mtime = |t| {
+            File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(t)
+        };
+        set_mtime(past(60)).unwrap();
         let mut cache = FileCache::default();
         let cancel = AtomicBool::new(false);
         let mut c = FileChecker {
@@ -1452,11 +1488,23 @@ mod tests {
         ));
         assert_eq!(c.work.hashes, 1, "unchanged file hashed again");
         std::fs::write(&p, b"bbbb").unwrap();
+        set_mtime(past(30)).unwrap();
         let second = match c.digests(&segs, &[Alg::Sha384]) {
             FileDigests::Ok(d) => d,
             _ => panic!("not hashed"),
         };
         assert_eq!(c.work.hashes, 2);
         assert_ne!(first, second);
+        // Modified just now: hashed on every look until the modification has settled.
+        std::fs::write(&p, b"cccc").unwrap();
+        assert!(matches!(
+            c.digests(&segs, &[Alg::Sha384]),
+            FileDigests::Ok(_)
+        ));
+        assert!(matches!(
+            c.digests(&segs, &[Alg::Sha384]),
+            FileDigests::Ok(_)
+        ));
+        assert_eq!(c.work.hashes, 4);
     }
 }
