@@ -7,9 +7,12 @@
 //! RFC 8216 §6.2.1 obliges a live server to publish a playlist with at least one new segment no
 //! later than 1.5 × the target duration after the previous one, so a playlist without
 //! `#EXT-X-ENDLIST` that gained nothing for `stale_multiplier` × target duration is stale. The
-//! time a segment was added is the time this probe first saw it; only for the very first
-//! observation, when nothing was seen yet, the file's mtime or the `Last-Modified` header stands
-//! in, so that a stream that died before the exporter started is stale at once.
+//! time a segment was added is the playlist file's mtime (same host, same clock), or for a URL
+//! the time this probe first saw it: `Last-Modified` has whole seconds on another host's clock,
+//! so it only stands in for the very first observation, when nothing was seen yet — a stream
+//! that died before the exporter started is stale at once. In URL mode the probe therefore
+//! notices a stale stream within the threshold plus up to two intervals of the last segment;
+//! in file mode within the threshold plus one interval.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -203,7 +206,18 @@ impl Location {
 /// A playlist as read: its bytes and, when known, when it was last modified.
 struct Document {
     body: Bytes,
-    modified: Option<f64>,
+    modified: Option<Modified>,
+}
+
+/// When a playlist was last written, at the latest.
+#[derive(Debug, Clone, Copy)]
+struct Modified {
+    /// Unix time.
+    at: f64,
+    /// A local file's mtime, on this host's clock: it dates every change exactly. A
+    /// `Last-Modified` header has whole seconds on another host's clock, so it only dates the
+    /// first observation.
+    exact: bool,
 }
 
 /// What the probe remembers of one media playlist between runs.
@@ -276,7 +290,7 @@ impl HlsProbe {
         let streams: Vec<(
             String,
             Location,
-            Result<(MediaPlaylist, Option<f64>), ProbeError>,
+            Result<(MediaPlaylist, Option<Modified>), ProbeError>,
         )> = match playlist {
             Playlist::MediaPlaylist(m) => {
                 vec![(String::new(), self.root.clone(), Ok((m, doc.modified)))]
@@ -375,7 +389,7 @@ impl HlsProbe {
         &self,
         key: &str,
         m: &MediaPlaylist,
-        modified: Option<f64>,
+        modified: Option<Modified>,
         now: f64,
         labels: &[(&'static str, &str)],
         out: &mut Samples,
@@ -396,7 +410,10 @@ impl HlsProbe {
                 // A new newest segment is growth; so is a different one at a lower sequence
                 // number, which is what a restarted packager publishes.
                 if newest.is_some() && newest != st.newest {
-                    st.added_at = now;
+                    st.added_at = match modified {
+                        Some(m) if m.exact => m.at.clamp(st.added_at, now),
+                        _ => now,
+                    };
                 }
                 st.media_sequence = m.media_sequence;
                 st.newest.clone_from(&newest);
@@ -404,7 +421,7 @@ impl HlsProbe {
             .or_insert_with(|| StreamState {
                 media_sequence: m.media_sequence,
                 newest: newest.clone(),
-                added_at: modified.map_or(now, |t| t.min(now)),
+                added_at: modified.map_or(now, |m| m.at.min(now)),
                 regressions: 0,
             });
         let stale_after = self.cfg.stale_multiplier * m.target_duration as f64;
@@ -429,7 +446,7 @@ impl HlsProbe {
         &self,
         loc: &Location,
         cx: &RunContext,
-    ) -> Result<(MediaPlaylist, Option<f64>), ProbeError> {
+    ) -> Result<(MediaPlaylist, Option<Modified>), ProbeError> {
         let doc = self.load(loc, cx).await?;
         match parse(&doc.body)? {
             Playlist::MediaPlaylist(m) => Ok((m, doc.modified)),
@@ -453,7 +470,13 @@ impl HlsProbe {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| httpdate::parse_http_date(v).ok())
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map(|d| d.as_secs_f64());
+                    // The header has whole seconds: the end of that second is the latest time
+                    // the playlist can have been written, so a healthy stream is not called
+                    // stale at the first observation.
+                    .map(|d| Modified {
+                        at: d.as_secs_f64() + 1.0,
+                        exact: false,
+                    });
                 Ok(Document {
                     body: resp.body,
                     modified,
@@ -480,7 +503,10 @@ impl HlsProbe {
                     .modified()
                     .ok()
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                    .map(|d| d.as_secs_f64());
+                    .map(|d| Modified {
+                        at: d.as_secs_f64(),
+                        exact: true,
+                    });
                 Ok(Document {
                     body: body.into(),
                     modified,
@@ -652,16 +678,16 @@ mod tests {
         let mut out = Samples::default();
         let m = media(LIVE);
         // First observation: the mtime stands in for the time the newest segment was added.
-        let o = p.observe("", &m, Some(1000.0), 1002.0, &[], &mut out);
+        let o = p.observe("", &m, Some(header(1000.0)), 1002.0, &[], &mut out);
         assert!(!o.stale);
         assert_eq!(value(&out, &LAST_ADDED), 1000.0);
         assert_eq!(value(&out, &STALE_AFTER), 3.0);
         // Unchanged for longer than 1.5 × 2 s: stale.
-        let o = p.observe("", &m, Some(1000.0), 1003.5, &[], &mut out);
+        let o = p.observe("", &m, Some(header(1000.0)), 1003.5, &[], &mut out);
         assert!(o.stale);
-        // A new segment: fresh, with the observation time.
+        // A new segment: fresh, dated by the observation (a header dates only the first).
         let grown = media(&format!("{LIVE}#EXTINF:2.0,\nseg9.ts\n"));
-        let o = p.observe("", &grown, Some(1000.0), 1004.0, &[], &mut out);
+        let o = p.observe("", &grown, Some(header(1003.0)), 1004.0, &[], &mut out);
         assert!(!o.stale);
         assert_eq!(value(&out, &LAST_ADDED), 1004.0);
         assert_eq!(value(&out, &REGRESSIONS), 0.0);
@@ -671,6 +697,20 @@ mod tests {
         assert!(!o.stale);
         assert_eq!(value(&out, &REGRESSIONS), 1.0);
         assert_eq!(value(&out, &LAST_ADDED), 1005.0);
+        // A local file's mtime dates each change exactly.
+        let next = media(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.0,\nseg0.ts\n#EXTINF:2.0,\nseg1.ts\n",
+        );
+        let exact = Modified {
+            at: 1005.5,
+            exact: true,
+        };
+        p.observe("", &next, Some(exact), 1006.2, &[], &mut out);
+        assert_eq!(value(&out, &LAST_ADDED), 1005.5);
+    }
+
+    fn header(at: f64) -> Modified {
+        Modified { at, exact: false }
     }
 
     #[test]
@@ -678,7 +718,7 @@ mod tests {
         let p = probe();
         let mut out = Samples::default();
         let vod = media(&format!("{LIVE}#EXT-X-ENDLIST\n"));
-        let o = p.observe("", &vod, Some(0.0), 1_000_000.0, &[], &mut out);
+        let o = p.observe("", &vod, Some(header(0.0)), 1_000_000.0, &[], &mut out);
         assert!(!o.stale);
         assert_eq!(value(&out, &END_LIST), 1.0);
     }
