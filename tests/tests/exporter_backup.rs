@@ -54,11 +54,23 @@ fn tar_czf(archive: &Path, seed: u64) {
         "tar czf failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    backdate(archive);
+}
+
+/// Archives modified in the last 10 s are taken as still being written and not verified, so
+/// the test's archives are made "a minute ago".
+fn backdate(path: &Path) {
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(SystemTime::now() - Duration::from_secs(60)))
+        .unwrap();
 }
 
 fn truncate_half(path: &Path) {
     let data = std::fs::read(path).unwrap();
     std::fs::write(path, &data[..data.len() / 2]).unwrap();
+    backdate(path);
 }
 
 fn chmod(path: &Path, mode: u32) {

@@ -66,6 +66,9 @@ static NEWEST_VALID: Family = Family::gauge(
     "With verify_newest: 1 when the newest archive was read to its end without error, 0 when it is corrupt or truncated; absent while not verified.",
 );
 
+/// How long an archive must be unmodified before it is verified.
+const WRITE_SETTLE: Duration = Duration::from_secs(10);
+
 /// The default pattern: `<volume>__<timestamp>.tar.gz`, as the seed's backup scripts name them.
 pub const DEFAULT_PATTERN: &str =
     r"^(?P<volume>[A-Za-z0-9_.-]+?)__(?P<timestamp>[0-9A-Za-z:.+_-]+)\.(?:tar\.gz|tgz)$";
@@ -675,7 +678,10 @@ impl Run<'_> {
                 ));
             }
         }
-        if self.cfg.verify_newest && packing(&newest.name).is_some() {
+        // An archive modified in the last seconds may still be being written; read now it would
+        // look truncated. It is verified on a later run.
+        let written = self.now - newest.key.mtime_ns as f64 / 1e9 >= WRITE_SETTLE.as_secs_f64();
+        if self.cfg.verify_newest && written && packing(&newest.name).is_some() {
             match self.verify(newest) {
                 Some(valid) => {
                     out.flag(&NEWEST_VALID, &vl, valid);
