@@ -532,7 +532,7 @@ enum Mode {
         device: ads::AmsAddr,
     },
     RouteStatus {
-        cfg: RouteStatusConfig,
+        cfg: Box<RouteStatusConfig>,
         client: reqwest::Client,
         headers: HeaderMap,
     },
@@ -585,7 +585,7 @@ impl AdsProbe {
                     })
                     .collect();
                 Mode::RouteStatus {
-                    cfg: rs,
+                    cfg: Box::new(rs),
                     client,
                     headers,
                 }

@@ -220,6 +220,13 @@ struct Modified {
     exact: bool,
 }
 
+/// One media playlist of a run: its `variant` label, where it lives, and what was read.
+type Stream = (
+    String,
+    Location,
+    Result<(MediaPlaylist, Option<Modified>), ProbeError>,
+);
+
 /// What the probe remembers of one media playlist between runs.
 #[derive(Debug, Clone)]
 struct StreamState {
@@ -287,11 +294,7 @@ impl HlsProbe {
                 return Err(e);
             }
         };
-        let streams: Vec<(
-            String,
-            Location,
-            Result<(MediaPlaylist, Option<Modified>), ProbeError>,
-        )> = match playlist {
+        let streams: Vec<Stream> = match playlist {
             Playlist::MediaPlaylist(m) => {
                 vec![(String::new(), self.root.clone(), Ok((m, doc.modified)))]
             }
