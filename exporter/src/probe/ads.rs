@@ -885,6 +885,51 @@ mod tests {
     }
 
     #[test]
+    fn config_errors() {
+        let cases: &[(&str, &str)] = &[
+            ("{}", "probes[0].ads: set `host` (native ADS) or `route_status`"),
+            (
+                "{host: plc}",
+                "probes[0].ads.ams_net_id: is required with `host`",
+            ),
+            (
+                "{host: plc, ams_net_id: 5.32.116.5}",
+                "probes[0].ads.ams_net_id: \"5.32.116.5\" is not an AMS Net ID",
+            ),
+            (
+                "{host: plc, ams_net_id: 5.32.116.5.1.1, expected_state: running}",
+                "probes[0].ads.expected_state: unknown ADS state \"running\"",
+            ),
+            (
+                "{host: plc, ams_net_id: 5.32.116.5.1.1, source_ams_port: 30000}",
+                "probes[0].ads.source_ams_port: needs `source_ams_net_id`",
+            ),
+            (
+                "{route_status: {url: 'http://127.0.0.1/s'}}",
+                "probes[0].ads.route_status: names no field",
+            ),
+            (
+                "{route_status: {url: 'http://127.0.0.1/s', route: present}}",
+                "probes[0].ads.route_status.route: \"present\" is not a JSON pointer",
+            ),
+            (
+                "{ams_port: 851, route_status: {url: 'http://127.0.0.1/s', route: /ok}}",
+                "probes[0].ads.ams_port: only applies to native ADS",
+            ),
+            (
+                "{host: plc, ams_net_id: 5.32.116.5.1.1, route_status: {url: 'http://127.0.0.1/s', route: /ok}}",
+                "probes[0].ads: set either `host` (native ADS) or `route_status`, not both",
+            ),
+        ];
+        for (ads, expected) in cases {
+            let yaml = format!("probes:\n  - name: p\n    ads: {ads}\n");
+            let v = stackmedic_common::config::parse_yaml(&yaml).expect("yaml");
+            let text = crate::config::from_value(&v).expect_err(ads).to_string();
+            assert!(text.contains(expected), "{ads}: {text}");
+        }
+    }
+
+    #[test]
     fn one_link_per_router_and_source() {
         let conns = AdsConnections::default();
         let key = |h: &str| LinkKey {

@@ -754,6 +754,40 @@ mod tests {
     }
 
     #[test]
+    fn config_errors() {
+        let cases: &[(&str, &str)] = &[
+            ("{}", "probes[0].hls: set `url` or `path` of the playlist"),
+            (
+                "{url: 'http://127.0.0.1/a.m3u8', path: /a.m3u8}",
+                "probes[0].hls: set either `url` or `path`, not both",
+            ),
+            (
+                "{url: 'ftp://127.0.0.1/a.m3u8'}",
+                "probes[0].hls.url: scheme must be http or https",
+            ),
+            (
+                "{path: /a.m3u8, stale_multiplier: 0}",
+                "probes[0].hls.stale_multiplier: must be between 0.5 and 100",
+            ),
+            (
+                "{path: /a.m3u8, max_variants: 0}",
+                "probes[0].hls.max_variants: must be between 1 and 64",
+            ),
+            (
+                "{path: /a.m3u8, segment_method: POST}",
+                "probes[0].hls.segment_method: unknown variant `POST`",
+            ),
+            ("{path: /a.m3u8, stale: 3}", "unknown field `stale`"),
+        ];
+        for (hls, expected) in cases {
+            let yaml = format!("probes:\n  - name: s\n    hls: {hls}\n");
+            let v = stackmedic_common::config::parse_yaml(&yaml).expect("yaml");
+            let text = crate::config::from_value(&v).expect_err(hls).to_string();
+            assert!(text.contains(expected), "{hls}: {text}");
+        }
+    }
+
+    #[test]
     fn uris_resolve_against_the_playlist() {
         let u = Location::Url(Url::parse("http://127.0.0.1:8080/cam/live.m3u8").expect("url"));
         assert_eq!(
