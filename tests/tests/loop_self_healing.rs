@@ -24,6 +24,8 @@
 //!   exporter's `containers` probe, the remediator's targets and rule matchers, and the
 //!   `OwuiDown` rule), URLs point at the test's listeners on 127.0.0.1, secrets are files in
 //!   the test's temporary directory;
+//! * the HLS and ADS probes have no shipped example yet: a finished playlist and pyads' test
+//!   server (a real ADS/AMS server, in Run) named like the remediator example's PLC `line1`;
 //! * exporter probes whose targets cannot exist here (the tailnet and Cloudflare edge URLs, the
 //!   deployed SRI `base_url`: not on 127.0.0.1) are left out.
 //!
@@ -46,7 +48,7 @@ use stackmedic_tests::exporter::Exporter;
 use stackmedic_tests::metrics;
 use stackmedic_tests::prometheus::Prometheus;
 use stackmedic_tests::remediator::Remediator;
-use stackmedic_tests::{free_port, unique_name, wait_until};
+use stackmedic_tests::{free_port, unique_name, wait_until, Process};
 
 const TOKEN: &str = "loop-webhook-token-7c21";
 
@@ -60,10 +62,6 @@ const NO_DATA_IN_LOOP: &[(&str, &str)] = &[
         "stackmedic_http_header_present",
         "only probes with expect_headers have it; the shipped one (backend-edge) checks cf-ray on \
          the Cloudflare edge, which is not on 127.0.0.1",
-    ),
-    (
-        "stackmedic_ads_",
-        "no PLC in the loop: the ADS probe is tested against pyads' test server in exporter_ads.rs",
     ),
 ];
 
@@ -155,7 +153,7 @@ fn probe(config: &Value, name: &str) -> Value {
 }
 
 /// The exporter examples (exporter.yml, backups.yml, sri.yml) adapted to the loop.
-fn exporter_config(container: &str, web: &str, dir: &Path) -> String {
+fn exporter_config(container: &str, web: &str, dir: &Path, ads_port: u16) -> String {
     let example = yaml_file("examples/exporter.yml");
     let mut probes = Vec::new();
     let mut owui = probe(&example, "owui-local");
@@ -190,6 +188,11 @@ fn exporter_config(container: &str, web: &str, dir: &Path) -> String {
     // No example exists for the HLS probe yet: a finished (VOD) playlist, so it never reads
     // stale and the stream-restart rule stays out of this loop.
     probes.push(json!({"name": "cam-loop", "hls": {"path": dir.join("live.m3u8")}}));
+    // No example exists for the ADS probe yet either: the PLC "line1" of the remediator's
+    // example, played by pyads' test server (in Run, so no PLC alert fires).
+    probes.push(json!({"name": "line1", "ads": {
+        "host": "127.0.0.1", "port": ads_port, "ams_net_id": "5.32.116.5.1.1"
+    }}));
 
     for p in &mut probes {
         p["interval"] = json!("1s");
@@ -401,7 +404,23 @@ fn loop_container_stopped_is_restarted_and_unfixable_one_pages() {
     let reload = stackmedic_tests::http::request("POST", &rem.url("/-/reload"), &[], None).unwrap();
     assert_eq!(reload.status, 200, "remediator reload: {}", reload.text());
 
-    let exporter = Exporter::start(&exporter_config(&name, &web, d));
+    // A real ADS/AMS server (pyads' test server) as the PLC.
+    let ads_port = free_port();
+    let mut ads_command = std::process::Command::new("python3");
+    ads_command
+        .arg(alerting::repo_root().join("tests/fixtures/ads/ads_server.py"))
+        .arg("--port")
+        .arg(ads_port.to_string());
+    let mut ads_server = Process::spawn("ads-server", ads_command, d);
+    assert!(
+        wait_until(Duration::from_secs(20), Duration::from_millis(50), || {
+            !ads_server.is_running() || stackmedic_tests::port_accepts(ads_port)
+        }) && ads_server.is_running(),
+        "the ADS test server did not start (pyads for python3):\n{}",
+        ads_server.describe()
+    );
+
+    let exporter = Exporter::start(&exporter_config(&name, &web, d, ads_port));
     let rules = alerting::with_for(
         &alerting::read_repo_file("alerts/stackmedic.rules.yml"),
         "2s",
@@ -602,4 +621,5 @@ fn loop_container_stopped_is_restarted_and_unfixable_one_pages() {
         "{history:#}"
     );
     drop(container);
+    ads_server.stop();
 }
