@@ -57,6 +57,14 @@ pub struct Global {
     /// Jobs found stored at start that were accepted longer ago than this are expired, not run.
     #[serde(default = "default_resume_max_age", with = "duration")]
     pub resume_max_age: Duration,
+    /// Finished jobs, audit rows, attempts, closed circuits, delivered escalations and incidents
+    /// older than this are deleted (hourly).
+    #[serde(default = "default_retention", with = "duration")]
+    pub retention: Duration,
+}
+
+fn default_retention() -> Duration {
+    Duration::from_secs(30 * 24 * 3600)
 }
 
 fn default_concurrency() -> usize {
@@ -76,6 +84,7 @@ impl Default for Global {
             max_concurrent_actions: default_concurrency(),
             max_body_bytes: default_body(),
             resume_max_age: default_resume_max_age(),
+            retention: default_retention(),
         }
     }
 }
@@ -546,6 +555,9 @@ pub fn from_value(value: &Value) -> Result<Config, ConfigErrors> {
         Some(v) => common::typed::<Global>(v, "global", &mut errs).unwrap_or_default(),
         None => Global::default(),
     };
+    if global.retention < Duration::from_secs(3600) {
+        errs.push("global.retention", "must be at least 1h");
+    }
     if global.max_concurrent_actions == 0 {
         errs.push("global.max_concurrent_actions", "must be at least 1");
     }

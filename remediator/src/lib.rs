@@ -69,6 +69,22 @@ pub fn open_store(dir: &Path) -> anyhow::Result<store::Store> {
     store::Store::open(&path).with_context(|| format!("cannot open {}", path.display()))
 }
 
+/// Deletes history older than `global.retention` at start and every hour.
+async fn prune_history(engine: Arc<pipeline::Engine>, shutdown: CancellationToken) {
+    loop {
+        let retention = engine.config().global.retention.as_secs_f64();
+        match engine.store.prune(pipeline::now() - retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "old history deleted"),
+            Err(e) => tracing::error!(error = %e, "cannot delete old history"),
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+        }
+    }
+}
+
 /// Runs the remediator on `listener` until `shutdown` is cancelled: resumes stored jobs, starts
 /// the escalator, and serves HTTP.
 ///
@@ -101,6 +117,7 @@ pub async fn run(
     }
     tokio::spawn(pipeline::escalator(engine.clone(), shutdown.clone()));
     tokio::spawn(engine.clone().sweeper(shutdown.clone()));
+    tokio::spawn(prune_history(engine.clone(), shutdown.clone()));
 
     let local = listener.local_addr()?;
     let reload_fn: reload::ReloadFn = {

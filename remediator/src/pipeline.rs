@@ -126,6 +126,13 @@ impl Engine {
     /// When the store could not commit; nothing was accepted then.
     pub async fn accept(self: &Arc<Self>, payload: &Payload) -> Result<Summary, StoreError> {
         let cfg = self.config();
+        if payload.truncated_alerts > 0 {
+            tracing::warn!(
+                truncated = payload.truncated_alerts,
+                group = %payload.group_key,
+                "Alertmanager truncated this notification (max_alerts); the dropped alerts cannot be acted on"
+            );
+        }
         let mut batch = Batch::default();
         let mut summary = Summary::default();
         let accepted_at = now();

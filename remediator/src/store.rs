@@ -373,6 +373,30 @@ impl Store {
             .await
     }
 
+    /// Deletes history older than `before`: finished jobs, audit rows, attempts, closed
+    /// circuits, delivered escalations and incidents without a recent job. Returns the rows
+    /// deleted.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn prune(&self, before: f64) -> Result<usize, StoreError> {
+        self.run(move |c| {
+            let mut n = 0;
+            for sql in [
+                "DELETE FROM jobs WHERE state = 'done' AND accepted_at < ?1",
+                "DELETE FROM audit WHERE at < ?1",
+                "DELETE FROM attempts WHERE at < ?1",
+                "DELETE FROM circuits WHERE open_until < ?1",
+                "DELETE FROM escalations WHERE delivered_at IS NOT NULL AND delivered_at < ?1",
+                "DELETE FROM incidents WHERE last_job_at < ?1",
+            ] {
+                n += c.execute(sql, [before])?;
+            }
+            Ok(n)
+        })
+        .await
+    }
+
     /// Escalations due for delivery.
     ///
     /// # Errors
