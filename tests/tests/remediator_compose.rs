@@ -66,5 +66,4 @@ fn remediator_compose_up_brings_back_a_missing_container() {
     let guard = Container::adopt(&name);
     assert_eq!(guard.status().as_deref(), Some("running"));
     let _ = docker(&["network", "rm", &format!("{project}_default")]);
-    std::thread::sleep(Duration::from_millis(10));
 }

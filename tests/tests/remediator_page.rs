@@ -58,7 +58,7 @@ fn remediator_page_renders_in_chromium() {
         "<h1>stackmedic-remediator</h1>",
         "Open circuits",
         "1 open circuit(s)",
-        &format!("ghost"),
+        "ghost",
         "Recent decisions",
         "dry_run",
         "denied",
