@@ -328,6 +328,20 @@ impl Engine {
             circuit_open_for: target.circuit_open_for.as_secs_f64(),
             dry_run: cfg.global.dry_run || rule.dry_run,
         };
+        if limits.dry_run {
+            let ctx = Context {
+                docker: &self.docker,
+                http: &self.http,
+                target: &target,
+                rule: &rule,
+                selection: &job.new.selection,
+            };
+            if let Err(ActionError::Denied(reason)) = action::preflight(kind, &ctx).await {
+                tracing::warn!(reason = %reason, "dry run: the action would be refused");
+                self.close(job, "denied", &format!("dry run: {reason}")).await;
+                return;
+            }
+        }
         let escalation = escalation_payload(&cfg, &job, &rule, "no attempts left in the window");
         let decision = match self
             .store

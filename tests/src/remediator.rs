@@ -26,7 +26,7 @@ pub struct Remediator {
     process: Process,
     port: u16,
     starts: u32,
-    config_path: PathBuf,
+    config_path: Option<PathBuf>,
     dir: TempDir,
 }
 
@@ -52,12 +52,29 @@ impl Remediator {
             .replace("{port}", &port.to_string());
         std::fs::write(&config_path, &text)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", config_path.display()));
-        let process = spawn(&config_path, dir.path(), port, 1);
+        let process = spawn(Some(&config_path), dir.path(), port, 1);
         Remediator {
             process,
             port,
             starts: 1,
-            config_path,
+            config_path: Some(config_path),
+            dir,
+        }
+    }
+
+    /// Starts the remediator without `--config.file`, on its embedded default configuration.
+    pub fn start_default() -> Remediator {
+        let dir = tempfile::Builder::new()
+            .prefix("stackmedic-remediator-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
+        let port = crate::free_port();
+        let process = spawn(None, dir.path(), port, 1);
+        Remediator {
+            process,
+            port,
+            starts: 1,
+            config_path: None,
             dir,
         }
     }
@@ -71,7 +88,12 @@ impl Remediator {
     pub fn restart(&mut self) {
         self.process.stop();
         self.starts += 1;
-        self.process = spawn(&self.config_path, self.dir.path(), self.port, self.starts);
+        self.process = spawn(
+            self.config_path.as_deref(),
+            self.dir.path(),
+            self.port,
+            self.starts,
+        );
     }
 
     /// The port on `127.0.0.1`.
@@ -151,11 +173,13 @@ impl Remediator {
     }
 }
 
-fn spawn(config: &Path, dir: &Path, port: u16, n: u32) -> Process {
+fn spawn(config: Option<&Path>, dir: &Path, port: u16, n: u32) -> Process {
     let binary = crate::bin_path("stackmedic-remediator");
     let mut command = Command::new(binary);
+    if let Some(config) = config {
+        command.arg(format!("--config.file={}", config.display()));
+    }
     command
-        .arg(format!("--config.file={}", config.display()))
         .arg(format!("--storage.path={}", dir.join("data").display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--log.level=debug");

@@ -24,7 +24,12 @@ fn started_at(c: &Container) -> String {
 #[test]
 fn remediator_alertmanager_webhook_restarts_container_and_escalates() {
     ensure_docker();
-    let owui = run_busybox(&unique_name("sm-owui"), &[], &["sleep", "600"]);
+    // With a health check: verification waits until the restarted container is healthy again.
+    let owui = run_busybox(
+        &unique_name("sm-owui"),
+        &["--health-cmd", "true", "--health-interval", "1s"],
+        &["sleep", "600"],
+    );
     let ghost = unique_name("sm-ghost");
     let before = started_at(&owui);
 
@@ -83,6 +88,7 @@ fn remediator_alertmanager_webhook_restarts_container_and_escalates() {
     let after = started_at(&owui);
     assert_ne!(before, after, "the container was not restarted");
     assert_eq!(owui.status().as_deref(), Some("running"));
+    assert_eq!(owui.inspect()["State"]["Health"]["Status"], "healthy");
 
     // The webhook really came from Alertmanager, with the token.
     let samples = metrics::scrape(&rem.url("/metrics")).unwrap();

@@ -45,7 +45,7 @@ pub async fn start(ctx: &Context<'_>) -> Result<String, ActionError> {
 
 /// Resolves the container and checks it against the allow-list and opt-in label, on the
 /// engine's own record of it.
-async fn prepare(ctx: &Context<'_>) -> Result<(Docker, String), ActionError> {
+pub(super) async fn prepare(ctx: &Context<'_>) -> Result<(Docker, String), ActionError> {
     let d = ctx
         .target
         .docker

@@ -143,6 +143,20 @@ pub async fn run(kind: ActionKind, ctx: &Context<'_>) -> Result<String, ActionEr
     }
 }
 
+/// The checks an action makes before acting, run alone in dry-run mode so a dry run reports a
+/// denial the real run would meet (such as a container without the opt-in label).
+///
+/// # Errors
+/// A refusal, or a failure to check.
+pub async fn preflight(kind: ActionKind, ctx: &Context<'_>) -> Result<(), ActionError> {
+    match kind {
+        ActionKind::ContainerRestart | ActionKind::ContainerStart => {
+            container::prepare(ctx).await.map(|_| ())
+        }
+        ActionKind::HttpSequence | ActionKind::AdsRouteAdd | ActionKind::ComposeUp => Ok(()),
+    }
+}
+
 /// Sleeps, saturating absurd configuration values.
 pub(crate) async fn pause(d: Option<Duration>) {
     if let Some(d) = d.filter(|d| !d.is_zero()) {
