@@ -40,6 +40,7 @@ is_root() {
 # its commands exist (for example Docker from docker-ce instead of docker.io).
 PEERS=(
     "docker.io:docker:dockerd"
+    "docker-compose:docker-compose"
     "nginx:nginx"
     "prometheus:prometheus:promtool"
     "prometheus-alertmanager:prometheus-alertmanager:amtool"
