@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod reload;
+pub mod runtime;
 pub mod server;
 pub mod webconfig;
 

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use stackmedic_common::cli::CommonArgs;
-use stackmedic_common::{logging, server, webconfig};
+use stackmedic_common::{runtime, server, webconfig};
 use stackmedic_exporter::{config, run, Options, DEFAULT_LISTEN_ADDRESS};
 use tokio_util::sync::CancellationToken;
 
@@ -21,27 +21,10 @@ fn main() -> ExitCode {
     if cli.common.config_check {
         return check(&cli.common);
     }
-    if let Err(e) = logging::init(cli.common.log_level, cli.common.log_format) {
-        eprintln!("cannot set up logging: {e}");
-        return ExitCode::FAILURE;
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the runtime");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(start(cli.common)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %format!("{e:#}"), "exporter stopped");
-            ExitCode::FAILURE
-        }
-    }
+    let args = cli.common.clone();
+    runtime::run_until_signal(&args, "stackmedic-exporter", |shutdown| {
+        start(cli.common, shutdown)
+    })
 }
 
 fn check(args: &CommonArgs) -> ExitCode {
@@ -76,7 +59,7 @@ fn check(args: &CommonArgs) -> ExitCode {
     }
 }
 
-async fn start(args: CommonArgs) -> anyhow::Result<()> {
+async fn start(args: CommonArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let config = config::load(args.config_file.as_deref())
         .map_err(|errs| anyhow::anyhow!("invalid configuration:\n{errs}"))?;
     let web = webconfig::load(args.web_config_file.as_deref())
@@ -87,13 +70,6 @@ async fn start(args: CommonArgs) -> anyhow::Result<()> {
     let listener = server::bind(&address)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        stop.cancel();
-    });
     run(
         listener,
         Options {
@@ -104,16 +80,4 @@ async fn start(args: CommonArgs) -> anyhow::Result<()> {
         shutdown,
     )
     .await
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
