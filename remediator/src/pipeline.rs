@@ -338,7 +338,8 @@ impl Engine {
             };
             if let Err(ActionError::Denied(reason)) = action::preflight(kind, &ctx).await {
                 tracing::warn!(reason = %reason, "dry run: the action would be refused");
-                self.close(job, "denied", &format!("dry run: {reason}")).await;
+                self.close(job, "denied", &format!("dry run: {reason}"))
+                    .await;
                 return;
             }
         }

@@ -632,7 +632,7 @@ fn op_fail(op: Op) -> Finish {
     Box::new(|_| {})
 }
 
-fn now_json(v: &BTreeMap<String, String>) -> String {
+fn labels_json(v: &BTreeMap<String, String>) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "{}".into())
 }
 
@@ -704,8 +704,8 @@ fn accept(c: &Connection, batch: Batch, now: f64) -> Result<Accepted, StoreError
                 serde_json::to_string(&new.selection).unwrap_or_else(|_| "{}".into()),
                 new.fingerprint,
                 new.starts_at,
-                now_json(&new.labels),
-                now_json(&new.annotations),
+                labels_json(&new.labels),
+                labels_json(&new.annotations),
                 new.cooldown,
             ],
         )?;
