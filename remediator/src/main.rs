@@ -1,16 +1,17 @@
-//! The `stackmedic-remediator` binary: flags, configuration, then [`stackmedic_remediator::run`].
+//! `stackmedic-remediator`: parses flags and runs the library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
 use stackmedic_common::cli::CommonArgs;
+use stackmedic_common::{runtime, server, webconfig};
 use stackmedic_remediator::{config, Options, DEFAULT_LISTEN_ADDRESS};
 use tokio_util::sync::CancellationToken;
 
 /// Acts on Alertmanager webhooks with scoped, durable, audited recovery actions.
 #[derive(Debug, Parser)]
-#[command(name = "stackmedic-remediator", version)]
+#[command(name = "stackmedic-remediator", version, about)]
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,
@@ -22,6 +23,8 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The configuration is checked before anything starts, so `--config.check` and a normal
+    // start report the same problems the same way.
     let config = match config::load(cli.common.config_file.as_deref()) {
         Ok(c) => c,
         Err(errs) => {
@@ -36,6 +39,14 @@ fn main() -> ExitCode {
         }
     };
     if cli.common.config_check {
+        if let Some(web) = &cli.common.web_config_file {
+            if let Err(errs) = webconfig::load(Some(web)) {
+                for p in &errs.problems {
+                    eprintln!("{}: {p}", web.display());
+                }
+                return ExitCode::FAILURE;
+            }
+        }
         println!(
             "configuration is valid: {} rules, {} targets",
             config.rules.len(),
@@ -43,48 +54,26 @@ fn main() -> ExitCode {
         );
         return ExitCode::SUCCESS;
     }
-    if let Err(e) = stackmedic_common::logging::init(cli.common.log_level, cli.common.log_format) {
-        eprintln!("cannot set up logging: {e}");
-        return ExitCode::FAILURE;
-    }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(serve(cli, config)) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "stackmedic-remediator stopped");
-            eprintln!("stackmedic-remediator: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    let args = cli.common.clone();
+    runtime::run_until_signal(&args, "stackmedic-remediator", |shutdown| {
+        start(cli, config, shutdown)
+    })
 }
 
-async fn serve(cli: Cli, config: config::Config) -> anyhow::Result<()> {
-    let security = stackmedic_common::webconfig::load(cli.common.web_config_file.as_deref())
-        .map_err(|e| anyhow::anyhow!("web configuration: {e}"))?;
+async fn start(
+    cli: Cli,
+    config: config::Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let security = webconfig::load(cli.common.web_config_file.as_deref())
+        .map_err(|errs| anyhow::anyhow!("invalid web configuration:\n{errs}"))?;
     let address = cli
         .common
         .listen_address
-        .clone()
         .unwrap_or_else(|| DEFAULT_LISTEN_ADDRESS.to_string());
-    let listener = stackmedic_common::server::bind(&address)
+    let listener = server::bind(&address)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
-    let shutdown = CancellationToken::new();
-    let signal_token = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutting down");
-        signal_token.cancel();
-    });
     stackmedic_remediator::run(
         listener,
         config,
@@ -96,19 +85,4 @@ async fn serve(cli: Cli, config: config::Config) -> anyhow::Result<()> {
         shutdown,
     )
     .await
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
