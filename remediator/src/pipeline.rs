@@ -26,6 +26,9 @@ use crate::store::{
 };
 use crate::webhook::{AlertStatus, Payload};
 
+/// The name of the alert the remediator posts when it gives up; it never acts on it.
+pub const ESCALATION_ALERTNAME: &str = "StackmedicRemediationFailed";
+
 /// Seconds since the Unix epoch.
 #[must_use]
 pub fn now() -> f64 {
@@ -141,6 +144,12 @@ impl Engine {
             if alert.status == AlertStatus::Resolved {
                 summary.resolved += 1;
                 batch.resolved.push((fingerprint, starts_at));
+                continue;
+            }
+            // The escalation carries the original alert's labels, so a broad rule would match
+            // it; acting on it would retry what just failed, and escalate again, in a loop.
+            if alert.labels.get("alertname").map(String::as_str) == Some(ESCALATION_ALERTNAME) {
+                summary.unmatched += 1;
                 continue;
             }
             let mut matched = false;
@@ -633,7 +642,7 @@ fn escalation_payload(cfg: &Config, job: &Job, rule: &Rule, tried: &str) -> Opti
     let esc = cfg.escalation.as_ref()?;
     let mut labels = job.new.labels.clone();
     let original = labels.get("alertname").cloned().unwrap_or_default();
-    labels.insert("alertname".into(), "StackmedicRemediationFailed".into());
+    labels.insert("alertname".into(), ESCALATION_ALERTNAME.into());
     labels.insert("severity".into(), "page".into());
     labels.insert("original_alertname".into(), original.clone());
     labels.insert("remediation_rule".into(), rule.name.clone());

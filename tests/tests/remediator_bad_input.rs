@@ -38,6 +38,7 @@ fn remediator_bad_input_is_rejected_or_denied_never_acted_on() {
          - name: camera\n  http: {{base_url: 'http://127.0.0.1:{admin_port}'}}\n\
          rules:\n\
          - name: by-label\n  matchers: ['alertname=\"ContainerDown\"']\n  action: container_restart\n  target_label: stack\n  targets: [apps]\n  container_label: container\n\
+         - name: any-page\n  matchers: ['severity=\"page\"']\n  action: container_restart\n  target_label: stack\n  targets: [apps]\n  container_label: container\n\
          - name: stream\n  matchers: ['alertname=\"StreamStuck\"']\n  action: http_sequence\n  target: camera\n  params: {{stream: {{label: stream, allowed: [cam1]}}}}\n  steps: [{{path: '/api/streams/{{stream}}/restart'}}]\n",
         victim = victim.name()
     );
@@ -122,6 +123,24 @@ fn remediator_bad_input_is_rejected_or_denied_never_acted_on() {
         assert_eq!(r.json().unwrap()["denied"], 1, "{stream}: {}", r.text());
     }
 
+    // The remediator's own escalation carries the original labels and so matches the broad
+    // `any-page` rule; acting on it would loop. It is never acted on.
+    let escalation = payload(vec![alert(
+        "firing",
+        &[
+            ("alertname", "StackmedicRemediationFailed"),
+            ("severity", "page"),
+            ("stack", "apps"),
+            ("container", victim.name()),
+        ],
+        "2026-11-22T10:02:00Z",
+    )]);
+    let r = rem.webhook(&escalation, Some(TOKEN)).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let body = r.json().unwrap();
+    assert_eq!(body["queued"], 0, "{}", r.text());
+    assert_eq!(body["unmatched"], 1, "{}", r.text());
+
     let denied = rem.wait_for("denied", 11, Duration::from_secs(10));
     assert!(denied.iter().any(|d| d["detail"]
         .as_str()
@@ -161,7 +180,7 @@ fn remediator_bad_input_is_rejected_or_denied_never_acted_on() {
         ("malformed", 1.0),
         ("unsupported_version", 1.0),
         ("too_large", 1.0),
-        ("accepted", 11.0),
+        ("accepted", 12.0),
     ] {
         assert_eq!(
             metrics::find(
