@@ -197,10 +197,14 @@ impl Nginx {
         }
     }
 
+    /// Processes that have reopened their logs. nginx also logs the received signal as
+    /// "signal 10 (SIGUSR1) received from N, reopening logs" before it reopens anything, so only
+    /// the bare ": reopening logs" lines (one per process, written when it reopens) count.
     fn reopen_count(&self) -> usize {
         std::fs::read_to_string(self.error_log())
             .unwrap_or_default()
-            .matches("reopening logs")
+            .lines()
+            .filter(|l| l.ends_with(": reopening logs"))
             .count()
     }
 
