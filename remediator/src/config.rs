@@ -189,7 +189,10 @@ pub struct Escalation {
     pub min_backoff: Duration,
     /// Longest retry delay.
     pub max_backoff: Duration,
-    /// How long the escalation alert stays active (its `endsAt`).
+    /// How often an active escalation is posted again (Prometheus' resend delay).
+    pub resend_interval: Duration,
+    /// `endsAt` of a firing post is now plus this, so a remediator that stopped posting lets
+    /// Alertmanager resolve the page on its own; default 4 × `resend_interval`.
     pub alert_duration: Duration,
     /// Extra labels on every escalation alert.
     pub labels: BTreeMap<String, String>,
@@ -208,8 +211,10 @@ struct EscalationFile {
     min_backoff: Duration,
     #[serde(default = "secs::<300>", with = "duration")]
     max_backoff: Duration,
-    #[serde(default = "secs::<3600>", with = "duration")]
-    alert_duration: Duration,
+    #[serde(default = "secs::<60>", with = "duration")]
+    resend_interval: Duration,
+    #[serde(default, with = "duration::option")]
+    alert_duration: Option<Duration>,
     #[serde(default)]
     labels: BTreeMap<String, String>,
 }
@@ -576,6 +581,20 @@ pub fn from_value(value: &Value) -> Result<Config, ConfigErrors> {
             "escalation.alertmanager_url",
             &mut errs,
         );
+        if f.resend_interval.is_zero() {
+            errs.push("escalation.resend_interval", "must be greater than 0s");
+        }
+        if let Some(d) = f.alert_duration {
+            if d <= f.resend_interval {
+                errs.push(
+                    "escalation.alert_duration",
+                    format!(
+                        "must be longer than resend_interval ({:?}), or the page resolves between two posts",
+                        f.resend_interval
+                    ),
+                );
+            }
+        }
         Some(Escalation {
             alertmanager_url: f.alertmanager_url,
             credentials: Credentials::load(
@@ -590,7 +609,8 @@ pub fn from_value(value: &Value) -> Result<Config, ConfigErrors> {
             timeout: f.timeout,
             min_backoff: f.min_backoff,
             max_backoff: f.max_backoff.max(f.min_backoff),
-            alert_duration: f.alert_duration,
+            resend_interval: f.resend_interval,
+            alert_duration: f.alert_duration.unwrap_or(f.resend_interval * 4),
             labels: f.labels,
         })
     });
@@ -932,6 +952,37 @@ mod tests {
         ] {
             assert!(text.contains(want), "missing {want:?} in:\n{text}");
         }
+    }
+
+    #[test]
+    fn escalation_resend_interval_and_alert_duration() {
+        let v = common::parse_yaml(
+            "escalation: {alertmanager_url: 'http://127.0.0.1:9093', resend_interval: 30s}\n",
+        )
+        .unwrap();
+        let esc = from_value(&v).unwrap().escalation.unwrap();
+        assert_eq!(esc.resend_interval, Duration::from_secs(30));
+        assert_eq!(esc.alert_duration, Duration::from_secs(120));
+        let v = common::parse_yaml("escalation: {alertmanager_url: 'http://127.0.0.1:9093'}\n")
+            .unwrap();
+        let esc = from_value(&v).unwrap().escalation.unwrap();
+        assert_eq!(
+            (esc.resend_interval, esc.alert_duration),
+            (Duration::from_secs(60), Duration::from_secs(240))
+        );
+        let text = problems(
+            "escalation: {alertmanager_url: 'http://127.0.0.1:9093', resend_interval: 1m, alert_duration: 1m}\n",
+        )
+        .join("\n");
+        assert!(
+            text.contains("escalation.alert_duration: must be longer than resend_interval"),
+            "{text}"
+        );
+        let text = problems(
+            "escalation: {alertmanager_url: 'http://127.0.0.1:9093', resend_interval: 0s}\n",
+        )
+        .join("\n");
+        assert!(text.contains("escalation.resend_interval:"), "{text}");
     }
 
     #[test]

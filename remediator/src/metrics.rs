@@ -25,10 +25,12 @@ pub struct Metrics {
     pub queue_depth: IntGauge,
     /// Open circuits.
     pub circuits_open: IntGauge,
-    /// Escalation deliveries by result.
+    /// Escalation posts by result.
     pub escalations: IntCounterVec,
-    /// Escalations not yet delivered.
+    /// Escalations with an undelivered post.
     pub escalations_pending: IntGauge,
+    /// Escalations active (firing, re-posted).
+    pub escalations_active: IntGauge,
     /// Duration of webhook handling.
     pub webhook_duration: Histogram,
 }
@@ -46,6 +48,9 @@ pub const WEBHOOK_RESULTS: [&str; 7] = [
 
 /// Alert decisions.
 pub const ALERT_DECISIONS: [&str; 5] = ["queued", "duplicate", "unmatched", "denied", "resolved"];
+
+/// Escalation post results.
+pub const ESCALATION_RESULTS: [&str; 4] = ["delivered", "resent", "resolved", "failed"];
 
 /// Action results.
 pub const ACTION_RESULTS: [&str; 8] = [
@@ -126,13 +131,17 @@ impl Metrics {
         let escalations = IntCounterVec::new(
             Opts::new(
                 format!("{NS}_escalations_total"),
-                "Escalation delivery attempts to Alertmanager, by result (delivered, failed).",
+                "Posts of StackmedicRemediationFailed to Alertmanager, by result (delivered: first post, resent: re-post while active, resolved: resolving post, failed).",
             ),
             &["result"],
         )?;
         let escalations_pending = IntGauge::new(
             format!("{NS}_escalations_pending"),
-            "Escalations stored and not yet delivered.",
+            "Escalations whose latest post has not reached Alertmanager (first post, re-post or resolution).",
+        )?;
+        let escalations_active = IntGauge::new(
+            format!("{NS}_escalations_active"),
+            "Escalations active: re-posted to Alertmanager until their alert resolves or their circuit closes.",
         )?;
         let webhook_duration = Histogram::with_opts(
             HistogramOpts::new(
@@ -152,6 +161,7 @@ impl Metrics {
         registry.register(Box::new(circuits_open.clone()))?;
         registry.register(Box::new(escalations.clone()))?;
         registry.register(Box::new(escalations_pending.clone()))?;
+        registry.register(Box::new(escalations_active.clone()))?;
         registry.register(Box::new(webhook_duration.clone()))?;
         for r in WEBHOOK_RESULTS {
             webhooks.with_label_values(&[r]);
@@ -164,7 +174,7 @@ impl Metrics {
                 actions.with_label_values(&[k.as_str(), r]);
             }
         }
-        for r in ["delivered", "failed"] {
+        for r in ESCALATION_RESULTS {
             escalations.with_label_values(&[r]);
         }
         Ok(Self {
@@ -178,6 +188,7 @@ impl Metrics {
             circuits_open,
             escalations,
             escalations_pending,
+            escalations_active,
             webhook_duration,
         })
     }

@@ -22,7 +22,7 @@ use crate::docker::DockerClient;
 use crate::matcher;
 use crate::metrics::Metrics;
 use crate::store::{
-    Batch, Decision, Denial, Job, Limits, NewJob, Outcome, Selection, Store, StoreError,
+    Batch, Decision, Denial, Job, Limits, NewJob, Outcome, PostResult, Selection, Store, StoreError,
 };
 use crate::webhook::{AlertStatus, Payload};
 
@@ -209,6 +209,13 @@ impl Engine {
             .inc_by(summary.unmatched as u64);
         m.with_label_values(&["resolved"])
             .inc_by(summary.resolved as u64);
+        if accepted.resolved_escalations > 0 {
+            tracing::info!(
+                escalations = accepted.resolved_escalations,
+                "the alert of an active escalation resolved: resolving it in Alertmanager"
+            );
+            self.escalations.notify_one();
+        }
         for job in accepted.cancelled {
             tracing::info!(job = job.id, rule = %job.new.rule, "job cancelled: the alert resolved");
             self.metrics
@@ -651,8 +658,9 @@ fn escalation_payload(cfg: &Config, job: &Job, rule: &Rule, tried: &str) -> Opti
     for (k, v) in &esc.labels {
         labels.insert(k.clone(), v.clone());
     }
+    // Stored once: the labels and startsAt stay the same in every post, so Alertmanager sees
+    // one alert; endsAt is set at each post (see `escalator`).
     let start = std::time::SystemTime::now();
-    let end = start + esc.alert_duration;
     Some(json!([{
         "labels": labels,
         "annotations": {
@@ -664,47 +672,44 @@ fn escalation_payload(cfg: &Config, job: &Job, rule: &Rule, tried: &str) -> Opti
             "remediation_tried": tried,
         },
         "startsAt": humantime::format_rfc3339_millis(start).to_string(),
-        "endsAt": humantime::format_rfc3339_millis(end).to_string(),
     }]))
 }
 
-/// Delivers stored escalations to Alertmanager, retrying with exponential backoff until each
-/// is delivered; runs until shutdown.
+/// The stored escalation with `endsAt` set for this post.
+fn with_ends_at(payload: &Value, ends_at: std::time::SystemTime) -> Value {
+    let mut p = payload.clone();
+    let ends = Value::String(humantime::format_rfc3339_millis(ends_at).to_string());
+    if let Some(alerts) = p.as_array_mut() {
+        for a in alerts.iter_mut().filter_map(Value::as_object_mut) {
+            a.insert("endsAt".into(), ends.clone());
+        }
+    }
+    p
+}
+
+/// Posts stored escalations to Alertmanager, as Prometheus sends its alerts: a new
+/// escalation at once, an active one again every `resend_interval` with
+/// `endsAt = now + alert_duration` (so it resolves on its own when the remediator stops), and
+/// once more with `endsAt = now` when its alert resolved or its circuit closed. A failed post is
+/// retried with exponential backoff (at most `resend_interval` apart while the escalation is
+/// active). Everything is read from the store, so a restart resumes where it stopped; runs until
+/// shutdown.
 pub async fn escalator(engine: Arc<Engine>, shutdown: CancellationToken) {
+    match engine.store.resume_escalations(now()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            escalations = n,
+            "active escalations found at start: posting them again"
+        ),
+        Err(e) => tracing::error!(error = %e, "cannot resume escalations"),
+    }
     loop {
         let cfg = engine.config();
         if let Some(esc) = &cfg.escalation {
             match engine.store.due_escalations(now()).await {
                 Ok(due) => {
                     for e in due {
-                        let result = deliver(&engine.http, esc, &e.payload).await;
-                        let ok = result.is_ok();
-                        let backoff = esc
-                            .min_backoff
-                            .saturating_mul(1u32 << e.tries.min(16))
-                            .min(esc.max_backoff);
-                        match &result {
-                            Ok(()) => tracing::info!(
-                                escalation = e.id,
-                                "escalation delivered to Alertmanager"
-                            ),
-                            Err(err) => {
-                                tracing::warn!(escalation = e.id, error = %err, retry_in = ?backoff, "escalation delivery failed")
-                            }
-                        }
-                        engine
-                            .metrics
-                            .escalations
-                            .with_label_values(&[if ok { "delivered" } else { "failed" }])
-                            .inc();
-                        let t = now();
-                        if let Err(err) = engine
-                            .store
-                            .escalation_attempted(e.id, result.err(), t + backoff.as_secs_f64(), t)
-                            .await
-                        {
-                            tracing::error!(error = %err, "cannot record an escalation attempt");
-                        }
+                        post_escalation(&engine, esc, e).await;
                     }
                 }
                 Err(e) => tracing::error!(error = %e, "cannot read escalations"),
@@ -717,6 +722,73 @@ pub async fn escalator(engine: Arc<Engine>, shutdown: CancellationToken) {
             () = engine.escalations.notified() => {}
             () = tokio::time::sleep(Duration::from_secs_f64(wait)) => {}
         }
+    }
+}
+
+async fn post_escalation(
+    engine: &Engine,
+    esc: &crate::config::Escalation,
+    e: crate::store::PendingEscalation,
+) {
+    let sent = std::time::SystemTime::now();
+    let ends_at = if e.resolving {
+        sent
+    } else {
+        sent + esc.alert_duration
+    };
+    let result = deliver(&engine.http, esc, &with_ends_at(&e.payload, ends_at)).await;
+    let t = now();
+    let (metric, post) = match result {
+        Ok(()) if e.resolving => {
+            tracing::info!(
+                escalation = e.id,
+                reason = e.resolve_reason.as_deref().unwrap_or(""),
+                "escalation resolved in Alertmanager"
+            );
+            ("resolved", PostResult::Resolved)
+        }
+        Ok(()) => {
+            if e.first {
+                tracing::info!(escalation = e.id, "escalation delivered to Alertmanager");
+            } else {
+                tracing::debug!(escalation = e.id, "escalation posted again");
+            }
+            (
+                if e.first { "delivered" } else { "resent" },
+                PostResult::Firing {
+                    next_post_at: t + esc.resend_interval.as_secs_f64(),
+                },
+            )
+        }
+        Err(error) => {
+            let mut backoff = esc
+                .min_backoff
+                .saturating_mul(1u32 << e.failures.min(16))
+                .min(esc.max_backoff);
+            if !e.resolving {
+                backoff = backoff.min(esc.resend_interval);
+            }
+            tracing::warn!(escalation = e.id, resolving = e.resolving, error = %error, retry_in = ?backoff, "escalation post failed");
+            (
+                "failed",
+                PostResult::Failed {
+                    error,
+                    retry_at: t + backoff.as_secs_f64(),
+                },
+            )
+        }
+    };
+    engine
+        .metrics
+        .escalations
+        .with_label_values(&[metric])
+        .inc();
+    if let Err(err) = engine
+        .store
+        .escalation_posted(e.id, e.resolving, post, t)
+        .await
+    {
+        tracing::error!(error = %err, "cannot record an escalation post");
     }
 }
 

@@ -127,6 +127,8 @@ pub struct Accepted {
     pub duplicates: usize,
     /// Queued jobs cancelled because their alert resolved.
     pub cancelled: Vec<Job>,
+    /// Active escalations of resolved alerts, now waiting for their resolving post.
+    pub resolved_escalations: usize,
 }
 
 /// Safety limits passed to [`Store::decide`].
@@ -190,16 +192,51 @@ impl Outcome {
     }
 }
 
-/// An escalation alert waiting for delivery.
+/// An escalation alert due to be posted: its first post, a re-post while it is active, or its
+/// resolving post.
 #[derive(Debug, Clone)]
 pub struct PendingEscalation {
     /// Row id.
     pub id: i64,
-    /// The alert as posted to `/api/v2/alerts` (an array of one).
+    /// The alert as posted to `/api/v2/alerts` (an array of one); its labels and `startsAt`
+    /// never change, `endsAt` is set at each post.
     pub payload: Value,
-    /// Failed deliveries so far.
-    pub tries: u32,
+    /// Failed posts since the last delivered one (for the backoff).
+    pub failures: u32,
+    /// Whether this is the resolving post (`endsAt` = now).
+    pub resolving: bool,
+    /// Whether the escalation was never delivered yet.
+    pub first: bool,
+    /// Why it resolves, for a resolving post.
+    pub resolve_reason: Option<String>,
 }
+
+/// What became of an escalation post, for [`Store::escalation_posted`].
+#[derive(Debug, Clone)]
+pub enum PostResult {
+    /// Alertmanager accepted a firing post; the next one is due at the time given.
+    Firing {
+        /// Time of the next re-post.
+        next_post_at: f64,
+    },
+    /// Alertmanager accepted the resolving post: the escalation is over.
+    Resolved,
+    /// The post failed; retried at the time given.
+    Failed {
+        /// What went wrong.
+        error: String,
+        /// Time of the retry.
+        retry_at: f64,
+    },
+}
+
+/// State of an escalation row: active and re-posted.
+pub const ESCALATION_FIRING: &str = "firing";
+/// State of an escalation row: its alert resolved or its circuit closed; the resolving post
+/// (`endsAt` = now) is due.
+pub const ESCALATION_RESOLVING: &str = "resolving";
+/// State of an escalation row: Alertmanager accepted the resolving post.
+pub const ESCALATION_RESOLVED: &str = "resolved";
 
 impl Store {
     /// Opens (creating if needed) the database at `path` and starts the store thread.
@@ -209,6 +246,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let conn = Connection::open(path)?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         let (tx, rx) = std_mpsc::channel::<Op>();
         std::thread::Builder::new()
             .name("stackmedic-store".into())
@@ -374,7 +412,7 @@ impl Store {
     }
 
     /// Deletes history older than `before`: finished jobs, audit rows, attempts, closed
-    /// circuits, delivered escalations and incidents without a recent job. Returns the rows
+    /// circuits, resolved escalations and incidents without a recent job. Returns the rows
     /// deleted.
     ///
     /// # Errors
@@ -387,7 +425,7 @@ impl Store {
                 "DELETE FROM audit WHERE at < ?1",
                 "DELETE FROM attempts WHERE at < ?1",
                 "DELETE FROM circuits WHERE open_until < ?1",
-                "DELETE FROM escalations WHERE delivered_at IS NOT NULL AND delivered_at < ?1",
+                "DELETE FROM escalations WHERE state = 'resolved' AND resolved_at < ?1",
                 "DELETE FROM incidents WHERE last_job_at < ?1",
             ] {
                 n += c.execute(sql, [before])?;
@@ -397,30 +435,45 @@ impl Store {
         .await
     }
 
-    /// Escalations due for delivery.
+    /// Escalations due to be posted. Active escalations whose circuit closed (expired, or
+    /// replaced by a newer opening) are first switched to resolving.
     ///
     /// # Errors
     /// On a database failure.
     pub async fn due_escalations(&self, now: f64) -> Result<Vec<PendingEscalation>, StoreError> {
         self.run(move |c| {
+            c.execute(
+                "UPDATE escalations SET state = 'resolving', resolve_reason = 'the circuit closed', \
+                 next_try_at = ?1, failures = 0 \
+                 WHERE state = 'firing' AND NOT EXISTS (SELECT 1 FROM circuits k \
+                   WHERE k.subject = escalations.subject AND k.open_until > ?1 \
+                   AND (escalations.circuit_opened_at IS NULL OR k.opened_at = escalations.circuit_opened_at))",
+                [now],
+            )?;
             let mut st = c.prepare(
-                "SELECT id, payload, tries FROM escalations \
-                 WHERE delivered_at IS NULL AND next_try_at <= ?1 ORDER BY id LIMIT 50",
+                "SELECT id, payload, failures, state, delivered_at, resolve_reason FROM escalations \
+                 WHERE state IN ('firing', 'resolving') AND next_try_at <= ?1 ORDER BY id LIMIT 50",
             )?;
             let rows = st.query_map([now], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
                     r.get::<_, u32>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, Option<f64>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
                 ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (id, payload, tries) = row?;
+                let (id, payload, failures, state, delivered_at, resolve_reason) = row?;
                 out.push(PendingEscalation {
                     id,
                     payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
-                    tries,
+                    failures,
+                    resolving: state == ESCALATION_RESOLVING,
+                    first: delivered_at.is_none(),
+                    resolve_reason,
                 });
             }
             Ok(out)
@@ -428,14 +481,30 @@ impl Store {
         .await
     }
 
-    /// Time of the next undelivered escalation's retry, if any.
+    /// After a start: active escalations already delivered are posted again at once, so a page
+    /// whose `endsAt` came close during the downtime is refreshed without waiting.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn resume_escalations(&self, now: f64) -> Result<usize, StoreError> {
+        self.run(move |c| {
+            Ok(c.execute(
+                "UPDATE escalations SET next_try_at = ?1 \
+                 WHERE state = 'firing' AND delivered_at IS NOT NULL AND next_try_at > ?1",
+                [now],
+            )?)
+        })
+        .await
+    }
+
+    /// Time of the next escalation post due (first post, re-post, resolve or retry), if any.
     ///
     /// # Errors
     /// On a database failure.
     pub async fn next_escalation_at(&self) -> Result<Option<f64>, StoreError> {
         self.run(|c| {
             Ok(c.query_row(
-                "SELECT MIN(next_try_at) FROM escalations WHERE delivered_at IS NULL",
+                "SELECT MIN(next_try_at) FROM escalations WHERE state IN ('firing', 'resolving')",
                 [],
                 |r| r.get::<_, Option<f64>>(0),
             )?)
@@ -443,42 +512,30 @@ impl Store {
         .await
     }
 
-    /// Records a delivery attempt of an escalation.
+    /// Records a post of an escalation. A firing post that raced with the alert's resolution
+    /// leaves the resolution due; a delivered resolving post ends the escalation and is
+    /// audited as `escalation_resolved`. Returns whether the escalation ended now.
     ///
     /// # Errors
     /// On a database failure.
-    pub async fn escalation_attempted(
+    pub async fn escalation_posted(
         &self,
         id: i64,
-        error: Option<String>,
-        next_try_at: f64,
+        resolving: bool,
+        result: PostResult,
         now: f64,
-    ) -> Result<(), StoreError> {
-        self.run(move |c| {
-            match error {
-                None => {
-                    c.execute(
-                        "UPDATE escalations SET delivered_at = ?2, tries = tries + 1, last_error = NULL WHERE id = ?1",
-                        params![id, now],
-                    )?;
-                }
-                Some(e) => {
-                    c.execute(
-                        "UPDATE escalations SET tries = tries + 1, next_try_at = ?2, last_error = ?3 WHERE id = ?1",
-                        params![id, next_try_at, e],
-                    )?;
-                }
-            }
-            Ok(())
-        })
-        .await
+    ) -> Result<bool, StoreError> {
+        self.run(move |c| escalation_posted(c, id, resolving, result, now))
+            .await
     }
 
-    /// Counts for gauges: queued jobs, open circuits, undelivered escalations.
+    /// Counts for gauges: queued jobs, open circuits, escalations with an undelivered post
+    /// (never delivered, failing re-posts, or a resolution not yet delivered), active
+    /// escalations.
     ///
     /// # Errors
     /// On a database failure.
-    pub async fn gauges(&self, now: f64) -> Result<(i64, i64, i64), StoreError> {
+    pub async fn gauges(&self, now: f64) -> Result<(i64, i64, i64, i64), StoreError> {
         self.run(move |c| {
             let q = c.query_row(
                 "SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')",
@@ -491,11 +548,17 @@ impl Store {
                 |r| r.get(0),
             )?;
             let e = c.query_row(
-                "SELECT COUNT(*) FROM escalations WHERE delivered_at IS NULL",
+                "SELECT COUNT(*) FROM escalations WHERE state = 'resolving' \
+                 OR (state = 'firing' AND (delivered_at IS NULL OR failures > 0))",
                 [],
                 |r| r.get(0),
             )?;
-            Ok((q, o, e))
+            let a = c.query_row(
+                "SELECT COUNT(*) FROM escalations WHERE state = 'firing'",
+                [],
+                |r| r.get(0),
+            )?;
+            Ok((q, o, e, a))
         })
         .await
     }
@@ -585,6 +648,113 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 ";
 
+/// Columns added to `escalations` for the escalation lifecycle; added to a database created by
+/// an older version, whose rows are then completed from their jobs.
+const ESCALATION_COLUMNS: [(&str, &str); 10] = [
+    ("subject", "TEXT NOT NULL DEFAULT ''"),
+    ("fingerprint", "TEXT NOT NULL DEFAULT ''"),
+    ("starts_at", "TEXT NOT NULL DEFAULT ''"),
+    ("circuit_opened_at", "REAL"),
+    ("state", "TEXT NOT NULL DEFAULT 'firing'"),
+    ("failures", "INTEGER NOT NULL DEFAULT 0"),
+    ("posts", "INTEGER NOT NULL DEFAULT 0"),
+    ("last_post_at", "REAL"),
+    ("resolve_reason", "TEXT"),
+    ("resolved_at", "REAL"),
+];
+
+fn migrate(c: &Connection) -> Result<(), StoreError> {
+    let mut st = c.prepare("SELECT name FROM pragma_table_info('escalations')")?;
+    let have: Vec<String> = st.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    let mut added = false;
+    for (name, decl) in ESCALATION_COLUMNS {
+        if !have.iter().any(|h| h == name) {
+            c.execute_batch(&format!("ALTER TABLE escalations ADD COLUMN {name} {decl}"))?;
+            added = true;
+        }
+    }
+    if added {
+        c.execute_batch(
+            "UPDATE escalations SET \
+               subject = COALESCE((SELECT subject FROM jobs WHERE jobs.id = escalations.job_id), ''), \
+               fingerprint = COALESCE((SELECT fingerprint FROM jobs WHERE jobs.id = escalations.job_id), ''), \
+               starts_at = COALESCE((SELECT starts_at FROM jobs WHERE jobs.id = escalations.job_id), ''), \
+               posts = CASE WHEN delivered_at IS NULL THEN 0 ELSE 1 END, \
+               last_post_at = delivered_at;",
+        )?;
+    }
+    c.execute_batch(
+        "CREATE INDEX IF NOT EXISTS escalations_alert ON escalations(fingerprint, starts_at);\
+         CREATE INDEX IF NOT EXISTS escalations_state ON escalations(state, next_try_at);",
+    )?;
+    Ok(())
+}
+
+fn escalation_posted(
+    c: &Connection,
+    id: i64,
+    resolving: bool,
+    result: PostResult,
+    now: f64,
+) -> Result<bool, StoreError> {
+    let posted_state = if resolving {
+        ESCALATION_RESOLVING
+    } else {
+        ESCALATION_FIRING
+    };
+    match result {
+        PostResult::Firing { next_post_at } => {
+            c.execute(
+                "UPDATE escalations SET delivered_at = COALESCE(delivered_at, ?2), last_post_at = ?2, \
+                 tries = tries + 1, posts = posts + 1, failures = 0, last_error = NULL, \
+                 next_try_at = CASE WHEN state = 'firing' THEN ?3 ELSE next_try_at END WHERE id = ?1",
+                params![id, now, next_post_at],
+            )?;
+            Ok(false)
+        }
+        PostResult::Failed { error, retry_at } => {
+            c.execute(
+                "UPDATE escalations SET tries = tries + 1, failures = failures + 1, last_error = ?3, \
+                 next_try_at = CASE WHEN state = ?4 THEN ?2 ELSE next_try_at END WHERE id = ?1",
+                params![id, retry_at, error, posted_state],
+            )?;
+            Ok(false)
+        }
+        PostResult::Resolved => {
+            let n = c.execute(
+                "UPDATE escalations SET state = 'resolved', resolved_at = ?2, last_post_at = ?2, \
+                 tries = tries + 1, posts = posts + 1, failures = 0, last_error = NULL \
+                 WHERE id = ?1 AND state = 'resolving'",
+                params![id, now],
+            )?;
+            if n == 0 {
+                return Ok(false);
+            }
+            let (job_id, reason): (Option<i64>, Option<String>) = c.query_row(
+                "SELECT job_id, resolve_reason FROM escalations WHERE id = ?1",
+                [id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let job = match job_id {
+                Some(j) => load_jobs_p(c, "id = ?1", [j])?.pop(),
+                None => None,
+            };
+            audit(
+                c,
+                now,
+                job.as_ref(),
+                "escalation_resolved",
+                &format!(
+                    "StackmedicRemediationFailed resolved in Alertmanager: {}",
+                    reason.as_deref().unwrap_or("resolved")
+                ),
+                None,
+            )?;
+            Ok(true)
+        }
+    }
+}
+
 fn writer(mut conn: Connection, rx: std_mpsc::Receiver<Op>) {
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
@@ -649,6 +819,12 @@ fn accept(c: &Connection, batch: Batch, now: f64) -> Result<Accepted, StoreError
         c.execute(
             "UPDATE incidents SET state = 'resolved' WHERE fingerprint = ?1 AND starts_at = ?2",
             params![fp, start],
+        )?;
+        out.resolved_escalations += c.execute(
+            "UPDATE escalations SET state = 'resolving', resolve_reason = 'the alert resolved', \
+             next_try_at = ?3, failures = 0 \
+             WHERE state = 'firing' AND fingerprint = ?1 AND starts_at = ?2",
+            params![fp, start, now],
         )?;
         let jobs = load_jobs_p(
             c,
@@ -903,8 +1079,9 @@ fn insert_escalation(
     now: f64,
 ) -> Result<(), StoreError> {
     c.execute(
-        "INSERT INTO escalations (job_id, created_at, payload, next_try_at) VALUES (?1, ?2, ?3, ?2)",
-        params![job.id, now, payload.to_string()],
+        "INSERT INTO escalations (job_id, created_at, payload, next_try_at, subject, fingerprint, starts_at, circuit_opened_at, state) \
+         VALUES (?1, ?2, ?3, ?2, ?4, ?5, ?6, ?2, 'firing')",
+        params![job.id, now, payload.to_string(), job.new.subject, job.new.fingerprint, job.new.starts_at],
     )?;
     audit(
         c,
@@ -1026,10 +1203,13 @@ fn history(c: &Connection, limit: usize, now: f64) -> Result<Value, StoreError> 
         })
         .collect();
     let mut st = c.prepare(
-        "SELECT id, job_id, created_at, tries, delivered_at, last_error FROM escalations ORDER BY id DESC LIMIT 50",
+        "SELECT id, job_id, created_at, tries, delivered_at, last_error, subject, state, posts, last_post_at, \
+         next_try_at, resolve_reason, resolved_at FROM escalations ORDER BY id DESC LIMIT 50",
     )?;
     let escalations = st
         .query_map([], |r| {
+            let state: String = r.get(7)?;
+            let next: f64 = r.get(10)?;
             Ok(json!({
                 "id": r.get::<_, i64>(0)?,
                 "job_id": r.get::<_, Option<i64>>(1)?,
@@ -1037,6 +1217,13 @@ fn history(c: &Connection, limit: usize, now: f64) -> Result<Value, StoreError> 
                 "tries": r.get::<_, i64>(3)?,
                 "delivered_at": r.get::<_, Option<f64>>(4)?,
                 "last_error": r.get::<_, Option<String>>(5)?,
+                "subject": r.get::<_, String>(6)?,
+                "posts": r.get::<_, i64>(8)?,
+                "last_post_at": r.get::<_, Option<f64>>(9)?,
+                "next_post_at": (state != ESCALATION_RESOLVED).then_some(next),
+                "resolve_reason": r.get::<_, Option<String>>(11)?,
+                "resolved_at": r.get::<_, Option<f64>>(12)?,
+                "state": state,
             }))
         })?
         .collect::<Result<Vec<_>, _>>()?;

@@ -45,10 +45,11 @@ pub async fn handle(engine: Arc<Engine>, reload_handle: ReloadHandle, req: Reque
             }
         }
         (&Method::GET, "/metrics") => {
-            if let Ok((queued, open, pending)) = engine.store.gauges(now()).await {
+            if let Ok((queued, open, pending, active)) = engine.store.gauges(now()).await {
                 engine.metrics.queue_depth.set(queued);
                 engine.metrics.circuits_open.set(open);
                 engine.metrics.escalations_pending.set(pending);
+                engine.metrics.escalations_active.set(active);
             }
             server::with_type(
                 StatusCode::OK,
@@ -208,7 +209,7 @@ fn page(engine: &Engine, h: &Value) -> String {
          h1{font-size:1.4rem;margin:0 0 .3rem}h2{font-size:1.1rem;margin-top:1.6rem}\
          table{border-collapse:collapse;width:100%;background:#fff;font-size:.9rem}\
          th,td{border:1px solid #d5d9df;padding:.35rem .5rem;text-align:left;vertical-align:top}\
-         th{background:#e9edf2}td.t{white-space:nowrap}.r{font-weight:600}.succeeded{color:#17692f}.failed,.escalated{color:#b3261e}\
+         th{background:#e9edf2}td.t{white-space:nowrap}.r{font-weight:600}.succeeded{color:#17692f}.failed,.escalated{color:#b3261e}.escalation_resolved{color:#17692f}\
          .denied,.skipped_circuit_open{color:#8a4b00}.dry_run,.skipped_cooldown,.cancelled,.expired{color:#5a6270}\
          .banner{padding:.5rem .8rem;border-radius:4px;margin:.6rem 0}.open{background:#fde2e0;border:1px solid #b3261e}\
          .ok{background:#e3f4e8;border:1px solid #17692f}.dry{background:#fff4d6;border:1px solid #8a6d00}\

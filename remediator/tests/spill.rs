@@ -44,7 +44,7 @@ async fn jobs_beyond_memory_bound_are_swept_from_the_database() {
     assert_eq!(summary.queued, total);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let (queued, _, _) = engine.store.gauges(pipeline::now()).await.unwrap();
+        let (queued, _, _, _) = engine.store.gauges(pipeline::now()).await.unwrap();
         if queued == 0 {
             let h = engine.store.history(1, pipeline::now()).await.unwrap();
             assert!(h["pending_jobs"].as_array().unwrap().is_empty());

@@ -254,3 +254,63 @@ pub fn payload(alerts: Vec<Value>) -> Value {
         "alerts": alerts,
     })
 }
+
+/// Seconds since the Unix epoch of an RFC 3339 time as Alertmanager writes it
+/// (`2026-11-22T10:00:04.123Z`, `2026-11-22T11:00:04+01:00`); `None` when it is not one.
+pub fn unix_seconds(rfc3339: &str) -> Option<f64> {
+    let s = rfc3339.trim();
+    let (date, rest) = s.split_once(['T', 't'])?;
+    let mut d = date.splitn(3, '-').map(str::parse::<i64>);
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let (clock, offset) = if let Some(c) = rest.strip_suffix(['Z', 'z']) {
+        (c, 0)
+    } else {
+        let i = rest.rfind(['+', '-'])?;
+        let (c, o) = rest.split_at(i);
+        let sign = if o.starts_with('-') { -1 } else { 1 };
+        let (oh, om) = o[1..].split_once(':')?;
+        (
+            c,
+            sign * (oh.parse::<i64>().ok()? * 3600 + om.parse::<i64>().ok()? * 60),
+        )
+    };
+    let mut t = clock.splitn(3, ':');
+    let (h, min) = (
+        t.next()?.parse::<i64>().ok()?,
+        t.next()?.parse::<i64>().ok()?,
+    );
+    let sec: f64 = t.next()?.parse().ok()?;
+    // Days from 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3600 + min * 60 - offset) as f64 + sec)
+}
+
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unix_seconds_parses_alertmanager_times() {
+        assert_eq!(super::unix_seconds("1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(
+            super::unix_seconds("2026-11-22T10:00:04.5Z"),
+            Some(1_795_341_604.5)
+        );
+        assert_eq!(
+            super::unix_seconds("2026-11-22T11:00:04.5+01:00"),
+            Some(1_795_341_604.5)
+        );
+        assert_eq!(super::unix_seconds("yesterday"), None);
+    }
+}

@@ -1,7 +1,8 @@
 //! A real Alertmanager (Debian `prometheus-alertmanager`) delivers its webhook with bearer
 //! authentication to a real `stackmedic-remediator`, which restarts a real container in the
 //! real Docker Engine, verifies it, records it in the audit history, and — for an alert it
-//! cannot fix — posts one escalation back to the same Alertmanager's `/api/v2/alerts`.
+//! cannot fix — posts one escalation back to the same Alertmanager's `/api/v2/alerts`. The
+//! same delivery with basic auth (`password_file`) runs the action; a wrong password is a 401.
 
 use std::time::Duration;
 
@@ -164,4 +165,101 @@ fn remediator_alertmanager_webhook_restarts_container_and_escalates() {
         "{history:#}"
     );
     assert!(!rem.actions_with("escalated").is_empty());
+}
+
+/// The same delivery with `http_config.basic_auth` (username and `password_file`) to a
+/// remediator configured with `webhook.basic_auth`: the container is restarted. A second
+/// receiver of the same Alertmanager sends a wrong password: 401, counted as unauthorized,
+/// never a job.
+#[test]
+fn remediator_alertmanager_webhook_with_basic_auth() {
+    ensure_docker();
+    let app = run_busybox(&unique_name("sm-basic"), &[], &["sleep", "600"]);
+    let before = started_at(&app);
+
+    let dir = tempfile::Builder::new()
+        .prefix("stackmedic-remediator-")
+        .tempdir()
+        .unwrap();
+    std::fs::write(dir.path().join("webhook-password"), "s3cret-basic-7d1e\n").unwrap();
+    std::fs::write(dir.path().join("wrong-password"), "not-the-password\n").unwrap();
+    let secrets = dir.path().to_path_buf();
+    let config = format!(
+        "webhook:\n  basic_auth:\n    username: alertmanager\n    password_file: {{dir}}/webhook-password\n\
+         targets:\n\
+         - name: app\n  cooldown: 1s\n  docker: {{containers: [{app}], stop_timeout: 1s}}\n  verify: {{deadline: 30s}}\n\
+         rules:\n\
+         - name: app-down\n  matchers: ['alertname=~\"AppDown|Intruder\"']\n  action: container_restart\n  target: app\n",
+        app = app.name(),
+    );
+    let mut rem = Remediator::start_in(dir, &config);
+    let receiver = |name: &str, password_file: &str| {
+        format!(
+            "- name: {name}\n  webhook_configs:\n  - url: 'http://127.0.0.1:{}/webhook'\n    send_resolved: true\n    http_config:\n      basic_auth:\n        username: alertmanager\n        password_file: {}\n",
+            rem.port(),
+            secrets.join(password_file).display()
+        )
+    };
+    let mut am = Alertmanager::start(&format!(
+        "route:\n  receiver: remediator\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\n\
+         \x20 routes:\n  - matchers: ['alertname=\"Intruder\"']\n    receiver: wrong\n\
+         receivers:\n{}{}",
+        receiver("remediator", "webhook-password"),
+        receiver("wrong", "wrong-password"),
+    ));
+
+    am.post_alerts(&json!([{
+        "labels": {"alertname": "AppDown", "severity": "critical"},
+        "annotations": {"summary": "app is down"},
+    }]))
+    .unwrap();
+    let done = rem.wait_for("succeeded", 1, Duration::from_secs(60));
+    assert_eq!(done[0]["rule"], "app-down");
+    assert_eq!(done[0]["alertname"], "AppDown");
+    assert_ne!(before, started_at(&app), "the container was not restarted");
+    assert_eq!(app.status().as_deref(), Some("running"));
+
+    // Same user, wrong password: refused, and the alert never becomes a job although the
+    // rule matches it.
+    am.post_alerts(&json!([{
+        "labels": {"alertname": "Intruder", "severity": "critical"},
+    }]))
+    .unwrap();
+    let webhooks = |result: &str| {
+        metrics::scrape(&rem.url("/metrics"))
+            .ok()
+            .and_then(|s| {
+                metrics::find(
+                    &s,
+                    "stackmedic_remediator_webhooks_total",
+                    &[("result", result)],
+                )
+            })
+            .unwrap_or(0.0)
+    };
+    let refused = wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        webhooks("unauthorized") >= 1.0
+    });
+    assert!(
+        refused,
+        "no unauthorized webhook counted:\n{}",
+        rem.process().describe()
+    );
+    assert!(webhooks("accepted") >= 1.0);
+    // Alertmanager logs the 401 it got.
+    let logged = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+        am.process().stderr().contains("401")
+    });
+    let history = rem.history();
+    let actions = history["actions"].as_array().unwrap();
+    assert!(
+        !actions.iter().any(|a| a["alertname"] == "Intruder"),
+        "{history:#}"
+    );
+    assert_eq!(actions.len(), 1, "{history:#}");
+    assert!(
+        logged,
+        "Alertmanager did not log the 401:\n{}",
+        am.process().describe()
+    );
 }
