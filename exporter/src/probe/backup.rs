@@ -22,6 +22,7 @@ use serde::{Deserialize, Deserializer};
 use stackmedic_common::config::{duration, join, Regex};
 use stackmedic_common::ConfigErrors;
 
+use super::files::{CancelOnDrop, FileKey};
 use super::{ProbeError, Reason, RunContext};
 use crate::metrics::{Family, Samples};
 
@@ -419,26 +420,6 @@ impl<R: Read> Read for Bounded<'_, R> {
     }
 }
 
-/// File identity and version of a verified archive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileKey {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
-}
-
-impl FileKey {
-    fn of(m: &std::fs::Metadata) -> Self {
-        Self {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-        }
-    }
-}
-
 /// One matched backup file.
 #[derive(Debug, Clone)]
 struct Backup {
@@ -447,15 +428,6 @@ struct Backup {
     time: f64,
     size: u64,
     key: FileKey,
-}
-
-/// Sets a flag when dropped: a run cancelled by the runner's timeout stops its blocking work.
-struct CancelOnDrop(Arc<AtomicBool>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
 }
 
 type VerifyCache = HashMap<PathBuf, (FileKey, bool)>;
@@ -680,7 +652,7 @@ impl Run<'_> {
         }
         // An archive modified in the last seconds may still be being written; read now it would
         // look truncated. It is verified on a later run.
-        let written = self.now - newest.key.mtime_ns as f64 / 1e9 >= WRITE_SETTLE.as_secs_f64();
+        let written = self.now - newest.key.modified_secs() >= WRITE_SETTLE.as_secs_f64();
         if self.cfg.verify_newest && written && packing(&newest.name).is_some() {
             match self.verify(newest) {
                 Some(valid) => {

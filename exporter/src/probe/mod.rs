@@ -8,6 +8,7 @@ pub mod ads;
 pub mod backup;
 pub mod containers;
 pub mod error;
+mod files;
 pub mod hls;
 pub mod readiness;
 pub mod sri;

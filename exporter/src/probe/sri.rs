@@ -16,7 +16,6 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +31,7 @@ use stackmedic_common::config::join;
 use stackmedic_common::ConfigErrors;
 use url::Url;
 
+use super::files::{CancelOnDrop, FileKey};
 use super::{ProbeError, Reason, RunContext, Shared};
 use crate::fetch::{self, TlsOptions};
 use crate::metrics::{Family, Samples};
@@ -477,32 +477,9 @@ enum Verdict {
     Failed(Reason, String),
 }
 
-/// File identity and version: a file with the same key is not hashed again. The change time is
-/// part of it so that a write followed by restoring the old modification time is noticed too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct StatKey {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
-}
-
-impl StatKey {
-    fn of(m: &std::fs::Metadata) -> Self {
-        Self {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.size(),
-            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
-            ctime_ns: i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
-        }
-    }
-}
-
 #[derive(Default)]
 struct FileCache {
-    entries: HashMap<PathBuf, (StatKey, Digests)>,
+    entries: HashMap<PathBuf, (FileKey, Digests)>,
 }
 
 /// Hashing work done in one run, for the counters.
@@ -510,15 +487,6 @@ struct FileCache {
 struct Work {
     hashes: u64,
     bytes: u64,
-}
-
-/// Sets a flag when dropped: a run cancelled by the runner's timeout stops its blocking work.
-struct CancelOnDrop(Arc<AtomicBool>);
-
-impl Drop for CancelOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
 }
 
 /// Reads, hashes and caches files under one canonical root on a blocking thread.
@@ -565,7 +533,7 @@ impl FileChecker<'_> {
         if !before.is_file() {
             return Err(io::Error::other("not a regular file"));
         }
-        let key = StatKey::of(&before);
+        let key = FileKey::of(&before);
         if let Some((k, d)) = self.cache.entries.get(path) {
             if *k == key && algs.iter().all(|a| d.contains_key(a)) {
                 return Ok(d.clone());
@@ -582,7 +550,7 @@ impl FileChecker<'_> {
             .ok()
             .and_then(|m| SystemTime::now().duration_since(m).ok())
             .is_some_and(|age| age >= SETTLE);
-        if settled && StatKey::of(&f.metadata()?) == key {
+        if settled && FileKey::of(&f.metadata()?) == key {
             self.cache
                 .entries
                 .insert(path.to_path_buf(), (key, digests.clone()));
