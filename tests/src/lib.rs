@@ -148,6 +148,20 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
+/// Deterministic bytes that are not all alike (xorshift from `seed`), so that a digest or
+/// archive bug cannot hide in runs of zeros, and that do not compress.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
 /// Returns a name unique to this process and call, such as `prefix-4242-3-1a2b3c`: for
 /// container names, temporary files and other resources shared between concurrently running
 /// test processes.

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use stackmedic_tests::exporter::{value, Exporter, WAIT};
 use stackmedic_tests::metrics::{find, Sample};
+use stackmedic_tests::pseudo_random_bytes;
 
 const NEWEST: &str = "stackmedic_backup_newest_timestamp_seconds";
 const OLDEST: &str = "stackmedic_backup_oldest_timestamp_seconds";
@@ -22,22 +23,14 @@ const SUCCESS: &str = "stackmedic_probe_success";
 const T: f64 = 1_795_316_400.0;
 const DAY: f64 = 86_400.0;
 
-fn noise(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
-}
-
 /// A real archive: `tar czf <archive> -C <src> .` over a folder with incompressible data.
 fn tar_czf(archive: &Path, seed: u64) {
     let src = tempfile::tempdir().unwrap();
-    std::fs::write(src.path().join("webui.db"), noise(300_000, seed)).unwrap();
+    std::fs::write(
+        src.path().join("webui.db"),
+        pseudo_random_bytes(300_000, seed),
+    )
+    .unwrap();
     std::fs::create_dir(src.path().join("uploads")).unwrap();
     std::fs::write(src.path().join("uploads/a.txt"), b"hello\n").unwrap();
     let tar = stackmedic_tests::require_program(&["/usr/bin/tar", "/bin/tar"], "tar");

@@ -13,6 +13,7 @@ use stackmedic_exporter::probe::sri::{self, Alg};
 use stackmedic_tests::exporter::{value, Exporter, WAIT};
 use stackmedic_tests::metrics::{find, Sample};
 use stackmedic_tests::nginx::Nginx;
+use stackmedic_tests::pseudo_random_bytes;
 
 const CHECKED: &str = "stackmedic_sri_entries_checked";
 const DRIFTED: &str = "stackmedic_sri_entries_drifted";
@@ -51,19 +52,6 @@ fn openssl_sri(alg: &str, file: &Path) -> String {
     let out = b64.wait_with_output().expect("openssl base64");
     assert!(out.status.success());
     format!("{alg}-{}", String::from_utf8_lossy(&out.stdout).trim())
-}
-
-/// Deterministic bytes that are not all alike, so a digest bug cannot hide in zeros.
-fn content(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
 }
 
 fn write(path: &Path, data: &[u8]) {
@@ -120,7 +108,7 @@ fn our_digests_equal_openssl() {
     ];
     for (i, size) in sizes.iter().enumerate() {
         let path = dir.path().join(format!("f{i}"));
-        write(&path, &content(*size, i as u64 + 7));
+        write(&path, &pseudo_random_bytes(*size, i as u64 + 7));
         let algs = [Alg::Sha256, Alg::Sha384, Alg::Sha512];
         let (digests, n) = sri::hash_reader(
             &mut std::fs::File::open(&path).unwrap(),
@@ -148,7 +136,7 @@ fn drift_missing_unsafe_and_change_in_place() {
     let big = root.join("js/vendor.js");
     let drifted = root.join("css/site.css");
     write(&ok, b"console.log('ok');\n");
-    write(&big, &content(5 * sri::HASH_BUFFER + 3, 1));
+    write(&big, &pseudo_random_bytes(5 * sri::HASH_BUFFER + 3, 1));
     write(&drifted, b"body { color: red }\n");
     let mut entries = vec![
         ("js/app.js", openssl_sri("sha384", &ok)),
@@ -305,7 +293,7 @@ fn url_mode_against_nginx() {
     let ok = www.join("assets/app.js");
     let spaced = www.join("assets/a b.css");
     let drifted = www.join("assets/drift.js");
-    write(&ok, &content(3 * sri::HASH_BUFFER + 5, 3));
+    write(&ok, &pseudo_random_bytes(3 * sri::HASH_BUFFER + 5, 3));
     write(&spaced, b"p { margin: 0 }\n");
     write(&drifted, b"let v = 1;\n");
     let mut entries = vec![
