@@ -63,8 +63,28 @@ struct LastRun {
     duration: f64,
     finished_at: f64,
     reason: Option<Reason>,
+    /// The failure's message, cut to a length fit for a status page.
+    message: Option<String>,
     samples: Samples,
 }
+
+/// What the landing page shows of a probe's last run.
+#[derive(Debug, Clone)]
+pub struct RunView {
+    /// Whether it succeeded.
+    pub success: bool,
+    /// The failure reason.
+    pub reason: Option<Reason>,
+    /// The failure's message.
+    pub message: Option<String>,
+    /// How long it took, in seconds.
+    pub duration: f64,
+    /// When it finished, as Unix time.
+    pub finished_at: f64,
+}
+
+/// Longest failure message kept for the landing page.
+const MAX_MESSAGE: usize = 300;
 
 impl Slot {
     /// The probe's name.
@@ -79,10 +99,16 @@ impl Slot {
         self.spec.kind.name()
     }
 
-    /// Success of the last run, `None` before the first run.
+    /// The outcome of the last run, `None` before the first run.
     #[must_use]
-    pub fn last_success(&self) -> Option<bool> {
-        lock(&self.state).last.as_ref().map(|l| l.success)
+    pub fn last_run(&self) -> Option<RunView> {
+        lock(&self.state).last.as_ref().map(|l| RunView {
+            success: l.success,
+            reason: l.reason,
+            message: l.message.clone(),
+            duration: l.duration,
+            finished_at: l.finished_at,
+        })
     }
 
     async fn run_once(&self, shared: &Arc<Shared>) {
@@ -132,6 +158,9 @@ impl Slot {
             duration,
             finished_at: stackmedic_common::reload::unix_now(),
             reason,
+            message: result
+                .err()
+                .map(|e| e.message.chars().take(MAX_MESSAGE).collect()),
             samples,
         });
     }

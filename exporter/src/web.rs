@@ -54,26 +54,46 @@ fn metrics(app: &App) -> Response {
 fn landing(app: &App) -> Response {
     let mut rows = String::new();
     for slot in app.runner.slots() {
-        let state = match slot.last_success() {
-            None => "pending",
-            Some(true) => "ok",
-            Some(false) => "failing",
+        let (state, reason, detail, when, took) = match slot.last_run() {
+            None => (
+                "pending",
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ),
+            Some(r) => (
+                if r.success { "ok" } else { "failing" },
+                r.reason.map(|x| x.as_str().to_string()).unwrap_or_default(),
+                r.message.unwrap_or_default(),
+                format_time(r.finished_at),
+                format!("{:.3} s", r.duration),
+            ),
         };
         rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td class=\"{state}\">{state}</td></tr>\n",
+            "<tr><td>{}</td><td>{}</td><td class=\"{state}\">{state}</td><td>{}</td><td class=\"nowrap\">{}</td><td class=\"nowrap\">{}</td><td class=\"detail\">{}</td></tr>\n",
             escape_html(slot.name()),
             slot.kind(),
+            escape_html(&reason),
+            escape_html(&when),
+            escape_html(&took),
+            escape_html(&detail),
         ));
     }
     let body = format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>stackmedic exporter</title>\
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em 1em;text-align:left}}\
-.ok{{color:#060}}.failing{{color:#b00;font-weight:bold}}.pending{{color:#666}}</style></head>\
+<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em 1em;text-align:left;vertical-align:top}}\
+.ok{{color:#060}}.failing{{color:#b00;font-weight:bold}}.pending{{color:#666}}.detail{{color:#444;font-size:90%;max-width:40em}}.nowrap{{white-space:nowrap}}</style></head>\
 <body><h1>stackmedic exporter</h1><p>Version {}</p>\
 <ul><li><a href=\"metrics\">Metrics</a></li><li><a href=\"-/healthy\">Health</a></li>\
 <li><a href=\"-/ready\">Readiness</a></li></ul>\
-<h2>Probes</h2><table><tr><th>Probe</th><th>Kind</th><th>Last run</th></tr>\n{rows}</table></body></html>\n",
+<h2>Probes</h2><table><tr><th>Probe</th><th>Kind</th><th>Status</th><th>Reason</th><th>Last run (UTC)</th><th>Took</th><th>Detail</th></tr>\n{rows}</table></body></html>\n",
         env!("CARGO_PKG_VERSION"),
     );
     server::html(StatusCode::OK, body)
+}
+
+fn format_time(unix: f64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(unix.max(0.0));
+    humantime::format_rfc3339_seconds(t).to_string()
 }

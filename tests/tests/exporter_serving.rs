@@ -326,13 +326,20 @@ fn reload_by_post_and_sighup_keeps_the_old_config_when_broken() {
 #[test]
 fn landing_page_and_lifecycle_endpoints_answer() {
     let port = free_port();
-    let config = format!("probes:\n{}", self_probe("self-check", port, "/-/healthy"));
+    // Nothing listens on `closed`: that probe fails with `connect`, and the page says why.
+    let closed = free_port();
+    let config = format!(
+        "probes:\n{}{}",
+        self_probe("self-check", port, "/-/healthy"),
+        self_probe("refused", closed, "/")
+    );
     let mut exporter = Exporter::start_with(Options {
         config: Some(&config),
         port: Some(port),
         ..Options::default()
     });
     exporter.wait_value("stackmedic_probe_success", &[("probe", "self-check")], 1.0);
+    exporter.wait_value("stackmedic_probe_success", &[("probe", "refused")], 0.0);
     let landing = http::get(&exporter.url("/")).expect("GET /");
     assert_eq!(landing.status, 200);
     let html = landing.text();
@@ -341,6 +348,9 @@ fn landing_page_and_lifecycle_endpoints_answer() {
         "href=\"metrics\"",
         "self-check",
         env!("CARGO_PKG_VERSION"),
+        "<td>refused</td><td>http</td><td class=\"failing\">failing</td><td>connect</td>",
+        "Connection refused",
+        &format!("http://127.0.0.1:{closed}/"),
     ] {
         assert!(
             html.contains(needle),
