@@ -40,6 +40,7 @@ pub mod nginx;
 pub mod process;
 pub mod prometheus;
 pub mod remediator;
+pub mod tls;
 
 pub use process::Process;
 
