@@ -563,6 +563,27 @@ impl Store {
         .await
     }
 
+    /// Escalations for the on-call page, as JSON like [`Store::history`]'s: every active one
+    /// (firing or resolving), newest first, and the `resolved` most recently resolved ones.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn escalation_overview(
+        &self,
+        resolved: usize,
+    ) -> Result<(Vec<Value>, Vec<Value>), StoreError> {
+        self.run(move |c| {
+            let active = escalation_rows(c, "WHERE state != 'resolved' ORDER BY id DESC", [])?;
+            let done = escalation_rows(
+                c,
+                "WHERE state = 'resolved' ORDER BY resolved_at DESC, id DESC LIMIT ?1",
+                [resolved as i64],
+            )?;
+            Ok((active, done))
+        })
+        .await
+    }
+
     /// The audit history (newest first), open circuits, pending jobs and escalations, as JSON.
     ///
     /// # Errors
@@ -1202,35 +1223,140 @@ fn history(c: &Connection, limit: usize, now: f64) -> Result<Value, StoreError> 
             })
         })
         .collect();
-    let mut st = c.prepare(
-        "SELECT id, job_id, created_at, tries, delivered_at, last_error, subject, state, posts, last_post_at, \
-         next_try_at, resolve_reason, resolved_at FROM escalations ORDER BY id DESC LIMIT 50",
-    )?;
-    let escalations = st
-        .query_map([], |r| {
-            let state: String = r.get(7)?;
-            let next: f64 = r.get(10)?;
-            Ok(json!({
-                "id": r.get::<_, i64>(0)?,
-                "job_id": r.get::<_, Option<i64>>(1)?,
-                "created_at": r.get::<_, f64>(2)?,
-                "tries": r.get::<_, i64>(3)?,
-                "delivered_at": r.get::<_, Option<f64>>(4)?,
-                "last_error": r.get::<_, Option<String>>(5)?,
-                "subject": r.get::<_, String>(6)?,
-                "posts": r.get::<_, i64>(8)?,
-                "last_post_at": r.get::<_, Option<f64>>(9)?,
-                "next_post_at": (state != ESCALATION_RESOLVED).then_some(next),
-                "resolve_reason": r.get::<_, Option<String>>(11)?,
-                "resolved_at": r.get::<_, Option<f64>>(12)?,
-                "state": state,
-            }))
-        })?
-        .collect::<Result<Vec<_>, _>>()?;
+    let escalations = escalation_rows(c, "ORDER BY id DESC LIMIT 50", [])?;
     Ok(json!({
         "actions": actions,
         "open_circuits": circuits,
         "pending_jobs": pending,
         "escalations": escalations,
     }))
+}
+
+/// Escalations as JSON, selected and ordered by `filter` (the SQL after `FROM escalations`).
+/// What was escalated (`alertname`, `rule`, `target`, `action`) is read from the stored
+/// payload's labels.
+fn escalation_rows(
+    c: &Connection,
+    filter: &str,
+    p: impl rusqlite::Params,
+) -> Result<Vec<Value>, StoreError> {
+    let mut st = c.prepare(&format!(
+        "SELECT id, job_id, created_at, tries, delivered_at, last_error, subject, state, posts, last_post_at, \
+         next_try_at, resolve_reason, resolved_at, failures, payload FROM escalations {filter}"
+    ))?;
+    let rows = st.query_map(p, |r| {
+        let state: String = r.get(7)?;
+        let next: f64 = r.get(10)?;
+        let payload: Value = serde_json::from_str(&r.get::<_, String>(14)?).unwrap_or(Value::Null);
+        let label = |name: &str| payload[0]["labels"][name].as_str().map(str::to_owned);
+        Ok(json!({
+            "id": r.get::<_, i64>(0)?,
+            "job_id": r.get::<_, Option<i64>>(1)?,
+            "created_at": r.get::<_, f64>(2)?,
+            "tries": r.get::<_, i64>(3)?,
+            "delivered_at": r.get::<_, Option<f64>>(4)?,
+            "last_error": r.get::<_, Option<String>>(5)?,
+            "subject": r.get::<_, String>(6)?,
+            "posts": r.get::<_, i64>(8)?,
+            "failures": r.get::<_, i64>(13)?,
+            "last_post_at": r.get::<_, Option<f64>>(9)?,
+            "next_post_at": (state != ESCALATION_RESOLVED).then_some(next),
+            "resolve_reason": r.get::<_, Option<String>>(11)?,
+            "resolved_at": r.get::<_, Option<f64>>(12)?,
+            "alertname": label("original_alertname"),
+            "rule": label("remediation_rule"),
+            "target": label("remediation_target"),
+            "action": label("remediation_action"),
+            "state": state,
+        }))
+    })?;
+    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: f64 = 1_800_000_000.0;
+
+    /// Stores a job for `fp` that finds no attempts left, so one escalation is stored.
+    async fn escalate(store: &Store, fp: &str, now: f64) {
+        let new = NewJob {
+            rule: "ghost-start".into(),
+            action: "container_start".into(),
+            target: "ghost".into(),
+            subject: format!("ghost/{fp}"),
+            selection: Selection::default(),
+            fingerprint: fp.into(),
+            starts_at: "2026-11-22T10:00:00Z".into(),
+            labels: BTreeMap::from([("alertname".into(), "GhostDown".into())]),
+            annotations: BTreeMap::new(),
+            not_before: now,
+            cooldown: 0.0,
+        };
+        let batch = Batch {
+            jobs: vec![new],
+            ..Batch::default()
+        };
+        let job = store.accept(batch, now).await.unwrap().queued.remove(0);
+        let limits = Limits {
+            cooldown: 0.0,
+            max_attempts: 0,
+            attempt_window: 3600.0,
+            circuit_open_for: 3600.0,
+            dry_run: false,
+        };
+        let payload = json!([{"labels": {
+            "alertname": "StackmedicRemediationFailed",
+            "original_alertname": "GhostDown",
+            "remediation_rule": "ghost-start",
+            "remediation_target": "ghost",
+            "remediation_action": "container_start",
+        }}]);
+        let d = store.decide(job, limits, Some(payload), now).await.unwrap();
+        assert_eq!(d, Decision::Exhausted);
+    }
+
+    #[tokio::test]
+    async fn overview_lists_every_active_escalation_and_the_latest_resolved_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db.sqlite")).unwrap();
+        for (i, fp) in ["a", "b", "c", "d"].into_iter().enumerate() {
+            escalate(&store, fp, NOW + i as f64).await;
+        }
+        // a, b and c resolve, c first and a last; d stays active.
+        for (i, fp) in ["c", "b", "a"].into_iter().enumerate() {
+            let t = NOW + 10.0 + i as f64;
+            let batch = Batch {
+                resolved: vec![(fp.into(), "2026-11-22T10:00:00Z".into())],
+                ..Batch::default()
+            };
+            assert_eq!(
+                store.accept(batch, t).await.unwrap().resolved_escalations,
+                1
+            );
+            let due = store.due_escalations(t).await.unwrap();
+            let e = due.iter().find(|e| e.resolving).unwrap();
+            assert!(store
+                .escalation_posted(e.id, true, PostResult::Resolved, t)
+                .await
+                .unwrap());
+        }
+        let (active, resolved) = store.escalation_overview(2).await.unwrap();
+        assert_eq!(active.len(), 1, "{active:#?}");
+        assert_eq!(active[0]["subject"], "ghost/d");
+        assert_eq!(active[0]["state"], ESCALATION_FIRING);
+        assert_eq!(active[0]["alertname"], "GhostDown");
+        assert_eq!(active[0]["rule"], "ghost-start");
+        assert_eq!(active[0]["target"], "ghost");
+        assert_eq!(active[0]["action"], "container_start");
+        assert_eq!(active[0]["failures"], 0);
+        let subjects: Vec<&str> = resolved
+            .iter()
+            .map(|e| e["subject"].as_str().unwrap())
+            .collect();
+        assert_eq!(subjects, ["ghost/a", "ghost/b"], "{resolved:#?}");
+        assert_eq!(resolved[0]["resolve_reason"], "the alert resolved");
+        assert_eq!(resolved[0]["next_post_at"], Value::Null);
+    }
 }

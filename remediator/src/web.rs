@@ -12,7 +12,11 @@ use stackmedic_common::reload::{self, ReloadHandle};
 use stackmedic_common::server::{self, escape_html, Request, Response};
 
 use crate::pipeline::{now, Engine};
+use crate::store::ESCALATION_RESOLVING;
 use crate::webhook::{self, PayloadError};
+
+/// Resolved escalations shown on the page, most recently resolved first.
+const RESOLVED_SHOWN: usize = 5;
 
 /// Answers one request.
 pub async fn handle(engine: Arc<Engine>, reload_handle: ReloadHandle, req: Request) -> Response {
@@ -57,10 +61,20 @@ pub async fn handle(engine: Arc<Engine>, reload_handle: ReloadHandle, req: Reque
                 Bytes::from(engine.metrics.render()),
             )
         }
-        (&Method::GET, "/") => match engine.store.history(50, now()).await {
-            Ok(v) => server::html(StatusCode::OK, page(&engine, &v)),
-            Err(e) => server::text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
-        },
+        (&Method::GET, "/") => {
+            let t = now();
+            let read = async {
+                let h = engine.store.history(50, t).await?;
+                let esc = engine.store.escalation_overview(RESOLVED_SHOWN).await?;
+                Ok::<_, crate::store::StoreError>((h, esc))
+            };
+            match read.await {
+                Ok((h, (active, resolved))) => {
+                    server::html(StatusCode::OK, page(&engine, &h, &active, &resolved, t))
+                }
+                Err(e) => server::text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+            }
+        }
         _ => server::text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -196,9 +210,175 @@ fn s<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or("")
 }
 
-/// The on-call page: open circuits, pending jobs and recent decisions. Server-rendered, no
-/// scripts, no external assets.
-fn page(engine: &Engine, h: &Value) -> String {
+/// `t` relative to `now`, for a person: `12 s ago`, `in 3 min`, `now`.
+fn fmt_relative(t: f64, now: f64) -> String {
+    let d = t - now;
+    let a = d.abs();
+    if a < 1.0 {
+        return "now".into();
+    }
+    let amount = if a < 60.0 {
+        format!("{:.0} s", a.floor())
+    } else if a < 3600.0 {
+        format!("{:.0} min", (a / 60.0).floor())
+    } else if a < 86_400.0 {
+        format!(
+            "{:.0} h {:.0} min",
+            (a / 3600.0).floor(),
+            ((a % 3600.0) / 60.0).floor()
+        )
+    } else {
+        format!(
+            "{:.0} d {:.0} h",
+            (a / 86_400.0).floor(),
+            ((a % 86_400.0) / 3600.0).floor()
+        )
+    };
+    if d < 0.0 {
+        format!("{amount} ago")
+    } else {
+        format!("in {amount}")
+    }
+}
+
+/// An absolute time with its distance from `now`: `2026-11-22T10:00:00Z (3 min ago)`.
+fn fmt_when(t: Option<f64>, now: f64) -> String {
+    match t {
+        Some(t) if t > 0.0 => format!(
+            "<span class=\"t\">{} <span class=\"m\">({})</span></span>",
+            fmt_time(Some(t)),
+            fmt_relative(t, now)
+        ),
+        _ => String::new(),
+    }
+}
+
+fn f(v: &Value, k: &str) -> Option<f64> {
+    v.get(k).and_then(Value::as_f64)
+}
+
+/// The escalation's delivery to Alertmanager: delivered, pending, or failing with the error and
+/// the next retry.
+fn delivery(e: &Value, now: f64) -> String {
+    let failures = e.get("failures").and_then(Value::as_i64).unwrap_or(0);
+    let delivered = f(e, "delivered_at").is_some();
+    let resolving = s(e, "state") == ESCALATION_RESOLVING;
+    let next = fmt_when(f(e, "next_post_at"), now);
+    let last = fmt_when(f(e, "last_post_at"), now);
+    if failures > 0 {
+        let what = if resolving {
+            "the resolving post"
+        } else if delivered {
+            "the re-post"
+        } else {
+            "the first post"
+        };
+        let before = if delivered {
+            format!(" Last delivered post {last}.")
+        } else {
+            " Never delivered: on-call has not been paged.".into()
+        };
+        format!(
+            "<span class=\"r failed\">failing</span>: {what} failed {failures} time(s) in a row: {}. Next retry {next}.{before}",
+            escape_html(e.get("last_error").and_then(Value::as_str).unwrap_or("unknown error")),
+        )
+    } else if resolving {
+        format!("<span class=\"r pending\">pending</span>: the resolving post (endsAt = now) is due {next}. Last delivered post {last}.")
+    } else if delivered {
+        format!("<span class=\"r succeeded\">delivered</span> {last}. Next re-post {next}.")
+    } else {
+        format!("<span class=\"r pending\">pending</span>: the first post is due {next}.")
+    }
+}
+
+/// The "Escalations" section: active escalations, then the few most recently resolved ones.
+fn escalations_section(
+    out: &mut String,
+    active: &[Value],
+    resolved: &[Value],
+    configured: bool,
+    now: f64,
+) {
+    out.push_str("<h2>Escalations</h2>");
+    if active.is_empty() {
+        let text = if resolved.is_empty() {
+            "No escalation: nobody has been paged by the remediator."
+        } else {
+            "No active escalation: nobody is being paged by the remediator now."
+        };
+        let note = if configured {
+            ""
+        } else {
+            " Escalation is not configured, so a failed remediation pages nobody."
+        };
+        out.push_str(&format!("<div class=\"banner ok\">{text}{note}</div>"));
+    } else {
+        let undelivered = active
+            .iter()
+            .filter(|e| {
+                e.get("failures").and_then(Value::as_i64).unwrap_or(0) > 0
+                    || f(e, "delivered_at").is_none()
+            })
+            .count();
+        let mut text = format!(
+            "{} active escalation(s): StackmedicRemediationFailed is posted to Alertmanager until the alert resolves or its circuit closes.",
+            active.len()
+        );
+        if undelivered > 0 {
+            text.push_str(&format!(
+                " {undelivered} with a post Alertmanager has not accepted yet: see Delivery."
+            ));
+        }
+        if !configured {
+            text.push_str(" Escalation is no longer configured: nothing is posted.");
+        }
+        out.push_str(&format!("<div class=\"banner open\">{text}</div>"));
+        out.push_str("<table><tr><th>Since (UTC)</th><th>State</th><th>Alert</th><th>Rule</th><th>Subject</th><th>Posts</th><th>Delivery</th></tr>");
+        for e in active {
+            let state = s(e, "state");
+            let reason = match e.get("resolve_reason").and_then(Value::as_str) {
+                Some(r) if state == ESCALATION_RESOLVING => {
+                    format!("<br><span class=\"m\">{}</span>", escape_html(r))
+                }
+                _ => String::new(),
+            };
+            out.push_str(&format!(
+                "<tr><td class=\"t\">{}</td><td><span class=\"r {}\">{}</span>{reason}</td><td>{}</td><td>{}<br><span class=\"m\">{}</span></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                fmt_when(f(e, "created_at"), now),
+                escape_html(state),
+                escape_html(state),
+                escape_html(s(e, "alertname")),
+                escape_html(s(e, "rule")),
+                escape_html(s(e, "action")),
+                escape_html(s(e, "subject")),
+                e.get("posts").and_then(Value::as_i64).unwrap_or(0),
+                delivery(e, now),
+            ));
+        }
+        out.push_str("</table>");
+    }
+    if !resolved.is_empty() {
+        out.push_str("<h3>Recently resolved</h3><table><tr><th>Resolved (UTC)</th><th>Alert</th><th>Rule</th><th>Subject</th><th>Active since</th><th>Posts</th><th>Why it ended</th></tr>");
+        for e in resolved {
+            out.push_str(&format!(
+                "<tr><td class=\"t\">{}</td><td>{}</td><td>{}<br><span class=\"m\">{}</span></td><td>{}</td><td class=\"t\">{}</td><td>{}</td><td>{}</td></tr>",
+                fmt_when(f(e, "resolved_at"), now),
+                escape_html(s(e, "alertname")),
+                escape_html(s(e, "rule")),
+                escape_html(s(e, "action")),
+                escape_html(s(e, "subject")),
+                fmt_time(f(e, "created_at")),
+                e.get("posts").and_then(Value::as_i64).unwrap_or(0),
+                escape_html(s(e, "resolve_reason")),
+            ));
+        }
+        out.push_str("</table>");
+    }
+}
+
+/// The on-call page: open circuits, escalations, pending jobs and recent decisions.
+/// Server-rendered, no scripts, no external assets.
+fn page(engine: &Engine, h: &Value, active: &[Value], resolved: &[Value], now: f64) -> String {
     let cfg = engine.config();
     let mut out = String::with_capacity(16 * 1024);
     out.push_str(
@@ -206,10 +386,10 @@ fn page(engine: &Engine, h: &Value) -> String {
          <meta http-equiv=\"refresh\" content=\"30\">\
          <title>stackmedic-remediator</title><style>\
          body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d232a;background:#f7f8fa}\
-         h1{font-size:1.4rem;margin:0 0 .3rem}h2{font-size:1.1rem;margin-top:1.6rem}\
+         h1{font-size:1.4rem;margin:0 0 .3rem}h2{font-size:1.1rem;margin-top:1.6rem}h3{font-size:.95rem;margin:1rem 0 .4rem}\
          table{border-collapse:collapse;width:100%;background:#fff;font-size:.9rem}\
          th,td{border:1px solid #d5d9df;padding:.35rem .5rem;text-align:left;vertical-align:top}\
-         th{background:#e9edf2}td.t{white-space:nowrap}.r{font-weight:600}.succeeded{color:#17692f}.failed,.escalated{color:#b3261e}.escalation_resolved{color:#17692f}\
+         th{background:#e9edf2}.t{white-space:nowrap}.r{font-weight:600}.succeeded{color:#17692f}.failed,.escalated{color:#b3261e}.escalation_resolved,.resolved{color:#17692f}.firing{color:#b3261e}.resolving,.pending{color:#8a4b00}.m{color:#5a6270;font-size:.85em}\
          .denied,.skipped_circuit_open{color:#8a4b00}.dry_run,.skipped_cooldown,.cancelled,.expired{color:#5a6270}\
          .banner{padding:.5rem .8rem;border-radius:4px;margin:.6rem 0}.open{background:#fde2e0;border:1px solid #b3261e}\
          .ok{background:#e3f4e8;border:1px solid #17692f}.dry{background:#fff4d6;border:1px solid #8a6d00}\
@@ -255,6 +435,7 @@ fn page(engine: &Engine, h: &Value) -> String {
         }
         out.push_str("</table>");
     }
+    escalations_section(&mut out, active, resolved, cfg.escalation.is_some(), now);
     let pending = h
         .get("pending_jobs")
         .and_then(Value::as_array)
@@ -309,4 +490,139 @@ fn page(engine: &Engine, h: &Value) -> String {
     }
     out.push_str("</body></html>\n");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const NOW: f64 = 1_800_000_000.0;
+
+    fn escalation(state: &str) -> Value {
+        json!({
+            "state": state,
+            "alertname": "GhostDown",
+            "rule": "ghost-restart",
+            "action": "container_start",
+            "target": "ghost",
+            "subject": "ghost/sm-ghost",
+            "created_at": NOW - 300.0,
+            "posts": 4,
+            "failures": 0,
+            "delivered_at": NOW - 300.0,
+            "last_post_at": NOW - 20.0,
+            "next_post_at": NOW + 40.0,
+            "resolve_reason": null,
+            "resolved_at": null,
+            "last_error": null,
+        })
+    }
+
+    fn section(active: &[Value], resolved: &[Value], configured: bool) -> String {
+        let mut out = String::new();
+        escalations_section(&mut out, active, resolved, configured, NOW);
+        out
+    }
+
+    #[test]
+    fn empty_state_says_nobody_was_paged() {
+        let html = section(&[], &[], true);
+        assert!(html.contains("No escalation: nobody has been paged by the remediator."));
+        assert!(!html.contains("<table"), "{html}");
+        assert!(section(&[], &[], false).contains("Escalation is not configured"));
+    }
+
+    #[test]
+    fn delivered_escalation_shows_what_was_escalated_and_the_next_repost() {
+        let html = section(&[escalation("firing")], &[], true);
+        for want in [
+            "1 active escalation(s)",
+            "GhostDown",
+            "ghost-restart",
+            "container_start",
+            "ghost/sm-ghost",
+            "<td>4</td>",
+            "class=\"r succeeded\">delivered</span>",
+            "(20 s ago)",
+            "Next re-post",
+            "(in 40 s)",
+            "(5 min ago)",
+        ] {
+            assert!(html.contains(want), "missing {want:?} in {html}");
+        }
+        assert!(!html.contains("not accepted"), "{html}");
+        assert!(!html.contains("No escalation"), "{html}");
+    }
+
+    #[test]
+    fn failing_and_pending_posts_show_the_error_and_the_retry_escaped() {
+        let mut failing = escalation("firing");
+        failing["failures"] = json!(3);
+        failing["last_error"] = json!("connection refused <b>&</b>");
+        failing["next_post_at"] = json!(NOW + 8.0);
+        let mut never = escalation("firing");
+        never["delivered_at"] = Value::Null;
+        never["last_post_at"] = Value::Null;
+        never["posts"] = json!(0);
+        never["failures"] = json!(2);
+        never["last_error"] = json!("timeout");
+        let mut first = escalation("firing");
+        first["delivered_at"] = Value::Null;
+        first["last_post_at"] = Value::Null;
+        first["next_post_at"] = json!(NOW);
+        let mut resolving = escalation("resolving");
+        resolving["resolve_reason"] = json!("the alert resolved");
+        resolving["next_post_at"] = json!(NOW + 2.0);
+        resolving["subject"] = json!("<script>x</script>");
+        let html = section(&[failing, never, first, resolving], &[], true);
+        for want in [
+            "4 active escalation(s)",
+            "3 with a post Alertmanager has not accepted yet",
+            "failed 3 time(s) in a row: connection refused &lt;b&gt;&amp;&lt;/b&gt;",
+            "Next retry <span class=\"t\">2027-01-15T08:00:08Z <span class=\"m\">(in 8 s)</span></span>.",
+            "Never delivered: on-call has not been paged.",
+            "the first post is due <span class=\"t\">2027-01-15T08:00:00Z <span class=\"m\">(now)</span></span>.",
+            "class=\"r resolving\">resolving</span><br><span class=\"m\">the alert resolved</span>",
+            "the resolving post (endsAt = now) is due",
+            "&lt;script&gt;x&lt;/script&gt;",
+        ] {
+            assert!(html.contains(want), "missing {want:?} in {html}");
+        }
+        assert!(!html.contains("<b>") && !html.contains("<script"), "{html}");
+    }
+
+    #[test]
+    fn resolved_escalations_follow_with_their_reason() {
+        let mut done = escalation("resolved");
+        done["state"] = json!("resolved");
+        done["resolve_reason"] = json!("the circuit closed");
+        done["resolved_at"] = json!(NOW - 7200.0);
+        done["next_post_at"] = Value::Null;
+        let html = section(&[], std::slice::from_ref(&done), true);
+        assert!(
+            html.contains("No active escalation: nobody is being paged by the remediator now."),
+            "{html}"
+        );
+        assert!(html.contains("<h3>Recently resolved</h3>"), "{html}");
+        assert!(html.contains("the circuit closed"), "{html}");
+        assert!(html.contains("(2 h 0 min ago)"), "{html}");
+        let both = section(&[escalation("firing")], &[done], true);
+        assert!(
+            both.find("active escalation(s)").unwrap() < both.find("Recently resolved").unwrap(),
+            "{both}"
+        );
+    }
+
+    #[test]
+    fn relative_times_read_naturally() {
+        assert_eq!(fmt_relative(NOW, NOW), "now");
+        assert_eq!(fmt_relative(NOW - 12.4, NOW), "12 s ago");
+        assert_eq!(fmt_relative(NOW + 150.0, NOW), "in 2 min");
+        assert_eq!(
+            fmt_relative(NOW - 3.0 * 86_400.0 - 7200.0, NOW),
+            "3 d 2 h ago"
+        );
+    }
 }
