@@ -83,6 +83,9 @@ pub struct RunView {
     pub finished_at: f64,
 }
 
+/// How much later than a probe's timeout the runner gives up on the run itself.
+const BACKSTOP_GRACE: Duration = Duration::from_millis(100);
+
 /// Longest failure message kept for the landing page.
 const MAX_MESSAGE: usize = 300;
 
@@ -118,12 +121,11 @@ impl Slot {
         };
         let started = Instant::now();
         let mut samples = Samples::default();
-        let result = match tokio::time::timeout(
-            self.spec.timeout,
-            self.probe.run(&cx, &mut samples),
-        )
-        .await
-        {
+        // Probes bound their own requests by the timeout and then report what they learned (a
+        // status of 0, partial counts); the runner's limit is a backstop a little later, for
+        // work that cannot be bounded from inside.
+        let backstop = self.spec.timeout + BACKSTOP_GRACE;
+        let result = match tokio::time::timeout(backstop, self.probe.run(&cx, &mut samples)).await {
             Ok(r) => r,
             Err(_) => Err(ProbeError::new(
                 Reason::Timeout,
