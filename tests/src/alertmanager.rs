@@ -117,6 +117,18 @@ impl Alertmanager {
             .json()
     }
 
+    /// The alerts Alertmanager holds whose `alertname` is `name`; empty when it cannot be
+    /// asked.
+    pub fn alerts_named(&self, name: &str) -> Vec<serde_json::Value> {
+        self.alerts()
+            .ok()
+            .and_then(|a| a.as_array().cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|a| a["labels"]["alertname"] == name)
+            .collect()
+    }
+
     /// `POST /api/v2/alerts` with `alerts` (a JSON array of `{"labels": {...}, ...}`), as
     /// Prometheus or the remediator's escalation does.
     pub fn post_alerts(&self, alerts: &serde_json::Value) -> Result<()> {

@@ -91,6 +91,18 @@ impl Process {
         self.try_status().is_none()
     }
 
+    /// Waits until `GET http://127.0.0.1:<port>/-/ready` answers 200 while the process runs.
+    /// Returns false when it exits first or is not ready within `timeout`.
+    pub fn wait_ready(&mut self, port: u16, timeout: Duration) -> bool {
+        let url = format!("http://127.0.0.1:{port}/-/ready");
+        let ready = crate::wait_until(timeout, Duration::from_millis(50), || {
+            !self.is_running()
+                || crate::http::request_with_timeout("GET", &url, &[], None, Duration::from_secs(2))
+                    .is_ok_and(|r| r.status == 200)
+        });
+        ready && self.is_running()
+    }
+
     /// Path of the file receiving the process's stdout.
     pub fn stdout_path(&self) -> &Path {
         &self.stdout_path

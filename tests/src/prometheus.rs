@@ -254,25 +254,13 @@ pub(crate) fn start_ready_server(
         let port = crate::free_port();
         let (command, config) = make(port);
         let mut process = Process::spawn(&format!("{label}-{attempt}"), command, dir);
-        let ready_url = format!("http://127.0.0.1:{port}/-/ready");
-        let ready = crate::wait_until(timeout, Duration::from_millis(50), || {
-            !process.is_running()
-                || crate::http::request_with_timeout(
-                    "GET",
-                    &ready_url,
-                    &[],
-                    None,
-                    Duration::from_secs(2),
-                )
-                .is_ok_and(|r| r.status == 200)
-        });
-        if ready && process.is_running() {
+        if process.wait_ready(port, timeout) {
             return (process, port);
         }
         process.stop();
         let output = format!("{}{}", process.stderr(), process.stdout());
         failure = format!(
-            "{label} was not ready at {ready_url} within {timeout:?}\n{}\n--- configuration ---\n{config}",
+            "{label} was not ready at http://127.0.0.1:{port}/-/ready within {timeout:?}\n{}\n--- configuration ---\n{config}",
             process.describe()
         );
         if !output.contains("address already in use") {

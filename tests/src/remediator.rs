@@ -184,21 +184,9 @@ fn spawn(config: Option<&Path>, dir: &Path, port: u16, n: u32) -> Process {
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--log.level=debug");
     let mut process = Process::spawn(&format!("remediator-{n}"), command, dir);
-    let ready_url = format!("http://127.0.0.1:{port}/-/ready");
-    let ready = crate::wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
-        !process.is_running()
-            || crate::http::request_with_timeout(
-                "GET",
-                &ready_url,
-                &[],
-                None,
-                Duration::from_secs(2),
-            )
-            .is_ok_and(|r| r.status == 200)
-    });
-    if !ready || !process.is_running() {
+    if !process.wait_ready(port, Duration::from_secs(30)) {
         panic!(
-            "stackmedic-remediator was not ready at {ready_url}:\n{}",
+            "stackmedic-remediator was not ready at http://127.0.0.1:{port}/-/ready:\n{}",
             process.describe()
         );
     }

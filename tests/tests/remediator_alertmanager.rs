@@ -128,14 +128,7 @@ fn remediator_alertmanager_webhook_restarts_container_and_escalates() {
     .unwrap();
     rem.wait_for("failed", 1, Duration::from_secs(60));
     let escalated = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
-        am.alerts()
-            .map(|a| {
-                a.as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|x| x["labels"]["alertname"] == "StackmedicRemediationFailed")
-            })
-            .unwrap_or(false)
+        !am.alerts_named("StackmedicRemediationFailed").is_empty()
     });
     assert!(
         escalated,
@@ -143,14 +136,8 @@ fn remediator_alertmanager_webhook_restarts_container_and_escalates() {
         am.alerts().unwrap(),
         rem.process().describe()
     );
-    let alerts = am.alerts().unwrap();
-    let esc: Vec<_> = alerts
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|x| x["labels"]["alertname"] == "StackmedicRemediationFailed")
-        .collect();
-    assert_eq!(esc.len(), 1, "{alerts:#}");
+    let esc = am.alerts_named("StackmedicRemediationFailed");
+    assert_eq!(esc.len(), 1, "{esc:#?}");
     assert_eq!(esc[0]["labels"]["severity"], "page");
     assert_eq!(esc[0]["labels"]["original_alertname"], "GhostDown");
     assert_eq!(esc[0]["labels"]["remediation_target"], "ghost");

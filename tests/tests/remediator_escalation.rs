@@ -59,14 +59,7 @@ fn remediator_escalation_is_retried_and_survives_a_crash() {
     .unwrap();
     rem.restart();
     let delivered = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
-        am.alerts()
-            .map(|a| {
-                a.as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|x| x["labels"]["alertname"] == "StackmedicRemediationFailed")
-            })
-            .unwrap_or(false)
+        !am.alerts_named("StackmedicRemediationFailed").is_empty()
     });
     assert!(delivered, "{}", rem.process().describe());
     let history = rem.history();

@@ -106,14 +106,8 @@ fn remediator_storm_dedup_cooldown_circuit_and_one_escalation() {
         }) == Some(1.0)
     });
     assert!(delivered, "{}", rem.process().describe());
-    let alerts = am.alerts().unwrap();
-    let esc: Vec<_> = alerts
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|a| a["labels"]["alertname"] == "StackmedicRemediationFailed")
-        .collect();
-    assert_eq!(esc.len(), 1, "{alerts:#}");
+    let esc = am.alerts_named("StackmedicRemediationFailed");
+    assert_eq!(esc.len(), 1, "{esc:#?}");
     assert_eq!(esc[0]["labels"]["severity"], "page");
     assert_eq!(esc[0]["labels"]["remediation_target"], "ghost");
     assert_eq!(rem.actions_with("failed").len(), 3);
