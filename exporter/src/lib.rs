@@ -5,10 +5,10 @@
 //! exporter on `127.0.0.1:0`.
 
 pub mod config;
-pub mod fetch;
 pub mod metrics;
 pub mod probe;
 pub mod runner;
+mod support;
 mod web;
 
 use std::path::PathBuf;

@@ -14,6 +14,7 @@ use stackmedic_common::ConfigErrors;
 
 use super::{ProbeError, Reason, RunContext};
 use crate::metrics::{Family, Samples};
+use crate::support::lock;
 
 static DOCKER_UP: Family = Family::gauge(
     "stackmedic_docker_up",
@@ -121,7 +122,7 @@ impl DockerProbe {
     }
 
     fn client(&self) -> Result<Docker, bollard::errors::Error> {
-        let mut slot = self.docker.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = lock(&self.docker);
         if let Some(d) = slot.as_ref() {
             return Ok(d.clone());
         }

@@ -27,9 +27,10 @@ use stackmedic_common::reload::unix_now;
 use stackmedic_common::ConfigErrors;
 use url::Url;
 
-use super::{ProbeError, Reason, RunContext, Shared};
-use crate::fetch::{self, TlsOptions};
+use super::fetch::{self, TlsOptions};
+use super::{ProbeError, ProblemKind, Problems, Reason, RunContext, Shared};
 use crate::metrics::{Family, Samples};
+use crate::support::{lock, truncate};
 
 static VARIANTS: Family = Family::gauge(
     "stackmedic_hls_variants",
@@ -322,10 +323,7 @@ impl HlsProbe {
         };
 
         let now = unix_now();
-        // Failures in order of importance: unreadable playlists, stale streams, segments.
-        let mut unreadable = Vec::new();
-        let mut stale = Vec::new();
-        let mut segments = Vec::new();
+        let mut problems = Problems::default();
         let mut seen = HashSet::new();
         for (label, loc, result) in &streams {
             let labels: Vec<(&'static str, &str)> = if label.is_empty() {
@@ -337,7 +335,7 @@ impl HlsProbe {
                 Ok(m) => m,
                 Err(e) => {
                     out.flag(&PLAYLIST_UP, &labels, false);
-                    unreadable.push(describe(label, e));
+                    problems.push(Trouble::Unreadable(e.reason), describe(label, &e.message));
                     continue;
                 }
             };
@@ -345,46 +343,30 @@ impl HlsProbe {
             out.flag(&PLAYLIST_UP, &labels, true);
             let obs = self.observe(label, media, *modified, now, &labels, out);
             if obs.stale {
-                stale.push(describe(
-                    label,
-                    &ProbeError::new(
-                        Reason::Stale,
-                        format!(
+                problems.push(
+                    Trouble::Stale,
+                    describe(
+                        label,
+                        &format!(
                             "no new segment for {:.1}s (stale after {:.1}s)",
                             obs.age, obs.stale_after
                         ),
                     ),
-                ));
+                );
             }
             if self.cfg.check_newest_segment {
                 if let Some(seg) = media.segments.last() {
                     let r = self.check_segment(loc, &seg.uri, cx).await;
                     out.flag(&SEGMENT_FETCHABLE, &labels, r.is_ok());
                     if let Err(e) = r {
-                        segments.push(describe(label, &e));
+                        problems.push(Trouble::Segment(e.reason), describe(label, &e.message));
                     }
                 }
             }
         }
         // Forget streams a master playlist no longer lists, so the state stays bounded.
         lock(&self.streams).retain(|k, _| seen.contains(k));
-
-        let errors: Vec<ProbeError> = unreadable
-            .into_iter()
-            .chain(stale)
-            .chain(segments)
-            .collect();
-        match errors.first() {
-            None => Ok(()),
-            Some(first) => Err(ProbeError::new(
-                first.reason,
-                errors
-                    .iter()
-                    .map(|e| e.message.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )),
-        }
+        problems.into_result()
     }
 
     /// Updates the remembered state of one media playlist and writes its samples.
@@ -464,8 +446,8 @@ impl HlsProbe {
     async fn load(&self, loc: &Location, cx: &RunContext) -> Result<Document, ProbeError> {
         match loc {
             Location::Url(url) => {
-                let req = self.client.get(url.clone()).timeout(cx.timeout);
-                let resp = fetch::send(req, self.cfg.max_playlist_bytes).await?;
+                let req = self.client.get(url.clone());
+                let resp = fetch::send(cx, req, self.cfg.max_playlist_bytes).await?;
                 check_status(resp.status, url)?;
                 let modified = resp
                     .headers
@@ -488,7 +470,7 @@ impl HlsProbe {
             Location::File(path) => {
                 let meta = tokio::fs::metadata(path)
                     .await
-                    .map_err(|e| io_error(path, &e))?;
+                    .map_err(|e| ProbeError::io("cannot read", path, &e))?;
                 if meta.len() > self.cfg.max_playlist_bytes {
                     return Err(ProbeError::new(
                         Reason::BodyTooLarge,
@@ -501,7 +483,7 @@ impl HlsProbe {
                 }
                 let body = tokio::fs::read(path)
                     .await
-                    .map_err(|e| io_error(path, &e))?;
+                    .map_err(|e| ProbeError::io("cannot read", path, &e))?;
                 let modified = meta
                     .modified()
                     .ok()
@@ -533,15 +515,14 @@ impl HlsProbe {
                 let req = match self.cfg.segment_method {
                     SegmentMethod::Head => self.client.head(url.clone()),
                     SegmentMethod::Get => self.client.get(url.clone()),
-                }
-                .timeout(cx.timeout);
-                let resp = fetch::send(req, self.cfg.max_segment_bytes).await?;
+                };
+                let resp = fetch::send(cx, req, self.cfg.max_segment_bytes).await?;
                 check_status(resp.status, url)
             }
             Location::File(path) => {
                 let meta = tokio::fs::metadata(path)
                     .await
-                    .map_err(|e| io_error(path, &e))?;
+                    .map_err(|e| ProbeError::io("cannot read", path, &e))?;
                 if meta.is_file() {
                     Ok(())
                 } else {
@@ -605,21 +586,34 @@ fn check_status(status: http::StatusCode, url: &Url) -> Result<(), ProbeError> {
     }
 }
 
-fn io_error(path: &Path, e: &std::io::Error) -> ProbeError {
-    let reason = if e.kind() == std::io::ErrorKind::NotFound {
-        Reason::NotFound
-    } else {
-        Reason::Io
-    };
-    ProbeError::new(reason, format!("{}: {e}", path.display()))
+/// What went wrong with one media playlist, in order of importance: a playlist that cannot
+/// be read hides everything else about its stream, a stale stream matters more than a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Trouble {
+    Unreadable(Reason),
+    Stale,
+    Segment(Reason),
+}
+
+impl ProblemKind for Trouble {
+    fn reason(self) -> Reason {
+        match self {
+            Trouble::Unreadable(r) | Trouble::Segment(r) => r,
+            Trouble::Stale => Reason::Stale,
+        }
+    }
+
+    fn heading(self) -> &'static str {
+        ""
+    }
 }
 
 /// Prefixes a failure with the variant it belongs to.
-fn describe(label: &str, e: &ProbeError) -> ProbeError {
+fn describe(label: &str, message: &str) -> String {
     if label.is_empty() {
-        e.clone()
+        message.to_string()
     } else {
-        ProbeError::new(e.reason, format!("variant {label}: {}", e.message))
+        format!("variant {label}: {message}")
     }
 }
 
@@ -637,14 +631,6 @@ fn variant_labels<'a>(uris: impl Iterator<Item = &'a str>) -> Vec<String> {
             label
         })
         .collect()
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -1,13 +1,18 @@
 //! The probe families, one module each, behind one enum dispatched by exhaustive `match`.
 //!
-//! The runner owns everything shared — schedule, timeout, success, duration, last run, failure
+//! The runner owns everything shared — schedule, deadline, success, duration, last run, failure
 //! reason — so a probe only does its own work: it writes its samples and returns `Ok` or a
 //! [`ProbeError`]. Samples written before a failure are kept (a 502 still reports its status).
+//!
+//! **Invariant:** a run ends by its [`RunContext`]'s deadline. Every request and every blocking
+//! step of a probe takes the time that is left until then ([`RunContext::remaining`]), so a
+//! probe that makes several requests never sets a timeout of its own.
 
 pub mod ads;
 pub mod backup;
 pub mod containers;
 pub mod error;
+pub mod fetch;
 mod files;
 pub mod hls;
 pub mod readiness;
@@ -19,11 +24,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use stackmedic_common::ConfigErrors;
+use tokio::time::Instant;
 
-pub use error::{ProbeError, Reason};
+pub use error::{ProbeError, ProblemKind, Problems, Reason};
 
-use crate::fetch::HttpClients;
 use crate::metrics::Samples;
+use fetch::HttpClients;
 
 /// A probe's kind-specific settings; the YAML key names the kind.
 #[derive(Debug, Clone, Deserialize)]
@@ -104,12 +110,51 @@ pub struct Shared {
     pub ads: ads::AdsConnections,
 }
 
-/// What a run gets besides its probe.
+/// What a run gets besides its probe: its deadline and the process's shared resources.
 pub struct RunContext {
-    /// The probe's timeout; requests use it so that they fail as `timeout` themselves.
-    pub timeout: Duration,
+    deadline: Instant,
+    timeout: Duration,
     /// Process-wide resources.
     pub shared: Arc<Shared>,
+}
+
+impl RunContext {
+    /// A run that starts now and may take `timeout`.
+    #[must_use]
+    pub fn new(timeout: Duration, shared: Arc<Shared>) -> Self {
+        Self {
+            deadline: Instant::now() + timeout,
+            timeout,
+            shared,
+        }
+    }
+
+    /// When the run must have ended.
+    #[must_use]
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The time left until the deadline; zero once it has passed.
+    #[must_use]
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// The probe's configured timeout, for messages.
+    #[must_use]
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The error of a step that found no time left.
+    #[must_use]
+    pub fn expired(&self, what: &str) -> ProbeError {
+        ProbeError::new(
+            Reason::Timeout,
+            format!("{what}: the run's timeout of {:?} has passed", self.timeout),
+        )
+    }
 }
 
 /// A probe instance with whatever state it keeps between runs.

@@ -14,9 +14,10 @@ use stackmedic_common::reload::unix_now;
 use stackmedic_common::ConfigErrors;
 use url::Url;
 
+use super::fetch::{self, TlsOptions};
 use super::{ProbeError, Reason, RunContext, Shared};
-use crate::fetch::{self, TlsOptions};
 use crate::metrics::{Family, Samples};
+use crate::support::{lock, truncate};
 
 static STATUS_CODE: Family = Family::gauge(
     "stackmedic_http_status_code",
@@ -254,9 +255,8 @@ impl HttpProbe {
         let req = self
             .client
             .request(method, self.cfg.url.clone())
-            .headers(self.headers.clone())
-            .timeout(cx.timeout);
-        let head = match fetch::open(req, self.cfg.max_body_bytes).await {
+            .headers(self.headers.clone());
+        let head = match fetch::open(cx, req, self.cfg.max_body_bytes).await {
             Ok(r) => r,
             Err(e) => {
                 out.push(&STATUS_CODE, &[], 0.0);
@@ -349,7 +349,7 @@ impl HttpProbe {
                 Err(e) => problems.push(e),
             }
         }
-        let mut since = self.warming_since.lock().unwrap_or_else(|p| p.into_inner());
+        let mut since = lock(&self.warming_since);
         if warming {
             let t = *since.get_or_insert_with(unix_now);
             out.push(&SUMMARY_WARMING_SINCE, &[], t);
@@ -392,10 +392,6 @@ fn lookup_str(doc: &Value, pointer: &str) -> Result<String, String> {
             truncate(&other.to_string(), 40)
         )),
     }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
 }
 
 fn post() -> String {
@@ -485,15 +481,14 @@ impl CorsProbe {
             .client
             .request(Method::OPTIONS, self.cfg.url.clone())
             .header("Origin", &self.cfg.origin)
-            .header("Access-Control-Request-Method", &self.cfg.method)
-            .timeout(cx.timeout);
+            .header("Access-Control-Request-Method", &self.cfg.method);
         if !self.cfg.request_headers.is_empty() {
             req = req.header(
                 "Access-Control-Request-Headers",
                 self.cfg.request_headers.join(", ").to_ascii_lowercase(),
             );
         }
-        let resp = match fetch::send(req, 64 * 1024).await {
+        let resp = match fetch::send(cx, req, 64 * 1024).await {
             Ok(r) => r,
             Err(e) => {
                 out.push(&STATUS_CODE, &[], 0.0);

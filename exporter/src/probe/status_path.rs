@@ -18,9 +18,10 @@ use stackmedic_common::reload::unix_now;
 use stackmedic_common::ConfigErrors;
 use url::Url;
 
+use super::fetch::{self, TlsOptions};
 use super::{ProbeError, Reason, RunContext, Shared};
-use crate::fetch::{self, TlsOptions};
 use crate::metrics::{Family, Samples};
+use crate::support::lock;
 
 static HITS: Family = Family::counter(
     "stackmedic_status_path_hits_total",
@@ -206,8 +207,8 @@ impl SampleProbe {
     pub async fn run(&self, cx: &RunContext, out: &mut Samples) -> Result<(), ProbeError> {
         let mut result = Ok(());
         for _ in 0..self.cfg.samples {
-            let req = self.client.get(self.cfg.url.clone()).timeout(cx.timeout);
-            match fetch::send(req, fetch::DEFAULT_MAX_BODY).await {
+            let req = self.client.get(self.cfg.url.clone());
+            match fetch::send(cx, req, fetch::DEFAULT_MAX_BODY).await {
                 Ok(resp) => {
                     let value = resp
                         .headers
@@ -225,10 +226,6 @@ impl SampleProbe {
         lock(&self.tally).export(out);
         result
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Where counting starts when the log is first opened.

@@ -1,5 +1,6 @@
 //! HTTP requests for probes: one client per distinct TLS and redirect setting, shared by every
-//! probe that uses it; bodies read up to a limit; errors classified into failure reasons.
+//! probe that uses it; each request bounded by the time left of its run; bodies read up to a
+//! limit; errors classified into failure reasons.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
-use crate::probe::{ProbeError, Reason};
+use super::{ProbeError, Reason, RunContext};
 
 /// The `User-Agent` of every probe request; access-log counting skips it by default.
 pub const USER_AGENT: &str = concat!("stackmedic-exporter/", env!("CARGO_PKG_VERSION"));
@@ -86,12 +87,16 @@ pub struct Fetched {
     pub header_time: Duration,
 }
 
-/// Sends a request and reads the body up to `max_body` bytes.
+/// Sends a request and reads the body up to `max_body` bytes, within the run's deadline.
 ///
 /// # Errors
 /// A classified [`ProbeError`]: `timeout`, `connect`, `tls`, `body_too_large`, …
-pub async fn send(req: reqwest::RequestBuilder, max_body: u64) -> Result<Fetched, ProbeError> {
-    open(req, max_body).await?.read_all().await
+pub async fn send(
+    cx: &RunContext,
+    req: reqwest::RequestBuilder,
+    max_body: u64,
+) -> Result<Fetched, ProbeError> {
+    open(cx, req, max_body).await?.read_all().await
 }
 
 /// A response whose body the caller reads chunk by chunk, for bodies too big to buffer (an
@@ -161,14 +166,23 @@ impl Streaming {
 }
 
 /// Sends a request and returns once the headers arrived; the body is read with
-/// [`Streaming::chunk`], at most `max_body` bytes of it.
+/// [`Streaming::chunk`], at most `max_body` bytes of it. The whole exchange, body included,
+/// must end by the run's deadline: the request gets the time that is left of the run.
 ///
 /// # Errors
 /// A classified [`ProbeError`]: `timeout`, `connect`, `tls`, …; a too-large
 /// `Content-Length` is reported by the first [`Streaming::chunk`].
-pub async fn open(req: reqwest::RequestBuilder, max_body: u64) -> Result<Streaming, ProbeError> {
+pub async fn open(
+    cx: &RunContext,
+    req: reqwest::RequestBuilder,
+    max_body: u64,
+) -> Result<Streaming, ProbeError> {
+    let remaining = cx.remaining();
+    if remaining.is_zero() {
+        return Err(cx.expired("request not sent"));
+    }
     let start = Instant::now();
-    let resp = req.send().await.map_err(classify)?;
+    let resp = req.timeout(remaining).send().await.map_err(classify)?;
     let header_time = start.elapsed();
     Ok(Streaming {
         status: resp.status(),
