@@ -30,13 +30,16 @@ fn main() -> ExitCode {
 fn check(args: &CommonArgs) -> ExitCode {
     let mut ok = true;
     match config::load(args.config_file.as_deref()) {
-        Ok(c) => println!(
-            "{}: ok ({} probes)",
-            args.config_file
+        Ok(c) => {
+            let name = args
+                .config_file
                 .as_ref()
-                .map_or("embedded default".into(), |p| p.display().to_string()),
-            c.probes.len()
-        ),
+                .map_or("embedded default".into(), |p| p.display().to_string());
+            println!("{name}: ok ({} probes)", c.probes.len());
+            if c.probes.is_empty() {
+                eprintln!("warning: {name}: {}", config::NO_PROBES);
+            }
+        }
         Err(errs) => {
             ok = false;
             for p in &errs.problems {

@@ -255,7 +255,7 @@ impl Runner {
         let mut slots = Vec::with_capacity(config.probes.len());
         let mut problems = Vec::new();
         for spec in &config.probes {
-            if let Some(prev) = old.get(&spec.name).filter(|p| p.spec.raw == spec.raw) {
+            if let Some(prev) = old.get(&spec.name).filter(|p| p.spec.unchanged(spec)) {
                 slots.push(prev.clone());
                 continue;
             }

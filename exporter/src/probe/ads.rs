@@ -159,7 +159,7 @@ pub struct RouteStatusConfig {
 
 impl AdsConfig {
     /// Checks the mode, the addresses, the expected state and the pointers.
-    pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+    pub fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
         if parse_state(&self.expected_state).is_none() {
             errs.push(
                 join(path, "expected_state"),
@@ -170,7 +170,7 @@ impl AdsConfig {
                 ),
             );
         }
-        match (&self.host, &self.route_status) {
+        match (&self.host, &mut self.route_status) {
             (Some(_), Some(_)) => {
                 errs.push(
                     path,
@@ -225,8 +225,9 @@ impl RouteStatusConfig {
         ]
     }
 
-    fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+    fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
         fetch::validate_url(&self.url, &join(path, "url"), errs);
+        self.tls.load(&join(path, "tls"), errs);
         for (k, v) in &self.headers {
             if HeaderName::try_from(k.as_str()).is_err()
                 || HeaderValue::try_from(v.as_str()).is_err()

@@ -208,7 +208,7 @@ pub struct BackupConfig {
 
 impl BackupConfig {
     /// Checks captures, volume names and limits.
-    pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+    pub fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
         if self.folders.is_empty() {
             errs.push(join(path, "folders"), "must list at least one folder");
         }
@@ -803,7 +803,7 @@ mod tests {
             ],
             "verify_timeout": "0s"
         });
-        let c: BackupConfig =
+        let mut c: BackupConfig =
             stackmedic_common::config::typed(&v, "probes[0].backup", &mut errs).unwrap();
         c.validate("probes[0].backup", &mut errs);
         let paths: Vec<&str> = errs.problems.iter().map(|p| p.path.as_str()).collect();
@@ -822,7 +822,7 @@ mod tests {
         assert!(paths.contains(&"probes[0].backup.verify_timeout"), "{errs}");
         let v = serde_json::json!({ "folders": [{ "path": "/x" }, { "path": "/x" }] });
         let mut errs = ConfigErrors::default();
-        let c: BackupConfig = stackmedic_common::config::typed(&v, "b", &mut errs).unwrap();
+        let mut c: BackupConfig = stackmedic_common::config::typed(&v, "b", &mut errs).unwrap();
         c.validate("b", &mut errs);
         assert!(errs.to_string().contains("used twice"), "{errs}");
         let v = serde_json::json!({ "folders": [{ "path": "/x", "timestamp_format": "nope" }] });

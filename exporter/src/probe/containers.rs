@@ -84,7 +84,7 @@ pub struct DockerConfig {
 
 impl DockerConfig {
     /// Checks the engine address.
-    pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+    pub fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
         if let Some(h) = &self.host {
             if !h.starts_with("unix://") {
                 errs.push(join(path, "host"), "only unix:// sockets are supported");

@@ -4,12 +4,14 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
+use stackmedic_common::config::join;
+use stackmedic_common::ConfigErrors;
 
 use super::{ProbeError, Reason, RunContext};
 
@@ -26,8 +28,64 @@ pub struct TlsOptions {
     /// Accept any server certificate (for self-signed internal endpoints).
     #[serde(default)]
     pub insecure_skip_verify: bool,
-    /// Extra CA certificate (PEM) to trust.
+    /// Extra CA certificates (PEM) to trust.
     pub ca_file: Option<PathBuf>,
+    /// The CA file's contents as read and checked when the configuration was loaded: the
+    /// client trusts exactly what was validated, and a replaced file makes the setting differ,
+    /// so a reload builds the probe again.
+    #[serde(skip)]
+    ca_pem: Option<Arc<[u8]>>,
+}
+
+impl TlsOptions {
+    /// Reads and checks the CA file, recording a problem under `path` when it cannot be read
+    /// or holds no usable certificate. Part of loading the configuration.
+    pub fn load(&mut self, path: &str, errs: &mut ConfigErrors) {
+        let Some(file) = &self.ca_file else {
+            return;
+        };
+        let at = join(path, "ca_file");
+        match std::fs::read(file) {
+            Err(e) => errs.push(at, format!("cannot read {}: {e}", file.display())),
+            Ok(pem) => match certificates(&pem) {
+                Ok(_) => self.ca_pem = Some(pem.into()),
+                Err(e) => errs.push(at, format!("{}: {e}", file.display())),
+            },
+        }
+    }
+
+    /// The CA certificates to trust besides the system's: those read at load, or the file
+    /// read now for options that were not loaded.
+    fn roots(&self) -> Result<Vec<reqwest::Certificate>, String> {
+        let Some(file) = &self.ca_file else {
+            return Ok(Vec::new());
+        };
+        match &self.ca_pem {
+            Some(pem) => certificates(pem),
+            None => {
+                let pem = std::fs::read(file)
+                    .map_err(|e| format!("cannot read ca_file {}: {e}", file.display()))?;
+                certificates(&pem)
+            }
+        }
+        .map_err(|e| format!("ca_file {}: {e}", file.display()))
+    }
+}
+
+/// The certificates of a PEM bundle, checked by building a client that trusts them.
+fn certificates(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
+    if certs.is_empty() {
+        return Err("holds no PEM certificate".into());
+    }
+    let mut b = reqwest::Client::builder();
+    for c in &certs {
+        b = b.add_root_certificate(c.clone());
+    }
+    b.build()
+        .map_err(|e| format!("unusable certificate: {}", error_chain(&e)))?;
+    Ok(certs)
 }
 
 /// The process's HTTP clients, one per distinct setting.
@@ -57,14 +115,8 @@ impl HttpClients {
                 reqwest::redirect::Policy::none()
             })
             .tls_danger_accept_invalid_certs(tls.insecure_skip_verify);
-        if let Some(ca) = &tls.ca_file {
-            let pem = std::fs::read(ca)
-                .map_err(|e| format!("cannot read ca_file {}: {e}", ca.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("invalid ca_file {}: {e}", ca.display()))?;
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
+        for c in tls.roots()? {
+            b = b.add_root_certificate(c);
         }
         let client = b
             .build()
@@ -194,16 +246,22 @@ pub async fn open(
     })
 }
 
-/// Turns a client error into a failure reason, keeping the whole cause chain in the message.
-#[must_use]
-pub fn classify(e: reqwest::Error) -> ProbeError {
+/// An error with its whole cause chain, `outer: inner: innermost`.
+fn error_chain(e: &dyn std::error::Error) -> String {
     let mut message = e.to_string();
-    let mut source = std::error::Error::source(&e);
+    let mut source = e.source();
     while let Some(s) = source {
         message.push_str(": ");
         message.push_str(&s.to_string());
         source = s.source();
     }
+    message
+}
+
+/// Turns a client error into a failure reason, keeping the whole cause chain in the message.
+#[must_use]
+pub fn classify(e: reqwest::Error) -> ProbeError {
+    let message = error_chain(&e);
     let lower = message.to_ascii_lowercase();
     let reason = if e.is_timeout() {
         Reason::Timeout
@@ -247,7 +305,7 @@ pub fn describe_valid(valid: &[u16]) -> String {
 }
 
 /// Checks a probe URL: http or https with a host.
-pub fn validate_url(url: &url::Url, path: &str, errs: &mut stackmedic_common::ConfigErrors) {
+pub fn validate_url(url: &url::Url, path: &str, errs: &mut ConfigErrors) {
     if !matches!(url.scheme(), "http" | "https") {
         errs.push(
             path,

@@ -137,7 +137,8 @@ pub struct HlsConfig {
 
 impl HlsConfig {
     /// Checks the source, the multiplier and the bounds.
-    pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+    pub fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
+        self.tls.load(&join(path, "tls"), errs);
         match (&self.url, &self.path) {
             (Some(u), None) => fetch::validate_url(u, &join(path, "url"), errs),
             (None, Some(p)) => {

@@ -85,8 +85,9 @@ impl ProbeKindConfig {
         }
     }
 
-    /// Checks what deserialization cannot, recording problems under `path`.
-    pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+    /// Checks what deserialization cannot, recording problems under `path`, and reads the
+    /// files the probe needs (CA certificates) so that their problems are found at load.
+    pub fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
         match self {
             Self::Http(c) => c.validate(path, errs),
             Self::Cors(c) => c.validate(path, errs),
@@ -177,6 +178,22 @@ pub enum Probe {
     Sri(sri::SriProbe),
     /// See [`backup::BackupProbe`].
     Backup(backup::BackupProbe),
+}
+
+impl ProbeKindConfig {
+    /// The TLS settings of the kind's HTTP client, if it has one.
+    #[must_use]
+    pub fn tls(&self) -> Option<&fetch::TlsOptions> {
+        match self {
+            Self::Http(c) => Some(&c.tls),
+            Self::Cors(c) => Some(&c.tls),
+            Self::StatusPath(c) => Some(&c.tls),
+            Self::Hls(c) => Some(&c.tls),
+            Self::Sri(c) => c.base_url.as_ref().map(|_| &c.tls),
+            Self::Ads(c) => c.route_status.as_ref().map(|r| &r.tls),
+            Self::AccessLog(_) | Self::Docker(_) | Self::Backup(_) => None,
+        }
+    }
 }
 
 impl Probe {

@@ -141,9 +141,10 @@ pub struct SummaryFields {
 }
 
 impl HttpConfig {
-    /// Checks URL, headers, status codes and pointers.
-    pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+    /// Checks URL, headers, status codes and pointers; reads the CA file.
+    pub fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
         fetch::validate_url(&self.url, &join(path, "url"), errs);
+        self.tls.load(&join(path, "tls"), errs);
         validate_statuses(
             &self.valid_status_codes,
             &join(path, "valid_status_codes"),
@@ -421,9 +422,10 @@ pub struct CorsConfig {
 }
 
 impl CorsConfig {
-    /// Checks URL, origin and method.
-    pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+    /// Checks URL, origin and method; reads the CA file.
+    pub fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
         fetch::validate_url(&self.url, &join(path, "url"), errs);
+        self.tls.load(&join(path, "tls"), errs);
         match Url::parse(&self.origin) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
             _ => errs.push(

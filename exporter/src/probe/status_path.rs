@@ -159,8 +159,9 @@ pub struct SampleConfig {
 
 impl SampleConfig {
     /// Checks URL, header name and sample count.
-    pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+    pub fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
         fetch::validate_url(&self.url, &join(path, "url"), errs);
+        self.tls.load(&join(path, "tls"), errs);
         if http::HeaderName::try_from(self.header.as_str()).is_err() {
             errs.push(
                 join(path, "header"),
@@ -291,7 +292,7 @@ pub struct AccessLogConfig {
 
 impl AccessLogConfig {
     /// Checks that the regex has the named capture.
-    pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+    pub fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
         if !self
             .regex
             .get()

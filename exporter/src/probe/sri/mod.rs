@@ -134,7 +134,10 @@ pub struct SriConfig {
 
 impl SriConfig {
     /// Checks that there is something to compare against and that the URL is usable.
-    pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+    pub fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
+        if self.base_url.is_some() {
+            self.tls.load(&join(path, "tls"), errs);
+        }
         if self.root.is_none() && self.base_url.is_none() {
             errs.push(path, "set `root`, `base_url` or both");
         }
