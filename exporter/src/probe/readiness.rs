@@ -332,7 +332,10 @@ impl HttpProbe {
                 Err(e) => problems.push(e),
             }
         }
-        let mut warming = false;
+        // Whether the backend is warming: `None` when the summary does not say (no pointer
+        // configured, or the field is absent this time), which leaves the warming start as it
+        // was rather than ending the warming.
+        let mut warming = None;
         if let Some(p) = &f.llm_path {
             match lookup_str(&doc, p) {
                 Ok(path) => {
@@ -345,17 +348,21 @@ impl HttpProbe {
                         f.llm_path_states.iter().map(String::as_str).collect();
                     states.push("other");
                     out.state_set(&SUMMARY_LLM_PATH, &[], "path", &states, current);
-                    warming = path == f.warming_state;
+                    warming = Some(path == f.warming_state);
                 }
                 Err(e) => problems.push(e),
             }
         }
         let mut since = lock(&self.warming_since);
-        if warming {
-            let t = *since.get_or_insert_with(unix_now);
+        match warming {
+            Some(true) => {
+                since.get_or_insert_with(unix_now);
+            }
+            Some(false) => *since = None,
+            None => {}
+        }
+        if let Some(t) = *since {
             out.push(&SUMMARY_WARMING_SINCE, &[], t);
-        } else {
-            *since = None;
         }
         if problems.is_empty() {
             Ok(())
