@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use stackmedic_common::config::join;
+use stackmedic_common::config::{duration, join};
 use stackmedic_common::ConfigErrors;
 use url::Url;
 
@@ -101,6 +101,9 @@ fn default_max_entries() -> usize {
 fn default_max_html_files() -> usize {
     1000
 }
+fn default_revalidate_after() -> Duration {
+    Duration::from_secs(15 * 60)
+}
 fn default_max_body() -> u64 {
     1 << 30
 }
@@ -127,6 +130,10 @@ pub struct SriConfig {
     /// Largest asset fetched in URL mode.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: u64,
+    /// Longest time URL mode trusts `304 Not Modified` for an entry after its last full
+    /// fetch: a rewrite that keeps size and modification time keeps a static server's `ETag`.
+    #[serde(default = "default_revalidate_after", with = "duration")]
+    pub revalidate_after: Duration,
     /// TLS settings for URL mode.
     #[serde(default)]
     pub tls: TlsOptions,
@@ -161,6 +168,12 @@ impl SriConfig {
         }
         if self.max_body_bytes == 0 {
             errs.push(join(path, "max_body_bytes"), "must be at least 1");
+        }
+        if self.base_url.is_none() && self.revalidate_after != default_revalidate_after() {
+            errs.push(
+                join(path, "revalidate_after"),
+                "only applies with `base_url`",
+            );
         }
     }
 }
@@ -264,6 +277,7 @@ impl SriProbe {
                 base.clone(),
                 shared.http.get(&cfg.tls, true)?,
                 cfg.max_body_bytes,
+                cfg.revalidate_after,
             )),
             None => None,
         };
@@ -306,16 +320,19 @@ impl SriProbe {
                 )
             });
             let (verdicts, findings) = local.check(targets.clone(), html, cancel.clone()).await?;
-            for (t, v) in targets.iter().zip(&verdicts) {
-                if *v == Verdict::Unsafe {
-                    unsafe_paths.push(t.key.clone());
-                }
-            }
             self.report("file", &targets, &verdicts, out, &mut problems);
             if let Some(h) = findings {
                 h.export(out, &mut problems);
             }
             local.work().export("file", out);
+            // An entry that leaves the root through a symlink is not read here, and not
+            // fetched either: URL mode checks exactly the entries local mode checks.
+            let (refused, kept): (Vec<_>, Vec<_>) = targets
+                .into_iter()
+                .zip(verdicts)
+                .partition(|(_, v)| *v == Verdict::Unsafe);
+            unsafe_paths.extend(refused.into_iter().map(|(t, _)| t.key));
+            targets = kept.into_iter().map(|(t, _)| t).collect();
         }
         if let Some(remote) = &self.remote {
             let verdicts = remote.check(cx, &targets, &cancel).await;

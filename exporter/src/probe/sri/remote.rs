@@ -4,6 +4,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use url::Url;
@@ -17,10 +18,12 @@ use crate::support::lock;
 /// URL requests in flight at once.
 const URL_CONCURRENCY: usize = 4;
 
-/// Cached digest of a URL, reused on `304 Not Modified`.
+/// Cached digest of a URL, reused on `304 Not Modified` until `revalidate_after` has passed
+/// since the full fetch it came from.
 struct UrlCached {
     etag: String,
     digests: Digests,
+    fetched: Instant,
 }
 
 /// The remote half of an `sri` probe: the deployed base URL, its client, and the `ETag`s and
@@ -29,12 +32,18 @@ pub(super) struct Remote {
     base: Url,
     client: reqwest::Client,
     max_body: u64,
+    revalidate_after: Duration,
     cache: Mutex<HashMap<String, UrlCached>>,
     work: Mutex<Work>,
 }
 
 impl Remote {
-    pub(super) fn new(mut base: Url, client: reqwest::Client, max_body: u64) -> Self {
+    pub(super) fn new(
+        mut base: Url,
+        client: reqwest::Client,
+        max_body: u64,
+        revalidate_after: Duration,
+    ) -> Self {
         // Without a trailing slash the last segment would be replaced, not extended.
         if !base.path().ends_with('/') {
             let p = format!("{}/", base.path());
@@ -44,6 +53,7 @@ impl Remote {
             base,
             client,
             max_body,
+            revalidate_after,
             cache: Mutex::default(),
             work: Mutex::default(),
         }
@@ -97,7 +107,7 @@ impl Remote {
         let alg = integrity.strongest();
         let cached_etag = lock(&self.cache)
             .get(url.as_str())
-            .filter(|c| c.digests.contains_key(&alg))
+            .filter(|c| c.digests.contains_key(&alg) && c.fetched.elapsed() < self.revalidate_after)
             .map(|c| c.etag.clone());
         let mut req = self.client.get(url.clone());
         if let Some(etag) = &cached_etag {
@@ -175,6 +185,7 @@ impl Remote {
                     UrlCached {
                         etag,
                         digests: digests.clone(),
+                        fetched: Instant::now(),
                     },
                 );
             }
