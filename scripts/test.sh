@@ -50,6 +50,8 @@ PEERS=(
     "curl:curl"
     "chromium:chromium"
     "prometheus-blackbox-exporter:prometheus-blackbox-exporter"
+    "caddy:caddy"
+    "logrotate:logrotate"
 )
 
 package_present() {
@@ -103,7 +105,7 @@ install_peers() {
 stop_system_services() {
     section "Stopping system services installed with the peers (tests start their own)"
     local service pidfile pid
-    for service in nginx prometheus prometheus-alertmanager prometheus-blackbox-exporter; do
+    for service in nginx prometheus prometheus-alertmanager prometheus-blackbox-exporter caddy; do
         if [[ -x "/etc/init.d/$service" ]] || systemctl cat "$service.service" >/dev/null 2>&1; then
             if command -v service >/dev/null 2>&1; then
                 service "$service" stop >/dev/null 2>&1 || true

@@ -4,6 +4,7 @@
 //! and tear down the real programs stackmedic talks to (see `DESIGN.md`, "Real peers for tests"):
 //!
 //! * [`nginx`]: a private nginx instance serving static files and writing access logs;
+//! * [`caddy`]: a private Caddy writing its JSON access log;
 //! * [`docker`]: the Docker CLI, a `busybox` image built with `docker import`, container guards;
 //! * [`prometheus`] / [`alertmanager`]: private Prometheus and Alertmanager servers, plus the
 //!   paths of `promtool` and `amtool`;
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub mod alerting;
 pub mod alertmanager;
 pub mod backend;
+pub mod caddy;
 pub mod chromium;
 pub mod docker;
 pub mod exporter;

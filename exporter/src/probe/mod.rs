@@ -18,6 +18,7 @@ pub mod hls;
 pub mod readiness;
 pub mod sri;
 pub mod status_path;
+pub mod tail;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -208,9 +209,7 @@ impl Probe {
             ProbeKindConfig::StatusPath(c) => {
                 Self::StatusPath(status_path::SampleProbe::new(c.clone(), shared)?)
             }
-            ProbeKindConfig::AccessLog(c) => {
-                Self::AccessLog(status_path::AccessLogProbe::new(c.clone()))
-            }
+            ProbeKindConfig::AccessLog(c) => Self::AccessLog(status_path::AccessLogProbe::new(c)),
             ProbeKindConfig::Docker(c) => Self::Docker(containers::DockerProbe::new(c.clone())?),
             ProbeKindConfig::Hls(c) => Self::Hls(hls::HlsProbe::new(c.clone(), shared)?),
             ProbeKindConfig::Ads(c) => Self::Ads(ads::AdsProbe::new(c.clone(), shared)?),
