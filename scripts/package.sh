@@ -181,13 +181,15 @@ build_image() {
     done <<<"$libraries"
 
     copy_into "$CA_BUNDLE" "$rootfs"
-    mkdir -p "$rootfs/etc" "$rootfs/tmp"
+    mkdir -p "$rootfs/etc" "$rootfs/tmp" "$rootfs/var/lib"
     chmod 1777 "$rootfs/tmp"
     printf 'root:x:0:0:root:/root:/sbin/nologin\nstackmedic:x:%s:%s:stackmedic:/nonexistent:/sbin/nologin\n' \
         "$IMAGE_UID" "$IMAGE_UID" >"$rootfs/etc/passwd"
     printf 'root:x:0:\nstackmedic:x:%s:\n' "$IMAGE_UID" >"$rootfs/etc/group"
-    mkdir -p "$context/store"
-    chmod 0750 "$context/store"
+    # The remediator's store: a directory only the image's user may enter (Dockerfile: COPY
+    # --chown store/ /var/lib/ keeps the mode).
+    mkdir -p "$context/store/stackmedic-remediator"
+    chmod 0750 "$context/store/stackmedic-remediator"
     cp "packaging/docker/$binary.Dockerfile" "$context/Dockerfile"
 
     local description licenses

@@ -21,7 +21,7 @@ LABEL org.opencontainers.image.title="stackmedic-remediator" \
 COPY rootfs/ /
 # A scratch image has no shell to mkdir or chown with: the store's directory comes from the
 # context, owned by the service user, so a fresh named volume mounted there inherits the owner.
-COPY --chown=10001:10001 store/ /var/lib/stackmedic-remediator/
+COPY --chown=10001:10001 store/ /var/lib/
 
 USER 10001:10001
 # The default listens on loopback only (the default configuration has no webhook
