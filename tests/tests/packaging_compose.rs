@@ -176,7 +176,7 @@ fn socket_proxy_alternative_is_valid_and_allows_only_what_is_needed() {
     let gid = ("DOCKER_GID", "4242".to_owned());
     let proxy = compose_ok(
         &["-f", "deploy/compose.socket-proxy.yml", "config"],
-        &[gid.clone()],
+        std::slice::from_ref(&gid),
     );
     // Both sockets the proxies create are the ones compose.yml is then pointed at.
     let with_proxy = compose_ok(
