@@ -10,9 +10,9 @@
 #
 # Usage: scripts/package.sh [--no-images]
 #
-# Needs cargo, cargo-deb (cargo install --locked cargo-deb --version 3.8.0), dpkg-deb, ldd, the
-# CA certificates of the host (package ca-certificates) and, for the images, a Docker daemon.
-# Nothing is pulled: a scratch image has no base to pull.
+# Needs cargo, cargo-deb (cargo install --locked cargo-deb --version 3.8.0), python3, dpkg-deb,
+# ldd, the CA certificates of the host (package ca-certificates) and, for the images, a Docker
+# daemon. Nothing is pulled: a scratch image has no base to pull.
 #
 # The packaged default configurations are written out by the release binaries themselves
 # (--config.print-default), so they are always the embedded defaults of this build.
@@ -60,6 +60,7 @@ command -v cargo >/dev/null 2>&1 || fail "cargo is not in PATH"
 installed_deb="$(cargo deb --version 2>/dev/null || true)"
 [[ "$installed_deb" == "cargo-deb $CARGO_DEB_VERSION" ]] \
     || fail "cargo-deb $CARGO_DEB_VERSION is needed (found: '${installed_deb:-none}'): cargo install --locked cargo-deb --version $CARGO_DEB_VERSION"
+command -v python3 >/dev/null 2>&1 || fail "python3 is missing (package python3)"
 command -v dpkg-deb >/dev/null 2>&1 || fail "dpkg-deb is missing (package dpkg)"
 command -v ldd >/dev/null 2>&1 || fail "ldd is missing (package libc-bin)"
 CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt

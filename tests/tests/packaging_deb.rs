@@ -36,6 +36,7 @@ fn expected_files(package: &str) -> Vec<String> {
         files.extend(
             [
                 "/usr/share/doc/stackmedic-exporter/metrics.md",
+                "/usr/share/doc/stackmedic-exporter/examples/exporter.yml",
                 "/usr/share/stackmedic/alerts/stackmedic.rules.yml",
                 "/usr/share/stackmedic/alerts/alertmanager.example.yml",
                 "/usr/share/stackmedic/dashboards/stackmedic-overview.json",
@@ -47,6 +48,7 @@ fn expected_files(package: &str) -> Vec<String> {
         );
     } else {
         files.push("/usr/share/doc/stackmedic-remediator/remediator.md".to_owned());
+        files.push("/usr/share/doc/stackmedic-remediator/examples/remediator.yml".to_owned());
     }
     files
 }
