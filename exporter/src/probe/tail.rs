@@ -208,7 +208,10 @@ impl Tailer {
             let len = meta.len();
             let n = usize::try_from(len).map_or(FINGERPRINT_BYTES, |l| l.min(FINGERPRINT_BYTES));
             t.head = vec![0; n];
-            t.file.read_exact_at(&mut t.head, 0)?;
+            // A file cut between the stat and this read gives fewer bytes; the next poll then
+            // finds it shorter than the offset and reads it from its start.
+            let got = t.file.read_at(&mut t.head, 0)?;
+            t.head.truncate(got);
             t.offset = len;
         }
         Ok(Some(t))
