@@ -33,6 +33,8 @@ pub struct Options<'a> {
     pub files: Vec<(&'a str, Vec<u8>)>,
     /// Start on this port instead of a free one (a probe may need to know it in advance).
     pub port: Option<u16>,
+    /// Environment variables set for the exporter (such as `http_proxy`).
+    pub env: Vec<(&'a str, String)>,
 }
 
 /// A running exporter, stopped when dropped.
@@ -74,6 +76,7 @@ impl Exporter {
         for attempt in 1..=4 {
             let port = opts.port.unwrap_or_else(crate::free_port);
             let mut cmd = Command::new(&bin);
+            cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
             cmd.arg("--web.listen-address")
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--log.level")
