@@ -126,9 +126,15 @@ def start_stackmedic(binary, tmp, target, probes, interval, reuse, log_level, wr
             if not reuse:
                 f.write("      reuse_connections: false\n")
     port = free_port()
+    log = open(cfg + ".log", "w")
     proc = subprocess.Popen([*wrapper, binary, "--config.file", cfg, "--web.listen-address",
-                             f"127.0.0.1:{port}", "--log.level", log_level])
-    wait_port(port, timeout=120)
+                             f"127.0.0.1:{port}", "--log.level", log_level], stderr=log)
+    try:
+        wait_port(port, timeout=120)
+    except SystemExit:
+        with open(cfg + ".log") as f:
+            sys.stderr.write(f.read())
+        raise
     return proc, f"http://127.0.0.1:{port}/metrics"
 
 
@@ -181,7 +187,15 @@ def bench_stackmedic(binary, tmp, target, args, reuse, scrapes):
     }
     if scrapes:
         # Scrape latency, measured after the CPU window so scrapes do not count as probe cost;
-        # probes keep running meanwhile, as they do when Prometheus scrapes.
+        # probes keep running meanwhile, as they do when Prometheus scrapes. First scrapes an
+        # interval apart, as Prometheus scrapes (every probe ran since the last one, so all are
+        # rendered anew), then many in a row (most probes are answered from their text).
+        cold = []
+        for _ in range(args.cold_scrapes):
+            time.sleep(args.interval)
+            lat, _ = scrape_latencies(url, 1)
+            cold.append(lat[0])
+        result["cold_ms"] = sorted(cold)
         load0 = loadavg()
         c0 = sum(cpu_ticks(proc.pid))
         lat, body = scrape_latencies(url, scrapes)
@@ -231,7 +245,7 @@ def bench_blackbox(tmp, target, n):
     return result
 
 
-def callgrind_per_run(binary, tmp, target, args, reuse):
+def callgrind_per_run(name, binary, tmp, target, args, reuse):
     """Instructions (user space) per probe run, counted by callgrind over args.window."""
     if not shutil.which("valgrind"):
         sys.exit("valgrind is not installed")
@@ -239,11 +253,11 @@ def callgrind_per_run(binary, tmp, target, args, reuse):
     probes = 200
     proc, url = start_stackmedic(
         binary, tmp, target, probes, args.interval, reuse, args.log_level,
-        wrapper=("valgrind", "--tool=callgrind", "--instr-atstart=no",
+        wrapper=("valgrind", "-q", "--tool=callgrind", "--instr-atstart=no",
                  f"--callgrind-out-file={out}"))
     time.sleep(args.interval + 5)
-    control = lambda *a: subprocess.run(["callgrind_control", *a, str(proc.pid)],
-                                        check=True, stdout=subprocess.DEVNULL)
+    control = lambda *a: subprocess.run(["callgrind_control", *a, str(proc.pid)], check=True,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     r0 = runs_total(url)
     control("-i", "on")
     time.sleep(args.window)
@@ -259,10 +273,11 @@ def callgrind_per_run(binary, tmp, target, args, reuse):
         for line in f:
             if line.startswith("summary:") or line.startswith("totals:"):
                 total = int(line.split()[1])
-    shutil.copy(os.path.join(tmp, max(dumps)), os.path.join(
-        tempfile.gettempdir(), f"stackmedic-callgrind-{os.path.basename(binary)}-"
-        f"{'keepalive' if reuse else 'fresh'}.out"))
-    return {"runs": r1 - r0, "ir_per_run": total / max(r1 - r0, 1)}
+    # Kept for callgrind_annotate: where the instructions of a run go.
+    kept = os.path.join(tempfile.gettempdir(),
+                        f"stackmedic-callgrind-{name}-{'keepalive' if reuse else 'fresh'}.out")
+    shutil.copy(os.path.join(tmp, max(dumps)), kept)
+    return {"runs": r1 - r0, "ir_per_run": total / max(r1 - r0, 1), "profile": kept}
 
 
 def modes(build):
@@ -277,6 +292,8 @@ def main():
     ap.add_argument("--window", type=int, default=30)
     ap.add_argument("--blackbox-probes", type=int, default=3000)
     ap.add_argument("--scrapes", type=int, default=200)
+    ap.add_argument("--cold-scrapes", type=int, default=5,
+                    help="scrapes one interval apart, each after every probe ran again")
     ap.add_argument("--baseline", help="another stackmedic-exporter binary to measure too")
     ap.add_argument("--callgrind", action="store_true",
                     help="count instructions per run under callgrind instead of CPU time")
@@ -299,10 +316,10 @@ def main():
                   f"{args.interval}s, {args.window}s window, log level {args.log_level}):")
             for name, b in builds:
                 for reuse in modes(name):
-                    r = callgrind_per_run(b, tmp, target, args, reuse)
+                    r = callgrind_per_run(name, b, tmp, target, args, reuse)
                     mode = "kept-alive" if reuse else "new connection per probe"
                     print(f"  {name:<11} {mode:<25} {r['ir_per_run']:>9,.0f} instructions"
-                          f" ({r['runs']:.0f} runs)")
+                          f" ({r['runs']:.0f} runs; profile {r['profile']})", flush=True)
             return
         results = {}
         for name, b in builds:
@@ -329,6 +346,8 @@ def main():
           f" load {bb['load']:.1f}); resident {bb['rss_mib']:.1f} MiB")
     for name, _ in builds:
         s = results[name, True]
+        cold = ", ".join(f"{x:.2f}" for x in s["cold_ms"])
+        print(f"  {name:<11} /metrics one interval after the last scrape: {cold} ms")
         print(f"  {name:<11} /metrics: p50 {s['metrics_p50_ms']:.2f} ms, "
               f"p99 {s['metrics_p99_ms']:.2f} ms, max {s['metrics_max_ms']:.2f} ms over "
               f"{args.scrapes} scrapes ({s['series']} series, {s['metrics_bytes']} bytes; "

@@ -8,7 +8,6 @@
 //! ([`Rendered`], on the first scrape after the run) and a scrape only copies those texts under
 //! one `# HELP`/`# TYPE` header per family ([`Exposition`]).
 
-use std::fmt::Write as _;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -101,40 +100,39 @@ impl Samples {
     }
 }
 
-/// The series of one probe in the text format (version 0.0.4), grouped by family, kept until
-/// the probe runs again.
+/// The series of one probe in the text format (version 0.0.4), kept until the probe runs
+/// again; [`Exposition`] puts each family's lines under its header.
 #[derive(Debug, Default)]
 pub struct Rendered {
     text: String,
-    /// Each family's lines in `text`, in the order the families were first met.
+    /// Runs of lines of one family in `text`, in the order the samples came; a family whose
+    /// samples were not given together has several.
     parts: Vec<(&'static Family, Range<usize>)>,
 }
 
 impl Rendered {
-    /// Renders `samples` with the label `probe="<probe>"` first. Samples of one family are kept
-    /// together, in the order they were given.
+    /// Starts the series of `probe`, each with the label `probe="<probe>"` first.
+    #[must_use]
+    pub fn builder(probe: &str) -> RenderedBuilder {
+        let mut escaped = String::with_capacity(probe.len());
+        escape_label(&mut escaped, probe);
+        RenderedBuilder {
+            probe: escaped,
+            rendered: Rendered {
+                text: String::with_capacity(1024),
+                parts: Vec::with_capacity(16),
+            },
+        }
+    }
+
+    /// Renders `samples`; see [`Rendered::builder`].
     #[must_use]
     pub fn new<'a>(probe: &str, samples: impl IntoIterator<Item = &'a Sample>) -> Self {
-        let mut by_family: Vec<(&'static Family, Vec<&Sample>)> = Vec::new();
+        let mut b = Self::builder(probe);
         for s in samples {
-            match by_family
-                .iter_mut()
-                .find(|(f, _)| std::ptr::eq(*f, s.family))
-            {
-                Some((_, list)) => list.push(s),
-                None => by_family.push((s.family, vec![s])),
-            }
+            b.sample(s);
         }
-        let mut text = String::with_capacity(by_family.len() * 96);
-        let mut parts = Vec::with_capacity(by_family.len());
-        for (family, list) in by_family {
-            let start = text.len();
-            for s in list {
-                write_series(&mut text, family.name, probe, &s.labels, s.value);
-            }
-            parts.push((family, start..text.len()));
-        }
-        Self { text, parts }
+        b.finish()
     }
 
     /// Bytes of text.
@@ -147,6 +145,55 @@ impl Rendered {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.text.is_empty()
+    }
+}
+
+/// Renders a probe's series one by one, straight into text.
+pub struct RenderedBuilder {
+    /// The probe's name, escaped once for all its series.
+    probe: String,
+    rendered: Rendered,
+}
+
+impl RenderedBuilder {
+    /// Adds a series of `family` with `labels` after `probe`.
+    pub fn series(&mut self, family: &'static Family, labels: &[(&str, &str)], value: f64) {
+        let start = self.rendered.text.len();
+        write_series(
+            &mut self.rendered.text,
+            family.name,
+            &self.probe,
+            labels.iter().map(|(k, v)| (*k, *v)),
+            value,
+        );
+        self.extend_part(family, start);
+    }
+
+    /// Adds a sample.
+    pub fn sample(&mut self, s: &Sample) {
+        let start = self.rendered.text.len();
+        write_series(
+            &mut self.rendered.text,
+            s.family.name,
+            &self.probe,
+            s.labels.iter().map(|(k, v)| (*k, v.as_str())),
+            s.value,
+        );
+        self.extend_part(s.family, start);
+    }
+
+    fn extend_part(&mut self, family: &'static Family, start: usize) {
+        let end = self.rendered.text.len();
+        match self.rendered.parts.last_mut() {
+            Some((f, range)) if std::ptr::eq(*f, family) => range.end = end,
+            _ => self.rendered.parts.push((family, start..end)),
+        }
+    }
+
+    /// The rendered series.
+    #[must_use]
+    pub fn finish(self) -> Rendered {
+        self.rendered
     }
 }
 
@@ -219,16 +266,17 @@ fn write_header(out: &mut Vec<u8>, family: &Family) {
     });
 }
 
-fn write_series(
+/// One line; `probe` is escaped already.
+fn write_series<'a>(
     text: &mut String,
     name: &str,
     probe: &str,
-    labels: &[(&'static str, String)],
+    labels: impl Iterator<Item = (&'a str, &'a str)>,
     value: f64,
 ) {
     text.push_str(name);
     text.push_str("{probe=\"");
-    escape_label(text, probe);
+    text.push_str(probe);
     for (k, v) in labels {
         text.push_str("\",");
         text.push_str(k);
@@ -236,20 +284,32 @@ fn write_series(
         escape_label(text, v);
     }
     text.push_str("\"} ");
+    write_value(text, value);
+    text.push('\n');
+}
+
+/// A value as Go's `strconv.ParseFloat`, which Prometheus parses with, reads it: whole numbers
+/// (status codes, counts, flags) without a fraction, others in their shortest round-trip
+/// form, and the text format's spellings of the special values.
+fn write_value(text: &mut String, value: f64) {
+    // Below 2^53 every whole number is exact.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
     if value.is_nan() {
         text.push_str("NaN");
     } else if value.is_infinite() {
         text.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
+    } else if value.fract() == 0.0 && value.abs() < EXACT {
+        // Exact by the check above.
+        #[allow(clippy::cast_possible_truncation)]
+        text.push_str(itoa::Buffer::new().format(value as i64));
     } else {
-        // Rust's shortest round-trip form, as the `prometheus` crate's encoder writes it.
-        let _ = write!(text, "{value}");
+        text.push_str(ryu::Buffer::new().format_finite(value));
     }
-    text.push('\n');
 }
 
 /// A label value with `\\`, `"` and line feeds escaped.
 fn escape_label(text: &mut String, value: &str) {
-    if !value.contains(['\\', '"', '\n']) {
+    if !value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
         text.push_str(value);
         return;
     }
@@ -374,5 +434,29 @@ mod tests {
             r.text,
             "t_up{probe=\"p\",kind=\"a\"} +Inf\nt_up{probe=\"p\",kind=\"b\"} -Inf\nt_up{probe=\"p\",kind=\"c\"} NaN\n"
         );
+    }
+
+    #[test]
+    fn values_round_trip() {
+        for v in [
+            0.0,
+            1.0,
+            -3.0,
+            200.0,
+            0.25,
+            3.4e-7,
+            1e21,
+            -1e-300,
+            1_795_862_611.510_324_7,
+            9_007_199_254_740_993.0,
+            f64::MAX,
+        ] {
+            let mut text = String::new();
+            write_value(&mut text, v);
+            assert_eq!(text.parse::<f64>().unwrap(), v, "{v} written as {text}");
+        }
+        let mut text = String::new();
+        write_value(&mut text, 200.0);
+        assert_eq!(text, "200");
     }
 }

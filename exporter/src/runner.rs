@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::{Config, ProbeSpec};
-use crate::metrics::{Exposition, Family, Rendered, Sample, Samples};
+use crate::metrics::{Exposition, Family, Rendered, Samples};
 use crate::probe::{Probe, ProbeError, Reason, RunContext, Shared};
 use crate::support::{lock, truncate};
 
@@ -192,39 +192,29 @@ impl Slot {
         if let Some(r) = &st.rendered {
             return r.clone();
         }
-        let kind = self.kind();
-        let sample = |family: &'static Family, reason: Option<Reason>, value: f64| {
-            let mut labels = vec![("kind", kind.to_string())];
-            if let Some(r) = reason {
-                labels.push(("reason", r.as_str().to_string()));
-            }
-            Sample {
-                family,
-                labels,
-                value,
-            }
-        };
-        let mut own = vec![
-            sample(&INTERVAL, None, self.spec.interval.as_secs_f64()),
-            sample(&RUNS, None, st.runs as f64),
-        ];
+        let kind = [("kind", self.kind())];
+        let mut b = Rendered::builder(&self.spec.name);
+        b.series(&INTERVAL, &kind, self.spec.interval.as_secs_f64());
+        b.series(&RUNS, &kind, st.runs as f64);
         for (reason, n) in &st.failures {
-            own.push(sample(&FAILURES, Some(*reason), *n as f64));
+            b.series(
+                &FAILURES,
+                &[kind[0], ("reason", reason.as_str())],
+                *n as f64,
+            );
         }
-        let mut probe_samples: &[Sample] = &[];
         if let Some(last) = &st.last {
-            own.push(sample(&SUCCESS, None, if last.success { 1.0 } else { 0.0 }));
-            own.push(sample(&DURATION, None, last.duration));
-            own.push(sample(&LAST_RUN, None, last.finished_at));
+            b.series(&SUCCESS, &kind, if last.success { 1.0 } else { 0.0 });
+            b.series(&DURATION, &kind, last.duration);
+            b.series(&LAST_RUN, &kind, last.finished_at);
             if let Some(r) = last.reason {
-                own.push(sample(&FAILURE_REASON, Some(r), 1.0));
+                b.series(&FAILURE_REASON, &[kind[0], ("reason", r.as_str())], 1.0);
             }
-            probe_samples = &last.samples.0;
+            for s in &last.samples.0 {
+                b.sample(s);
+            }
         }
-        let rendered = Arc::new(Rendered::new(
-            &self.spec.name,
-            own.iter().chain(probe_samples),
-        ));
+        let rendered = Arc::new(b.finish());
         st.rendered = Some(rendered.clone());
         rendered
     }
