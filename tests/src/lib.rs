@@ -10,7 +10,8 @@
 //! * [`metrics`]: a small parser of the Prometheus text exposition format and a scraper;
 //! * [`http`]: a tiny blocking HTTP/1.1 client for loopback URLs;
 //! * [`process`]: the [`Process`] guard every helper uses to own a child process;
-//! * [`alerting`]: the shipped rules, dashboards and metric list as tests read them.
+//! * [`alerting`]: the shipped rules, dashboards and metric list as tests read them;
+//! * [`packaging`]: the Debian packages and images `scripts/package.sh` built, and the units.
 //!
 //! Rules the helpers follow, and that tests written with them should follow too:
 //!
@@ -37,6 +38,7 @@ pub mod exporter;
 pub mod http;
 pub mod metrics;
 pub mod nginx;
+pub mod packaging;
 pub mod process;
 pub mod prometheus;
 pub mod remediator;
