@@ -55,6 +55,8 @@ PEERS=(
     "curl:curl"
     "chromium:chromium"
     "prometheus-blackbox-exporter:prometheus-blackbox-exporter"
+    # DNS probes: dnsmasq without the system service of the package `dnsmasq`.
+    "dnsmasq-base:dnsmasq"
     # Packaging: cargo-deb's dependency detection, the units' checks, the maintainer scripts'
     # user creation, ExecReload's kill, the images' CA certificates.
     "dpkg-dev:dpkg-shlibdeps"

@@ -4,6 +4,7 @@
 //! and tear down the real programs stackmedic talks to (see `DESIGN.md`, "Real peers for tests"):
 //!
 //! * [`nginx`]: a private nginx instance serving static files and writing access logs;
+//! * [`dnsmasq`]: a private dnsmasq answering DNS on a loopback port;
 //! * [`docker`]: the Docker CLI, a `busybox` image built with `docker import`, container guards;
 //! * [`prometheus`] / [`alertmanager`]: private Prometheus and Alertmanager servers, plus the
 //!   paths of `promtool` and `amtool`;
@@ -33,6 +34,7 @@ pub mod alerting;
 pub mod alertmanager;
 pub mod backend;
 pub mod chromium;
+pub mod dnsmasq;
 pub mod docker;
 pub mod exporter;
 pub mod http;

@@ -52,6 +52,18 @@ pub enum IpVersion {
     Ipv6,
 }
 
+impl IpVersion {
+    /// The name as written in the configuration.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpVersion::Any => "any",
+            IpVersion::Ipv4 => "ipv4",
+            IpVersion::Ipv6 => "ipv6",
+        }
+    }
+}
+
 /// The transport used to ask a configured server.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
@@ -113,7 +125,7 @@ impl DnsConfig {
             if wrong {
                 errs.push(
                     format!("{path}.expected[{i}]"),
-                    format!("{ip} is not of ip_version {:?}", self.ip_version),
+                    format!("{ip} is not of ip_version {}", self.ip_version.as_str()),
                 );
             }
         }
@@ -183,8 +195,9 @@ impl DnsProbe {
             return Err(ProbeError::new(
                 Reason::NotFound,
                 format!(
-                    "{} has no address of ip_version {:?}",
-                    self.cfg.name, self.cfg.ip_version
+                    "{} has no address of ip_version {}",
+                    self.cfg.name,
+                    self.cfg.ip_version.as_str()
                 ),
             ));
         }
