@@ -12,7 +12,8 @@
 //! * [`http`]: a tiny blocking HTTP/1.1 client for loopback URLs;
 //! * [`process`]: the [`Process`] guard every helper uses to own a child process;
 //! * [`alerting`]: the shipped rules, dashboards and metric list as tests read them;
-//! * [`packaging`]: the Debian packages and images `scripts/package.sh` built, and the units.
+//! * [`packaging`]: the Debian packages and images `scripts/package.sh` built, and the units;
+//! * [`tmpfs`]: a tmpfs of fixed size, mounted for a test and unmounted after it.
 //!
 //! Rules the helpers follow, and that tests written with them should follow too:
 //!
@@ -45,6 +46,7 @@ pub mod process;
 pub mod prometheus;
 pub mod remediator;
 pub mod tls;
+pub mod tmpfs;
 
 pub use process::Process;
 
