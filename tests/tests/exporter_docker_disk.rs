@@ -48,15 +48,16 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
+        // Images first: a build cache record an image still refers to is not pruned.
+        for i in &self.images {
+            let _ = docker(&["rmi", "-f", i]);
+        }
         for id in &self.cache {
             let _ = Command::new(BUILDKIT_CLI)
                 .args(["builder", "prune", "-f", "--filter", &format!("id={id}")])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();
-        }
-        for i in &self.images {
-            let _ = docker(&["rmi", "-f", i]);
         }
         for v in &self.volumes {
             let _ = docker(&["volume", "rm", "-f", v]);
@@ -115,7 +116,7 @@ fn disk_usage_of_images_volumes_and_build_cache() {
         "-c",
         "head -c 102400 /dev/urandom > /data/blob",
     ]);
-    let _user = run_busybox(
+    let user = run_busybox(
         &format!("{prefix}-user"),
         &["-v", &format!("{used}:/data")],
         &["sleep", "300"],
@@ -212,5 +213,7 @@ fn disk_usage_of_images_volumes_and_build_cache() {
     exporter.wait_for("the removed volume is no longer reported", WAIT, |s| {
         find_all(s, "stackmedic_docker_volume_unused_bytes", &p).is_empty()
     });
+    // The container goes before its volume can.
+    drop(user);
     drop(cleanup);
 }
