@@ -94,6 +94,10 @@ pub struct ValueSpec {
     /// The value is a point in time (RFC 3339, or Unix seconds): exported as Unix seconds.
     #[serde(default)]
     pub timestamp: bool,
+    /// A missing field exports nothing and is no problem (elements of several kinds, such as
+    /// a Ring camera's WebRTC state that other streams lack).
+    #[serde(default)]
+    pub optional: bool,
 }
 
 /// A scalar or a list of scalars.
@@ -508,6 +512,9 @@ fn export(
 /// The number a value spec reads from `doc`; `None` for a JSON null (no value, no problem).
 fn read(doc: &Value, spec: &ValueSpec) -> Result<Option<f64>, String> {
     let Some(v) = doc.pointer(&spec.pointer) else {
+        if spec.optional {
+            return Ok(None);
+        }
         return Err(format!("no field at {:?}", spec.pointer));
     };
     if let Some(e) = &spec.equals {
@@ -626,14 +633,14 @@ mod tests {
         let cfg = config(
             "url: http://127.0.0.1/api/monitor/streams\n\
              values:\n  - {field: total, pointer: /total}\n  - {field: degraded, pointer: /status, equals: [degraded, down]}\n\
-             elements:\n  pointer: /streams\n  label: /name\n  max_elements: 2\n  values:\n    - {field: healthy, pointer: /healthy}\n    - {field: since, pointer: /since, timestamp: true}\n  counts:\n    - name: unhealthy\n      where: [{pointer: /healthy, equals: false}]\n    - name: recent\n      where: [{pointer: /since, within: 15m}]\n",
+             elements:\n  pointer: /streams\n  label: /name\n  max_elements: 2\n  values:\n    - {field: healthy, pointer: /healthy}\n    - {field: ring, pointer: /webrtc/state, equals: connecting, optional: true}\n    - {field: since, pointer: /since, timestamp: true}\n  counts:\n    - name: unhealthy\n      where: [{pointer: /healthy, equals: false}]\n    - name: recent\n      where: [{pointer: /since, within: 15m}]\n",
         )
         .unwrap();
         let doc = serde_json::json!({
             "total": 3, "status": "down",
             "streams": [
                 {"name": "cam-a", "healthy": true, "since": "2026-11-28T10:00:00Z"},
-                {"name": "cam-b", "healthy": false, "since": 1_795_000_000},
+                {"name": "cam-b", "healthy": false, "since": 1_795_000_000, "webrtc": {"state": "connecting"}},
                 {"name": "cam-c", "healthy": false, "since": "2026-11-28T09:00:00Z"}
             ]
         });
@@ -667,6 +674,14 @@ mod tests {
         assert_eq!(
             get("stackmedic_json_element_value", &["since", "cam-a"]),
             Some(now)
+        );
+        assert_eq!(
+            get("stackmedic_json_element_value", &["ring", "cam-b"]),
+            Some(1.0)
+        );
+        assert_eq!(
+            get("stackmedic_json_element_value", &["ring", "cam-a"]),
+            None
         );
         // max_elements bounds the labelled series; the third element is only counted.
         assert_eq!(
