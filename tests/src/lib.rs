@@ -10,7 +10,8 @@
 //! * [`metrics`]: a small parser of the Prometheus text exposition format and a scraper;
 //! * [`http`]: a tiny blocking HTTP/1.1 client for loopback URLs;
 //! * [`process`]: the [`Process`] guard every helper uses to own a child process;
-//! * [`alerting`]: the shipped rules, dashboards and metric list as tests read them.
+//! * [`alerting`]: the shipped rules, dashboards and metric list as tests read them;
+//! * [`admin_api`]: a recording stand-in for the camera/PLC app's admin API (no real peer).
 //!
 //! Rules the helpers follow, and that tests written with them should follow too:
 //!
@@ -28,6 +29,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod admin_api;
 pub mod alerting;
 pub mod alertmanager;
 pub mod backend;
