@@ -351,6 +351,30 @@ pub fn unix_seconds(rfc3339: &str) -> Option<f64> {
     Some((days * 86_400 + h * 3600 + min * 60 - offset) as f64 + sec)
 }
 
+/// `t` (seconds since the Unix epoch) as RFC 3339 in UTC with milliseconds, as Alertmanager
+/// writes `startsAt` and `endsAt`.
+pub fn rfc3339(t: f64) -> String {
+    let millis = (t * 1000.0).round() as i64;
+    let (secs, ms) = (millis.div_euclid(1000), millis.rem_euclid(1000));
+    let (days, day_secs) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // The civil date of a day count from 1970-01-01 (proleptic Gregorian), by era arithmetic.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        day_secs / 3600,
+        day_secs % 3600 / 60,
+        day_secs % 60
+    )
+}
+
 /// Seconds since the Unix epoch, now.
 pub fn unix_now() -> f64 {
     std::time::SystemTime::now()
@@ -372,5 +396,10 @@ mod tests {
             Some(1_795_341_604.5)
         );
         assert_eq!(super::unix_seconds("yesterday"), None);
+        assert_eq!(super::rfc3339(1_795_341_604.5), "2026-11-22T10:00:04.500Z");
+        assert_eq!(
+            super::unix_seconds(&super::rfc3339(1_795_341_604.25)),
+            Some(1_795_341_604.25)
+        );
     }
 }

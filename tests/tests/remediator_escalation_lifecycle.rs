@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use stackmedic_tests::alertmanager::Alertmanager;
 use stackmedic_tests::docker::ensure_docker;
 use stackmedic_tests::metrics;
-use stackmedic_tests::remediator::{alert, payload, unix_now, unix_seconds, Remediator};
+use stackmedic_tests::remediator::{alert, payload, rfc3339, unix_now, unix_seconds, Remediator};
 use stackmedic_tests::{unique_name, wait_until};
 
 const ESCALATION: &str = "StackmedicRemediationFailed";
@@ -152,7 +152,7 @@ fn remediator_escalation_stays_active_while_reposted_and_resolves_with_its_alert
     // the remediator resolves its escalation with a post whose endsAt is now. It disappears
     // before the endsAt of its last re-post, so it was resolved, not left to expire.
     let mut resolved = original.clone();
-    resolved["endsAt"] = json!(Value::String(format_now()));
+    resolved["endsAt"] = json!(rfc3339(unix_now()));
     am.post_alerts(&json!([resolved])).unwrap();
     let mut last_end = time(&later["endsAt"]);
     let mut gone_at = None;
@@ -297,26 +297,4 @@ fn remediator_escalation_reposting_resumes_after_kill9_and_ends_by_reconciliatio
         rem.metric("stackmedic_remediator_reconciled_alerts_total", &[]),
         1.0
     );
-}
-
-/// Now in RFC 3339 (UTC, seconds), for an alert's `endsAt`.
-fn format_now() -> String {
-    let t = unix_now() as i64;
-    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
 }
