@@ -177,7 +177,12 @@ pub enum Decision {
         /// Incidents healed within the window.
         healed: u32,
     },
-    /// Already finished, cancelled, or its alert resolved.
+    /// Cancelled now: its alert resolved, or its incident closed, before it acted.
+    Cancelled {
+        /// Why, in words.
+        why: &'static str,
+    },
+    /// Already ended elsewhere (cancelled by a resolve, or decided before).
     Gone,
 }
 
@@ -213,6 +218,7 @@ impl fmt::Display for Decision {
                     "skipped_flapping incident={incident} healed_in_window={healed}"
                 )
             }
+            Decision::Cancelled { why } => write!(f, "cancelled: {why}"),
             Decision::Gone => f.write_str("gone"),
         }
     }

@@ -119,7 +119,7 @@ pub async fn run(
         .resume(resume_max_age, clock::now())
         .await
         .context("cannot resume stored jobs")?;
-    if !resumed.jobs.is_empty() || resumed.expired > 0 {
+    if !resumed.jobs.is_empty() || !resumed.expired.is_empty() {
         let interrupted = resumed
             .jobs
             .iter()
@@ -128,9 +128,12 @@ pub async fn run(
         tracing::info!(
             resumed = resumed.jobs.len(),
             interrupted,
-            expired = resumed.expired,
+            expired = resumed.expired.len(),
             "stored jobs resumed (an interrupted action is verified, not run again)"
         );
+    }
+    for job in &resumed.expired {
+        engine.metrics.job(job.new.action, vocab::Event::Expired);
     }
     for c in &resumed.closed {
         tracing::info!(incident = c.id, subject = %c.subject, reason = %c.reason, "incident closed");

@@ -20,6 +20,7 @@ use crate::clock::{now, parse_rfc3339};
 use crate::config::{Escalation, Live};
 use crate::metrics::Metrics;
 use crate::store::{ActiveAlert, Resolution, Store};
+use crate::vocab::Event;
 
 /// What the reconciling task needs.
 #[derive(Clone)]
@@ -122,6 +123,9 @@ fn report(r: &Reconciler, res: &Resolution) {
         cancelled = res.cancelled.len(),
         "reconciled: alerts no longer active in Alertmanager are resolved"
     );
+    for job in &res.cancelled {
+        r.metrics.job(job.new.action, Event::Cancelled);
+    }
     for c in &res.closed {
         tracing::info!(incident = c.id, subject = %c.subject, reason = %c.reason, "incident closed");
     }

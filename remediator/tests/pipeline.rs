@@ -83,7 +83,7 @@ async fn old_stored_jobs_are_expired_at_start() {
     }
     let store = open_store(dir.path()).unwrap();
     let resumed = store.resume(60.0, now() + 3600.0).await.unwrap();
-    assert_eq!((resumed.jobs.len(), resumed.expired), (0, 1));
+    assert_eq!((resumed.jobs.len(), resumed.expired.len()), (0, 1));
     assert_eq!(results(&store).await, vec!["expired"]);
     let o = store
         .overview(

@@ -114,6 +114,7 @@ impl Engine {
             Decision::Joined { .. } => Some(Event::Joined),
             Decision::JoinedEscalated { .. } => Some(Event::SkippedEscalated),
             Decision::Flapping { .. } => Some(Event::SkippedFlapping),
+            Decision::Cancelled { .. } => Some(Event::Cancelled),
             Decision::Gone => return,
         };
         tracing::info!(decision = %decision, subject = %subject, "decided");
@@ -157,6 +158,7 @@ impl Engine {
                 self.metrics.job(job.new.action, Event::Cancelled);
                 return;
             }
+            Ok(Start::Gone) => return,
             Err(e) => {
                 tracing::error!(error = %e, "cannot record the attempt's start; job left for resume");
                 return;

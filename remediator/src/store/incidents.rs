@@ -46,8 +46,10 @@ pub enum Start {
         max_attempts: u32,
     },
     /// The job is no longer its incident's attempt (the incident closed meanwhile); it was
-    /// cancelled.
+    /// cancelled now.
     Cancelled,
+    /// The job had already ended (cancelled when its alert resolved).
+    Gone,
 }
 
 /// How an attempt ended.
@@ -185,15 +187,9 @@ fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, Stor
                 })
             }
             _ => {
-                close(
-                    c,
-                    &job,
-                    Event::Cancelled,
-                    "its incident closed before this attempt",
-                    None,
-                    now,
-                )?;
-                Ok(Decision::Gone)
+                let why = "its incident closed before this attempt";
+                close(c, &job, Event::Cancelled, why, None, now)?;
+                Ok(Decision::Cancelled { why })
             }
         };
     }
@@ -217,15 +213,9 @@ fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, Stor
         .optional()?;
     let starts_at = occurrence.and_then(|(_, s)| s);
     if occurrence.is_some_and(|(resolved, _)| resolved.is_some()) {
-        close(
-            c,
-            &job,
-            Event::Cancelled,
-            "the alert resolved before the action ran",
-            None,
-            now,
-        )?;
-        return Ok(Decision::Gone);
+        let why = "the alert resolved before the action ran";
+        close(c, &job, Event::Cancelled, why, None, now)?;
+        return Ok(Decision::Cancelled { why });
     }
     job.new.subject = input.subject.clone();
     job.new.selection = input.selection.clone();
@@ -388,10 +378,10 @@ fn start(c: &Connection, job: &Job, now: f64) -> Result<Start, StoreError> {
         )
         .optional()?;
     let Some((state, Some(incident))) = stored else {
-        return Ok(Start::Cancelled);
+        return Ok(Start::Gone);
     };
     if state != JobState::Queued.as_str() {
-        return Ok(Start::Cancelled);
+        return Ok(Start::Gone);
     }
     let mut job = job.clone();
     job.incident = Some(incident);

@@ -54,7 +54,7 @@ pub struct Resumed {
     /// Jobs to run (queued) or to verify (their action had started).
     pub jobs: Vec<Job>,
     /// Jobs expired: due longer ago than the allowed age.
-    pub expired: usize,
+    pub expired: Vec<Job>,
     /// Incidents closed because their next attempt expired.
     pub closed: Vec<Closed>,
 }
@@ -240,7 +240,7 @@ fn resume(c: &Connection, max_age: f64, now: f64) -> Result<Resumed, StoreError>
                     ],
                 )?;
             }
-            out.expired += 1;
+            out.expired.push(job);
         } else {
             out.jobs.push(job);
         }
