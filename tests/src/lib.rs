@@ -11,6 +11,7 @@
 //! * [`http`]: a tiny blocking HTTP/1.1 client for loopback URLs;
 //! * [`process`]: the [`Process`] guard every helper uses to own a child process;
 //! * [`alerting`]: the shipped rules, dashboards and metric list as tests read them;
+//! * [`packaging`]: the Debian packages and images `scripts/package.sh` built, and the units;
 //! * [`admin_api`]: a recording stand-in for the camera/PLC app's admin API (no real peer).
 //!
 //! Rules the helpers follow, and that tests written with them should follow too:
@@ -39,6 +40,7 @@ pub mod exporter;
 pub mod http;
 pub mod metrics;
 pub mod nginx;
+pub mod packaging;
 pub mod process;
 pub mod prometheus;
 pub mod remediator;
