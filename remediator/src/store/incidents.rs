@@ -193,6 +193,17 @@ fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, Stor
             }
         };
     }
+    // From here on the job is recorded under its canonical subject.
+    job.new.subject = input.subject.clone();
+    job.new.selection = input.selection.clone();
+    c.execute(
+        "UPDATE jobs SET subject = ?2, selection = ?3 WHERE id = ?1",
+        params![
+            job.id,
+            job.new.subject,
+            serde_json::to_string(&job.new.selection).unwrap_or_else(|_| "{}".into())
+        ],
+    )?;
     if input.dry_run {
         close(
             c,
@@ -217,16 +228,6 @@ fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, Stor
         close(c, &job, Event::Cancelled, why, None, now)?;
         return Ok(Decision::Cancelled { why });
     }
-    job.new.subject = input.subject.clone();
-    job.new.selection = input.selection.clone();
-    c.execute(
-        "UPDATE jobs SET subject = ?2, selection = ?3 WHERE id = ?1",
-        params![
-            job.id,
-            job.new.subject,
-            serde_json::to_string(&job.new.selection).unwrap_or_else(|_| "{}".into())
-        ],
-    )?;
     let policy = &input.policy;
     let open = load_one(c, "subject = ?1 AND closed_at IS NULL", [&input.subject])?;
     let healed: u32 = c.query_row(
