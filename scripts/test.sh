@@ -55,6 +55,8 @@ PEERS=(
     "curl:curl"
     "chromium:chromium"
     "prometheus-blackbox-exporter:prometheus-blackbox-exporter"
+    "caddy:caddy"
+    "logrotate:logrotate"
     # DNS probes: dnsmasq without the system service of the package `dnsmasq`.
     "dnsmasq-base:dnsmasq"
     # Packaging: cargo-deb's dependency detection, the units' checks, the maintainer scripts'
@@ -132,7 +134,7 @@ install_cargo_deb() {
 stop_system_services() {
     section "Stopping system services installed with the peers (tests start their own)"
     local service pidfile pid
-    for service in nginx prometheus prometheus-alertmanager prometheus-blackbox-exporter; do
+    for service in nginx prometheus prometheus-alertmanager prometheus-blackbox-exporter caddy; do
         if [[ -x "/etc/init.d/$service" ]] || systemctl cat "$service.service" >/dev/null 2>&1; then
             if command -v service >/dev/null 2>&1; then
                 service "$service" stop >/dev/null 2>&1 || true

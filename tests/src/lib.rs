@@ -4,6 +4,7 @@
 //! and tear down the real programs stackmedic talks to (see `DESIGN.md`, "Real peers for tests"):
 //!
 //! * [`nginx`]: a private nginx instance serving static files and writing access logs;
+//! * [`caddy`]: a private Caddy writing its JSON access log;
 //! * [`dnsmasq`]: a private dnsmasq answering DNS on a loopback port;
 //! * [`docker`]: the Docker CLI, a `busybox` image built with `docker import`, container guards;
 //! * [`prometheus`] / [`alertmanager`]: private Prometheus and Alertmanager servers, plus the
@@ -13,6 +14,7 @@
 //! * [`process`]: the [`Process`] guard every helper uses to own a child process;
 //! * [`alerting`]: the shipped rules, dashboards and metric list as tests read them;
 //! * [`packaging`]: the Debian packages and images `scripts/package.sh` built, and the units;
+//! * [`admin_api`]: a recording stand-in for the camera/PLC app's admin API (no real peer);
 //! * [`tmpfs`]: a tmpfs of fixed size, mounted for a test and unmounted after it.
 //!
 //! Rules the helpers follow, and that tests written with them should follow too:
@@ -31,9 +33,11 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod admin_api;
 pub mod alerting;
 pub mod alertmanager;
 pub mod backend;
+pub mod caddy;
 pub mod chromium;
 pub mod dnsmasq;
 pub mod docker;

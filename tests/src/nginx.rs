@@ -256,7 +256,10 @@ fn render_config(dir: &Path, port: u16, server_body: &str, http_directives: &str
                     && rest.starts_with(&port.to_string())
             });
         if line.starts_with("listen ") && !loopback {
-            panic!("nginx test servers must listen on 127.0.0.0/8 at {{port}} only, got {line:?}");
+            panic!(
+                "nginx test servers must listen on 127.0.0.1:{{port}} (or another loopback \
+                 address at {{port}}) only, got {line:?}"
+            );
         }
     }
     let listen = if has_listen {

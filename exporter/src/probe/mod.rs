@@ -23,6 +23,7 @@ pub mod json;
 pub mod readiness;
 pub mod sri;
 pub mod status_path;
+pub mod tail;
 pub mod tcp;
 
 use std::sync::Arc;
@@ -258,9 +259,7 @@ impl Probe {
             ProbeKindConfig::StatusPath(c) => {
                 Self::StatusPath(status_path::SampleProbe::new(c.clone(), shared)?)
             }
-            ProbeKindConfig::AccessLog(c) => {
-                Self::AccessLog(status_path::AccessLogProbe::new(c.clone()))
-            }
+            ProbeKindConfig::AccessLog(c) => Self::AccessLog(status_path::AccessLogProbe::new(c)),
             ProbeKindConfig::Docker(c) => Self::Docker(containers::DockerProbe::new(c.clone())?),
             ProbeKindConfig::Hls(c) => Self::Hls(hls::HlsProbe::new(c.clone(), shared)?),
             ProbeKindConfig::Ads(c) => Self::Ads(ads::AdsProbe::new(c.clone(), shared)?),
