@@ -226,18 +226,28 @@ pub fn render(probes: &[ProbeStatus], now: f64, version: &str) -> String {
         clock(now, now),
         escape_html(version),
     );
+    let by_state: Vec<String> = [
+        Badge::Failing,
+        Badge::Warning,
+        Badge::Unknown,
+        Badge::Pending,
+        Badge::Ok,
+    ]
+    .into_iter()
+    .filter(|b| count(*b) > 0)
+    .map(|b| format!("{} {}", count(b), b.word().to_lowercase()))
+    .collect();
     let _ = write!(
         out,
-        "<div class=\"banner {}\"><strong>{}</strong><span class=\"counts\">{} probes: \
-         {} failing, {} warning, {} unknown, {} pending, {} OK</span></div>",
+        "<div class=\"banner {}\"><strong>{}</strong><span class=\"counts\">{}{}</span></div>",
         banner_class.class(),
         escape_html(&capitalize(&headline)),
-        cards.len(),
-        count(Badge::Failing),
-        count(Badge::Warning),
-        count(Badge::Unknown),
-        count(Badge::Pending),
-        count(Badge::Ok),
+        plural(cards.len(), "probe", "probes"),
+        if by_state.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", by_state.join(", "))
+        },
     );
 
     if !problems.is_empty() {
@@ -339,7 +349,7 @@ fn probe_section(out: &mut String, card: &Card<'_>, now: f64, item_rows: &mut us
         summary(run),
     );
     if !run.success {
-        let _ = write!(out, "<p class=\"why\">{}</p>", run_failure(run));
+        let _ = write!(out, "<div class=\"why\">{}</div>", run_failure(run));
     }
     let items = &run.items;
     let room = MAX_ITEM_ROWS.saturating_sub(*item_rows);
@@ -407,10 +417,16 @@ fn run_failure(run: &RunView) -> String {
     let (words, label) = run
         .reason
         .map_or(("failed", "other"), |r| (r.words(), r.as_str()));
+    // The label value is what alerts and dashboards show; it is left out where it says the
+    // same as the words.
+    let code = if words == label {
+        String::new()
+    } else {
+        format!(" <code>{}</code>", escape_html(label))
+    };
     format!(
-        "<strong>{}</strong> <code>{}</code><div class=\"detail\">{}</div>",
+        "<strong>{}</strong>{code}<div class=\"detail\">{}</div>",
         escape_html(words),
-        escape_html(label),
         escape_html(run.message.as_deref().unwrap_or_default()),
     )
 }
@@ -532,7 +548,7 @@ font-weight:700;font-size:.8rem;letter-spacing:.03em;color:#fff}\
 .probe{background:#fff;border:1px solid #d5d9df;border-left:6px solid #6b7280;border-radius:4px;padding:.6rem .8rem;margin:.6rem 0}\
 .probe.failing{border-left-color:#b3261e}.probe.warning{border-left-color:#b26a00}.probe.ok{border-left-color:#17692f}\
 .kind,.noun,.via{color:#5a6270;font-size:.85rem;font-weight:400}.run{margin:.2rem 0;font-size:.9rem}\
-.why{margin:.3rem 0;padding:.4rem .6rem;background:#fdecea;border-radius:4px}\
+.why{margin:.3rem 0 .5rem;padding:.4rem .6rem;background:#fdecea;border-radius:4px}\
 .detail{color:#3d4450;font-size:.85rem;overflow-wrap:anywhere}.nowrap{white-space:nowrap}\
 .more{color:#5a6270;font-size:.9rem}code{font-size:.85rem}";
 

@@ -275,7 +275,9 @@ fn describe(name: &str, info: &ContainerInspectResponse) -> Item {
             H::HEALTHY => item(Health::Ok, "running, healthy".into()),
             H::NONE | H::EMPTY => item(Health::Ok, "running".into()),
         }
-        .at("since", started),
+        // When the container started, not when its health changed: the Engine keeps no
+        // time of that.
+        .at("started", started),
         S::EXITED => item(
             Health::Failing,
             if oom {
@@ -307,7 +309,7 @@ fn describe(name: &str, info: &ContainerInspectResponse) -> Item {
 /// How a failing health check failed: the streak and the last check's output.
 fn health_failures(streak: Option<i64>, output: Option<String>) -> String {
     let streak = streak
-        .filter(|n| *n > 0)
+        .filter(|n| *n > 1)
         .map(|n| format!("health check failed {n} times in a row"))
         .unwrap_or_else(|| "health check failed".into());
     match output {

@@ -155,7 +155,12 @@ impl Item {
 pub fn duration_words(secs: f64) -> String {
     let secs = if secs.is_finite() { secs.max(0.0) } else { 0.0 };
     if secs < 10.0 {
-        return format!("{secs:.1} s");
+        // Tenths matter below ten seconds (a 1.5 s threshold), but not for whole ones.
+        return if (secs - secs.round()).abs() < 0.05 {
+            format!("{secs:.0} s")
+        } else {
+            format!("{secs:.1} s")
+        };
     }
     // Whole seconds from here on; the float is finite, non-negative and below 2^64 in practice.
     let s = secs.round() as u64;
@@ -164,8 +169,17 @@ pub fn duration_words(secs: f64) -> String {
         60..=599 if s.is_multiple_of(60) => format!("{} min", s / 60),
         60..=599 => format!("{} min {} s", s / 60, s % 60),
         600..=3599 => format!("{} min", s / 60),
-        3600..=86_399 => format!("{} h {} min", s / 3600, s % 3600 / 60),
-        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
+        3600..=86_399 => with_rest(s / 3600, "h", s % 3600 / 60, "min"),
+        _ => with_rest(s / 86_400, "d", s % 86_400 / 3600, "h"),
+    }
+}
+
+/// `2 h 5 min`, or `2 h` when the smaller unit is zero.
+fn with_rest(n: u64, unit: &str, rest: u64, rest_unit: &str) -> String {
+    if rest == 0 {
+        format!("{n} {unit}")
+    } else {
+        format!("{n} {unit} {rest} {rest_unit}")
     }
 }
 
@@ -298,14 +312,17 @@ mod tests {
     #[test]
     fn durations_in_words() {
         assert_eq!(duration_words(1.5), "1.5 s");
-        assert_eq!(duration_words(-3.0), "0.0 s");
-        assert_eq!(duration_words(f64::NAN), "0.0 s");
+        assert_eq!(duration_words(1.0), "1 s");
+        assert_eq!(duration_words(-3.0), "0 s");
+        assert_eq!(duration_words(f64::NAN), "0 s");
         assert_eq!(duration_words(41.2), "41 s");
         assert_eq!(duration_words(200.0), "3 min 20 s");
         assert_eq!(duration_words(120.0), "2 min");
         assert_eq!(duration_words(1500.0), "25 min");
         assert_eq!(duration_words(7500.0), "2 h 5 min");
         assert_eq!(duration_words(3.0 * 86_400.0 + 4.0 * 3600.0), "3 d 4 h");
+        assert_eq!(duration_words(86_400.0 + 59.0), "1 d");
+        assert_eq!(duration_words(7200.0), "2 h");
     }
 
     #[test]
