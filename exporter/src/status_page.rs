@@ -408,7 +408,7 @@ fn probe_name(p: &ProbeStatus) -> String {
     format!(
         "<strong>{}</strong> <span class=\"kind\">{}</span>",
         escape_html(&p.name),
-        kind_words(p.kind)
+        escape_html(kind_words(p.kind))
     )
 }
 
