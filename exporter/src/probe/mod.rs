@@ -21,6 +21,7 @@ pub mod filesystem;
 pub mod hls;
 pub mod json;
 pub mod readiness;
+pub mod report;
 pub mod sri;
 pub mod status_path;
 pub mod tail;
@@ -34,6 +35,7 @@ use stackmedic_common::ConfigErrors;
 use tokio::time::Instant;
 
 pub use error::{ProbeError, ProblemKind, Problems, Reason};
+pub use report::{Health, Item, Items};
 
 use crate::metrics::Samples;
 use fetch::HttpClients;
@@ -145,12 +147,14 @@ pub struct Shared {
     pub certificates: certificate::Verifiers,
 }
 
-/// What a run gets besides its probe: its deadline and the process's shared resources.
+/// What a run gets besides its probe: its deadline, the process's shared resources, and where
+/// it reports the things it watches.
 pub struct RunContext {
     deadline: Instant,
     timeout: Duration,
     /// Process-wide resources.
     pub shared: Arc<Shared>,
+    items: report::Collector,
 }
 
 impl RunContext {
@@ -161,7 +165,19 @@ impl RunContext {
             deadline: Instant::now() + timeout,
             timeout,
             shared,
+            items: report::Collector::default(),
         }
+    }
+
+    /// Reports one watched thing and how it is, for the status page.
+    pub fn report(&self, item: Item) {
+        self.items.push(item);
+    }
+
+    /// The items reported so far, worst first and bounded; the collection is emptied.
+    #[must_use]
+    pub fn take_items(&self) -> Items {
+        self.items.take()
     }
 
     /// When the run must have ended.
