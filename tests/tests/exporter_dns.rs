@@ -87,6 +87,16 @@ fn names_resolve_or_fail_with_their_reason() {
     assert_eq!(v("stackmedic_dns_resolved", "silent"), 0.0);
     assert_eq!(reason("silent", "timeout"), Some(1.0));
 
+    // The status page names what is wrong.
+    let page = stackmedic_tests::http::get(&exporter.url("/"))
+        .expect("status page")
+        .text();
+    assert!(
+        page.contains("resolves to 127.0.0.11, 127.0.0.12"),
+        "{page}"
+    );
+    assert!(page.contains("does not resolve"), "{page}");
+
     // The server was really asked, over both transports.
     let log = dns.log();
     assert!(

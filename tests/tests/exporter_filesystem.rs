@@ -112,4 +112,10 @@ fn filesystem_and_folders_of_a_fixed_size_tmpfs() {
     }
     let s = exporter.wait_value("stackmedic_filesystem_avail_bytes", &disk, 0.0);
     assert_eq!(value(&s, "stackmedic_probe_success", &disk), 1.0);
+    // The status page shows the full filesystem and the walk that stopped early.
+    let page = stackmedic_tests::http::get(&exporter.url("/"))
+        .expect("status page")
+        .text();
+    assert!(page.contains("0 % available (0 B of 8.0 MiB)"), "{page}");
+    assert!(page.contains("at least"), "{page}");
 }

@@ -195,6 +195,13 @@ fn certificate_facts_of_trusted_expiring_and_untrusted_servers() {
         0.0
     );
 
+    // The status page tells on-call the same: the untrusted chain, and the expiry in 3 days.
+    let page = stackmedic_tests::http::get(&exporter.url("/"))
+        .expect("status page")
+        .text();
+    assert!(page.contains("not trusted: unknown_issuer"), "{page}");
+    assert!(page.contains("expires in 2 d 23 h"), "{page}");
+
     // Plain TCP: connected, no TLS facts; a closed port is `connect`.
     assert_eq!(success("tcp-plain"), 1.0);
     assert!(find(

@@ -19,7 +19,8 @@ use tokio_rustls::client::TlsStream;
 use url::Url;
 
 use super::fetch::TlsOptions;
-use super::{ProbeError, Reason, RunContext};
+use super::report::duration_words;
+use super::{Health, Item, ProbeError, Reason, RunContext};
 use crate::metrics::{Family, Samples};
 use crate::support::{lock, truncate};
 
@@ -46,6 +47,13 @@ static INFO: Family = Family::gauge(
 
 /// Longest subject or issuer label value.
 const MAX_NAME: usize = 128;
+
+/// The status page's item noun.
+const CERTIFICATE: &str = "certificate";
+
+/// A certificate expiring sooner than this is a warning on the status page (the alert
+/// TlsCertificateExpiresSoon uses the same 14 days).
+const EXPIRY_WARNING_SECS: f64 = 14.0 * 86400.0;
 
 /// Why a chain did not verify: a bounded set, one value of the `error` label each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,6 +158,46 @@ impl Facts {
             let issuer = truncate(&cert.issuer().to_string(), MAX_NAME);
             out.push(&INFO, &[("subject", &subject), ("issuer", &issuer)], 1.0);
         }
+    }
+
+    /// The certificate as the status page shows it at `now`: untrusted or expired is failing,
+    /// expiring within 14 days a warning.
+    #[must_use]
+    pub fn item(&self, now: f64) -> Item {
+        let Ok((_, cert)) = x509_parser::parse_x509_certificate(&self.leaf) else {
+            return Item::new(CERTIFICATE, "", Health::Failing, "not readable")
+                .detail("the server's leaf certificate is not valid X.509");
+        };
+        let not_after = cert.validity().not_after.timestamp() as f64;
+        let left = not_after - now;
+        let subject = cert.subject().to_string();
+        let mut item = if left <= 0.0 {
+            Item::new(
+                CERTIFICATE,
+                &subject,
+                Health::Failing,
+                format!("expired {} ago", duration_words(-left)),
+            )
+        } else {
+            let health = if left < EXPIRY_WARNING_SECS {
+                Health::Warning
+            } else {
+                Health::Ok
+            };
+            Item::new(
+                CERTIFICATE,
+                &subject,
+                health,
+                format!("expires in {}", duration_words(left)),
+            )
+        };
+        if let Err((error, message)) = &self.verdict {
+            item = item
+                .problem(Health::Failing, format!("not trusted: {}", error.as_str()))
+                .detail(message);
+        }
+        item.detail(format!("issued by {}", cert.issuer()))
+            .at("expires", Some(not_after))
     }
 
     /// The verdict as a probe failure (reason `tls`), for probes that require a trusted chain.
@@ -342,7 +390,10 @@ pub async fn inspect_url(cx: &RunContext, url: &Url, tls: &TlsOptions, out: &mut
         return;
     }
     match inspect(cx, host, port, tls).await {
-        Ok(facts) => facts.export(out),
+        Ok(facts) => {
+            facts.export(out);
+            cx.report(facts.item(stackmedic_common::reload::unix_now()));
+        }
         Err(e) => tracing::debug!(error = %e, "certificate not read"),
     }
 }
@@ -362,6 +413,18 @@ mod tests {
             VerifyError::Other
         );
         assert_eq!(VerifyError::ALL.len(), 9);
+    }
+
+    #[test]
+    fn an_unreadable_leaf_is_a_failing_item() {
+        // Items of real certificates are checked against nginx in tests/exporter_tls_tcp.rs.
+        let facts = Facts {
+            leaf: CertificateDer::from(vec![0x30, 0x00]),
+            verdict: Ok(()),
+        };
+        let item = facts.item(0.0);
+        assert_eq!(item.health, Health::Failing);
+        assert_eq!(item.state, "not readable");
     }
 
     #[test]

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use stackmedic_common::config::join;
 use stackmedic_common::ConfigErrors;
 
-use super::{ProbeError, Reason, RunContext};
+use super::{Health, Item, ProbeError, Reason, RunContext};
 use crate::metrics::{Family, Samples};
 
 static RESOLVED: Family = Family::gauge(
@@ -38,6 +38,9 @@ static MATCH: Family = Family::gauge(
     "stackmedic_dns_answers_match",
     "With expected: whether the addresses are exactly the expected set (1) or not (0).",
 );
+
+/// The status page's item noun.
+const NAME: &str = "name";
 
 /// Which addresses count.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -173,6 +176,10 @@ impl DnsProbe {
                 })
                 .collect(),
             Err(e) => {
+                cx.report(
+                    Item::new(NAME, &self.cfg.name, Health::Failing, "does not resolve")
+                        .detail(&e.message),
+                );
                 out.flag(&RESOLVED, &[], false);
                 out.push(&ANSWERS, &[], 0.0);
                 if !self.cfg.expected.is_empty() {
@@ -191,6 +198,15 @@ impl DnsProbe {
             out.flag(&MATCH, &[], same);
             same
         };
+        let resolved = format!("resolves to {}", list(addresses.iter()));
+        cx.report(if addresses.is_empty() {
+            Item::new(NAME, &self.cfg.name, Health::Failing, "has no address")
+        } else if matched {
+            Item::new(NAME, &self.cfg.name, Health::Ok, resolved)
+        } else {
+            Item::new(NAME, &self.cfg.name, Health::Failing, resolved)
+                .detail(format!("expected {}", list(self.cfg.expected.iter())))
+        });
         if addresses.is_empty() {
             return Err(ProbeError::new(
                 Reason::NotFound,

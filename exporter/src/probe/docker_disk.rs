@@ -18,7 +18,8 @@ use stackmedic_common::config::{join, Regex};
 use stackmedic_common::ConfigErrors;
 use tokio::net::UnixStream;
 
-use super::{containers, ProbeError, Reason, RunContext};
+use super::filesystem::bytes_words;
+use super::{containers, Health, Item, ProbeError, Reason, RunContext};
 use crate::metrics::{Family, Samples};
 
 static BYTES: Family = Family::gauge(
@@ -144,6 +145,31 @@ impl DockerDiskProbe {
             out.push(&RECLAIMABLE, &[("type", t)], u.reclaimable as f64);
             out.push(&OBJECTS, &[("type", t)], u.objects as f64);
             out.push(&ACTIVE, &[("type", t)], u.active as f64);
+        }
+        let total: u64 = usage.types.iter().map(|t| t.bytes).sum();
+        let reclaimable: u64 = usage.types.iter().map(|t| t.reclaimable).sum();
+        cx.report(Item::new(
+            "docker disk",
+            "",
+            Health::Ok,
+            format!(
+                "{} used, {} reclaimable",
+                bytes_words(total),
+                bytes_words(reclaimable)
+            ),
+        ));
+        if !usage.unused.is_empty() {
+            // A warning, not a failure: unused volumes are reviewed by a person, never pruned.
+            let bytes: u64 = usage.unused.iter().map(|(_, b)| *b).sum();
+            cx.report(
+                Item::new(
+                    "volumes",
+                    "",
+                    Health::Warning,
+                    format!("{} unused ({})", usage.unused.len(), bytes_words(bytes)),
+                )
+                .detail("review before removing any"),
+            );
         }
         out.push(&UNUSED, &[], usage.unused.len() as f64);
         out.push(

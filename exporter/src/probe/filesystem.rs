@@ -17,7 +17,7 @@ use stackmedic_common::config::join;
 use stackmedic_common::ConfigErrors;
 
 use super::files::CancelOnDrop;
-use super::{ProbeError, ProblemKind, Problems, Reason, RunContext};
+use super::{Health, Item, ProbeError, ProblemKind, Problems, Reason, RunContext};
 use crate::metrics::{Family, Samples};
 
 static SIZE: Family = Family::gauge(
@@ -57,6 +57,26 @@ static FOLDER_UNREADABLE: Family = Family::gauge(
 
 fn default_max_entries() -> u64 {
     100_000
+}
+
+/// Below this share of available space the status page warns (the alert FilesystemAlmostFull
+/// uses the same 10 %).
+const AVAIL_WARNING: f64 = 0.10;
+
+/// A number of bytes in words, in binary units: `512 B`, `3.0 MiB`, `1.5 GiB`.
+pub(super) fn bytes_words(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
 }
 
 /// Settings of a `filesystem` probe.
@@ -181,8 +201,11 @@ impl FilesystemProbe {
         let deadline = cx.deadline().into_std();
         let job = tokio::task::spawn_blocking(move || measure(&cfg, deadline, &cancel));
         match tokio::time::timeout_at(cx.deadline(), job).await {
-            Ok(Ok((samples, result))) => {
+            Ok(Ok((samples, items, result))) => {
                 out.0.extend(samples.0);
+                for item in items {
+                    cx.report(item);
+                }
                 result
             }
             Ok(Err(e)) => Err(ProbeError::new(Reason::Other, format!("walk failed: {e}"))),
@@ -191,21 +214,24 @@ impl FilesystemProbe {
     }
 }
 
-fn measure(
-    cfg: &FilesystemConfig,
-    deadline: Instant,
-    cancel: &AtomicBool,
-) -> (Samples, Result<(), ProbeError>) {
+/// What one run measured: samples, status page items and the result.
+type Measured = (Samples, Vec<Item>, Result<(), ProbeError>);
+
+fn measure(cfg: &FilesystemConfig, deadline: Instant, cancel: &AtomicBool) -> Measured {
     let mut out = Samples::default();
+    let mut items = Vec::new();
     let mut problems = Problems::default();
+    let path = cfg.path.display().to_string();
     match rustix::fs::statvfs(&cfg.path) {
         Ok(s) => {
-            let unit = s.f_frsize.max(1) as f64;
-            out.push(&SIZE, &[], s.f_blocks as f64 * unit);
-            out.push(&FREE, &[], s.f_bfree as f64 * unit);
-            out.push(&AVAIL, &[], s.f_bavail as f64 * unit);
+            let unit = s.f_frsize.max(1);
+            let (size, avail) = (s.f_blocks * unit, s.f_bavail * unit);
+            out.push(&SIZE, &[], size as f64);
+            out.push(&FREE, &[], (s.f_bfree * unit) as f64);
+            out.push(&AVAIL, &[], avail as f64);
             out.push(&INODES, &[], s.f_files as f64);
             out.push(&INODES_FREE, &[], s.f_ffree as f64);
+            items.push(filesystem_item(&path, size, avail, s.f_files, s.f_ffree));
         }
         Err(e) => {
             let kind = if e == rustix::io::Errno::NOENT {
@@ -213,7 +239,11 @@ fn measure(
             } else {
                 Problem::Unreadable
             };
-            problems.push(kind, format!("{}: {e}", cfg.path.display()));
+            problems.push(kind, format!("{path}: {e}"));
+            items.push(
+                Item::new("filesystem", &path, Health::Failing, "cannot be read")
+                    .detail(e.to_string()),
+            );
         }
     }
     for folder in &cfg.folders {
@@ -223,15 +253,17 @@ fn measure(
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
                 problems.push(Problem::Missing, format!("{label}: not a folder"));
+                items.push(Item::new(FOLDER, &label, Health::Failing, "not a folder"));
                 continue;
             }
             Err(e) => {
-                let kind = if e.kind() == std::io::ErrorKind::NotFound {
-                    Problem::Missing
+                let (kind, state) = if e.kind() == std::io::ErrorKind::NotFound {
+                    (Problem::Missing, "missing")
                 } else {
-                    Problem::Unreadable
+                    (Problem::Unreadable, "cannot be read")
                 };
                 problems.push(kind, format!("{label}: {e}"));
+                items.push(Item::new(FOLDER, &label, Health::Failing, state).detail(e.to_string()));
                 continue;
             }
         }
@@ -240,11 +272,67 @@ fn measure(
         out.push(&FOLDER_FILES, &labels, w.files as f64);
         out.push(&FOLDER_UNREADABLE, &labels, w.unreadable as f64);
         out.flag(&FOLDER_COMPLETE, &labels, w.stopped.is_none());
-        if w.stopped == Some(Stop::Deadline) {
-            problems.push(Problem::Deadline, label);
+        let counted = format!("{} in {} files", bytes_words(w.bytes), w.files);
+        let mut item = match w.stopped {
+            None => Item::new(FOLDER, &label, Health::Ok, counted),
+            Some(Stop::MaxEntries) => Item::new(
+                FOLDER,
+                &label,
+                Health::Warning,
+                format!("at least {counted}"),
+            )
+            .detail("the walk stopped at max_entries"),
+            Some(Stop::Deadline) => {
+                problems.push(Problem::Deadline, label.clone());
+                Item::new(
+                    FOLDER,
+                    &label,
+                    Health::Warning,
+                    format!("at least {counted}"),
+                )
+                .detail("the walk was cut short by the run's deadline")
+            }
+        };
+        if w.unreadable > 0 {
+            item = item.detail(format!("{} entries could not be read", w.unreadable));
         }
+        items.push(item);
     }
-    (out, problems.into_result())
+    (out, items, problems.into_result())
+}
+
+/// The folder noun of the status page.
+const FOLDER: &str = "folder";
+
+/// The filesystem as the status page shows it: nothing available is failing, less than 10 %
+/// (or 5 % of the inodes) a warning.
+fn filesystem_item(path: &str, size: u64, avail: u64, inodes: u64, inodes_free: u64) -> Item {
+    let share = if size == 0 {
+        1.0
+    } else {
+        avail as f64 / size as f64
+    };
+    let state = format!(
+        "{:.0} % available ({} of {})",
+        share * 100.0,
+        bytes_words(avail),
+        bytes_words(size)
+    );
+    let health = if size > 0 && avail == 0 {
+        Health::Failing
+    } else if share < AVAIL_WARNING {
+        Health::Warning
+    } else {
+        Health::Ok
+    };
+    let mut item = Item::new("filesystem", path, health, state);
+    if inodes > 0 && (inodes_free as f64) < inodes as f64 * 0.05 {
+        item = item.problem(
+            Health::Warning,
+            format!("{inodes_free} of {inodes} inodes free"),
+        );
+    }
+    item
 }
 
 /// Walks `root` depth first without following symbolic links (a link is counted as an entry,
@@ -324,6 +412,28 @@ mod tests {
         assert_eq!(w.stopped, Some(Stop::MaxEntries));
         let w = walk(&root, 1000, Instant::now(), &never);
         assert_eq!(w.stopped, Some(Stop::Deadline));
+    }
+
+    #[test]
+    fn items_warn_before_the_disk_is_full() {
+        assert_eq!(bytes_words(512), "512 B");
+        assert_eq!(bytes_words(3 << 20), "3.0 MiB");
+        let ok = filesystem_item("/srv", 1000, 500, 100, 50);
+        assert_eq!(
+            (ok.health, ok.state.as_str()),
+            (Health::Ok, "50 % available (500 B of 1000 B)")
+        );
+        assert_eq!(
+            filesystem_item("/srv", 1000, 50, 0, 0).health,
+            Health::Warning
+        );
+        assert_eq!(
+            filesystem_item("/srv", 1000, 0, 0, 0).health,
+            Health::Failing
+        );
+        let inodes = filesystem_item("/srv", 1000, 500, 100, 4);
+        assert_eq!(inodes.health, Health::Warning);
+        assert_eq!(inodes.state, "4 of 100 inodes free");
     }
 
     #[test]

@@ -146,6 +146,7 @@ impl TcpProbe {
         let (stream, facts) = certificate::handshake(cx, tcp, name, &self.cfg.tls_config).await?;
         out.push(&HANDSHAKE_SECONDS, &[], shaking.elapsed().as_secs_f64());
         facts.export(out);
+        cx.report(facts.item(stackmedic_common::reload::unix_now()));
         if !self.cfg.tls_config.insecure_skip_verify {
             facts.require_verified()?;
         }
