@@ -5,6 +5,7 @@
 //!
 //! * [`nginx`]: a private nginx instance serving static files and writing access logs;
 //! * [`caddy`]: a private Caddy writing its JSON access log;
+//! * [`dnsmasq`]: a private dnsmasq answering DNS on a loopback port;
 //! * [`docker`]: the Docker CLI, a `busybox` image built with `docker import`, container guards;
 //! * [`prometheus`] / [`alertmanager`]: private Prometheus and Alertmanager servers, plus the
 //!   paths of `promtool` and `amtool`;
@@ -12,7 +13,11 @@
 //! * [`http`]: a tiny blocking HTTP/1.1 client for loopback URLs;
 //! * [`process`]: the [`Process`] guard every helper uses to own a child process;
 //! * [`alerting`]: the shipped rules, dashboards and metric list as tests read them;
-//! * [`packaging`]: the Debian packages and images `scripts/package.sh` built, and the units.
+//! * [`packaging`]: the Debian packages and images `scripts/package.sh` built, and the units;
+//! * [`admin_api`]: a recording stand-in for the camera/PLC app's admin API (no real peer);
+//! * [`ads`]: pyads' real ADS/AMS test server with a chosen PLC state;
+//! * [`ffmpeg`]: a real live HLS stream written by ffmpeg;
+//! * [`tmpfs`]: a tmpfs of fixed size, mounted for a test and unmounted after it.
 //!
 //! Rules the helpers follow, and that tests written with them should follow too:
 //!
@@ -30,13 +35,17 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod admin_api;
+pub mod ads;
 pub mod alerting;
 pub mod alertmanager;
 pub mod backend;
 pub mod caddy;
 pub mod chromium;
+pub mod dnsmasq;
 pub mod docker;
 pub mod exporter;
+pub mod ffmpeg;
 pub mod http;
 pub mod metrics;
 pub mod nginx;
@@ -45,6 +54,7 @@ pub mod process;
 pub mod prometheus;
 pub mod remediator;
 pub mod tls;
+pub mod tmpfs;
 
 pub use process::Process;
 

@@ -21,7 +21,7 @@ use super::{ProbeError, Reason, RunContext, Shared};
 use crate::metrics::{Family, Samples};
 use crate::support::{lock, truncate};
 
-static STATUS_CODE: Family = Family::gauge(
+pub(super) static STATUS_CODE: Family = Family::gauge(
     "stackmedic_http_status_code",
     "HTTP status code of the last response (0 when none arrived).",
 );
@@ -302,7 +302,11 @@ impl HttpProbe {
     /// # Errors
     /// `timeout`, `connect`, `tls`, `http_status`, `header_missing`, `parse`, `body_too_large`.
     pub async fn run(&self, cx: &RunContext, out: &mut Samples) -> Result<(), ProbeError> {
-        let head = match self.open(cx).await {
+        let opened = self.open(cx).await;
+        if self.cfg.url.scheme() == "https" {
+            super::certificate::inspect_url(cx, &self.cfg.url, &self.cfg.tls, out).await;
+        }
+        let head = match opened {
             Ok(r) => r,
             Err(e) => {
                 out.push(&STATUS_CODE, &[], 0.0);
