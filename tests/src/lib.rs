@@ -13,7 +13,9 @@
 //! * [`process`]: the [`Process`] guard every helper uses to own a child process;
 //! * [`alerting`]: the shipped rules, dashboards and metric list as tests read them;
 //! * [`packaging`]: the Debian packages and images `scripts/package.sh` built, and the units;
-//! * [`admin_api`]: a recording stand-in for the camera/PLC app's admin API (no real peer).
+//! * [`admin_api`]: a recording stand-in for the camera/PLC app's admin API (no real peer);
+//! * [`examples`]: the shipped example set copied with only its documented values changed, and
+//!   the loop (exporter, remediator, Prometheus, Alertmanager) started from it.
 //!
 //! Rules the helpers follow, and that tests written with them should follow too:
 //!
@@ -38,6 +40,7 @@ pub mod backend;
 pub mod caddy;
 pub mod chromium;
 pub mod docker;
+pub mod examples;
 pub mod exporter;
 pub mod http;
 pub mod metrics;
