@@ -142,13 +142,17 @@ fn running(name: &str) -> bool {
     String::from_utf8_lossy(&out.stdout).trim() == "true"
 }
 
-/// The open incident of `subject`, if any.
-fn incident(stack: &Stack, subject: &str) -> Option<Value> {
-    stack.history()["incidents"]
-        .as_array()?
-        .iter()
-        .find(|i| i["subject"] == subject)
-        .cloned()
+/// The open incident of `subject`: `Some(None)` when there is none, `None` when the
+/// remediator's history could not be read just now.
+fn incident(stack: &Stack, subject: &str) -> Option<Option<Value>> {
+    let history = stack.history();
+    let open = history["incidents"].as_array()?;
+    Some(open.iter().find(|i| i["subject"] == subject).cloned())
+}
+
+/// Whether `subject` has no open incident (known, not just unreadable).
+fn no_incident(stack: &Stack, subject: &str) -> bool {
+    matches!(incident(stack, subject), Some(None))
 }
 
 /// The audit rows of container restarts that started, oldest first.
@@ -263,8 +267,11 @@ fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
             // Right after the remediator recorded the previous heal (the alert may still fire).
             2 => assert!(
                 wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
-                    incident(&stack, &subject).is_some_and(|i| i["state"] == "healed")
-                        || incident(&stack, &subject).is_none()
+                    match incident(&stack, &subject) {
+                        Some(Some(i)) => i["state"] == "healed",
+                        Some(None) => true,
+                        None => false,
+                    }
                 }),
                 "the first outage's incident never healed: {:#}",
                 stack.history()
@@ -274,7 +281,7 @@ fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
             // From a healthy stack: the previous incident closed, the alert resolved.
             _ => assert!(
                 wait_until(Duration::from_secs(90), Duration::from_millis(250), || {
-                    incident(&stack, &subject).is_none()
+                    no_incident(&stack, &subject)
                         && !stack.firing("ContainerDown", "container", &name)
                 }),
                 "outage {outage}: the previous incident did not close: {:#}",
@@ -304,7 +311,7 @@ fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
     }
     assert!(
         wait_until(Duration::from_secs(90), Duration::from_millis(250), || {
-            incident(&stack, &subject).is_none()
+            no_incident(&stack, &subject)
         }),
         "the last outage's incident did not close: {:#}",
         stack.history()
@@ -313,22 +320,38 @@ fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
     // the start of the Docker call. A recovery by a retry (its job stored at the failed attempt
     // before, to run after the backoff) has no share of its own to show.
     let rows = restarts(&stack);
+    let mut previous_incident = Value::Null;
     for (n, (stopped_at, back_at, mttr)) in outages.iter().enumerate() {
-        let row = rows.iter().find(|r| {
+        let row = rows.iter().rev().find(|r| {
             r["started_at"]
                 .as_f64()
                 .is_some_and(|s| s >= *stopped_at && s <= *back_at)
         });
-        let share = row
-            .and_then(|r| r["started_at"].as_f64().zip(r["accepted_at"].as_f64()))
-            .filter(|(_, accepted)| accepted >= stopped_at)
+        let row = row.unwrap_or_else(|| {
+            panic!(
+                "outage {}: no restart started while it lasted: {rows:#?}",
+                n + 1
+            )
+        });
+        let times = row["started_at"].as_f64().zip(row["accepted_at"].as_f64());
+        // A restart in the previous outage's incident is its retry after the backoff (the
+        // outage began while that restart was being verified): its job was stored at the
+        // failed verification, so it has no share of its own to show.
+        let retry = row["incident_id"] == previous_incident;
+        previous_incident = row["incident_id"].clone();
+        let share = times
+            .filter(|_| !retry)
             .map_or("retry".to_owned(), |(s, a)| {
                 format!("{:.1}", (s - a) * 1000.0)
             });
+        let (accepted, started) = times.map_or((f64::NAN, f64::NAN), |(s, a)| {
+            (a - stopped_at, s - stopped_at)
+        });
         println!(
-            "loop: outage {} mttr_seconds={:.2} remediator_ms={share}",
+            "loop: outage {} mttr_seconds={:.2} remediator_ms={share} accepted_after_s={accepted:.2} started_after_s={started:.2} incident={}",
             n + 1,
-            mttr.as_secs_f64()
+            mttr.as_secs_f64(),
+            row["incident_id"]
         );
     }
     let pages = sink.pages_for(&name);
