@@ -204,7 +204,7 @@ fn shipped_inhibitions_mute_targets_but_nothing_the_remediator_needs() {
         ("127.0.0.1:8791", format!("127.0.0.1:{port}")),
         ("127.0.0.1:9095", format!("127.0.0.1:{port}")),
         (
-            "/etc/alertmanager/stackmedic-remediator.token",
+            "/etc/prometheus/stackmedic-remediator.token",
             token.path().display().to_string(),
         ),
     ]);

@@ -266,7 +266,7 @@ fn alertmanager_config(remediator: &str, sink: u16, token_file: &Path) -> String
             &format!("http://127.0.0.1:{sink}/"),
         )
         .replace(
-            "/etc/alertmanager/stackmedic-remediator.token",
+            "/etc/prometheus/stackmedic-remediator.token",
             &token_file.display().to_string(),
         );
     text.lines()

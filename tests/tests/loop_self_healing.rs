@@ -142,17 +142,17 @@ fn running(name: &str) -> bool {
     String::from_utf8_lossy(&out.stdout).trim() == "true"
 }
 
-/// The open incident of `subject`: `Some(None)` when there is none, `None` when the
-/// remediator's history could not be read just now.
-fn incident(stack: &Stack, subject: &str) -> Option<Option<Value>> {
+/// Whether `subject` has no open incident and no job queued or running (known, not just
+/// unreadable): the remediator is done with it.
+fn settled(stack: &Stack, subject: &str) -> bool {
     let history = stack.history();
-    let open = history["incidents"].as_array()?;
-    Some(open.iter().find(|i| i["subject"] == subject).cloned())
-}
-
-/// Whether `subject` has no open incident (known, not just unreadable).
-fn no_incident(stack: &Stack, subject: &str) -> bool {
-    matches!(incident(stack, subject), Some(None))
+    let (Some(open), Some(jobs)) = (
+        history["incidents"].as_array(),
+        history["pending_jobs"].as_array(),
+    ) else {
+        return false;
+    };
+    !open.iter().any(|i| i["subject"] == subject) && !jobs.iter().any(|j| j["subject"] == subject)
 }
 
 /// The audit rows of container restarts that started, oldest first.
@@ -212,7 +212,7 @@ fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
         ("192.0.2.50", "127.0.0.1".to_owned()),
         ("127.0.0.1:9095", format!("127.0.0.1:{}", sink.port)),
         (
-            "/etc/alertmanager/stackmedic-remediator.token",
+            "/etc/prometheus/stackmedic-remediator.token",
             token_file.display().to_string(),
         ),
         (
@@ -261,19 +261,18 @@ fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
     let subject = format!("{name}/{name}");
 
     // ---- Five outages in a row; nobody touches anything. ----
-    let mut outages = Vec::new();
+    let mut outages: Vec<(f64, f64, Duration)> = Vec::new();
     for outage in 1..=5 {
         match outage {
-            // Right after the remediator recorded the previous heal (the alert may still fire).
+            // Right after the remediator recorded the previous restart as verified (healed).
             2 => assert!(
                 wait_until(Duration::from_secs(60), Duration::from_millis(100), || {
-                    match incident(&stack, &subject) {
-                        Some(Some(i)) => i["state"] == "healed",
-                        Some(None) => true,
-                        None => false,
-                    }
+                    restarts(&stack).iter().any(|r| {
+                        r["result"] == "succeeded"
+                            && r["started_at"].as_f64().is_some_and(|s| s >= outages[0].0)
+                    })
                 }),
-                "the first outage's incident never healed: {:#}",
+                "the first outage's restart was never verified: {:#}",
                 stack.history()
             ),
             // Right after the container is back, while the restart is still being verified.
@@ -281,8 +280,7 @@ fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
             // From a healthy stack: the previous incident closed, the alert resolved.
             _ => assert!(
                 wait_until(Duration::from_secs(90), Duration::from_millis(250), || {
-                    no_incident(&stack, &subject)
-                        && !stack.firing("ContainerDown", "container", &name)
+                    settled(&stack, &subject) && !stack.firing("ContainerDown", "container", &name)
                 }),
                 "outage {outage}: the previous incident did not close: {:#}",
                 stack.history()
@@ -311,7 +309,7 @@ fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
     }
     assert!(
         wait_until(Duration::from_secs(90), Duration::from_millis(250), || {
-            no_incident(&stack, &subject)
+            settled(&stack, &subject)
         }),
         "the last outage's incident did not close: {:#}",
         stack.history()
