@@ -19,11 +19,14 @@ use stackmedic_tests::examples::ExampleSet;
 use stackmedic_tests::remediator::{rfc3339, unix_now};
 use stackmedic_tests::wait_until;
 
+/// What the sink received: (path, body) per POST.
+type Received = Arc<Mutex<Vec<(String, Value)>>>;
+
 /// Records every POST as (path, body).
-fn sink() -> (u16, Arc<Mutex<Vec<(String, Value)>>>) {
+fn sink() -> (u16, Received) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind the sink");
     let port = listener.local_addr().unwrap().port();
-    let got: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+    let got: Received = Arc::default();
     let rec = got.clone();
     std::thread::spawn(move || {
         for stream in listener.incoming() {

@@ -38,14 +38,17 @@ use stackmedic_tests::{free_port, http, unique_name, wait_until};
 /// system: records every POST as (path, JSON body, arrival) and answers 200.
 struct WebhookSink {
     port: u16,
-    received: Arc<Mutex<Vec<(String, Value, Instant)>>>,
+    received: Received,
 }
+
+/// What the sink received: (path, body, arrival) per POST.
+type Received = Arc<Mutex<Vec<(String, Value, Instant)>>>;
 
 impl WebhookSink {
     fn start() -> WebhookSink {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the webhook sink");
         let port = listener.local_addr().unwrap().port();
-        let received: Arc<Mutex<Vec<(String, Value, Instant)>>> = Arc::default();
+        let received: Received = Arc::default();
         let sink = Arc::clone(&received);
         std::thread::spawn(move || {
             for stream in listener.incoming() {
