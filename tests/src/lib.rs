@@ -14,6 +14,8 @@
 //! * [`alerting`]: the shipped rules, dashboards and metric list as tests read them;
 //! * [`packaging`]: the Debian packages and images `scripts/package.sh` built, and the units;
 //! * [`admin_api`]: a recording stand-in for the camera/PLC app's admin API (no real peer);
+//! * [`ads`]: pyads' real ADS/AMS test server with a chosen PLC state;
+//! * [`ffmpeg`]: a real live HLS stream written by ffmpeg;
 //! * [`examples`]: the shipped example set copied with only its documented values changed, and
 //!   the loop (exporter, remediator, Prometheus, Alertmanager) started from it.
 //!
@@ -34,6 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod admin_api;
+pub mod ads;
 pub mod alerting;
 pub mod alertmanager;
 pub mod backend;
@@ -42,6 +45,7 @@ pub mod chromium;
 pub mod docker;
 pub mod examples;
 pub mod exporter;
+pub mod ffmpeg;
 pub mod http;
 pub mod metrics;
 pub mod nginx;
