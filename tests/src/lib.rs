@@ -5,6 +5,7 @@
 //!
 //! * [`nginx`]: a private nginx instance serving static files and writing access logs;
 //! * [`caddy`]: a private Caddy writing its JSON access log;
+//! * [`dnsmasq`]: a private dnsmasq answering DNS on a loopback port;
 //! * [`docker`]: the Docker CLI, a `busybox` image built with `docker import`, container guards;
 //! * [`prometheus`] / [`alertmanager`]: private Prometheus and Alertmanager servers, plus the
 //!   paths of `promtool` and `amtool`;
@@ -16,6 +17,7 @@
 //! * [`admin_api`]: a recording stand-in for the camera/PLC app's admin API (no real peer);
 //! * [`ads`]: pyads' real ADS/AMS test server with a chosen PLC state;
 //! * [`ffmpeg`]: a real live HLS stream written by ffmpeg;
+//! * [`tmpfs`]: a tmpfs of fixed size, mounted for a test and unmounted after it;
 //! * [`examples`]: the shipped example set copied with only its documented values changed, and
 //!   the loop (exporter, remediator, Prometheus, Alertmanager) started from it.
 //!
@@ -42,6 +44,7 @@ pub mod alertmanager;
 pub mod backend;
 pub mod caddy;
 pub mod chromium;
+pub mod dnsmasq;
 pub mod docker;
 pub mod examples;
 pub mod exporter;
@@ -54,6 +57,7 @@ pub mod process;
 pub mod prometheus;
 pub mod remediator;
 pub mod tls;
+pub mod tmpfs;
 
 pub use process::Process;
 
