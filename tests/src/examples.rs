@@ -223,7 +223,7 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Starts the exporter, the remediator (with the set's secrets in its environment),
+    /// Starts the exporter and the remediator (both with the set's secrets in their environment),
     /// Alertmanager and Prometheus, each on its file of `set`, and waits until each is ready.
     /// `token_file` is where the set's Alertmanager reads the webhook token; the token of
     /// `stackmedic.env` is written there first, as `examples/stackmedic.env` says.
@@ -256,7 +256,8 @@ impl Stack {
             "--config.file={}",
             set.path("examples/exporter.yml").display()
         ))
-        .arg(format!("--web.listen-address=127.0.0.1:{}", ports.exporter));
+        .arg(format!("--web.listen-address=127.0.0.1:{}", ports.exporter))
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let exporter = ready(Process::spawn("exporter", cmd, dir.path()), ports.exporter);
 
         let mut cmd = Command::new(crate::bin_path("stackmedic-remediator"));

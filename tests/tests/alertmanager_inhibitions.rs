@@ -137,6 +137,26 @@ const REMEDIATION: &[&[(&str, &str)]] = &[
         ("probe", "plc-line1"),
         ("plc", "plc-line1"),
     ],
+    &[
+        ("alertname", "StreamUnhealthy"),
+        ("severity", "info"),
+        ("remediation", "stream_restart"),
+        ("probe", "camera-streams"),
+        ("stream", "cam-yard"),
+    ],
+    &[
+        ("alertname", "RingWebrtcStuck"),
+        ("severity", "info"),
+        ("remediation", "webrtc_restart"),
+        ("probe", "camera-streams"),
+        ("camera", "front-door"),
+    ],
+    &[
+        ("alertname", "CameraDaemonUnhealthy"),
+        ("severity", "info"),
+        ("remediation", "daemon_restart"),
+        ("probe", "camera-system"),
+    ],
 ];
 
 /// Sources of the inhibitions besides ContainerDown (a remediation alert itself).

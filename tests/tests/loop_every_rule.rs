@@ -5,10 +5,11 @@
 //! - `container-restart` by `ContainerDown`: the watched container is stopped.
 //! - `compose-up` by `ContainerMissing`: the container is removed, and the real `docker-compose`
 //!   (the documented alternative to the Compose plugin) recreates it from a compose file.
-//! - `stream-restart` by `HlsPlaylistStale`, `plc-route-add-and-connect` by `PlcAdsNoRoute`: the
+//! - `stream-restart` by `HlsPlaylistStale`, `plc-route-add-and-connect` by `PlcAdsNoRoute`,
+//!   `ring-webrtc-restart` by `RingWebrtcStuck`, `daemon-restart` by `CameraDaemonUnhealthy`: the
 //!   camera/PLC app's address points at the admin-API recorder fixture (the app has no real
-//!   peer here), which serves no playlist (the stream reads as stale) and a route status without
-//!   the route; it records the calls.
+//!   peer here), which serves no playlist (the stream reads as stale), a route status without
+//!   the route, a Ring camera stuck connecting and an unhealthy daemon; it records the calls.
 //! - `plc-native-route-add` by `PlcAdsNoRoute`: a dry run, as shipped (no TwinCAT router here).
 //!
 //! And a container in a real restart loop (Docker's restart policy, its command exiting after a
@@ -115,10 +116,21 @@ fn every_shipped_rule_fires_once_and_a_restart_loop_raises_container_restarting(
     let web_port = free_port();
     let web = format!("http://127.0.0.1:{web_port}/");
     let (sink_port, got) = sink();
-    let camera_app = AdminApi::start(&[Rule::json(
-        "/api/plc/ads/route/status",
-        r#"{"connected": true, "route": {"present": false}, "ads": {"state": "run", "device_state": 0, "last_error": 0}}"#,
-    )]);
+    let camera_app = AdminApi::start(&[
+        Rule::json(
+            "/api/plc/ads/route/status",
+            r#"{"connected": true, "route": {"present": false}, "ads": {"state": "run", "device_state": 0, "last_error": 0}}"#,
+        ),
+        // A Ring camera stuck connecting; the daemon unhealthy.
+        Rule::json(
+            "/api/monitor/streams",
+            r#"{"streams": [{"name": "front-door", "kind": "ring", "healthy": false, "webrtc": {"state": "connecting"}}]}"#,
+        ),
+        Rule::json(
+            "/api/system/status",
+            r#"{"daemon": {"state": "failed", "healthy": false}, "plc": {"connected": true}}"#,
+        ),
+    ]);
     let closed = format!("127.0.0.1:{}", free_port());
     let ports = Ports::pick();
     let token_file = d.join("token");
@@ -207,6 +219,18 @@ fn every_shipped_rule_fires_once_and_a_restart_loop_raises_container_restarting(
         has_row(&stack, "stream-restart", "HlsPlaylistStale", "succeeded")
             && has_row(
                 &stack,
+                "ring-webrtc-restart",
+                "RingWebrtcStuck",
+                "succeeded",
+            )
+            && has_row(
+                &stack,
+                "daemon-restart",
+                "CameraDaemonUnhealthy",
+                "succeeded",
+            )
+            && has_row(
+                &stack,
                 "plc-route-add-and-connect",
                 "PlcAdsNoRoute",
                 "succeeded",
@@ -222,6 +246,9 @@ fn every_shipped_rule_fires_once_and_a_restart_loop_raises_container_restarting(
     assert!(camera_app.count("/api/streams/cam-entrance/restart") >= 1);
     assert!(camera_app.count("/api/plc/ads/route/add") >= 1);
     assert!(camera_app.count("/api/plc/connect") >= 1);
+    assert!(camera_app.count("/api/ring/front-door/webrtc/stop") >= 1);
+    assert!(camera_app.count("/api/ring/front-door/webrtc/start") >= 1);
+    assert!(camera_app.count("/api/admin/service/restart") >= 1);
 
     // container-restart by ContainerDown.
     docker(&["stop", "-t", "1", &name]);

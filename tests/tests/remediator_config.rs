@@ -35,7 +35,7 @@ fn remediator_config_example_passes_check() {
     ]);
     assert!(ok, "{text}");
     assert!(
-        text.contains("configuration is valid: 5 rules, 3 targets"),
+        text.contains("configuration is valid: 7 rules, 3 targets"),
         "{text}"
     );
 }

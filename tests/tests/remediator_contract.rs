@@ -71,16 +71,16 @@ const TABLE: &[Broken] = &[
     Broken {
         what: "a rule removed",
         file: REMEDIATOR,
-        from: "  # Seed 004, Playbook A.1: restart a stale stream",
+        from: "  # Seed 004, Playbook A.1: restart a stale or unhealthy stream",
         to: "cut until:   # Seed 004, Playbook B.2",
         finding: "alerts/stackmedic.rules.yml: alert HlsPlaylistStale: remediable (remediation=\"stream_restart\"), but no rule of examples/remediator.yml matches it",
     },
     Broken {
         what: "a rule for an alert that does not exist",
         file: REMEDIATOR,
-        from: "alertname=\"HlsPlaylistStale\"",
-        to: "alertname=\"HlsPlaylistStaled\"",
-        finding: "examples/remediator.yml: rules[2] \"stream-restart\": matcher alertname=\"HlsPlaylistStaled\" names alert HlsPlaylistStaled, which no rule file defines",
+        from: "alertname=~\"HlsPlaylistStale|StreamUnhealthy\"",
+        to: "alertname=~\"HlsPlaylistStaled|StreamUnhealthy\"",
+        finding: "examples/remediator.yml: rules[2] \"stream-restart\": matcher alertname=~\"HlsPlaylistStaled|StreamUnhealthy\" names alert HlsPlaylistStaled, which no rule file defines",
     },
     Broken {
         what: "a label renamed in the rule",

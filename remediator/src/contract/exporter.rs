@@ -15,7 +15,7 @@ use super::promql::Hints;
 const COMMON_KEYS: [&str; 3] = ["name", "interval", "timeout"];
 
 /// Metric name prefixes and the probe kinds whose runs write them (longest prefix first).
-const METRIC_KINDS: [(&str, &[&str]); 14] = [
+const METRIC_KINDS: [(&str, &[&str]); 15] = [
     ("stackmedic_docker_disk_", &["docker_disk"]),
     ("stackmedic_docker_", &["docker"]),
     ("stackmedic_container_", &["docker"]),
@@ -30,6 +30,7 @@ const METRIC_KINDS: [(&str, &[&str]); 14] = [
     ("stackmedic_dns_", &["dns"]),
     ("stackmedic_tcp_", &["tcp"]),
     ("stackmedic_filesystem_", &["filesystem"]),
+    ("stackmedic_json_", &["json"]),
 ];
 
 /// One probe as the contract sees it.
