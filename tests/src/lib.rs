@@ -17,7 +17,9 @@
 //! * [`admin_api`]: a recording stand-in for the camera/PLC app's admin API (no real peer);
 //! * [`ads`]: pyads' real ADS/AMS test server with a chosen PLC state;
 //! * [`ffmpeg`]: a real live HLS stream written by ffmpeg;
-//! * [`tmpfs`]: a tmpfs of fixed size, mounted for a test and unmounted after it.
+//! * [`tmpfs`]: a tmpfs of fixed size, mounted for a test and unmounted after it;
+//! * [`examples`]: the shipped example set copied with only its documented values changed, and
+//!   the loop (exporter, remediator, Prometheus, Alertmanager) started from it.
 //!
 //! Rules the helpers follow, and that tests written with them should follow too:
 //!
@@ -44,6 +46,7 @@ pub mod caddy;
 pub mod chromium;
 pub mod dnsmasq;
 pub mod docker;
+pub mod examples;
 pub mod exporter;
 pub mod ffmpeg;
 pub mod http;
