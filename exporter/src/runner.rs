@@ -2,9 +2,10 @@
 //! interval, bounds runs in flight, enforces timeouts, and keeps the latest result of each probe
 //! for `/metrics`.
 //!
-//! One scheduler task per configuration holds every probe's next due time in a heap and sleeps
-//! on one timer until the earliest; it wakes the probe's own task, so a slow probe delays
-//! neither the schedule nor other probes.
+//! The probes run on a thread and runtime of their own ([`Runner::new`]). One scheduler task
+//! per configuration holds every probe's next due time in a heap and sleeps on one timer until
+//! the earliest; it wakes the probe's own task, so a slow probe delays neither the schedule nor
+//! other probes. Probes due within a hundredth of their interval share one wake-up.
 //!
 //! **Invariant:** a scrape only reads stored results; it never waits on a target.
 //! **Invariant:** a probe never runs twice at once; a run still going when the next is due is
@@ -256,10 +257,11 @@ impl Drop for Runner {
 impl Runner {
     /// A runner with no probes; call [`Runner::apply`] to start some.
     ///
-    /// The probes run on a runtime of their own, one thread beside the one serving HTTP:
+    /// The probes run on a runtime of their own, one thread beside the ones serving HTTP:
     /// probes mostly wait, and on one thread their wake-ups need no hand-over between worker
-    /// threads, which is most of what a probe of a fast target costs; and `/metrics` never
-    /// queues behind a probe's work. Blocking steps still go to that runtime's blocking pool.
+    /// threads (on the shared runtime that cost each run about two context switches and often
+    /// a wake-up on the other CPU); and `/metrics` never queues behind a probe's work. Blocking
+    /// steps still go to that runtime's blocking pool.
     ///
     /// # Errors
     /// When the runtime or its thread cannot be started.

@@ -77,10 +77,10 @@ impl Pool {
         let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ProbeError::new(Reason::Connect, format!("{url}: {}", error_chain(&e))))?;
-        let target = format!("{}:{}", self.host, self.port);
+        let peer = format!("{}:{}", self.host, self.port);
         tokio::spawn(async move {
             if let Err(e) = connection.await {
-                tracing::debug!(target = %target, error = %error_chain(&e), "probe connection ended");
+                tracing::debug!(peer = %peer, error = %error_chain(&e), "probe connection ended");
             }
         });
         Ok(sender)
