@@ -62,7 +62,8 @@ fn check(args: &CommonArgs) -> ExitCode {
 async fn start(args: CommonArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let config = config::load(args.config_file.as_deref())
         .map_err(|errs| anyhow::anyhow!("invalid configuration:\n{errs}"))?;
-    let web = webconfig::load(args.web_config_file.as_deref())
+    let web = args
+        .web_security()
         .map_err(|errs| anyhow::anyhow!("invalid web configuration:\n{errs}"))?;
     let address = args
         .listen_address

@@ -65,7 +65,9 @@ async fn start(
     config: config::Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let security = webconfig::load(cli.common.web_config_file.as_deref())
+    let security = cli
+        .common
+        .web_security()
         .map_err(|errs| anyhow::anyhow!("invalid web configuration:\n{errs}"))?;
     let address = cli
         .common

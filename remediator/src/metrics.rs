@@ -36,8 +36,10 @@ pub struct Metrics {
 }
 
 /// Webhook results, all exported from the start.
-pub const WEBHOOK_RESULTS: [&str; 7] = [
+pub const WEBHOOK_RESULTS: [&str; 9] = [
     "accepted",
+    "busy",
+    "timeout",
     "unauthorized",
     "malformed",
     "unsupported_version",

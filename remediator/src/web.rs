@@ -6,10 +6,9 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, Method, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use serde_json::{json, Value};
 use stackmedic_common::reload::{self, ReloadHandle};
-use stackmedic_common::server::{self, escape_html, Request, Response};
+use stackmedic_common::server::{self, escape_html, BodyError, Request, Response};
 
 use crate::pipeline::{now, Engine};
 use crate::store::ESCALATION_RESOLVING;
@@ -79,6 +78,15 @@ pub async fn handle(engine: Arc<Engine>, reload_handle: ReloadHandle, req: Reque
     }
 }
 
+/// Whether the webhook authenticates a request with its own credentials, so the web
+/// configuration's basic auth does not apply to it: `POST /webhook` with `webhook` credentials
+/// configured. Without them, the web configuration's basic auth protects the webhook too.
+pub fn own_auth(engine: Arc<Engine>) -> server::OwnAuth {
+    Arc::new(move |req: &Request| {
+        req.uri().path() == "/webhook" && engine.config().webhook.credentials.is_set()
+    })
+}
+
 fn count(engine: &Engine, result: &str) {
     engine.metrics.webhooks.with_label_values(&[result]).inc();
 }
@@ -118,41 +126,24 @@ async fn webhook_route(engine: &Arc<Engine>, req: Request) -> Response {
         return r;
     }
     let limit = cfg.global.max_body_bytes;
-    let too_large = || format!("body larger than {limit} bytes (global.max_body_bytes)");
-    if let Some(len) = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        if len > limit {
-            return reject(
-                engine,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "too_large",
-                too_large(),
-            );
-        }
-    }
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
+    // Held until the answer: the parsed payload's memory is proportional to it.
+    let body = match server::read_body(req, limit).await {
+        Ok(b) => b,
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                return reject(
-                    engine,
-                    StatusCode::PAYLOAD_TOO_LARGE,
+            let (result, message) = match &e {
+                BodyError::TooLarge { .. } => (
                     "too_large",
-                    too_large(),
-                );
+                    format!("body larger than {limit} bytes (global.max_body_bytes)"),
+                ),
+                BodyError::Busy => ("busy", e.to_string()),
+                BodyError::Timeout(_) => ("timeout", e.to_string()),
+                BodyError::Read(_) => ("malformed", e.to_string()),
+            };
+            let mut r = reject(engine, e.status(), result, message);
+            if matches!(e, BodyError::Busy) {
+                server::retry_after(&mut r);
             }
-            return reject(
-                engine,
-                StatusCode::BAD_REQUEST,
-                "malformed",
-                format!("cannot read the body: {e}"),
-            );
+            return r;
         }
     };
     let payload = match webhook::parse(&body) {
