@@ -220,8 +220,9 @@ pub fn retry_after(resp: &mut Response) {
 }
 
 /// Reads the whole body of `req`, at most `limit` bytes, within the read timeout and inside the
-/// process-wide [`BodyBudget`]. A declared `Content-Length` above `limit` or above what the
-/// budget has free is refused before a byte is read.
+/// process-wide [`BodyBudget`]. A declared `Content-Length` above `limit` is refused before a
+/// byte is read; a body the budget has no room for is read and dropped, then refused as
+/// [`BodyError::Busy`].
 ///
 /// # Errors
 /// See [`BodyError`].
@@ -241,29 +242,41 @@ pub async fn read_body(req: Request, limit: usize) -> Result<Body, BodyError> {
     }
     let declared = declared.map_or(0, |n| n as usize);
     let mut reserved = None;
-    if let Some(b) = &budget {
-        if !b.reserve(&mut reserved, declared) {
-            return Err(BodyError::Busy);
-        }
-    }
     let mut body = req.into_body();
     let read = async {
-        let mut buf = BytesMut::with_capacity(declared);
+        let mut buf = BytesMut::new();
+        let mut busy = budget
+            .as_ref()
+            .is_some_and(|b| !b.reserve(&mut reserved, declared));
+        if !busy {
+            buf.reserve(declared);
+        }
+        let mut received = 0usize;
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
             let Ok(data) = frame.into_data() else {
                 continue;
             };
-            let total = buf.len() + data.len();
-            if total > limit {
+            received += data.len();
+            if received > limit {
                 return Err(BodyError::TooLarge { limit });
             }
-            if let Some(b) = &budget {
-                if !b.reserve(&mut reserved, total) {
-                    return Err(BodyError::Busy);
-                }
+            busy = busy
+                || budget
+                    .as_ref()
+                    .is_some_and(|b| !b.reserve(&mut reserved, received));
+            // A body refused for lack of memory is still read to its end and dropped, so the
+            // 503 reaches the client: closing a connection with unread data resets it, and
+            // the reset can destroy the answer before the client reads it.
+            if busy {
+                reserved = None;
+                buf = BytesMut::new();
+            } else {
+                buf.extend_from_slice(&data);
             }
-            buf.extend_from_slice(&data);
+        }
+        if busy {
+            return Err(BodyError::Busy);
         }
         Ok(buf.freeze())
     };
@@ -335,7 +348,11 @@ pub async fn serve(
                 }
                 // In-flight responses are short; on shutdown the connection is simply dropped.
                 () = shutdown.cancelled() => return,
-                () = shed.cancelled() => "closed to make room for a new connection",
+                // Shedding frees a slot and a file descriptor for a new connection: at once.
+                () = shed.cancelled() => {
+                    tracing::debug!(%remote, "closing connection to make room for a new one");
+                    return;
+                }
                 why = &mut watchdog => why,
             };
             tracing::debug!(%remote, reason = why, "closing connection");
@@ -448,9 +465,11 @@ async fn watchdog(state: &ConnState, limits: &Limits, epoch: Instant) -> &'stati
         if now >= deadline {
             return why;
         }
-        // State may change while sleeping; the loop re-reads it and never sleeps past a
-        // deadline, and a request that starts meanwhile only makes the next one later.
-        tokio::time::sleep((deadline - now).min(limits.read_timeout)).await;
+        // A request that starts or ends changes the deadline: wake up and compute it again.
+        tokio::select! {
+            () = tokio::time::sleep(deadline - now) => {}
+            () = state.changed.notified() => {}
+        }
     }
 }
 
@@ -476,6 +495,8 @@ struct ConnState {
     busy_since_ms: AtomicU64,
     /// Cancelled to close the connection to make room.
     shed: CancellationToken,
+    /// Notified when a request starts or ends, so the watchdog recomputes its deadline.
+    changed: tokio::sync::Notify,
 }
 
 /// A connection's entry in the tracker, removed when the connection task ends.
@@ -519,6 +540,7 @@ impl Tracker {
             idle_since_ms: AtomicU64::new(now),
             busy_since_ms: AtomicU64::new(now),
             shed: CancellationToken::new(),
+            changed: tokio::sync::Notify::new(),
         });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut shed = 0usize;
@@ -583,6 +605,7 @@ impl RequestGuard {
                 .busy_since_ms
                 .store(millis_since(epoch), Ordering::Release);
         }
+        state.changed.notify_one();
         Self { state, epoch }
     }
 }
@@ -595,6 +618,7 @@ impl Drop for RequestGuard {
             .idle_since_ms
             .store(millis_since(self.epoch), Ordering::Release);
         self.state.active.fetch_sub(1, Ordering::AcqRel);
+        self.state.changed.notify_one();
     }
 }
 

@@ -10,6 +10,8 @@
 //! * [`metrics`]: a small parser of the Prometheus text exposition format and a scraper;
 //! * [`http`]: a tiny blocking HTTP/1.1 client for loopback URLs;
 //! * [`process`]: the [`Process`] guard every helper uses to own a child process;
+//! * [`hostile`]: misbehaving clients (idle, trickling, HTTP/2 preface only, endless bodies)
+//!   and measurements of the server process (file descriptors, peak memory);
 //! * [`alerting`]: the shipped rules, dashboards and metric list as tests read them.
 //!
 //! Rules the helpers follow, and that tests written with them should follow too:
@@ -34,6 +36,7 @@ pub mod backend;
 pub mod chromium;
 pub mod docker;
 pub mod exporter;
+pub mod hostile;
 pub mod http;
 pub mod metrics;
 pub mod nginx;
