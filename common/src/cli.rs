@@ -70,7 +70,7 @@ pub struct CommonArgs {
 
     /// Bytes of request bodies held in memory at once, all connections together; a request
     /// beyond it gets 503 with Retry-After. Accepts B, KiB, MiB and GiB.
-    #[arg(long = "web.max-body-bytes-in-flight", value_name = "SIZE", default_value = "16MiB",
+    #[arg(long = "web.max-body-bytes-in-flight", value_name = "SIZE", default_value = "8MiB",
           value_parser = parse_size)]
     pub body_bytes_in_flight: usize,
 

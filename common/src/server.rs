@@ -88,7 +88,7 @@ impl Default for Limits {
             max_connections: 512,
             read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
-            body_bytes_in_flight: 16 << 20,
+            body_bytes_in_flight: 8 << 20,
         }
     }
 }
