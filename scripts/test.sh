@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # The test command of stackmedic: sudo ./scripts/test.sh [nextest arguments…]
 #
-# 1. installs the real peers the integration tests run against (Debian packages, pyads),
+# 1. installs the real peers the integration tests run against (Debian packages, pyads) and the
+#    packaging tool cargo-deb,
 # 2. stops the services those packages start, so nothing system-wide occupies their ports,
 # 3. starts dockerd when no Docker daemon answers,
-# 4. runs cargo fmt --check, cargo clippy -D warnings, builds the workspace binaries and runs
-#    cargo nextest run --workspace --no-fail-fast (extra arguments go to nextest, e.g. a filter).
+# 4. runs cargo fmt --check, cargo clippy -D warnings, builds the workspace binaries, runs
+#    scripts/package.sh once (the one release build: Debian packages in dist/ and the images,
+#    which the packaging tests use) and runs cargo nextest run --workspace --no-fail-fast (extra
+#    arguments go to nextest, e.g. a filter).
 #
 # Idempotent; on a machine where everything is present it goes straight to the checks.
 # STACKMEDIC_SKIP_INSTALL=1 skips steps 1 and 2 (dockerd is still started if needed).
+# STACKMEDIC_SKIP_PACKAGE=1 skips scripts/package.sh; the packaging tests then use the dist/ and
+# images of an earlier run, or fail.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -50,6 +55,15 @@ PEERS=(
     "curl:curl"
     "chromium:chromium"
     "prometheus-blackbox-exporter:prometheus-blackbox-exporter"
+    "caddy:caddy"
+    "logrotate:logrotate"
+    # Packaging: cargo-deb's dependency detection, the units' checks, the maintainer scripts'
+    # user creation, ExecReload's kill, the images' CA certificates.
+    "dpkg-dev:dpkg-shlibdeps"
+    "systemd:systemd-analyze"
+    "adduser:adduser"
+    "procps:kill"
+    "ca-certificates:"
 )
 
 package_present() {
@@ -89,6 +103,8 @@ install_peers() {
         echo "all Debian packages present"
     fi
 
+    install_cargo_deb
+
     if ! python3 -c 'import pyads' >/dev/null 2>&1; then
         section "Installing pyads (PyPI)"
         # Debian's own Python refuses system-wide pip installs (PEP 668) unless told otherwise.
@@ -100,10 +116,23 @@ install_peers() {
     fi
 }
 
+# The version scripts/package.sh requires, read from it so that it is written once.
+CARGO_DEB_VERSION="$(sed -n 's/^CARGO_DEB_VERSION=//p' scripts/package.sh)"
+
+install_cargo_deb() {
+    if [[ "$(cargo deb --version 2>/dev/null || true)" == "cargo-deb $CARGO_DEB_VERSION" ]]; then
+        echo "cargo-deb $CARGO_DEB_VERSION present"
+        return
+    fi
+    command -v cargo >/dev/null 2>&1 || fail "cargo is not in PATH (install Rust stable for this user)"
+    section "Installing cargo-deb $CARGO_DEB_VERSION (crates.io)"
+    cargo install --locked cargo-deb --version "$CARGO_DEB_VERSION"
+}
+
 stop_system_services() {
     section "Stopping system services installed with the peers (tests start their own)"
     local service pidfile pid
-    for service in nginx prometheus prometheus-alertmanager prometheus-blackbox-exporter; do
+    for service in nginx prometheus prometheus-alertmanager prometheus-blackbox-exporter caddy; do
         if [[ -x "/etc/init.d/$service" ]] || systemctl cat "$service.service" >/dev/null 2>&1; then
             if command -v service >/dev/null 2>&1; then
                 service "$service" stop >/dev/null 2>&1 || true
@@ -181,6 +210,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 # build another package's binaries for a test run, so build them all first.
 section "cargo build --workspace --bins"
 cargo build --workspace --bins
+
+if [[ "${STACKMEDIC_SKIP_PACKAGE:-0}" == 1 ]]; then
+    section "STACKMEDIC_SKIP_PACKAGE=1: not running scripts/package.sh"
+else
+    section "scripts/package.sh (release build, Debian packages, images)"
+    ./scripts/package.sh
+fi
 
 section "cargo nextest run --workspace --no-fail-fast $*"
 cargo nextest run --workspace --no-fail-fast "$@"

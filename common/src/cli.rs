@@ -38,8 +38,21 @@ pub struct CommonArgs {
     #[arg(long = "config.check")]
     pub config_check: bool,
 
+    /// Print the embedded default configuration (a starting point for --config.file) and exit.
+    #[arg(long = "config.print-default")]
+    pub config_print_default: bool,
+
+    /// Ask the server listening on --web.listen-address on this host for /-/healthy and exit
+    /// 0 when it answers 200 (a container health check without curl).
+    #[arg(long = "healthcheck")]
+    pub healthcheck: bool,
+
     /// Address to listen on for the web interface and API.
-    #[arg(long = "web.listen-address", value_name = "HOST:PORT")]
+    #[arg(
+        long = "web.listen-address",
+        value_name = "HOST:PORT",
+        env = "STACKMEDIC_WEB_LISTEN_ADDRESS"
+    )]
     pub listen_address: Option<String>,
 
     /// Web configuration file (TLS and basic auth), in the Prometheus exporter-toolkit format.

@@ -130,18 +130,153 @@ pub fn join(base: &str, child: &str) -> String {
     }
 }
 
-/// Deserializes `value` into `T`, recording a problem with its full path on failure.
+/// Most problems [`typed`] reports for one value before it gives up on finding more.
+const MAX_PROBLEMS_PER_VALUE: usize = 64;
+
+/// Deserializes `value` into `T`, recording every problem with its full path on failure.
+///
+/// Serde stops at the first problem, so the value is deserialized again with each offending
+/// part taken out (an unknown key, a value of the wrong type or form), until it passes or no
+/// part can be taken out any more. A required key that had to be taken out makes its whole
+/// mapping unusable, which is then taken out in turn; the "missing field" that its removal
+/// causes is not reported, since the key is there and its real problem already was. Other
+/// required keys missing from that mapping are reported once its bad value is fixed.
 pub fn typed<T: DeserializeOwned>(value: &Value, path: &str, errs: &mut ConfigErrors) -> Option<T> {
-    match serde_path_to_error::deserialize::<_, T>(value) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            let inner = e.path().to_string();
-            let inner = if inner == "." { String::new() } else { inner };
-            let message = clean_serde_message(&e.into_inner().to_string());
-            errs.push(join(path, &inner), message);
-            None
+    let mut current = value.clone();
+    // Parts taken out so far, each as the path of the removed part in the coordinates of the
+    // tree at the time, to map later paths back onto the document as written.
+    let mut removals: Vec<Vec<Step>> = Vec::new();
+    // The same parts in the document's coordinates, to recognise the "missing field" a
+    // removal causes.
+    let mut removed: Vec<Vec<Step>> = Vec::new();
+    let mut reported = 0;
+    loop {
+        let e = match serde_path_to_error::deserialize::<_, T>(&current) {
+            Ok(v) if reported == 0 => return Some(v),
+            Ok(_) => return None,
+            Err(e) => e,
+        };
+        let Some(steps) = steps_of(e.path()) else {
+            push_problem(
+                errs,
+                path,
+                &e.path().to_string(),
+                &e.into_inner().to_string(),
+            );
+            return None;
+        };
+        let message = clean_serde_message(&e.into_inner().to_string());
+        let original = to_original(&steps, &removals);
+        // A problem caused by taking a part out is not the document's: the "missing field"
+        // of a removed key, or a mapping that no longer has the shape it needs (an enum
+        // mapping whose only key went).
+        let caused_by_removal = match missing_field(&message) {
+            Some(field) => {
+                let mut p = original.clone();
+                p.push(Step::Key(field.to_string()));
+                removed.contains(&p)
+            }
+            None => removed
+                .iter()
+                .any(|r| r.len() > original.len() && r.starts_with(&original)),
+        };
+        if !caused_by_removal {
+            errs.push(join(path, &render(&original)), message);
+            reported += 1;
+        }
+        if steps.is_empty() || reported >= MAX_PROBLEMS_PER_VALUE || !remove(&mut current, &steps) {
+            return None;
+        }
+        removals.push(steps);
+        removed.push(original);
+    }
+}
+
+/// One step of a path into a YAML tree: a mapping key or a list index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// The steps of a serde path, or `None` where a step is not known.
+fn steps_of(path: &serde_path_to_error::Path) -> Option<Vec<Step>> {
+    use serde_path_to_error::Segment;
+    path.iter()
+        .map(|seg| match seg {
+            Segment::Map { key } => Some(Step::Key(key.clone())),
+            // An externally tagged enum is a mapping with the variant as its only key.
+            Segment::Enum { variant } => Some(Step::Key(variant.clone())),
+            Segment::Seq { index } => Some(Step::Index(*index)),
+            Segment::Unknown => None,
+        })
+        .collect()
+}
+
+/// Takes the part at `steps` out of the tree; false when there is no such part.
+fn remove(tree: &mut Value, steps: &[Step]) -> bool {
+    let Some((last, parents)) = steps.split_last() else {
+        return false;
+    };
+    let mut node = tree;
+    for step in parents {
+        node = match (step, node) {
+            (Step::Key(k), Value::Object(m)) => match m.get_mut(k) {
+                Some(n) => n,
+                None => return false,
+            },
+            (Step::Index(i), Value::Array(a)) => match a.get_mut(*i) {
+                Some(n) => n,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match (last, node) {
+        (Step::Key(k), Value::Object(m)) => m.remove(k).is_some(),
+        (Step::Index(i), Value::Array(a)) if *i < a.len() => {
+            a.remove(*i);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Maps a path in the tree after `removals` back onto the tree before them: an index behind
+/// a removed list item moves up by one for each such removal.
+fn to_original(steps: &[Step], removals: &[Vec<Step>]) -> Vec<Step> {
+    let mut path = steps.to_vec();
+    for removal in removals.iter().rev() {
+        let Some((Step::Index(gone), list)) = removal.split_last() else {
+            continue;
+        };
+        if path.len() > list.len() && path[..list.len()] == *list {
+            if let Step::Index(i) = &mut path[list.len()] {
+                if *i >= *gone {
+                    *i += 1;
+                }
+            }
         }
     }
+    path
+}
+
+/// Renders steps as `a.b[3].c`.
+fn render(steps: &[Step]) -> String {
+    steps.iter().fold(String::new(), |acc, step| match step {
+        Step::Key(k) => join(&acc, k),
+        Step::Index(i) => format!("{acc}[{i}]"),
+    })
+}
+
+/// The field of serde's "missing field `x`" message.
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.strip_suffix('`')
+}
+
+fn push_problem(errs: &mut ConfigErrors, base: &str, inner: &str, message: &str) {
+    let inner = if inner == "." { "" } else { inner };
+    errs.push(join(base, inner), clean_serde_message(message));
 }
 
 /// Takes serde's messages as they are, less trailing location noise from the generic tree.
@@ -337,6 +472,78 @@ mod tests {
         let v = parse_yaml("every: 1s\npattern: x\nextra: 1\n").unwrap();
         assert!(typed::<Inner>(&v, "a", &mut errs).is_none());
         assert!(errs.problems[1].message.contains("unknown field `extra`"));
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Global {
+        #[serde(default, with = "duration::option")]
+        interval: Option<Duration>,
+        #[serde(default, with = "duration::option")]
+        timeout: Option<Duration>,
+        #[serde(default)]
+        max_concurrency: usize,
+        #[serde(default)]
+        codes: Vec<u16>,
+        section: Option<Inner>,
+    }
+
+    fn problems<T: DeserializeOwned + std::fmt::Debug>(yaml: &str) -> Vec<String> {
+        let v = parse_yaml(yaml).unwrap();
+        let mut errs = ConfigErrors::default();
+        assert!(typed::<T>(&v, "global", &mut errs).is_none(), "{yaml}");
+        errs.problems.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn every_problem_of_a_mapping_is_reported() {
+        let p = problems::<Global>(
+            "{interval: 10x, timeout: -5s, max_concurrency: lots, colour: red, flavour: mint}",
+        );
+        let paths: Vec<&str> = p.iter().map(|l| l.split(':').next().unwrap()).collect();
+        assert_eq!(
+            paths,
+            [
+                "global.colour",
+                "global.flavour",
+                "global.interval",
+                "global.max_concurrency",
+                "global.timeout"
+            ],
+            "{p:#?}"
+        );
+        assert!(p[2].contains("invalid duration \"10x\""), "{p:#?}");
+        assert!(p[3].contains("expected usize"), "{p:#?}");
+    }
+
+    #[test]
+    fn list_items_and_required_keys_keep_their_paths() {
+        // Two bad list items: the second keeps its index although the first was taken out.
+        let p = problems::<Global>("{codes: [1, x, 3, y]}");
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert!(p[0].starts_with("global.codes[1]: "), "{p:#?}");
+        assert!(p[1].starts_with("global.codes[3]: "), "{p:#?}");
+        // A required key with a bad value: reported once, without a made-up "missing field",
+        // and the problems after it are still found.
+        let p = problems::<Global>("{section: {every: soon, pattern: '(', extra: 1}, zz: 1}");
+        assert_eq!(p.len(), 4, "{p:#?}");
+        assert!(
+            p[0].starts_with("global.section.every: invalid duration"),
+            "{p:#?}"
+        );
+        assert!(
+            p[1].starts_with("global.section.extra: unknown field"),
+            "{p:#?}"
+        );
+        assert!(
+            p[2].starts_with("global.section.pattern: invalid regular expression"),
+            "{p:#?}"
+        );
+        assert!(p[3].starts_with("global.zz: unknown field"), "{p:#?}");
+        // A missing required key is still reported.
+        let p = problems::<Global>("{section: {every: 1s}}");
+        assert_eq!(p, ["global.section: missing field `pattern`"]);
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Code that both stackmedic binaries need, written once: command-line flags in the Prometheus
 //! exporter convention, logging, strict YAML configuration loading with every problem reported
-//! by path, the exporter-toolkit web configuration (TLS and basic auth), the HTTP server, and
-//! configuration reload through `POST /-/reload` and SIGHUP.
+//! by path, the exporter-toolkit web configuration (TLS and basic auth), the HTTP server,
+//! configuration reload through `POST /-/reload` and SIGHUP, and the `--healthcheck` client of
+//! container images.
 
 pub mod cli;
 pub mod config;
+pub mod healthcheck;
 pub mod logging;
 pub mod reload;
 pub mod runtime;

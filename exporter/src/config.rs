@@ -32,6 +32,10 @@ probes:
     docker: {}
 ";
 
+/// What `--config.check` and the log say about a valid configuration without probes.
+pub const NO_PROBES: &str =
+    "no probes configured (0 probes): the exporter would export only its own metrics";
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -87,7 +91,8 @@ pub struct ProbeSpec {
     pub timeout: Duration,
     /// Kind and kind-specific settings.
     pub kind: ProbeKindConfig,
-    /// The entry as written, to tell an unchanged probe on reload (its state is kept).
+    /// The entry as written, to tell an unchanged probe on reload (its state is kept); see
+    /// [`ProbeSpec::unchanged`].
     pub raw: Value,
 }
 
@@ -216,8 +221,8 @@ fn probe_spec(
             let one: serde_json::Map<String, Value> = [((*key).clone(), map[key.as_str()].clone())]
                 .into_iter()
                 .collect();
-            let kind = cfg::typed::<ProbeKindConfig>(&Value::Object(one), path, errs);
-            if let Some(k) = &kind {
+            let mut kind = cfg::typed::<ProbeKindConfig>(&Value::Object(one), path, errs);
+            if let Some(k) = &mut kind {
                 k.validate(&cfg::join(path, key), errs);
             }
             kind
@@ -273,6 +278,15 @@ fn probe_spec(
         kind: kind?,
         raw: entry.clone(),
     })
+}
+
+impl ProbeSpec {
+    /// Whether `newer` is this probe as written and as read: the same entry and the same
+    /// contents of the files it names (a replaced CA file makes a new probe).
+    #[must_use]
+    pub fn unchanged(&self, newer: &ProbeSpec) -> bool {
+        self.raw == newer.raw && self.kind.tls() == newer.kind.tls()
+    }
 }
 
 fn humantime_fmt(d: Duration) -> String {

@@ -5,10 +5,10 @@
 //! exporter on `127.0.0.1:0`.
 
 pub mod config;
-pub mod fetch;
 pub mod metrics;
 pub mod probe;
 pub mod runner;
+mod support;
 mod web;
 
 use std::path::PathBuf;
@@ -95,6 +95,9 @@ pub async fn run(
     });
     app.count_probes(&opts.config);
     tracing::info!(probes = opts.config.probes.len(), "probes started");
+    if opts.config.probes.is_empty() {
+        tracing::warn!("{}", config::NO_PROBES);
+    }
 
     let reload_app = app.clone();
     let reload_fn: reload::ReloadFn = Arc::new(move || {
@@ -107,6 +110,9 @@ pub async fn run(
                 .map_err(|e| e.to_string().replace('\n', "; "))?;
             app.runner.apply(&config)?;
             app.count_probes(&config);
+            if config.probes.is_empty() {
+                tracing::warn!("{}", config::NO_PROBES);
+            }
             Ok(())
         })
     });

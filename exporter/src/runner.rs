@@ -17,6 +17,7 @@ use tracing::Instrument;
 use crate::config::{Config, ProbeSpec};
 use crate::metrics::{Family, FamilySet, Samples};
 use crate::probe::{Probe, ProbeError, Reason, RunContext, Shared};
+use crate::support::{lock, truncate};
 
 static SUCCESS: Family = Family::gauge(
     "stackmedic_probe_success",
@@ -115,14 +116,11 @@ impl Slot {
     }
 
     async fn run_once(&self, shared: &Arc<Shared>) {
-        let cx = RunContext {
-            timeout: self.spec.timeout,
-            shared: shared.clone(),
-        };
+        let cx = RunContext::new(self.spec.timeout, shared.clone());
         let started = Instant::now();
         let mut samples = Samples::default();
-        // Probes bound their own requests by the timeout and then report what they learned (a
-        // status of 0, partial counts); the runner's limit is a backstop a little later, for
+        // Probes end their own work by the context's deadline and then report what they learned
+        // (a status of 0, partial counts); the runner's limit is a backstop a little later, for
         // work that cannot be bounded from inside.
         let backstop = self.spec.timeout + BACKSTOP_GRACE;
         let result = match tokio::time::timeout(backstop, self.probe.run(&cx, &mut samples)).await {
@@ -160,9 +158,7 @@ impl Slot {
             duration,
             finished_at: stackmedic_common::reload::unix_now(),
             reason,
-            message: result
-                .err()
-                .map(|e| e.message.chars().take(MAX_MESSAGE).collect()),
+            message: result.err().map(|e| truncate(&e.message, MAX_MESSAGE)),
             samples,
         });
     }
@@ -216,10 +212,6 @@ impl Slot {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 /// Runs the probes of the current configuration.
 pub struct Runner {
     shared: Arc<Shared>,
@@ -263,7 +255,7 @@ impl Runner {
         let mut slots = Vec::with_capacity(config.probes.len());
         let mut problems = Vec::new();
         for spec in &config.probes {
-            if let Some(prev) = old.get(&spec.name).filter(|p| p.spec.raw == spec.raw) {
+            if let Some(prev) = old.get(&spec.name).filter(|p| p.spec.unchanged(spec)) {
                 slots.push(prev.clone());
                 continue;
             }

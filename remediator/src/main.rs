@@ -5,13 +5,19 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use stackmedic_common::cli::CommonArgs;
-use stackmedic_common::{runtime, server, webconfig};
+use stackmedic_common::{healthcheck, runtime, server, webconfig};
 use stackmedic_remediator::{config, Options, DEFAULT_LISTEN_ADDRESS};
 use tokio_util::sync::CancellationToken;
 
 /// Acts on Alertmanager webhooks with scoped, durable, audited recovery actions.
 #[derive(Debug, Parser)]
-#[command(name = "stackmedic-remediator", version, about)]
+#[command(
+    name = "stackmedic-remediator",
+    version,
+    about,
+    long_about = LONG_ABOUT,
+    after_long_help = AFTER_LONG_HELP
+)]
 struct Cli {
     #[command(flatten)]
     common: CommonArgs,
@@ -21,8 +27,61 @@ struct Cli {
     storage_path: PathBuf,
 }
 
+const LONG_ABOUT: &str = "\
+Acts on Alertmanager webhooks with scoped, durable, audited recovery actions.
+
+Alertmanager posts firing alerts to POST /webhook. Each alert is matched against the configured
+rules; a rule names an action (restart or start a container, a sequence of admin-API calls, a
+TwinCAT route add, docker compose up) on a target defined in the configuration, and a label can
+only choose among configured targets and allow-listed names. Every job is stored before the
+webhook is answered; cooldowns, attempt limits and flapping detection decide whether it runs,
+and when automation does not help, an escalation alert pages a human through Alertmanager.
+Without --config.file the embedded default configuration is used: loopback only, a dry run, and
+restarts only of containers labelled stackmedic.restart=true (--config.print-default shows it).";
+
+const AFTER_LONG_HELP: &str = "\
+Endpoints:
+  POST /webhook    Alertmanager webhook receiver (payload version 4)
+  /                on-call page: incidents, escalations, recent actions
+  /api/actions     the audit history as JSON
+  /metrics         the remediator's metrics
+  /-/healthy       200 while the process serves
+  /-/ready         200 when ready to accept webhooks
+  /-/reload        POST: reload the configuration file (with --web.enable-lifecycle)
+
+Signals:
+  SIGHUP           reload the configuration file; a bad file keeps the running configuration
+                   and sets stackmedic_remediator_config_last_reload_successful to 0
+  SIGTERM          stop; jobs not yet run stay in the store and run after the next start
+
+Environment:
+  STACKMEDIC_WEB_LISTEN_ADDRESS   --web.listen-address when the flag is not given
+  DOCKER_HOST                     the Docker Engine of docker targets that name no host
+
+Files of the Debian package:
+  /etc/stackmedic/remediator.yml           the configuration (the embedded default, written out)
+  /etc/default/stackmedic-remediator       ARGS: further flags for the systemd unit
+  /var/lib/stackmedic-remediator/          the store (--storage.path)
+  /usr/share/doc/stackmedic-remediator/    docs/remediator.md, docs/configuration.md and
+                                           docker-socket.conf, the drop-in that grants the
+                                           Docker socket (opt-in)
+
+Exit status: 0 after a clean stop, a valid --config.check or a healthy --healthcheck; 1 otherwise.";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.common.config_print_default {
+        print!("{}", config::DEFAULT_CONFIG);
+        return ExitCode::SUCCESS;
+    }
+    if cli.common.healthcheck {
+        let address = cli
+            .common
+            .listen_address
+            .as_deref()
+            .unwrap_or(DEFAULT_LISTEN_ADDRESS);
+        return healthcheck::run("stackmedic-remediator", address);
+    }
     // The configuration is checked before anything starts, so `--config.check` and a normal
     // start report the same problems the same way.
     let config = match config::load(cli.common.config_file.as_deref()) {

@@ -43,6 +43,8 @@ pub enum LlmPath {
 struct State {
     path: LlmPath,
     sha: String,
+    /// Summaries still to be sent without `llm.path`.
+    omit_path: u32,
 }
 
 /// The running fixture; stopped when dropped.
@@ -60,6 +62,7 @@ impl Backend {
         let state = Arc::new(Mutex::new(State {
             path: LlmPath::Warming,
             sha: "abc123".into(),
+            omit_path: 0,
         }));
         Self::start_on(crate::free_port(), state)
     }
@@ -112,6 +115,17 @@ impl Backend {
     /// Switches the summary's `llm.path` (and with it readiness and the model/fallback flags).
     pub fn set_path(&self, path: LlmPath) {
         self.state.lock().expect("state").path = path;
+    }
+
+    /// The next `n` summaries lack the `llm.path` field, as a backend answers while its LLM
+    /// section is being rebuilt.
+    pub fn omit_path(&self, n: u32) {
+        self.state.lock().expect("state").omit_path = n;
+    }
+
+    /// How many of the summaries asked for by [`Backend::omit_path`] are still to be sent.
+    pub fn omitted_paths_pending(&self) -> u32 {
+        self.state.lock().expect("state").omit_path
     }
 
     /// Changes the build sha the summary reports.
@@ -167,9 +181,13 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>) {
                 .then(|| v.trim().to_owned())
         })
     };
-    let (path_now, sha) = {
-        let s = state.lock().expect("state");
-        (s.path, s.sha.clone())
+    let (path_now, sha, omit_path) = {
+        let mut s = state.lock().expect("state");
+        let omit = path == "/status/summary" && s.omit_path > 0;
+        if omit {
+            s.omit_path -= 1;
+        }
+        (s.path, s.sha.clone(), omit)
     };
     let json = ("Content-Type", "application/json".to_owned());
     let (status, headers, body): (u16, Vec<(&str, String)>, Vec<u8>) =
@@ -185,9 +203,14 @@ fn serve(mut stream: TcpStream, state: &Mutex<State>) {
                     LlmPath::Primary => ("primary", true, false),
                     LlmPath::Fallback => ("fallback", false, true),
                 };
+                let llm = if omit_path {
+                    serde_json::json!({"primary_model_present": present})
+                } else {
+                    serde_json::json!({"path": name, "primary_model_present": present})
+                };
                 let body = serde_json::json!({
                     "ready": path_now != LlmPath::Warming,
-                    "llm": {"path": name, "primary_model_present": present},
+                    "llm": llm,
                     "status": {"fallback": fallback},
                     "build": {"sha": sha},
                 });

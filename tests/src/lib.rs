@@ -4,6 +4,7 @@
 //! and tear down the real programs stackmedic talks to (see `DESIGN.md`, "Real peers for tests"):
 //!
 //! * [`nginx`]: a private nginx instance serving static files and writing access logs;
+//! * [`caddy`]: a private Caddy writing its JSON access log;
 //! * [`docker`]: the Docker CLI, a `busybox` image built with `docker import`, container guards;
 //! * [`prometheus`] / [`alertmanager`]: private Prometheus and Alertmanager servers, plus the
 //!   paths of `promtool` and `amtool`;
@@ -12,7 +13,8 @@
 //! * [`process`]: the [`Process`] guard every helper uses to own a child process;
 //! * [`hostile`]: misbehaving clients (idle, trickling, HTTP/2 preface only, endless bodies)
 //!   and measurements of the server process (file descriptors, peak memory);
-//! * [`alerting`]: the shipped rules, dashboards and metric list as tests read them.
+//! * [`alerting`]: the shipped rules, dashboards and metric list as tests read them;
+//! * [`packaging`]: the Debian packages and images `scripts/package.sh` built, and the units.
 //!
 //! Rules the helpers follow, and that tests written with them should follow too:
 //!
@@ -33,6 +35,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub mod alerting;
 pub mod alertmanager;
 pub mod backend;
+pub mod caddy;
 pub mod chromium;
 pub mod docker;
 pub mod exporter;
@@ -40,6 +43,7 @@ pub mod hostile;
 pub mod http;
 pub mod metrics;
 pub mod nginx;
+pub mod packaging;
 pub mod process;
 pub mod prometheus;
 pub mod remediator;

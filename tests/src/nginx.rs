@@ -9,7 +9,8 @@
 //! The caller gives the **inside** of the `server { }` block. Placeholders replaced in it:
 //! `{port}` (the chosen port), `{dir}` (the temporary directory) and `{www}` (`<dir>/www`, an
 //! empty directory created for static files). A `listen 127.0.0.1:{port};` directive is added
-//! unless the block has its own `listen` (which must then use `127.0.0.1:{port}`).
+//! unless the block has its own `listen` directives (which must then use loopback addresses
+//! and `{port}`: `127.0.0.1:{port}`, and `127.0.0.2:{port}` to stand in for a second host).
 //!
 //! ```text
 //! let nginx = Nginx::start("location / { root {www}; }");
@@ -245,8 +246,20 @@ fn render_config(dir: &Path, port: u16, server_body: &str, http_directives: &str
         .any(|line| line.trim_start().starts_with("listen "));
     for line in body.lines().chain(http_extra.lines()) {
         let line = line.trim_start();
-        if line.starts_with("listen ") && !line.starts_with(&format!("listen 127.0.0.1:{port}")) {
-            panic!("nginx test servers must listen on 127.0.0.1:{{port}} only, got {line:?}");
+        // Another loopback address on the same port stands in for a second host.
+        let loopback = line
+            .strip_prefix("listen 127.")
+            .and_then(|rest| rest.split_once(':'))
+            .is_some_and(|(host, rest)| {
+                host.split('.').count() == 3
+                    && host.split('.').all(|n| n.parse::<u8>().is_ok())
+                    && rest.starts_with(&port.to_string())
+            });
+        if line.starts_with("listen ") && !loopback {
+            panic!(
+                "nginx test servers must listen on 127.0.0.1:{{port}} (or another loopback \
+                 address at {{port}}) only, got {line:?}"
+            );
         }
     }
     let listen = if has_listen {

@@ -217,3 +217,35 @@ fn ads_state_route_and_reconnects() {
     assert!(reason(&s, "plc", "mismatch"));
     assert_eq!(value(&s, CONNECTS, &[("probe", "plc")]), 2.0);
 }
+
+#[test]
+fn a_short_device_info_answer_is_explained() {
+    // A device whose READ_DEVICE_INFO answer is cut short: its state is still read and checked,
+    // the name/version series is left out, and the log says why.
+    let port = stackmedic_tests::free_port();
+    let _plc = AdsServer::start(port, &["--short-device-info"]);
+    let mut exporter = Exporter::start(&format!("probes:\n{}", native("short", port, "")));
+    let s = exporter.wait_value(SUCCESS, &[("probe", "short")], 1.0);
+    assert_eq!(
+        value(&s, STATE, &[("probe", "short"), ("state", "run")]),
+        1.0
+    );
+    assert_eq!(
+        find(&s, "stackmedic_ads_device_info", &[("probe", "short")]),
+        None,
+        "a short answer must not produce a device info series"
+    );
+    let explained = stackmedic_tests::wait_until(WAIT, Duration::from_millis(50), || {
+        let log = exporter.process().stderr();
+        log.lines().any(|l| {
+            l.contains("device info not read")
+                && l.contains("got less data than expected")
+                && l.contains("probe=short")
+        })
+    });
+    assert!(
+        explained,
+        "no debug line explains the missing device info:\n{}",
+        exporter.process().describe()
+    );
+}

@@ -69,6 +69,27 @@ const INVALID: &[(&str, &[&str])] = &[
         &["14-invalid-yaml.yml: invalid YAML: error: line 5 column 9:"],
     ),
     ("15-several-problems.yml", SEVERAL),
+    (
+        "16-every-global-problem.yml",
+        &[
+            "global.interval: invalid duration \"10x\"",
+            "global.max_concurrency: invalid type: string \"lots\", expected usize",
+            "global.timeout: invalid duration \"-5s\"",
+        ],
+    ),
+    (
+        "17-unknown-keys-in-one-section.yml",
+        &[
+            "probes[0].http.colour: unknown field `colour`, expected one of `url`, ",
+            "probes[0].http.flavour: unknown field `flavour`, expected one of `url`, ",
+            "probes[1].http.max_body_bytes: invalid type: string \"many\", expected u64",
+            "probes[1].http.method: unknown variant `POST`, expected `GET` or `HEAD`",
+        ],
+    ),
+    (
+        "18-missing-ca-file.yml",
+        &["probes[0].http.tls.ca_file: cannot read /nonexistent/stackmedic-test-ca.pem: No such file or directory"],
+    ),
 ];
 
 /// Every problem of `15-several-problems.yml`, also expected from `--config.check`.
@@ -210,6 +231,29 @@ fn config_check_accepts_a_valid_file() {
 }
 
 #[test]
+fn config_check_warns_about_a_file_without_probes() {
+    let file = fixtures().join("empty.yml");
+    let out = Command::new(bin_path("stackmedic-exporter"))
+        .arg("--config.check")
+        .arg("--config.file")
+        .arg(&file)
+        .output()
+        .expect("run stackmedic-exporter --config.check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "exit {}: {stderr}{stdout}",
+        out.status
+    );
+    assert!(stdout.contains("ok (0 probes)"), "{stdout}");
+    assert!(
+        stderr.contains("warning: ") && stderr.contains("no probes"),
+        "an empty file must be called out: {stderr:?}"
+    );
+}
+
+#[test]
 fn config_check_accepts_the_embedded_default() {
     let out = Command::new(bin_path("stackmedic-exporter"))
         .arg("--config.check")
@@ -221,6 +265,11 @@ fn config_check_accepts_the_embedded_default() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("embedded default: ok (1 probes)"));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "no warning for a valid file"
+    );
 }
 
 #[test]

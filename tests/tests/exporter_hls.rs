@@ -286,3 +286,137 @@ fn live_stream_turns_stale_and_fresh_again() {
         assert_eq!(value(&s, REGRESSIONS, &l), 1.0, "{p}");
     }
 }
+
+/// A finished playlist (never stale) whose last segment is `last`.
+fn playlist_ending_in(last: &str) -> String {
+    format!(
+        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n\
+         #EXTINF:2.0,\nseg0.ts\n#EXTINF:2.0,\n{last}\n#EXT-X-ENDLIST\n"
+    )
+}
+
+#[test]
+fn playlist_uris_stay_on_the_playlists_host_or_in_its_folder() {
+    // One nginx answering on two loopback addresses: 127.0.0.2 stands in for another host.
+    let nginx = Nginx::start(
+        "listen 127.0.0.1:{port};\nlisten 127.0.0.2:{port};\nlocation / { root {www}; }\n",
+    );
+    let port = nginx.port();
+    nginx.write("www/seg0.ts", "segment");
+    nginx.write("www/seg1.ts", "segment");
+    nginx.write("www/passwd.m3u8", playlist_ending_in("file:///etc/passwd"));
+    nginx.write(
+        "www/nothing.m3u8",
+        playlist_ending_in("file:///nonexistent/stackmedic-test.ts"),
+    );
+    let other = format!("http://127.0.0.2:{port}/seg1.ts");
+    nginx.write("www/other.m3u8", playlist_ending_in(&other));
+    nginx.write(
+        "www/master.m3u8",
+        "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\nfile:///etc/hostname\n",
+    );
+    nginx.write("www/good.m3u8", playlist_ending_in("seg1.ts"));
+
+    // A local folder: a segment next to the playlist, one above it, one behind a symlink.
+    let local = tempfile::tempdir().expect("tempdir");
+    let folder = local.path().join("cam");
+    std::fs::create_dir(&folder).expect("mkdir");
+    for f in ["seg0.ts", "seg1.ts"] {
+        std::fs::write(folder.join(f), "segment").expect("write");
+    }
+    std::fs::write(local.path().join("outside.ts"), "secret").expect("write");
+    std::os::unix::fs::symlink("/etc/passwd", folder.join("link.ts")).expect("symlink");
+    let write_local = |name: &str, last: &str| {
+        std::fs::write(folder.join(name), playlist_ending_in(last)).expect("write");
+    };
+    write_local("good.m3u8", "seg1.ts");
+    write_local("up.m3u8", "../outside.ts");
+    write_local("abs.m3u8", "/etc/passwd");
+    write_local("link.m3u8", "link.ts");
+
+    let url = |p: &str| format!("http://127.0.0.1:{port}/{p}");
+    let probe = |name: &str, source: &str, extra: &str| {
+        format!(
+            "  - name: {name}\n    interval: 300ms\n    timeout: 250ms\n    hls:\n      {source}\n      check_newest_segment: true\n{extra}"
+        )
+    };
+    let file = |p: &str| format!("path: {}", folder.join(p).display());
+    let config = [
+        "probes:\n".to_string(),
+        probe("passwd", &format!("url: {}", url("passwd.m3u8")), ""),
+        probe("nothing", &format!("url: {}", url("nothing.m3u8")), ""),
+        probe("other-host", &format!("url: {}", url("other.m3u8")), ""),
+        probe(
+            "allowed-host",
+            &format!("url: {}", url("other.m3u8")),
+            "      allowed_hosts: [127.0.0.2]\n",
+        ),
+        probe("master", &format!("url: {}", url("master.m3u8")), ""),
+        probe("good", &format!("url: {}", url("good.m3u8")), ""),
+        probe("local-good", &file("good.m3u8"), ""),
+        probe("local-up", &file("up.m3u8"), ""),
+        probe("local-abs", &file("abs.m3u8"), ""),
+        probe("local-link", &file("link.m3u8"), ""),
+    ]
+    .concat();
+    let mut exporter = Exporter::start(&config);
+    let all = [
+        "passwd",
+        "nothing",
+        "other-host",
+        "allowed-host",
+        "master",
+        "good",
+        "local-good",
+        "local-up",
+        "local-abs",
+        "local-link",
+    ];
+    let s = exporter.wait_for("every probe ran", WAIT, |s| {
+        all.iter()
+            .all(|p| find(s, SUCCESS, &[("probe", p)]).is_some())
+    });
+    for p in ["good", "allowed-host", "local-good"] {
+        assert_eq!(value(&s, FETCHABLE, &[("probe", p)]), 1.0, "{p}");
+        assert_eq!(value(&s, SUCCESS, &[("probe", p)]), 1.0, "{p}");
+    }
+    // Not followed: the segment is not fetchable, and the run fails as a bad playlist.
+    for p in [
+        "passwd",
+        "nothing",
+        "other-host",
+        "local-up",
+        "local-abs",
+        "local-link",
+    ] {
+        assert_eq!(value(&s, FETCHABLE, &[("probe", p)]), 0.0, "{p}");
+        assert_eq!(value(&s, SUCCESS, &[("probe", p)]), 0.0, "{p}");
+        assert_eq!(reason(&s, p).as_deref(), Some("parse"), "{p}");
+    }
+    // A variant that is a local file is not read.
+    assert_eq!(
+        value(
+            &s,
+            UP,
+            &[("probe", "master"), ("variant", "file:///etc/hostname")]
+        ),
+        0.0
+    );
+    assert_eq!(reason(&s, "master").as_deref(), Some("parse"));
+    // The landing page tells why, and is no oracle for local files: whether the file exists
+    // makes no difference to what it shows.
+    let page = stackmedic_tests::http::get(&exporter.url("/"))
+        .expect("landing page")
+        .text();
+    assert!(page.contains("leaves http(s)"), "{page}");
+    assert!(
+        page.contains("not the playlist&#39;s") || page.contains("not the playlist's"),
+        "{page}"
+    );
+    assert!(
+        page.contains("out of the playlist&#39;s folder")
+            || page.contains("out of the playlist's folder"),
+        "{page}"
+    );
+    assert!(!page.contains("No such file"), "{page}");
+}

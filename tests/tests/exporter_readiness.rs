@@ -80,6 +80,23 @@ fn summary_states_and_warming_start() {
     let s = exporter.wait_runs("summary", before + 3);
     assert_eq!(value(&s, WARMING_SINCE, &[p]), since, "warming start moved");
 
+    // One summary without `llm.path` fails that run (reason `parse`), but says nothing about
+    // warming: the start survives it.
+    backend.omit_path(1);
+    exporter.wait_value(
+        "stackmedic_probe_failure_reason",
+        &[p, ("reason", "parse")],
+        1.0,
+    );
+    assert_eq!(backend.omitted_paths_pending(), 0);
+    let s = exporter.wait_value("stackmedic_probe_success", &[p], 1.0);
+    assert_eq!(value(&s, LLM_PATH, &[p, ("path", "warming")]), 1.0);
+    assert_eq!(
+        value(&s, WARMING_SINCE, &[p]),
+        since,
+        "one summary without llm.path reset the warming start"
+    );
+
     // Primary: the warming start disappears, readiness recovers, a new build shows.
     backend.set_sha("def456");
     backend.set_path(LlmPath::Primary);

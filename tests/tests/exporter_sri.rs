@@ -453,3 +453,150 @@ fn make_readable(dir: &Path) {
         }
     }
 }
+
+#[test]
+fn url_mode_checks_exactly_the_entries_local_mode_would() {
+    // The deployed root is served by nginx; an entry leads out of it through a symlink (nginx
+    // follows it, the exporter's local mode does not read it). URL mode must leave it out too.
+    let nginx = Nginx::start("location / { root {www}; etag on; }");
+    let www = nginx.www();
+    let dir = tempfile::tempdir().unwrap();
+    let app = www.join("assets/app.js");
+    write(&app, b"run();\n");
+    let secret = dir.path().join("secret.js");
+    write(&secret, b"let key = 'outside the root';\n");
+    std::os::unix::fs::symlink(&secret, www.join("assets/leak.js")).expect("symlink");
+    make_readable(&www);
+    make_readable(dir.path());
+    // nginx serves the secret through the link: a fetch would "match".
+    assert_eq!(
+        stackmedic_tests::http::get(&nginx.url("/assets/leak.js"))
+            .expect("GET leak.js")
+            .status,
+        200
+    );
+    let manifest_path = dir.path().join("sri-manifest.json");
+    write(
+        &manifest_path,
+        manifest(&[
+            ("assets/app.js", openssl_sri("sha384", &app)),
+            ("assets/leak.js", openssl_sri("sha384", &secret)),
+        ])
+        .as_bytes(),
+    );
+    let config = format!(
+        "probes:\n{}",
+        probe_yaml(
+            "both",
+            &format!(
+                "manifest: {}\nroot: {}\nbase_url: {}",
+                manifest_path.display(),
+                www.display(),
+                nginx.url("/")
+            )
+        )
+    );
+    let mut e = Exporter::start(&config);
+    let p = ("probe", "both");
+    let s = wait_checked(&mut e, "both", "url");
+    for source in ["file", "url"] {
+        let l = [p, ("source", source)];
+        assert_eq!(value(&s, CHECKED, &l), 1.0, "{source}: {:?}", reason(&s));
+        assert_eq!(
+            find(
+                &s,
+                ENTRY,
+                &[p, ("source", source), ("path", "assets/leak.js")]
+            ),
+            None,
+            "{source} reports the entry outside the root"
+        );
+    }
+    assert_eq!(
+        value(
+            &s,
+            "stackmedic_sri_manifest_invalid_entries",
+            &[p, ("problem", "unsafe_path")]
+        ),
+        1.0
+    );
+    assert_eq!(value(&s, REASON, &[p, ("reason", "parse")]), 1.0);
+    let access = std::fs::read_to_string(nginx.access_log()).unwrap_or_default();
+    let fetched: Vec<&str> = access
+        .lines()
+        .filter(|l| l.contains("leak.js") && l.contains("stackmedic-exporter/"))
+        .collect();
+    assert!(fetched.is_empty(), "the exporter fetched it: {fetched:?}");
+}
+
+#[test]
+fn url_mode_revalidates_after_a_bounded_time() {
+    // A rewrite that keeps size and modification time (`touch -r`) keeps nginx's ETag, so
+    // nginx answers 304 to the exporter's conditional request. `revalidate_after` bounds how
+    // long that is trusted: then a full fetch sees the drift.
+    let nginx = Nginx::start("location / { root {www}; etag on; }");
+    let www = nginx.www();
+    let dir = tempfile::tempdir().unwrap();
+    let asset = www.join("app.js");
+    write(&asset, b"let v = 1;\n");
+    backdate(&asset, 3600);
+    make_readable(&www);
+    let manifest_path = dir.path().join("sri-manifest.json");
+    write(
+        &manifest_path,
+        manifest(&[("app.js", openssl_sri("sha384", &asset))]).as_bytes(),
+    );
+    let config = format!(
+        "probes:\n{}{}",
+        probe_yaml(
+            "bounded",
+            &format!(
+                "manifest: {}\nbase_url: {}\nrevalidate_after: 2s",
+                manifest_path.display(),
+                nginx.url("/")
+            )
+        ),
+        probe_yaml(
+            "default",
+            &format!(
+                "manifest: {}\nbase_url: {}",
+                manifest_path.display(),
+                nginx.url("/")
+            )
+        ),
+    );
+    let mut e = Exporter::start(&config);
+    let u = ("source", "url");
+    let path = ("path", "app.js");
+    for probe in ["bounded", "default"] {
+        e.wait_value(ENTRY, &[("probe", probe), u, path], 0.0);
+    }
+    // Let both probes cache the ETag (a few runs with 304s), then rewrite in place with the
+    // old modification time.
+    let s = e.scrape();
+    let runs = value(&s, "stackmedic_probe_runs_total", &[("probe", "default")]);
+    e.wait_for("two more runs", WAIT, |s| {
+        find(s, "stackmedic_probe_runs_total", &[("probe", "default")]).unwrap_or(0.0) >= runs + 2.0
+    });
+    let before = std::fs::metadata(&asset).unwrap().modified().unwrap();
+    write(&asset, b"let v = 2;\n");
+    std::fs::File::options()
+        .write(true)
+        .open(&asset)
+        .and_then(|f| f.set_modified(before))
+        .expect("touch -r");
+    make_readable(&www);
+    let s = e.wait_value(ENTRY, &[("probe", "bounded"), u, path], 1.0);
+    assert_eq!(value(&s, DRIFTED, &[("probe", "bounded"), u]), 1.0);
+    assert_eq!(
+        value(&s, REASON, &[("probe", "bounded"), ("reason", "mismatch")]),
+        1.0
+    );
+    // The default (15 minutes) still trusts the 304: that is the bound, documented.
+    assert_eq!(value(&s, ENTRY, &[("probe", "default"), u, path]), 0.0);
+    let access = std::fs::read_to_string(nginx.access_log()).unwrap_or_default();
+    assert!(
+        access.contains("\" 304 "),
+        "no conditional request:\n{access}"
+    );
+}

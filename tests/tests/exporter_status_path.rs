@@ -85,6 +85,9 @@ fn access_log_counts_real_legacy_hits_across_rename_and_copytruncate() {
     let quiet_start = value(&s, QUIET, &[("probe", "log")]);
     assert_eq!(counts(&s, "log"), [0, 0, 0, 0]);
 
+    // Hits are dated by the line's $time_local, in whole seconds: the next ones must fall in
+    // a later second than the start for the quiet-since time to move.
+    next_second();
     for _ in 0..3 {
         client_get(&nginx, "/status/summary", Some("legacy"));
     }
@@ -124,6 +127,7 @@ fn access_log_counts_real_legacy_hits_across_rename_and_copytruncate() {
 
     // Rotation by rename: one line before the move, two after it that nginx still writes to the
     // old file, then reopen and two into the new file.
+    next_second();
     client_get(&nginx, "/status/summary", Some("legacy"));
     let rotated = nginx.dir().join("xsp.log.1");
     std::fs::rename(&log, &rotated).expect("mv xsp.log xsp.log.1");
@@ -243,4 +247,14 @@ fn log_mentions(log: &Path, needle: &str) -> bool {
     std::fs::read_to_string(log)
         .unwrap_or_default()
         .contains(needle)
+}
+
+/// Sleeps until the wall clock has passed into the next whole second.
+fn next_second() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    std::thread::sleep(Duration::from_nanos(
+        1_000_000_000 - u64::from(now.subsec_nanos()) + 5_000_000,
+    ));
 }

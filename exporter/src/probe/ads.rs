@@ -28,9 +28,10 @@ use stackmedic_common::config::join;
 use stackmedic_common::ConfigErrors;
 use url::Url;
 
+use super::fetch::{self, TlsOptions};
 use super::{ProbeError, Reason, RunContext, Shared};
-use crate::fetch::{self, TlsOptions};
 use crate::metrics::{Family, Samples};
+use crate::support::{lock, truncate};
 
 static CONNECTED: Family = Family::gauge(
     "stackmedic_ads_connected",
@@ -158,7 +159,7 @@ pub struct RouteStatusConfig {
 
 impl AdsConfig {
     /// Checks the mode, the addresses, the expected state and the pointers.
-    pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+    pub fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
         if parse_state(&self.expected_state).is_none() {
             errs.push(
                 join(path, "expected_state"),
@@ -169,7 +170,7 @@ impl AdsConfig {
                 ),
             );
         }
-        match (&self.host, &self.route_status) {
+        match (&self.host, &mut self.route_status) {
             (Some(_), Some(_)) => {
                 errs.push(
                     path,
@@ -224,8 +225,9 @@ impl RouteStatusConfig {
         ]
     }
 
-    fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+    fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
         fetch::validate_url(&self.url, &join(path, "url"), errs);
+        self.tls.load(&join(path, "tls"), errs);
         for (k, v) in &self.headers {
             if HeaderName::try_from(k.as_str()).is_err()
                 || HeaderValue::try_from(v.as_str()).is_err()
@@ -357,7 +359,7 @@ struct Link {
     host: String,
     port: u16,
     source: ads::Source,
-    client: Mutex<Option<ads::Client>>,
+    client: Mutex<Option<Open>>,
     connects: AtomicU64,
 }
 
@@ -365,7 +367,8 @@ struct Link {
 struct Reading {
     state: u16,
     device_state: u16,
-    info: Option<(String, String)>,
+    /// Name and version, or why they are not known.
+    info: Result<(String, String), String>,
 }
 
 /// Why the device did not answer, and whether the TCP connection is up.
@@ -418,7 +421,10 @@ fn classify(e: &ads::Error, elapsed: Duration, op: Duration) -> Broken {
 }
 
 impl Link {
-    fn connect(&self, op: Duration) -> Result<ads::Client, Failure> {
+    /// Opens a connection within `remaining`. Its replies may take `reply_timeout` (the
+    /// probe's timeout): the connection outlives the run, so its read timeout cannot follow
+    /// one run's deadline, and the run's own wait is bounded by the deadline instead.
+    fn connect(&self, remaining: Duration, reply_timeout: Duration) -> Result<Open, Failure> {
         let target = format!("{}:{}", self.host, self.port);
         let addr = (self.host.as_str(), self.port)
             .to_socket_addrs()
@@ -427,7 +433,12 @@ impl Link {
             .ok_or_else(|| {
                 Failure::down(Reason::Connect, format!("{target} resolves to no address"))
             })?;
-        let client = ads::Client::new(addr, ads::Timeouts::new(op), self.source).map_err(|e| {
+        let timeouts = ads::Timeouts {
+            connect: Some(remaining),
+            read: Some(reply_timeout),
+            write: Some(reply_timeout),
+        };
+        let client = ads::Client::new(addr, timeouts, self.source).map_err(|e| {
             let reason = match &e {
                 ads::Error::Io(_, io)
                     if matches!(
@@ -442,30 +453,51 @@ impl Link {
             Failure::down(reason, format!("{target}: {e}"))
         })?;
         self.connects.fetch_add(1, Ordering::Relaxed);
-        Ok(client)
+        Ok(Open {
+            client,
+            reply_timeout,
+        })
     }
 
-    /// Reads the device's state (and name and version), connecting or reconnecting as needed.
-    /// Runs on a blocking thread.
-    fn query(&self, device: ads::AmsAddr, op: Duration) -> Result<Reading, Failure> {
+    /// Reads the device's state (and name and version), connecting or reconnecting as needed,
+    /// each step within the time left until `deadline`. Runs on a blocking thread.
+    fn query(
+        &self,
+        device: ads::AmsAddr,
+        deadline: Instant,
+        reply_timeout: Duration,
+    ) -> Result<Reading, Failure> {
+        let remaining = || deadline.saturating_duration_since(Instant::now());
+        let expired = || {
+            Failure::down(
+                Reason::Timeout,
+                "the run's deadline passed before the device answered".into(),
+            )
+        };
         let mut slot = lock(&self.client);
         let mut reused = slot.is_some();
         loop {
-            let client = match slot.take() {
+            if remaining().is_zero() {
+                return Err(expired());
+            }
+            let open = match slot.take() {
                 Some(c) => c,
-                None => self.connect(op)?,
+                None => self.connect(remaining(), reply_timeout)?,
             };
-            let dev = client.device(device);
+            let dev = open.client.device(device);
             let started = Instant::now();
             let result = dev.get_state();
             let elapsed = started.elapsed();
             match result {
                 Ok((state, device_state)) => {
-                    let info = dev
-                        .get_info()
-                        .ok()
-                        .map(|i| (i.name, format!("{}.{}.{}", i.major, i.minor, i.version)));
-                    *slot = Some(client);
+                    let info = if remaining().is_zero() {
+                        Err("no time left in the run to ask for it".to_string())
+                    } else {
+                        dev.get_info()
+                            .map(|i| (i.name, format!("{}.{}.{}", i.major, i.minor, i.version)))
+                            .map_err(|e| e.to_string())
+                    };
+                    *slot = Some(open);
                     return Ok(Reading {
                         state: state as u16,
                         device_state,
@@ -474,16 +506,16 @@ impl Link {
                 }
                 // A state outside the known list is still an answer.
                 Err(ads::Error::Reply("read state", "invalid state constant", value)) => {
-                    *slot = Some(client);
+                    *slot = Some(open);
                     return Ok(Reading {
                         state: u16::try_from(value).unwrap_or(u16::MAX),
                         device_state: 0,
-                        info: None,
+                        info: Err("not asked: the state was outside the ADS list".into()),
                     });
                 }
-                Err(e) => match classify(&e, elapsed, op) {
+                Err(e) => match classify(&e, elapsed, open.reply_timeout) {
                     Broken::Code(code) => {
-                        *slot = Some(client);
+                        *slot = Some(open);
                         return Err(Failure {
                             error: ads_code_error(code, "read state"),
                             connected: true,
@@ -493,7 +525,7 @@ impl Link {
                     Broken::Closed if reused => {
                         // The connection broke since the last run (the PLC restarted, or
                         // another client from this host took over): try once with a new one.
-                        drop(client);
+                        drop(open);
                         reused = false;
                     }
                     Broken::Closed => {
@@ -508,7 +540,7 @@ impl Link {
                     Broken::Timeout => {
                         return Err(Failure::down(
                             Reason::Timeout,
-                            format!("no answer within {op:?}: {e}"),
+                            format!("no answer within {:?}: {e}", open.reply_timeout),
                         ));
                     }
                     Broken::Other => {
@@ -518,6 +550,12 @@ impl Link {
             }
         }
     }
+}
+
+/// An open connection and the reply timeout it was opened with.
+struct Open {
+    client: ads::Client,
+    reply_timeout: Duration,
 }
 
 /// An `ads` probe.
@@ -618,14 +656,22 @@ impl AdsProbe {
         cx: &RunContext,
         out: &mut Samples,
     ) -> Result<(), ProbeError> {
-        // Each blocking step gets a third of the run's timeout, so that a reconnect followed
-        // by a request still ends before the runner gives up on the run (and the lock is free
-        // for the next one).
-        let op = cx.timeout.mul_f64(0.3).max(Duration::from_millis(50));
         let l = link.clone();
-        let result = tokio::task::spawn_blocking(move || l.query(device, op))
-            .await
-            .map_err(|e| ProbeError::new(Reason::Other, format!("ads query panicked: {e}")))?;
+        let deadline = cx.deadline();
+        let reply_timeout = cx.timeout();
+        let job = tokio::task::spawn_blocking(move || {
+            l.query(device, deadline.into_std(), reply_timeout)
+        });
+        // The blocking query checks the deadline between its steps; a step that blocks past
+        // it (a device that never answers) is left to finish on its own thread.
+        let result = match tokio::time::timeout_at(deadline, job).await {
+            Ok(joined) => joined
+                .map_err(|e| ProbeError::new(Reason::Other, format!("ads query panicked: {e}")))?,
+            Err(_) => Err(Failure::down(
+                Reason::Timeout,
+                format!("no answer within {:?}", cx.timeout()),
+            )),
+        };
         out.push(&CONNECTS, &[], link.connects.load(Ordering::Relaxed) as f64);
         match result {
             Ok(r) => {
@@ -633,10 +679,18 @@ impl AdsProbe {
                 out.flag(&REACHABLE, &[], true);
                 out.flag(&ROUTE, &[], true);
                 out.push(&ERROR_CODE, &[], 0.0);
-                if let Some((name, version)) = &r.info {
-                    let name: String = name.chars().take(64).collect();
-                    let version: String = version.chars().take(32).collect();
-                    out.push(&DEVICE_INFO, &[("name", &name), ("version", &version)], 1.0);
+                match &r.info {
+                    Ok((name, version)) => {
+                        let name = truncate(name, 64);
+                        let version = truncate(version, 32);
+                        out.push(&DEVICE_INFO, &[("name", &name), ("version", &version)], 1.0);
+                    }
+                    // The probe still succeeds: the state is what it checks. The series is
+                    // left out, and the log says why.
+                    Err(why) => tracing::debug!(
+                        error = %why,
+                        "device info not read; stackmedic_ads_device_info left out"
+                    ),
                 }
                 self.report_state(Some(state_name(r.state)), Some(r.device_state), out)
             }
@@ -662,11 +716,8 @@ impl AdsProbe {
         cx: &RunContext,
         out: &mut Samples,
     ) -> Result<(), ProbeError> {
-        let req = client
-            .get(cfg.url.clone())
-            .headers(headers.clone())
-            .timeout(cx.timeout);
-        let resp = fetch::send(req, cfg.max_body_bytes).await?;
+        let req = client.get(cfg.url.clone()).headers(headers.clone());
+        let resp = fetch::send(cx, req, cfg.max_body_bytes).await?;
         if !resp.status.is_success() {
             return Err(ProbeError::new(
                 Reason::HttpStatus,
@@ -769,7 +820,7 @@ fn field<T>(
         Some(v) => {
             let r = convert(v);
             if r.is_none() {
-                let shown: String = v.to_string().chars().take(40).collect();
+                let shown = truncate(&v.to_string(), 40);
                 problems.push(format!("unexpected value at {pointer:?}: {shown}"));
             }
             r
@@ -811,10 +862,6 @@ fn as_code(v: &Value) -> Option<u32> {
         Value::Null => Some(0),
         _ => None,
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

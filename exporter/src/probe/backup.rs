@@ -23,8 +23,9 @@ use stackmedic_common::config::{duration, join, Regex};
 use stackmedic_common::ConfigErrors;
 
 use super::files::{CancelOnDrop, FileKey};
-use super::{ProbeError, Reason, RunContext};
+use super::{ProbeError, ProblemKind, Problems, Reason, RunContext};
 use crate::metrics::{Family, Samples};
+use crate::support::lock;
 
 static FOLDER_EXISTS: Family = Family::gauge(
     "stackmedic_backup_folder_exists",
@@ -207,7 +208,7 @@ pub struct BackupConfig {
 
 impl BackupConfig {
     /// Checks captures, volume names and limits.
-    pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+    pub fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
         if self.folders.is_empty() {
             errs.push(join(path, "folders"), "must list at least one folder");
         }
@@ -460,9 +461,9 @@ impl BackupProbe {
         let verified = self.verified.clone();
         let cancel = Arc::new(AtomicBool::new(false));
         let _guard = CancelOnDrop(cancel.clone());
-        // Leave the runner a tenth of its timeout to report, so that a slow archive ends as
-        // this probe's own `timeout` with every other sample kept.
-        let budget = cfg.verify_timeout.min(cx.timeout.mul_f64(0.9));
+        // Verification stops at the run's deadline at the latest, so that a slow archive ends
+        // as this probe's own `timeout` with every other sample kept.
+        let budget = cfg.verify_timeout.min(cx.remaining());
         let (samples, result) = tokio::task::spawn_blocking(move || {
             let mut out = Samples::default();
             let deadline = Instant::now() + budget;
@@ -480,7 +481,7 @@ impl BackupProbe {
             }
             let checked = std::mem::take(&mut run.checked);
             lock(&verified).retain(|p, _| checked.contains(p));
-            (out, run.problems.into_result(budget))
+            (out, run.problems.into_result())
         })
         .await
         .map_err(|e| ProbeError::new(Reason::Other, format!("backup scan failed: {e}")))?;
@@ -494,7 +495,7 @@ struct Run<'a> {
     verified: &'a Mutex<VerifyCache>,
     deadline: Instant,
     cancel: &'a AtomicBool,
-    problems: Problems,
+    problems: Problems<Trouble>,
     now: f64,
     checked: HashSet<PathBuf>,
 }
@@ -508,18 +509,16 @@ impl Run<'_> {
             Ok(_) => {
                 out.flag(&FOLDER_EXISTS, &fl, false);
                 self.problems
-                    .not_found
-                    .push(format!("{label} is not a directory"));
+                    .push(Trouble::NotFound, format!("{label} is not a directory"));
                 return;
             }
             Err(e) => {
                 out.flag(&FOLDER_EXISTS, &fl, false);
                 if e.kind() == io::ErrorKind::NotFound {
                     self.problems
-                        .not_found
-                        .push(format!("{label} does not exist"));
+                        .push(Trouble::NotFound, format!("{label} does not exist"));
                 } else {
-                    self.problems.io.push(format!("{label}: {e}"));
+                    self.problems.push(Trouble::Io, format!("{label}: {e}"));
                 }
                 return;
             }
@@ -529,7 +528,7 @@ impl Run<'_> {
         let rd = match std::fs::read_dir(&f.path) {
             Ok(rd) => rd,
             Err(e) => {
-                self.problems.io.push(format!("{label}: {e}"));
+                self.problems.push(Trouble::Io, format!("{label}: {e}"));
                 return;
             }
         };
@@ -608,9 +607,10 @@ impl Run<'_> {
             let vl = [("folder", label.as_str()), ("volume", volume)];
             let Some(backups) = by_volume.get(volume) else {
                 out.push(&COUNT, &vl, 0.0);
-                self.problems
-                    .not_found
-                    .push(format!("no backup of {volume} in {label}"));
+                self.problems.push(
+                    Trouble::NotFound,
+                    format!("no backup of {volume} in {label}"),
+                );
                 continue;
             };
             self.volume(f, &label, volume, backups, out);
@@ -644,10 +644,10 @@ impl Run<'_> {
         if let Some(max) = f.max_age {
             let age = self.now - newest.time;
             if age > max.as_secs_f64() {
-                self.problems.stale.push(format!(
-                    "{volume} in {label}: newest backup is {}s old",
-                    age.round()
-                ));
+                self.problems.push(
+                    Trouble::Stale,
+                    format!("{volume} in {label}: newest backup is {}s old", age.round()),
+                );
             }
         }
         // An archive modified in the last seconds may still be being written; read now it would
@@ -659,14 +659,12 @@ impl Run<'_> {
                     out.flag(&NEWEST_VALID, &vl, valid);
                     if !valid {
                         self.problems
-                            .corrupt
-                            .push(newest.path.display().to_string());
+                            .push(Trouble::Corrupt, newest.path.display().to_string());
                     }
                 }
                 None => self
                     .problems
-                    .unverified
-                    .push(newest.path.display().to_string()),
+                    .push(Trouble::Unverified, newest.path.display().to_string()),
             }
         }
     }
@@ -688,7 +686,8 @@ impl Run<'_> {
             }
             Err(VerifyError::TimedOut) => return None,
             Err(VerifyError::Io(e)) => {
-                self.problems.io.push(format!("{}: {e}", b.path.display()));
+                self.problems
+                    .push(Trouble::Io, format!("{}: {e}", b.path.display()));
                 return None;
             }
         };
@@ -703,53 +702,39 @@ impl Run<'_> {
     }
 }
 
-#[derive(Default)]
-struct Problems {
-    not_found: Vec<String>,
-    io: Vec<String>,
-    corrupt: Vec<String>,
-    stale: Vec<String>,
-    unverified: Vec<String>,
+/// What can be wrong with the backups of one run, most important first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Trouble {
+    NotFound,
+    Io,
+    Corrupt,
+    Stale,
+    Unverified,
 }
 
-impl Problems {
-    fn into_result(self, budget: Duration) -> Result<(), ProbeError> {
-        let list = |v: &[String]| v.join(", ");
-        if !self.not_found.is_empty() {
-            return Err(ProbeError::new(Reason::NotFound, list(&self.not_found)));
+impl ProblemKind for Trouble {
+    fn reason(self) -> Reason {
+        match self {
+            Trouble::NotFound => Reason::NotFound,
+            Trouble::Io => Reason::Io,
+            Trouble::Corrupt => Reason::Parse,
+            Trouble::Stale => Reason::Stale,
+            Trouble::Unverified => Reason::Timeout,
         }
-        if !self.io.is_empty() {
-            return Err(ProbeError::new(Reason::Io, list(&self.io)));
+    }
+
+    fn heading(self) -> &'static str {
+        match self {
+            Trouble::NotFound | Trouble::Io | Trouble::Stale => "",
+            Trouble::Corrupt => "corrupt or truncated archive",
+            Trouble::Unverified => "verification did not finish in time",
         }
-        if !self.corrupt.is_empty() {
-            return Err(ProbeError::new(
-                Reason::Parse,
-                format!("corrupt or truncated archive: {}", list(&self.corrupt)),
-            ));
-        }
-        if !self.stale.is_empty() {
-            return Err(ProbeError::new(Reason::Stale, list(&self.stale)));
-        }
-        if !self.unverified.is_empty() {
-            return Err(ProbeError::new(
-                Reason::Timeout,
-                format!(
-                    "verification did not finish within {budget:?}: {}",
-                    list(&self.unverified)
-                ),
-            ));
-        }
-        Ok(())
     }
 }
 
 fn unix_time(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -818,7 +803,7 @@ mod tests {
             ],
             "verify_timeout": "0s"
         });
-        let c: BackupConfig =
+        let mut c: BackupConfig =
             stackmedic_common::config::typed(&v, "probes[0].backup", &mut errs).unwrap();
         c.validate("probes[0].backup", &mut errs);
         let paths: Vec<&str> = errs.problems.iter().map(|p| p.path.as_str()).collect();
@@ -837,7 +822,7 @@ mod tests {
         assert!(paths.contains(&"probes[0].backup.verify_timeout"), "{errs}");
         let v = serde_json::json!({ "folders": [{ "path": "/x" }, { "path": "/x" }] });
         let mut errs = ConfigErrors::default();
-        let c: BackupConfig = stackmedic_common::config::typed(&v, "b", &mut errs).unwrap();
+        let mut c: BackupConfig = stackmedic_common::config::typed(&v, "b", &mut errs).unwrap();
         c.validate("b", &mut errs);
         assert!(errs.to_string().contains("used twice"), "{errs}");
         let v = serde_json::json!({ "folders": [{ "path": "/x", "timestamp_format": "nope" }] });

@@ -14,6 +14,7 @@ use stackmedic_common::ConfigErrors;
 
 use super::{ProbeError, Reason, RunContext};
 use crate::metrics::{Family, Samples};
+use crate::support::lock;
 
 static DOCKER_UP: Family = Family::gauge(
     "stackmedic_docker_up",
@@ -83,7 +84,7 @@ pub struct DockerConfig {
 
 impl DockerConfig {
     /// Checks the engine address.
-    pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+    pub fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
         if let Some(h) = &self.host {
             if !h.starts_with("unix://") {
                 errs.push(join(path, "host"), "only unix:// sockets are supported");
@@ -121,7 +122,7 @@ impl DockerProbe {
     }
 
     fn client(&self) -> Result<Docker, bollard::errors::Error> {
-        let mut slot = self.docker.lock().unwrap_or_else(|p| p.into_inner());
+        let mut slot = lock(&self.docker);
         if let Some(d) = slot.as_ref() {
             return Ok(d.clone());
         }

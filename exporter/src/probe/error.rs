@@ -1,6 +1,9 @@
-//! Why a probe run failed: a bounded reason for the `reason` label and a message for the log.
+//! Why a probe run failed: a bounded reason for the `reason` label and a message for the log,
+//! and [`Problems`], which gathers the failures of one run into that one error.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::path::Path;
 
 /// The bounded set of failure reasons; each is one value of the `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -104,6 +107,18 @@ impl ProbeError {
     }
 }
 
+impl ProbeError {
+    /// A failed file operation: `not_found` when the file does not exist, `io` otherwise.
+    pub fn io(what: &str, path: &Path, e: &std::io::Error) -> Self {
+        let reason = if e.kind() == std::io::ErrorKind::NotFound {
+            Reason::NotFound
+        } else {
+            Reason::Io
+        };
+        Self::new(reason, format!("{what} {}: {e}", path.display()))
+    }
+}
+
 impl fmt::Display for ProbeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}", self.reason.as_str(), self.message)
@@ -111,3 +126,128 @@ impl fmt::Display for ProbeError {
 }
 
 impl std::error::Error for ProbeError {}
+
+/// A kind of problem a probe gathers during a run. The order of the kinds is their importance:
+/// the first kind with a problem gives the run its reason.
+pub trait ProblemKind: Ord + Copy {
+    /// The failure reason of this kind.
+    fn reason(self) -> Reason;
+    /// What the problems of this kind are, as the heading of their list (`digest drift`);
+    /// empty when the items speak for themselves.
+    fn heading(self) -> &'static str;
+}
+
+/// How many items of one kind a message lists before it says how many more there are.
+const LISTED: usize = 5;
+
+/// The problems of one run, by kind. A probe that checks many things (manifest entries,
+/// backup volumes, variant streams) records each problem and keeps going; at the end
+/// [`Problems::into_result`] turns them into one [`ProbeError`].
+#[derive(Debug)]
+pub struct Problems<K> {
+    groups: BTreeMap<K, Vec<String>>,
+}
+
+impl<K> Default for Problems<K> {
+    fn default() -> Self {
+        Self {
+            groups: BTreeMap::new(),
+        }
+    }
+}
+
+impl<K: ProblemKind> Problems<K> {
+    /// Records a problem.
+    pub fn push(&mut self, kind: K, item: impl Into<String>) {
+        self.groups.entry(kind).or_default().push(item.into());
+    }
+
+    /// How many problems of `kind` were recorded.
+    #[must_use]
+    pub fn count(&self, kind: K) -> usize {
+        self.groups.get(&kind).map_or(0, Vec::len)
+    }
+
+    /// Whether nothing was recorded.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.groups.is_empty()
+    }
+
+    /// `Ok` without problems; otherwise an error with the reason of the most important kind
+    /// and a message that lists every kind, most important first (`digest drift: a.js; missing:
+    /// b.js`), each with at most five items.
+    ///
+    /// # Errors
+    /// When at least one problem was recorded.
+    pub fn into_result(self) -> Result<(), ProbeError> {
+        let Some(first) = self.groups.keys().next().copied() else {
+            return Ok(());
+        };
+        let parts: Vec<String> = self
+            .groups
+            .into_iter()
+            .map(|(kind, items)| {
+                let mut list = items
+                    .iter()
+                    .take(LISTED)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if items.len() > LISTED {
+                    list.push_str(&format!(" and {} more", items.len() - LISTED));
+                }
+                if kind.heading().is_empty() {
+                    list
+                } else {
+                    format!("{}: {list}", kind.heading())
+                }
+            })
+            .collect();
+        Err(ProbeError::new(first.reason(), parts.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+    enum Kind {
+        Drift,
+        Failed(Reason),
+    }
+
+    impl ProblemKind for Kind {
+        fn reason(self) -> Reason {
+            match self {
+                Kind::Drift => Reason::Mismatch,
+                Kind::Failed(r) => r,
+            }
+        }
+        fn heading(self) -> &'static str {
+            match self {
+                Kind::Drift => "drift",
+                Kind::Failed(_) => "",
+            }
+        }
+    }
+
+    #[test]
+    fn most_important_kind_gives_the_reason_and_every_kind_is_listed() {
+        let mut p = Problems::default();
+        assert!(p.is_empty());
+        p.push(Kind::Failed(Reason::Timeout), "c: no answer");
+        for i in 0..7 {
+            p.push(Kind::Drift, format!("f{i}"));
+        }
+        assert_eq!(p.count(Kind::Drift), 7);
+        let e = p.into_result().unwrap_err();
+        assert_eq!(e.reason, Reason::Mismatch);
+        assert_eq!(
+            e.message,
+            "drift: f0, f1, f2, f3, f4 and 2 more; c: no answer"
+        );
+        assert!(Problems::<Kind>::default().into_result().is_ok());
+    }
+}

@@ -27,9 +27,10 @@ use stackmedic_common::reload::unix_now;
 use stackmedic_common::ConfigErrors;
 use url::Url;
 
-use super::{ProbeError, Reason, RunContext, Shared};
-use crate::fetch::{self, TlsOptions};
+use super::fetch::{self, TlsOptions};
+use super::{ProbeError, ProblemKind, Problems, Reason, RunContext, Shared};
 use crate::metrics::{Family, Samples};
+use crate::support::{lock, truncate};
 
 static VARIANTS: Family = Family::gauge(
     "stackmedic_hls_variants",
@@ -129,6 +130,10 @@ pub struct HlsConfig {
     /// Largest segment read by a GET.
     #[serde(default = "default_max_segment")]
     pub max_segment_bytes: u64,
+    /// Hosts besides the playlist's own that variant and segment URIs of a playlist fetched
+    /// over HTTP(S) may point at (a CDN). Local playlists never leave their folder.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
     /// TLS settings.
     #[serde(default)]
     pub tls: TlsOptions,
@@ -136,7 +141,8 @@ pub struct HlsConfig {
 
 impl HlsConfig {
     /// Checks the source, the multiplier and the bounds.
-    pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+    pub fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
+        self.tls.load(&join(path, "tls"), errs);
         match (&self.url, &self.path) {
             (Some(u), None) => fetch::validate_url(u, &join(path, "url"), errs),
             (None, Some(p)) => {
@@ -165,6 +171,20 @@ impl HlsConfig {
         if self.max_segment_bytes == 0 {
             errs.push(join(path, "max_segment_bytes"), "must be at least 1");
         }
+        for (i, host) in self.allowed_hosts.iter().enumerate() {
+            if url::Host::parse(host).is_err() || host.contains(['/', ':', '@']) {
+                errs.push(
+                    format!("{}[{i}]", join(path, "allowed_hosts")),
+                    format!("{host:?} is not a host name or IP address"),
+                );
+            }
+        }
+        if !self.allowed_hosts.is_empty() && self.path.is_some() {
+            errs.push(
+                join(path, "allowed_hosts"),
+                "only applies to a playlist fetched by `url`",
+            );
+        }
     }
 }
 
@@ -176,31 +196,127 @@ enum Location {
 }
 
 impl Location {
-    /// Resolves a URI found in a playlist against the playlist's own location.
-    fn resolve(&self, uri: &str) -> Result<Location, String> {
-        if let Ok(abs) = Url::parse(uri) {
-            return match abs.scheme() {
-                "http" | "https" => Ok(Location::Url(abs)),
-                "file" => abs
-                    .to_file_path()
-                    .map(Location::File)
-                    .map_err(|()| format!("invalid file URI {uri:?}")),
-                other => Err(format!("unsupported URI scheme {other:?} in {uri:?}")),
-            };
-        }
+    /// Resolves a URI found in a playlist against the playlist's own location, within
+    /// `scope`: a playlist fetched over HTTP(S) leads only to http(s) URLs on the allowed
+    /// hosts, a local playlist only to files in its folder. A playlist is outside input; it
+    /// must not make the exporter read a local file or call an arbitrary host.
+    fn resolve(&self, uri: &str, scope: &Scope) -> Result<Location, String> {
+        let uri = uri.trim();
         match self {
-            Location::Url(base) => base
-                .join(uri)
-                .map(Location::Url)
-                .map_err(|e| format!("cannot resolve {uri:?}: {e}")),
+            Location::Url(base) => {
+                let target = base
+                    .join(uri)
+                    .map_err(|e| format!("cannot resolve {uri:?}: {e}"))?;
+                if !matches!(target.scheme(), "http" | "https") {
+                    return Err(format!(
+                        "URI {uri:?} leaves http(s) (scheme {:?}); a playlist fetched over \
+                         HTTP may only point at http(s) URLs",
+                        target.scheme()
+                    ));
+                }
+                let host = target.host_str().unwrap_or_default().to_ascii_lowercase();
+                if !scope.hosts.contains(&host) {
+                    return Err(format!(
+                        "URI {uri:?} points at host {host:?}, not the playlist's; list it in \
+                         allowed_hosts to follow it"
+                    ));
+                }
+                Ok(Location::Url(target))
+            }
             Location::File(p) => {
+                if Url::parse(uri).is_ok() {
+                    return Err(format!(
+                        "URI {uri:?} of a local playlist is not a relative path in its folder"
+                    ));
+                }
                 // A segment URI may carry a query string, which means nothing on disk.
                 let rel = uri.split(['?', '#']).next().unwrap_or(uri);
                 let dir = p.parent().unwrap_or_else(|| Path::new("."));
-                Ok(Location::File(dir.join(rel)))
+                let joined = normalize(&dir.join(rel));
+                match &scope.folder {
+                    Some(folder) if joined.starts_with(folder) => Ok(Location::File(joined)),
+                    _ => Err(format!(
+                        "URI {uri:?} leads out of the playlist's folder; a local playlist may \
+                         only point at files in it"
+                    )),
+                }
             }
         }
     }
+}
+
+/// Where the URIs of the probe's playlists may lead.
+#[derive(Debug, Clone)]
+struct Scope {
+    /// Hosts (lower case) of URLs: the configured playlist's and `allowed_hosts`.
+    hosts: Vec<String>,
+    /// The configured local playlist's folder, normalized.
+    folder: Option<PathBuf>,
+}
+
+impl Scope {
+    fn of(root: &Location, allowed_hosts: &[String]) -> Self {
+        match root {
+            Location::Url(u) => Self {
+                hosts: u
+                    .host_str()
+                    .into_iter()
+                    .map(str::to_string)
+                    .chain(allowed_hosts.iter().cloned())
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
+                folder: None,
+            },
+            Location::File(p) => Self {
+                hosts: Vec::new(),
+                folder: Some(normalize(p.parent().unwrap_or_else(|| Path::new(".")))),
+            },
+        }
+    }
+
+    /// Checks that a local file, followed through its symbolic links, is in the folder. A
+    /// file that does not exist is left to the caller, which reports it as missing.
+    async fn contains(&self, path: &Path) -> Result<(), ProbeError> {
+        let Some(folder) = &self.folder else {
+            return Ok(());
+        };
+        let (Ok(real_folder), Ok(real)) = (
+            tokio::fs::canonicalize(folder).await,
+            tokio::fs::canonicalize(path).await,
+        ) else {
+            return Ok(());
+        };
+        if real.starts_with(&real_folder) {
+            Ok(())
+        } else {
+            Err(ProbeError::new(
+                Reason::Parse,
+                format!(
+                    "{} leads out of the playlist's folder through a symbolic link",
+                    path.display()
+                ),
+            ))
+        }
+    }
+}
+
+/// A path with `.` and `..` taken out as written, without asking the file system.
+fn normalize(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                // Above the root, or above a relative start, a `..` keeps the path outside.
+                if !out.pop() || out.as_os_str().is_empty() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out
 }
 
 /// A playlist as read: its bytes and, when known, when it was last modified.
@@ -248,6 +364,8 @@ pub struct HlsProbe {
     cfg: HlsConfig,
     root: Location,
     client: reqwest::Client,
+    /// Where the playlists' URIs may lead.
+    scope: Scope,
     /// Per media playlist, keyed by its `variant` label (empty for a media playlist given
     /// directly).
     streams: Mutex<HashMap<String, StreamState>>,
@@ -262,12 +380,18 @@ impl HlsProbe {
         let client = shared.http.get(&cfg.tls, true)?;
         let root = match (&cfg.url, &cfg.path) {
             (Some(u), _) => Location::Url(u.clone()),
-            (None, Some(p)) => Location::File(p.clone()),
+            // Absolute, so that the folder a local playlist's URIs must stay in is well defined.
+            (None, Some(p)) => Location::File(
+                std::path::absolute(p)
+                    .map_err(|e| format!("cannot make {} absolute: {e}", p.display()))?,
+            ),
             (None, None) => return Err("hls probe has neither url nor path".into()),
         };
+        let scope = Scope::of(&root, &cfg.allowed_hosts);
         Ok(Self {
             cfg,
             root,
+            scope,
             client,
             streams: Mutex::new(HashMap::new()),
         })
@@ -309,7 +433,7 @@ impl HlsProbe {
                 );
                 let fetches = variants.iter().take(self.cfg.max_variants).zip(labels).map(
                     |(v, label)| async move {
-                        let loc = self.root.resolve(&v.uri);
+                        let loc = self.root.resolve(&v.uri, &self.scope);
                         let result = match &loc {
                             Ok(loc) => self.load_media(loc, cx).await,
                             Err(e) => Err(ProbeError::new(Reason::Parse, e.clone())),
@@ -322,10 +446,7 @@ impl HlsProbe {
         };
 
         let now = unix_now();
-        // Failures in order of importance: unreadable playlists, stale streams, segments.
-        let mut unreadable = Vec::new();
-        let mut stale = Vec::new();
-        let mut segments = Vec::new();
+        let mut problems = Problems::default();
         let mut seen = HashSet::new();
         for (label, loc, result) in &streams {
             let labels: Vec<(&'static str, &str)> = if label.is_empty() {
@@ -337,7 +458,7 @@ impl HlsProbe {
                 Ok(m) => m,
                 Err(e) => {
                     out.flag(&PLAYLIST_UP, &labels, false);
-                    unreadable.push(describe(label, e));
+                    problems.push(Trouble::Unreadable(e.reason), describe(label, &e.message));
                     continue;
                 }
             };
@@ -345,46 +466,30 @@ impl HlsProbe {
             out.flag(&PLAYLIST_UP, &labels, true);
             let obs = self.observe(label, media, *modified, now, &labels, out);
             if obs.stale {
-                stale.push(describe(
-                    label,
-                    &ProbeError::new(
-                        Reason::Stale,
-                        format!(
+                problems.push(
+                    Trouble::Stale,
+                    describe(
+                        label,
+                        &format!(
                             "no new segment for {:.1}s (stale after {:.1}s)",
                             obs.age, obs.stale_after
                         ),
                     ),
-                ));
+                );
             }
             if self.cfg.check_newest_segment {
                 if let Some(seg) = media.segments.last() {
                     let r = self.check_segment(loc, &seg.uri, cx).await;
                     out.flag(&SEGMENT_FETCHABLE, &labels, r.is_ok());
                     if let Err(e) = r {
-                        segments.push(describe(label, &e));
+                        problems.push(Trouble::Segment(e.reason), describe(label, &e.message));
                     }
                 }
             }
         }
         // Forget streams a master playlist no longer lists, so the state stays bounded.
         lock(&self.streams).retain(|k, _| seen.contains(k));
-
-        let errors: Vec<ProbeError> = unreadable
-            .into_iter()
-            .chain(stale)
-            .chain(segments)
-            .collect();
-        match errors.first() {
-            None => Ok(()),
-            Some(first) => Err(ProbeError::new(
-                first.reason,
-                errors
-                    .iter()
-                    .map(|e| e.message.as_str())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )),
-        }
+        problems.into_result()
     }
 
     /// Updates the remembered state of one media playlist and writes its samples.
@@ -464,8 +569,8 @@ impl HlsProbe {
     async fn load(&self, loc: &Location, cx: &RunContext) -> Result<Document, ProbeError> {
         match loc {
             Location::Url(url) => {
-                let req = self.client.get(url.clone()).timeout(cx.timeout);
-                let resp = fetch::send(req, self.cfg.max_playlist_bytes).await?;
+                let req = self.client.get(url.clone());
+                let resp = fetch::send(cx, req, self.cfg.max_playlist_bytes).await?;
                 check_status(resp.status, url)?;
                 let modified = resp
                     .headers
@@ -486,9 +591,10 @@ impl HlsProbe {
                 })
             }
             Location::File(path) => {
+                self.scope.contains(path).await?;
                 let meta = tokio::fs::metadata(path)
                     .await
-                    .map_err(|e| io_error(path, &e))?;
+                    .map_err(|e| ProbeError::io("cannot read", path, &e))?;
                 if meta.len() > self.cfg.max_playlist_bytes {
                     return Err(ProbeError::new(
                         Reason::BodyTooLarge,
@@ -501,7 +607,7 @@ impl HlsProbe {
                 }
                 let body = tokio::fs::read(path)
                     .await
-                    .map_err(|e| io_error(path, &e))?;
+                    .map_err(|e| ProbeError::io("cannot read", path, &e))?;
                 let modified = meta
                     .modified()
                     .ok()
@@ -526,22 +632,22 @@ impl HlsProbe {
         cx: &RunContext,
     ) -> Result<(), ProbeError> {
         let loc = playlist
-            .resolve(uri)
+            .resolve(uri, &self.scope)
             .map_err(|e| ProbeError::new(Reason::Parse, e))?;
         match &loc {
             Location::Url(url) => {
                 let req = match self.cfg.segment_method {
                     SegmentMethod::Head => self.client.head(url.clone()),
                     SegmentMethod::Get => self.client.get(url.clone()),
-                }
-                .timeout(cx.timeout);
-                let resp = fetch::send(req, self.cfg.max_segment_bytes).await?;
+                };
+                let resp = fetch::send(cx, req, self.cfg.max_segment_bytes).await?;
                 check_status(resp.status, url)
             }
             Location::File(path) => {
+                self.scope.contains(path).await?;
                 let meta = tokio::fs::metadata(path)
                     .await
-                    .map_err(|e| io_error(path, &e))?;
+                    .map_err(|e| ProbeError::io("cannot read", path, &e))?;
                 if meta.is_file() {
                     Ok(())
                 } else {
@@ -605,21 +711,34 @@ fn check_status(status: http::StatusCode, url: &Url) -> Result<(), ProbeError> {
     }
 }
 
-fn io_error(path: &Path, e: &std::io::Error) -> ProbeError {
-    let reason = if e.kind() == std::io::ErrorKind::NotFound {
-        Reason::NotFound
-    } else {
-        Reason::Io
-    };
-    ProbeError::new(reason, format!("{}: {e}", path.display()))
+/// What went wrong with one media playlist, in order of importance: a playlist that cannot
+/// be read hides everything else about its stream, a stale stream matters more than a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Trouble {
+    Unreadable(Reason),
+    Stale,
+    Segment(Reason),
+}
+
+impl ProblemKind for Trouble {
+    fn reason(self) -> Reason {
+        match self {
+            Trouble::Unreadable(r) | Trouble::Segment(r) => r,
+            Trouble::Stale => Reason::Stale,
+        }
+    }
+
+    fn heading(self) -> &'static str {
+        ""
+    }
 }
 
 /// Prefixes a failure with the variant it belongs to.
-fn describe(label: &str, e: &ProbeError) -> ProbeError {
+fn describe(label: &str, message: &str) -> String {
     if label.is_empty() {
-        e.clone()
+        message.to_string()
     } else {
-        ProbeError::new(e.reason, format!("variant {label}: {}", e.message))
+        format!("variant {label}: {message}")
     }
 }
 
@@ -637,14 +756,6 @@ fn variant_labels<'a>(uris: impl Iterator<Item = &'a str>) -> Vec<String> {
             label
         })
         .collect()
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
@@ -788,17 +899,43 @@ mod tests {
     }
 
     #[test]
-    fn uris_resolve_against_the_playlist() {
+    fn uris_resolve_against_the_playlist_within_its_scope() {
         let u = Location::Url(Url::parse("http://127.0.0.1:8080/cam/live.m3u8").expect("url"));
+        let scope = Scope::of(&u, &["cdn.example".to_string()]);
         assert_eq!(
-            u.resolve("seg1.ts").expect("resolves"),
+            u.resolve("seg1.ts", &scope).expect("resolves"),
             Location::Url(Url::parse("http://127.0.0.1:8080/cam/seg1.ts").expect("url"))
         );
+        assert!(u.resolve("https://CDN.example/a/seg1.ts", &scope).is_ok());
+        for bad in [
+            "file:///etc/passwd",
+            "//other.example/seg1.ts",
+            "http://127.0.0.2:8080/seg1.ts",
+            "rtsp://127.0.0.1/stream",
+            "data:video/mp2t;base64,AAAA",
+        ] {
+            assert!(u.resolve(bad, &scope).is_err(), "{bad}");
+        }
         let f = Location::File(PathBuf::from("/srv/hls/cam/live.m3u8"));
+        let scope = Scope::of(&f, &[]);
         assert_eq!(
-            f.resolve("low/seg1.ts?x=1").expect("resolves"),
+            f.resolve("low/seg1.ts?x=1", &scope).expect("resolves"),
             Location::File(PathBuf::from("/srv/hls/cam/low/seg1.ts"))
         );
-        assert!(f.resolve("rtsp://cam/stream").is_err());
+        let variant = Location::File(PathBuf::from("/srv/hls/cam/low/index.m3u8"));
+        assert_eq!(
+            variant.resolve("../seg2.ts", &scope).expect("resolves"),
+            Location::File(PathBuf::from("/srv/hls/cam/seg2.ts"))
+        );
+        for bad in [
+            "rtsp://cam/stream",
+            "file:///etc/passwd",
+            "/etc/passwd",
+            "../other/seg1.ts",
+            "low/../../x.ts",
+            "http://127.0.0.1/seg.ts",
+        ] {
+            assert!(f.resolve(bad, &scope).is_err(), "{bad}");
+        }
     }
 }

@@ -1,29 +1,36 @@
 //! The probe families, one module each, behind one enum dispatched by exhaustive `match`.
 //!
-//! The runner owns everything shared — schedule, timeout, success, duration, last run, failure
+//! The runner owns everything shared — schedule, deadline, success, duration, last run, failure
 //! reason — so a probe only does its own work: it writes its samples and returns `Ok` or a
 //! [`ProbeError`]. Samples written before a failure are kept (a 502 still reports its status).
+//!
+//! **Invariant:** a run ends by its [`RunContext`]'s deadline. Every request and every blocking
+//! step of a probe takes the time that is left until then ([`RunContext::remaining`]), so a
+//! probe that makes several requests never sets a timeout of its own.
 
 pub mod ads;
 pub mod backup;
 pub mod containers;
 pub mod error;
+pub mod fetch;
 mod files;
 pub mod hls;
 pub mod readiness;
 pub mod sri;
 pub mod status_path;
+pub mod tail;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use stackmedic_common::ConfigErrors;
+use tokio::time::Instant;
 
-pub use error::{ProbeError, Reason};
+pub use error::{ProbeError, ProblemKind, Problems, Reason};
 
-use crate::fetch::HttpClients;
 use crate::metrics::Samples;
+use fetch::HttpClients;
 
 /// A probe's kind-specific settings; the YAML key names the kind.
 #[derive(Debug, Clone, Deserialize)]
@@ -79,8 +86,9 @@ impl ProbeKindConfig {
         }
     }
 
-    /// Checks what deserialization cannot, recording problems under `path`.
-    pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+    /// Checks what deserialization cannot, recording problems under `path`, and reads the
+    /// files the probe needs (CA certificates) so that their problems are found at load.
+    pub fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
         match self {
             Self::Http(c) => c.validate(path, errs),
             Self::Cors(c) => c.validate(path, errs),
@@ -104,12 +112,51 @@ pub struct Shared {
     pub ads: ads::AdsConnections,
 }
 
-/// What a run gets besides its probe.
+/// What a run gets besides its probe: its deadline and the process's shared resources.
 pub struct RunContext {
-    /// The probe's timeout; requests use it so that they fail as `timeout` themselves.
-    pub timeout: Duration,
+    deadline: Instant,
+    timeout: Duration,
     /// Process-wide resources.
     pub shared: Arc<Shared>,
+}
+
+impl RunContext {
+    /// A run that starts now and may take `timeout`.
+    #[must_use]
+    pub fn new(timeout: Duration, shared: Arc<Shared>) -> Self {
+        Self {
+            deadline: Instant::now() + timeout,
+            timeout,
+            shared,
+        }
+    }
+
+    /// When the run must have ended.
+    #[must_use]
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// The time left until the deadline; zero once it has passed.
+    #[must_use]
+    pub fn remaining(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// The probe's configured timeout, for messages.
+    #[must_use]
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The error of a step that found no time left.
+    #[must_use]
+    pub fn expired(&self, what: &str) -> ProbeError {
+        ProbeError::new(
+            Reason::Timeout,
+            format!("{what}: the run's timeout of {:?} has passed", self.timeout),
+        )
+    }
 }
 
 /// A probe instance with whatever state it keeps between runs.
@@ -134,6 +181,22 @@ pub enum Probe {
     Backup(backup::BackupProbe),
 }
 
+impl ProbeKindConfig {
+    /// The TLS settings of the kind's HTTP client, if it has one.
+    #[must_use]
+    pub fn tls(&self) -> Option<&fetch::TlsOptions> {
+        match self {
+            Self::Http(c) => Some(&c.tls),
+            Self::Cors(c) => Some(&c.tls),
+            Self::StatusPath(c) => Some(&c.tls),
+            Self::Hls(c) => Some(&c.tls),
+            Self::Sri(c) => c.base_url.as_ref().map(|_| &c.tls),
+            Self::Ads(c) => c.route_status.as_ref().map(|r| &r.tls),
+            Self::AccessLog(_) | Self::Docker(_) | Self::Backup(_) => None,
+        }
+    }
+}
+
 impl Probe {
     /// Builds the instance for a validated configuration.
     ///
@@ -146,9 +209,7 @@ impl Probe {
             ProbeKindConfig::StatusPath(c) => {
                 Self::StatusPath(status_path::SampleProbe::new(c.clone(), shared)?)
             }
-            ProbeKindConfig::AccessLog(c) => {
-                Self::AccessLog(status_path::AccessLogProbe::new(c.clone()))
-            }
+            ProbeKindConfig::AccessLog(c) => Self::AccessLog(status_path::AccessLogProbe::new(c)),
             ProbeKindConfig::Docker(c) => Self::Docker(containers::DockerProbe::new(c.clone())?),
             ProbeKindConfig::Hls(c) => Self::Hls(hls::HlsProbe::new(c.clone(), shared)?),
             ProbeKindConfig::Ads(c) => Self::Ads(ads::AdsProbe::new(c.clone(), shared)?),

@@ -14,9 +14,10 @@ use stackmedic_common::reload::unix_now;
 use stackmedic_common::ConfigErrors;
 use url::Url;
 
+use super::fetch::{self, TlsOptions};
 use super::{ProbeError, Reason, RunContext, Shared};
-use crate::fetch::{self, TlsOptions};
 use crate::metrics::{Family, Samples};
+use crate::support::{lock, truncate};
 
 static STATUS_CODE: Family = Family::gauge(
     "stackmedic_http_status_code",
@@ -140,9 +141,10 @@ pub struct SummaryFields {
 }
 
 impl HttpConfig {
-    /// Checks URL, headers, status codes and pointers.
-    pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+    /// Checks URL, headers, status codes and pointers; reads the CA file.
+    pub fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
         fetch::validate_url(&self.url, &join(path, "url"), errs);
+        self.tls.load(&join(path, "tls"), errs);
         validate_statuses(
             &self.valid_status_codes,
             &join(path, "valid_status_codes"),
@@ -254,9 +256,8 @@ impl HttpProbe {
         let req = self
             .client
             .request(method, self.cfg.url.clone())
-            .headers(self.headers.clone())
-            .timeout(cx.timeout);
-        let head = match fetch::open(req, self.cfg.max_body_bytes).await {
+            .headers(self.headers.clone());
+        let head = match fetch::open(cx, req, self.cfg.max_body_bytes).await {
             Ok(r) => r,
             Err(e) => {
                 out.push(&STATUS_CODE, &[], 0.0);
@@ -331,7 +332,10 @@ impl HttpProbe {
                 Err(e) => problems.push(e),
             }
         }
-        let mut warming = false;
+        // Whether the backend is warming: `None` when the summary does not say (no pointer
+        // configured, or the field is absent this time), which leaves the warming start as it
+        // was rather than ending the warming.
+        let mut warming = None;
         if let Some(p) = &f.llm_path {
             match lookup_str(&doc, p) {
                 Ok(path) => {
@@ -344,17 +348,21 @@ impl HttpProbe {
                         f.llm_path_states.iter().map(String::as_str).collect();
                     states.push("other");
                     out.state_set(&SUMMARY_LLM_PATH, &[], "path", &states, current);
-                    warming = path == f.warming_state;
+                    warming = Some(path == f.warming_state);
                 }
                 Err(e) => problems.push(e),
             }
         }
-        let mut since = self.warming_since.lock().unwrap_or_else(|p| p.into_inner());
-        if warming {
-            let t = *since.get_or_insert_with(unix_now);
+        let mut since = lock(&self.warming_since);
+        match warming {
+            Some(true) => {
+                since.get_or_insert_with(unix_now);
+            }
+            Some(false) => *since = None,
+            None => {}
+        }
+        if let Some(t) = *since {
             out.push(&SUMMARY_WARMING_SINCE, &[], t);
-        } else {
-            *since = None;
         }
         if problems.is_empty() {
             Ok(())
@@ -394,10 +402,6 @@ fn lookup_str(doc: &Value, pointer: &str) -> Result<String, String> {
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
-}
-
 fn post() -> String {
     "POST".into()
 }
@@ -425,9 +429,10 @@ pub struct CorsConfig {
 }
 
 impl CorsConfig {
-    /// Checks URL, origin and method.
-    pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+    /// Checks URL, origin and method; reads the CA file.
+    pub fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
         fetch::validate_url(&self.url, &join(path, "url"), errs);
+        self.tls.load(&join(path, "tls"), errs);
         match Url::parse(&self.origin) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
             _ => errs.push(
@@ -485,15 +490,14 @@ impl CorsProbe {
             .client
             .request(Method::OPTIONS, self.cfg.url.clone())
             .header("Origin", &self.cfg.origin)
-            .header("Access-Control-Request-Method", &self.cfg.method)
-            .timeout(cx.timeout);
+            .header("Access-Control-Request-Method", &self.cfg.method);
         if !self.cfg.request_headers.is_empty() {
             req = req.header(
                 "Access-Control-Request-Headers",
                 self.cfg.request_headers.join(", ").to_ascii_lowercase(),
             );
         }
-        let resp = match fetch::send(req, 64 * 1024).await {
+        let resp = match fetch::send(cx, req, 64 * 1024).await {
             Ok(r) => r,
             Err(e) => {
                 out.push(&STATUS_CODE, &[], 0.0);

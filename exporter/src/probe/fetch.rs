@@ -1,16 +1,19 @@
 //! HTTP requests for probes: one client per distinct TLS and redirect setting, shared by every
-//! probe that uses it; bodies read up to a limit; errors classified into failure reasons.
+//! probe that uses it; each request bounded by the time left of its run; bodies read up to a
+//! limit; errors classified into failure reasons.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
+use stackmedic_common::config::join;
+use stackmedic_common::ConfigErrors;
 
-use crate::probe::{ProbeError, Reason};
+use super::{ProbeError, Reason, RunContext};
 
 /// The `User-Agent` of every probe request; access-log counting skips it by default.
 pub const USER_AGENT: &str = concat!("stackmedic-exporter/", env!("CARGO_PKG_VERSION"));
@@ -25,8 +28,64 @@ pub struct TlsOptions {
     /// Accept any server certificate (for self-signed internal endpoints).
     #[serde(default)]
     pub insecure_skip_verify: bool,
-    /// Extra CA certificate (PEM) to trust.
+    /// Extra CA certificates (PEM) to trust.
     pub ca_file: Option<PathBuf>,
+    /// The CA file's contents as read and checked when the configuration was loaded: the
+    /// client trusts exactly what was validated, and a replaced file makes the setting differ,
+    /// so a reload builds the probe again.
+    #[serde(skip)]
+    ca_pem: Option<Arc<[u8]>>,
+}
+
+impl TlsOptions {
+    /// Reads and checks the CA file, recording a problem under `path` when it cannot be read
+    /// or holds no usable certificate. Part of loading the configuration.
+    pub fn load(&mut self, path: &str, errs: &mut ConfigErrors) {
+        let Some(file) = &self.ca_file else {
+            return;
+        };
+        let at = join(path, "ca_file");
+        match std::fs::read(file) {
+            Err(e) => errs.push(at, format!("cannot read {}: {e}", file.display())),
+            Ok(pem) => match certificates(&pem) {
+                Ok(_) => self.ca_pem = Some(pem.into()),
+                Err(e) => errs.push(at, format!("{}: {e}", file.display())),
+            },
+        }
+    }
+
+    /// The CA certificates to trust besides the system's: those read at load, or the file
+    /// read now for options that were not loaded.
+    fn roots(&self) -> Result<Vec<reqwest::Certificate>, String> {
+        let Some(file) = &self.ca_file else {
+            return Ok(Vec::new());
+        };
+        match &self.ca_pem {
+            Some(pem) => certificates(pem),
+            None => {
+                let pem = std::fs::read(file)
+                    .map_err(|e| format!("cannot read ca_file {}: {e}", file.display()))?;
+                certificates(&pem)
+            }
+        }
+        .map_err(|e| format!("ca_file {}: {e}", file.display()))
+    }
+}
+
+/// The certificates of a PEM bundle, checked by building a client that trusts them.
+fn certificates(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
+    let certs = reqwest::Certificate::from_pem_bundle(pem)
+        .map_err(|e| format!("not a PEM certificate bundle: {e}"))?;
+    if certs.is_empty() {
+        return Err("holds no PEM certificate".into());
+    }
+    let mut b = reqwest::Client::builder();
+    for c in &certs {
+        b = b.add_root_certificate(c.clone());
+    }
+    b.build()
+        .map_err(|e| format!("unusable certificate: {}", error_chain(&e)))?;
+    Ok(certs)
 }
 
 /// The process's HTTP clients, one per distinct setting.
@@ -56,14 +115,8 @@ impl HttpClients {
                 reqwest::redirect::Policy::none()
             })
             .tls_danger_accept_invalid_certs(tls.insecure_skip_verify);
-        if let Some(ca) = &tls.ca_file {
-            let pem = std::fs::read(ca)
-                .map_err(|e| format!("cannot read ca_file {}: {e}", ca.display()))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("invalid ca_file {}: {e}", ca.display()))?;
-            for c in certs {
-                b = b.add_root_certificate(c);
-            }
+        for c in tls.roots()? {
+            b = b.add_root_certificate(c);
         }
         let client = b
             .build()
@@ -86,12 +139,16 @@ pub struct Fetched {
     pub header_time: Duration,
 }
 
-/// Sends a request and reads the body up to `max_body` bytes.
+/// Sends a request and reads the body up to `max_body` bytes, within the run's deadline.
 ///
 /// # Errors
 /// A classified [`ProbeError`]: `timeout`, `connect`, `tls`, `body_too_large`, …
-pub async fn send(req: reqwest::RequestBuilder, max_body: u64) -> Result<Fetched, ProbeError> {
-    open(req, max_body).await?.read_all().await
+pub async fn send(
+    cx: &RunContext,
+    req: reqwest::RequestBuilder,
+    max_body: u64,
+) -> Result<Fetched, ProbeError> {
+    open(cx, req, max_body).await?.read_all().await
 }
 
 /// A response whose body the caller reads chunk by chunk, for bodies too big to buffer (an
@@ -161,14 +218,23 @@ impl Streaming {
 }
 
 /// Sends a request and returns once the headers arrived; the body is read with
-/// [`Streaming::chunk`], at most `max_body` bytes of it.
+/// [`Streaming::chunk`], at most `max_body` bytes of it. The whole exchange, body included,
+/// must end by the run's deadline: the request gets the time that is left of the run.
 ///
 /// # Errors
 /// A classified [`ProbeError`]: `timeout`, `connect`, `tls`, …; a too-large
 /// `Content-Length` is reported by the first [`Streaming::chunk`].
-pub async fn open(req: reqwest::RequestBuilder, max_body: u64) -> Result<Streaming, ProbeError> {
+pub async fn open(
+    cx: &RunContext,
+    req: reqwest::RequestBuilder,
+    max_body: u64,
+) -> Result<Streaming, ProbeError> {
+    let remaining = cx.remaining();
+    if remaining.is_zero() {
+        return Err(cx.expired("request not sent"));
+    }
     let start = Instant::now();
-    let resp = req.send().await.map_err(classify)?;
+    let resp = req.timeout(remaining).send().await.map_err(classify)?;
     let header_time = start.elapsed();
     Ok(Streaming {
         status: resp.status(),
@@ -180,16 +246,22 @@ pub async fn open(req: reqwest::RequestBuilder, max_body: u64) -> Result<Streami
     })
 }
 
-/// Turns a client error into a failure reason, keeping the whole cause chain in the message.
-#[must_use]
-pub fn classify(e: reqwest::Error) -> ProbeError {
+/// An error with its whole cause chain, `outer: inner: innermost`.
+fn error_chain(e: &dyn std::error::Error) -> String {
     let mut message = e.to_string();
-    let mut source = std::error::Error::source(&e);
+    let mut source = e.source();
     while let Some(s) = source {
         message.push_str(": ");
         message.push_str(&s.to_string());
         source = s.source();
     }
+    message
+}
+
+/// Turns a client error into a failure reason, keeping the whole cause chain in the message.
+#[must_use]
+pub fn classify(e: reqwest::Error) -> ProbeError {
+    let message = error_chain(&e);
     let lower = message.to_ascii_lowercase();
     let reason = if e.is_timeout() {
         Reason::Timeout
@@ -233,7 +305,7 @@ pub fn describe_valid(valid: &[u16]) -> String {
 }
 
 /// Checks a probe URL: http or https with a host.
-pub fn validate_url(url: &url::Url, path: &str, errs: &mut stackmedic_common::ConfigErrors) {
+pub fn validate_url(url: &url::Url, path: &str, errs: &mut ConfigErrors) {
     if !matches!(url.scheme(), "http" | "https") {
         errs.push(
             path,
