@@ -417,4 +417,42 @@ mod tests {
         assert!(!auth.check(Some(&hv(bad))).await);
         assert!(!auth.check(None).await);
     }
+
+    #[tokio::test]
+    async fn an_unknown_user_is_checked_against_a_hash_of_the_highest_cost() {
+        let low = bcrypt::hash("a", 4).unwrap();
+        let high = bcrypt::hash("b", 6).unwrap();
+        let auth = Arc::new(BasicAuth::new(
+            [("low".to_string(), low), ("high".to_string(), high)].into(),
+        ));
+        assert_eq!(bcrypt_cost(&auth.dummy_hash), Some(6));
+        let hv = |s: &str| {
+            let v = base64::engine::general_purpose::STANDARD.encode(s);
+            http::HeaderValue::from_str(&format!("Basic {v}")).unwrap()
+        };
+        // Not even the dummy hash's own password lets an unknown user in.
+        assert!(
+            !auth
+                .check(Some(&hv(&format!("nobody:{DUMMY_PASSWORD}"))))
+                .await
+        );
+        assert!(auth.check(Some(&hv("high:b"))).await);
+    }
+
+    #[test]
+    fn parse_checks_the_text_without_reading_files() {
+        let ok =
+            parse(b"tls_server_config:\n  cert_file: /nonexistent.crt\n  key_file: k\n").unwrap();
+        assert!(ok.file.tls_server_config.is_some());
+        let errs = parse(
+            b"tls_server_config:\n  cert_file: c\n  key_file: k\n  client_auth_type: RequireAndVerifyClientCert\nbasic_auth_users:\n  u: '$2y$x'\n",
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = errs.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["basic_auth_users.u", "tls_server_config.client_ca_file"]
+        );
+        assert!(parse(&[0xff, 0xfe]).is_err());
+    }
 }
