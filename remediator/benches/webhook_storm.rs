@@ -1,4 +1,4 @@
-//! Benchmark of the issue's performance targets, printing figures (not a timed test):
+//! Benchmark of the remediator's performance targets, printing figures (not a timed test):
 //!
 //! 1. from a stored job to the Docker restart call, on an idle server: 50 alerts, each restarting
 //!    a container through an engine stand-in on loopback that timestamps the restart request (so
@@ -114,8 +114,13 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn alert_body(alertname: &str, instance: &str) -> String {
+    notification(alertname, instance, "firing")
+}
+
+/// A notification of one alert in `status` (`firing` or `resolved`).
+fn notification(alertname: &str, instance: &str, status: &str) -> String {
     format!(
-        r#"{{"version":"4","groupKey":"{{}}:{{alertname=\"{alertname}\"}}","status":"firing","receiver":"remediator","groupLabels":{{"alertname":"{alertname}"}},"commonLabels":{{}},"commonAnnotations":{{}},"externalURL":"http://127.0.0.1:9093","truncatedAlerts":0,"alerts":[{{"status":"firing","labels":{{"alertname":"{alertname}","instance":"{instance}","severity":"critical"}},"annotations":{{"summary":"bench"}},"startsAt":"2026-11-22T10:00:00Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://127.0.0.1:9090/graph","fingerprint":"{instance}"}}]}}"#
+        r#"{{"version":"4","groupKey":"{{}}:{{alertname=\"{alertname}\"}}","status":"{status}","receiver":"remediator","groupLabels":{{"alertname":"{alertname}"}},"commonLabels":{{}},"commonAnnotations":{{}},"externalURL":"http://127.0.0.1:9093","truncatedAlerts":0,"alerts":[{{"status":"{status}","labels":{{"alertname":"{alertname}","instance":"{instance}","severity":"critical"}},"annotations":{{"summary":"bench"}},"startsAt":"2026-11-22T10:00:00Z","endsAt":"0001-01-01T00:00:00Z","generatorURL":"http://127.0.0.1:9090/graph","fingerprint":"{instance}"}}]}}"#
     )
 }
 
@@ -233,8 +238,8 @@ fn main() {
             format!(
                 "docker: {{host: 'http://127.0.0.1:{engine_port}'}}\n\
                  targets:\n\
-                 - name: storm\n  cooldown: 0s\n  max_attempts: 1000000000\n  docker: {{containers: [bench-app]}}\n\
-                 - name: latency\n  cooldown: 0s\n  max_attempts: 1000000000\n  docker: {{containers: [bench-app]}}\n  verify: {{deadline: 5s}}\n\
+                 - name: storm\n  docker: {{containers: [bench-app]}}\n\
+                 - name: latency\n  flapping: {{count: 0}}\n  docker: {{containers: [bench-app]}}\n  verify: {{deadline: 5s, stable_for: 0s}}\n\
                  rules:\n\
                  - name: storm\n  matchers: ['alertname=\"Storm\"']\n  action: container_restart\n  target: storm\n  dry_run: true\n\
                  - name: latency\n  matchers: ['alertname=\"Latency\"']\n  action: container_restart\n  target: latency\n"
@@ -294,6 +299,15 @@ fn main() {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+            // All latency alerts name one container, one subject: the alert resolves before the
+            // next outage, so each opens its own incident.
+            client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(notification("Latency", &format!("lat-{i}"), "resolved"))
+                .send()
+                .await
+                .expect("post");
         }
         let history: serde_json::Value = client.get(&history_url).send().await.expect("history").json().await.expect("json");
         let mut accepted: Vec<f64> = history["actions"]

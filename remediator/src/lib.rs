@@ -2,16 +2,26 @@
 //!
 //! Data flow: `POST /webhook` ([`web`]) → authentication and validation ([`webhook`]) →
 //! matching and selection ([`pipeline`], [`matcher`]) → durable acceptance ([`store`]) → per job:
-//! lock, limits, [`action`], verification, audit → escalation to Alertmanager when attempts
-//! run out. The binary is thin: it parses flags and calls [`run`].
+//! the canonical subject, the subject's incident ([`incident`]), lock, global limit,
+//! [`action`], verification, audit → the next attempt at its stored time, or escalation to
+//! Alertmanager ([`escalation`]) when attempts run out or the subject flaps. Open incidents
+//! are reconciled with Alertmanager's alerts ([`reconcile`]). The binary is thin: it parses
+//! flags and calls [`run`].
 
 pub mod action;
+pub mod clock;
 pub mod config;
+pub mod credentials;
 pub mod docker;
+pub mod escalation;
+pub mod incident;
 pub mod matcher;
 pub mod metrics;
 pub mod pipeline;
+pub mod reconcile;
 pub mod store;
+pub mod unmatched;
+pub mod vocab;
 pub mod web;
 pub mod webhook;
 
@@ -73,7 +83,7 @@ pub fn open_store(dir: &Path) -> anyhow::Result<store::Store> {
 async fn prune_history(engine: Arc<pipeline::Engine>, shutdown: CancellationToken) {
     loop {
         let retention = engine.config().global.retention.as_secs_f64();
-        match engine.store.prune(pipeline::now() - retention).await {
+        match engine.store.prune(clock::now() - retention).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(rows = n, "old history deleted"),
             Err(e) => tracing::error!(error = %e, "cannot delete old history"),
@@ -86,7 +96,7 @@ async fn prune_history(engine: Arc<pipeline::Engine>, shutdown: CancellationToke
 }
 
 /// Runs the remediator on `listener` until `shutdown` is cancelled: resumes stored jobs, starts
-/// the escalator, and serves HTTP.
+/// the escalator and the reconciler, and serves HTTP.
 ///
 /// # Errors
 /// When the listener is exposed without authentication, the store cannot be opened, or serving
@@ -102,20 +112,37 @@ pub async fn run(
     let metrics = metrics::Metrics::new()?;
     let reload_metrics = ReloadMetrics::register(&metrics.registry, "stackmedic_remediator")?;
     let resume_max_age = config.global.resume_max_age.as_secs_f64();
-    let engine = pipeline::Engine::new(config, store, metrics, shutdown.clone())?;
+    let engine = pipeline::Engine::new(config, store, Arc::new(metrics), shutdown.clone())?;
 
-    let (jobs, expired) = engine
+    let resumed = engine
         .store
-        .resume(resume_max_age, pipeline::now())
+        .resume(resume_max_age, clock::now())
         .await
         .context("cannot resume stored jobs")?;
-    if !jobs.is_empty() || expired > 0 {
-        tracing::info!(resumed = jobs.len(), expired, "stored jobs resumed");
+    if !resumed.jobs.is_empty() || !resumed.expired.is_empty() {
+        let interrupted = resumed
+            .jobs
+            .iter()
+            .filter(|j| j.started_at.is_some())
+            .count();
+        tracing::info!(
+            resumed = resumed.jobs.len(),
+            interrupted,
+            expired = resumed.expired.len(),
+            "stored jobs resumed (an interrupted action is verified, not run again)"
+        );
     }
-    for job in jobs {
+    for job in &resumed.expired {
+        engine.metrics.job(job.new.action, vocab::Event::Expired);
+    }
+    for c in &resumed.closed {
+        tracing::info!(incident = c.id, subject = %c.subject, reason = %c.reason, "incident closed");
+    }
+    for job in resumed.jobs {
         engine.spawn(job);
     }
-    tokio::spawn(pipeline::escalator(engine.clone(), shutdown.clone()));
+    tokio::spawn(escalation::run(engine.escalator(), shutdown.clone()));
+    tokio::spawn(reconcile::run(engine.reconciler(), shutdown.clone()));
     tokio::spawn(engine.clone().sweeper(shutdown.clone()));
     tokio::spawn(prune_history(engine.clone(), shutdown.clone()));
 

@@ -22,7 +22,7 @@ struct Cli {
     #[command(flatten)]
     common: CommonArgs,
 
-    /// Directory of the durable store (jobs, audit history, escalations).
+    /// Directory of the durable store (jobs, incidents, escalations, audit history).
     #[arg(long = "storage.path", value_name = "DIR", default_value = "data")]
     storage_path: PathBuf,
 }
@@ -34,8 +34,9 @@ Alertmanager posts firing alerts to POST /webhook. Each alert is matched against
 rules; a rule names an action (restart or start a container, a sequence of admin-API calls, a
 TwinCAT route add, docker compose up) on a target defined in the configuration, and a label can
 only choose among configured targets and allow-listed names. Every job is stored before the
-webhook is answered; cooldowns, attempt limits and flapping detection decide whether it runs,
-and when automation does not help, an escalation alert pages a human through Alertmanager.
+webhook is answered. Each subject has one incident: an alert acts once, a failed attempt is
+retried at a stored time (backoff), and when attempts run out or the subject flaps, an
+escalation alert pages a human through Alertmanager until the alert resolves.
 Without --config.file the embedded default configuration is used: loopback only, a dry run, and
 restarts only of containers labelled stackmedic.restart=true (--config.print-default shows it).";
 
@@ -43,7 +44,7 @@ const AFTER_LONG_HELP: &str = "\
 Endpoints:
   POST /webhook    Alertmanager webhook receiver (payload version 4)
   /                on-call page: incidents, escalations, recent actions
-  /api/actions     the audit history as JSON
+  /api/actions     incidents, escalations and the audit history as JSON
   /metrics         the remediator's metrics
   /-/healthy       200 while the process serves
   /-/ready         200 when ready to accept webhooks
@@ -52,7 +53,8 @@ Endpoints:
 Signals:
   SIGHUP           reload the configuration file; a bad file keeps the running configuration
                    and sets stackmedic_remediator_config_last_reload_successful to 0
-  SIGTERM          stop; jobs not yet run stay in the store and run after the next start
+  SIGTERM          stop; jobs not yet run stay in the store and run after the next start, and
+                   an action that had started is verified then, not run again
 
 Environment:
   STACKMEDIC_WEB_LISTEN_ADDRESS   --web.listen-address when the flag is not given

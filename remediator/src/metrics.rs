@@ -1,13 +1,28 @@
-//! The remediator's own metrics, under `stackmedic_remediator_`.
+//! The remediator's own metrics, under `stackmedic_remediator_`. Label values come from the
+//! bounded vocabularies of [`crate::vocab`] and [`crate::action::ActionKind`], and every
+//! combination is exported from the start; `alertname` of unmatched alerts is capped.
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
+};
 
 use crate::action::ActionKind;
+use crate::vocab::{AlertDecision, Event, IncidentState, PostOutcome, WebhookResult};
 
 const NS: &str = "stackmedic_remediator";
 
+/// Most distinct `alertname` values of the unmatched counter; further names are counted as
+/// [`OTHER_ALERTNAME`], so a sender cannot grow the label set without bound.
+pub const MAX_UNMATCHED_NAMES: usize = 200;
+
+/// The `alertname` value counting unmatched alerts beyond [`MAX_UNMATCHED_NAMES`].
+pub const OTHER_ALERTNAME: &str = "__other__";
+
 /// Every metric of the process.
-#[derive(Clone)]
 pub struct Metrics {
     /// The registry served on `/metrics`.
     pub registry: Registry,
@@ -15,56 +30,32 @@ pub struct Metrics {
     pub webhooks: IntCounterVec,
     /// Alerts received, by what was decided.
     pub alerts: IntCounterVec,
-    /// Actions by kind and result.
+    /// Firing alerts no rule matched, by alert name.
+    unmatched: IntCounterVec,
+    unmatched_names: Mutex<HashSet<String>>,
+    /// Jobs ended, by action kind and result.
     pub actions: IntCounterVec,
     /// Duration of executed actions including verification.
     pub action_duration: HistogramVec,
     /// Time from a job's acceptance to the start of its action.
     pub job_start_delay: Histogram,
-    /// Jobs stored and not yet finished.
+    /// Jobs due and not finished.
     pub queue_depth: IntGauge,
-    /// Open circuits.
-    pub circuits_open: IntGauge,
+    /// Open incidents by state.
+    pub incidents: IntGaugeVec,
     /// Escalation posts by result.
     pub escalations: IntCounterVec,
     /// Escalations with an undelivered post.
     pub escalations_pending: IntGauge,
     /// Escalations active (firing, re-posted).
     pub escalations_active: IntGauge,
+    /// Reconciliations with Alertmanager by result.
+    pub reconciliations: IntCounterVec,
+    /// Alert occurrences found resolved by reconciliation.
+    pub reconciled_alerts: IntCounter,
     /// Duration of webhook handling.
     pub webhook_duration: Histogram,
 }
-
-/// Webhook results, all exported from the start.
-pub const WEBHOOK_RESULTS: [&str; 9] = [
-    "accepted",
-    "busy",
-    "timeout",
-    "unauthorized",
-    "malformed",
-    "unsupported_version",
-    "too_large",
-    "method_not_allowed",
-    "store_error",
-];
-
-/// Alert decisions.
-pub const ALERT_DECISIONS: [&str; 5] = ["queued", "duplicate", "unmatched", "denied", "resolved"];
-
-/// Escalation post results.
-pub const ESCALATION_RESULTS: [&str; 4] = ["delivered", "resent", "resolved", "failed"];
-
-/// Action results.
-pub const ACTION_RESULTS: [&str; 8] = [
-    "succeeded",
-    "failed",
-    "denied",
-    "dry_run",
-    "skipped_cooldown",
-    "skipped_circuit_open",
-    "cancelled",
-    "expired",
-];
 
 impl Metrics {
     /// Creates and registers every metric.
@@ -73,7 +64,7 @@ impl Metrics {
     /// When a name is registered twice.
     pub fn new() -> prometheus::Result<Self> {
         let registry = Registry::new();
-        let build = prometheus::IntGaugeVec::new(
+        let build = IntGaugeVec::new(
             Opts::new(
                 format!("{NS}_build_info"),
                 "A metric with a constant 1 labelled by the version of stackmedic-remediator.",
@@ -92,14 +83,21 @@ impl Metrics {
         let alerts = IntCounterVec::new(
             Opts::new(
                 format!("{NS}_alerts_total"),
-                "Alerts received in webhooks, by decision (queued, duplicate, unmatched, denied, resolved).",
+                "Alerts received in webhooks, by decision (queued, duplicate, unmatched, denied, resolved, ignored).",
             ),
             &["decision"],
+        )?;
+        let unmatched = IntCounterVec::new(
+            Opts::new(
+                format!("{NS}_unmatched_alerts_total"),
+                "Firing alerts no rule matched, by alertname (at most 200 names; further ones as __other__).",
+            ),
+            &["alertname"],
         )?;
         let actions = IntCounterVec::new(
             Opts::new(
                 format!("{NS}_actions_total"),
-                "Jobs finished, by action kind and result.",
+                "Jobs ended, by action kind and result.",
             ),
             &["kind", "result"],
         )?;
@@ -116,7 +114,7 @@ impl Metrics {
         let job_start_delay = Histogram::with_opts(
             HistogramOpts::new(
                 format!("{NS}_job_start_delay_seconds"),
-                "Time from a job's acceptance to the start of its action, rule delays included.",
+                "Time from a job's acceptance to the start of its action, rule delays and backoff included.",
             )
             .buckets(vec![
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 300.0,
@@ -124,11 +122,14 @@ impl Metrics {
         )?;
         let queue_depth = IntGauge::new(
             format!("{NS}_queue_depth"),
-            "Jobs stored and not yet finished.",
+            "Jobs due and not finished (a job waiting for its rule's delay or its incident's next attempt time is not counted).",
         )?;
-        let circuits_open = IntGauge::new(
-            format!("{NS}_circuits_open"),
-            "Subjects whose circuit is open (no more attempts until it closes).",
+        let incidents = IntGaugeVec::new(
+            Opts::new(
+                format!("{NS}_incidents"),
+                "Open incidents by state (acting, verifying, waiting, healed, escalated).",
+            ),
+            &["state"],
         )?;
         let escalations = IntCounterVec::new(
             Opts::new(
@@ -143,7 +144,18 @@ impl Metrics {
         )?;
         let escalations_active = IntGauge::new(
             format!("{NS}_escalations_active"),
-            "Escalations active: re-posted to Alertmanager until their alert resolves or their circuit closes.",
+            "Escalations active: re-posted to Alertmanager until their incident's alerts resolve.",
+        )?;
+        let reconciliations = IntCounterVec::new(
+            Opts::new(
+                format!("{NS}_reconciliations_total"),
+                "Reconciliations of open incidents with Alertmanager's alerts, by result (ok, failed).",
+            ),
+            &["result"],
+        )?;
+        let reconciled_alerts = IntCounter::new(
+            format!("{NS}_reconciled_alerts_total"),
+            "Alert occurrences found resolved by reconciliation: their resolve never reached the remediator.",
         )?;
         let webhook_duration = Histogram::with_opts(
             HistogramOpts::new(
@@ -156,43 +168,99 @@ impl Metrics {
         )?;
         registry.register(Box::new(webhooks.clone()))?;
         registry.register(Box::new(alerts.clone()))?;
+        registry.register(Box::new(unmatched.clone()))?;
         registry.register(Box::new(actions.clone()))?;
         registry.register(Box::new(action_duration.clone()))?;
         registry.register(Box::new(job_start_delay.clone()))?;
         registry.register(Box::new(queue_depth.clone()))?;
-        registry.register(Box::new(circuits_open.clone()))?;
+        registry.register(Box::new(incidents.clone()))?;
         registry.register(Box::new(escalations.clone()))?;
         registry.register(Box::new(escalations_pending.clone()))?;
         registry.register(Box::new(escalations_active.clone()))?;
+        registry.register(Box::new(reconciliations.clone()))?;
+        registry.register(Box::new(reconciled_alerts.clone()))?;
         registry.register(Box::new(webhook_duration.clone()))?;
-        for r in WEBHOOK_RESULTS {
-            webhooks.with_label_values(&[r]);
+        for r in WebhookResult::ALL {
+            webhooks.with_label_values(&[r.as_str()]);
         }
-        for d in ALERT_DECISIONS {
-            alerts.with_label_values(&[d]);
+        for d in AlertDecision::ALL {
+            alerts.with_label_values(&[d.as_str()]);
         }
         for k in ActionKind::ALL {
-            for r in ACTION_RESULTS {
-                actions.with_label_values(&[k.as_str(), r]);
+            for r in Event::JOB_RESULTS {
+                actions.with_label_values(&[k.as_str(), r.as_str()]);
             }
         }
-        for r in ESCALATION_RESULTS {
-            escalations.with_label_values(&[r]);
+        for s in IncidentState::OPEN {
+            incidents.with_label_values(&[s.as_str()]);
+        }
+        for r in PostOutcome::ALL {
+            escalations.with_label_values(&[r.as_str()]);
+        }
+        for r in ["ok", "failed"] {
+            reconciliations.with_label_values(&[r]);
         }
         Ok(Self {
             registry,
             webhooks,
             alerts,
+            unmatched,
+            unmatched_names: Mutex::new(HashSet::new()),
             actions,
             action_duration,
             job_start_delay,
             queue_depth,
-            circuits_open,
+            incidents,
             escalations,
             escalations_pending,
             escalations_active,
+            reconciliations,
+            reconciled_alerts,
             webhook_duration,
         })
+    }
+
+    /// Counts a webhook request.
+    pub fn webhook(&self, result: WebhookResult) {
+        self.webhooks.with_label_values(&[result.as_str()]).inc();
+    }
+
+    /// Counts alerts of a webhook by decision.
+    pub fn alerts(&self, decision: AlertDecision, n: usize) {
+        self.alerts
+            .with_label_values(&[decision.as_str()])
+            .inc_by(n as u64);
+    }
+
+    /// Counts a job's end.
+    pub fn job(&self, kind: ActionKind, result: Event) {
+        self.actions
+            .with_label_values(&[kind.as_str(), result.as_str()])
+            .inc();
+    }
+
+    /// Counts a firing alert no rule matched.
+    pub fn unmatched(&self, alertname: &str) {
+        let mut names = self
+            .unmatched_names
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let label = if names.contains(alertname) {
+            alertname
+        } else if names.len() < MAX_UNMATCHED_NAMES {
+            names.insert(alertname.to_string());
+            alertname
+        } else {
+            OTHER_ALERTNAME
+        };
+        self.unmatched.with_label_values(&[label]).inc();
+    }
+
+    /// Counts a post of an escalation.
+    pub fn escalation_post(&self, outcome: PostOutcome) {
+        self.escalations
+            .with_label_values(&[outcome.as_str()])
+            .inc();
     }
 
     /// Encodes the registry in the text format.

@@ -7,7 +7,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::Credentials;
+use crate::credentials::Credentials;
 
 /// The body Alertmanager posts to a `webhook_config` URL.
 #[derive(Debug, Clone, Deserialize)]
@@ -126,10 +126,6 @@ pub fn parse(body: &[u8]) -> Result<Payload, PayloadError> {
         Some(other) => return Err(PayloadError::Version(other.to_string())),
         None => return Err(PayloadError::Malformed("missing field `version`".into())),
     }
-    serde_path_to_error_free(v)
-}
-
-fn serde_path_to_error_free(v: serde_json::Value) -> Result<Payload, PayloadError> {
     serde_json::from_value(v).map_err(|e| PayloadError::Malformed(e.to_string()))
 }
 

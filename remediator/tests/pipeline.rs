@@ -1,34 +1,48 @@
 //! The pipeline's bookkeeping through the library API: a resolve cancels a job still waiting for
-//! its rule's delay, and stored jobs found too old at start are expired, not run.
+//! its rule's delay, the same occurrence firing again after its resolve is a duplicate, and
+//! stored jobs found too old at start are expired, not run.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use stackmedic_common::config::parse_yaml;
-use stackmedic_remediator::pipeline::{self, Engine};
+use stackmedic_remediator::clock::now;
+use stackmedic_remediator::pipeline::Engine;
+use stackmedic_remediator::store::{OverviewLimits, Store};
 use stackmedic_remediator::{config, metrics, open_store, webhook};
 use tokio_util::sync::CancellationToken;
 
-fn engine(dir: &std::path::Path, yaml: &str) -> (std::sync::Arc<Engine>, CancellationToken) {
+fn engine(dir: &std::path::Path, yaml: &str) -> (Arc<Engine>, CancellationToken) {
     let cfg = config::from_value(&parse_yaml(yaml).unwrap()).unwrap();
     let shutdown = CancellationToken::new();
     let e = Engine::new(
         cfg,
         open_store(dir).unwrap(),
-        metrics::Metrics::new().unwrap(),
+        Arc::new(metrics::Metrics::new().unwrap()),
         shutdown.clone(),
     )
     .unwrap();
     (e, shutdown)
 }
 
-const CONFIG: &str = "targets: [{name: t, docker: {containers: [x]}}]\n\
-                      rules: [{name: r, action: container_restart, target: t, delay: 2s}]\n";
+const CONFIG: &str = "targets: [{name: t, http: {base_url: 'http://127.0.0.1:9'}}]\n\
+                      rules: [{name: r, action: http_sequence, target: t, delay: 2s, steps: [{path: /restart}]}]\n";
 
 fn body(status: &str) -> Vec<u8> {
     format!(
         r#"{{"version":"4","alerts":[{{"status":"{status}","labels":{{"alertname":"A"}},"startsAt":"2026-11-22T10:00:00Z","fingerprint":"f1"}}]}}"#
     )
     .into_bytes()
+}
+
+async fn results(store: &Store) -> Vec<String> {
+    let limits = OverviewLimits {
+        actions: 10,
+        closed_incidents: 0,
+        escalations: 0,
+    };
+    let o = store.overview(limits, now()).await.unwrap();
+    o.actions.into_iter().map(|a| a.result).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,14 +66,7 @@ async fn a_resolve_cancels_a_waiting_job() {
         .unwrap();
     assert_eq!((s.queued, s.duplicates), (0, 1));
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let h = e.store.history(10, pipeline::now()).await.unwrap();
-    let results: Vec<&str> = h["actions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| a["result"].as_str().unwrap())
-        .collect();
-    assert_eq!(results, vec!["cancelled"], "{h:#}");
+    assert_eq!(results(&e.store).await, vec!["cancelled"]);
     shutdown.cancel();
 }
 
@@ -75,9 +82,19 @@ async fn old_stored_jobs_are_expired_at_start() {
         shutdown.cancel();
     }
     let store = open_store(dir.path()).unwrap();
-    let (kept, expired) = store.resume(60.0, pipeline::now() + 3600.0).await.unwrap();
-    assert_eq!((kept.len(), expired), (0, 1));
-    let h = store.history(10, pipeline::now()).await.unwrap();
-    assert_eq!(h["actions"][0]["result"], "expired", "{h:#}");
-    assert!(h["pending_jobs"].as_array().unwrap().is_empty());
+    let resumed = store.resume(60.0, now() + 3600.0).await.unwrap();
+    assert_eq!((resumed.jobs.len(), resumed.expired.len()), (0, 1));
+    assert_eq!(results(&store).await, vec!["expired"]);
+    let o = store
+        .overview(
+            OverviewLimits {
+                actions: 1,
+                closed_incidents: 0,
+                escalations: 0,
+            },
+            now(),
+        )
+        .await
+        .unwrap();
+    assert!(o.pending_jobs.is_empty());
 }

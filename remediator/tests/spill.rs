@@ -1,22 +1,26 @@
 //! More accepted jobs than fit in memory: the surplus waits in the database and the sweeper
 //! runs it as room frees, so every job is decided exactly once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use stackmedic_common::config::parse_yaml;
-use stackmedic_remediator::pipeline::{self, Engine, MAX_JOBS_IN_MEMORY};
+use stackmedic_remediator::clock::now;
+use stackmedic_remediator::pipeline::{Engine, MAX_JOBS_IN_MEMORY};
+use stackmedic_remediator::store::OverviewLimits;
 use stackmedic_remediator::webhook;
-use stackmedic_remediator::{config, metrics, open_store};
+use stackmedic_remediator::{action::ActionKind, config, metrics, open_store, vocab::Event};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_beyond_memory_bound_are_swept_from_the_database() {
     let dir = tempfile::tempdir().unwrap();
+    // An admin API that is never called: every job is a dry run.
     let cfg = config::from_value(
         &parse_yaml(
             "global: {dry_run: true}\n\
-             targets: [{name: t, cooldown: 0s, max_attempts: 1000000, docker: {containers: [x]}}]\n\
-             rules: [{name: r, action: container_restart, target: t}]\n",
+             targets: [{name: t, http: {base_url: 'http://127.0.0.1:9'}}]\n\
+             rules: [{name: r, action: http_sequence, target: t, steps: [{path: /restart}]}]\n",
         )
         .unwrap(),
     )
@@ -26,7 +30,7 @@ async fn jobs_beyond_memory_bound_are_swept_from_the_database() {
     let engine = Engine::new(
         cfg,
         store,
-        metrics::Metrics::new().unwrap(),
+        Arc::new(metrics::Metrics::new().unwrap()),
         shutdown.clone(),
     )
     .unwrap();
@@ -44,22 +48,27 @@ async fn jobs_beyond_memory_bound_are_swept_from_the_database() {
     assert_eq!(summary.queued, total);
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let (queued, _, _, _) = engine.store.gauges(pipeline::now()).await.unwrap();
-        if queued == 0 {
-            let h = engine.store.history(1, pipeline::now()).await.unwrap();
-            assert!(h["pending_jobs"].as_array().unwrap().is_empty());
+        let due = engine.store.gauges(now()).await.unwrap().due_jobs;
+        if due == 0 {
+            let limits = OverviewLimits {
+                actions: 1,
+                closed_incidents: 0,
+                escalations: 0,
+            };
+            let o = engine.store.overview(limits, now()).await.unwrap();
+            assert!(o.pending_jobs.is_empty());
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "{queued} jobs still queued"
+            "{due} jobs still queued"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let dry = engine
         .metrics
         .actions
-        .with_label_values(&["container_restart", "dry_run"])
+        .with_label_values(&[ActionKind::HttpSequence.as_str(), Event::DryRun.as_str()])
         .get();
     assert_eq!(dry as usize, total);
     shutdown.cancel();

@@ -14,7 +14,8 @@
 //! * [`hostile`]: misbehaving clients (idle, trickling, HTTP/2 preface only, endless bodies)
 //!   and measurements of the server process (file descriptors, peak memory);
 //! * [`alerting`]: the shipped rules, dashboards and metric list as tests read them;
-//! * [`packaging`]: the Debian packages and images `scripts/package.sh` built, and the units.
+//! * [`packaging`]: the Debian packages and images `scripts/package.sh` built, and the units;
+//! * [`admin_api`]: a recording stand-in for the camera/PLC app's admin API (no real peer).
 //!
 //! Rules the helpers follow, and that tests written with them should follow too:
 //!
@@ -32,6 +33,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+pub mod admin_api;
 pub mod alerting;
 pub mod alertmanager;
 pub mod backend;

@@ -194,6 +194,78 @@ impl Remediator {
         }
         self.actions_with(result)
     }
+
+    /// The open incidents (`incidents` of `GET /api/actions`), newest first.
+    pub fn incidents(&self) -> Vec<Value> {
+        self.history()["incidents"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Waits up to `timeout` until the open incident of `subject` is in `state`; returns it.
+    ///
+    /// # Panics
+    /// On timeout, with the history and the log.
+    pub fn wait_incident(&mut self, subject: &str, state: &str, timeout: Duration) -> Value {
+        let mut found = None;
+        let ok = crate::wait_until(timeout, Duration::from_millis(100), || {
+            found = self
+                .incidents()
+                .into_iter()
+                .find(|i| i["subject"] == subject && i["state"] == state);
+            found.is_some()
+        });
+        if !ok {
+            panic!(
+                "no {state} incident of {subject} within {timeout:?}; history:\n{:#}\n{}",
+                self.history(),
+                self.process.describe()
+            );
+        }
+        found.unwrap_or_default()
+    }
+
+    /// The results recorded for each job (`job_id` → results, oldest first); rows without a job
+    /// (escalation and incident events) are left out.
+    pub fn job_results(&self) -> std::collections::BTreeMap<i64, Vec<String>> {
+        let mut out: std::collections::BTreeMap<i64, Vec<String>> = Default::default();
+        let history = self.history();
+        let rows = history["actions"].as_array().cloned().unwrap_or_default();
+        for row in rows.iter().rev() {
+            let result = row["result"].as_str().unwrap_or_default();
+            if let (Some(job), true) = (row["job_id"].as_i64(), is_job_result(result)) {
+                out.entry(job).or_default().push(result.to_owned());
+            }
+        }
+        out
+    }
+
+    /// A sample of its `/metrics` (0 when absent or unreachable).
+    pub fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        crate::metrics::scrape(&self.url("/metrics"))
+            .ok()
+            .and_then(|s| crate::metrics::find(&s, name, labels))
+            .unwrap_or(0.0)
+    }
+
+    /// Writes a new configuration (placeholders replaced) and asks for a reload
+    /// (`POST /-/reload`); returns the answer.
+    pub fn reconfigure(&self, config_yaml: &str) -> crate::http::Response {
+        let text = config_yaml
+            .replace("{dir}", &self.dir.path().display().to_string())
+            .replace("{port}", &self.port.to_string());
+        let path = self.dir.path().join("remediator.yml");
+        std::fs::write(&path, text)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        crate::http::request("POST", &self.url("/-/reload"), &[], None)
+            .unwrap_or_else(|e| panic!("POST /-/reload failed: {e:#}"))
+    }
+}
+
+/// Whether an audit result ends a job (the others are escalation and incident events).
+fn is_job_result(result: &str) -> bool {
+    !matches!(result, "escalated" | "escalation_resolved" | "resolved")
 }
 
 fn spawn(config: Option<&Path>, dir: &Path, port: u16, n: u32, flags: &Flags) -> Process {
@@ -316,6 +388,30 @@ pub fn unix_seconds(rfc3339: &str) -> Option<f64> {
     Some((days * 86_400 + h * 3600 + min * 60 - offset) as f64 + sec)
 }
 
+/// `t` (seconds since the Unix epoch) as RFC 3339 in UTC with milliseconds, as Alertmanager
+/// writes `startsAt` and `endsAt`.
+pub fn rfc3339(t: f64) -> String {
+    let millis = (t * 1000.0).round() as i64;
+    let (secs, ms) = (millis.div_euclid(1000), millis.rem_euclid(1000));
+    let (days, day_secs) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // The civil date of a day count from 1970-01-01 (proleptic Gregorian), by era arithmetic.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        day_secs / 3600,
+        day_secs % 3600 / 60,
+        day_secs % 60
+    )
+}
+
 /// Seconds since the Unix epoch, now.
 pub fn unix_now() -> f64 {
     std::time::SystemTime::now()
@@ -337,5 +433,10 @@ mod tests {
             Some(1_795_341_604.5)
         );
         assert_eq!(super::unix_seconds("yesterday"), None);
+        assert_eq!(super::rfc3339(1_795_341_604.5), "2026-11-22T10:00:04.500Z");
+        assert_eq!(
+            super::unix_seconds(&super::rfc3339(1_795_341_604.25)),
+            Some(1_795_341_604.25)
+        );
     }
 }

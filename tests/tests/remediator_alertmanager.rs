@@ -43,8 +43,8 @@ fn remediator_alertmanager_webhook_restarts_container_and_escalates() {
     let config = format!(
         "webhook:\n  bearer_token_file: {{dir}}/webhook-token\n\
          targets:\n\
-         - name: owui\n  cooldown: 1s\n  docker: {{containers: [{owui}], stop_timeout: 1s}}\n  verify: {{deadline: 30s}}\n\
-         - name: ghost\n  max_attempts: 1\n  cooldown: 0s\n  timeout: 10s\n  docker: {{containers: [{ghost}]}}\n  verify: {{deadline: 2s}}\n\
+         - name: owui\n  docker: {{containers: [{owui}], stop_timeout: 1s}}\n  verify: {{deadline: 30s}}\n\
+         - name: ghost\n  max_attempts: 1\n  timeout: 10s\n  docker: {{containers: [{ghost}]}}\n  verify: {{deadline: 2s}}\n\
          rules:\n\
          - name: owui-down\n  matchers: ['alertname=\"OwuiDown\"']\n  action: container_restart\n  target: owui\n\
          - name: ghost-down\n  matchers: ['alertname=\"GhostDown\"']\n  action: container_start\n  target: ghost\n",
@@ -120,7 +120,7 @@ fn remediator_alertmanager_webhook_restarts_container_and_escalates() {
     );
 
     // A container that does not exist cannot be started: one failed attempt, no attempts
-    // left, the circuit opens and one escalation reaches Alertmanager.
+    // left, the incident is escalated and one escalation reaches Alertmanager.
     am.post_alerts(&json!([{
         "labels": {"alertname": "GhostDown", "severity": "critical"},
         "annotations": {"summary": "ghost is gone"},
@@ -145,13 +145,14 @@ fn remediator_alertmanager_webhook_restarts_container_and_escalates() {
         .as_str()
         .unwrap()
         .contains(&ghost));
-    let history = rem.history();
-    assert_eq!(
-        history["open_circuits"].as_array().unwrap().len(),
-        1,
-        "{history:#}"
+    let incident = rem.wait_incident(
+        &format!("ghost/{ghost}"),
+        "escalated",
+        Duration::from_secs(10),
     );
-    assert!(!rem.actions_with("escalated").is_empty());
+    assert_eq!(incident["attempts"], 1, "{incident:#}");
+    assert_eq!(incident["page_active"], true, "{incident:#}");
+    assert_eq!(rem.actions_with("escalated").len(), 1);
 }
 
 /// The same delivery with `http_config.basic_auth` (username and `password_file`) to a
@@ -174,7 +175,7 @@ fn remediator_alertmanager_webhook_with_basic_auth() {
     let config = format!(
         "webhook:\n  basic_auth:\n    username: alertmanager\n    password_file: {{dir}}/webhook-password\n\
          targets:\n\
-         - name: app\n  cooldown: 1s\n  docker: {{containers: [{app}], stop_timeout: 1s}}\n  verify: {{deadline: 30s}}\n\
+         - name: app\n  docker: {{containers: [{app}], stop_timeout: 1s}}\n  verify: {{deadline: 30s}}\n\
          rules:\n\
          - name: app-down\n  matchers: ['alertname=~\"AppDown|Intruder\"']\n  action: container_restart\n  target: app\n",
         app = app.name(),

@@ -139,7 +139,8 @@ fn remediator_bad_input_is_rejected_or_denied_never_acted_on() {
     assert_eq!(r.status, 200, "{}", r.text());
     let body = r.json().unwrap();
     assert_eq!(body["queued"], 0, "{}", r.text());
-    assert_eq!(body["unmatched"], 1, "{}", r.text());
+    assert_eq!(body["ignored"], 1, "{}", r.text());
+    assert_eq!(body["unmatched"], 0, "{}", r.text());
 
     let denied = rem.wait_for("denied", 11, Duration::from_secs(10));
     assert!(denied.iter().any(|d| d["detail"]

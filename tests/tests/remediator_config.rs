@@ -53,8 +53,13 @@ fn remediator_config_check_reports_every_problem() {
     std::fs::write(
         &file,
         "global: {dry_run: yes-please}\nwebhook: {bearer_token_file: /nonexistent/token}\n\
-         targets:\n- name: a\n  docker: {containers: ['../x']}\n\
-         rules:\n- name: r\n  action: container_restart\n  target: b\n  matchers: ['severity=~\"(\"']\n",
+         targets:\n\
+         - name: a\n  cooldown: 5m\n  docker: {containers: ['../x']}\n\
+         - name: b\n  backoff: 0s\n  http: {base_url: 'ftp://x'}\n\
+         rules:\n\
+         - name: r\n  action: container_restart\n  target: nope\n\
+         - name: s\n  action: container_restart\n  target: a\n  matchers: ['severity=~\"(\"']\n\
+         - name: t\n  action: http_sequence\n  target: b\n  steps: [{path: no-slash}]\n",
     )
     .unwrap();
     let (ok, text) = run(&[
@@ -62,15 +67,42 @@ fn remediator_config_check_reports_every_problem() {
         "--config.check",
     ]);
     assert!(!ok, "{text}");
-    for want in [
-        "global.dry_run:",
+    let expected = [
+        "global.dry_run: invalid type: string \"yes-please\", expected a boolean",
         "webhook.bearer_token_file: cannot read secret file /nonexistent/token",
+        "targets[0].cooldown: removed: a failed attempt is retried after `backoff` inside its incident",
         "targets[0].docker.containers[0]: \"../x\" is not a valid container name",
-        "rules[0].matchers[0]:",
-        "configuration is invalid",
-    ] {
-        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+        "targets[1].http.base_url: ftp://x/ is not an http(s) URL with a host",
+        "targets[1].backoff: must be greater than 0s",
+        "rules[0].target: unknown target \"nope\"",
+        "rules[1].matchers[0]: matcher \"severity=~\\\"(\\\"\": invalid regular expression",
+        "rules[2].steps[0].path: must start with `/` and contain neither `..` nor a scheme",
+    ];
+    // A problem is a line starting with its path; a message may continue on further lines
+    // (the regular expression parser's caret).
+    let problems: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.starts_with("configuration is invalid"))
+        .filter(|l| {
+            ["global.", "webhook.", "targets[", "rules["]
+                .iter()
+                .any(|p| l.starts_with(p))
+        })
+        .collect();
+    for want in expected {
+        assert!(
+            problems.iter().any(|p| p.starts_with(want)),
+            "missing {want:?} in:\n{text}"
+        );
     }
+    assert_eq!(problems.len(), expected.len(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "configuration is invalid: {} problem(s)",
+            expected.len()
+        )),
+        "{text}"
+    );
 }
 
 #[test]

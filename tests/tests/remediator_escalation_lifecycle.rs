@@ -1,9 +1,10 @@
 //! The escalation's lifecycle in a real Alertmanager (Debian `prometheus-alertmanager`): the
-//! remediator re-posts `StackmedicRemediationFailed` every `resend_interval` while it is active,
-//! so it stays firing past the `endsAt` of any single post; it resolves it (a post with
-//! `endsAt` = now) when Alertmanager delivers the original alert's resolve, or when the circuit
-//! closes; and after a `kill -9` and a restart on the same database it resumes re-posting the
-//! same alert (same labels, same start).
+//! remediator re-posts `StackmedicRemediationFailed` every `resend_interval` while its incident
+//! is escalated, so it stays firing past the `endsAt` of any single post; it resolves it (a post
+//! with `endsAt` = now) when Alertmanager delivers the original alert's resolve, or when
+//! reconciliation no longer finds the original alert in Alertmanager; and after a `kill -9` and
+//! a restart on the same database it resumes re-posting the same alert (same labels, same
+//! start).
 
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use serde_json::{json, Value};
 use stackmedic_tests::alertmanager::Alertmanager;
 use stackmedic_tests::docker::ensure_docker;
 use stackmedic_tests::metrics;
-use stackmedic_tests::remediator::{alert, payload, unix_now, unix_seconds, Remediator};
+use stackmedic_tests::remediator::{alert, payload, rfc3339, unix_now, unix_seconds, Remediator};
 use stackmedic_tests::{unique_name, wait_until};
 
 const ESCALATION: &str = "StackmedicRemediationFailed";
@@ -73,9 +74,11 @@ fn wait_escalation(am: &Alertmanager, rem: &mut Remediator, within: Duration) ->
     found.unwrap()
 }
 
-fn ghost_config(ghost: &str, circuit_open_for: &str) -> String {
+/// A target whose container does not exist; `reconcile_interval` `0s` turns reconciliation off.
+fn ghost_config(ghost: &str, reconcile_interval: &str) -> String {
     format!(
-        "targets:\n- name: ghost\n  max_attempts: 1\n  cooldown: 0s\n  circuit_open_for: {circuit_open_for}\n  timeout: 10s\n  docker: {{containers: [{ghost}]}}\n  verify: {{deadline: 1s}}\n\
+        "global: {{reconcile_interval: {reconcile_interval}}}\n\
+         targets:\n- name: ghost\n  max_attempts: 1\n  timeout: 10s\n  docker: {{containers: [{ghost}]}}\n  verify: {{deadline: 1s}}\n\
          rules:\n- name: ghost-down\n  matchers: ['alertname=\"GhostDown\"']\n  action: container_start\n  target: ghost\n"
     )
 }
@@ -91,7 +94,7 @@ fn escalation_section(am: &Alertmanager) -> String {
 fn remediator_escalation_stays_active_while_reposted_and_resolves_with_its_alert() {
     ensure_docker();
     let ghost = unique_name("sm-ghost");
-    let mut rem = Remediator::start(&ghost_config(&ghost, "1h"));
+    let mut rem = Remediator::start(&ghost_config(&ghost, "1m"));
     let am = Alertmanager::start(&format!(
         "route:\n  receiver: remediator\n  group_by: [alertname]\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\n\
          \x20 routes:\n  - matchers: ['alertname=\"{ESCALATION}\"']\n    receiver: oncall\n\
@@ -101,7 +104,7 @@ fn remediator_escalation_stays_active_while_reposted_and_resolves_with_its_alert
         rem.port()
     ));
     // Escalations go to the Alertmanager started after the remediator: reload with its URL.
-    let config = format!("{}{}", ghost_config(&ghost, "1h"), escalation_section(&am));
+    let config = format!("{}{}", ghost_config(&ghost, "1m"), escalation_section(&am));
     std::fs::write(rem.dir().join("remediator.yml"), config).unwrap();
     let reload = stackmedic_tests::http::request("POST", &rem.url("/-/reload"), &[], None).unwrap();
     assert_eq!(reload.status, 200, "reload: {}", reload.text());
@@ -149,7 +152,7 @@ fn remediator_escalation_stays_active_while_reposted_and_resolves_with_its_alert
     // the remediator resolves its escalation with a post whose endsAt is now. It disappears
     // before the endsAt of its last re-post, so it was resolved, not left to expire.
     let mut resolved = original.clone();
-    resolved["endsAt"] = json!(Value::String(format_now()));
+    resolved["endsAt"] = json!(rfc3339(unix_now()));
     am.post_alerts(&json!([resolved])).unwrap();
     let mut last_end = time(&later["endsAt"]);
     let mut gone_at = None;
@@ -199,7 +202,7 @@ fn remediator_escalation_stays_active_while_reposted_and_resolves_with_its_alert
     assert_eq!(
         esc.len(),
         1,
-        "one escalation per circuit opening: {history:#}"
+        "one escalation per escalated incident: {history:#}"
     );
     assert_eq!(esc[0]["state"], "resolved", "{history:#}");
     assert_eq!(
@@ -213,11 +216,13 @@ fn remediator_escalation_stays_active_while_reposted_and_resolves_with_its_alert
 }
 
 #[test]
-fn remediator_escalation_reposting_resumes_after_kill9_and_ends_when_the_circuit_closes() {
+fn remediator_escalation_reposting_resumes_after_kill9_and_ends_by_reconciliation() {
     ensure_docker();
     let ghost = unique_name("sm-ghost");
     let am = Alertmanager::start("route: {receiver: oncall}\nreceivers: [{name: oncall}]\n");
-    let config = format!("{}{}", ghost_config(&ghost, "30s"), escalation_section(&am));
+    // The alert is sent to the remediator directly, so Alertmanager does not hold it:
+    // reconciliation is off until the end of the test.
+    let config = format!("{}{}", ghost_config(&ghost, "0s"), escalation_section(&am));
     let mut rem = Remediator::start(&config);
     let p = payload(vec![alert(
         "firing",
@@ -261,16 +266,24 @@ fn remediator_escalation_reposting_resumes_after_kill9_and_ends_when_the_circuit
     assert_eq!(esc.len(), 1, "{history:#}");
     assert_eq!(esc[0]["state"], "firing", "{history:#}");
     assert_eq!(rem.actions_with("escalated").len(), 1);
-    // The failed attempt is not repeated after the restart: its circuit is open.
+    // The failed attempt is not repeated after the restart: its incident is escalated.
     assert_eq!(rem.actions_with("failed").len(), 1);
+    rem.wait_incident(
+        &format!("ghost/{ghost}"),
+        "escalated",
+        Duration::from_secs(1),
+    );
 
-    // The circuit closes 30 s after it opened: the escalation is resolved in Alertmanager.
-    let audited = rem.wait_for("escalation_resolved", 1, Duration::from_secs(45));
+    // Reconciliation is turned on: Alertmanager does not hold GhostDown, so the incident ends
+    // within one interval and its escalation is resolved in Alertmanager.
+    let on = format!("{}{}", ghost_config(&ghost, "1s"), escalation_section(&am));
+    assert_eq!(rem.reconfigure(&on).status, 200);
+    let audited = rem.wait_for("escalation_resolved", 1, Duration::from_secs(15));
     assert!(
         audited[0]["detail"]
             .as_str()
             .unwrap()
-            .contains("the circuit closed"),
+            .contains("reconciled: the alert is no longer active in Alertmanager"),
         "{audited:#?}"
     );
     assert!(
@@ -279,26 +292,9 @@ fn remediator_escalation_reposting_resumes_after_kill9_and_ends_when_the_circuit
         am.alerts().unwrap_or_default()
     );
     assert_eq!(counter(&rem, "resolved"), 1.0);
-}
-
-/// Now in RFC 3339 (UTC, seconds), for an alert's `endsAt`.
-fn format_now() -> String {
-    let t = unix_now() as i64;
-    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    assert!(rem.incidents().is_empty(), "{:#}", rem.history());
+    assert_eq!(
+        rem.metric("stackmedic_remediator_reconciled_alerts_total", &[]),
+        1.0
+    );
 }

@@ -1,84 +1,14 @@
-//! `http_sequence` and `ads_route_add` against fixtures written for this test, because no real
-//! peer exists here: the camera/PLC app's admin API is the runbooks' own application (a small
-//! recorder below stands in for it and records every call, in order, with its time), and no
+//! `http_sequence` and `ads_route_add` against fixtures, because no real peer exists here: the
+//! camera/PLC app's admin API is the runbooks' own application (the test library's recorder,
+//! [`AdminApi`], stands in for it and records every call, in order, with its time), and no
 //! real TwinCAT router runs here (a UDP responder below answers the route-add request on
 //! loopback as a router does, and records what it was sent).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, UdpSocket};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::net::UdpSocket;
+use std::time::Duration;
 
+use stackmedic_tests::admin_api::{AdminApi, Rule};
 use stackmedic_tests::remediator::{alert, payload, Remediator};
-
-#[derive(Debug, Clone)]
-struct Call {
-    at: Instant,
-    method: String,
-    path: String,
-    authorization: String,
-}
-
-/// The admin API fixture: answers 500 for paths containing `/garage/webrtc/start`, 200
-/// otherwise, and records every request.
-fn admin_api() -> (u16, Arc<Mutex<Vec<Call>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let calls = Arc::new(Mutex::new(Vec::new()));
-    let rec = calls.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let rec = rec.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let mut parts = line.split_whitespace();
-                    let method = parts.next().unwrap_or_default().to_owned();
-                    let path = parts.next().unwrap_or_default().to_owned();
-                    let (mut len, mut auth) = (0usize, String::new());
-                    loop {
-                        let mut h = String::new();
-                        reader.read_line(&mut h).unwrap();
-                        let h = h.trim_end();
-                        if h.is_empty() {
-                            break;
-                        }
-                        let (n, v) = h.split_once(':').unwrap();
-                        if n.eq_ignore_ascii_case("content-length") {
-                            len = v.trim().parse().unwrap();
-                        }
-                        if n.eq_ignore_ascii_case("authorization") {
-                            auth = v.trim().to_owned();
-                        }
-                    }
-                    let mut body = vec![0; len];
-                    reader.read_exact(&mut body).unwrap();
-                    rec.lock().unwrap().push(Call {
-                        at: Instant::now(),
-                        method,
-                        path: path.clone(),
-                        authorization: auth,
-                    });
-                    let (status, text) = if path.contains("/garage/webrtc/start") {
-                        ("500 Internal Server Error", "boom")
-                    } else {
-                        ("200 OK", "{}")
-                    };
-                    let resp = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: application/json\r\n\r\n{text}", text.len());
-                    if stream.write_all(resp.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (port, calls)
-}
 
 /// What the route-add responder was sent: tag → bytes.
 type Tags = Vec<(u16, Vec<u8>)>;
@@ -134,7 +64,9 @@ fn text(tags: &Tags, tag: u16) -> String {
 
 #[test]
 fn remediator_fixtures_http_sequence_and_ads_route_add() {
-    let (admin, calls) = admin_api();
+    // Answers 500 to the garage camera's start, 200 otherwise.
+    let api = AdminApi::start(&[Rule::status("/garage/webrtc/start", 500)]);
+    let admin = api.url("/");
     let (udp, routes) = route_responder();
     let dir = tempfile::Builder::new()
         .prefix("stackmedic-remediator-")
@@ -144,7 +76,7 @@ fn remediator_fixtures_http_sequence_and_ads_route_add() {
     std::fs::write(dir.path().join("plc-password"), "plc-pw\n").unwrap();
     let config = format!(
         "targets:\n\
-         - name: camera-app\n  cooldown: 0s\n  http: {{base_url: 'http://127.0.0.1:{admin}/', bearer_token_file: '{{dir}}/admin-token'}}\n  verify: {{url: 'http://127.0.0.1:{admin}/api/monitor/streams', deadline: 5s}}\n\
+         - name: camera-app\n  http: {{base_url: '{admin}', bearer_token_file: '{{dir}}/admin-token'}}\n  verify: {{url: '{admin}api/monitor/streams', deadline: 5s}}\n\
          - name: plc-router\n  ads: {{router: 127.0.0.1, port: {udp}, net_id: 127.0.0.1.1.1, route_host: 127.0.0.1, route_name: stackmedic, username: Administrator, password_file: '{{dir}}/plc-password'}}\n\
          rules:\n\
          - name: ring-webrtc-stuck\n  matchers: ['alertname=\"RingWebrtcStuck\"']\n  action: http_sequence\n  target: camera-app\n  params: {{camera: {{label: camera, allowed: [front-door, garage]}}}}\n  steps:\n\
@@ -162,7 +94,7 @@ fn remediator_fixtures_http_sequence_and_ads_route_add() {
     assert_eq!(rem.webhook(&p, None).unwrap().status, 200);
     let ok = rem.wait_for("succeeded", 1, Duration::from_secs(30));
     assert_eq!(ok[0]["action"], "http_sequence");
-    let c = calls.lock().unwrap().clone();
+    let c = api.calls();
     assert!(c.len() >= 3, "{c:?}");
     assert_eq!(
         (c[0].method.as_str(), c[0].path.as_str()),

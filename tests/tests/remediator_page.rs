@@ -1,12 +1,16 @@
-//! The on-call page `/` of a real remediator, rendered by headless Debian Chromium: a
-//! screenshot is taken (kept in the test's temporary directory) and must be a real 1200×900
-//! PNG of some substance, and the page's HTML must show the open circuits, the escalations
-//! (before any failure the empty state; then one active and delivered to a real Alertmanager,
-//! and one resolved because its alert resolved), the dry run, the denial and the failures that
-//! led to them — with no external assets.
+//! The on-call page `/` of a real remediator as headless Debian Chromium draws it: the text of
+//! the DOM Chromium built (not the HTML source, and not CSS class names that every page
+//! carries) must say, per subject, the incident's state in words, its attempts, its next
+//! attempt time, its flapping count and whether a page is active; the unmatched alerts of the
+//! last hour; the escalations (one active and delivered to a real Alertmanager, one resolved
+//! because its alert resolved) and the decisions that led to them. Before anything happened it
+//! must show the empty states. A screenshot is taken too (kept in the test's temporary
+//! directory) and must be a real 1200×900 PNG of some substance; the page has no scripts and no
+//! external assets.
 
 use std::time::Duration;
 
+use stackmedic_tests::admin_api::{AdminApi, Rule};
 use stackmedic_tests::alertmanager::Alertmanager;
 use stackmedic_tests::chromium;
 use stackmedic_tests::docker::ensure_docker;
@@ -18,12 +22,9 @@ const ESCALATION: &str = "StackmedicRemediationFailed";
 /// `original_alertname` of the escalations Alertmanager holds as active, sorted.
 fn paged(am: &Alertmanager) -> Vec<String> {
     let mut names: Vec<String> = am
-        .alerts()
-        .ok()
-        .and_then(|a| a.as_array().cloned())
-        .unwrap_or_default()
+        .alerts_named(ESCALATION)
         .into_iter()
-        .filter(|a| a["labels"]["alertname"] == ESCALATION && a["status"]["state"] == "active")
+        .filter(|a| a["status"]["state"] == "active")
         .filter_map(|a| {
             a["labels"]["original_alertname"]
                 .as_str()
@@ -34,37 +35,19 @@ fn paged(am: &Alertmanager) -> Vec<String> {
     names
 }
 
-/// The page's section from `<h2>{title}</h2>` to the next `<h2>` (or the end).
-fn section<'a>(html: &'a str, title: &str) -> &'a str {
-    let head = format!("<h2>{title}</h2>");
-    let start = html
-        .find(&head)
-        .unwrap_or_else(|| panic!("no {head} in:\n{html}"));
-    let rest = &html[start + head.len()..];
-    &rest[..rest.find("<h2>").unwrap_or(rest.len())]
+/// The drawn text from `heading` to the next of `next` (or the end).
+fn section<'a>(text: &'a str, heading: &str, next: &str) -> &'a str {
+    let start = text
+        .find(heading)
+        .unwrap_or_else(|| panic!("no {heading:?} in:\n{text}"));
+    let rest = &text[start + heading.len()..];
+    &rest[..rest.find(next).unwrap_or(rest.len())]
 }
 
-/// `GET /`: must be a 200 HTML page.
-fn get_page(rem: &Remediator) -> String {
-    let page = stackmedic_tests::http::get(&rem.url("/")).unwrap();
-    assert_eq!(page.status, 200);
-    assert!(page
-        .header("content-type")
-        .unwrap()
-        .starts_with("text/html"));
-    page.text()
-}
-
-/// `posts` of the active escalation in `GET /api/actions`.
-fn active_posts(rem: &Remediator) -> i64 {
-    let history = rem.history();
-    history["escalations"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["state"] == "firing")
-        .and_then(|e| e["posts"].as_i64())
-        .unwrap_or_else(|| panic!("no active escalation: {history:#}"))
+fn assert_in(text: &str, wants: &[&str]) {
+    for want in wants {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
 }
 
 #[test]
@@ -72,36 +55,39 @@ fn remediator_page_renders_in_chromium() {
     ensure_docker();
     let ghost = unique_name("sm-ghost");
     let gone = unique_name("sm-gone");
+    let api = AdminApi::start(&[Rule::status("/fix", 500)]);
     let am = Alertmanager::start("route: {receiver: oncall}\nreceivers: [{name: oncall}]\n");
+    // The alerts are sent to the remediator directly, not through Alertmanager: reconciliation
+    // is off, or it would resolve them as unknown to Alertmanager.
     let config = format!(
-        "escalation:\n  alertmanager_url: {am_url}\n  resend_interval: 2s\n  min_backoff: 200ms\n  max_backoff: 1s\n  timeout: 2s\n\
+        "global: {{reconcile_interval: 0s}}\n\
+         escalation:\n  alertmanager_url: {am_url}\n  resend_interval: 2s\n  min_backoff: 200ms\n  max_backoff: 1s\n  timeout: 2s\n\
          targets:\n\
          - name: apps\n  docker: {{containers: [owui]}}\n\
          - name: ghost\n  max_attempts: 1\n  docker: {{containers: [{ghost}]}}\n  verify: {{deadline: 1s}}\n\
          - name: gone\n  max_attempts: 1\n  docker: {{containers: [{gone}]}}\n  verify: {{deadline: 1s}}\n\
+         - name: waiter\n  backoff: 2h\n  max_backoff: 2h\n  http: {{base_url: '{api_url}'}}\n\
          rules:\n\
          - name: owui-restart\n  matchers: ['alertname=\"OwuiDown\"']\n  action: container_restart\n  target: apps\n  container_label: container\n  dry_run: true\n\
          - name: ghost-restart\n  matchers: ['alertname=\"GhostDown\"']\n  action: container_restart\n  target: ghost\n\
-         - name: gone-start\n  matchers: ['alertname=\"GoneDown\"']\n  action: container_start\n  target: gone\n",
+         - name: gone-start\n  matchers: ['alertname=\"GoneDown\"']\n  action: container_start\n  target: gone\n\
+         - name: waiter-fix\n  matchers: ['alertname=\"WaiterDown\"']\n  action: http_sequence\n  target: waiter\n  steps: [{{path: /fix}}]\n",
         am_url = am.url(""),
+        api_url = api.url("/"),
     );
     let mut rem = Remediator::start(&config);
 
-    // Before anything failed: the escalations' empty state, between the circuits and the
-    // decisions.
-    let html = get_page(&rem);
-    let escalations = section(&html, "Escalations");
-    assert!(
-        escalations.contains("No escalation: nobody has been paged by the remediator."),
-        "{html}"
-    );
-    assert!(!escalations.contains("<table"), "{html}");
-    let circuits_at = html.find("<h2>Open circuits</h2>").unwrap();
-    let escalations_at = html.find("<h2>Escalations</h2>").unwrap();
-    let decisions_at = html.find("<h2>Recent decisions</h2>").unwrap();
-    assert!(
-        circuits_at < escalations_at && escalations_at < decisions_at,
-        "{html}"
+    // Before anything happened: the empty states, in order.
+    let text = chromium::rendered_text(&rem.url("/"), rem.dir());
+    assert_in(
+        &text,
+        &[
+            "stackmedic-remediator 4 rules, 4 targets.",
+            "Incidents No open incident: nothing is being remediated or escalated.",
+            "Unmatched alerts Unmatched in the last hour: none; every firing alert matched a rule.",
+            "Escalations No escalation: nobody has been paged by the remediator.",
+            "Recent decisions Nothing recorded yet.",
+        ],
     );
 
     let gone_down = alert(
@@ -128,12 +114,26 @@ fn remediator_page_renders_in_chromium() {
             &[("alertname", "GhostDown")],
             "2026-11-22T10:00:00Z",
         ),
+        alert(
+            "firing",
+            &[("alertname", "WaiterDown")],
+            "2026-11-22T10:00:00Z",
+        ),
+        // A misnamed alert: no rule matches it.
+        alert(
+            "firing",
+            &[("alertname", "OwuiDwn"), ("container", "owui")],
+            "2026-11-22T10:00:00Z",
+        ),
         gone_down.clone(),
     ];
-    assert_eq!(rem.webhook(&payload(alerts), None).unwrap().status, 200);
+    let r = rem.webhook(&payload(alerts), None).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json().unwrap()["unmatched"], 1, "{}", r.text());
     rem.wait_for("dry_run", 1, Duration::from_secs(30));
-    rem.wait_for("failed", 2, Duration::from_secs(30));
-    // Both failures opened their circuit and paged on-call through the real Alertmanager.
+    rem.wait_for("failed", 3, Duration::from_secs(30));
+    // Both containers' incidents were escalated and paged on-call through the real
+    // Alertmanager.
     let both = wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
         paged(&am) == ["GhostDown", "GoneDown"]
     });
@@ -144,7 +144,7 @@ fn remediator_page_renders_in_chromium() {
         rem.history(),
         rem.process().describe()
     );
-    // GoneDown resolves: its escalation is resolved in Alertmanager; GhostDown's stays active.
+    // GoneDown resolves: its incident closes and its escalation is resolved in Alertmanager.
     let mut resolved = gone_down;
     resolved["status"] = "resolved".into();
     resolved["endsAt"] = "2026-11-22T10:30:00Z".into();
@@ -154,46 +154,66 @@ fn remediator_page_renders_in_chromium() {
     );
     rem.wait_for("escalation_resolved", 1, Duration::from_secs(30));
     assert_eq!(paged(&am), ["GhostDown"], "{:#}", am.alerts().unwrap());
+    assert_eq!(
+        rem.metric(
+            "stackmedic_remediator_unmatched_alerts_total",
+            &[("alertname", "OwuiDwn")]
+        ),
+        1.0
+    );
 
-    let posts_before = active_posts(&rem);
-    let html = get_page(&rem);
-    let posts_after = active_posts(&rem);
-    for want in [
-        "<h1>stackmedic-remediator</h1>",
-        "Open circuits",
-        "2 open circuit(s)",
-        "ghost",
+    let text = chromium::rendered_text(&rem.url("/"), rem.dir());
+    let ghost_subject = format!("ghost/{ghost}");
+    let gone_subject = format!("gone/{gone}");
+    let heads = [
+        "Incidents",
+        "Unmatched alerts",
+        "Escalations",
         "Recent decisions",
-        "dry_run",
-        "denied",
-        "failed",
-        "escalated",
-        "escalation_resolved",
-        "OwuiDown",
-        "GhostDown",
-        "&lt;script&gt;",
-    ] {
-        assert!(html.contains(want), "missing {want:?} in:\n{html}");
-    }
-    // The escalations: the active one first, with what was escalated and its delivery, then
-    // the resolved one with why it ended.
-    let escalations = section(&html, "Escalations");
+    ];
+    let at: Vec<usize> = heads
+        .iter()
+        .map(|h| text.find(h).unwrap_or_else(|| panic!("no {h} in:\n{text}")))
+        .collect();
+    assert!(
+        at.windows(2).all(|w| w[0] < w[1]),
+        "sections out of order:\n{text}"
+    );
+
+    // Per subject: state in words, attempts, next attempt, flapping count, page.
+    let incidents = section(&text, "Incidents", "Unmatched alerts");
+    assert_in(
+        incidents,
+        &[
+            "2 open incident(s): 1 waiting, 1 escalated. 1 escalated: no more actions on it until the alert resolves.",
+            &format!(
+                "{ghost_subject} ghost-restart · container_restart escalated no more actions; on-call is paged until the alert resolves \
+                 1 of 1 none: escalated 0 of 3 healed within 1h active GhostDown since 2026-11-22T10:00:00Z"
+            ),
+            "waiter waiter-fix · http_sequence waiting the last attempt failed; the next one runs at its time 1 of 3",
+            "(in 1 h 59 min) 0 of 3 healed within 1h none WaiterDown since 2026-11-22T10:00:00Z",
+            "attempt 1 of 3 failed: attempt 1 of 3: step 0 POST /fix: unexpected status 500",
+            "Recently closed",
+            &format!("{gone_subject} the alert resolved 1 of 1 no GoneDown since 2026-11-22T10:00:00Z (resolved)"),
+        ],
+    );
+    let unmatched = section(&text, "Unmatched alerts", "Escalations");
+    assert_in(unmatched, &["Unmatched in the last hour: OwuiDwn (1)."]);
+    let escalations = section(&text, "Escalations", "Recent decisions");
     let (active, done) = escalations
-        .split_once("<h3>Recently resolved</h3>")
+        .split_once("Recently resolved")
         .unwrap_or_else(|| panic!("no resolved escalation in:\n{escalations}"));
-    for want in [
-        "1 active escalation(s)",
-        "<span class=\"r firing\">firing</span>",
-        "GhostDown",
-        "ghost-restart",
-        "container_restart",
-        // The subject: the target, which lists exactly one container.
-        "<td>ghost</td>",
-        "<span class=\"r succeeded\">delivered</span>",
-        "Next re-post",
-    ] {
-        assert!(active.contains(want), "missing {want:?} in:\n{escalations}");
-    }
+    assert_in(
+        active,
+        &[
+            "1 active escalation(s)",
+            "firing GhostDown ghost-restart container_restart",
+            &ghost_subject,
+            "GhostDown since 2026-11-22T10:00:00Z",
+            "delivered",
+            "Next re-post",
+        ],
+    );
     for unwanted in [
         "GoneDown",
         "failing",
@@ -206,22 +226,31 @@ fn remediator_page_renders_in_chromium() {
             "unexpected {unwanted:?} in:\n{escalations}"
         );
     }
-    // Its posts as the API counts them (it may be re-posted between the requests).
-    assert!(posts_before >= 1);
-    assert!(
-        (posts_before..=posts_after).any(|n| active.contains(&format!("<td>{n}</td>"))),
-        "{posts_before}..={posts_after} posts not shown in:\n{escalations}"
+    assert_in(
+        done,
+        &[
+            "GoneDown gone-start container_start",
+            &gone_subject,
+            "the alert resolved",
+        ],
     );
-    for want in [
-        "GoneDown",
-        "gone-start",
-        "<td>gone</td>",
-        "the alert resolved",
-    ] {
-        assert!(done.contains(want), "missing {want:?} in:\n{escalations}");
-    }
     assert!(!done.contains("GhostDown"), "{escalations}");
+    let decisions = section(&text, "Recent decisions", "\u{0}");
+    assert_in(
+        decisions,
+        &[
+            "dry_run OwuiDown owui-restart container_restart apps/owui",
+            "denied OwuiDown owui-restart container_restart apps",
+            "label container=\"<script>alert(1)</script>\" is not a valid container name",
+            "failed GhostDown ghost-restart container_restart",
+            "escalated GhostDown",
+            "escalation_resolved GoneDown",
+            "resolved GoneDown gone-start container_start",
+        ],
+    );
 
+    // No scripts and no external assets in what the server sends.
+    let html = stackmedic_tests::http::get(&rem.url("/")).unwrap().text();
     assert!(
         !html.contains("<script"),
         "the page must not carry scripts:\n{html}"

@@ -1,27 +1,28 @@
 //! Storms against a real `stackmedic-remediator`, a real Docker Engine and a real Alertmanager:
-//! the same group re-sent 100 times runs one action; a second alert inside the cooldown is
-//! skipped and recorded; N failures open the circuit and exactly one escalation reaches
-//! Alertmanager's `/api/v2/alerts`.
+//! the same group re-sent 100 times runs one action; a second alert of the same container
+//! joins its incident instead of acting again; a container that cannot be started fails its
+//! attempts one after the other at their stored times (no re-send), its other alerts join the
+//! incident, and exactly one escalation reaches Alertmanager's `/api/v2/alerts`.
 
 use std::time::Duration;
 
 use stackmedic_tests::alertmanager::Alertmanager;
 use stackmedic_tests::docker::{ensure_docker, run_busybox};
-use stackmedic_tests::metrics;
 use stackmedic_tests::remediator::{alert, payload, Remediator};
 use stackmedic_tests::{unique_name, wait_until};
 
 #[test]
-fn remediator_storm_dedup_cooldown_circuit_and_one_escalation() {
+fn remediator_storm_dedup_join_attempts_and_one_escalation() {
     ensure_docker();
     let app = run_busybox(&unique_name("sm-storm"), &[], &["sleep", "600"]);
     let ghost = unique_name("sm-ghost");
     let am = Alertmanager::start("route: {receiver: oncall}\nreceivers: [{name: oncall}]\n");
     let config = format!(
-        "escalation: {{alertmanager_url: '{am}', min_backoff: 200ms}}\n\
+        "global: {{reconcile_interval: 0s}}\n\
+         escalation: {{alertmanager_url: '{am}', min_backoff: 200ms}}\n\
          targets:\n\
-         - name: app\n  cooldown: 10m\n  docker: {{containers: [{app}], stop_timeout: 1s}}\n  verify: {{deadline: 30s}}\n\
-         - name: ghost\n  cooldown: 0s\n  max_attempts: 3\n  attempt_window: 1h\n  docker: {{containers: [{ghost}]}}\n  verify: {{deadline: 1s}}\n\
+         - name: app\n  docker: {{containers: [{app}], stop_timeout: 1s}}\n  verify: {{deadline: 30s, stable_for: 1s}}\n\
+         - name: ghost\n  max_attempts: 3\n  backoff: 300ms\n  max_backoff: 600ms\n  docker: {{containers: [{ghost}]}}\n  verify: {{deadline: 1s}}\n\
          rules:\n\
          - name: app-down\n  matchers: ['alertname=\"AppDown\"']\n  action: container_restart\n  target: app\n\
          - name: ghost-down\n  matchers: ['alertname=\"GhostDown\"']\n  action: container_restart\n  target: ghost\n",
@@ -49,16 +50,20 @@ fn remediator_storm_dedup_cooldown_circuit_and_one_escalation() {
     });
     rem.wait_for("succeeded", 1, Duration::from_secs(60));
 
-    // A different alert on the same target inside the cooldown: skipped and recorded.
+    // Another alert of the same container, of the same outage (it began before the heal):
+    // it joins the healed incident, recorded, without a second restart.
     let second = payload(vec![alert(
         "firing",
         &[("alertname", "AppDown"), ("instance", "b")],
         "2026-11-22T10:01:00Z",
     )]);
     assert_eq!(rem.webhook(&second, None).unwrap().status, 200);
-    let skipped = rem.wait_for("skipped_cooldown", 1, Duration::from_secs(30));
-    assert_eq!(skipped.len(), 1);
-    assert!(skipped[0]["detail"].as_str().unwrap().contains("cooldown"));
+    let joined = rem.wait_for("joined", 1, Duration::from_secs(30));
+    assert_eq!(joined.len(), 1);
+    assert!(
+        joined[0]["detail"].as_str().unwrap().contains("healed"),
+        "{joined:#?}"
+    );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(
         rem.actions_with("succeeded").len(),
@@ -66,26 +71,24 @@ fn remediator_storm_dedup_cooldown_circuit_and_one_escalation() {
         "{:#}",
         rem.history()
     );
-    let samples = metrics::scrape(&rem.url("/metrics")).unwrap();
     assert_eq!(
-        metrics::find(
-            &samples,
+        rem.metric(
             "stackmedic_remediator_alerts_total",
             &[("decision", "duplicate")]
         ),
-        Some(99.0)
+        99.0
     );
     assert_eq!(
-        metrics::find(
-            &samples,
+        rem.metric(
             "stackmedic_remediator_actions_total",
             &[("kind", "container_restart"), ("result", "succeeded")]
         ),
-        Some(1.0)
+        1.0
     );
 
-    // Four distinct alerts on a target whose container is gone: three failed attempts open
-    // the circuit, the fourth is not attempted, one escalation is delivered.
+    // Four distinct alerts on a target whose container is gone, sent once: the first opens
+    // the incident, the others join it; its three attempts fail at their stored times and it
+    // is escalated once.
     for i in 0..4 {
         let p = payload(vec![alert(
             "firing",
@@ -95,15 +98,12 @@ fn remediator_storm_dedup_cooldown_circuit_and_one_escalation() {
         assert_eq!(rem.webhook(&p, None).unwrap().status, 200);
     }
     rem.wait_for("failed", 3, Duration::from_secs(60));
-    rem.wait_for("skipped_circuit_open", 1, Duration::from_secs(30));
+    rem.wait_for("escalated", 1, Duration::from_secs(30));
     let delivered = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
-        metrics::scrape(&rem.url("/metrics")).ok().and_then(|s| {
-            metrics::find(
-                &s,
-                "stackmedic_remediator_escalations_total",
-                &[("result", "delivered")],
-            )
-        }) == Some(1.0)
+        rem.metric(
+            "stackmedic_remediator_escalations_total",
+            &[("result", "delivered")],
+        ) == 1.0
     });
     assert!(delivered, "{}", rem.process().describe());
     let esc = am.alerts_named("StackmedicRemediationFailed");
@@ -112,9 +112,18 @@ fn remediator_storm_dedup_cooldown_circuit_and_one_escalation() {
     assert_eq!(esc[0]["labels"]["remediation_target"], "ghost");
     assert_eq!(rem.actions_with("failed").len(), 3);
     assert_eq!(rem.actions_with("escalated").len(), 1);
-    let samples = metrics::scrape(&rem.url("/metrics")).unwrap();
+    let others = rem.actions_with("joined").len() + rem.actions_with("skipped_escalated").len();
+    assert_eq!(others, 1 + 3, "{:#}", rem.history());
     assert_eq!(
-        metrics::find(&samples, "stackmedic_remediator_circuits_open", &[]),
-        Some(1.0)
+        rem.metric(
+            "stackmedic_remediator_webhooks_total",
+            &[("result", "accepted")]
+        ),
+        105.0,
+        "no notification was re-sent for the attempts"
+    );
+    assert_eq!(
+        rem.metric("stackmedic_remediator_incidents", &[("state", "escalated")]),
+        1.0
     );
 }

@@ -1,105 +1,291 @@
 //! `container_restart` and `container_start`: the Docker Engine API, only on allow-listed
-//! containers (or, in opt-in mode, containers carrying the target's `require_label`).
+//! containers, or in opt-in mode on containers carrying the target's `require_label`.
+//!
+//! A container named by full ID, ID prefix or name is one subject: before the incident is
+//! decided the label's value is resolved through the Engine to the name it reports, and that
+//! name is what the allow-list, the opt-in label, the incident and the lock apply to.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bollard::models::{ContainerInspectResponse, HealthStatusEnum};
 use bollard::query_parameters::{RestartContainerOptions, StartContainerOptions};
 use bollard::Docker;
+use serde::Deserialize;
+use serde_json::Value;
+use stackmedic_common::config::{self as common, duration, ConfigErrors};
 
-use super::{ActionError, Context};
-use crate::config::{valid_container_name, DockerTarget};
+use super::{ActionError, Context, Selection};
 
-/// Restarts the selected container with the target's stop timeout.
-///
-/// # Errors
-/// A refusal when the container is not allowed, a failure when Docker refuses.
-pub async fn restart(ctx: &Context<'_>) -> Result<String, ActionError> {
-    let (docker, name) = prepare(ctx).await?;
-    let stop = ctx
-        .target
-        .docker
-        .as_ref()
-        .map_or(10, |d| d.stop_timeout.as_secs());
-    let options = RestartContainerOptions {
-        t: Some(i32::try_from(stop).unwrap_or(i32::MAX)),
-        ..Default::default()
-    };
-    docker
-        .restart_container(&name, Some(options))
-        .await
-        .map_err(|e| ActionError::Failed(format!("docker restart {name}: {e}")))?;
-    Ok(format!("restarted container {name} (stop timeout {stop}s)"))
+/// The target section key.
+pub const SECTION: &str = "docker";
+
+/// Containers a target may act on (`targets[].docker`).
+#[derive(Debug, Clone)]
+pub struct DockerTarget {
+    /// The allow-list of container names; empty in opt-in mode.
+    pub containers: Vec<String>,
+    /// A Docker label `(key, value)` the container must carry (opt-in).
+    pub require_label: Option<(String, String)>,
+    /// Grace time before Docker kills the container on restart.
+    pub stop_timeout: Duration,
 }
 
-/// Starts the selected container; a running container is left alone.
-///
-/// # Errors
-/// A refusal when the container is not allowed, a failure when Docker refuses.
-pub async fn start(ctx: &Context<'_>) -> Result<String, ActionError> {
-    let (docker, name) = prepare(ctx).await?;
-    docker
-        .start_container(&name, None::<StartContainerOptions>)
-        .await
-        .map_err(|e| ActionError::Failed(format!("docker start {name}: {e}")))?;
-    Ok(format!("started container {name}"))
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DockerTargetFile {
+    #[serde(default)]
+    containers: Vec<String>,
+    require_label: Option<String>,
+    #[serde(default = "default_stop_timeout", with = "duration")]
+    stop_timeout: Duration,
 }
 
-/// Resolves the container and checks it against the allow-list and opt-in label, on the
-/// engine's own record of it.
-pub(super) async fn prepare(ctx: &Context<'_>) -> Result<(Docker, String), ActionError> {
-    let d = ctx
-        .target
-        .docker
-        .as_ref()
-        .ok_or_else(|| ActionError::Denied("target has no docker section".into()))?;
-    let name = match &ctx.selection.container {
-        Some(n) => n.clone(),
-        None if d.containers.len() == 1 => d.containers[0].clone(),
-        None => return Err(ActionError::Denied("no container selected".into())),
-    };
-    allowed(d, &name).map_err(ActionError::Denied)?;
-    let docker = ctx.docker.get().await.map_err(ActionError::Failed)?;
-    let info = docker
-        .inspect_container(&name, None)
-        .await
-        .map_err(|e| ActionError::Failed(format!("docker inspect {name}: {e}")))?;
-    if let Some(required) = &d.require_label {
-        let (k, v) = required.split_once('=').unwrap_or((required, ""));
-        let has = info
-            .config
-            .as_ref()
-            .and_then(|c| c.labels.as_ref())
-            .and_then(|l| l.get(k))
-            .is_some_and(|x| x == v);
-        if !has {
+fn default_stop_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl DockerTarget {
+    /// Parses and checks the section at `path`.
+    pub fn load(v: &Value, path: &str, errs: &mut ConfigErrors) -> Option<Self> {
+        let f: DockerTargetFile = common::typed(v, path, errs)?;
+        for (i, c) in f.containers.iter().enumerate() {
+            if !valid_container_name(c) {
+                errs.push(
+                    format!("{path}.containers[{i}]"),
+                    format!("{c:?} is not a valid container name"),
+                );
+            }
+        }
+        if f.containers.is_empty() && f.require_label.is_none() {
+            errs.push(
+                path,
+                "give an allow-list in `containers`, or `require_label` for opt-in by Docker label",
+            );
+        }
+        let require_label = match &f.require_label {
+            None => None,
+            Some(l) => match l.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Some((k.to_string(), v.to_string())),
+                _ => {
+                    errs.push(
+                        common::join(path, "require_label"),
+                        format!("{l:?} is not of the form key=value"),
+                    );
+                    None
+                }
+            },
+        };
+        Some(DockerTarget {
+            containers: f.containers,
+            require_label,
+            stop_timeout: f.stop_timeout,
+        })
+    }
+
+    fn label_text(&self) -> Option<String> {
+        self.require_label.as_ref().map(|(k, v)| format!("{k}={v}"))
+    }
+}
+
+/// The rule keys of the container actions.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleParams {
+    /// The label naming the container; without it the target must list exactly one.
+    pub container_label: Option<String>,
+}
+
+/// Restart or start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// `POST /containers/{name}/restart` with the stop timeout.
+    Restart,
+    /// `POST /containers/{name}/start`.
+    Start,
+}
+
+/// A container action of a rule on one target.
+#[derive(Debug, Clone)]
+pub struct ContainerAction {
+    mode: Mode,
+    target: Arc<DockerTarget>,
+    /// The label naming the container, or the one container the target lists.
+    choice: Choice,
+}
+
+#[derive(Debug, Clone)]
+enum Choice {
+    Label(String),
+    Fixed(String),
+}
+
+impl ContainerAction {
+    /// The action of a rule with `params` on the section `target`.
+    ///
+    /// # Errors
+    /// When the rule names no container label and the target does not list exactly one.
+    pub fn bind(
+        mode: Mode,
+        target: Arc<DockerTarget>,
+        params: &RuleParams,
+    ) -> Result<Self, String> {
+        let choice = match (&params.container_label, target.containers.as_slice()) {
+            (Some(label), _) => Choice::Label(label.clone()),
+            (None, [only]) => Choice::Fixed(only.clone()),
+            (None, _) => {
+                return Err(
+                    "without `container_label` the target must list exactly one container".into(),
+                )
+            }
+        };
+        Ok(Self {
+            mode,
+            target,
+            choice,
+        })
+    }
+
+    pub(super) fn select(&self, labels: &BTreeMap<String, String>) -> Result<Selection, String> {
+        let name = match &self.choice {
+            Choice::Fixed(name) => name.clone(),
+            Choice::Label(label) => {
+                let v = labels.get(label).cloned().unwrap_or_default();
+                if !valid_container_name(&v) {
+                    return Err(format!("label {label}={v:?} is not a valid container name"));
+                }
+                if !self.target.containers.is_empty() && !self.target.containers.contains(&v) {
+                    return Err(format!(
+                        "label {label}={v:?} names a container outside the allow-list"
+                    ));
+                }
+                v
+            }
+        };
+        Ok(Selection {
+            container: Some(name),
+            params: BTreeMap::new(),
+        })
+    }
+
+    pub(super) async fn resolve(
+        &self,
+        cx: &Context<'_>,
+        selection: &Selection,
+    ) -> Result<Selection, ActionError> {
+        let raw = container_of(selection)?;
+        let docker = cx.docker.get().await.map_err(ActionError::Failed)?;
+        let info = docker
+            .inspect_container(raw, None)
+            .await
+            .map_err(|e| ActionError::Failed(format!("docker inspect {raw}: {e}")))?;
+        let name = self.check(raw, &info)?;
+        Ok(Selection {
+            container: Some(name),
+            params: selection.params.clone(),
+        })
+    }
+
+    /// Checks the Engine's record of a container against the allow-list and the opt-in
+    /// label; returns the name the Engine reports.
+    fn check(&self, raw: &str, info: &ContainerInspectResponse) -> Result<String, ActionError> {
+        let name = info
+            .name
+            .as_deref()
+            .map(|n| n.trim_start_matches('/').to_string())
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| {
+                ActionError::Failed(format!("docker inspect {raw}: no name reported"))
+            })?;
+        if !self.target.containers.is_empty() && !self.target.containers.contains(&name) {
             return Err(ActionError::Denied(format!(
-                "container {name} does not carry the label {required}"
+                "container {name} (named {raw:?} by the alert) is not in the target's allow-list"
             )));
         }
+        if let Some((k, v)) = &self.target.require_label {
+            let has = info
+                .config
+                .as_ref()
+                .and_then(|c| c.labels.as_ref())
+                .and_then(|l| l.get(k))
+                .is_some_and(|x| x == v);
+            if !has {
+                return Err(ActionError::Denied(format!(
+                    "container {name} does not carry the label {}",
+                    self.target.label_text().unwrap_or_default()
+                )));
+            }
+        }
+        Ok(name)
     }
-    Ok((docker, name))
+
+    pub(super) async fn run(
+        &self,
+        cx: &Context<'_>,
+        selection: &Selection,
+    ) -> Result<String, ActionError> {
+        let raw = container_of(selection)?;
+        let docker = cx.docker.get().await.map_err(ActionError::Failed)?;
+        // The Engine's record is checked again right before acting: the label or the name may
+        // have changed since the incident was decided.
+        let info = docker
+            .inspect_container(raw, None)
+            .await
+            .map_err(|e| ActionError::Failed(format!("docker inspect {raw}: {e}")))?;
+        let name = self.check(raw, &info)?;
+        match self.mode {
+            Mode::Restart => {
+                let stop = self.target.stop_timeout.as_secs();
+                let options = RestartContainerOptions {
+                    t: Some(i32::try_from(stop).unwrap_or(i32::MAX)),
+                    ..Default::default()
+                };
+                docker
+                    .restart_container(&name, Some(options))
+                    .await
+                    .map_err(|e| ActionError::Failed(format!("docker restart {name}: {e}")))?;
+                Ok(format!("restarted container {name} (stop timeout {stop}s)"))
+            }
+            Mode::Start => {
+                docker
+                    .start_container(&name, None::<StartContainerOptions>)
+                    .await
+                    .map_err(|e| ActionError::Failed(format!("docker start {name}: {e}")))?;
+                Ok(format!("started container {name}"))
+            }
+        }
+    }
 }
 
-/// Whether a name may be acted on under this docker section.
-///
-/// # Errors
-/// A message saying why not.
-pub fn allowed(d: &DockerTarget, name: &str) -> Result<(), String> {
-    if !valid_container_name(name) {
-        return Err(format!("{name:?} is not a valid container name"));
-    }
-    if !d.containers.is_empty() && !d.containers.iter().any(|c| c == name) {
-        return Err(format!(
-            "container {name:?} is not in the target's allow-list"
-        ));
-    }
-    Ok(())
+fn container_of(selection: &Selection) -> Result<&str, ActionError> {
+    selection
+        .container
+        .as_deref()
+        .ok_or_else(|| ActionError::Denied("no container selected".into()))
+}
+
+/// Docker's rule for container names (IDs and ID prefixes satisfy it too).
+#[must_use]
+pub fn valid_container_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        && s.len() <= 128
+}
+
+/// A running container as verification sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Running {
+    /// When the Engine last started it; a change means it restarted in between.
+    pub started_at: String,
 }
 
 /// Checks that a container runs and, if it has a health check, is healthy.
 ///
 /// # Errors
 /// A message describing its state.
-pub async fn check_running(docker: &Docker, name: &str) -> Result<(), String> {
+pub async fn check_running(docker: &Docker, name: &str) -> Result<Running, String> {
     let info: ContainerInspectResponse = docker
         .inspect_container(name, None)
         .await
@@ -116,8 +302,62 @@ pub async fn check_running(docker: &Docker, name: &str) -> Result<(), String> {
     match state.health.and_then(|h| h.status) {
         None
         | Some(HealthStatusEnum::EMPTY | HealthStatusEnum::NONE | HealthStatusEnum::HEALTHY) => {
-            Ok(())
+            Ok(Running {
+                started_at: state.started_at.unwrap_or_default(),
+            })
         }
         Some(s) => Err(format!("container {name} is running but {s}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn action(containers: &[&str], label: Option<&str>) -> ContainerAction {
+        let target = Arc::new(DockerTarget {
+            containers: containers.iter().map(|c| (*c).to_string()).collect(),
+            require_label: None,
+            stop_timeout: Duration::from_secs(1),
+        });
+        ContainerAction::bind(
+            Mode::Restart,
+            target,
+            &RuleParams {
+                container_label: label.map(str::to_string),
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn labels_select_only_allow_listed_valid_names() {
+        let labels = |v: &str| BTreeMap::from([("container".to_string(), v.to_string())]);
+        let a = action(&["owui"], Some("container"));
+        assert_eq!(
+            a.select(&labels("owui")).unwrap().container.as_deref(),
+            Some("owui")
+        );
+        assert!(a
+            .select(&labels("other"))
+            .unwrap_err()
+            .contains("outside the allow-list"));
+        assert!(a
+            .select(&labels("../x"))
+            .unwrap_err()
+            .contains("not a valid container name"));
+        let opt_in = action(&[], Some("container"));
+        assert!(opt_in.select(&labels("4f2a9c")).is_ok());
+        let fixed = action(&["only"], None);
+        assert_eq!(
+            fixed.select(&BTreeMap::new()).unwrap().container.as_deref(),
+            Some("only")
+        );
+        let target = Arc::new(DockerTarget {
+            containers: vec!["a".into(), "b".into()],
+            require_label: None,
+            stop_timeout: Duration::from_secs(1),
+        });
+        assert!(ContainerAction::bind(Mode::Start, target, &RuleParams::default()).is_err());
     }
 }

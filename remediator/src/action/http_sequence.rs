@@ -2,65 +2,252 @@
 //! credentials come from the target; paths from the rule; placeholder values from labels only
 //! when allow-listed, and then percent-encoded.
 
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use super::{pause, ActionError, Context};
+use serde::Deserialize;
+use serde_json::Value;
+use stackmedic_common::config::{self as common, duration, ConfigErrors};
+use url::Url;
 
-/// Runs the steps in order, stopping at the first unexpected status.
-///
-/// # Errors
-/// A failure naming the step and what it got.
-pub async fn run(ctx: &Context<'_>) -> Result<String, ActionError> {
-    let http = ctx
-        .target
-        .http
-        .as_ref()
-        .ok_or_else(|| ActionError::Denied("target has no http section".into()))?;
-    let mut done = Vec::new();
-    for (i, step) in ctx.rule.steps.iter().enumerate() {
-        let path = fill(&step.path, &ctx.selection.params).map_err(ActionError::Denied)?;
-        let url = join_url(&http.base_url, &path).map_err(ActionError::Denied)?;
-        let method = reqwest::Method::from_bytes(step.method.as_bytes())
-            .map_err(|e| ActionError::Denied(format!("step {i}: {e}")))?;
-        let mut req = ctx.http.request(method.clone(), url.clone());
-        if let Some(t) = &http.credentials.bearer_token {
-            req = req.bearer_auth(t);
-        }
-        if let Some((u, p)) = &http.credentials.basic_auth {
-            req = req.basic_auth(u, Some(p));
-        }
-        if let Some(b) = &step.body {
-            req = req.json(b);
-        }
-        let started = Instant::now();
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| ActionError::Failed(format!("step {i} {method} {path}: {e}")))?;
-        let status = resp.status().as_u16();
-        let ok = if step.expect_status.is_empty() {
-            (200..300).contains(&status)
-        } else {
-            step.expect_status.contains(&status)
-        };
-        if !ok {
-            return Err(ActionError::Failed(format!(
-                "step {i} {method} {path}: unexpected status {status} after {} ms (done before: {})",
-                started.elapsed().as_millis(),
-                if done.is_empty() { "nothing".to_string() } else { done.join(", ") }
-            )));
-        }
-        done.push(format!("{method} {path} -> {status}"));
-        pause(step.delay_after).await;
+use super::{pause, ActionError, Context, Selection};
+use crate::credentials::{BasicAuthFile, Credentials, CredentialsFile};
+
+/// The target section key.
+pub const SECTION: &str = "http";
+
+/// An admin API (`targets[].http`).
+#[derive(Debug, Clone)]
+pub struct HttpTarget {
+    /// Base URL; step paths are appended to it.
+    pub base_url: Url,
+    /// Credentials sent with every step.
+    pub credentials: Credentials,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpTargetFile {
+    base_url: Url,
+    bearer_token_file: Option<PathBuf>,
+    bearer_token_env: Option<String>,
+    basic_auth: Option<BasicAuthFile>,
+}
+
+impl HttpTarget {
+    /// Parses the section at `path`, reading its secrets.
+    pub fn load(v: &Value, path: &str, errs: &mut ConfigErrors) -> Option<Self> {
+        let f: HttpTargetFile = common::typed(v, path, errs)?;
+        check_http_url(&f.base_url, &common::join(path, "base_url"), errs);
+        let credentials = Credentials::load(
+            CredentialsFile {
+                bearer_token_file: f.bearer_token_file,
+                bearer_token_env: f.bearer_token_env,
+                basic_auth: f.basic_auth,
+            },
+            path,
+            errs,
+        );
+        Some(HttpTarget {
+            base_url: f.base_url,
+            credentials,
+        })
     }
-    Ok(done.join(", "))
+}
+
+/// Records a problem unless `u` is an http(s) URL with a host.
+pub fn check_http_url(u: &Url, path: &str, errs: &mut ConfigErrors) {
+    if !matches!(u.scheme(), "http" | "https") || u.host().is_none() {
+        errs.push(path, format!("{u} is not an http(s) URL with a host"));
+    }
+}
+
+/// A path parameter chosen by a label among allowed values (`rules[].params.NAME`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Param {
+    /// The label holding the value.
+    pub label: String,
+    /// The values allowed.
+    pub allowed: Vec<String>,
+}
+
+/// One call (`rules[].steps[]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// HTTP method, checked by [`RuleParams::validate`].
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Path below the target's base URL, with `{param}` placeholders.
+    pub path: String,
+    /// JSON body.
+    pub body: Option<Value>,
+    /// Accepted statuses; default any 2xx.
+    #[serde(default)]
+    pub expect_status: Vec<u16>,
+    /// Wait after this step before the next one.
+    #[serde(default, with = "duration::option")]
+    pub delay_after: Option<Duration>,
+}
+
+fn default_method() -> String {
+    "POST".into()
+}
+
+/// The rule keys of `http_sequence`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleParams {
+    /// Path parameters, each chosen by a label among allowed values.
+    #[serde(default)]
+    pub params: BTreeMap<String, Param>,
+    /// The calls, in order.
+    #[serde(default)]
+    pub steps: Vec<Step>,
+}
+
+impl RuleParams {
+    /// Checks the steps and parameters, recording problems under the rule's `path`.
+    pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+        if self.steps.is_empty() {
+            errs.push(
+                common::join(path, "steps"),
+                "an http_sequence needs at least one step",
+            );
+        }
+        for (name, p) in &self.params {
+            if p.allowed.is_empty() {
+                errs.push(
+                    format!("{path}.params.{name}.allowed"),
+                    "list the values the label may take",
+                );
+            }
+        }
+        for (i, s) in self.steps.iter().enumerate() {
+            if http::Method::from_bytes(s.method.as_bytes()).is_err() {
+                errs.push(
+                    format!("{path}.steps[{i}].method"),
+                    format!("invalid method {:?}", s.method),
+                );
+            }
+            let sp = format!("{path}.steps[{i}].path");
+            if !s.path.starts_with('/') || s.path.contains("..") || s.path.contains("://") {
+                errs.push(
+                    sp.clone(),
+                    "must start with `/` and contain neither `..` nor a scheme",
+                );
+            }
+            for placeholder in placeholders(&s.path) {
+                if !self.params.contains_key(placeholder) {
+                    errs.push(
+                        sp.clone(),
+                        format!("placeholder {{{placeholder}}} is not declared in `params`"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The `{name}` placeholders of a step path.
+pub fn placeholders(path: &str) -> impl Iterator<Item = &str> {
+    path.split('{')
+        .skip(1)
+        .filter_map(|s| s.split_once('}').map(|(name, _)| name))
+}
+
+/// An `http_sequence` of a rule on one target.
+#[derive(Debug, Clone)]
+pub struct Sequence {
+    target: Arc<HttpTarget>,
+    params: BTreeMap<String, Param>,
+    steps: Vec<(http::Method, Step)>,
+}
+
+impl Sequence {
+    /// The sequence of a rule with validated `params` on the section `target`.
+    #[must_use]
+    pub fn bind(target: Arc<HttpTarget>, params: &RuleParams) -> Self {
+        let steps = params
+            .steps
+            .iter()
+            .map(|s| {
+                // Validation rejected any other method; a configuration with one never loads.
+                let method =
+                    http::Method::from_bytes(s.method.as_bytes()).unwrap_or(http::Method::POST);
+                (method, s.clone())
+            })
+            .collect();
+        Self {
+            target,
+            params: params.params.clone(),
+            steps,
+        }
+    }
+
+    pub(super) fn select(&self, labels: &BTreeMap<String, String>) -> Result<Selection, String> {
+        let mut selection = Selection::default();
+        for (name, p) in &self.params {
+            let v = labels.get(&p.label).cloned().unwrap_or_default();
+            if !p.allowed.contains(&v) {
+                return Err(format!(
+                    "label {}={v:?} is not an allowed value of {{{name}}}",
+                    p.label
+                ));
+            }
+            selection.params.insert(name.clone(), v);
+        }
+        Ok(selection)
+    }
+
+    /// Runs the steps in order, stopping at the first unexpected status.
+    pub(super) async fn run(
+        &self,
+        cx: &Context<'_>,
+        selection: &Selection,
+    ) -> Result<String, ActionError> {
+        let mut done = Vec::new();
+        for (i, (method, step)) in self.steps.iter().enumerate() {
+            let path = fill(&step.path, &selection.params).map_err(ActionError::Denied)?;
+            let url = join_url(&self.target.base_url, &path).map_err(ActionError::Denied)?;
+            let method = method.clone();
+            let mut req = self
+                .target
+                .credentials
+                .apply(cx.http.request(method.clone(), url));
+            if let Some(b) = &step.body {
+                req = req.json(b);
+            }
+            let started = Instant::now();
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| ActionError::Failed(format!("step {i} {method} {path}: {e}")))?;
+            let status = resp.status().as_u16();
+            let ok = if step.expect_status.is_empty() {
+                (200..300).contains(&status)
+            } else {
+                step.expect_status.contains(&status)
+            };
+            if !ok {
+                return Err(ActionError::Failed(format!(
+                    "step {i} {method} {path}: unexpected status {status} after {} ms (done before: {})",
+                    started.elapsed().as_millis(),
+                    if done.is_empty() { "nothing".to_string() } else { done.join(", ") }
+                )));
+            }
+            done.push(format!("{method} {path} -> {status}"));
+            pause(step.delay_after).await;
+        }
+        Ok(done.join(", "))
+    }
 }
 
 /// Replaces `{name}` placeholders with percent-encoded allow-listed values.
-fn fill(
-    template: &str,
-    params: &std::collections::BTreeMap<String, String>,
-) -> Result<String, String> {
+fn fill(template: &str, params: &BTreeMap<String, String>) -> Result<String, String> {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
     while let Some(i) = rest.find('{') {
@@ -99,7 +286,7 @@ pub fn encode_segment(v: &str) -> String {
     out
 }
 
-fn join_url(base: &url::Url, path: &str) -> Result<url::Url, String> {
+fn join_url(base: &Url, path: &str) -> Result<Url, String> {
     let mut u = base.clone();
     let prefix = base.path().trim_end_matches('/');
     let (p, q) = path
@@ -119,7 +306,7 @@ mod tests {
 
     #[test]
     fn placeholders_are_encoded() {
-        let mut p = std::collections::BTreeMap::new();
+        let mut p = BTreeMap::new();
         p.insert("s".to_string(), "../a b;c/d".to_string());
         assert_eq!(
             fill("/api/{s}/restart", &p).unwrap(),
@@ -127,7 +314,7 @@ mod tests {
         );
         p.insert("s".to_string(), "..".to_string());
         assert_eq!(fill("/api/{s}", &p).unwrap(), "/api/%2E%2E");
-        let base = url::Url::parse("http://127.0.0.1:8/admin/").unwrap();
+        let base = Url::parse("http://127.0.0.1:8/admin/").unwrap();
         assert_eq!(
             join_url(&base, "/api/x?y=1").unwrap().as_str(),
             "http://127.0.0.1:8/admin/api/x?y=1"

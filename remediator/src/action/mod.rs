@@ -1,125 +1,256 @@
-//! Action kinds, one module each, dispatched by one exhaustive `match`.
+//! Action kinds, one module each, behind one enum dispatched by exhaustive `match`.
 //!
-//! An action only acts: authentication, matching, cooldowns, locks, persistence, verification
-//! and audit belong to the pipeline. Every action receives a [`Context`] holding its target,
-//! rule and the allow-listed names chosen by labels, and nothing taken from labels otherwise.
+//! Each kind owns its data: the target section it needs (`docker`, `http`, `ads`, `compose`),
+//! the rule keys it takes, their validation, how alert labels select among its allow-lists,
+//! how a selection becomes the canonical subject, and `run`. The configuration loader hands
+//! each rule's action its own typed section, so an action never re-checks what the loader
+//! proved. An action only acts: matching, incidents, locks, persistence, verification and
+//! audit belong to the pipeline.
+//!
+//! This module imports neither `config` nor `store`; both import it.
 
-mod ads_route;
-mod compose;
-mod container;
-mod http_sequence;
+pub mod ads_route;
+pub mod compose;
+pub mod container;
+pub mod http_sequence;
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use stackmedic_common::config::{self as common, ConfigErrors};
 
-use crate::config::{Rule, Target};
 use crate::docker::DockerClient;
-use crate::store::Selection;
+use crate::vocab::vocabulary;
 
-pub use container::check_running;
-
-/// The kinds of action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ActionKind {
-    /// Restart an allow-listed container through the Docker Engine API.
-    ContainerRestart,
-    /// Start an allow-listed container through the Docker Engine API.
-    ContainerStart,
-    /// Ordered admin-API calls with delays and expected statuses.
-    HttpSequence,
-    /// A native TwinCAT route add over UDP.
-    AdsRouteAdd,
-    /// `docker compose -f FILE up -d`.
-    ComposeUp,
+vocabulary! {
+    /// The kinds of action, as named by a rule's `action`.
+    pub enum ActionKind {
+        /// Restart an allow-listed container through the Docker Engine API.
+        ContainerRestart = "container_restart",
+        /// Start an allow-listed container through the Docker Engine API.
+        ContainerStart = "container_start",
+        /// Ordered admin-API calls with delays and expected statuses.
+        HttpSequence = "http_sequence",
+        /// A native TwinCAT route add over UDP.
+        AdsRouteAdd = "ads_route_add",
+        /// `docker compose -f FILE up -d`.
+        ComposeUp = "compose_up",
+    }
 }
 
 impl ActionKind {
-    /// Every kind, for metrics initialisation and docs.
-    pub const ALL: [ActionKind; 5] = [
-        ActionKind::ContainerRestart,
-        ActionKind::ContainerStart,
-        ActionKind::HttpSequence,
-        ActionKind::AdsRouteAdd,
-        ActionKind::ComposeUp,
-    ];
-
-    /// The configuration name.
+    /// The target section this kind acts through.
     #[must_use]
-    pub fn as_str(self) -> &'static str {
+    pub fn section(self) -> &'static str {
         match self {
-            ActionKind::ContainerRestart => "container_restart",
-            ActionKind::ContainerStart => "container_start",
-            ActionKind::HttpSequence => "http_sequence",
-            ActionKind::AdsRouteAdd => "ads_route_add",
-            ActionKind::ComposeUp => "compose_up",
+            ActionKind::ContainerRestart | ActionKind::ContainerStart => container::SECTION,
+            ActionKind::HttpSequence => http_sequence::SECTION,
+            ActionKind::AdsRouteAdd => ads_route::SECTION,
+            ActionKind::ComposeUp => compose::SECTION,
         }
     }
 
-    /// Parses a configuration name.
-    #[must_use]
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|k| k.as_str() == s)
-    }
-
-    /// Checks that `target` has what this kind needs.
-    ///
-    /// # Errors
-    /// A message naming what is missing.
-    pub fn check_target(self, t: &Target, has_container_label: bool) -> Result<(), String> {
-        match self {
-            ActionKind::ContainerRestart | ActionKind::ContainerStart => match &t.docker {
-                None => Err(format!("{} needs a `docker` section", self.as_str())),
-                Some(d) if !has_container_label && d.containers.len() != 1 => Err(
-                    "without `container_label` the target must list exactly one container".into(),
-                ),
-                Some(_) => Ok(()),
-            },
-            ActionKind::HttpSequence => t
-                .http
-                .as_ref()
-                .map(|_| ())
-                .ok_or_else(|| "http_sequence needs an `http` section".into()),
-            ActionKind::AdsRouteAdd => t
-                .ads
-                .as_ref()
-                .map(|_| ())
-                .ok_or_else(|| "ads_route_add needs an `ads` section".into()),
-            ActionKind::ComposeUp => t
-                .compose
-                .as_ref()
-                .map(|_| ())
-                .ok_or_else(|| "compose_up needs a `compose` section".into()),
-        }
-    }
-
-    /// Whether the action names a container that verification must then find running.
-    #[must_use]
-    pub fn acts_on_container(self) -> bool {
-        matches!(
-            self,
-            ActionKind::ContainerRestart | ActionKind::ContainerStart
-        )
+    /// Parses this kind's rule keys (everything of the rule but the keys every rule has),
+    /// recording problems under `path`.
+    pub fn parse_params(
+        self,
+        keys: &Value,
+        path: &str,
+        errs: &mut ConfigErrors,
+    ) -> Option<RuleParams> {
+        Some(match self {
+            ActionKind::ContainerRestart => {
+                RuleParams::ContainerRestart(common::typed(keys, path, errs)?)
+            }
+            ActionKind::ContainerStart => {
+                RuleParams::ContainerStart(common::typed(keys, path, errs)?)
+            }
+            ActionKind::HttpSequence => RuleParams::HttpSequence(common::typed(keys, path, errs)?),
+            ActionKind::AdsRouteAdd => RuleParams::AdsRouteAdd(common::typed(keys, path, errs)?),
+            ActionKind::ComposeUp => RuleParams::ComposeUp(common::typed(keys, path, errs)?),
+        })
     }
 }
 
-/// Everything an action may use.
+/// The target section keys, each once, in kind order.
+#[must_use]
+pub fn section_keys() -> Vec<&'static str> {
+    let mut keys: Vec<&'static str> = Vec::new();
+    for kind in ActionKind::ALL {
+        if !keys.contains(&kind.section()) {
+            keys.push(kind.section());
+        }
+    }
+    keys
+}
+
+/// A target's kind sections, each parsed into the type of the kind that uses it.
+#[derive(Debug, Clone, Default)]
+pub struct Sections {
+    /// Containers the target may restart or start.
+    pub docker: Option<Arc<container::DockerTarget>>,
+    /// An admin API.
+    pub http: Option<Arc<http_sequence::HttpTarget>>,
+    /// A TwinCAT router.
+    pub ads: Option<Arc<ads_route::AdsTarget>>,
+    /// A compose stack.
+    pub compose: Option<Arc<compose::ComposeTarget>>,
+}
+
+impl Sections {
+    /// Parses the sections present in a target mapping at `path`.
+    pub fn load(
+        target: &serde_json::Map<String, Value>,
+        path: &str,
+        errs: &mut ConfigErrors,
+    ) -> Sections {
+        let mut s = Sections::default();
+        for kind in ActionKind::ALL {
+            let key = kind.section();
+            let Some(v) = target.get(key) else { continue };
+            let p = common::join(path, key);
+            match kind {
+                ActionKind::ContainerRestart | ActionKind::ContainerStart => {
+                    if s.docker.is_none() {
+                        s.docker = container::DockerTarget::load(v, &p, errs).map(Arc::new);
+                    }
+                }
+                ActionKind::HttpSequence => {
+                    s.http = http_sequence::HttpTarget::load(v, &p, errs).map(Arc::new);
+                }
+                ActionKind::AdsRouteAdd => {
+                    s.ads = ads_route::AdsTarget::load(v, &p, errs).map(Arc::new);
+                }
+                ActionKind::ComposeUp => {
+                    s.compose = compose::ComposeTarget::load(v, &p, errs).map(Arc::new);
+                }
+            }
+        }
+        s
+    }
+}
+
+/// A rule's kind-specific keys, one variant per kind.
+#[derive(Debug, Clone)]
+pub enum RuleParams {
+    /// `container_label`.
+    ContainerRestart(container::RuleParams),
+    /// `container_label`.
+    ContainerStart(container::RuleParams),
+    /// `params` and `steps`.
+    HttpSequence(http_sequence::RuleParams),
+    /// No keys.
+    AdsRouteAdd(ads_route::RuleParams),
+    /// No keys.
+    ComposeUp(compose::RuleParams),
+}
+
+impl RuleParams {
+    /// Checks what does not depend on the target (such as an `http_sequence`'s steps).
+    pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
+        match self {
+            RuleParams::HttpSequence(p) => p.validate(path, errs),
+            RuleParams::ContainerRestart(_)
+            | RuleParams::ContainerStart(_)
+            | RuleParams::AdsRouteAdd(_)
+            | RuleParams::ComposeUp(_) => {}
+        }
+    }
+
+    /// The action of a rule on one target, or a message saying what the target lacks.
+    ///
+    /// # Errors
+    /// When the target has no section for this kind, or the section does not fit the rule.
+    pub fn bind(&self, sections: &Sections) -> Result<Action, String> {
+        let missing =
+            |kind: ActionKind| format!("{kind} needs the target section `{}`", kind.section());
+        Ok(match self {
+            RuleParams::ContainerRestart(p) => {
+                let d = sections
+                    .docker
+                    .clone()
+                    .ok_or_else(|| missing(ActionKind::ContainerRestart))?;
+                Action::ContainerRestart(container::ContainerAction::bind(
+                    container::Mode::Restart,
+                    d,
+                    p,
+                )?)
+            }
+            RuleParams::ContainerStart(p) => {
+                let d = sections
+                    .docker
+                    .clone()
+                    .ok_or_else(|| missing(ActionKind::ContainerStart))?;
+                Action::ContainerStart(container::ContainerAction::bind(
+                    container::Mode::Start,
+                    d,
+                    p,
+                )?)
+            }
+            RuleParams::HttpSequence(p) => {
+                let h = sections
+                    .http
+                    .clone()
+                    .ok_or_else(|| missing(ActionKind::HttpSequence))?;
+                Action::HttpSequence(http_sequence::Sequence::bind(h, p))
+            }
+            RuleParams::AdsRouteAdd(_) => {
+                let a = sections
+                    .ads
+                    .clone()
+                    .ok_or_else(|| missing(ActionKind::AdsRouteAdd))?;
+                Action::AdsRouteAdd(ads_route::RouteAdd { target: a })
+            }
+            RuleParams::ComposeUp(_) => {
+                let c = sections
+                    .compose
+                    .clone()
+                    .ok_or_else(|| missing(ActionKind::ComposeUp))?;
+                Action::ComposeUp(compose::ComposeUp { target: c })
+            }
+        })
+    }
+}
+
+/// What a rule does to one target, with that target's section.
+#[derive(Debug, Clone)]
+pub enum Action {
+    /// See [`container::ContainerAction`].
+    ContainerRestart(container::ContainerAction),
+    /// See [`container::ContainerAction`].
+    ContainerStart(container::ContainerAction),
+    /// See [`http_sequence::Sequence`].
+    HttpSequence(http_sequence::Sequence),
+    /// See [`ads_route::RouteAdd`].
+    AdsRouteAdd(ads_route::RouteAdd),
+    /// See [`compose::ComposeUp`].
+    ComposeUp(compose::ComposeUp),
+}
+
+/// What alert labels chose among an action's allow-lists.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selection {
+    /// The container, for container actions: the label's value at first, the name the Engine
+    /// reports once resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// Path parameters of an `http_sequence`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
+}
+
+/// What an action may use besides its own data.
 pub struct Context<'a> {
     /// The Docker Engine.
     pub docker: &'a DockerClient,
     /// The process' shared HTTP client.
     pub http: &'a reqwest::Client,
-    /// The target, from the configuration.
-    pub target: &'a Target,
-    /// The rule, from the configuration.
-    pub rule: &'a Rule,
-    /// Allow-listed names chosen by labels.
-    pub selection: &'a Selection,
 }
 
 /// Why an action did not succeed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ActionError {
     /// It ran and failed: counts as a failed attempt.
     #[error("{0}")]
@@ -129,36 +260,107 @@ pub enum ActionError {
     Denied(String),
 }
 
-/// Runs the action; returns a short description of what was done.
-///
-/// # Errors
-/// A failure or a refusal, with its reason.
-pub async fn run(kind: ActionKind, ctx: &Context<'_>) -> Result<String, ActionError> {
-    match kind {
-        ActionKind::ContainerRestart => container::restart(ctx).await,
-        ActionKind::ContainerStart => container::start(ctx).await,
-        ActionKind::HttpSequence => http_sequence::run(ctx).await,
-        ActionKind::AdsRouteAdd => ads_route::run(ctx).await,
-        ActionKind::ComposeUp => compose::run(ctx).await,
-    }
-}
-
-/// The checks an action makes before acting, run alone in dry-run mode so a dry run reports a
-/// denial the real run would meet (such as a container without the opt-in label).
-///
-/// # Errors
-/// A refusal, or a failure to check.
-pub async fn preflight(kind: ActionKind, ctx: &Context<'_>) -> Result<(), ActionError> {
-    match kind {
-        ActionKind::ContainerRestart | ActionKind::ContainerStart => {
-            container::prepare(ctx).await.map(|_| ())
+impl Action {
+    /// The kind.
+    #[must_use]
+    pub fn kind(&self) -> ActionKind {
+        match self {
+            Action::ContainerRestart(_) => ActionKind::ContainerRestart,
+            Action::ContainerStart(_) => ActionKind::ContainerStart,
+            Action::HttpSequence(_) => ActionKind::HttpSequence,
+            Action::AdsRouteAdd(_) => ActionKind::AdsRouteAdd,
+            Action::ComposeUp(_) => ActionKind::ComposeUp,
         }
-        ActionKind::HttpSequence | ActionKind::AdsRouteAdd | ActionKind::ComposeUp => Ok(()),
+    }
+
+    /// Lets the alert's labels choose among the allow-lists.
+    ///
+    /// # Errors
+    /// Why the labels are refused (a value outside an allow-list, an invalid name).
+    pub fn select(&self, labels: &BTreeMap<String, String>) -> Result<Selection, String> {
+        match self {
+            Action::ContainerRestart(a) | Action::ContainerStart(a) => a.select(labels),
+            Action::HttpSequence(a) => a.select(labels),
+            Action::AdsRouteAdd(_) | Action::ComposeUp(_) => Ok(Selection::default()),
+        }
+    }
+
+    /// The subject of a selection on `target`: what incidents and locks apply to. A container
+    /// action's subject is `target/container`, an `http_sequence` with parameters
+    /// `target?name=value&…`, any other the target.
+    #[must_use]
+    pub fn subject(&self, target: &str, selection: &Selection) -> String {
+        match self {
+            Action::ContainerRestart(_) | Action::ContainerStart(_) => {
+                format!("{target}/{}", selection.container.as_deref().unwrap_or(""))
+            }
+            Action::HttpSequence(_) if !selection.params.is_empty() => {
+                let parts: Vec<String> = selection
+                    .params
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                format!("{target}?{}", parts.join("&"))
+            }
+            Action::HttpSequence(_) | Action::AdsRouteAdd(_) | Action::ComposeUp(_) => {
+                target.to_string()
+            }
+        }
+    }
+
+    /// Makes a selection canonical before the incident is decided: a container named by full
+    /// ID, ID prefix or name becomes the name the Engine reports, checked against the
+    /// allow-list and the opt-in label.
+    ///
+    /// # Errors
+    /// `Denied` when the resolved thing may not be acted on; `Failed` when it cannot be
+    /// resolved now (the selection then stays as the labels gave it).
+    pub async fn resolve(
+        &self,
+        cx: &Context<'_>,
+        selection: &Selection,
+    ) -> Result<Selection, ActionError> {
+        match self {
+            Action::ContainerRestart(a) | Action::ContainerStart(a) => {
+                a.resolve(cx, selection).await
+            }
+            Action::HttpSequence(_) | Action::AdsRouteAdd(_) | Action::ComposeUp(_) => {
+                Ok(selection.clone())
+            }
+        }
+    }
+
+    /// Runs the action; returns a short description of what was done.
+    ///
+    /// # Errors
+    /// A failure or a refusal, with its reason.
+    pub async fn run(
+        &self,
+        cx: &Context<'_>,
+        selection: &Selection,
+    ) -> Result<String, ActionError> {
+        match self {
+            Action::ContainerRestart(a) | Action::ContainerStart(a) => a.run(cx, selection).await,
+            Action::HttpSequence(a) => a.run(cx, selection).await,
+            Action::AdsRouteAdd(a) => a.run().await,
+            Action::ComposeUp(a) => a.run().await,
+        }
+    }
+
+    /// The containers the action acted on, which verification must find running.
+    #[must_use]
+    pub fn acted_on(&self, selection: &Selection) -> Vec<String> {
+        match self {
+            Action::ContainerRestart(_) | Action::ContainerStart(_) => {
+                selection.container.iter().cloned().collect()
+            }
+            Action::HttpSequence(_) | Action::AdsRouteAdd(_) | Action::ComposeUp(_) => Vec::new(),
+        }
     }
 }
 
-/// Sleeps, saturating absurd configuration values.
-pub(crate) async fn pause(d: Option<Duration>) {
+/// Sleeps, skipping zero.
+pub(crate) async fn pause(d: Option<std::time::Duration>) {
     if let Some(d) = d.filter(|d| !d.is_zero()) {
         tokio::time::sleep(d).await;
     }

@@ -1,0 +1,292 @@
+//! The remediator's configuration: typed, strict, validated in one pass that reports every
+//! problem with its path.
+//!
+//! `global.rs` holds the process-wide sections, `targets.rs` the targets with their incident
+//! policy and verification, `rules.rs` the rules; each action kind parses its own target
+//! section and rule keys (`crate::action`), and secrets are read by `crate::credentials`.
+//!
+//! **Invariant:** everything an action touches — container names, URLs, credentials, files, PLC
+//! routers — is written here. Alert labels may only choose among configured targets and
+//! allow-listed names.
+
+pub mod global;
+pub mod rules;
+pub mod targets;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+
+use serde_json::Value;
+use stackmedic_common::config::{self as common, ConfigErrors};
+
+pub use global::{DockerSettings, Escalation, Global, WebhookAuth};
+pub use rules::{Rule, TargetChoice};
+pub use targets::{Target, Verify};
+
+/// The configuration used when no file is given: loopback only, dry-run on, and one rule that
+/// restarts the container named by the alert's `container` label only if that container carries
+/// the Docker label `stackmedic.restart=true`.
+pub const DEFAULT_CONFIG: &str = include_str!("../default.yml");
+
+/// A complete, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Process-wide settings.
+    pub global: Global,
+    /// How `POST /webhook` authenticates Alertmanager.
+    pub webhook: WebhookAuth,
+    /// Where escalations go and incidents are reconciled; without it failures are only logged
+    /// and audited.
+    pub escalation: Option<Escalation>,
+    /// The Docker Engine connection.
+    pub docker: DockerSettings,
+    /// Targets by name.
+    pub targets: BTreeMap<String, Arc<Target>>,
+    /// Rules in order.
+    pub rules: Vec<Arc<Rule>>,
+}
+
+/// The configuration in force, shared by the tasks that read it; a reload swaps it whole, and
+/// work that started keeps the configuration it started with.
+#[derive(Debug, Clone)]
+pub struct Live(Arc<std::sync::RwLock<Arc<Config>>>);
+
+impl Live {
+    /// Shares `config`.
+    #[must_use]
+    pub fn new(config: Config) -> Self {
+        Live(Arc::new(std::sync::RwLock::new(Arc::new(config))))
+    }
+
+    /// The configuration in force.
+    #[must_use]
+    pub fn get(&self) -> Arc<Config> {
+        self.0
+            .read()
+            .map_or_else(|p| p.into_inner().clone(), |c| c.clone())
+    }
+
+    /// Swaps in a new configuration.
+    pub fn set(&self, config: Config) {
+        let mut guard = self.0.write().unwrap_or_else(|p| p.into_inner());
+        *guard = Arc::new(config);
+    }
+}
+
+const TOP_KEYS: [&str; 6] = [
+    "global",
+    "webhook",
+    "escalation",
+    "docker",
+    "targets",
+    "rules",
+];
+
+/// Loads the configuration from a file, or the embedded default without one.
+///
+/// # Errors
+/// Every problem found, each with its path.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
+    let value = match path {
+        Some(p) => common::read_yaml_file(p)?,
+        None => common::parse_yaml(DEFAULT_CONFIG).map_err(|e| {
+            let mut errs = ConfigErrors::default();
+            errs.push("", format!("embedded default: {e}"));
+            errs
+        })?,
+    };
+    from_value(&value)
+}
+
+/// Builds the configuration from a parsed YAML tree.
+///
+/// # Errors
+/// Every problem found, each with its path.
+pub fn from_value(value: &Value) -> Result<Config, ConfigErrors> {
+    let mut errs = ConfigErrors::default();
+    common::check_keys(value, "", &TOP_KEYS, &mut errs);
+    let global = Global::load(value.get("global"), &mut errs);
+    let webhook = WebhookAuth::load(value.get("webhook"), &mut errs);
+    let escalation = Escalation::load(value.get("escalation"), &mut errs);
+    let docker = DockerSettings::load(value.get("docker"), &mut errs);
+
+    let mut targets = BTreeMap::new();
+    for (path, v) in common::list_entries(value.get("targets"), "targets", &mut errs) {
+        if let Some(t) = targets::load(v, &path, global.retention, &mut errs) {
+            if targets.contains_key(&t.name) {
+                errs.push(
+                    common::join(&path, "name"),
+                    format!("duplicate target {:?}", t.name),
+                );
+            } else {
+                targets.insert(t.name.clone(), Arc::new(t));
+            }
+        }
+    }
+    let mut rules = Vec::new();
+    let mut names = BTreeSet::new();
+    for (path, v) in common::list_entries(value.get("rules"), "rules", &mut errs) {
+        if let Some(r) = rules::load(v, &path, &targets, &mut errs) {
+            if !names.insert(r.name.clone()) {
+                errs.push(
+                    common::join(&path, "name"),
+                    format!("duplicate rule {:?}", r.name),
+                );
+            }
+            rules.push(Arc::new(r));
+        }
+    }
+    errs.into_result(Config {
+        global,
+        webhook,
+        escalation,
+        docker,
+        targets,
+        rules,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::action::Action;
+
+    fn problems(yaml: &str) -> Vec<String> {
+        let v = common::parse_yaml(yaml).unwrap();
+        match from_value(&v) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn default_config_is_valid_and_dry_run() {
+        let c = load(None).unwrap();
+        assert!(c.global.dry_run);
+        assert_eq!(c.rules.len(), 1);
+        assert!(!c.webhook.credentials.is_set());
+        assert!(matches!(
+            c.rules[0].actions.get("opted-in-containers"),
+            Some(Action::ContainerRestart(_))
+        ));
+    }
+
+    #[test]
+    fn every_problem_has_its_path() {
+        let p = problems(
+            "global: {dry_run: maybe}\n\
+             targets:\n\
+             - name: a\n  docker: {containers: ['../etc']}\n  backoff: soon\n\
+             - name: b\n  docker: {containers: [ok]}\n  colour: red\n  cooldown: 5m\n\
+             - name: c\n  docker: {containers: ['bad;name']}\n  flapping: {count: 2, window: 2000h}\n\
+             rules:\n\
+             - name: r\n  action: container_restart\n  target: nope\n  matchers: ['a=~\"(\"']\n\
+             - name: s\n  action: http_sequence\n  target: c\n\
+             - name: t\n  action: launch_rockets\n  target: c\n\
+             - name: u\n  action: container_start\n  target: c\n  steps: []\n",
+        );
+        let want = [
+            "global.dry_run: invalid type: string \"maybe\", expected a boolean",
+            "targets[0].docker.containers[0]: \"../etc\" is not a valid container name",
+            "targets[0].backoff: invalid duration \"soon\"",
+            "targets[1].colour: unknown field `colour`",
+            "targets[1].cooldown: removed: a failed attempt is retried after `backoff`",
+            "targets[2].docker.containers[0]: \"bad;name\" is not a valid container name",
+            "targets[2].flapping.window: must not be longer than global.retention (30days)",
+            "rules[0].matchers[0]: matcher",
+            "rules[1].steps: an http_sequence needs at least one step",
+            "rules[1].action: target \"c\": http_sequence needs the target section `http`",
+            "rules[2].action: unknown action \"launch_rockets\"",
+            "rules[3].steps: unknown field `steps`, expected `container_label`",
+        ];
+        let text = p.join("\n");
+        for w in want {
+            assert!(text.contains(w), "missing {w:?} in:\n{text}");
+        }
+        // Every problem is reported once, and nothing else.
+        assert_eq!(p.len(), want.len(), "{text}");
+    }
+
+    #[test]
+    fn incident_policy_defaults_and_keys() {
+        let v = common::parse_yaml(
+            "targets:\n- name: a\n  docker: {containers: [x]}\n\
+             - name: b\n  max_attempts: 5\n  backoff: 1m\n  max_backoff: 20m\n  flapping: {count: 0, window: 2h}\n  docker: {containers: [x]}\n",
+        )
+        .unwrap();
+        let c = from_value(&v).unwrap();
+        let a = &c.targets["a"].policy;
+        assert_eq!(
+            (
+                a.max_attempts,
+                a.backoff,
+                a.max_backoff,
+                a.flapping.count,
+                a.flapping.window
+            ),
+            (
+                3,
+                Duration::from_secs(30),
+                Duration::from_secs(300),
+                3,
+                Duration::from_secs(3600)
+            )
+        );
+        let b = &c.targets["b"].policy;
+        assert_eq!(
+            (b.max_attempts, b.backoff, b.max_backoff, b.flapping.count),
+            (5, Duration::from_secs(60), Duration::from_secs(1200), 0)
+        );
+        assert_eq!(c.targets["a"].verify.stable_for, Duration::from_secs(5));
+        assert_eq!(c.global.reconcile_interval, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn escalation_resend_interval_and_alert_duration() {
+        let v = common::parse_yaml(
+            "escalation: {alertmanager_url: 'http://127.0.0.1:9093', resend_interval: 30s}\n",
+        )
+        .unwrap();
+        let esc = from_value(&v).unwrap().escalation.unwrap();
+        assert_eq!(esc.resend_interval, Duration::from_secs(30));
+        assert_eq!(esc.alert_duration, Duration::from_secs(120));
+        assert_eq!(
+            esc.alerts_url().as_str(),
+            "http://127.0.0.1:9093/api/v2/alerts"
+        );
+        let text = problems(
+            "escalation: {alertmanager_url: 'http://127.0.0.1:9093', resend_interval: 1m, alert_duration: 1m}\n",
+        )
+        .join("\n");
+        assert!(
+            text.contains("escalation.alert_duration: must be longer than resend_interval (1m)"),
+            "{text}"
+        );
+        let text = problems(
+            "escalation: {alertmanager_url: 'http://127.0.0.1:9093', resend_interval: 0s}\n",
+        )
+        .join("\n");
+        assert!(text.contains("escalation.resend_interval:"), "{text}");
+    }
+
+    #[test]
+    fn undeclared_placeholder_bad_path_and_method() {
+        let p = problems(
+            "targets:\n- name: app\n  http: {base_url: 'http://127.0.0.1:1'}\n\
+             rules:\n- name: r\n  action: http_sequence\n  target: app\n  steps:\n\
+             \x20 - path: /api/{stream}/restart\n  - path: http://evil/x\n  - {path: /x, method: 'NOT A METHOD'}\n",
+        );
+        let text = p.join("\n");
+        for want in [
+            "rules[0].steps[0].path: placeholder {stream} is not declared in `params`",
+            "rules[0].steps[1].path: must start with `/` and contain neither `..` nor a scheme",
+            "rules[0].steps[2].method: invalid method \"NOT A METHOD\"",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in {text}");
+        }
+        assert_eq!(p.len(), 3, "{text}");
+    }
+}

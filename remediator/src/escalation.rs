@@ -1,0 +1,216 @@
+//! Escalation to on-call through Alertmanager: the `StackmedicRemediationFailed` alert of an
+//! escalated incident, and the task that posts the outbox as Prometheus sends its alerts — a
+//! new escalation at once, an active one again every `resend_interval` with
+//! `endsAt = now + alert_duration` (so it resolves on its own when the remediator stops), and
+//! once more with `endsAt = now` when its incident closed. A failed post is retried with
+//! exponential backoff (at most `resend_interval` apart while the escalation is active).
+//! Everything is read from the store, so a restart resumes where it stopped.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{json, Value};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::clock::{now, rfc3339_millis};
+use crate::config::{Config, Escalation, Live};
+use crate::metrics::Metrics;
+use crate::store::{Job, PendingEscalation, PostResult, Store};
+use crate::vocab::PostOutcome;
+
+/// The name of the alert the remediator posts when it gives up; it never acts on it.
+pub const ALERTNAME: &str = "StackmedicRemediationFailed";
+
+/// What an escalation is about.
+pub struct About<'a> {
+    /// The job the incident was escalated on (its alert's labels are the page's).
+    pub job: &'a Job,
+    /// The rule.
+    pub rule: &'a str,
+    /// The canonical subject.
+    pub subject: &'a str,
+    /// Why: what the last attempt did and why it failed, or the flapping count.
+    pub why: &'a str,
+}
+
+/// The alert posted to Alertmanager for an escalated incident, or `None` when no Alertmanager
+/// is configured. Its labels and `startsAt` are fixed here, so every post is the same alert;
+/// `endsAt` is set at each post.
+#[must_use]
+pub fn alert(cfg: &Config, about: &About<'_>) -> Option<Value> {
+    let esc = cfg.escalation.as_ref()?;
+    let job = about.job;
+    let mut labels = job.new.labels.clone();
+    let original = labels.get("alertname").cloned().unwrap_or_default();
+    labels.insert("alertname".into(), ALERTNAME.into());
+    labels.insert("severity".into(), "page".into());
+    labels.insert("original_alertname".into(), original.clone());
+    labels.insert("remediation_rule".into(), about.rule.to_string());
+    labels.insert("remediation_target".into(), job.new.target.clone());
+    labels.insert("remediation_action".into(), job.new.action.as_str().into());
+    for (k, v) in &esc.labels {
+        labels.insert(k.clone(), v.clone());
+    }
+    Some(json!([{
+        "labels": labels,
+        "annotations": {
+            "summary": format!("stackmedic-remediator could not fix {original} on {}", about.subject),
+            "description": format!(
+                "Rule {} ran {} on {} and gave up: {}. No more actions are taken on this subject until its alerts resolve; a human must look.",
+                about.rule, job.new.action, about.subject, about.why
+            ),
+            "remediation_tried": about.why,
+            "alerts": format!("{original} since {}", job.new.starts_at),
+        },
+        "startsAt": rfc3339_millis(SystemTime::now()),
+    }]))
+}
+
+/// The stored escalation with `endsAt` set for this post.
+fn with_ends_at(payload: &Value, ends_at: SystemTime) -> Value {
+    let mut p = payload.clone();
+    let ends = Value::String(rfc3339_millis(ends_at));
+    if let Some(alerts) = p.as_array_mut() {
+        for a in alerts.iter_mut().filter_map(Value::as_object_mut) {
+            a.insert("endsAt".into(), ends.clone());
+        }
+    }
+    p
+}
+
+/// What the posting task needs.
+#[derive(Clone)]
+pub struct Escalator {
+    /// The outbox.
+    pub store: Store,
+    /// Counters of posts.
+    pub metrics: Arc<Metrics>,
+    /// The process' HTTP client.
+    pub http: reqwest::Client,
+    /// The configuration in force.
+    pub config: Live,
+    /// Woken when an escalation is stored or starts resolving.
+    pub wake: Arc<Notify>,
+}
+
+/// Posts the outbox until shutdown.
+pub async fn run(e: Escalator, shutdown: CancellationToken) {
+    match e.store.resume_escalations(now()).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            escalations = n,
+            "active escalations found at start: posting them again"
+        ),
+        Err(err) => tracing::error!(error = %err, "cannot resume escalations"),
+    }
+    loop {
+        let cfg = e.config.get();
+        if let Some(esc) = &cfg.escalation {
+            match e.store.due_escalations(now()).await {
+                Ok(due) => {
+                    for p in due {
+                        post(&e, esc, p).await;
+                    }
+                }
+                Err(err) => tracing::error!(error = %err, "cannot read escalations"),
+            }
+        }
+        let next = e.store.next_escalation_at().await.ok().flatten();
+        let wait = next.map_or(5.0, |n| (n - now()).clamp(0.05, 5.0));
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = e.wake.notified() => {}
+            () = tokio::time::sleep(Duration::from_secs_f64(wait)) => {}
+        }
+    }
+}
+
+async fn post(e: &Escalator, esc: &Escalation, p: PendingEscalation) {
+    let sent = SystemTime::now();
+    let ends_at = if p.resolving {
+        sent
+    } else {
+        sent + esc.alert_duration
+    };
+    let result = deliver(&e.http, esc, &with_ends_at(&p.payload, ends_at)).await;
+    let t = now();
+    let (outcome, posted) = match result {
+        Ok(()) if p.resolving => {
+            tracing::info!(
+                escalation = p.id,
+                reason = p.resolve_reason.as_deref().unwrap_or(""),
+                "escalation resolved in Alertmanager"
+            );
+            (PostOutcome::Resolved, PostResult::Resolved)
+        }
+        Ok(()) => {
+            if p.first {
+                tracing::info!(escalation = p.id, "escalation delivered to Alertmanager");
+            } else {
+                tracing::debug!(escalation = p.id, "escalation posted again");
+            }
+            (
+                if p.first {
+                    PostOutcome::Delivered
+                } else {
+                    PostOutcome::Resent
+                },
+                PostResult::Firing {
+                    next_post_at: t + esc.resend_interval.as_secs_f64(),
+                },
+            )
+        }
+        Err(error) => {
+            let mut backoff = esc
+                .min_backoff
+                .saturating_mul(1u32 << p.failures.min(16))
+                .min(esc.max_backoff);
+            if !p.resolving {
+                backoff = backoff.min(esc.resend_interval);
+            }
+            tracing::warn!(
+                escalation = p.id,
+                resolving = p.resolving,
+                error = %error,
+                retry_in = %humantime::format_duration(backoff),
+                "escalation post failed"
+            );
+            (
+                PostOutcome::Failed,
+                PostResult::Failed {
+                    error,
+                    retry_at: t + backoff.as_secs_f64(),
+                },
+            )
+        }
+    };
+    e.metrics.escalation_post(outcome);
+    if let Err(err) = e
+        .store
+        .escalation_posted(p.id, p.resolving, posted, t)
+        .await
+    {
+        tracing::error!(error = %err, "cannot record an escalation post");
+    }
+}
+
+async fn deliver(http: &reqwest::Client, esc: &Escalation, payload: &Value) -> Result<(), String> {
+    let req = http
+        .post(esc.alerts_url())
+        .json(payload)
+        .timeout(esc.timeout);
+    let r = esc
+        .credentials
+        .apply(req)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if r.status().is_success() {
+        Ok(())
+    } else {
+        let s = r.status();
+        let body = r.text().await.unwrap_or_default();
+        Err(format!("Alertmanager answered {s}: {}", body.trim()))
+    }
+}

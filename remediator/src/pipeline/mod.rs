@@ -1,0 +1,346 @@
+//! The pipeline every alert goes through: matching and selection ([`select`]), durable
+//! acceptance, then per job ([`execute`]): its time, the canonical subject, the incident
+//! decision, the subject's lock and the global limit, the attempt, verification ([`verify`]),
+//! and what follows by the incident model.
+//!
+//! **Invariant:** a label never becomes a URL, a command, a path or an unlisted container name;
+//! it may only pick a configured target or an allow-listed value.
+
+mod execute;
+mod select;
+mod verify;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::clock::now;
+use crate::config::{Config, Live};
+use crate::docker::DockerClient;
+use crate::escalation::{self, Escalator};
+use crate::matcher;
+use crate::metrics::Metrics;
+use crate::reconcile::Reconciler;
+use crate::store::{Batch, Denial, Job, NewJob, Resolution, Store, StoreError};
+use crate::unmatched::Unmatched;
+use crate::vocab::{AlertDecision, Event};
+use crate::webhook::{AlertStatus, Payload};
+
+/// What a webhook led to, returned to Alertmanager as JSON.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Summary {
+    /// Jobs queued.
+    pub queued: usize,
+    /// Alerts whose occurrence was seen before.
+    pub duplicates: usize,
+    /// Refusals recorded.
+    pub denied: usize,
+    /// Firing alerts no rule matched.
+    pub unmatched: usize,
+    /// Resolved alerts.
+    pub resolved: usize,
+    /// The remediator's own escalations, never acted on.
+    pub ignored: usize,
+}
+
+/// The shared state of the running remediator.
+pub struct Engine {
+    config: Live,
+    generation: AtomicU64,
+    /// Durable state.
+    pub store: Store,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    docker: DockerClient,
+    /// The process' one HTTP client.
+    pub http: reqwest::Client,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    permits: Semaphore,
+    /// Woken when an escalation is stored or starts resolving.
+    pub escalations: Arc<Notify>,
+    shutdown: CancellationToken,
+    inflight: Arc<Semaphore>,
+    in_memory: Mutex<HashSet<i64>>,
+    spilled: AtomicBool,
+    sweep: Notify,
+    /// Firing alerts no rule matched, for the page.
+    pub unmatched: Unmatched,
+}
+
+/// Most jobs held in memory at once. Further accepted jobs stay in the database only and are
+/// picked up by the sweeper as room frees, so memory stays flat through a storm.
+pub const MAX_JOBS_IN_MEMORY: usize = 1024;
+
+impl Engine {
+    /// Creates the engine.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built.
+    pub fn new(
+        config: Config,
+        store: Store,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Self>> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("stackmedic-remediator/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Arc::new(Self {
+            docker: DockerClient::new(config.docker.host.clone()),
+            permits: Semaphore::new(config.global.max_concurrent_actions),
+            config: Live::new(config),
+            generation: AtomicU64::new(1),
+            store,
+            metrics,
+            http,
+            locks: Mutex::new(HashMap::new()),
+            escalations: Arc::new(Notify::new()),
+            shutdown,
+            inflight: Arc::new(Semaphore::new(MAX_JOBS_IN_MEMORY)),
+            in_memory: Mutex::new(HashSet::new()),
+            spilled: AtomicBool::new(false),
+            sweep: Notify::new(),
+            unmatched: Unmatched::default(),
+        }))
+    }
+
+    /// The configuration in force.
+    #[must_use]
+    pub fn config(&self) -> Arc<Config> {
+        self.config.get()
+    }
+
+    /// Swaps in a new configuration; running jobs finish under the one they started with.
+    pub fn set_config(&self, config: Config) {
+        self.config.set(config);
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// What the escalation task needs.
+    #[must_use]
+    pub fn escalator(&self) -> Escalator {
+        Escalator {
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            http: self.http.clone(),
+            config: self.config.clone(),
+            wake: self.escalations.clone(),
+        }
+    }
+
+    /// What the reconciliation task needs.
+    #[must_use]
+    pub fn reconciler(&self) -> Reconciler {
+        Reconciler {
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            http: self.http.clone(),
+            config: self.config.clone(),
+            escalations: self.escalations.clone(),
+        }
+    }
+
+    /// Decides on every alert of a webhook and stores the result; then starts the new jobs.
+    ///
+    /// # Errors
+    /// When the store could not commit; nothing was accepted then.
+    pub async fn accept(self: &Arc<Self>, payload: &Payload) -> Result<Summary, StoreError> {
+        let cfg = self.config();
+        if payload.truncated_alerts > 0 {
+            tracing::warn!(
+                truncated = payload.truncated_alerts,
+                group = %payload.group_key,
+                "Alertmanager truncated this notification (max_alerts); the dropped alerts cannot be acted on"
+            );
+        }
+        let mut batch = Batch::default();
+        let mut summary = Summary::default();
+        let accepted_at = now();
+        for alert in &payload.alerts {
+            let (fingerprint, starts_at) = alert.occurrence();
+            if alert.status == AlertStatus::Resolved {
+                summary.resolved += 1;
+                batch.resolved.push((fingerprint, starts_at));
+                continue;
+            }
+            let alertname = alert.labels.get("alertname").cloned().unwrap_or_default();
+            // The escalation carries the original alert's labels, so a broad rule would match
+            // it; acting on it would retry what just failed, and escalate again, in a loop.
+            if alertname == escalation::ALERTNAME {
+                summary.ignored += 1;
+                continue;
+            }
+            let mut matched = false;
+            for rule in cfg
+                .rules
+                .iter()
+                .filter(|r| matcher::all_match(&r.matchers, &alert.labels))
+            {
+                matched = true;
+                match select::select(&cfg, rule, &alert.labels) {
+                    Ok(s) => batch.jobs.push(NewJob {
+                        rule: rule.name.clone(),
+                        action: rule.kind,
+                        subject: s.action.subject(&s.target.name, &s.selection),
+                        target: s.target.name.clone(),
+                        selection: s.selection,
+                        fingerprint: fingerprint.clone(),
+                        starts_at: starts_at.clone(),
+                        labels: alert.labels.clone(),
+                        annotations: alert.annotations.clone(),
+                        not_before: accepted_at + rule.delay.as_secs_f64(),
+                    }),
+                    Err(d) => {
+                        tracing::warn!(rule = %rule.name, target = %d.target, fingerprint = %fingerprint, reason = %d.reason, "denied");
+                        self.metrics.job(rule.kind, Event::Denied);
+                        batch.denials.push(Denial {
+                            rule: rule.name.clone(),
+                            action: rule.kind,
+                            target: d.target,
+                            alertname: alertname.clone(),
+                            fingerprint: fingerprint.clone(),
+                            reason: d.reason,
+                        });
+                    }
+                }
+            }
+            if !matched {
+                summary.unmatched += 1;
+                self.metrics.unmatched(&alertname);
+                let generation = self.generation.load(Ordering::SeqCst);
+                if self.unmatched.record(&alertname, generation, accepted_at) {
+                    tracing::info!(
+                        alertname = %alertname,
+                        fingerprint = %fingerprint,
+                        "no rule matches this alert: nothing is done for it (logged once per alert name and configuration)"
+                    );
+                }
+            }
+        }
+        summary.denied = batch.denials.len();
+        let accepted = self.store.accept(batch, now()).await?;
+        summary.queued = accepted.queued.len();
+        summary.duplicates = accepted.duplicates;
+        let m = &self.metrics;
+        m.alerts(AlertDecision::Queued, summary.queued);
+        m.alerts(AlertDecision::Duplicate, summary.duplicates);
+        m.alerts(AlertDecision::Denied, summary.denied);
+        m.alerts(AlertDecision::Unmatched, summary.unmatched);
+        m.alerts(AlertDecision::Resolved, summary.resolved);
+        m.alerts(AlertDecision::Ignored, summary.ignored);
+        self.report(&accepted.resolution, "the alert resolved");
+        for job in accepted.queued {
+            self.spawn(job);
+        }
+        Ok(summary)
+    }
+
+    /// Logs and counts what resolving alerts changed, and wakes the escalator when an
+    /// escalation is to be resolved.
+    fn report(&self, r: &Resolution, why: &str) {
+        for job in &r.cancelled {
+            tracing::info!(job = job.id, rule = %job.new.rule, subject = %job.new.subject, result = %Event::Cancelled, "job cancelled: {why}");
+            self.metrics.job(job.new.action, Event::Cancelled);
+        }
+        for c in &r.closed {
+            tracing::info!(incident = c.id, subject = %c.subject, reason = %c.reason, "incident closed");
+        }
+        if r.escalations_resolving > 0 {
+            tracing::info!(
+                escalations = r.escalations_resolving,
+                "escalated incidents closed: resolving their escalations in Alertmanager"
+            );
+            self.escalations.notify_one();
+        }
+    }
+
+    /// Starts a stored job's task, or leaves the job to the sweeper when too many are in
+    /// memory.
+    pub fn spawn(self: &Arc<Self>, job: Job) {
+        let Ok(permit) = self.inflight.clone().try_acquire_owned() else {
+            self.spilled.store(true, Ordering::SeqCst);
+            return;
+        };
+        let id = job.id;
+        self.in_memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id);
+        let engine = self.clone();
+        let span = tracing::info_span!("job", job = job.id, rule = %job.new.rule, action = %job.new.action, target = %job.new.target);
+        tokio::spawn(
+            async move {
+                engine.clone().execute(job).await;
+                engine
+                    .in_memory
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&id);
+                drop(permit);
+                if engine.spilled.load(Ordering::SeqCst) {
+                    engine.sweep.notify_one();
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Loads jobs left in the database by [`Engine::spawn`] as room frees; runs until shutdown.
+    pub async fn sweeper(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.sweep.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            if !self.spilled.swap(false, Ordering::SeqCst) {
+                continue;
+            }
+            let room = self.inflight.available_permits();
+            let exclude = self
+                .in_memory
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            if room == 0 {
+                self.spilled.store(true, Ordering::SeqCst);
+                continue;
+            }
+            match self.store.queued(room + exclude.len()).await {
+                Ok(jobs) => {
+                    let fresh: Vec<Job> = jobs
+                        .into_iter()
+                        .filter(|j| !exclude.contains(&j.id))
+                        .collect();
+                    if fresh.len() >= room {
+                        self.spilled.store(true, Ordering::SeqCst);
+                    }
+                    for job in fresh.into_iter().take(room) {
+                        self.spawn(job);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot load queued jobs");
+                    self.spilled.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    fn lock_for(&self, subject: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        // Forget locks nobody holds or waits for, so the map stays as small as the work.
+        if locks.len() > 1024 {
+            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        }
+        locks.entry(subject.to_string()).or_default().clone()
+    }
+}

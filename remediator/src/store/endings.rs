@@ -1,0 +1,286 @@
+//! How incidents end: an alert occurrence resolves (Alertmanager delivered its resolve, or
+//! reconciliation no longer finds it among Alertmanager's alerts), and an incident left without
+//! a firing alert closes, cancelling its pending attempt and resolving its escalation.
+
+use std::collections::{BTreeSet, HashMap};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::audit::{self, About};
+use super::escalations;
+use super::jobs::{self, close};
+use super::{Closed, Resolution, Store, StoreError};
+use crate::vocab::{CloseReason, Event, IncidentState, JobState, ResolvedBy};
+
+/// An alert Alertmanager holds as active, suppressed or unprocessed.
+#[derive(Debug, Clone)]
+pub struct ActiveAlert {
+    /// Its fingerprint.
+    pub fingerprint: String,
+    /// Its start, when it could be read.
+    pub starts_at: Option<f64>,
+}
+
+/// Starts that differ by less than this are the same (Alertmanager's API writes milliseconds,
+/// its webhook nanoseconds).
+const SAME_START: f64 = 0.5;
+
+impl Store {
+    /// Resolves the occurrences first seen before `listed_before` that are not among the
+    /// `active` alerts Alertmanager listed, and closes the incidents left without an active
+    /// alert.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn reconcile(
+        &self,
+        active: Vec<ActiveAlert>,
+        listed_before: f64,
+        now: f64,
+    ) -> Result<Resolution, StoreError> {
+        self.run(move |c| reconcile(c, &active, listed_before, now))
+            .await
+    }
+}
+
+/// An incident row, as far as the model and the audit need it.
+#[derive(Debug, Clone)]
+pub(super) struct Row {
+    pub id: i64,
+    pub subject: String,
+    pub target: String,
+    pub rule: String,
+    pub action: String,
+    pub alertname: String,
+    pub fingerprint: String,
+    pub state: IncidentState,
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub current_job: Option<i64>,
+    pub healed_at: Option<f64>,
+    pub next_attempt_at: Option<f64>,
+}
+
+impl Row {
+    fn about(&self) -> About<'_> {
+        About {
+            incident: Some(self.id),
+            rule: &self.rule,
+            action: &self.action,
+            target: &self.target,
+            subject: &self.subject,
+            alertname: &self.alertname,
+            fingerprint: &self.fingerprint,
+            ..About::default()
+        }
+    }
+}
+
+pub(super) fn load_one(
+    c: &Connection,
+    filter: &str,
+    p: impl rusqlite::Params,
+) -> Result<Option<Row>, StoreError> {
+    Ok(c.query_row(
+        &format!(
+            "SELECT id, subject, target, rule, action, alertname, fingerprint, state, attempts, max_attempts, \
+             current_job, healed_at, next_attempt_at FROM incidents WHERE {filter}"
+        ),
+        p,
+        |r| {
+            let state: String = r.get(7)?;
+            Ok(Row {
+                id: r.get(0)?,
+                subject: r.get(1)?,
+                target: r.get(2)?,
+                rule: r.get(3)?,
+                action: r.get(4)?,
+                alertname: r.get(5)?,
+                fingerprint: r.get(6)?,
+                state: IncidentState::parse(&state).unwrap_or(IncidentState::Escalated),
+                attempts: r.get(8)?,
+                max_attempts: r.get(9)?,
+                current_job: r.get(10)?,
+                healed_at: r.get(11)?,
+                next_attempt_at: r.get(12)?,
+            })
+        },
+    )
+    .optional()?)
+}
+
+/// The open incident with this id.
+pub(super) fn open_by_id(c: &Connection, id: i64) -> Result<Option<Row>, StoreError> {
+    load_one(c, "id = ?1 AND closed_at IS NULL", [id])
+}
+
+/// Closes incident `id` when `job` is its pending attempt.
+pub(super) fn close_if_current(
+    c: &Connection,
+    id: i64,
+    job: i64,
+    reason: CloseReason,
+    now: f64,
+) -> Result<Option<Closed>, StoreError> {
+    match open_by_id(c, id)? {
+        Some(row) if row.current_job == Some(job) => {
+            Ok(close_incident(c, id, reason, now)?.closed.pop())
+        }
+        _ => Ok(None),
+    }
+}
+
+/// Closes an open incident: its pending attempt is cancelled, its escalation switched to
+/// resolving, and the closing audited.
+pub(super) fn close_incident(
+    c: &Connection,
+    id: i64,
+    reason: CloseReason,
+    now: f64,
+) -> Result<Resolution, StoreError> {
+    let mut out = Resolution::default();
+    let Some(row) = open_by_id(c, id)? else {
+        return Ok(out);
+    };
+    c.execute(
+        "UPDATE incidents SET state = ?2, closed_at = ?3, updated_at = ?3, close_reason = ?4, current_job = NULL, \
+         next_attempt_at = NULL WHERE id = ?1",
+        params![id, IncidentState::Resolved.as_str(), now, reason.as_str()],
+    )?;
+    if let Some(pending) = row.current_job {
+        for job in jobs::load(
+            c,
+            "id = ?1 AND state = ?2",
+            params![pending, JobState::Queued.as_str()],
+        )? {
+            let detail = format!(
+                "the incident closed before its next attempt: {}",
+                reason.describe()
+            );
+            close(c, &job, Event::Cancelled, &detail, None, now)?;
+            out.cancelled.push(job);
+        }
+    }
+    if reason == CloseReason::Expired {
+        // Inferred, not seen: a re-sent alert opens the occurrence again.
+        c.execute(
+            "UPDATE occurrences SET resolved_at = ?2, resolved_by = ?3 WHERE incident_id = ?1 AND resolved_at IS NULL",
+            params![id, now, ResolvedBy::Expired.as_str()],
+        )?;
+    }
+    out.escalations_resolving += escalations::resolve_for_incident(c, id, reason, now)?;
+    audit::write(
+        c,
+        &audit::Row {
+            at: now,
+            about: row.about(),
+            event: Event::Resolved,
+            detail: &format!("incident {id} closed: {}", reason.describe()),
+            duration: None,
+        },
+    )?;
+    out.closed.push(Closed {
+        id,
+        subject: row.subject,
+        reason,
+    });
+    Ok(out)
+}
+
+/// Marks an alert occurrence (every rule's) resolved, cancels its undecided jobs, and closes
+/// the incidents it leaves without an unresolved alert.
+pub(super) fn resolve_alert(
+    c: &Connection,
+    fingerprint: &str,
+    starts_at: &str,
+    by: ResolvedBy,
+    now: f64,
+) -> Result<Resolution, StoreError> {
+    let mut out = Resolution::default();
+    let mut st = c.prepare(
+        "SELECT DISTINCT incident_id FROM occurrences WHERE fingerprint = ?1 AND starts_at = ?2 \
+         AND resolved_at IS NULL AND incident_id IS NOT NULL",
+    )?;
+    let incidents: BTreeSet<i64> = st
+        .query_map(params![fingerprint, starts_at], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    out.occurrences = c.execute(
+        "UPDATE occurrences SET resolved_at = ?3, resolved_by = ?4 WHERE fingerprint = ?1 AND starts_at = ?2 AND resolved_at IS NULL",
+        params![fingerprint, starts_at, now, by.as_str()],
+    )?;
+    let undecided = jobs::load(
+        c,
+        "state = ?1 AND fingerprint = ?2 AND starts_at = ?3 AND incident_id IS NULL ORDER BY id",
+        params![JobState::Queued.as_str(), fingerprint, starts_at],
+    )?;
+    for job in undecided {
+        close(
+            c,
+            &job,
+            Event::Cancelled,
+            "the alert resolved before the action ran",
+            None,
+            now,
+        )?;
+        out.cancelled.push(job);
+    }
+    let reason = match by {
+        ResolvedBy::Alert => CloseReason::AlertResolved,
+        ResolvedBy::Reconciled => CloseReason::Reconciled,
+        ResolvedBy::Expired => CloseReason::Expired,
+    };
+    for id in incidents {
+        let firing: i64 = c.query_row(
+            "SELECT COUNT(*) FROM occurrences WHERE incident_id = ?1 AND resolved_at IS NULL",
+            [id],
+            |r| r.get(0),
+        )?;
+        if firing == 0 {
+            out.merge(close_incident(c, id, reason, now)?);
+        }
+    }
+    Ok(out)
+}
+
+fn reconcile(
+    c: &Connection,
+    active: &[ActiveAlert],
+    listed_before: f64,
+    now: f64,
+) -> Result<Resolution, StoreError> {
+    let mut by_fingerprint: HashMap<&str, Vec<Option<f64>>> = HashMap::new();
+    for a in active {
+        by_fingerprint
+            .entry(a.fingerprint.as_str())
+            .or_default()
+            .push(a.starts_at);
+    }
+    let mut st = c.prepare(
+        "SELECT DISTINCT fingerprint, starts_at, starts_at_s FROM occurrences \
+         WHERE resolved_at IS NULL AND first_seen < ?1",
+    )?;
+    let open: Vec<(String, String, Option<f64>)> = st
+        .query_map([listed_before], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut out = Resolution::default();
+    for (fingerprint, starts_at, start) in open {
+        let listed = by_fingerprint
+            .get(fingerprint.as_str())
+            .is_some_and(|starts| {
+                starts.iter().any(|s| match (s, start) {
+                    (Some(a), Some(b)) => (a - b).abs() < SAME_START,
+                    _ => true,
+                })
+            });
+        if !listed {
+            out.merge(resolve_alert(
+                c,
+                &fingerprint,
+                &starts_at,
+                ResolvedBy::Reconciled,
+                now,
+            )?);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,190 @@
+//! Durable state in one SQLite database (WAL, `synchronous=FULL`): jobs, alert occurrences,
+//! incidents, the escalation outbox and the audit history.
+//!
+//! One thread owns the writing connection ([`writer`]); every operation runs there inside a
+//! group-committed transaction and its caller is answered after the commit. The concerns are
+//! split by file: [`schema`] (tables and migration), [`jobs`] (acceptance, resume, closing
+//! jobs), [`incidents`] (the incident model applied: decide, start, finish, resolve,
+//! reconcile), [`escalations`] (the outbox), [`views`] (typed read views for the API, the page
+//! and the gauges) and `audit` (the history rows).
+//!
+//! **Invariant:** a job is answered with 2xx only after its row is committed; an attempt is
+//! counted in the same transaction that marks its job's action as started, never before.
+
+mod audit;
+mod endings;
+pub mod escalations;
+pub mod incidents;
+pub mod jobs;
+pub mod schema;
+pub mod views;
+mod writer;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::mpsc as std_mpsc;
+
+use rusqlite::Connection;
+use tokio::sync::oneshot;
+
+use crate::action::{ActionKind, Selection};
+use crate::vocab::CloseReason;
+
+pub use endings::ActiveAlert;
+pub use escalations::{PendingEscalation, PostResult};
+pub use incidents::{DecideInput, FinishInput, Finished, Outcome, Start};
+pub use jobs::{Accepted, Batch, Denial, Resumed};
+pub use views::{
+    AlertRef, AuditRow, EscalationView, FlappingView, Gauges, IncidentView, Overview,
+    OverviewLimits, PendingJob,
+};
+
+/// A store failure; the message is SQLite's.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("store: {0}")]
+pub struct StoreError(pub String);
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+/// Handle to the store thread; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    tx: std_mpsc::Sender<writer::Op>,
+}
+
+/// A job about to be stored.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Rule name.
+    pub rule: String,
+    /// Action kind.
+    pub action: ActionKind,
+    /// Target name.
+    pub target: String,
+    /// The subject: as the labels selected it at first, canonical once decided.
+    pub subject: String,
+    /// Allow-listed names chosen by labels.
+    pub selection: Selection,
+    /// Alert fingerprint.
+    pub fingerprint: String,
+    /// Alert start time, as Alertmanager wrote it.
+    pub starts_at: String,
+    /// Alert labels.
+    pub labels: BTreeMap<String, String>,
+    /// Alert annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// Earliest time to act.
+    pub not_before: f64,
+}
+
+impl NewJob {
+    /// The alert's name.
+    #[must_use]
+    pub fn alertname(&self) -> &str {
+        self.labels.get("alertname").map_or("", String::as_str)
+    }
+}
+
+/// A stored job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Row id.
+    pub id: i64,
+    /// Time it was stored.
+    pub accepted_at: f64,
+    /// The job as submitted.
+    pub new: NewJob,
+    /// Its incident, once decided.
+    pub incident: Option<i64>,
+    /// Whether it is an incident's scheduled next attempt (not a new alert).
+    pub retry: bool,
+    /// When its action started, if it did (then it is verified after a crash, not run again).
+    pub started_at: Option<f64>,
+}
+
+/// An incident that closed, for logs and metrics.
+#[derive(Debug, Clone)]
+pub struct Closed {
+    /// The incident.
+    pub id: i64,
+    /// Its subject.
+    pub subject: String,
+    /// Why.
+    pub reason: CloseReason,
+}
+
+/// What resolving occurrences changed.
+#[derive(Debug, Default)]
+pub struct Resolution {
+    /// Occurrences marked resolved.
+    pub occurrences: usize,
+    /// Jobs cancelled because their alert resolved or their incident closed.
+    pub cancelled: Vec<Job>,
+    /// Incidents closed.
+    pub closed: Vec<Closed>,
+    /// Active escalations now waiting for their resolving post.
+    pub escalations_resolving: usize,
+}
+
+impl Resolution {
+    /// Adds another resolution's effects.
+    pub fn merge(&mut self, other: Resolution) {
+        self.occurrences += other.occurrences;
+        self.cancelled.extend(other.cancelled);
+        self.closed.extend(other.closed);
+        self.escalations_resolving += other.escalations_resolving;
+    }
+}
+
+impl Store {
+    /// Opens (creating or migrating if needed) the database at `path` and starts the store
+    /// thread.
+    ///
+    /// # Errors
+    /// When the database cannot be opened, created or migrated.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let mut conn = Connection::open(path)?;
+        schema::prepare(&mut conn, crate::clock::now())?;
+        let (tx, rx) = std_mpsc::channel::<writer::Op>();
+        std::thread::Builder::new()
+            .name("stackmedic-store".into())
+            .spawn(move || writer::run(conn, rx))
+            .map_err(|e| StoreError(format!("cannot start the store thread: {e}")))?;
+        Ok(Store { tx })
+    }
+
+    /// Runs `f` on the store thread inside the next committed batch and returns its value once
+    /// committed.
+    ///
+    /// # Errors
+    /// When `f` fails, the commit fails, or the store thread is gone.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let op: writer::Op = Box::new(move |c: &Connection| {
+            let r = f(c);
+            let ok = r.is_ok();
+            let finish: writer::Finish = Box::new(move |commit: Result<(), String>| {
+                let out = match (r, commit) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Err(e), _) => Err(e),
+                    (Ok(_), Err(e)) => Err(StoreError(e)),
+                };
+                let _ = tx.send(out);
+            });
+            (ok, finish)
+        });
+        self.tx
+            .send(op)
+            .map_err(|_| StoreError("store thread stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError("store thread stopped".into()))?
+    }
+}

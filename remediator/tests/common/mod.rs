@@ -1,0 +1,133 @@
+//! Helpers for the store-level tests: a job of a known alert, a policy, and driving an
+//! incident through the store API the way the pipeline does.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::json;
+use stackmedic_remediator::action::{ActionKind, Selection};
+use stackmedic_remediator::incident::{Decision, Flapping, Policy};
+use stackmedic_remediator::store::{
+    Batch, DecideInput, FinishInput, Finished, Job, NewJob, Outcome, Start, Store,
+};
+
+/// A fixed "now" for store tests (2027-01-15T08:00:00Z).
+pub const NOW: f64 = 1_800_000_000.0;
+
+/// A policy: `max_attempts`, 10 s backoff doubling to 40 s, flapping at 2 heals within 1 h.
+pub fn policy(max_attempts: u32) -> Policy {
+    Policy {
+        max_attempts,
+        backoff: Duration::from_secs(10),
+        max_backoff: Duration::from_secs(40),
+        flapping: Flapping {
+            count: 2,
+            window: Duration::from_secs(3600),
+        },
+    }
+}
+
+/// A container_start job of alert `fingerprint` (`GhostDown`, started at `starts_at`) on
+/// `t/ghost`.
+pub fn new_job(fingerprint: &str, starts_at: &str) -> NewJob {
+    NewJob {
+        rule: "r".into(),
+        action: ActionKind::ContainerStart,
+        target: "t".into(),
+        subject: "t/ghost".into(),
+        selection: Selection {
+            container: Some("ghost".into()),
+            params: BTreeMap::new(),
+        },
+        fingerprint: fingerprint.into(),
+        starts_at: starts_at.into(),
+        labels: BTreeMap::from([("alertname".into(), "GhostDown".into())]),
+        annotations: BTreeMap::new(),
+        not_before: NOW,
+    }
+}
+
+/// Accepts one job and returns it (panics when it is a duplicate).
+pub async fn accept(store: &Store, new: NewJob, now: f64) -> Job {
+    let mut a = store
+        .accept(
+            Batch {
+                jobs: vec![new],
+                ..Batch::default()
+            },
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(a.queued.len(), 1, "not queued: {a:?}");
+    a.queued.remove(0)
+}
+
+/// Decides on a job as the pipeline does (canonical subject `t/ghost`).
+pub async fn decide(store: &Store, job: &Job, policy: Policy, now: f64) -> Decision {
+    store
+        .decide(
+            DecideInput {
+                job: job.clone(),
+                subject: "t/ghost".into(),
+                selection: job.new.selection.clone(),
+                policy,
+                dry_run: false,
+                flapping_page: Some(page("flapping")),
+            },
+            now,
+        )
+        .await
+        .unwrap()
+}
+
+/// Starts an attempt and records its outcome.
+pub async fn attempt(
+    store: &Store,
+    job: &Job,
+    outcome: Outcome,
+    policy: Policy,
+    now: f64,
+) -> Finished {
+    let s = store.start(job.clone(), now).await.unwrap();
+    assert!(matches!(s, Start::Started { .. }), "{s:?}");
+    store
+        .finish(
+            FinishInput {
+                job: job.clone(),
+                outcome,
+                detail: format!("{outcome:?}"),
+                duration: 1.0,
+                policy,
+                page: Some(page("no attempts left")),
+            },
+            now,
+        )
+        .await
+        .unwrap()
+}
+
+/// An escalation payload as the pipeline builds it.
+pub fn page(why: &str) -> serde_json::Value {
+    json!([{"labels": {
+        "alertname": "StackmedicRemediationFailed",
+        "original_alertname": "GhostDown",
+        "remediation_rule": "r",
+        "remediation_target": "t",
+        "remediation_action": "container_start",
+    }, "annotations": {"remediation_tried": why}}])
+}
+
+/// Accepts and fails one attempt of a `max_attempts: 1` policy: the incident is escalated.
+pub async fn escalated(store: &Store, fingerprint: &str, starts_at: &str, now: f64) -> Job {
+    let job = accept(store, new_job(fingerprint, starts_at), now).await;
+    let p = policy(1);
+    assert!(matches!(
+        decide(store, &job, p, now).await,
+        Decision::Act { attempt: 1, .. }
+    ));
+    attempt(store, &job, Outcome::Failed, p, now).await;
+    job
+}
