@@ -15,6 +15,7 @@ pub mod credentials;
 pub mod docker;
 pub mod escalation;
 pub mod incident;
+pub mod limits;
 pub mod matcher;
 pub mod metrics;
 pub mod pipeline;

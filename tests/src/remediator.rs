@@ -155,12 +155,12 @@ impl Remediator {
         crate::http::request("POST", &self.url("/webhook"), &headers, Some(body))
     }
 
-    /// `GET /api/actions?limit=1000` as JSON.
+    /// `GET /api/actions?limit=500` (the largest page: the newest 500 audit rows) as JSON.
     ///
     /// # Panics
     /// When the request fails.
     pub fn history(&self) -> Value {
-        crate::http::get(&self.url("/api/actions?limit=1000"))
+        crate::http::get(&self.url("/api/actions?limit=500"))
             .and_then(|r| r.error_for_status())
             .and_then(|r| r.json())
             .unwrap_or_else(|e| panic!("GET /api/actions failed: {e:#}"))

@@ -5,6 +5,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 use super::audit::{self, About};
+use super::views::ALERTS_SHOWN;
 use super::{jobs, Job, Store, StoreError};
 use crate::vocab::{CloseReason, EscalationState, Event};
 
@@ -188,11 +189,19 @@ pub(super) fn refresh_page(c: &Connection, incident: i64, now: f64) -> Result<()
     else {
         return Ok(());
     };
-    let mut st = c.prepare(
-        "SELECT alertname, starts_at, resolved_at FROM occurrences WHERE incident_id = ?1 ORDER BY first_seen",
+    let total: i64 = c.query_row(
+        "SELECT COUNT(*) FROM occurrences WHERE incident_id = ?1",
+        [incident],
+        |r| r.get(0),
     )?;
-    let alerts: Vec<String> = st
-        .query_map([incident], |r| {
+    // The latest ones, oldest first: an incident that keeps gaining alerts keeps a bounded page.
+    let mut st = c.prepare(
+        "SELECT alertname, starts_at, resolved_at FROM \
+         (SELECT alertname, starts_at, resolved_at, first_seen FROM occurrences WHERE incident_id = ?1 \
+          ORDER BY first_seen DESC LIMIT ?2) ORDER BY first_seen",
+    )?;
+    let mut alerts: Vec<String> = st
+        .query_map(params![incident, ALERTS_SHOWN as i64], |r| {
             let (name, start, resolved): (String, String, Option<f64>) =
                 (r.get(0)?, r.get(1)?, r.get(2)?);
             Ok(format!(
@@ -205,6 +214,10 @@ pub(super) fn refresh_page(c: &Connection, incident: i64, now: f64) -> Result<()
             ))
         })?
         .collect::<Result<_, _>>()?;
+    let shown = alerts.len() as i64;
+    if total > shown {
+        alerts.insert(0, format!("{} earlier alert(s)", total - shown));
+    }
     let mut payload: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
     if let Some(annotations) = payload
         .get_mut(0)

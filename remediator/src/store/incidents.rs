@@ -419,7 +419,9 @@ fn start(c: &Connection, job: &Job, now: f64) -> Result<Start, StoreError> {
     })
 }
 
-fn finish(c: &Connection, input: FinishInput, now: f64) -> Result<Finished, StoreError> {
+fn finish(c: &Connection, mut input: FinishInput, now: f64) -> Result<Finished, StoreError> {
+    // An action's words may quote what a peer answered: kept bounded like a reason.
+    input.detail = crate::limits::value(&input.detail);
     let job = &input.job;
     let incident: Option<i64> = c
         .query_row(

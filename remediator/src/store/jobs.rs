@@ -138,7 +138,7 @@ impl Store {
 fn accept(c: &Connection, batch: Batch, now: f64) -> Result<Accepted, StoreError> {
     let mut out = Accepted::default();
     for d in &batch.denials {
-        audit::write(
+        audit::deny(
             c,
             &audit::Row {
                 at: now,

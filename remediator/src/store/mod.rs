@@ -2,7 +2,9 @@
 //! incidents, the escalation outbox and the audit history.
 //!
 //! One thread owns the writing connection ([`writer`]); every operation runs there inside a
-//! group-committed transaction and its caller is answered after the commit. The concerns are
+//! group-committed transaction and its caller is answered after the commit. What the web
+//! interface reads runs on read-only connections of its own ([`readers`]), never on the writer
+//! thread. The concerns are
 //! split by file: [`schema`] (tables and migration), [`jobs`] (acceptance, resume, closing
 //! jobs), [`incidents`] (the incident model applied: decide, start, finish, resolve,
 //! reconcile), [`escalations`] (the outbox), [`views`] (typed read views for the API, the page
@@ -16,6 +18,7 @@ mod endings;
 pub mod escalations;
 pub mod incidents;
 pub mod jobs;
+pub mod readers;
 pub mod schema;
 pub mod views;
 mod writer;
@@ -23,6 +26,7 @@ mod writer;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -50,10 +54,11 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-/// Handle to the store thread; cheap to clone.
+/// Handle to the store thread and the read-only connections; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     tx: std_mpsc::Sender<writer::Op>,
+    readers: Arc<readers::Readers>,
 }
 
 /// A job about to be stored.
@@ -149,12 +154,26 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let mut conn = Connection::open(path)?;
         schema::prepare(&mut conn, crate::clock::now())?;
+        let readers = Arc::new(readers::Readers::open(path)?);
         let (tx, rx) = std_mpsc::channel::<writer::Op>();
         std::thread::Builder::new()
             .name("stackmedic-store".into())
             .spawn(move || writer::run(conn, rx))
             .map_err(|e| StoreError(format!("cannot start the store thread: {e}")))?;
-        Ok(Store { tx })
+        Ok(Store { tx, readers })
+    }
+
+    /// Runs `f` on a read-only connection (not the store thread), inside one read transaction,
+    /// and returns its value. It sees every operation committed before it started.
+    ///
+    /// # Errors
+    /// When `f` fails or the read cannot run.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.readers.read(f).await
     }
 
     /// Runs `f` on the store thread inside the next committed batch and returns its value once
