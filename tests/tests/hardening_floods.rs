@@ -102,7 +102,11 @@ fn large_label_and_read_floods_keep_memory_and_webhook_latency_bounded() {
     for _ in 0..READ_ROUNDS {
         let readers: Vec<_> = (0..READERS)
             .map(|i| {
-                let url = if i % 2 == 0 { page.clone() } else { api.clone() };
+                let url = if i % 2 == 0 {
+                    page.clone()
+                } else {
+                    api.clone()
+                };
                 std::thread::spawn(move || get_ok(&url))
             })
             .collect();
@@ -138,7 +142,11 @@ fn large_label_and_read_floods_keep_memory_and_webhook_latency_bounded() {
     let stop = Arc::new(AtomicBool::new(false));
     let readers: Vec<_> = (0..BUSY_READERS)
         .map(|i| {
-            let url = if i % 2 == 0 { page.clone() } else { api.clone() };
+            let url = if i % 2 == 0 {
+                page.clone()
+            } else {
+                api.clone()
+            };
             let stop = stop.clone();
             std::thread::spawn(move || {
                 let mut n = 0;
