@@ -4,11 +4,19 @@
 //! every committed corpus and regression file. An entry function panics only on a bug: outside
 //! input must give an error, never a panic.
 
+// A path relative to this file, so the corpus replay test can include this file elsewhere.
+#[path = "ads.rs"]
+mod ads;
+
 use std::collections::BTreeMap;
 
+use stackmedic_common::config::parse_yaml;
 use stackmedic_common::webconfig;
+use stackmedic_exporter::probe::{hls, sri, status_path};
 use stackmedic_remediator::matcher::Matcher;
 use stackmedic_remediator::webhook;
+
+pub use ads::ads_replies;
 
 /// A fuzz entry function.
 pub type Entry = fn(&[u8]);
@@ -18,6 +26,13 @@ pub const TARGETS: &[(&str, Entry)] = &[
     ("web_config", web_config),
     ("webhook_payload", webhook_payload),
     ("matchers", matchers),
+    ("exporter_config", exporter_config),
+    ("remediator_config", remediator_config),
+    ("hls", hls_playlist),
+    ("sri_manifest", sri_manifest),
+    ("sri_html", sri_html),
+    ("access_log", access_log),
+    ("ads", ads_replies),
 ];
 
 /// The web configuration file's parser and checks (`--web.config.file`), without the files it
@@ -63,4 +78,68 @@ pub fn matchers(data: &[u8]) {
         decision,
         "{matcher} decides differently"
     );
+}
+
+/// The exporter's configuration file as `--config.file` loads it: YAML, then the typed and
+/// validated configuration (files it names, such as CA files, are read as at load).
+pub fn exporter_config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(value) = parse_yaml(text) {
+        let _ = stackmedic_exporter::config::from_value(&value);
+    }
+}
+
+/// The remediator's configuration file as `--config.file` loads it (secret files and
+/// variables it names are read as at load).
+pub fn remediator_config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(value) = parse_yaml(text) {
+        let _ = stackmedic_remediator::config::from_value(&value);
+    }
+}
+
+/// An HLS playlist as the `hls` probe handles it (see `hls::fuzz_playlist`).
+pub fn hls_playlist(data: &[u8]) {
+    hls::fuzz_playlist(data);
+}
+
+/// An `sri-manifest.json`: parsed; every entry's path is either refused or split into safe
+/// segments, and its integrity metadata is usable or refused with a reason.
+pub fn sri_manifest(data: &[u8]) {
+    let Ok(manifest) = sri::parse_manifest(data) else {
+        return;
+    };
+    for (key, integrity) in &manifest {
+        if let Some(segments) = sri::safe_segments(key) {
+            assert!(!segments.is_empty(), "{key:?}");
+            for s in &segments {
+                assert!(
+                    !s.is_empty() && s != "." && s != ".." && !s.contains(['/', '\\', '\0']),
+                    "{key:?} gave the segment {s:?}"
+                );
+            }
+        }
+        if let Ok(i) = integrity {
+            let _ = i.strongest();
+            assert!(
+                i.shares_token(i),
+                "{key:?}: usable metadata without a token"
+            );
+        }
+    }
+}
+
+/// The HTML attribute scanner of the `sri` probe (see `sri::fuzz_html`).
+pub fn sri_html(data: &[u8]) {
+    sri::fuzz_html(&String::from_utf8_lossy(data));
+}
+
+/// Access-log lines as the `access_log` probe counts them (see
+/// `status_path::access_log::fuzz_lines`).
+pub fn access_log(data: &[u8]) {
+    status_path::access_log::fuzz_lines(data);
 }

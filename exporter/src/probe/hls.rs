@@ -758,6 +758,91 @@ fn variant_labels<'a>(uris: impl Iterator<Item = &'a str>) -> Vec<String> {
         .collect()
 }
 
+/// Fuzzing entry (the `hls` target of `fuzz/`): a playlist body as the probe handles it. It is
+/// parsed; a master playlist's variants are labelled (the labels must be distinct); the URIs
+/// the probe would follow (variants, or a media playlist's newest segment) are resolved
+/// against a URL and a file location, and a resolved one must stay in its scope; a media
+/// playlist is observed as two runs would. Panics only on a bug.
+#[doc(hidden)]
+pub fn fuzz_playlist(body: &[u8]) {
+    let Ok(playlist) = parse(body) else {
+        return;
+    };
+    let roots = [
+        Location::Url(Url::parse("http://127.0.0.1:8080/live/index.m3u8").expect("a valid URL")),
+        Location::File(PathBuf::from("/srv/hls/live/index.m3u8")),
+    ];
+    for root in &roots {
+        let scope = Scope::of(root, &["127.0.0.2".to_string()]);
+        let uris: Vec<&str> = match &playlist {
+            Playlist::MasterPlaylist(m) => {
+                let uris: Vec<&str> = m
+                    .variants
+                    .iter()
+                    .filter(|v| !v.is_i_frame)
+                    .take(default_max_variants())
+                    .map(|v| v.uri.as_str())
+                    .collect();
+                let labels = variant_labels(uris.iter().copied());
+                let distinct: HashSet<&String> = labels.iter().collect();
+                assert_eq!(
+                    distinct.len(),
+                    uris.len(),
+                    "variant labels collide: {labels:?}"
+                );
+                uris
+            }
+            Playlist::MediaPlaylist(m) => m
+                .segments
+                .last()
+                .map(|s| s.uri.as_str())
+                .into_iter()
+                .collect(),
+        };
+        for uri in uris {
+            match root.resolve(uri, &scope) {
+                Ok(Location::Url(u)) => {
+                    assert!(
+                        matches!(u.scheme(), "http" | "https"),
+                        "{uri:?} left http(s): {u}"
+                    );
+                    let host = u.host_str().unwrap_or_default().to_ascii_lowercase();
+                    assert!(scope.hosts.contains(&host), "{uri:?} left the hosts: {u}");
+                }
+                Ok(Location::File(p)) => assert!(
+                    scope.folder.as_ref().is_some_and(|f| p.starts_with(f)),
+                    "{uri:?} left the folder: {}",
+                    p.display()
+                ),
+                Err(_) => {}
+            }
+        }
+    }
+    if let Playlist::MediaPlaylist(m) = &playlist {
+        static PROBE: std::sync::OnceLock<HlsProbe> = std::sync::OnceLock::new();
+        let probe = PROBE.get_or_init(|| {
+            let cfg: HlsConfig = serde_json::from_value(serde_json::json!({
+                "url": "http://127.0.0.1:8080/live/index.m3u8"
+            }))
+            .expect("a valid configuration");
+            let shared = Shared {
+                http: fetch::HttpClients::default(),
+                ads: super::ads::AdsConnections::default(),
+            };
+            HlsProbe::new(cfg, &shared).expect("a probe")
+        });
+        lock(&probe.streams).clear();
+        let now = unix_now();
+        let mut out = Samples::default();
+        probe.observe("", m, None, now, &[], &mut out);
+        let later = Modified {
+            at: now,
+            exact: true,
+        };
+        probe.observe("", m, Some(later), now + 1.0, &[], &mut out);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
