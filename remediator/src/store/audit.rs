@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{Job, StoreError};
+use super::{exec, Job, StoreError};
 use crate::limits;
 use crate::vocab::Event;
 
@@ -54,7 +54,8 @@ pub(super) fn write(c: &Connection, row: &Row<'_>) -> Result<(), StoreError> {
     let detail = bounded(row.detail);
     let alertname = bounded(a.alertname);
     let started = row.duration.map(|d| row.at - d);
-    c.execute(
+    exec(
+c,
         "INSERT INTO audit (at, job_id, incident_id, rule, action, target, subject, alertname, fingerprint, result, detail, duration_seconds, accepted_at, started_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![
@@ -94,27 +95,28 @@ pub(super) fn deny(c: &Connection, row: &Row<'_>) -> Result<(), StoreError> {
     let a = &row.about;
     let detail = bounded(row.detail);
     let alertname = bounded(a.alertname);
-    let same: Option<i64> = c
-        .query_row(
-            "SELECT id FROM audit WHERE result = ?1 AND rule = ?2 AND subject = ?3 AND action = ?4 \
+    let same: Option<i64> = super::row(
+        c,
+        "SELECT id FROM audit WHERE result = ?1 AND rule = ?2 AND subject = ?3 AND action = ?4 \
              AND target = ?5 AND alertname = ?6 AND detail = ?7 ORDER BY id DESC LIMIT 1",
-            params![
-                Event::Denied.as_str(),
-                a.rule,
-                a.subject,
-                a.action,
-                a.target,
-                alertname,
-                detail
-            ],
-            |r| r.get(0),
-        )
-        .optional()?;
+        params![
+            Event::Denied.as_str(),
+            a.rule,
+            a.subject,
+            a.action,
+            a.target,
+            alertname,
+            detail
+        ],
+        |r| r.get(0),
+    )
+    .optional()?;
     let Some(id) = same else {
         return write(c, row);
     };
     // Every right-hand side reads the row as it was: `first_at` keeps the old `at`.
-    c.execute(
+    exec(
+        c,
         "UPDATE audit SET id = (SELECT MAX(id) + 1 FROM audit), count = count + 1, \
          first_at = COALESCE(first_at, at), at = ?2, fingerprint = ?3 WHERE id = ?1",
         params![id, row.at, a.fingerprint],

@@ -1,14 +1,14 @@
-//! Durable state in one SQLite database (WAL, `synchronous=FULL`): jobs, alert occurrences,
-//! incidents, the escalation outbox and the audit history.
+//! Durable state in one SQLite database (WAL, every commit flushed to disk before its callers
+//! are answered): jobs, alert occurrences, incidents, the escalation outbox and the audit
+//! history.
 //!
 //! One thread owns the writing connection ([`writer`]); every operation runs there inside a
-//! group-committed transaction and its caller is answered after the commit. What the web
-//! interface reads runs on read-only connections of its own ([`readers`]), never on the writer
-//! thread. The concerns are
-//! split by file: [`schema`] (tables and migration), [`jobs`] (acceptance, resume, closing
-//! jobs), [`incidents`] (the incident model applied: decide, start, finish, resolve,
-//! reconcile), [`escalations`] (the outbox), [`views`] (typed read views for the API, the page
-//! and the gauges) and `audit` (the history rows).
+//! group-committed transaction and its caller is answered once the commit is on disk. What
+//! the web interface reads runs on read-only connections of its own ([`readers`]), never on
+//! the writer thread. The concerns are split by file: [`schema`] (tables and migration),
+//! [`jobs`] (acceptance, resume, closing jobs), [`incidents`] (the incident model applied:
+//! decide, start, finish, resolve, reconcile), [`escalations`] (the outbox), [`views`] (typed
+//! read views for the API, the page and the gauges) and `audit` (the history rows).
 //!
 //! **Invariant:** a job is answered with 2xx only after its row is committed; an attempt is
 //! counted in the same transaction that marks its job's action as started, never before.
@@ -42,6 +42,25 @@ pub use views::{
     AlertRef, AuditRow, EscalationView, FlappingView, Gauges, IncidentView, Overview,
     OverviewLimits, PendingJob,
 };
+
+/// Most prepared statements kept per connection: every statement of the store fits, so each is
+/// parsed once per connection, not per call.
+const STATEMENT_CACHE: usize = 256;
+
+/// Executes `sql` through the connection's statement cache.
+pub(crate) fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(p)
+}
+
+/// Reads one row of `sql` through the connection's statement cache.
+pub(crate) fn row<T>(
+    c: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    c.prepare_cached(sql)?.query_row(p, f)
+}
 
 /// A store failure; the message is SQLite's.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -154,11 +173,16 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let mut conn = Connection::open(path)?;
         schema::prepare(&mut conn, crate::clock::now())?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // Commits write the log without waiting for the disk; the writer's sync thread flushes
+        // it before any caller is answered (see `writer`).
+        conn.execute_batch("PRAGMA synchronous = NORMAL")?;
         let readers = Arc::new(readers::Readers::open(path)?);
         let (tx, rx) = std_mpsc::channel::<writer::Op>();
+        let db = path.to_owned();
         std::thread::Builder::new()
             .name("stackmedic-store".into())
-            .spawn(move || writer::run(conn, rx))
+            .spawn(move || writer::run(conn, &db, rx))
             .map_err(|e| StoreError(format!("cannot start the store thread: {e}")))?;
         Ok(Store { tx, readers })
     }

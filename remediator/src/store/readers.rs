@@ -72,6 +72,7 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     c.execute_batch("PRAGMA busy_timeout = 5000; PRAGMA query_only = ON;")?;
+    c.set_prepared_statement_cache_capacity(super::STATEMENT_CACHE);
     Ok(c)
 }
 

@@ -5,7 +5,7 @@ use rusqlite::{params, Connection};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Store, StoreError};
+use super::{row, Store, StoreError};
 use crate::vocab::{CloseReason, EscalationState, IncidentState, JobState};
 
 /// One row of the audit history.
@@ -310,21 +310,24 @@ impl Store {
     /// On a database failure.
     pub async fn gauges(&self, now: f64) -> Result<Gauges, StoreError> {
         self.read(move |c| {
-            let due_jobs = c.query_row(
+            let due_jobs = row(
+                c,
                 "SELECT COUNT(*) FROM jobs WHERE state = ?1 OR (state = ?2 AND not_before <= ?3)",
                 params![JobState::Running.as_str(), JobState::Queued.as_str(), now],
                 |r| r.get(0),
             )?;
             let mut incidents = Vec::new();
             for state in IncidentState::OPEN {
-                let n: i64 = c.query_row(
+                let n: i64 = row(
+                    c,
                     "SELECT COUNT(*) FROM incidents WHERE closed_at IS NULL AND state = ?1",
                     [state.as_str()],
                     |r| r.get(0),
                 )?;
                 incidents.push((*state, n));
             }
-            let escalations_pending = c.query_row(
+            let escalations_pending = row(
+                c,
                 "SELECT COUNT(*) FROM escalations WHERE state = ?1 \
                  OR (state = ?2 AND (delivered_at IS NULL OR failures > 0))",
                 params![
@@ -333,7 +336,8 @@ impl Store {
                 ],
                 |r| r.get(0),
             )?;
-            let escalations_active = c.query_row(
+            let escalations_active = row(
+                c,
                 "SELECT COUNT(*) FROM escalations WHERE state = ?1",
                 [EscalationState::Firing.as_str()],
                 |r| r.get(0),
@@ -355,7 +359,7 @@ fn audit_rows(
     before: Option<i64>,
 ) -> Result<(Vec<AuditRow>, Option<i64>), StoreError> {
     let limit = limit.clamp(1, MAX_ACTIONS);
-    let mut st = c.prepare(
+    let mut st = c.prepare_cached(
         "SELECT id, at, job_id, incident_id, rule, action, target, subject, alertname, fingerprint, result, detail, \
          duration_seconds, accepted_at, started_at, count, first_at FROM audit WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
     )?;
@@ -409,7 +413,7 @@ fn incidents(
     p: impl rusqlite::Params,
     now: f64,
 ) -> Result<Vec<IncidentView>, StoreError> {
-    let mut st = c.prepare(&format!(
+    let mut st = c.prepare_cached(&format!(
         "SELECT id, subject, target, rule, action, alertname, state, opened_at, updated_at, attempts, max_attempts, \
          next_attempt_at, healed_at, escalated_at, detail, closed_at, close_reason, flapping_count, flapping_window \
          FROM incidents WHERE {filter}"
@@ -448,7 +452,8 @@ fn incidents(
     })?;
     let mut out = rows.collect::<Result<Vec<_>, _>>()?;
     for i in &mut out {
-        i.alerts_total = c.query_row(
+        i.alerts_total = row(
+            c,
             "SELECT COUNT(*) FROM occurrences WHERE incident_id = ?1",
             [i.id],
             |r| r.get(0),
@@ -468,18 +473,19 @@ fn incidents(
                 })
             })?
             .collect::<Result<_, _>>()?;
-        i.flapping.healed_in_window = c.query_row(
+        i.flapping.healed_in_window = row(
+            c,
             "SELECT COUNT(*) FROM incidents WHERE subject = ?1 AND healed_at >= ?2",
             params![i.subject, now - i.flapping.window_seconds],
             |r| r.get(0),
         )?;
-        let page: Option<(i64, String)> = c
-            .query_row(
-                "SELECT id, state FROM escalations WHERE incident_id = ?1 ORDER BY id DESC LIMIT 1",
-                [i.id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .ok();
+        let page: Option<(i64, String)> = row(
+            c,
+            "SELECT id, state FROM escalations WHERE incident_id = ?1 ORDER BY id DESC LIMIT 1",
+            [i.id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok();
         if let Some((id, state)) = page {
             i.escalation_id = Some(id);
             i.page_active = state == EscalationState::Firing.as_str();
@@ -489,7 +495,7 @@ fn incidents(
 }
 
 fn pending(c: &Connection) -> Result<Vec<PendingJob>, StoreError> {
-    let mut st = c.prepare(
+    let mut st = c.prepare_cached(
         "SELECT id, state, accepted_at, not_before, rule, action, target, subject, \
          COALESCE(json_extract(labels, '$.alertname'), ''), incident_id, retry \
          FROM jobs WHERE state IN (?1, ?2) ORDER BY not_before, id LIMIT 100",
@@ -521,7 +527,7 @@ fn escalations(
     filter: &str,
     p: impl rusqlite::Params,
 ) -> Result<Vec<EscalationView>, StoreError> {
-    let mut st = c.prepare(&format!(
+    let mut st = c.prepare_cached(&format!(
         "SELECT id, job_id, incident_id, created_at, tries, delivered_at, last_error, subject, state, posts, \
          last_post_at, next_try_at, resolve_reason, resolved_at, failures, payload FROM escalations {filter}"
     ))?;

@@ -366,11 +366,6 @@ fn decisions_section(out: &mut String, v: &View<'_>) {
     } else {
         "<h2>Recent decisions</h2>"
     });
-    out.push_str(&format!(
-        "<p class=\"m\">Alert names, label values and reasons longer than {} bytes are cut and marked …(+N bytes); \
-         a denial repeated for one subject is one row with its count.</p>",
-        limits::VALUE_BYTES
-    ));
     let actions = &v.overview.actions;
     if actions.is_empty() {
         out.push_str("<p>Nothing recorded yet.</p>");
@@ -414,6 +409,11 @@ fn decisions_section(out: &mut String, v: &View<'_>) {
     if !links.is_empty() {
         out.push_str(&format!("<p>{}</p>", links.join(" · ")));
     }
+    out.push_str(&format!(
+        "<p class=\"m\">Alert names, label values and reasons longer than {} bytes are cut and marked …(+N bytes); \
+         a denial repeated for one subject is one row with its count.</p>",
+        limits::VALUE_BYTES
+    ));
 }
 
 #[cfg(test)]
@@ -537,5 +537,64 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("(2 h 0 min ago)"), "{html}");
+    }
+
+    #[test]
+    fn decisions_show_counts_and_page_links() {
+        let cfg = crate::config::load(None).unwrap();
+        let row = crate::store::AuditRow {
+            id: 41,
+            time: NOW,
+            job_id: None,
+            incident_id: None,
+            rule: "app-down".into(),
+            action: "container_restart".into(),
+            target: "app".into(),
+            subject: "app".into(),
+            alertname: "AppDown".into(),
+            fingerprint: "f".into(),
+            result: "denied".into(),
+            detail: "label container=\"x\" names a container outside the allow-list".into(),
+            duration_seconds: None,
+            accepted_at: None,
+            started_at: None,
+            count: 3,
+            first_time: Some(NOW - 60.0),
+        };
+        let overview = Overview {
+            actions: vec![row],
+            next_before: Some(41),
+            incidents: Vec::new(),
+            recent_incidents: Vec::new(),
+            pending_jobs: Vec::new(),
+            escalations: Vec::new(),
+        };
+        let view = |before| View {
+            cfg: &cfg,
+            overview: &overview,
+            active: &[],
+            resolved: &[],
+            unmatched: &[],
+            before,
+            now: NOW,
+        };
+        let mut html = String::new();
+        decisions_section(&mut html, &view(None));
+        for want in [
+            "<h2>Recent decisions</h2>",
+            "3 times since 2027-01-15T07:59:00Z",
+            "<a href=\"/?before=41\">Older decisions</a>",
+            "longer than 1024 bytes are cut",
+        ] {
+            assert!(html.contains(want), "missing {want:?} in {html}");
+        }
+        assert!(!html.contains("Newest decisions"), "{html}");
+        let mut older = String::new();
+        decisions_section(&mut older, &view(Some(99)));
+        assert!(older.contains("<h2>Older decisions</h2>"), "{older}");
+        assert!(
+            older.contains("<a href=\"/\">Newest decisions</a>"),
+            "{older}"
+        );
     }
 }
