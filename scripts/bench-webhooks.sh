@@ -71,6 +71,22 @@ cpu_seconds() {
 }
 
 echo "$(date -u +%FT%TZ) $(nproc) CPU(s), nice ${NICE:-0}, load average $(cut -d' ' -f1-3 /proc/loadavg), database on $(df --output=source "$work" | tail -1)"
+# What a flush costs on that file system right now: durable webhooks per second are bounded by
+# it, since every answer waits for one.
+python3 - "$work/fsync-probe" <<'EOF'
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+times = []
+for _ in range(200):
+    os.write(fd, b"x" * 8192)
+    t = time.perf_counter()
+    os.fdatasync(fd)
+    times.append((time.perf_counter() - t) * 1000)
+os.close(fd)
+os.unlink(sys.argv[1])
+times.sort()
+print(f"fdatasync of 8 KiB on it: ms p50 {times[100]:.2f} p90 {times[180]:.2f} p99 {times[198]:.2f} mean {sum(times) / len(times):.2f}")
+EOF
 args=(--url "http://127.0.0.1:$port/webhook" --senders "$senders" --seconds "$seconds" --warmup "$warmup")
 if [[ "${SAME:-0}" == 1 ]]; then
     args+=(--same)
@@ -78,20 +94,26 @@ fi
 cpu_before="$(cpu_seconds)"
 started="$(date +%s.%N)"
 if [[ "${PERF:-0}" == 1 ]]; then
-    nice -n "${NICE:-0}" "$load" "${args[@]}" &
+    nice -n "${NICE:-0}" "$load" "${args[@]}" | tee "$work/load.txt" &
     load_pid=$!
     sleep "$warmup"
     perf record --call-graph "${PERF_CALLGRAPH:-dwarf,16384}" -F "${PERF_FREQ:-499}" -o "$work/perf.data" -p "$pid" -- sleep "$seconds" >/dev/null 2>&1
     wait "$load_pid"
 else
-    nice -n "${NICE:-0}" "$load" "${args[@]}"
+    nice -n "${NICE:-0}" "$load" "${args[@]}" | tee "$work/load.txt"
 fi
 ended="$(date +%s.%N)"
 cpu_after="$(cpu_seconds)"
-python3 - "$cpu_before" "$cpu_after" "$started" "$ended" <<'EOF'
-import sys
-before, after, start, end = map(float, sys.argv[1:])
-print(f"server CPU {after - before:.1f} s in {end - start:.1f} s of load ({(after - before) / (end - start):.2f} cores)")
+python3 - "$cpu_before" "$cpu_after" "$started" "$ended" "$work/load.txt" <<'EOF'
+import re, sys
+before, after, start, end = map(float, sys.argv[1:5])
+cpu, wall = after - before, end - start
+line = f"server CPU {cpu:.1f} s in {wall:.1f} s of load ({cpu / wall:.2f} cores)"
+rate = re.search(r"= (\d+)/s", open(sys.argv[5]).read())
+if rate and int(rate.group(1)) > 0:
+    # The rate of the measured period stands for the warm-up too.
+    line += f", about {cpu / (int(rate.group(1)) * wall) * 1e6:.0f} µs per notification"
+print(line)
 EOF
 echo "server peak RSS $(awk '/VmHWM/ {print $2, $3}' "/proc/$pid/status")"
 if [[ "${PERF:-0}" == 1 ]]; then

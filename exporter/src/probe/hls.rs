@@ -742,15 +742,22 @@ fn describe(label: &str, message: &str) -> String {
     }
 }
 
-/// One `variant` label per variant: its URI cut to [`MAX_LABEL`] characters, or its index when
-/// that is empty or already taken.
+/// One `variant` label per variant, all distinct: its URI cut to [`MAX_LABEL`] characters, or
+/// its index when that is empty or already taken, or the index with a `#n` suffix when a URI
+/// took the index too (a label set given twice would make the scrape fail).
 fn variant_labels<'a>(uris: impl Iterator<Item = &'a str>) -> Vec<String> {
     let mut taken = HashSet::new();
     uris.enumerate()
         .map(|(i, uri)| {
             let mut label = truncate(uri, MAX_LABEL);
-            if label.is_empty() || taken.contains(&label) {
-                label = i.to_string();
+            let mut n = 0;
+            while label.is_empty() || taken.contains(&label) {
+                label = if n == 0 {
+                    i.to_string()
+                } else {
+                    format!("{i}#{n}")
+                };
+                n += 1;
             }
             taken.insert(label.clone());
             label
@@ -947,6 +954,10 @@ mod tests {
         let long = "x".repeat(100);
         let labels = variant_labels(["a.m3u8", "a.m3u8", "", long.as_str()].into_iter());
         assert_eq!(labels, vec!["a.m3u8", "1", "2", &"x".repeat(64)]);
+        // A URI that is an index taken by a fallback (found by fuzzing: two variants labelled
+        // "3" made the scrape fail).
+        let labels = variant_labels(["3", "a", "a", "a", "3", "3#1"].into_iter());
+        assert_eq!(labels, vec!["3", "a", "2", "3#1", "4", "5"]);
     }
 
     #[test]
