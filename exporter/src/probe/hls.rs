@@ -502,9 +502,11 @@ impl HlsProbe {
         labels: &[(&'static str, &str)],
         out: &mut Samples,
     ) -> Observation {
+        // The newest segment's sequence number; a playlist numbered up to the end of the range
+        // (no valid stream is) stops there instead of overflowing.
         let newest = m.segments.last().map(|s| {
             (
-                m.media_sequence + m.segments.len() as u64 - 1,
+                m.media_sequence.saturating_add(m.segments.len() as u64 - 1),
                 s.uri.clone(),
             )
         });
