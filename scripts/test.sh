@@ -57,6 +57,8 @@ PEERS=(
     "prometheus-blackbox-exporter:prometheus-blackbox-exporter"
     "caddy:caddy"
     "logrotate:logrotate"
+    # DNS probes: dnsmasq without the system service of the package `dnsmasq`.
+    "dnsmasq-base:dnsmasq"
     # Packaging: cargo-deb's dependency detection, the units' checks, the maintainer scripts'
     # user creation, ExecReload's kill, the images' CA certificates.
     "dpkg-dev:dpkg-shlibdeps"

@@ -21,8 +21,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use stackmedic_exporter::metrics::Samples;
-use stackmedic_exporter::probe::ads::{AdsConfig, AdsConnections, AdsProbe};
-use stackmedic_exporter::probe::fetch::HttpClients;
+use stackmedic_exporter::probe::ads::{AdsConfig, AdsProbe};
 use stackmedic_exporter::probe::{RunContext, Shared};
 
 /// The input the stand-ins answer with, set before each run.
@@ -37,10 +36,7 @@ pub fn ads_replies(data: &[u8]) {
     let rt = runtime();
     let mut out = Samples::default();
     if mode % 2 == 0 {
-        let shared = Arc::new(Shared {
-            http: HttpClients::default(),
-            ads: AdsConnections::default(),
-        });
+        let shared = Arc::new(Shared::default());
         let cfg: AdsConfig = serde_json::from_value(serde_json::json!({
             "host": "127.0.0.1",
             "port": router_port(),
@@ -175,10 +171,7 @@ fn route_status_probe() -> &'static (AdsProbe, Arc<Shared>) {
                 answer_http(stream, &input());
             }
         });
-        let shared = Arc::new(Shared {
-            http: HttpClients::default(),
-            ads: AdsConnections::default(),
-        });
+        let shared = Arc::new(Shared::default());
         let cfg: AdsConfig = serde_json::from_value(serde_json::json!({
             "route_status": {
                 "url": format!("http://127.0.0.1:{port}/api/plc/ads/route/status"),

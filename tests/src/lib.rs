@@ -5,6 +5,7 @@
 //!
 //! * [`nginx`]: a private nginx instance serving static files and writing access logs;
 //! * [`caddy`]: a private Caddy writing its JSON access log;
+//! * [`dnsmasq`]: a private dnsmasq answering DNS on a loopback port;
 //! * [`docker`]: the Docker CLI, a `busybox` image built with `docker import`, container guards;
 //! * [`prometheus`] / [`alertmanager`]: private Prometheus and Alertmanager servers, plus the
 //!   paths of `promtool` and `amtool`;
@@ -15,7 +16,12 @@
 //!   and measurements of the server process (file descriptors, peak memory);
 //! * [`alerting`]: the shipped rules, dashboards and metric list as tests read them;
 //! * [`packaging`]: the Debian packages and images `scripts/package.sh` built, and the units;
-//! * [`admin_api`]: a recording stand-in for the camera/PLC app's admin API (no real peer).
+//! * [`admin_api`]: a recording stand-in for the camera/PLC app's admin API (no real peer);
+//! * [`ads`]: pyads' real ADS/AMS test server with a chosen PLC state;
+//! * [`ffmpeg`]: a real live HLS stream written by ffmpeg;
+//! * [`tmpfs`]: a tmpfs of fixed size, mounted for a test and unmounted after it;
+//! * [`examples`]: the shipped example set copied with only its documented values changed, and
+//!   the loop (exporter, remediator, Prometheus, Alertmanager) started from it.
 //!
 //! Rules the helpers follow, and that tests written with them should follow too:
 //!
@@ -34,13 +40,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod admin_api;
+pub mod ads;
 pub mod alerting;
 pub mod alertmanager;
 pub mod backend;
 pub mod caddy;
 pub mod chromium;
+pub mod dnsmasq;
 pub mod docker;
+pub mod examples;
 pub mod exporter;
+pub mod ffmpeg;
 pub mod hostile;
 pub mod http;
 pub mod metrics;
@@ -50,6 +60,7 @@ pub mod process;
 pub mod prometheus;
 pub mod remediator;
 pub mod tls;
+pub mod tmpfs;
 
 pub use process::Process;
 

@@ -97,6 +97,9 @@ pub struct Sections {
     pub ads: Option<Arc<ads_route::AdsTarget>>,
     /// A compose stack.
     pub compose: Option<Arc<compose::ComposeTarget>>,
+    /// Sections present in the file that failed to load (their problems are reported): a rule
+    /// needing one is not reported again as lacking it.
+    pub failed: Vec<&'static str>,
 }
 
 impl Sections {
@@ -111,21 +114,28 @@ impl Sections {
             let key = kind.section();
             let Some(v) = target.get(key) else { continue };
             let p = common::join(path, key);
-            match kind {
+            let loaded = match kind {
                 ActionKind::ContainerRestart | ActionKind::ContainerStart => {
-                    if s.docker.is_none() {
+                    if s.docker.is_none() && !s.failed.contains(&key) {
                         s.docker = container::DockerTarget::load(v, &p, errs).map(Arc::new);
                     }
+                    s.docker.is_some()
                 }
                 ActionKind::HttpSequence => {
                     s.http = http_sequence::HttpTarget::load(v, &p, errs).map(Arc::new);
+                    s.http.is_some()
                 }
                 ActionKind::AdsRouteAdd => {
                     s.ads = ads_route::AdsTarget::load(v, &p, errs).map(Arc::new);
+                    s.ads.is_some()
                 }
                 ActionKind::ComposeUp => {
                     s.compose = compose::ComposeTarget::load(v, &p, errs).map(Arc::new);
+                    s.compose.is_some()
                 }
+            };
+            if !loaded && !s.failed.contains(&key) {
+                s.failed.push(key);
             }
         }
         s
@@ -229,6 +239,18 @@ pub enum Action {
     ComposeUp(compose::ComposeUp),
 }
 
+/// Values an alert label must take for an action to act, as the configuration writes them;
+/// read by the contract check (`--config.check --rules.file …`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowList {
+    /// Where the values are written (`params.stream.allowed`, `docker.containers`).
+    pub key: String,
+    /// The label.
+    pub label: String,
+    /// The values.
+    pub values: Vec<String>,
+}
+
 /// What alert labels chose among an action's allow-lists.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Selection {
@@ -270,6 +292,18 @@ impl Action {
             Action::HttpSequence(_) => ActionKind::HttpSequence,
             Action::AdsRouteAdd(_) => ActionKind::AdsRouteAdd,
             Action::ComposeUp(_) => ActionKind::ComposeUp,
+        }
+    }
+
+    /// The allow-lists the alert's labels are checked against.
+    #[must_use]
+    pub fn allow_lists(&self) -> Vec<AllowList> {
+        match self {
+            Action::ContainerRestart(a) | Action::ContainerStart(a) => {
+                a.allow_list().into_iter().collect()
+            }
+            Action::HttpSequence(a) => a.allow_lists(),
+            Action::AdsRouteAdd(_) | Action::ComposeUp(_) => Vec::new(),
         }
     }
 
