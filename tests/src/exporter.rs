@@ -35,6 +35,11 @@ pub struct Options<'a> {
     pub port: Option<u16>,
     /// Environment variables set for the exporter (such as `http_proxy`).
     pub env: Vec<(&'a str, String)>,
+    /// Start without `--web.enable-lifecycle`, which the helper passes by default because tests
+    /// reload through `POST /-/reload`.
+    pub disable_lifecycle: bool,
+    /// Further flags, such as `--web.max-connections=64`.
+    pub args: Vec<String>,
 }
 
 /// A running exporter, stopped when dropped.
@@ -80,7 +85,11 @@ impl Exporter {
             cmd.arg("--web.listen-address")
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--log.level")
-                .arg("debug");
+                .arg("debug")
+                .args(&opts.args);
+            if !opts.disable_lifecycle {
+                cmd.arg("--web.enable-lifecycle");
+            }
             if let Some(c) = opts.config {
                 let path = dir.path().join("config.yml");
                 std::fs::write(&path, subst(c)).expect("write config.yml");
