@@ -14,6 +14,8 @@
 //! * [`alerting`]: the shipped rules, dashboards and metric list as tests read them;
 //! * [`packaging`]: the Debian packages and images `scripts/package.sh` built, and the units;
 //! * [`admin_api`]: a recording stand-in for the camera/PLC app's admin API (no real peer).
+//! * [`systemd`]: a real systemd as PID 1 in a container built from a `debootstrap`ed Debian
+//!   root filesystem, its system bus reachable through a host socket;
 //!
 //! Rules the helpers follow, and that tests written with them should follow too:
 //!
@@ -46,6 +48,7 @@ pub mod packaging;
 pub mod process;
 pub mod prometheus;
 pub mod remediator;
+pub mod systemd;
 pub mod tls;
 
 pub use process::Process;

@@ -165,7 +165,7 @@ impl ContainerAction {
         };
         Ok(Selection {
             container: Some(name),
-            params: BTreeMap::new(),
+            ..Selection::default()
         })
     }
 
@@ -183,7 +183,7 @@ impl ContainerAction {
         let name = self.check(raw, &info)?;
         Ok(Selection {
             container: Some(name),
-            params: selection.params.clone(),
+            ..selection.clone()
         })
     }
 

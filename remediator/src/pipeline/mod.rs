@@ -27,6 +27,7 @@ use crate::matcher;
 use crate::metrics::Metrics;
 use crate::reconcile::Reconciler;
 use crate::store::{Batch, Denial, Job, NewJob, Resolution, Store, StoreError};
+use crate::systemd_bus::SystemdBuses;
 use crate::unmatched::Unmatched;
 use crate::vocab::{AlertDecision, Event};
 use crate::webhook::{AlertStatus, Payload};
@@ -57,6 +58,7 @@ pub struct Engine {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     docker: DockerClient,
+    systemd: SystemdBuses,
     /// The process' one HTTP client.
     pub http: reqwest::Client,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -95,6 +97,7 @@ impl Engine {
             .build()?;
         Ok(Arc::new(Self {
             docker: DockerClient::new(config.docker.host.clone()),
+            systemd: SystemdBuses::new(),
             permits: Semaphore::new(config.global.max_concurrent_actions),
             config: Live::new(config),
             generation: AtomicU64::new(1),

@@ -30,6 +30,8 @@ pub struct DecideInput {
     pub policy: Policy,
     /// Record a dry run instead.
     pub dry_run: bool,
+    /// What the action would have done, for the dry run's audit row.
+    pub dry_run_note: Option<String>,
     /// The escalation posted when the subject is flapping (none without an `escalation`
     /// section).
     pub flapping_page: Option<Value>,
@@ -205,14 +207,11 @@ fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, Stor
         ],
     )?;
     if input.dry_run {
-        close(
-            c,
-            &job,
-            Event::DryRun,
-            "dry run: the action was not executed",
-            None,
-            now,
-        )?;
+        let detail = match &input.dry_run_note {
+            Some(note) => format!("dry run: the action was not executed; {note}"),
+            None => "dry run: the action was not executed".to_string(),
+        };
+        close(c, &job, Event::DryRun, &detail, None, now)?;
         return Ok(Decision::DryRun);
     }
     let occurrence: Option<(Option<f64>, Option<f64>)> = c
