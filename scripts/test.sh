@@ -57,6 +57,9 @@ PEERS=(
     "prometheus-blackbox-exporter:prometheus-blackbox-exporter"
     "caddy:caddy"
     "logrotate:logrotate"
+    # A real systemd as PID 1 in a container: its Debian root filesystem is made by debootstrap
+    # once per machine and cached in /var/cache/stackmedic-tests (tests/src/systemd.rs).
+    "debootstrap:debootstrap"
     # Packaging: cargo-deb's dependency detection, the units' checks, the maintainer scripts'
     # user creation, ExecReload's kill, the images' CA certificates.
     "dpkg-dev:dpkg-shlibdeps"

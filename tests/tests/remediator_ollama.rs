@@ -223,7 +223,10 @@ fn remediator_pulls_a_missing_model_and_unloads_one_as_the_example_ships_them() 
 fn remediator_model_pull_that_does_not_list_the_model_fails_its_verification() {
     let ollama = OllamaStandIn::start();
     ollama.state.lock().unwrap().pull_fails = Some(500);
-    let config = shipped_config(ollama.port).replace("max_attempts: 2", "max_attempts: 1");
+    // One attempt, and a short verification deadline instead of the example's minute.
+    let config = shipped_config(ollama.port)
+        .replace("max_attempts: 2", "max_attempts: 1")
+        .replace("deadline: 1m", "deadline: 3s");
     let mut rem = Remediator::start(&config);
     fire(
         &rem,

@@ -96,6 +96,23 @@ fn remediator_restarts_and_starts_allow_listed_units_over_the_system_bus() {
     assert_ne!(first, second, "the unit was not restarted");
     assert_eq!(host.property("sm-app.service", "ActiveState"), "active");
 
+    // The outage ends; a later stop of the unit is a new one.
+    let resolved = rem
+        .webhook(
+            &payload(vec![alert(
+                "resolved",
+                &[
+                    ("alertname", "CameraAppHostServiceDown"),
+                    ("unit", "sm-app.service"),
+                ],
+                "2026-11-22T10:00:00Z",
+            )]),
+            None,
+        )
+        .unwrap();
+    assert_eq!(resolved.status, 200);
+    rem.wait_for("resolved", 1, Duration::from_secs(20));
+
     // Start after a stop.
     let stopped = host.systemctl(&["stop", "sm-app.service"]);
     assert!(stopped.status.success(), "{stopped:?}");
