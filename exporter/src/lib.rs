@@ -8,6 +8,7 @@ pub mod config;
 pub mod metrics;
 pub mod probe;
 pub mod runner;
+pub mod status_page;
 mod support;
 mod web;
 

@@ -33,7 +33,7 @@ every container of the local Docker Engine (--config.print-default shows it).";
 
 const AFTER_LONG_HELP: &str = "\
 Endpoints:
-  /             landing page: every probe with its last result and failure reason
+  /             status page: every probe and each thing it watches, problems first
   /metrics      the probes' metrics and the exporter's own
   /-/healthy    200 while the process serves
   /-/ready      200 when ready to serve

@@ -16,7 +16,7 @@ use tracing::Instrument;
 
 use crate::config::{Config, ProbeSpec};
 use crate::metrics::{Family, FamilySet, Samples};
-use crate::probe::{Probe, ProbeError, Reason, RunContext, Shared};
+use crate::probe::{Items, Probe, ProbeError, Reason, RunContext, Shared};
 use crate::support::{lock, truncate};
 
 static SUCCESS: Family = Family::gauge(
@@ -67,9 +67,11 @@ struct LastRun {
     /// The failure's message, cut to a length fit for a status page.
     message: Option<String>,
     samples: Samples,
+    /// What the run reported of the things it watches, for the status page.
+    items: Items,
 }
 
-/// What the landing page shows of a probe's last run.
+/// What the status page shows of a probe's last run.
 #[derive(Debug, Clone)]
 pub struct RunView {
     /// Whether it succeeded.
@@ -82,6 +84,8 @@ pub struct RunView {
     pub duration: f64,
     /// When it finished, as Unix time.
     pub finished_at: f64,
+    /// The things it watches and how they were, worst first.
+    pub items: Items,
 }
 
 /// How much later than a probe's timeout the runner gives up on the run itself.
@@ -103,6 +107,12 @@ impl Slot {
         self.spec.kind.name()
     }
 
+    /// The probe's interval.
+    #[must_use]
+    pub fn interval(&self) -> Duration {
+        self.spec.interval
+    }
+
     /// The outcome of the last run, `None` before the first run.
     #[must_use]
     pub fn last_run(&self) -> Option<RunView> {
@@ -112,6 +122,7 @@ impl Slot {
             message: l.message.clone(),
             duration: l.duration,
             finished_at: l.finished_at,
+            items: l.items.clone(),
         })
     }
 
@@ -160,6 +171,7 @@ impl Slot {
             reason,
             message: result.err().map(|e| truncate(&e.message, MAX_MESSAGE)),
             samples,
+            items: cx.take_items(),
         });
     }
 

@@ -1,13 +1,13 @@
-//! HTTP routes: landing page, `/metrics` and the lifecycle endpoints.
+//! HTTP routes: the status page, `/metrics` and the lifecycle endpoints.
 
 use std::sync::Arc;
 
 use http::{Method, StatusCode};
 use prometheus::{Encoder, TextEncoder};
 use stackmedic_common::reload::{lifecycle, ReloadHandle};
-use stackmedic_common::server::{self, escape_html, Handler, Request, Response};
+use stackmedic_common::server::{self, Handler, Request, Response};
 
-use crate::App;
+use crate::{status_page, App};
 
 pub(crate) fn handler(app: Arc<App>, reload: ReloadHandle) -> Handler {
     Arc::new(move |req: Request| {
@@ -20,7 +20,7 @@ pub(crate) fn handler(app: Arc<App>, reload: ReloadHandle) -> Handler {
             };
             match (req.method(), req.uri().path()) {
                 (&Method::GET | &Method::HEAD, "/metrics") => metrics(&app),
-                (&Method::GET | &Method::HEAD, "/") => landing(&app),
+                (&Method::GET | &Method::HEAD, "/") => status_page::response(&app.runner),
                 (_, "/metrics" | "/") => {
                     server::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
                 }
@@ -49,51 +49,4 @@ fn metrics(app: &App) -> Response {
             )
         }
     }
-}
-
-fn landing(app: &App) -> Response {
-    let mut rows = String::new();
-    for slot in app.runner.slots() {
-        let (state, reason, detail, when, took) = match slot.last_run() {
-            None => (
-                "pending",
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
-            ),
-            Some(r) => (
-                if r.success { "ok" } else { "failing" },
-                r.reason.map(|x| x.as_str().to_string()).unwrap_or_default(),
-                r.message.unwrap_or_default(),
-                format_time(r.finished_at),
-                format!("{:.3} s", r.duration),
-            ),
-        };
-        rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td class=\"{state}\">{state}</td><td>{}</td><td class=\"nowrap\">{}</td><td class=\"nowrap\">{}</td><td class=\"detail\">{}</td></tr>\n",
-            escape_html(slot.name()),
-            slot.kind(),
-            escape_html(&reason),
-            escape_html(&when),
-            escape_html(&took),
-            escape_html(&detail),
-        ));
-    }
-    let body = format!(
-        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>stackmedic exporter</title>\
-<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:.2em 1em;text-align:left;vertical-align:top}}\
-.ok{{color:#060}}.failing{{color:#b00;font-weight:bold}}.pending{{color:#666}}.detail{{color:#444;font-size:90%;max-width:40em}}.nowrap{{white-space:nowrap}}</style></head>\
-<body><h1>stackmedic exporter</h1><p>Version {}</p>\
-<ul><li><a href=\"metrics\">Metrics</a></li><li><a href=\"-/healthy\">Health</a></li>\
-<li><a href=\"-/ready\">Readiness</a></li></ul>\
-<h2>Probes</h2><table><tr><th>Probe</th><th>Kind</th><th>Status</th><th>Reason</th><th>Last run (UTC)</th><th>Took</th><th>Detail</th></tr>\n{rows}</table></body></html>\n",
-        env!("CARGO_PKG_VERSION"),
-    );
-    server::html(StatusCode::OK, body)
-}
-
-fn format_time(unix: f64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(unix.max(0.0));
-    humantime::format_rfc3339_seconds(t).to_string()
 }

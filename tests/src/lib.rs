@@ -13,9 +13,11 @@
 //! * [`process`]: the [`Process`] guard every helper uses to own a child process;
 //! * [`alerting`]: the shipped rules, dashboards and metric list as tests read them;
 //! * [`packaging`]: the Debian packages and images `scripts/package.sh` built, and the units;
-//! * [`admin_api`]: a recording stand-in for the camera/PLC app's admin API (no real peer).
+//! * [`admin_api`]: a recording stand-in for the camera/PLC app's admin API (no real peer);
+//! * [`ads`]: pyads' real ADS/AMS test server with a chosen PLC state;
+//! * [`ffmpeg`]: a real live HLS stream written by ffmpeg;
 //! * [`systemd`]: a real systemd as PID 1 in a container built from a `debootstrap`ed Debian
-//!   root filesystem, its system bus reachable through a host socket;
+//!   root filesystem, its system bus reachable through a host socket.
 //!
 //! Rules the helpers follow, and that tests written with them should follow too:
 //!
@@ -34,6 +36,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub mod admin_api;
+pub mod ads;
 pub mod alerting;
 pub mod alertmanager;
 pub mod backend;
@@ -41,6 +44,7 @@ pub mod caddy;
 pub mod chromium;
 pub mod docker;
 pub mod exporter;
+pub mod ffmpeg;
 pub mod http;
 pub mod metrics;
 pub mod nginx;

@@ -273,7 +273,8 @@ fn landing_page_and_lifecycle_endpoints_answer() {
         "href=\"metrics\"",
         "self-check",
         env!("CARGO_PKG_VERSION"),
-        "<td>refused</td><td>http</td><td class=\"failing\">failing</td><td>connect</td>",
+        "<strong>refused</strong> <span class=\"kind\">HTTP check</span>",
+        "<strong>cannot connect</strong> <code>connect</code>",
         "Connection refused",
         &format!("http://127.0.0.1:{closed}/"),
     ] {

@@ -29,7 +29,7 @@ use stackmedic_common::ConfigErrors;
 use url::Url;
 
 use super::fetch::{self, TlsOptions};
-use super::{ProbeError, Reason, RunContext, Shared};
+use super::{Health, Item, ProbeError, Reason, RunContext, Shared};
 use crate::metrics::{Family, Samples};
 use crate::support::{lock, truncate};
 
@@ -692,7 +692,7 @@ impl AdsProbe {
                         "device info not read; stackmedic_ads_device_info left out"
                     ),
                 }
-                self.report_state(Some(state_name(r.state)), Some(r.device_state), out)
+                self.report_state(Some(state_name(r.state)), Some(r.device_state), cx, out)
             }
             Err(f) => {
                 out.flag(&CONNECTED, &[], f.connected);
@@ -775,13 +775,14 @@ impl AdsProbe {
         if state.is_none() && device_state.is_none() {
             return Ok(());
         }
-        self.report_state(state, device_state, out)
+        self.report_state(state, device_state, cx, out)
     }
 
     fn report_state(
         &self,
         state: Option<&'static str>,
         device_state: Option<u16>,
+        cx: &RunContext,
         out: &mut Samples,
     ) -> Result<(), ProbeError> {
         if let Some(d) = device_state {
@@ -793,9 +794,23 @@ impl AdsProbe {
         let mut all: Vec<&str> = STATES.to_vec();
         all.push(UNKNOWN);
         out.state_set(&STATE, &[], "state", &all, state);
+        // The PLC is the probe's own target: its item carries the state in words; a PLC that
+        // did not answer is told by the probe's failure instead.
         if state == self.expected {
+            cx.report(Item::new(
+                "PLC",
+                "",
+                Health::Ok,
+                format!("ADS state {state}"),
+            ));
             Ok(())
         } else {
+            cx.report(Item::new(
+                "PLC",
+                "",
+                Health::Failing,
+                format!("ADS state {state}, expected {}", self.expected),
+            ));
             Err(ProbeError::new(
                 Reason::Mismatch,
                 format!("ADS state is {state}, expected {}", self.expected),

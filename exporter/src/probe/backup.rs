@@ -23,7 +23,8 @@ use stackmedic_common::config::{duration, join, Regex};
 use stackmedic_common::ConfigErrors;
 
 use super::files::{CancelOnDrop, FileKey};
-use super::{ProbeError, ProblemKind, Problems, Reason, RunContext};
+use super::report::duration_words;
+use super::{Health, Item, ProbeError, ProblemKind, Problems, Reason, RunContext};
 use crate::metrics::{Family, Samples};
 use crate::support::lock;
 
@@ -464,7 +465,7 @@ impl BackupProbe {
         // Verification stops at the run's deadline at the latest, so that a slow archive ends
         // as this probe's own `timeout` with every other sample kept.
         let budget = cfg.verify_timeout.min(cx.remaining());
-        let (samples, result) = tokio::task::spawn_blocking(move || {
+        let (samples, items, result) = tokio::task::spawn_blocking(move || {
             let mut out = Samples::default();
             let deadline = Instant::now() + budget;
             let mut run = Run {
@@ -475,17 +476,21 @@ impl BackupProbe {
                 problems: Problems::default(),
                 now: unix_time(SystemTime::now()),
                 checked: HashSet::new(),
+                items: Vec::new(),
             };
             for f in &cfg.folders {
                 run.folder(f, &mut out);
             }
             let checked = std::mem::take(&mut run.checked);
             lock(&verified).retain(|p, _| checked.contains(p));
-            (out, run.problems.into_result())
+            (out, run.items, run.problems.into_result())
         })
         .await
         .map_err(|e| ProbeError::new(Reason::Other, format!("backup scan failed: {e}")))?;
         out.0.extend(samples.0);
+        for item in items {
+            cx.report(item);
+        }
         result
     }
 }
@@ -498,6 +503,8 @@ struct Run<'a> {
     problems: Problems<Trouble>,
     now: f64,
     checked: HashSet<PathBuf>,
+    /// What the status page shows: each volume, and each folder with a problem.
+    items: Vec<Item>,
 }
 
 impl Run<'_> {
@@ -510,6 +517,12 @@ impl Run<'_> {
                 out.flag(&FOLDER_EXISTS, &fl, false);
                 self.problems
                     .push(Trouble::NotFound, format!("{label} is not a directory"));
+                self.items.push(Item::new(
+                    FOLDER,
+                    &label,
+                    Health::Failing,
+                    "not a directory",
+                ));
                 return;
             }
             Err(e) => {
@@ -517,18 +530,39 @@ impl Run<'_> {
                 if e.kind() == io::ErrorKind::NotFound {
                     self.problems
                         .push(Trouble::NotFound, format!("{label} does not exist"));
+                    self.items
+                        .push(Item::new(FOLDER, &label, Health::Failing, "missing"));
                 } else {
                     self.problems.push(Trouble::Io, format!("{label}: {e}"));
+                    self.items.push(
+                        Item::new(FOLDER, &label, Health::Failing, "cannot read")
+                            .detail(e.to_string()),
+                    );
                 }
                 return;
             }
         };
         out.flag(&FOLDER_EXISTS, &fl, true);
-        out.flag(&FOLDER_OTHERS, &fl, meta.mode() & 0o007 != 0);
+        let others = meta.mode() & 0o007;
+        out.flag(&FOLDER_OTHERS, &fl, others != 0);
+        if others != 0 {
+            self.items.push(
+                Item::new(
+                    FOLDER,
+                    &label,
+                    Health::Warning,
+                    format!("accessible by others (mode {:o})", meta.mode() & 0o7777),
+                )
+                .detail("backups hold secrets; the folder belongs in mode 0700"),
+            );
+        }
         let rd = match std::fs::read_dir(&f.path) {
             Ok(rd) => rd,
             Err(e) => {
                 self.problems.push(Trouble::Io, format!("{label}: {e}"));
+                self.items.push(
+                    Item::new(FOLDER, &label, Health::Failing, "cannot read").detail(e.to_string()),
+                );
                 return;
             }
         };
@@ -611,6 +645,10 @@ impl Run<'_> {
                     Trouble::NotFound,
                     format!("no backup of {volume} in {label}"),
                 );
+                self.items.push(
+                    Item::new(VOLUME, volume, Health::Failing, "no backup")
+                        .detail(format!("expected in {label}, none found")),
+                );
                 continue;
             };
             self.volume(f, &label, volume, backups, out);
@@ -641,12 +679,33 @@ impl Run<'_> {
             &vl,
             backups.iter().map(|b| b.size as f64).sum::<f64>(),
         );
+        let age = self.now - newest.time;
+        let mut item = Item::new(
+            VOLUME,
+            volume,
+            Health::Ok,
+            format!("newest backup {} old", duration_words(age)),
+        )
+        .detail(format!(
+            "{} in {label}, newest {}, oldest {} old",
+            plural(backups.len(), "backup"),
+            size_words(newest.size),
+            duration_words(self.now - oldest.time)
+        ))
+        .at("newest", Some(newest.time));
         if let Some(max) = f.max_age {
-            let age = self.now - newest.time;
             if age > max.as_secs_f64() {
                 self.problems.push(
                     Trouble::Stale,
                     format!("{volume} in {label}: newest backup is {}s old", age.round()),
+                );
+                item = item.problem(
+                    Health::Failing,
+                    format!(
+                        "stale: newest backup {} old, allowed {}",
+                        duration_words(age),
+                        duration_words(max.as_secs_f64())
+                    ),
                 );
             }
         }
@@ -655,27 +714,43 @@ impl Run<'_> {
         let written = self.now - newest.key.modified_secs() >= WRITE_SETTLE.as_secs_f64();
         if self.cfg.verify_newest && written && packing(&newest.name).is_some() {
             match self.verify(newest) {
-                Some(valid) => {
+                Ok(valid) => {
                     out.flag(&NEWEST_VALID, &vl, valid);
                     if !valid {
                         self.problems
                             .push(Trouble::Corrupt, newest.path.display().to_string());
+                        item = item
+                            .problem(Health::Failing, "newest archive corrupt or truncated")
+                            .detail(newest.path.display().to_string());
                     }
                 }
-                None => self
-                    .problems
-                    .push(Trouble::Unverified, newest.path.display().to_string()),
+                Err(unreadable) => {
+                    if let Some(e) = &unreadable {
+                        self.problems
+                            .push(Trouble::Io, format!("{}: {e}", newest.path.display()));
+                        item = item
+                            .problem(Health::Failing, "newest archive cannot be read")
+                            .detail(format!("{}: {e}", newest.path.display()));
+                    } else {
+                        item = item.problem(Health::Warning, "newest archive not verified in time");
+                    }
+                    self.problems
+                        .push(Trouble::Unverified, newest.path.display().to_string());
+                }
             }
         }
+        self.items.push(item);
     }
 
     /// Whether the archive is valid, from the cache or by reading it; `None` when it could not
     /// be read to its end in time.
-    fn verify(&mut self, b: &Backup) -> Option<bool> {
+    /// Whether the archive is valid; `Err(None)` when its verification did not finish in
+    /// time, `Err(Some(why))` when it could not be opened.
+    fn verify(&mut self, b: &Backup) -> Result<bool, Option<String>> {
         self.checked.insert(b.path.clone());
         if let Some((key, valid)) = lock(self.verified).get(&b.path) {
             if *key == b.key {
-                return Some(*valid);
+                return Ok(*valid);
             }
         }
         let valid = match verify_archive(&b.path, self.deadline, self.cancel) {
@@ -684,12 +759,8 @@ impl Run<'_> {
                 tracing::debug!(archive = %b.path.display(), error = %e, "corrupt backup archive");
                 false
             }
-            Err(VerifyError::TimedOut) => return None,
-            Err(VerifyError::Io(e)) => {
-                self.problems
-                    .push(Trouble::Io, format!("{}: {e}", b.path.display()));
-                return None;
-            }
+            Err(VerifyError::TimedOut) => return Err(None),
+            Err(VerifyError::Io(e)) => return Err(Some(e)),
         };
         // An archive still being written changes while it is read; its result is not kept.
         let unchanged = std::fs::metadata(&b.path)
@@ -698,7 +769,7 @@ impl Run<'_> {
         if unchanged {
             lock(self.verified).insert(b.path.clone(), (b.key, valid));
         }
-        Some(valid)
+        Ok(valid)
     }
 }
 
@@ -732,6 +803,37 @@ impl ProblemKind for Trouble {
     }
 }
 
+/// The nouns of the items this family reports.
+const FOLDER: &str = "folder";
+const VOLUME: &str = "volume";
+
+/// `1 backup`, `7 backups`.
+fn plural(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
+/// A size in words with a decimal unit: `512 B`, `1.2 MB`.
+fn size_words(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["kB", "MB", "GB", "TB", "PB"];
+    if bytes < 1000 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1000.0;
+    let mut unit = UNITS[0];
+    for next in &UNITS[1..] {
+        if value < 1000.0 {
+            break;
+        }
+        value /= 1000.0;
+        unit = next;
+    }
+    format!("{value:.1} {unit}")
+}
+
 fn unix_time(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
@@ -742,6 +844,17 @@ mod tests {
     use super::*;
 
     const T: f64 = 1_795_316_400.0; // 2026-11-22T03:00:00Z
+
+    #[test]
+    fn sizes_in_words() {
+        assert_eq!(size_words(0), "0 B");
+        assert_eq!(size_words(999), "999 B");
+        assert_eq!(size_words(1_234), "1.2 kB");
+        assert_eq!(size_words(1_250_000), "1.2 MB");
+        assert_eq!(size_words(3_000_000_000), "3.0 GB");
+        assert_eq!(plural(1, "backup"), "1 backup");
+        assert_eq!(plural(7, "backup"), "7 backups");
+    }
 
     #[test]
     fn timestamp_formats() {

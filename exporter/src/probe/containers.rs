@@ -12,9 +12,9 @@ use serde::Deserialize;
 use stackmedic_common::config::{join, Regex};
 use stackmedic_common::ConfigErrors;
 
-use super::{ProbeError, Reason, RunContext};
+use super::{Health, Item, ProbeError, Reason, RunContext};
 use crate::metrics::{Family, Samples};
-use crate::support::lock;
+use crate::support::{lock, truncate};
 
 static DOCKER_UP: Family = Family::gauge(
     "stackmedic_docker_up",
@@ -134,11 +134,11 @@ impl DockerProbe {
         Ok(docker)
     }
 
-    /// Lists and inspects the matching containers.
+    /// Lists and inspects the matching containers, and reports each with its state.
     ///
     /// # Errors
     /// `connect` when the engine is down, `docker` when it answers with an error.
-    pub async fn run(&self, _cx: &RunContext, out: &mut Samples) -> Result<(), ProbeError> {
+    pub async fn run(&self, cx: &RunContext, out: &mut Samples) -> Result<(), ProbeError> {
         let listed = match self.client() {
             Ok(docker) => docker
                 .list_containers(Some(ListContainersOptions {
@@ -153,10 +153,15 @@ impl DockerProbe {
             Ok(v) => v,
             Err(e) => {
                 out.flag(&DOCKER_UP, &[], false);
+                let error = docker_error(&e);
                 for name in &self.cfg.expected {
                     out.flag(&RUNNING, &[("container", name)], false);
+                    cx.report(
+                        Item::new(CONTAINER, name, Health::Unknown, "not known")
+                            .detail("the Docker Engine did not answer"),
+                    );
                 }
-                return Err(docker_error(&e));
+                return Err(error);
             }
         };
         out.flag(&DOCKER_UP, &[], true);
@@ -179,6 +184,7 @@ impl DockerProbe {
             // A container removed between list and inspect is simply not reported this time.
             if let Ok(info) = r {
                 export(name, &info, out);
+                cx.report(describe(name, &info));
                 seen.insert(name.as_str());
             }
         }
@@ -189,6 +195,10 @@ impl DockerProbe {
             if !exists {
                 out.flag(&RUNNING, &[("container", name)], false);
                 missing.push(name.as_str());
+                cx.report(
+                    Item::new(CONTAINER, name, Health::Failing, "missing")
+                        .detail("expected, but no container of this name exists"),
+                );
             }
         }
         if missing.is_empty() {
@@ -231,6 +241,88 @@ fn export(name: &str, info: &ContainerInspectResponse, out: &mut Samples) {
         &labels,
         state.and_then(|s| s.exit_code).unwrap_or(0) as f64,
     );
+}
+
+/// The noun of the items this family reports.
+const CONTAINER: &str = "container";
+
+/// Longest health check output shown.
+const MAX_HEALTH_OUTPUT: usize = 200;
+
+/// A container's state in words for the status page. Whatever the alerts call down (not
+/// running: exited, created, dead, restarting) is failing, as is a failing health check.
+fn describe(name: &str, info: &ContainerInspectResponse) -> Item {
+    use bollard::models::{ContainerStateStatusEnum as S, HealthStatusEnum as H};
+    let state = info.state.as_ref();
+    let status = state.and_then(|s| s.status).unwrap_or(S::EMPTY);
+    let health = state.and_then(|s| s.health.as_ref());
+    let started = state
+        .and_then(|s| s.started_at.as_deref())
+        .and_then(parse_time);
+    let finished = state
+        .and_then(|s| s.finished_at.as_deref())
+        .and_then(parse_time);
+    let exit_code = state.and_then(|s| s.exit_code).unwrap_or(0);
+    let oom = state.and_then(|s| s.oom_killed).unwrap_or(false);
+    let restarts = info.restart_count.unwrap_or(0);
+    let item = |h: Health, words: String| Item::new(CONTAINER, name, h, words);
+    let mut it = match status {
+        S::RUNNING => match health.and_then(|h| h.status).unwrap_or(H::NONE) {
+            H::UNHEALTHY => item(Health::Failing, "running, unhealthy".into()).detail(
+                health_failures(health.and_then(|h| h.failing_streak), health_output(health)),
+            ),
+            H::STARTING => item(Health::Warning, "running, health check starting".into()),
+            H::HEALTHY => item(Health::Ok, "running, healthy".into()),
+            H::NONE | H::EMPTY => item(Health::Ok, "running".into()),
+        }
+        // When the container started, not when its health changed: the Engine keeps no
+        // time of that.
+        .at("started", started),
+        S::EXITED => item(
+            Health::Failing,
+            if oom {
+                format!("exited with code {exit_code}, out of memory")
+            } else {
+                format!("exited with code {exit_code}")
+            },
+        )
+        .at("since", finished),
+        S::RESTARTING => item(Health::Failing, "restarting".into())
+            .detail(format!("last exit code {exit_code}"))
+            .at("last exit", finished),
+        S::CREATED => item(Health::Failing, "created, never started".into()),
+        S::DEAD => item(Health::Failing, "dead".into()).at("since", finished),
+        S::PAUSED => item(Health::Warning, "paused".into()),
+        S::REMOVING => item(Health::Warning, "being removed".into()),
+        S::STOPPING => item(Health::Warning, "stopping".into()),
+        S::EMPTY => item(Health::Unknown, "state not reported".into()),
+    };
+    if restarts > 0 {
+        it = it.detail(format!("restarted {restarts} times by its restart policy"));
+    }
+    if let Some(error) = state.and_then(|s| s.error.as_deref()) {
+        it = it.detail(error);
+    }
+    it
+}
+
+/// How a failing health check failed: the streak and the last check's output.
+fn health_failures(streak: Option<i64>, output: Option<String>) -> String {
+    let streak = streak
+        .filter(|n| *n > 1)
+        .map(|n| format!("health check failed {n} times in a row"))
+        .unwrap_or_else(|| "health check failed".into());
+    match output {
+        Some(o) => format!("{streak}; last output: {o}"),
+        None => streak,
+    }
+}
+
+/// The last health check's output, trimmed and cut; `None` when it printed nothing.
+fn health_output(health: Option<&bollard::models::Health>) -> Option<String> {
+    let last = health?.log.as_ref()?.last()?;
+    let out = last.output.as_deref()?.trim();
+    (!out.is_empty()).then(|| truncate(out, MAX_HEALTH_OUTPUT))
 }
 
 /// Docker's RFC 3339 times; its zero time (`0001-01-01T00:00:00Z`) means never.

@@ -86,6 +86,30 @@ impl Reason {
             Reason::Other => "other",
         }
     }
+
+    /// The reason in words, as the status page says it to someone who does not know the
+    /// label values.
+    #[must_use]
+    pub fn words(self) -> &'static str {
+        match self {
+            Reason::Timeout => "no answer in time",
+            Reason::Connect => "cannot connect",
+            Reason::Tls => "TLS failed",
+            Reason::HttpStatus => "unexpected HTTP status",
+            Reason::Parse => "unreadable answer",
+            Reason::BodyTooLarge => "answer too large",
+            Reason::HeaderMissing => "header missing",
+            Reason::Cors => "CORS preflight refused",
+            Reason::Io => "cannot read",
+            Reason::Docker => "Docker Engine error",
+            Reason::NotFound => "missing",
+            Reason::Mismatch => "not as expected",
+            Reason::Stale => "stale",
+            Reason::Protocol => "protocol error",
+            Reason::NoRoute => "no route",
+            Reason::Other => "failed",
+        }
+    }
 }
 
 /// A failed probe run.

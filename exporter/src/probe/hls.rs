@@ -28,7 +28,8 @@ use stackmedic_common::ConfigErrors;
 use url::Url;
 
 use super::fetch::{self, TlsOptions};
-use super::{ProbeError, ProblemKind, Problems, Reason, RunContext, Shared};
+use super::report::duration_words;
+use super::{Health, Item, ProbeError, ProblemKind, Problems, Reason, RunContext, Shared};
 use crate::metrics::{Family, Samples};
 use crate::support::{lock, truncate};
 
@@ -357,6 +358,8 @@ struct Observation {
     stale: bool,
     stale_after: f64,
     age: f64,
+    added_at: f64,
+    regressions: u64,
 }
 
 /// An `hls` probe.
@@ -459,12 +462,22 @@ impl HlsProbe {
                 Err(e) => {
                     out.flag(&PLAYLIST_UP, &labels, false);
                     problems.push(Trouble::Unreadable(e.reason), describe(label, &e.message));
+                    cx.report(
+                        Item::new(
+                            noun(label),
+                            label.as_str(),
+                            Health::Failing,
+                            format!("unreadable: {}", e.reason.words()),
+                        )
+                        .detail(&e.message),
+                    );
                     continue;
                 }
             };
             seen.insert(label.clone());
             out.flag(&PLAYLIST_UP, &labels, true);
             let obs = self.observe(label, media, *modified, now, &labels, out);
+            let mut item = stream_item(label, media, &obs);
             if obs.stale {
                 problems.push(
                     Trouble::Stale,
@@ -482,10 +495,14 @@ impl HlsProbe {
                     let r = self.check_segment(loc, &seg.uri, cx).await;
                     out.flag(&SEGMENT_FETCHABLE, &labels, r.is_ok());
                     if let Err(e) = r {
+                        item = item
+                            .problem(Health::Failing, "newest segment not fetchable")
+                            .detail(&e.message);
                         problems.push(Trouble::Segment(e.reason), describe(label, &e.message));
                     }
                 }
             }
+            cx.report(item);
         }
         // Forget streams a master playlist no longer lists, so the state stays bounded.
         lock(&self.streams).retain(|k, _| seen.contains(k));
@@ -547,6 +564,8 @@ impl HlsProbe {
             stale,
             stale_after,
             age,
+            added_at: st.added_at,
+            regressions: st.regressions,
         }
     }
 
@@ -734,6 +753,50 @@ impl ProblemKind for Trouble {
 }
 
 /// Prefixes a failure with the variant it belongs to.
+/// The noun of a stream's item: the configured playlist itself, or a variant of it.
+fn noun(label: &str) -> &'static str {
+    if label.is_empty() {
+        "stream"
+    } else {
+        "variant"
+    }
+}
+
+/// A media playlist's state in words for the status page.
+fn stream_item(label: &str, m: &MediaPlaylist, obs: &Observation) -> Item {
+    let item = if obs.stale {
+        Item::new(
+            noun(label),
+            label,
+            Health::Failing,
+            format!("stale: no new segment for {}", duration_words(obs.age)),
+        )
+        .detail(format!(
+            "a live playlist must gain a segment within {} ({} × its target duration of {} s)",
+            duration_words(obs.stale_after),
+            obs.stale_after / m.target_duration.max(1) as f64,
+            m.target_duration
+        ))
+    } else if m.end_list {
+        Item::new(noun(label), label, Health::Ok, "ended (EXT-X-ENDLIST)")
+            .detail("a finished or on-demand playlist: no new segments are expected")
+    } else {
+        Item::new(noun(label), label, Health::Ok, "live").detail(format!(
+            "stale after {} without a new segment",
+            duration_words(obs.stale_after)
+        ))
+    };
+    let item = if obs.regressions > 0 {
+        item.detail(format!(
+            "media sequence went back {} times (the packager restarted)",
+            obs.regressions
+        ))
+    } else {
+        item
+    };
+    item.at("last new segment", Some(obs.added_at))
+}
+
 fn describe(label: &str, message: &str) -> String {
     if label.is_empty() {
         message.to_string()

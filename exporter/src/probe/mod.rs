@@ -16,6 +16,7 @@ pub mod fetch;
 mod files;
 pub mod hls;
 pub mod readiness;
+pub mod report;
 pub mod sri;
 pub mod status_path;
 pub mod tail;
@@ -28,6 +29,7 @@ use stackmedic_common::ConfigErrors;
 use tokio::time::Instant;
 
 pub use error::{ProbeError, ProblemKind, Problems, Reason};
+pub use report::{Health, Item, Items};
 
 use crate::metrics::Samples;
 use fetch::HttpClients;
@@ -112,12 +114,14 @@ pub struct Shared {
     pub ads: ads::AdsConnections,
 }
 
-/// What a run gets besides its probe: its deadline and the process's shared resources.
+/// What a run gets besides its probe: its deadline, the process's shared resources, and where
+/// it reports the things it watches.
 pub struct RunContext {
     deadline: Instant,
     timeout: Duration,
     /// Process-wide resources.
     pub shared: Arc<Shared>,
+    items: report::Collector,
 }
 
 impl RunContext {
@@ -128,7 +132,19 @@ impl RunContext {
             deadline: Instant::now() + timeout,
             timeout,
             shared,
+            items: report::Collector::default(),
         }
+    }
+
+    /// Reports one watched thing and how it is, for the status page.
+    pub fn report(&self, item: Item) {
+        self.items.push(item);
+    }
+
+    /// The items reported so far, worst first and bounded; the collection is emptied.
+    #[must_use]
+    pub fn take_items(&self) -> Items {
+        self.items.take()
     }
 
     /// When the run must have ended.

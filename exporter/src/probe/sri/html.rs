@@ -14,7 +14,7 @@ use super::local::{FileChecker, FileDigests};
 use super::manifest::{safe_segments, Manifest};
 use super::{Trouble, HTML_ATTRIBUTES, HTML_DISAGREEING, HTML_FILES};
 use crate::metrics::Samples;
-use crate::probe::Problems;
+use crate::probe::{Health, Item, Problems, RunContext};
 
 /// Largest HTML file scanned.
 const MAX_HTML_BYTES: u64 = 8 << 20;
@@ -39,7 +39,12 @@ pub(super) struct HtmlFindings {
 }
 
 impl HtmlFindings {
-    pub(super) fn export(self, out: &mut Samples, problems: &mut Problems<Trouble>) {
+    pub(super) fn export(
+        self,
+        cx: &RunContext,
+        out: &mut Samples,
+        problems: &mut Problems<Trouble>,
+    ) {
         out.push(&HTML_FILES, &[], self.files as f64);
         out.push(&HTML_ATTRIBUTES, &[("scope", "local")], self.local as f64);
         out.push(
@@ -57,6 +62,16 @@ impl HtmlFindings {
             &[("against", "file")],
             self.vs_file.len() as f64,
         );
+        for (against, list) in [("manifest", &self.vs_manifest), ("file", &self.vs_file)] {
+            for what in list {
+                cx.report(Item::new(
+                    "HTML reference",
+                    what,
+                    Health::Failing,
+                    format!("integrity attribute disagrees with the {against}"),
+                ));
+            }
+        }
         for item in self.vs_manifest.into_iter().chain(self.vs_file) {
             problems.push(Trouble::Html, item);
         }

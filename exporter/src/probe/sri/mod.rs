@@ -38,7 +38,7 @@ pub use manifest::{parse_manifest, safe_segments, Manifest};
 
 use super::fetch::{self, TlsOptions};
 use super::files::CancelOnDrop;
-use super::{ProbeError, ProblemKind, Problems, Reason, RunContext, Shared};
+use super::{Health, Item, ProbeError, ProblemKind, Problems, Reason, RunContext, Shared};
 use crate::metrics::{Family, Samples};
 
 static MANIFEST_ENTRIES: Family = Family::gauge(
@@ -237,6 +237,9 @@ enum Trouble {
     Html,
 }
 
+/// The noun of a manifest entry's item when the entry itself is unusable.
+const ENTRY: &str = "manifest entry";
+
 impl ProblemKind for Trouble {
     fn reason(self) -> Reason {
         match self {
@@ -300,7 +303,13 @@ impl SriProbe {
         for (key, integrity) in &manifest {
             match (safe_segments(key), integrity) {
                 (None, _) => unsafe_paths.push(key.clone()),
-                (Some(_), Err(e)) => problems.push(Trouble::BadIntegrity, format!("{key}: {e}")),
+                (Some(_), Err(e)) => {
+                    problems.push(Trouble::BadIntegrity, format!("{key}: {e}"));
+                    cx.report(
+                        Item::new(ENTRY, key, Health::Failing, "unusable integrity value")
+                            .detail(e),
+                    );
+                }
                 (Some(segs), Ok(i)) => targets.push(Target {
                     key: key.clone(),
                     segs,
@@ -320,9 +329,9 @@ impl SriProbe {
                 )
             });
             let (verdicts, findings) = local.check(targets.clone(), html, cancel.clone()).await?;
-            self.report("file", &targets, &verdicts, out, &mut problems);
+            self.report("file", &targets, &verdicts, cx, out, &mut problems);
             if let Some(h) = findings {
-                h.export(out, &mut problems);
+                h.export(cx, out, &mut problems);
             }
             local.work().export("file", out);
             // An entry that leaves the root through a symlink is not read here, and not
@@ -336,7 +345,7 @@ impl SriProbe {
         }
         if let Some(remote) = &self.remote {
             let verdicts = remote.check(cx, &targets, &cancel).await;
-            self.report("url", &targets, &verdicts, out, &mut problems);
+            self.report("url", &targets, &verdicts, cx, out, &mut problems);
             remote.work().export("url", out);
         }
         unsafe_paths.sort();
@@ -352,6 +361,10 @@ impl SriProbe {
             problems.count(Trouble::BadIntegrity) as f64,
         );
         for key in unsafe_paths {
+            cx.report(
+                Item::new(ENTRY, &key, Health::Failing, "outside the root, not read")
+                    .detail("absolute, `..`, or a symbolic link out of the root"),
+            );
             problems.push(Trouble::UnsafePath, key);
         }
         problems.into_result()
@@ -362,9 +375,16 @@ impl SriProbe {
         source: &str,
         targets: &[Target],
         verdicts: &[Verdict],
+        cx: &RunContext,
         out: &mut Samples,
         problems: &mut Problems<Trouble>,
     ) {
+        // How the page names what was compared: a file under the root or a deployed URL.
+        let (noun, compared) = if source == "url" {
+            ("deployed URL", "deployed URLs")
+        } else {
+            ("file", "files under the root")
+        };
         let (mut checked, mut drifted, mut missing, mut failed) = (0usize, 0usize, 0usize, 0usize);
         let mut per_entry: Vec<(bool, &str)> = Vec::new();
         for (t, v) in targets.iter().zip(verdicts) {
@@ -378,18 +398,41 @@ impl SriProbe {
                     drifted += 1;
                     per_entry.push((true, &t.key));
                     problems.push(Trouble::Drift, format!("{source} {}", t.key));
+                    cx.report(
+                        Item::new(noun, &t.key, Health::Failing, "digest drift").detail(
+                            "its content matches none of the manifest's digests of the strongest algorithm",
+                        ),
+                    );
                 }
                 Verdict::Missing => {
                     missing += 1;
                     per_entry.push((true, &t.key));
                     problems.push(Trouble::Missing, format!("{source} {}", t.key));
+                    cx.report(Item::new(noun, &t.key, Health::Failing, "missing"));
                 }
                 Verdict::Unsafe => {}
                 Verdict::Failed(r, m) => {
                     failed += 1;
                     problems.push(Trouble::Failed(*r), m.clone());
+                    cx.report(
+                        Item::new(
+                            noun,
+                            &t.key,
+                            Health::Failing,
+                            format!("not checked: {}", r.words()),
+                        )
+                        .detail(m),
+                    );
                 }
             }
+        }
+        if drifted + missing + failed == 0 {
+            cx.report(Item::new(
+                "manifest",
+                compared,
+                Health::Ok,
+                format!("all {checked} checked entries match"),
+            ));
         }
         let l = [("source", source)];
         out.push(&CHECKED, &l, checked as f64);
