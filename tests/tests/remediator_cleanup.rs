@@ -1,6 +1,6 @@
 //! `cleanup` on a real filesystem of fixed size: a tmpfs mounted with `size=` (as root) is
 //! filled with the camera/PLC app's stream artefacts and old backups, as
-//! `examples/cleanup.yml` ships its targets (only the folders changed), and the filesystem
+//! `examples/remediator-cleanup.yml` ships its targets (only the folders changed), and the filesystem
 //! alert fires. The test checks what is removed (the oldest, never the newest of a group, never
 //! young files), what is never touched (a link's target outside the folder, a folder matching
 //! the pattern, a subfolder that is a link), that the space is free afterwards, that a dry run
@@ -90,9 +90,12 @@ const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
 const MIB: usize = 1024 * 1024;
 
-/// `examples/cleanup.yml` with the test's folders.
+/// `examples/remediator-cleanup.yml` with the test's folders.
 fn shipped_config(hls: &Path, backups: &Path) -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/cleanup.yml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/remediator-cleanup.yml"
+    );
     let text = fs::read_to_string(path).unwrap();
     for folder in ["/srv/camera-app/hls", "/srv/ai-stack/backups"] {
         assert!(

@@ -426,9 +426,11 @@ fn select(t: &CleanupTarget, found: Vec<Candidate>, now: f64, folder: String) ->
 /// Removes the planned files that are still what was planned.
 fn remove(t: &CleanupTarget, plan: Plan) -> Result<String, ActionError> {
     if plan.selected.is_empty() {
-        return Err(ActionError::Failed(
-            plan.describe("nothing to remove: removed"),
-        ));
+        return Err(ActionError::Failed(format!(
+            "nothing to remove under {}: {}",
+            plan.folder,
+            plan.summary()
+        )));
     }
     let mut removed = Vec::new();
     let mut bytes = 0u64;
