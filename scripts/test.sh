@@ -57,6 +57,8 @@ PEERS=(
     "prometheus-blackbox-exporter:prometheus-blackbox-exporter"
     "caddy:caddy"
     "logrotate:logrotate"
+    # DNS probes: dnsmasq without the system service of the package `dnsmasq`.
+    "dnsmasq-base:dnsmasq"
     # A real systemd as PID 1 in a container: its Debian root filesystem is made by debootstrap
     # once per machine and cached in /var/cache/stackmedic-tests (tests/src/systemd.rs).
     "debootstrap:debootstrap"

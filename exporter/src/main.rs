@@ -26,7 +26,8 @@ const LONG_ABOUT: &str = "\
 Probes the health of a self-hosted stack and publishes it for Prometheus.
 
 Each probe of the configuration (readiness and status endpoints, X-Status-Path sampling and access
-logs, SRI manifests, backups, HLS streams, TwinCAT ADS routes, Docker containers) runs on its own
+logs, SRI manifests, backups, HLS streams, TwinCAT ADS routes, Docker containers, DNS names, TCP
+ports and TLS certificates, disk space, Docker disk usage, JSON admin APIs) runs on its own
 interval with its own timeout; /metrics serves the latest results, so a slow or dead target never
 delays a scrape. Without --config.file the embedded default configuration is used: it reports
 every container of the local Docker Engine (--config.print-default shows it).";

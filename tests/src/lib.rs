@@ -5,6 +5,7 @@
 //!
 //! * [`nginx`]: a private nginx instance serving static files and writing access logs;
 //! * [`caddy`]: a private Caddy writing its JSON access log;
+//! * [`dnsmasq`]: a private dnsmasq answering DNS on a loopback port;
 //! * [`docker`]: the Docker CLI, a `busybox` image built with `docker import`, container guards;
 //! * [`prometheus`] / [`alertmanager`]: private Prometheus and Alertmanager servers, plus the
 //!   paths of `promtool` and `amtool`;
@@ -17,7 +18,8 @@
 //! * [`ads`]: pyads' real ADS/AMS test server with a chosen PLC state;
 //! * [`ffmpeg`]: a real live HLS stream written by ffmpeg;
 //! * [`systemd`]: a real systemd as PID 1 in a container built from a `debootstrap`ed Debian
-//!   root filesystem, its system bus reachable through a host socket.
+//!   root filesystem, its system bus reachable through a host socket;
+//! * [`tmpfs`]: a tmpfs of fixed size, mounted for a test and unmounted after it.
 //!
 //! Rules the helpers follow, and that tests written with them should follow too:
 //!
@@ -42,6 +44,7 @@ pub mod alertmanager;
 pub mod backend;
 pub mod caddy;
 pub mod chromium;
+pub mod dnsmasq;
 pub mod docker;
 pub mod exporter;
 pub mod ffmpeg;
@@ -54,6 +57,7 @@ pub mod prometheus;
 pub mod remediator;
 pub mod systemd;
 pub mod tls;
+pub mod tmpfs;
 
 pub use process::Process;
 

@@ -23,6 +23,17 @@ fn openssl(dir: &Path, args: &[&str]) {
 /// # Panics
 /// When `openssl` is missing or fails.
 pub fn make_certificates(dir: &Path) {
+    make_certificates_valid_for(dir, 2);
+}
+
+/// As [`make_certificates`], with the CA and the server certificate valid for `days` days from
+/// now (`notAfter` = now + `days` × 86400 s, to the second).
+///
+/// # Panics
+/// When `openssl` is missing or fails.
+pub fn make_certificates_valid_for(dir: &Path, days: u32) {
+    let days = days.to_string();
+    let days = days.as_str();
     let ec = [
         "-newkey",
         "ec",
@@ -38,7 +49,7 @@ pub fn make_certificates(dir: &Path) {
         "-out",
         "ca.crt",
         "-days",
-        "2",
+        days,
         "-subj",
         "/CN=stackmedic test CA",
     ]);
@@ -74,7 +85,7 @@ pub fn make_certificates(dir: &Path) {
             "-out",
             "server.crt",
             "-days",
-            "2",
+            days,
             "-extfile",
             "server.ext",
         ],

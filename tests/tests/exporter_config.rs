@@ -90,6 +90,38 @@ const INVALID: &[(&str, &[&str])] = &[
         "18-missing-ca-file.yml",
         &["probes[0].http.tls.ca_file: cannot read /nonexistent/stackmedic-test-ca.pem: No such file or directory"],
     ),
+    (
+        "19-json-problems.yml",
+        &[
+            "probes[0].json.bearer_token_file: cannot read secret file /nonexistent/stackmedic-test-token: No such file or directory",
+            "probes[0].json.values[0].field: must be 1 to 64 characters of letters, digits, `_`, `-`, `.` or `:`",
+            "probes[0].json.elements.pointer: \"streams\" is not a JSON pointer (it must start with `/`)",
+            "probes[0].json.elements.max_elements: must be 1 to 1000",
+            "probes[0].json.elements.label: element values need a label pointer to tell the elements apart",
+            "probes[0].json.elements.values[0]: `equals` and `timestamp` exclude each other",
+            "probes[0].json.elements.counts[0].where[0]: needs exactly one of `equals`, `not_equals`, `within`, `older_than`",
+        ],
+    ),
+    (
+        "20-network-problems.yml",
+        &[
+            "probes[0].dns.name: \"leitstand..home.arpa\" is not a DNS name",
+            "probes[0].dns.transport: needs `server`",
+            "probes[0].dns.expected[0]: 127.0.0.1 is not of ip_version ipv6",
+            "probes[1].tcp.address: \"gateway.home.arpa\" is not host:port",
+            "probes[1].tcp: server_name and tls_config need `tls: true`",
+        ],
+    ),
+    (
+        "21-disk-problems.yml",
+        &[
+            "probes[0].filesystem.path: must be an absolute path",
+            "probes[0].filesystem.folders[1]: duplicate folder \"hls\"",
+            "probes[0].filesystem.max_entries: must be 1 to 10000000",
+            "probes[1].docker_disk.host: only unix:// sockets are supported",
+            "probes[1].docker_disk.max_reported_volumes: must be at most 1000",
+        ],
+    ),
 ];
 
 /// Every problem of `15-several-problems.yml`, also expected from `--config.check`.
@@ -288,6 +320,9 @@ fn every_example_loads() {
         "no exporter example in {}",
         dir.display()
     );
+    // Secrets named by the examples are read at load, as they are in production. nextest runs
+    // each test in a process of its own, so setting the variable here touches no other test.
+    std::env::set_var("STACKMEDIC_CAMERA_APP_TOKEN", "example-admin-token");
     let mut failures = Vec::new();
     for file in files {
         if let Err(errs) = config::load(Some(&file)) {

@@ -26,6 +26,9 @@
 //!   the test's temporary directory;
 //! * the HLS and ADS probes have no shipped example yet: a finished playlist and pyads' test
 //!   server (a real ADS/AMS server, in Run) named like the remediator example's PLC `line1`;
+//! * the gateway's probes resolve `localhost` and connect to the ADS server's port; the disk
+//!   probes watch the test's directory and the real Engine; the camera/PLC app's admin API is
+//!   played by JSON files the watched container serves (all healthy);
 //! * exporter probes whose targets cannot exist here (the tailnet and Cloudflare edge URLs, the
 //!   deployed SRI `base_url`: not on 127.0.0.1) are left out.
 //!
@@ -62,6 +65,20 @@ const NO_DATA_IN_LOOP: &[(&str, &str)] = &[
         "stackmedic_http_header_present",
         "only probes with expect_headers have it; the shipped one (backend-edge) checks cf-ray on \
          the Cloudflare edge, which is not on 127.0.0.1",
+    ),
+    (
+        "stackmedic_tls_not_after_timestamp_seconds",
+        "the loop has no TLS endpoint (the shipped TLS probes address the gateway's name); \
+         exporter_tls_tcp covers the certificate facts against nginx",
+    ),
+    (
+        "stackmedic_tls_chain_verified",
+        "the loop has no TLS endpoint; exporter_tls_tcp covers the certificate facts",
+    ),
+    (
+        "stackmedic_docker_volume_unused_bytes",
+        "names only unused volumes matching the example's report_unused_volumes, none of which \
+         exist on the test's Engine; exporter_docker_disk covers it",
     ),
 ];
 
@@ -152,7 +169,8 @@ fn probe(config: &Value, name: &str) -> Value {
         .unwrap_or_else(|| panic!("no probe {name} in the example"))
 }
 
-/// The exporter examples (exporter.yml, backups.yml, sri.yml) adapted to the loop.
+/// The exporter examples (exporter.yml, backups.yml, sri.yml, gateway.yml, disk.yml,
+/// camera-app.yml) adapted to the loop.
 fn exporter_config(container: &str, web: &str, dir: &Path, ads_port: u16) -> String {
     let example = yaml_file("examples/exporter.yml");
     let mut probes = Vec::new();
@@ -193,6 +211,43 @@ fn exporter_config(container: &str, web: &str, dir: &Path, ads_port: u16) -> Str
     probes.push(json!({"name": "line1", "ads": {
         "host": "127.0.0.1", "port": ads_port, "ams_net_id": "5.32.116.5.1.1"
     }}));
+
+    // The gateway's checks, on this host: the system resolver's `localhost`, and a port that
+    // stays open through both scenarios (the ADS server's).
+    let gateway = yaml_file("examples/gateway.yml");
+    let mut dns = probe(&gateway, "leitstand-dns");
+    dns["dns"]["name"] = json!("localhost");
+    dns["dns"]["expected"] = json!(["127.0.0.1"]);
+    probes.push(dns);
+    let mut port = probe(&gateway, "gateway-80");
+    port["tcp"]["address"] = json!(format!("127.0.0.1:{ads_port}"));
+    probes.push(port);
+    let disk = yaml_file("examples/disk.yml");
+    let mut media = probe(&disk, "media-disk");
+    media["filesystem"]["path"] = json!(dir);
+    media["filesystem"]["folders"] = json!([
+        {"path": dir.join("www"), "name": "hls"},
+        {"path": dir.join("backups"), "name": "backups"}
+    ]);
+    probes.push(media);
+    probes.push(probe(&disk, "docker-disk"));
+    // The camera/PLC app's admin API: its answers as files the watched container serves, all
+    // healthy (so no camera alert sends the remediator to the app, which does not run here).
+    let camera = yaml_file("examples/camera-app.yml");
+    std::fs::write(dir.join("camera-token"), "unused\n").unwrap();
+    for (name, file) in [
+        ("camera-streams", "streams.json"),
+        ("camera-restart-log", "restart-log.json"),
+        ("camera-system", "system-status.json"),
+        ("camera-slo", "slo.json"),
+    ] {
+        let mut p = probe(&camera, name);
+        let json = p["json"].as_object_mut().unwrap();
+        json.insert("url".into(), json!(format!("{web}/{file}")));
+        json.remove("bearer_token_env");
+        json.insert("bearer_token_file".into(), json!(dir.join("camera-token")));
+        probes.push(p);
+    }
 
     for p in &mut probes {
         p["interval"] = json!("1s");
@@ -330,6 +385,29 @@ fn loop_container_stopped_is_restarted_and_unfixable_one_pages() {
     std::fs::write(
         www.join("summary.json"),
         r#"{"ready": true, "llm": {"path": "primary", "primary_model_present": true}, "status": {"fallback": false}, "build": {"sha": "0a1b2c3"}}"#,
+    )
+    .unwrap();
+    // The camera/PLC app's admin API answers, in the shapes examples/camera-app.yml describes.
+    std::fs::write(
+        www.join("streams.json"),
+        r#"{"streams": [{"name": "cam-entrance", "kind": "rtsp", "healthy": true, "restarts": 0},
+            {"name": "garage", "kind": "ring", "healthy": true,
+             "webrtc": {"state": "connected", "since": "2026-11-28T09:00:00Z"}}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        www.join("restart-log.json"),
+        r#"{"entries": [{"type": "restart_error", "service": "ffmpeg-cam-yard", "timestamp": "2026-01-01T00:00:00Z"}]}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        www.join("system-status.json"),
+        r#"{"daemon": {"state": "running", "healthy": true}, "plc": {"connected": true}, "uptime_seconds": 86400}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        www.join("slo.json"),
+        r#"{"availability": 0.999, "stream_latency_p95_seconds": 2.0}"#,
     )
     .unwrap();
     // A digest that matches nothing: the SRI probe reports drift (an SriDrift ticket).

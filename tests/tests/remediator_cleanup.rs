@@ -1,6 +1,6 @@
 //! `cleanup` on a real filesystem of fixed size: a tmpfs mounted with `size=` (as root) is
-//! filled with the camera/PLC app's stream artefacts and old backups, as
-//! `examples/remediator-cleanup.yml` ships its targets (only the folders changed), and the filesystem
+//! filled with the camera/PLC app's stream artefacts and old backups, the cleanup targets and
+//! rules of `examples/remediator.yml` run on it (only the folders changed), and the filesystem
 //! alert fires. The test checks what is removed (the oldest, never the newest of a group, never
 //! young files), what is never touched (a link's target outside the folder, a folder matching
 //! the pattern, a subfolder that is a link), that the space is free afterwards, that a dry run
@@ -11,65 +11,22 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
+use serde_json::{json, Value};
 use stackmedic_tests::remediator::{alert, payload, Remediator};
+use stackmedic_tests::tmpfs::Tmpfs;
 
-/// A tmpfs of fixed size, unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Tmpfs {
-        assert!(
-            stackmedic_tests::is_root(),
-            "mounting a tmpfs needs root (scripts/test.sh runs as root)"
-        );
-        let dir = tempfile::Builder::new()
-            .prefix("stackmedic-cleanup-")
-            .tempdir()
-            .unwrap();
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0755"),
-                "tmpfs",
-            ])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mount -t tmpfs failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// Bytes available, as `df` shows them.
-    fn available(&self) -> u64 {
-        let out = Command::new("df")
-            .args(["--output=avail", "-B1"])
-            .arg(self.path())
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .nth(1)
-            .and_then(|l| l.trim().parse().ok())
-            .unwrap_or_else(|| panic!("df: {}", String::from_utf8_lossy(&out.stdout)))
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(self.dir.path()).status();
-    }
+/// Bytes available on the filesystem holding `path`, as `df` shows them.
+fn available(path: &Path) -> u64 {
+    let out = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(path)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or_else(|| panic!("df: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
 /// Writes `size` bytes to `dir/name`, last modified `age` ago.
@@ -90,21 +47,37 @@ const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
 const MIB: usize = 1024 * 1024;
 
-/// `examples/remediator-cleanup.yml` with the test's folders.
+/// The cleanup targets and rules of `examples/remediator.yml`, unchanged but for the folders.
 fn shipped_config(hls: &Path, backups: &Path) -> String {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/remediator-cleanup.yml"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/remediator.yml");
     let text = fs::read_to_string(path).unwrap();
-    for folder in ["/srv/camera-app/hls", "/srv/ai-stack/backups"] {
+    for folder in ["/srv/camapp/hls", "/srv/ai-stack/backups"] {
         assert!(
             text.contains(folder),
             "the example no longer names {folder}"
         );
     }
-    text.replace("/srv/camera-app/hls", &hls.display().to_string())
-        .replace("/srv/ai-stack/backups", &backups.display().to_string())
+    let text = text
+        .replace("/srv/camapp/hls", &hls.display().to_string())
+        .replace("/srv/ai-stack/backups", &backups.display().to_string());
+    let example: Value = serde_saphyr::from_str(&text).unwrap();
+    let targets: Vec<Value> = example["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t.get("cleanup").is_some())
+        .cloned()
+        .collect();
+    let rules: Vec<Value> = example["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["action"] == "cleanup")
+        .cloned()
+        .collect();
+    assert_eq!((targets.len(), rules.len()), (2, 2), "{rules:?}");
+    // JSON is YAML.
+    json!({"targets": targets, "rules": rules}).to_string()
 }
 
 fn fire(rem: &Remediator, labels: &[(&str, &str)], at: &str) {
@@ -116,7 +89,7 @@ fn fire(rem: &Remediator, labels: &[(&str, &str)], at: &str) {
 
 #[test]
 fn remediator_cleanup_frees_a_full_filesystem_within_its_limits() {
-    let fs_ = Tmpfs::mount("20m");
+    let fs_ = Tmpfs::mount("20m", 1000);
     let outside = tempfile::tempdir().unwrap();
     let hls = fs_.path().join("hls");
     let backups = fs_.path().join("backups");
@@ -154,20 +127,22 @@ fn remediator_cleanup_frees_a_full_filesystem_within_its_limits() {
             DAY * age as u32,
         );
     }
-    let before = fs_.available();
+    let before = available(fs_.path());
     assert!(
         before < 5 * MIB as u64,
         "the filesystem is not full: {before}"
     );
     let labels = [
         ("alertname", "FilesystemAlmostFull"),
-        ("probe", "data-disk"),
+        ("probe", "media-disk"),
         ("remediation", "cleanup"),
     ];
 
     // A dry run lists what it would remove and removes nothing.
     let config = shipped_config(&hls, &backups);
-    let mut rem = Remediator::start(&format!("global: {{dry_run: true}}\n{config}"));
+    let mut dry: Value = serde_json::from_str(&config).unwrap();
+    dry["global"] = json!({"dry_run": true});
+    let mut rem = Remediator::start(&dry.to_string());
     fire(&rem, &labels, "2026-11-22T09:00:00Z");
     let dry = rem.wait_for("dry_run", 2, Duration::from_secs(30));
     let d = dry
@@ -180,7 +155,7 @@ fn remediator_cleanup_frees_a_full_filesystem_within_its_limits() {
     assert!(d.contains("would remove 8 files (8388608 bytes)"), "{d}");
     assert!(d.contains("entrance/seg-0000.ts (1048576 B, "), "{d}");
     assert_eq!(fs::read_dir(hls.join("entrance")).unwrap().count(), 9);
-    assert_eq!(fs_.available(), before);
+    assert_eq!(available(fs_.path()), before);
 
     let reload = rem.reconfigure(&config);
     assert_eq!(reload.status, 200, "{}", reload.text());
@@ -227,7 +202,7 @@ fn remediator_cleanup_frees_a_full_filesystem_within_its_limits() {
             .exists());
     }
 
-    let after = fs_.available();
+    let after = available(fs_.path());
     assert!(
         after >= before + 9 * MIB as u64,
         "available {before} -> {after}"

@@ -35,7 +35,7 @@ fn remediator_config_example_passes_check() {
     ]);
     assert!(ok, "{text}");
     assert!(
-        text.contains("configuration is valid: 9 rules, 6 targets"),
+        text.contains("configuration is valid: 11 rules, 8 targets"),
         "{text}"
     );
 }

@@ -16,7 +16,7 @@ use super::{Health, Item, ProbeError, Reason, RunContext};
 use crate::metrics::{Family, Samples};
 use crate::support::{lock, truncate};
 
-static DOCKER_UP: Family = Family::gauge(
+pub(super) static DOCKER_UP: Family = Family::gauge(
     "stackmedic_docker_up",
     "Whether the Docker Engine answered (1) or not (0).",
 );

@@ -54,6 +54,20 @@ impl TlsOptions {
         }
     }
 
+    /// The PEM bundle of the CA file, as read at load (or read now for options that were not
+    /// loaded); `None` without a CA file. For the certificate inspection's own verifier.
+    pub(crate) fn ca_bundle(&self) -> Result<Option<Arc<[u8]>>, String> {
+        let Some(file) = &self.ca_file else {
+            return Ok(None);
+        };
+        match &self.ca_pem {
+            Some(pem) => Ok(Some(pem.clone())),
+            None => std::fs::read(file)
+                .map(|pem| Some(pem.into()))
+                .map_err(|e| format!("cannot read ca_file {}: {e}", file.display())),
+        }
+    }
+
     /// The CA certificates to trust besides the system's: those read at load, or the file
     /// read now for options that were not loaded.
     fn roots(&self) -> Result<Vec<reqwest::Certificate>, String> {

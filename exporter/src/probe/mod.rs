@@ -10,16 +10,22 @@
 
 pub mod ads;
 pub mod backup;
+pub mod certificate;
 pub mod containers;
+pub mod dns;
+pub mod docker_disk;
 pub mod error;
 pub mod fetch;
 mod files;
+pub mod filesystem;
 pub mod hls;
+pub mod json;
 pub mod readiness;
 pub mod report;
 pub mod sri;
 pub mod status_path;
 pub mod tail;
+pub mod tcp;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +62,16 @@ pub enum ProbeKindConfig {
     Sri(sri::SriConfig),
     /// Age, count and integrity of backup archives.
     Backup(backup::BackupConfig),
+    /// A name resolved by the system resolver or a configured server.
+    Dns(dns::DnsConfig),
+    /// A TCP port: connect, optional TLS handshake and banner.
+    Tcp(tcp::TcpConfig),
+    /// Space and inodes of a filesystem, and the size of folders.
+    Filesystem(filesystem::FilesystemConfig),
+    /// Disk usage of a Docker Engine.
+    DockerDisk(docker_disk::DockerDiskConfig),
+    /// Values and counts read from a JSON API.
+    Json(json::JsonConfig),
 }
 
 impl ProbeKindConfig {
@@ -70,6 +86,11 @@ impl ProbeKindConfig {
         "ads",
         "sri",
         "backup",
+        "dns",
+        "tcp",
+        "filesystem",
+        "docker_disk",
+        "json",
     ];
 
     /// The kind name; the `kind` label of the runner's metrics.
@@ -85,6 +106,11 @@ impl ProbeKindConfig {
             Self::Ads(_) => "ads",
             Self::Sri(_) => "sri",
             Self::Backup(_) => "backup",
+            Self::Dns(_) => "dns",
+            Self::Tcp(_) => "tcp",
+            Self::Filesystem(_) => "filesystem",
+            Self::DockerDisk(_) => "docker_disk",
+            Self::Json(_) => "json",
         }
     }
 
@@ -101,6 +127,11 @@ impl ProbeKindConfig {
             Self::Ads(c) => c.validate(path, errs),
             Self::Sri(c) => c.validate(path, errs),
             Self::Backup(c) => c.validate(path, errs),
+            Self::Dns(c) => c.validate(path, errs),
+            Self::Tcp(c) => c.validate(path, errs),
+            Self::Filesystem(c) => c.validate(path, errs),
+            Self::DockerDisk(c) => c.validate(path, errs),
+            Self::Json(c) => c.validate(path, errs),
         }
     }
 }
@@ -112,6 +143,8 @@ pub struct Shared {
     pub http: HttpClients,
     /// Connections to AMS routers, one per router address and source.
     pub ads: ads::AdsConnections,
+    /// Certificate verifiers of the TLS inspection, one per distinct TLS setting.
+    pub certificates: certificate::Verifiers,
 }
 
 /// What a run gets besides its probe: its deadline, the process's shared resources, and where
@@ -195,6 +228,16 @@ pub enum Probe {
     Sri(sri::SriProbe),
     /// See [`backup::BackupProbe`].
     Backup(backup::BackupProbe),
+    /// See [`dns::DnsProbe`].
+    Dns(dns::DnsProbe),
+    /// See [`tcp::TcpProbe`].
+    Tcp(tcp::TcpProbe),
+    /// See [`filesystem::FilesystemProbe`].
+    Filesystem(filesystem::FilesystemProbe),
+    /// See [`docker_disk::DockerDiskProbe`].
+    DockerDisk(docker_disk::DockerDiskProbe),
+    /// See [`json::JsonProbe`].
+    Json(json::JsonProbe),
 }
 
 impl ProbeKindConfig {
@@ -208,7 +251,14 @@ impl ProbeKindConfig {
             Self::Hls(c) => Some(&c.tls),
             Self::Sri(c) => c.base_url.as_ref().map(|_| &c.tls),
             Self::Ads(c) => c.route_status.as_ref().map(|r| &r.tls),
-            Self::AccessLog(_) | Self::Docker(_) | Self::Backup(_) => None,
+            Self::Json(c) => Some(&c.tls),
+            Self::Tcp(c) => c.tls.then_some(&c.tls_config),
+            Self::AccessLog(_)
+            | Self::Docker(_)
+            | Self::Backup(_)
+            | Self::Dns(_)
+            | Self::Filesystem(_)
+            | Self::DockerDisk(_) => None,
         }
     }
 }
@@ -231,6 +281,15 @@ impl Probe {
             ProbeKindConfig::Ads(c) => Self::Ads(ads::AdsProbe::new(c.clone(), shared)?),
             ProbeKindConfig::Sri(c) => Self::Sri(sri::SriProbe::new(c.clone(), shared)?),
             ProbeKindConfig::Backup(c) => Self::Backup(backup::BackupProbe::new(c.clone())),
+            ProbeKindConfig::Dns(c) => Self::Dns(dns::DnsProbe::new(c.clone())),
+            ProbeKindConfig::Tcp(c) => Self::Tcp(tcp::TcpProbe::new(c.clone())?),
+            ProbeKindConfig::Filesystem(c) => {
+                Self::Filesystem(filesystem::FilesystemProbe::new(c.clone()))
+            }
+            ProbeKindConfig::DockerDisk(c) => {
+                Self::DockerDisk(docker_disk::DockerDiskProbe::new(c.clone()))
+            }
+            ProbeKindConfig::Json(c) => Self::Json(json::JsonProbe::new(c.clone(), shared)?),
         })
     }
 
@@ -249,6 +308,11 @@ impl Probe {
             Self::Ads(p) => p.run(cx, out).await,
             Self::Sri(p) => p.run(cx, out).await,
             Self::Backup(p) => p.run(cx, out).await,
+            Self::Dns(p) => p.run(cx, out).await,
+            Self::Tcp(p) => p.run(cx, out).await,
+            Self::Filesystem(p) => p.run(cx, out).await,
+            Self::DockerDisk(p) => p.run(cx, out).await,
+            Self::Json(p) => p.run(cx, out).await,
         }
     }
 }

@@ -19,7 +19,7 @@ use super::{ProbeError, Reason, RunContext, Shared};
 use crate::metrics::{Family, Samples};
 use crate::support::{lock, truncate};
 
-static STATUS_CODE: Family = Family::gauge(
+pub(super) static STATUS_CODE: Family = Family::gauge(
     "stackmedic_http_status_code",
     "HTTP status code of the last response (0 when none arrived).",
 );
@@ -257,7 +257,11 @@ impl HttpProbe {
             .client
             .request(method, self.cfg.url.clone())
             .headers(self.headers.clone());
-        let head = match fetch::open(cx, req, self.cfg.max_body_bytes).await {
+        let opened = fetch::open(cx, req, self.cfg.max_body_bytes).await;
+        if self.cfg.url.scheme() == "https" {
+            super::certificate::inspect_url(cx, &self.cfg.url, &self.cfg.tls, out).await;
+        }
+        let head = match opened {
             Ok(r) => r,
             Err(e) => {
                 out.push(&STATUS_CODE, &[], 0.0);
