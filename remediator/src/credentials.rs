@@ -3,7 +3,7 @@
 //!
 //! This module sits below both `config` and `action`, so neither imports the other for it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use stackmedic_common::config::{self as common, ConfigErrors};
@@ -30,6 +30,17 @@ pub struct CredentialsFile {
     pub bearer_token_env: Option<String>,
     /// Basic auth.
     pub basic_auth: Option<BasicAuthFile>,
+}
+
+/// The key a secret is given by in the file, for messages about it: `<stem>_env` when only the
+/// variable is named, `<stem>_file` otherwise (a file, when given, is what is read).
+#[must_use]
+pub fn secret_key(file: Option<&Path>, env: Option<&str>, stem: &str) -> String {
+    if file.is_none() && env.is_some() {
+        format!("{stem}_env")
+    } else {
+        format!("{stem}_file")
+    }
 }
 
 /// Credentials read from their files or variables at load.
@@ -67,12 +78,13 @@ impl Credentials {
                     "give bearer_token_file or bearer_token_env, not both",
                 );
             }
-            match common::read_secret(
+            let (f, env) = (
                 file.bearer_token_file.as_deref(),
                 file.bearer_token_env.as_deref(),
-            ) {
+            );
+            match common::read_secret(f, env) {
                 Ok(t) => c.bearer_token = Some(t),
-                Err(e) => errs.push(common::join(path, "bearer_token_file"), e),
+                Err(e) => errs.push(common::join(path, &secret_key(f, env, "bearer_token")), e),
             }
         }
         if let Some(b) = file.basic_auth {
@@ -80,9 +92,10 @@ impl Credentials {
             if b.username.is_empty() {
                 errs.push(common::join(&p, "username"), "must not be empty");
             }
-            match common::read_secret(b.password_file.as_deref(), b.password_env.as_deref()) {
+            let (f, env) = (b.password_file.as_deref(), b.password_env.as_deref());
+            match common::read_secret(f, env) {
                 Ok(pw) => c.basic_auth = Some((b.username, pw)),
-                Err(e) => errs.push(common::join(&p, "password_file"), e),
+                Err(e) => errs.push(common::join(&p, &secret_key(f, env, "password")), e),
             }
         }
         c

@@ -11,6 +11,7 @@
 pub mod action;
 pub mod clock;
 pub mod config;
+pub mod contract;
 pub mod credentials;
 pub mod docker;
 pub mod escalation;

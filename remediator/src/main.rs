@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use stackmedic_common::cli::CommonArgs;
 use stackmedic_common::{healthcheck, runtime, server, webconfig};
-use stackmedic_remediator::{config, Options, DEFAULT_LISTEN_ADDRESS};
+use stackmedic_remediator::{config, contract, Options, DEFAULT_LISTEN_ADDRESS};
 use tokio_util::sync::CancellationToken;
 
 /// Acts on Alertmanager webhooks with scoped, durable, audited recovery actions.
@@ -25,6 +25,29 @@ struct Cli {
     /// Directory of the durable store (jobs, incidents, escalations, audit history).
     #[arg(long = "storage.path", value_name = "DIR", default_value = "data")]
     storage_path: PathBuf,
+
+    /// With --config.check: a Prometheus rule file whose alerts the configuration must agree
+    /// with (repeatable); every remediable alert must have a rule, every rule an alert.
+    #[arg(long = "rules.file", value_name = "PATH", requires = "config_check")]
+    rules_files: Vec<PathBuf>,
+
+    /// With --config.check and --rules.file: Alertmanager's configuration, whose routes and
+    /// inhibitions must let every remediable alert and its resolve reach the remediator.
+    #[arg(
+        long = "alertmanager.config.file",
+        value_name = "PATH",
+        requires = "rules_files"
+    )]
+    alertmanager_config_file: Option<PathBuf>,
+
+    /// With --config.check and --rules.file: a stackmedic-exporter configuration (repeatable),
+    /// whose probe names and containers tell which values alert labels can take.
+    #[arg(
+        long = "exporter.config.file",
+        value_name = "PATH",
+        requires = "rules_files"
+    )]
+    exporter_config_files: Vec<PathBuf>,
 }
 
 const LONG_ABOUT: &str = "\
@@ -68,6 +91,15 @@ Files of the Debian package:
                                            docker-socket.conf, the drop-in that grants the
                                            Docker socket (opt-in)
 
+Contract check (reads files only):
+  stackmedic-remediator --config.check --config.file remediator.yml \\
+      --rules.file stackmedic.rules.yml --alertmanager.config.file alertmanager.yml \\
+      --exporter.config.file exporter.yml
+  reports every remediable alert (one with a `remediation` label) no rule matches, every rule
+  whose alertname matcher names no alert, every allow-list naming values the alert's labels
+  cannot take, and every Alertmanager route or inhibition that would keep a remediable alert
+  or its resolve from the remediator, each with its file.
+
 Exit status: 0 after a clean stop, a valid --config.check or a healthy --healthcheck; 1 otherwise.";
 
 fn main() -> ExitCode {
@@ -100,25 +132,89 @@ fn main() -> ExitCode {
         }
     };
     if cli.common.config_check {
-        if let Some(web) = &cli.common.web_config_file {
-            if let Err(errs) = webconfig::load(Some(web)) {
-                for p in &errs.problems {
-                    eprintln!("{}: {p}", web.display());
-                }
-                return ExitCode::FAILURE;
-            }
-        }
-        println!(
-            "configuration is valid: {} rules, {} targets",
-            config.rules.len(),
-            config.targets.len()
-        );
-        return ExitCode::SUCCESS;
+        return check(&cli, &config);
+    }
+    for warning in config::check_host(&config).warnings {
+        eprintln!("warning: {warning}");
     }
     let args = cli.common.clone();
     runtime::run_until_signal(&args, "stackmedic-remediator", |shutdown| {
         start(cli, config, shutdown)
     })
+}
+
+/// `--config.check` past loading: the web configuration, the host (a compose command that
+/// does not exist), and with `--rules.file` the contract with the rules, Alertmanager and the
+/// exporter.
+fn check(cli: &Cli, config: &config::Config) -> ExitCode {
+    let mut ok = true;
+    if let Some(web) = &cli.common.web_config_file {
+        if let Err(errs) = webconfig::load(Some(web)) {
+            for p in &errs.problems {
+                eprintln!("{}: {p}", web.display());
+            }
+            ok = false;
+        }
+    }
+    let host = config::check_host(config);
+    for e in &host.errors {
+        eprintln!("{e}");
+    }
+    for w in &host.warnings {
+        eprintln!("warning: {w}");
+    }
+    ok &= host.errors.is_empty();
+    let summary = format!(
+        "{} rules, {} targets",
+        config.rules.len(),
+        config.targets.len()
+    );
+    if cli.rules_files.is_empty() {
+        if !ok {
+            eprintln!("configuration is invalid");
+            return ExitCode::FAILURE;
+        }
+        println!("configuration is valid: {summary}");
+        return ExitCode::SUCCESS;
+    }
+    let file = cli
+        .common
+        .config_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("(embedded default)"));
+    let report = contract::check(&contract::Sources {
+        remediator_file: &file,
+        config,
+        rule_files: &cli.rules_files,
+        alertmanager_file: cli.alertmanager_config_file.as_deref(),
+        exporter_files: &cli.exporter_config_files,
+    });
+    for note in &report.notes {
+        eprintln!("note: {note}");
+    }
+    for f in &report.findings {
+        eprintln!("{f}");
+    }
+    if !report.findings.is_empty() || !ok {
+        eprintln!(
+            "contract is broken: {} finding(s) over {} alerts, {} of them remediable",
+            report.findings.len(),
+            report.alerts,
+            report.remediable
+        );
+        return ExitCode::FAILURE;
+    }
+    println!(
+        "configuration is valid: {summary}; contract holds: {} alerts, {} remediable, each matched by a rule{}",
+        report.alerts,
+        report.remediable,
+        if cli.alertmanager_config_file.is_some() {
+            " and routed to the remediator with its resolve"
+        } else {
+            ""
+        }
+    );
+    ExitCode::SUCCESS
 }
 
 async fn start(

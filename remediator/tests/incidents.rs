@@ -439,3 +439,52 @@ async fn at_most_one_open_incident_per_subject() {
     assert_eq!(i.alerts.len(), 2);
     assert_eq!(i.flapping.count, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heal_verified_after_its_alert_resolved_counts_for_flapping() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path()).unwrap();
+    let p = policy(3);
+    // Twice: the action starts, its alert resolves while the outcome is verified (the subject
+    // is back, so the alert goes), then the verification passes.
+    for (fp, start, t) in [("r1", START, NOW), ("r2", LATER, NOW + 10.0)] {
+        let job = accept(&store, new_job(fp, start), t).await;
+        decide(&store, &job, p, t).await;
+        let s = store.start(job.clone(), t).await.unwrap();
+        assert!(
+            matches!(s, stackmedic_remediator::store::Start::Started { .. }),
+            "{s:?}"
+        );
+        let closed = store
+            .accept(
+                Batch {
+                    resolved: vec![(fp.into(), start.into())],
+                    ..Batch::default()
+                },
+                t + 1.0,
+            )
+            .await
+            .unwrap()
+            .resolution
+            .closed;
+        assert_eq!(closed.len(), 1, "the resolve closes the incident");
+        store
+            .finish(
+                stackmedic_remediator::store::FinishInput {
+                    job: job.clone(),
+                    outcome: Outcome::Succeeded,
+                    detail: "verified".into(),
+                    duration: 1.0,
+                    policy: p,
+                    page: Some(common::page("no attempts left")),
+                },
+                t + 5.0,
+            )
+            .await
+            .unwrap();
+    }
+    // The next outage: two heals within the window make the subject flapping.
+    let three = accept(&store, new_job("r3", "2027-01-15T10:00:00Z"), NOW + 20.0).await;
+    let d = decide(&store, &three, p, NOW + 20.0).await;
+    assert!(matches!(d, Decision::Flapping { healed: 2, .. }), "{d:?}");
+}

@@ -37,6 +37,8 @@ pub struct Rule {
     pub delay: Duration,
     /// Answer with this status.
     pub status: u16,
+    /// Answer with this JSON body (by default `{}` for a success, `boom` otherwise).
+    pub body: Option<String>,
 }
 
 impl Rule {
@@ -46,6 +48,15 @@ impl Rule {
             pattern: pattern.into(),
             delay: Duration::ZERO,
             status,
+            body: None,
+        }
+    }
+
+    /// Answer at once with 200 and `body` (JSON), such as the app's route status.
+    pub fn json(pattern: &str, body: &str) -> Rule {
+        Rule {
+            body: Some(body.into()),
+            ..Rule::status(pattern, 200)
         }
     }
 
@@ -55,6 +66,7 @@ impl Rule {
             pattern: pattern.into(),
             delay,
             status: 200,
+            body: None,
         }
     }
 
@@ -148,12 +160,14 @@ fn serve(mut stream: std::net::TcpStream, rec: &Mutex<Vec<Call>>, rules: &[Rule]
             path: path.clone(),
             authorization: auth,
         });
-        let (delay, status) = rules
-            .iter()
-            .find(|r| path.contains(&r.pattern))
-            .map_or((Duration::ZERO, 200), |r| (r.delay, r.status));
+        let rule = rules.iter().find(|r| path.contains(&r.pattern));
+        let (delay, status) = rule.map_or((Duration::ZERO, 200), |r| (r.delay, r.status));
         std::thread::sleep(delay);
-        let text = if status < 300 { "{}" } else { "boom" };
+        let text = match rule.and_then(|r| r.body.as_deref()) {
+            Some(body) => body,
+            None if status < 300 => "{}",
+            None => "boom",
+        };
         let resp = format!(
             "HTTP/1.1 {status} Fixture\r\nContent-Length: {}\r\nContent-Type: application/json\r\n\r\n{text}",
             text.len()

@@ -19,7 +19,9 @@
 //! * [`ffmpeg`]: a real live HLS stream written by ffmpeg;
 //! * [`systemd`]: a real systemd as PID 1 in a container built from a `debootstrap`ed Debian
 //!   root filesystem, its system bus reachable through a host socket;
-//! * [`tmpfs`]: a tmpfs of fixed size, mounted for a test and unmounted after it.
+//! * [`tmpfs`]: a tmpfs of fixed size, mounted for a test and unmounted after it;
+//! * [`examples`]: the shipped example set copied with only its documented values changed, and
+//!   the loop (exporter, remediator, Prometheus, Alertmanager) started from it.
 //!
 //! Rules the helpers follow, and that tests written with them should follow too:
 //!
@@ -46,6 +48,7 @@ pub mod caddy;
 pub mod chromium;
 pub mod dnsmasq;
 pub mod docker;
+pub mod examples;
 pub mod exporter;
 pub mod ffmpeg;
 pub mod http;

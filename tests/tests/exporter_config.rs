@@ -307,12 +307,15 @@ fn config_check_accepts_the_embedded_default() {
 #[test]
 fn every_example_loads() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    // The remediator's examples share the folder; everything else is an exporter config.
+    // The remediator's and Prometheus' examples share the folder; everything else is an
+    // exporter config.
     let files: Vec<PathBuf> = files_in(&dir, "yml")
         .into_iter()
         .filter(|p| {
-            !p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("remediator"))
+            !p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with("remediator") || n.starts_with("prometheus")
+            })
         })
         .collect();
     assert!(

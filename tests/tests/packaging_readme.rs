@@ -1,8 +1,18 @@
-//! The README's "Install" section, followed verbatim: every `sh` block of the section runs in
-//! order, as root, through `bash -e` in the repository root, and after each block the test
-//! checks what the README promises for it (the packages installed, the Docker socket granted
-//! by the drop-in, the purge, the containers answering and healthy, the Compose services
-//! answering, the binaries from source).
+//! The README's commands, followed verbatim.
+//!
+//! The "Install" section: every `sh` block of the section runs in order, as root, through
+//! `bash -e` in the repository root, and after each block the test checks what the README
+//! promises for it (the packages installed, the Docker socket granted by the drop-in, the purge,
+//! the containers answering and healthy, the Compose services answering, the binaries from
+//! source).
+//!
+//! The "Using it" and "Wiring it together" sections: their blocks run in order as one shell
+//! session (the secrets a block loads stay set for the next), with the workspace's binaries in
+//! `PATH`; a command that starts a server (the exporter, the remediator, Prometheus,
+//! Alertmanager, each without `--config.check`) runs in the background, and the test then checks
+//! that all four answer on the README's ports and that Prometheus scrapes both binaries. Every
+//! other `sh` block of the README is listed in `NOT_RUN_HERE` with the reason, so a new command
+//! cannot go unrun unnoticed.
 //!
 //! No systemd runs as PID 1 here, so a `systemctl` line cannot run: the test checks its unit
 //! instead (`systemd-analyze verify` with the drop-in) and does what `systemctl restart` would,
@@ -35,13 +45,18 @@ const FROM_SOURCE: [&str; 2] = [
     "/usr/local/bin/stackmedic-remediator",
 ];
 
-/// The `sh` blocks of the README's "## Install" section (up to the next `## `), each as its
-/// commands (continuation lines joined, comments and blank lines dropped).
+/// The `sh` blocks of the README's "## Install" section.
 fn install_blocks() -> Vec<Vec<String>> {
+    section_blocks("Install")
+}
+
+/// The `sh` blocks of the README's section `## <title>` (up to the next `## `), each as its
+/// commands (continuation lines joined, comments and blank lines dropped).
+fn section_blocks(title: &str) -> Vec<Vec<String>> {
     let readme = read_repo_file("README.md");
     let start = readme
-        .find("\n## Install\n")
-        .expect("README.md has an \"## Install\" section");
+        .find(&format!("\n## {title}\n"))
+        .unwrap_or_else(|| panic!("README.md has an \"## {title}\" section"));
     let section = &readme[start + 1..];
     let section = &section[..section[3..].find("\n## ").map_or(section.len(), |e| e + 3)];
     let mut blocks = Vec::new();
@@ -80,9 +95,9 @@ fn install_blocks() -> Vec<Vec<String>> {
     blocks
 }
 
-/// Runs `script` with `bash -e` in the repository root, as a user's shell would: without the
+/// `bash -e -c script` in the repository root, as a user's shell would run it: without the
 /// variables cargo and nextest set for this test.
-fn bash(script: &str) {
+fn shell(script: &str) -> Command {
     let mut command = Command::new("bash");
     command
         .args(["-e", "-o", "pipefail", "-c", script])
@@ -106,7 +121,12 @@ fn bash(script: &str) {
             command.env_remove(key.as_ref());
         }
     }
-    let output = command
+    command
+}
+
+/// Runs `script` with [`shell`] and fails with its output unless it succeeds.
+fn bash(script: &str) {
+    let output = shell(script)
         .output()
         .unwrap_or_else(|e| panic!("cannot run bash: {e}"));
     assert!(
@@ -333,4 +353,193 @@ fn readme_install_section_is_followed_verbatim() {
         "the README's Install section should cover, in this order: building, the packages, \
          the socket opt-in, the purge, the images, Compose and the build from source"
     );
+}
+
+/// README `sh` commands no test runs, each with the reason.
+const NOT_RUN_HERE: &[(&str, &str)] = &[
+    (
+        "cargo run --release -p stackmedic-exporter",
+        "a release build of the exporter the Install section builds, packages and runs",
+    ),
+    (
+        "./scripts/test.sh",
+        "the test command itself: .ci/run runs it, and with it this test",
+    ),
+    (
+        "./scripts/tailer-model.sh 5000",
+        "the same model-based test the suite runs with 300 sequences (exporter_tailer_model)",
+    ),
+    (
+        "cp /usr/share/stackmedic/grafana/provisioning/datasources/stackmedic.yml /etc/grafana/provisioning/datasources/",
+        "Grafana is not among the test peers; alerts_dashboards.rs and packaging_deb.rs check these files",
+    ),
+    (
+        "cp /usr/share/stackmedic/grafana/provisioning/dashboards/stackmedic.yml /etc/grafana/provisioning/dashboards/",
+        "Grafana is not among the test peers; alerts_dashboards.rs and packaging_deb.rs check these files",
+    ),
+];
+
+/// Servers the "Using it" and "Wiring it together" sections start, by the start of their
+/// command line, with the port each listens on by default.
+const SERVERS: [(&str, u16); 4] = [
+    ("stackmedic-exporter --config.file", 8790),
+    ("stackmedic-remediator --config.file", 8791),
+    ("prometheus --config.file", 9090),
+    ("prometheus-alertmanager --config.file", 9093),
+];
+
+/// What the sections' commands leave on the machine, removed before and after.
+const LEFT_BEHIND: [&str; 4] = [
+    "/etc/prometheus/stackmedic-remediator.token",
+    "/var/lib/prometheus/stackmedic",
+    "/var/lib/prometheus/alertmanager-stackmedic",
+    "/var/lib/stackmedic-remediator",
+];
+
+fn remove_left_behind() {
+    for path in LEFT_BEHIND {
+        let _ = std::fs::remove_file(path);
+        let _ = std::fs::remove_dir_all(path);
+    }
+}
+
+/// Stops the process group of the session when dropped, and removes what it left.
+struct Session(u32);
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{}", self.0)])
+            .status();
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0)])
+            .status();
+        remove_left_behind();
+    }
+}
+
+#[test]
+fn readme_usage_and_wiring_sections_run_as_written() {
+    use std::os::unix::process::CommandExt as _;
+
+    assert!(
+        is_root(),
+        "the README's commands run as root: run the tests as root"
+    );
+    // Every sh block is run here, by the Install test above, or listed with its reason.
+    const QUICK_START: &str = "Quick start (fresh Debian machine with Rust)";
+    let readme = read_repo_file("README.md");
+    let counted: usize = [QUICK_START, "Install", "Using it", "Wiring it together"]
+        .iter()
+        .map(|s| section_blocks(s).len())
+        .sum();
+    assert_eq!(
+        readme.matches("```sh").count(),
+        counted,
+        "README has sh blocks outside the sections this file runs"
+    );
+    let without_comment = |c: &str| c.split(" #").next().unwrap_or_default().trim().to_owned();
+    for command in section_blocks(QUICK_START).into_iter().flatten() {
+        let command = without_comment(&command);
+        assert!(
+            NOT_RUN_HERE.iter().any(|(c, _)| *c == command),
+            "README command neither run nor listed in NOT_RUN_HERE: {command}"
+        );
+    }
+    let all: Vec<String> = [QUICK_START, "Using it", "Wiring it together"]
+        .iter()
+        .flat_map(|s| section_blocks(s))
+        .flatten()
+        .map(|c| without_comment(&c))
+        .collect();
+    for (command, _) in NOT_RUN_HERE {
+        assert!(
+            all.iter().any(|c| c == command),
+            "NOT_RUN_HERE lists a command the README no longer has: {command}"
+        );
+    }
+
+    remove_left_behind();
+    let bin_dir = stackmedic_tests::bin_path("stackmedic-exporter")
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut script = String::new();
+    for command in ["Using it", "Wiring it together"]
+        .iter()
+        .flat_map(|s| section_blocks(s))
+        .flatten()
+    {
+        if NOT_RUN_HERE
+            .iter()
+            .any(|(c, _)| *c == without_comment(&command))
+        {
+            continue;
+        }
+        let server = SERVERS.iter().any(|(start, _)| command.starts_with(start))
+            && !command.contains("--config.check");
+        let logged = format!("{command} >>session.log 2>&1");
+        script.push_str(&if server {
+            format!("{logged} &\n")
+        } else {
+            format!("{command}\n")
+        });
+    }
+    let logs = tempfile::tempdir().unwrap();
+    let script = script.replace(
+        "session.log",
+        &logs.path().join("session.log").display().to_string(),
+    );
+    let mut command = shell(&script);
+    command.env("PATH", &path).process_group(0);
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run bash");
+    let session = Session(child.id());
+    let output = child.wait_with_output().expect("wait for bash");
+    let server_log = std::fs::read_to_string(logs.path().join("session.log")).unwrap_or_default();
+    assert!(
+        output.status.success(),
+        "README commands failed with {}:\n{script}\n--- stdout\n{}\n--- stderr\n{}\n--- servers\n{server_log}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("contract holds: "), "{stdout}");
+    for (start, port) in SERVERS {
+        let up = wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
+            http::get(&format!("http://127.0.0.1:{port}/-/ready")).is_ok_and(|r| r.status == 200)
+        });
+        assert!(up, "`{start} …` does not answer on {port}:\n{server_log}");
+    }
+    // Prometheus scrapes both binaries from the example configuration.
+    let scraped = wait_until(Duration::from_secs(60), Duration::from_millis(500), || {
+        http::get("http://127.0.0.1:9090/api/v1/targets?state=active")
+            .ok()
+            .and_then(|r| r.json().ok())
+            .and_then(|v| v["data"]["activeTargets"].as_array().cloned())
+            .is_some_and(|targets| {
+                ["stackmedic-exporter", "stackmedic-remediator"]
+                    .iter()
+                    .all(|job| {
+                        targets
+                            .iter()
+                            .any(|t| t["labels"]["job"] == *job && t["health"] == "up")
+                    })
+            })
+    });
+    assert!(
+        scraped,
+        "Prometheus does not scrape both binaries:\n{server_log}"
+    );
+    drop(session);
 }

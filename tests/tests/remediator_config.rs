@@ -35,7 +35,60 @@ fn remediator_config_example_passes_check() {
     ]);
     assert!(ok, "{text}");
     assert!(
-        text.contains("configuration is valid: 11 rules, 8 targets"),
+        text.contains("configuration is valid: 13 rules, 9 targets"),
+        "{text}"
+    );
+}
+
+#[test]
+fn remediator_config_check_names_the_keys_in_the_file_and_no_knock_on_problem() {
+    // The example without its secrets in the environment: each problem names the key the file
+    // has (`…_env`), and the PLC target whose `ads` section failed is not reported again as
+    // lacking that section.
+    let out = Command::new(bin_path("stackmedic-remediator"))
+        .args([
+            &format!("--config.file={}", example().display()),
+            "--config.check",
+        ])
+        .env_remove("STACKMEDIC_WEBHOOK_TOKEN")
+        .env_remove("STACKMEDIC_CAMERA_APP_TOKEN")
+        .env_remove("STACKMEDIC_PLC_PASSWORD")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    let problems: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with("warning: ") && !l.starts_with("configuration is invalid"))
+        .collect();
+    assert_eq!(
+        problems,
+        [
+            "webhook.bearer_token_env: environment variable STACKMEDIC_WEBHOOK_TOKEN is not set",
+            "targets[1].http.bearer_token_env: environment variable STACKMEDIC_CAMERA_APP_TOKEN is not set",
+            "targets[2].ads.password_env: environment variable STACKMEDIC_PLC_PASSWORD is not set",
+        ],
+        "{text}"
+    );
+}
+
+#[test]
+fn remediator_config_check_finds_a_compose_command_that_is_not_installed() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("compose.yml");
+    std::fs::write(
+        &file,
+        "targets:\n- name: stack\n  compose: {file: /srv/stack/compose.yml, command: [stackmedic-no-such-compose, up]}\n\
+         rules:\n- name: up\n  action: compose_up\n  target: stack\n",
+    )
+    .unwrap();
+    let (ok, text) = run(&[
+        &format!("--config.file={}", file.display()),
+        "--config.check",
+    ]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("targets[0].compose.command: stackmedic-no-such-compose is not installed (not found in PATH)"),
         "{text}"
     );
 }

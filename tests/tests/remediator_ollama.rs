@@ -1,5 +1,5 @@
 //! The assistant backend's Ollama measures as `http_sequence` rules, exactly as
-//! `examples/remediator-ollama.yml` ships them: "model missing → pull model" (`POST /api/pull`, verified
+//! `examples/remediator.yml` ships them: "model missing → pull model" (`POST /api/pull`, verified
 //! by the model being listed in `GET /api/tags`) and "RAM reclamation → unload"
 //! (`POST /api/generate` with `keep_alive: 0`, verified by the model no longer being listed in
 //! `GET /api/ps`).
@@ -143,21 +143,38 @@ fn answer(state: &Mutex<State>, method: &str, path: &str, body: Value) -> (u16, 
     }
 }
 
-/// `examples/remediator-ollama.yml` with the stand-in's address instead of Ollama's.
+/// The Ollama targets and rules of `examples/remediator.yml`, with the stand-in's address
+/// instead of Ollama's.
 fn shipped_config(port: u16) -> String {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/remediator-ollama.yml"
-    );
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/remediator.yml");
     let text = std::fs::read_to_string(path).unwrap();
     assert!(
         text.contains("http://127.0.0.1:11434"),
         "the example's address changed"
     );
-    text.replace(
+    let text = text.replace(
         "http://127.0.0.1:11434",
         &format!("http://127.0.0.1:{port}"),
-    )
+    );
+    let example: Value = serde_saphyr::from_str(&text).unwrap();
+    let ours = |v: &Value, key: &str| v[key].as_str().is_some_and(|n| n.starts_with("ollama-"));
+    let targets: Vec<Value> = example["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| ours(t, "name"))
+        .cloned()
+        .collect();
+    let rules: Vec<Value> = example["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| ours(r, "target"))
+        .cloned()
+        .collect();
+    assert_eq!((targets.len(), rules.len()), (2, 2), "{rules:?}");
+    // JSON is YAML.
+    json!({"targets": targets, "rules": rules}).to_string()
 }
 
 fn fire(rem: &Remediator, labels: &[(&str, &str)], at: &str) {
@@ -181,9 +198,10 @@ fn remediator_pulls_a_missing_model_and_unloads_one_as_the_example_ships_them() 
     fire(
         &rem,
         &[
-            ("alertname", "ModelMissing"),
+            ("alertname", "OllamaModelMissing"),
             ("probe", "backend-summary"),
-            ("severity", "ticket"),
+            ("remediation", "ollama_pull"),
+            ("severity", "info"),
         ],
         "2026-11-22T10:00:00Z",
     );
@@ -204,7 +222,8 @@ fn remediator_pulls_a_missing_model_and_unloads_one_as_the_example_ships_them() 
         &[
             ("alertname", "OllamaMemoryHigh"),
             ("probe", "ollama-ps"),
-            ("severity", "warning"),
+            ("remediation", "ollama_unload"),
+            ("severity", "info"),
         ],
         "2026-11-22T10:01:00Z",
     );
@@ -227,13 +246,20 @@ fn remediator_model_pull_that_does_not_list_the_model_fails_its_verification() {
     let ollama = OllamaStandIn::start();
     ollama.state.lock().unwrap().pull_fails = Some(500);
     // One attempt, and a short verification deadline instead of the example's minute.
-    let config = shipped_config(ollama.port)
-        .replace("max_attempts: 2", "max_attempts: 1")
-        .replace("deadline: 1m", "deadline: 3s");
+    let mut config: Value = serde_json::from_str(&shipped_config(ollama.port)).unwrap();
+    for t in config["targets"].as_array_mut().unwrap() {
+        t["max_attempts"] = json!(1);
+        t["verify"]["deadline"] = json!("3s");
+    }
+    let config = config.to_string();
     let mut rem = Remediator::start(&config);
     fire(
         &rem,
-        &[("alertname", "ModelMissing"), ("probe", "backend-summary")],
+        &[
+            ("alertname", "OllamaModelMissing"),
+            ("probe", "backend-summary"),
+            ("remediation", "ollama_pull"),
+        ],
         "2026-11-22T10:00:00Z",
     );
     let failed = rem.wait_for("failed", 1, Duration::from_secs(60));
@@ -246,7 +272,11 @@ fn remediator_model_pull_that_does_not_list_the_model_fails_its_verification() {
         .webhook(
             &payload(vec![alert(
                 "resolved",
-                &[("alertname", "ModelMissing"), ("probe", "backend-summary")],
+                &[
+                    ("alertname", "OllamaModelMissing"),
+                    ("probe", "backend-summary"),
+                    ("remediation", "ollama_pull"),
+                ],
                 "2026-11-22T10:00:00Z",
             )]),
             None,
@@ -256,7 +286,11 @@ fn remediator_model_pull_that_does_not_list_the_model_fails_its_verification() {
     ollama.state.lock().unwrap().pull_fails = Some(200);
     fire(
         &rem,
-        &[("alertname", "ModelMissing"), ("probe", "backend-summary")],
+        &[
+            ("alertname", "OllamaModelMissing"),
+            ("probe", "backend-summary"),
+            ("remediation", "ollama_pull"),
+        ],
         "2026-11-22T11:00:00Z",
     );
     let failed = rem.wait_for("failed", 2, Duration::from_secs(60));

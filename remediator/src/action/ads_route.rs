@@ -11,6 +11,7 @@ use serde_json::Value;
 use stackmedic_common::config::{self as common, ConfigErrors};
 
 use super::ActionError;
+use crate::credentials::secret_key;
 
 /// The target section key.
 pub const SECTION: &str = "ads";
@@ -89,14 +90,14 @@ impl AdsTarget {
                 None
             }
         };
-        let password =
-            match common::read_secret(f.password_file.as_deref(), f.password_env.as_deref()) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    errs.push(common::join(path, "password_file"), e);
-                    None
-                }
-            };
+        let (file, env) = (f.password_file.as_deref(), f.password_env.as_deref());
+        let password = match common::read_secret(file, env) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                errs.push(common::join(path, &secret_key(file, env, "password")), e);
+                None
+            }
+        };
         Some(AdsTarget {
             router: f.router,
             port: f.port,

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use stackmedic_common::config::{self as common, duration, ConfigErrors};
 
-use super::{ActionError, Context, Selection};
+use super::{ActionError, AllowList, Context, Selection};
 
 /// The target section key.
 pub const SECTION: &str = "docker";
@@ -145,6 +145,18 @@ impl ContainerAction {
             target,
             choice,
         })
+    }
+
+    /// The allow-list a label chooses from, when a label chooses (opt-in mode has none).
+    pub(super) fn allow_list(&self) -> Option<AllowList> {
+        match &self.choice {
+            Choice::Label(label) if !self.target.containers.is_empty() => Some(AllowList {
+                key: "docker.containers".into(),
+                label: label.clone(),
+                values: self.target.containers.clone(),
+            }),
+            Choice::Label(_) | Choice::Fixed(_) => None,
+        }
     }
 
     pub(super) fn select(&self, labels: &BTreeMap<String, String>) -> Result<Selection, String> {

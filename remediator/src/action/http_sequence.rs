@@ -12,7 +12,7 @@ use serde_json::Value;
 use stackmedic_common::config::{self as common, duration, ConfigErrors};
 use url::Url;
 
-use super::{pause, ActionError, Context, Selection};
+use super::{pause, ActionError, AllowList, Context, Selection};
 use crate::credentials::{BasicAuthFile, Credentials, CredentialsFile};
 
 /// The target section key.
@@ -196,6 +196,18 @@ impl Sequence {
             params: params.params.clone(),
             steps,
         }
+    }
+
+    /// One allow-list per path parameter.
+    pub(super) fn allow_lists(&self) -> Vec<AllowList> {
+        self.params
+            .iter()
+            .map(|(name, p)| AllowList {
+                key: format!("params.{name}.allowed"),
+                label: p.label.clone(),
+                values: p.allowed.clone(),
+            })
+            .collect()
     }
 
     pub(super) fn select(&self, labels: &BTreeMap<String, String>) -> Result<Selection, String> {

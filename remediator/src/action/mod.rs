@@ -118,6 +118,9 @@ pub struct Sections {
     pub systemd: Option<Arc<systemd::SystemdTarget>>,
     /// A folder to clean up.
     pub cleanup: Option<Arc<cleanup::CleanupTarget>>,
+    /// Sections present in the file that failed to load (their problems are reported): a rule
+    /// needing one is not reported again as lacking it.
+    pub failed: Vec<&'static str>,
 }
 
 impl Sections {
@@ -132,29 +135,38 @@ impl Sections {
             let key = kind.section();
             let Some(v) = target.get(key) else { continue };
             let p = common::join(path, key);
-            match kind {
+            let loaded = match kind {
                 ActionKind::ContainerRestart | ActionKind::ContainerStart => {
-                    if s.docker.is_none() {
+                    if s.docker.is_none() && !s.failed.contains(&key) {
                         s.docker = container::DockerTarget::load(v, &p, errs).map(Arc::new);
                     }
+                    s.docker.is_some()
                 }
                 ActionKind::HttpSequence => {
                     s.http = http_sequence::HttpTarget::load(v, &p, errs).map(Arc::new);
+                    s.http.is_some()
                 }
                 ActionKind::AdsRouteAdd => {
                     s.ads = ads_route::AdsTarget::load(v, &p, errs).map(Arc::new);
+                    s.ads.is_some()
                 }
                 ActionKind::ComposeUp => {
                     s.compose = compose::ComposeTarget::load(v, &p, errs).map(Arc::new);
+                    s.compose.is_some()
                 }
                 ActionKind::SystemdRestart | ActionKind::SystemdStart => {
-                    if s.systemd.is_none() {
+                    if s.systemd.is_none() && !s.failed.contains(&key) {
                         s.systemd = systemd::SystemdTarget::load(v, &p, errs).map(Arc::new);
                     }
+                    s.systemd.is_some()
                 }
                 ActionKind::Cleanup => {
                     s.cleanup = cleanup::CleanupTarget::load(v, &p, errs).map(Arc::new);
+                    s.cleanup.is_some()
                 }
+            };
+            if !loaded && !s.failed.contains(&key) {
+                s.failed.push(key);
             }
         }
         s
@@ -294,6 +306,18 @@ pub enum Action {
     Cleanup(cleanup::Cleanup),
 }
 
+/// Values an alert label must take for an action to act, as the configuration writes them;
+/// read by the contract check (`--config.check --rules.file …`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowList {
+    /// Where the values are written (`params.stream.allowed`, `docker.containers`).
+    pub key: String,
+    /// The label.
+    pub label: String,
+    /// The values.
+    pub values: Vec<String>,
+}
+
 /// What alert labels chose among an action's allow-lists.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Selection {
@@ -344,6 +368,21 @@ impl Action {
             Action::SystemdRestart(_) => ActionKind::SystemdRestart,
             Action::SystemdStart(_) => ActionKind::SystemdStart,
             Action::Cleanup(_) => ActionKind::Cleanup,
+        }
+    }
+
+    /// The allow-lists the alert's labels are checked against.
+    #[must_use]
+    pub fn allow_lists(&self) -> Vec<AllowList> {
+        match self {
+            Action::ContainerRestart(a) | Action::ContainerStart(a) => {
+                a.allow_list().into_iter().collect()
+            }
+            Action::HttpSequence(a) => a.allow_lists(),
+            Action::SystemdRestart(a) | Action::SystemdStart(a) => {
+                a.allow_list().into_iter().collect()
+            }
+            Action::AdsRouteAdd(_) | Action::ComposeUp(_) | Action::Cleanup(_) => Vec::new(),
         }
     }
 

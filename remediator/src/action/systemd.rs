@@ -153,6 +153,18 @@ impl UnitAction {
         })
     }
 
+    /// The allow-list a unit label is checked against (none for a fixed unit).
+    pub(super) fn allow_list(&self) -> Option<super::AllowList> {
+        match &self.choice {
+            Choice::Label(label) => Some(super::AllowList {
+                key: "systemd.units".into(),
+                label: label.clone(),
+                values: self.target.units.clone(),
+            }),
+            Choice::Fixed(_) => None,
+        }
+    }
+
     pub(super) fn select(&self, labels: &BTreeMap<String, String>) -> Result<Selection, String> {
         let unit = match &self.choice {
             Choice::Fixed(u) => u.clone(),

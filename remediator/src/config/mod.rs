@@ -147,6 +147,24 @@ pub fn from_value(value: &Value) -> Result<Config, ConfigErrors> {
     })
 }
 
+/// What `--config.check` finds on this host beyond the file: compose commands that are not
+/// installed (errors) or may fail (warnings). Reads the file system only.
+#[must_use]
+pub fn check_host(config: &Config) -> crate::action::compose::HostCheck {
+    let mut out = crate::action::compose::HostCheck::default();
+    let mut seen = BTreeSet::new();
+    for target in config.targets.values() {
+        if let Some(c) = &target.sections.compose {
+            if seen.insert(c.path.clone()) {
+                let check = c.check_host();
+                out.errors.extend(check.errors);
+                out.warnings.extend(check.warnings);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

@@ -157,6 +157,11 @@ pub fn load(
             );
             continue;
         };
+        // A section that failed to load was reported with its own problems; a rule needing it
+        // is not reported again as if the section were missing.
+        if t.sections.failed.contains(&kind.section()) {
+            continue;
+        }
         if let Some(p) = &params {
             match p.bind(&t.sections) {
                 Ok(a) => {

@@ -457,6 +457,16 @@ fn finish(c: &Connection, input: FinishInput, now: f64) -> Result<Finished, Stor
         .flatten()
         .filter(|r| r.current_job == Some(job.id))
     else {
+        // The incident closed while this attempt was verified (its alert resolved as the
+        // subject came back). A verified attempt still healed it: recorded, so that flapping
+        // counts this heal too; otherwise a subject whose alerts resolve within `stable_for`
+        // would never count as flapping.
+        if let (Some(id), Outcome::Succeeded) = (incident, input.outcome) {
+            c.execute(
+                "UPDATE incidents SET healed_at = ?2 WHERE id = ?1 AND healed_at IS NULL AND closed_at IS NOT NULL",
+                params![id, now],
+            )?;
+        }
         return Ok(Finished::default());
     };
     let mut out = Finished::default();

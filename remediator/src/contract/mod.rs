@@ -1,0 +1,403 @@
+//! The contract between the exporter's probes, the Prometheus rules, Alertmanager's routes and
+//! the remediator's rules, checked from their files alone (`stackmedic-remediator
+//! --config.check --config.file R --rules.file F … [--alertmanager.config.file A]
+//! [--exporter.config.file E …]`). Nothing is run and nothing is asked over the network.
+//!
+//! A finding is one of:
+//! - a remediable alert (one with a `remediation` label) that no remediator rule matches;
+//! - a remediator rule whose `alertname` matcher names an alert no rule file defines, or that can
+//!   never match an alert it names (another matcher excludes it);
+//! - an allow-list (`targets` of `target_label`, a target's `docker.containers`, an
+//!   `http_sequence`'s `params.*.allowed`) naming a value the alert's label cannot take, where
+//!   that is knowable: from the rule's labels and expression, and from the exporter's probe names
+//!   and watched containers; or a label the alert never carries;
+//! - an Alertmanager route, receiver or inhibition that would keep a remediable alert, or its
+//!   resolve, from the remediator.
+//!
+//! Every finding names the file and the alert, rule, route or inhibition it is about.
+
+pub mod alertmanager;
+pub mod domain;
+pub mod exporter;
+pub mod promql;
+pub mod rules_file;
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use crate::action::AllowList;
+use crate::config::{Config, Rule, TargetChoice};
+use crate::matcher::{Matcher, Op};
+use domain::{literal_values, Tri};
+use rules_file::Alert;
+
+/// The files the contract is checked over.
+pub struct Sources<'a> {
+    /// The remediator's configuration file, as given.
+    pub remediator_file: &'a Path,
+    /// The remediator's configuration, loaded from it.
+    pub config: &'a Config,
+    /// Prometheus rule files.
+    pub rule_files: &'a [PathBuf],
+    /// Alertmanager's configuration file.
+    pub alertmanager_file: Option<&'a Path>,
+    /// stackmedic-exporter configuration files.
+    pub exporter_files: &'a [PathBuf],
+}
+
+/// One way the files disagree.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Finding {
+    /// The file it is in.
+    pub file: String,
+    /// What in the file: `alert ContainerDown`, `rules[2] "stream-restart"`, `inhibit_rules[3]`.
+    pub subject: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}: {}", self.file, self.subject, self.message)
+    }
+}
+
+/// The outcome of a check.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// What disagrees; empty when the contract holds.
+    pub findings: Vec<Finding>,
+    /// What could not be checked, and why (not a finding).
+    pub notes: Vec<String>,
+    /// Alerting rules read.
+    pub alerts: usize,
+    /// Remediable ones among them.
+    pub remediable: usize,
+}
+
+impl Report {
+    fn push(&mut self, file: &str, subject: impl Into<String>, message: impl Into<String>) {
+        let f = Finding {
+            file: file.to_string(),
+            subject: subject.into(),
+            message: message.into(),
+        };
+        if !self.findings.contains(&f) {
+            self.findings.push(f);
+        }
+    }
+}
+
+/// Checks the contract over `sources`.
+#[must_use]
+pub fn check(sources: &Sources<'_>) -> Report {
+    let mut report = Report::default();
+    let rem_file = sources.remediator_file.display().to_string();
+
+    let exporter_paths: Vec<&Path> = sources
+        .exporter_files
+        .iter()
+        .map(PathBuf::as_path)
+        .collect();
+    let exporters = if exporter_paths.is_empty() {
+        None
+    } else {
+        match exporter::Exporters::read(&exporter_paths) {
+            Ok(e) => Some(e),
+            Err(errors) => {
+                for e in errors {
+                    report.push("", "exporter configuration", e);
+                }
+                None
+            }
+        }
+    };
+    let hints: &dyn promql::Hints = match &exporters {
+        Some(e) => e,
+        None => &promql::NoHints,
+    };
+
+    let mut alerts: Vec<Alert> = Vec::new();
+    for file in sources.rule_files {
+        match rules_file::read(file, hints, &mut report.notes) {
+            Ok(a) => alerts.extend(a),
+            Err(e) => report.push(&file.display().to_string(), "rule file", e),
+        }
+    }
+    report.alerts = alerts.len();
+    report.remediable = alerts.iter().filter(|a| a.remediation.is_some()).count();
+    let names: BTreeSet<&str> = alerts.iter().map(|a| a.name.as_str()).collect();
+    let rule_files_text = sources
+        .rule_files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+
+    for (i, rule) in sources.config.rules.iter().enumerate() {
+        let subject = format!("rules[{i}] {:?}", rule.name);
+        check_rule_names(
+            &mut report,
+            &rem_file,
+            &subject,
+            rule,
+            &names,
+            &rule_files_text,
+        );
+        for alert in &alerts {
+            check_rule_on_alert(&mut report, &rem_file, &subject, rule, alert);
+        }
+    }
+
+    for alert in alerts.iter().filter(|a| a.remediation.is_some()) {
+        let matched = sources
+            .config
+            .rules
+            .iter()
+            .any(|r| alert.labels.matches_all(&r.matchers).possible());
+        if !matched {
+            report.push(
+                &alert.file,
+                format!("alert {}", alert.name),
+                format!(
+                    "remediable (remediation={:?}), but no rule of {rem_file} matches it",
+                    alert.remediation.as_deref().unwrap_or_default()
+                ),
+            );
+        }
+    }
+
+    if let Some(path) = sources.alertmanager_file {
+        match alertmanager::Config::read(path) {
+            Ok(am) => check_alertmanager(&mut report, &am, &alerts),
+            Err(errors) => {
+                for e in errors {
+                    report.push(&path.display().to_string(), "configuration", e);
+                }
+            }
+        }
+    }
+    report
+}
+
+/// The rule's `alertname` matchers name alerts the rule files define.
+fn check_rule_names(
+    report: &mut Report,
+    file: &str,
+    subject: &str,
+    rule: &Rule,
+    names: &BTreeSet<&str>,
+    rule_files: &str,
+) {
+    for m in rule.matchers.iter().filter(|m| m.name == "alertname") {
+        if let Some(literals) = literal_values(m) {
+            for name in literals.iter().filter(|n| !names.contains(n.as_str())) {
+                report.push(
+                    file,
+                    subject,
+                    format!(
+                        "matcher {m} names alert {name}, which no rule file defines ({rule_files})"
+                    ),
+                );
+            }
+        } else if matches!(m.op, Op::Regex(_))
+            && !names.iter().any(|n| {
+                let labels =
+                    std::collections::BTreeMap::from([("alertname".to_string(), (*n).to_string())]);
+                m.matches(&labels)
+            })
+        {
+            report.push(
+                file,
+                subject,
+                format!("matcher {m} matches no alert of {rule_files}"),
+            );
+        }
+    }
+}
+
+/// What a rule does with one alert: whether another matcher excludes an alert it names, and
+/// whether its allow-lists name values the alert's labels can take.
+fn check_rule_on_alert(report: &mut Report, file: &str, subject: &str, rule: &Rule, alert: &Alert) {
+    let t = alert.labels.matches_all(&rule.matchers);
+    if t == Tri::No {
+        let names_it = rule.matchers.iter().any(|m| {
+            m.name == "alertname" && literal_values(m).is_some_and(|l| l.contains(&alert.name))
+        });
+        if names_it {
+            let failing: Vec<String> = rule
+                .matchers
+                .iter()
+                .filter(|m| alert.labels.matches(m) == Tri::No)
+                .map(|m| explain(m, alert))
+                .collect();
+            report.push(
+                file,
+                subject,
+                format!(
+                    "can never match alert {} ({}): {}",
+                    alert.name,
+                    alert.file,
+                    failing.join("; ")
+                ),
+            );
+        }
+        return;
+    }
+    let mut lists: Vec<(String, AllowList)> = Vec::new();
+    if let TargetChoice::Label { label, allowed } = &rule.choice {
+        lists.push((
+            "targets".into(),
+            AllowList {
+                key: "targets".into(),
+                label: label.clone(),
+                values: allowed.clone(),
+            },
+        ));
+    }
+    for (target, action) in &rule.actions {
+        for list in action.allow_lists() {
+            let at = if list.key.starts_with("params.") {
+                list.key.clone()
+            } else {
+                format!("target {target:?} {}", list.key)
+            };
+            lists.push((at, list));
+        }
+    }
+    for (at, list) in lists {
+        match alert.labels.domain(&list.label) {
+            None => report.push(
+                file,
+                subject,
+                format!(
+                    "{at} chooses by the label {}, which alert {} ({}) never carries",
+                    list.label, alert.name, alert.file
+                ),
+            ),
+            Some(d) if d.is_known() => {
+                for v in list.values.iter().filter(|v| d.can_be(v) == Tri::No) {
+                    report.push(
+                        file,
+                        subject,
+                        format!(
+                            "{at} names {v:?}, which the label {} of alert {} ({}) cannot take: it is {d}",
+                            list.label, alert.name, alert.file
+                        ),
+                    );
+                }
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+fn explain(m: &Matcher, alert: &Alert) -> String {
+    match alert.labels.domain(&m.name) {
+        Some(d) if d.is_known() => format!("{m}, but {} is {d}", m.name),
+        Some(_) => format!("{m}"),
+        None => format!("{m}, but the alert never carries {}", m.name),
+    }
+}
+
+fn check_alertmanager(report: &mut Report, am: &alertmanager::Config, alerts: &[Alert]) {
+    if am.remediator.is_empty() {
+        report.push(
+            &am.file,
+            "receivers",
+            "no receiver has a webhook to the remediator's /webhook, so no remediable alert reaches it",
+        );
+        return;
+    }
+    for alert in alerts.iter().filter(|a| a.remediation.is_some()) {
+        let about = format!("alert {} ({})", alert.name, alert.file);
+        let ways = am.ways(&alert.labels);
+        let reaches = |way: &Vec<alertmanager::Leaf>| {
+            way.iter().any(|l| am.remediator.contains_key(&l.receiver))
+        };
+        let missing: Vec<&Vec<alertmanager::Leaf>> = ways.iter().filter(|w| !reaches(w)).collect();
+        if let Some(way) = missing.first() {
+            let ends: Vec<String> = way
+                .iter()
+                .map(|l| format!("{} ({})", l.receiver, l.path))
+                .collect();
+            let message = if missing.len() == ways.len() {
+                format!(
+                    "{about} is not routed to the remediator: it ends at {}",
+                    ends.join(", ")
+                )
+            } else {
+                format!(
+                    "{about} may not reach the remediator: depending on labels not known here it ends at {}",
+                    ends.join(", ")
+                )
+            };
+            report.push(&am.file, "route", message);
+        }
+        for leaf in ways.iter().flatten() {
+            let Some(hooks) = am.remediator.get(&leaf.receiver) else {
+                continue;
+            };
+            if !leaf.mute.is_empty() {
+                report.push(
+                    &am.file,
+                    &leaf.path,
+                    format!(
+                        "mute_time_intervals {} keep {about} from the remediator",
+                        leaf.mute.join(", ")
+                    ),
+                );
+            }
+            if !leaf.active.is_empty() {
+                report.push(
+                    &am.file,
+                    &leaf.path,
+                    format!(
+                        "active_time_intervals {} keep {about} from the remediator outside them",
+                        leaf.active.join(", ")
+                    ),
+                );
+            }
+            for hook in hooks {
+                if !hook.send_resolved {
+                    report.push(
+                        &am.file,
+                        &hook.path,
+                        format!(
+                            "send_resolved is false: the remediator never learns that {about} resolved"
+                        ),
+                    );
+                }
+                if hook.max_alerts > 0 {
+                    report.push(
+                        &am.file,
+                        &hook.path,
+                        format!(
+                            "max_alerts {} drops alerts beyond it from a notification, {about} among them",
+                            hook.max_alerts
+                        ),
+                    );
+                }
+            }
+        }
+        for inhibition in &am.inhibitions {
+            let t = alert.labels.matches_all(&inhibition.target);
+            if t.possible() {
+                report.push(
+                    &am.file,
+                    &inhibition.path,
+                    format!(
+                        "{} {about}, its firing and its resolve, towards the remediator (target matchers {})",
+                        if t == Tri::Yes { "mutes" } else { "may mute" },
+                        if inhibition.target_text.is_empty() {
+                            "none: every alert".to_string()
+                        } else {
+                            inhibition.target_text.clone()
+                        }
+                    ),
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,425 @@
+//! The shipped example set (`examples/README.md`) as tests run it: a copy of `examples/` and
+//! `alerts/` in which only the values the README's "The values to change" table lists are
+//! replaced, and the whole loop started from that copy — stackmedic-exporter, stackmedic-remediator
+//! (with the secrets of `examples/stackmedic.env`), Prometheus and Alertmanager, each with its
+//! file of the copy and otherwise its defaults, on the ports the copy names.
+//!
+//! ```text
+//! let ports = Ports::pick();
+//! let set = ExampleSet::copy(&ports.replacements().into_iter().chain([("owui", name)]).collect::<Vec<_>>());
+//! let stack = Stack::start(&set, &ports);
+//! ```
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::alerting::{read_repo_file, repo_root};
+use crate::process::Process;
+
+/// The files of the set, below the repository root; copied with their folders.
+const FILES: [&str; 6] = [
+    "examples/exporter.yml",
+    "examples/remediator.yml",
+    "examples/prometheus.yml",
+    "examples/stackmedic.env",
+    "alerts/stackmedic.rules.yml",
+    "alerts/alertmanager.example.yml",
+];
+
+/// The values `examples/README.md` lists under "The values to change" (the first column, each
+/// backticked value of it).
+///
+/// # Panics
+/// When the README has no such table.
+pub fn documented_values() -> BTreeSet<String> {
+    let readme = read_repo_file("examples/README.md");
+    let start = readme
+        .find("## The values to change")
+        .expect("examples/README.md has a section \"The values to change\"");
+    let section = &readme[start..];
+    let end = section[3..].find("\n## ").map_or(section.len(), |e| e + 3);
+    let mut values = BTreeSet::new();
+    for line in section[..end].lines().filter(|l| l.starts_with("| `")) {
+        let first = line.split('|').nth(1).unwrap_or_default();
+        for part in first.split('`').skip(1).step_by(2) {
+            values.insert(part.to_owned());
+        }
+    }
+    assert!(values.len() > 10, "too few documented values: {values:?}");
+    values
+}
+
+/// A copy of the set with documented values replaced; deleted when dropped.
+#[derive(Debug)]
+pub struct ExampleSet {
+    dir: TempDir,
+}
+
+impl ExampleSet {
+    /// Copies the set, replacing each `(documented value, replacement)` wherever the value stands
+    /// as a whole word (not inside a longer name such as `owui-data`), longest values first.
+    ///
+    /// # Panics
+    /// When a value is not in the README's table, or does not occur in the set at all.
+    pub fn copy(replacements: &[(&str, String)]) -> ExampleSet {
+        let documented = documented_values();
+        for (value, _) in replacements {
+            assert!(
+                documented.contains(*value),
+                "{value:?} is not among the values examples/README.md lists as the ones to change"
+            );
+        }
+        let mut ordered: Vec<&(&str, String)> = replacements.iter().collect();
+        ordered.sort_by_key(|(v, _)| std::cmp::Reverse(v.len()));
+        let dir = tempfile::Builder::new()
+            .prefix("stackmedic-examples-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
+        let mut used = BTreeSet::new();
+        for file in FILES {
+            let mut text = read_repo_file(file);
+            for (value, with) in &ordered {
+                let (replaced, n) = replace_word(&text, value, with);
+                if n > 0 {
+                    used.insert(*value);
+                }
+                text = replaced;
+            }
+            let path = dir.path().join(file);
+            std::fs::create_dir_all(path.parent().expect("a folder"))
+                .unwrap_or_else(|e| panic!("cannot create the folder of {file}: {e}"));
+            std::fs::write(&path, text)
+                .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        }
+        for (value, _) in replacements {
+            assert!(
+                used.contains(value),
+                "{value:?} occurs in no file of the set"
+            );
+        }
+        ExampleSet { dir }
+    }
+
+    /// The copy of `relative` (such as `examples/remediator.yml`).
+    pub fn path(&self, relative: &str) -> PathBuf {
+        self.dir.path().join(relative)
+    }
+
+    /// The text of the copy of `relative`.
+    pub fn read(&self, relative: &str) -> String {
+        std::fs::read_to_string(self.path(relative))
+            .unwrap_or_else(|e| panic!("cannot read the copy of {relative}: {e}"))
+    }
+
+    /// The copy's root folder.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The variables of the copy's `examples/stackmedic.env`.
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.read("examples/stackmedic.env")
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+}
+
+/// `text` with every whole-word occurrence of `value` replaced, and how many there were. A word
+/// boundary is any character but a letter, digit, `_` or `-`.
+pub fn replace_word(text: &str, value: &str, with: &str) -> (String, usize) {
+    let word =
+        |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let mut out = String::with_capacity(text.len());
+    let mut n = 0;
+    let mut rest = text;
+    while let Some(i) = rest.find(value) {
+        let before = if i > 0 {
+            rest[..i].chars().last()
+        } else {
+            out.chars().last()
+        };
+        let after = rest[i + value.len()..].chars().next();
+        // Values that start or end in a word character need a boundary there; others (paths,
+        // lists) stand as they are.
+        let needs_front = value.chars().next().is_some_and(|c| word(Some(c)));
+        let needs_back = value.chars().last().is_some_and(|c| word(Some(c)));
+        if (needs_front && word(before)) || (needs_back && word(after)) {
+            out.push_str(&rest[..i + value.len()]);
+        } else {
+            out.push_str(&rest[..i]);
+            out.push_str(with);
+            n += 1;
+        }
+        rest = &rest[i + value.len()..];
+    }
+    out.push_str(rest);
+    (out, n)
+}
+
+/// The listen addresses of the loop, chosen free on 127.0.0.1.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    /// stackmedic-exporter.
+    pub exporter: u16,
+    /// stackmedic-remediator.
+    pub remediator: u16,
+    /// Prometheus.
+    pub prometheus: u16,
+    /// Alertmanager.
+    pub alertmanager: u16,
+}
+
+impl Ports {
+    /// Four free ports.
+    pub fn pick() -> Ports {
+        let mut seen = BTreeSet::new();
+        let mut next = || loop {
+            let p = crate::free_port();
+            if seen.insert(p) {
+                return p;
+            }
+        };
+        Ports {
+            exporter: next(),
+            remediator: next(),
+            prometheus: next(),
+            alertmanager: next(),
+        }
+    }
+
+    /// The documented listen addresses, replaced by these ports.
+    pub fn replacements(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("127.0.0.1:8790", format!("127.0.0.1:{}", self.exporter)),
+            ("127.0.0.1:8791", format!("127.0.0.1:{}", self.remediator)),
+            ("127.0.0.1:9093", format!("127.0.0.1:{}", self.alertmanager)),
+        ]
+    }
+}
+
+/// The loop's four processes, started from an [`ExampleSet`]; stopped when dropped.
+#[derive(Debug)]
+pub struct Stack {
+    /// stackmedic-exporter.
+    pub exporter: Process,
+    /// stackmedic-remediator.
+    pub remediator: Process,
+    /// Alertmanager.
+    pub alertmanager: Process,
+    /// Prometheus.
+    pub prometheus: Process,
+    /// The ports.
+    pub ports: Ports,
+    // Last: the processes stop before their folders go.
+    dir: TempDir,
+}
+
+impl Stack {
+    /// Starts the exporter and the remediator (both with the set's secrets in their environment),
+    /// Alertmanager and Prometheus, each on its file of `set`, and waits until each is ready.
+    /// `token_file` is where the set's Alertmanager reads the webhook token; the token of
+    /// `stackmedic.env` is written there first, as `examples/stackmedic.env` says.
+    ///
+    /// # Panics
+    /// When a program is missing or one of them is not ready within a minute.
+    pub fn start(set: &ExampleSet, ports: Ports, token_file: &Path) -> Stack {
+        let dir = tempfile::Builder::new()
+            .prefix("stackmedic-loop-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
+        let env = set.env();
+        let token = env
+            .iter()
+            .find(|(k, _)| k == "STACKMEDIC_WEBHOOK_TOKEN")
+            .map(|(_, v)| v.clone())
+            .expect("stackmedic.env sets STACKMEDIC_WEBHOOK_TOKEN");
+        std::fs::write(token_file, format!("{token}\n"))
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", token_file.display()));
+
+        let ready = |mut p: Process, port: u16| -> Process {
+            if !p.wait_ready(port, Duration::from_secs(60)) {
+                let name = p.name().to_owned();
+                panic!("{name} did not get ready on port {port}:\n{}", p.describe());
+            }
+            p
+        };
+        let mut cmd = Command::new(crate::bin_path("stackmedic-exporter"));
+        cmd.arg(format!(
+            "--config.file={}",
+            set.path("examples/exporter.yml").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{}", ports.exporter))
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let exporter = ready(Process::spawn("exporter", cmd, dir.path()), ports.exporter);
+
+        let mut cmd = Command::new(crate::bin_path("stackmedic-remediator"));
+        cmd.arg(format!(
+            "--config.file={}",
+            set.path("examples/remediator.yml").display()
+        ))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("store").display()
+        ))
+        .arg(format!(
+            "--web.listen-address=127.0.0.1:{}",
+            ports.remediator
+        ))
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let remediator = ready(
+            Process::spawn("remediator", cmd, dir.path()),
+            ports.remediator,
+        );
+
+        let am = crate::require_program(
+            &[crate::alertmanager::ALERTMANAGER],
+            "prometheus-alertmanager",
+        );
+        let mut cmd = Command::new(am);
+        cmd.arg(format!(
+            "--config.file={}",
+            set.path("alerts/alertmanager.example.yml").display()
+        ))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("am").display()
+        ))
+        .arg(format!(
+            "--web.listen-address=127.0.0.1:{}",
+            ports.alertmanager
+        ))
+        .arg("--cluster.listen-address=");
+        let alertmanager = ready(
+            Process::spawn("alertmanager", cmd, dir.path()),
+            ports.alertmanager,
+        );
+
+        let prom = crate::require_program(&[crate::prometheus::PROMETHEUS], "prometheus");
+        let mut cmd = Command::new(prom);
+        cmd.arg(format!(
+            "--config.file={}",
+            set.path("examples/prometheus.yml").display()
+        ))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
+        .arg(format!(
+            "--web.listen-address=127.0.0.1:{}",
+            ports.prometheus
+        ));
+        let prometheus = ready(
+            Process::spawn("prometheus", cmd, dir.path()),
+            ports.prometheus,
+        );
+        Stack {
+            exporter,
+            remediator,
+            alertmanager,
+            prometheus,
+            ports,
+            dir,
+        }
+    }
+
+    /// `http://127.0.0.1:<remediator port><path>`.
+    pub fn remediator_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports.remediator)
+    }
+
+    /// `http://127.0.0.1:<Alertmanager port><path>`.
+    pub fn alertmanager_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports.alertmanager)
+    }
+
+    /// `http://127.0.0.1:<Prometheus port><path>`.
+    pub fn prometheus_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports.prometheus)
+    }
+
+    /// The alerts Prometheus holds (`GET /api/v1/alerts`), each with `labels` and `state`.
+    pub fn prometheus_alerts(&self) -> Vec<serde_json::Value> {
+        crate::http::get(&self.prometheus_url("/api/v1/alerts"))
+            .ok()
+            .and_then(|r| r.json().ok())
+            .and_then(|v| v["data"]["alerts"].as_array().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Whether Prometheus has `alertname` firing with `label` = `value`.
+    pub fn firing(&self, alertname: &str, label: &str, value: &str) -> bool {
+        self.prometheus_alerts().iter().any(|a| {
+            a["labels"]["alertname"] == alertname
+                && a["labels"][label] == value
+                && a["state"] == "firing"
+        })
+    }
+
+    /// The value of an instant query's first sample, if any.
+    pub fn query(&self, expr: &str) -> Option<f64> {
+        let url = format!(
+            "{}?query={}",
+            self.prometheus_url("/api/v1/query"),
+            crate::http::encode_component(expr)
+        );
+        let v = crate::http::get(&url).ok()?.json().ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// The remediator's `GET /api/actions`.
+    pub fn history(&self) -> serde_json::Value {
+        crate::http::get(&self.remediator_url("/api/actions?limit=1000"))
+            .and_then(|r| r.json())
+            .unwrap_or_default()
+    }
+
+    /// Logs of all four, for failure messages.
+    pub fn describe(&mut self) -> String {
+        format!(
+            "{}\n{}\n{}\n{}",
+            self.exporter.describe(),
+            self.remediator.describe(),
+            self.alertmanager.describe(),
+            self.prometheus.describe()
+        )
+    }
+
+    /// The folder of the processes' logs and data.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+/// The repository's `examples/` folder.
+pub fn examples_dir() -> PathBuf {
+    repo_root().join("examples")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_word;
+
+    #[test]
+    fn whole_words_only() {
+        let (t, n) = replace_word(
+            "name_pattern: '^(owui|backend)$'\nexpected: [owui]\nowui-data owui.example.ts.net x-owui",
+            "owui",
+            "c1",
+        );
+        assert_eq!(
+            t,
+            "name_pattern: '^(c1|backend)$'\nexpected: [c1]\nowui-data c1.example.ts.net x-owui"
+        );
+        assert_eq!(n, 3);
+        let (t, n) = replace_word("a: http://127.0.0.1:3000/", "127.0.0.1:3000", "127.0.0.1:9");
+        assert_eq!((t.as_str(), n), ("a: http://127.0.0.1:9/", 1));
+    }
+}

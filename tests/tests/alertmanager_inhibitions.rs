@@ -1,0 +1,336 @@
+//! The shipped Alertmanager inhibitions against a real Alertmanager (`alerts/alertmanager.example.yml`
+//! with only its documented values changed): with every inhibition's source and target alerts
+//! active together, each target is muted for on-call, while every remediation alert — each also
+//! matching some source's labels — stays active, reaches the remediator's webhook, and so does
+//! its resolve.
+//!
+//! The remediator's, the pager's and the ticket system's webhooks point at this test's own
+//! fixture, a receiver that records what it gets (the routing and inhibiting under test are
+//! Alertmanager's own).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use stackmedic_tests::alertmanager::Alertmanager;
+use stackmedic_tests::examples::ExampleSet;
+use stackmedic_tests::remediator::{rfc3339, unix_now};
+use stackmedic_tests::wait_until;
+
+/// What the sink received: (path, body) per POST.
+type Received = Arc<Mutex<Vec<(String, Value)>>>;
+
+/// Records every POST as (path, body).
+fn sink() -> (u16, Received) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the sink");
+    let port = listener.local_addr().unwrap().port();
+    let got: Received = Arc::default();
+    let rec = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+            }
+            let mut body = vec![0; len];
+            if reader.read_exact(&mut body).is_ok() {
+                rec.lock()
+                    .unwrap()
+                    .push((path, serde_json::from_slice(&body).unwrap_or(Value::Null)));
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (port, got)
+}
+
+/// (alertname, status) of the alerts delivered on `path`.
+fn delivered(got: &Mutex<Vec<(String, Value)>>, path: &str) -> Vec<(String, String)> {
+    got.lock()
+        .unwrap()
+        .iter()
+        .filter(|(p, _)| p == path)
+        .flat_map(|(_, b)| b["alerts"].as_array().cloned().unwrap_or_default())
+        .map(|a| {
+            (
+                a["labels"]["alertname"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                a["status"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn alert(labels: &[(&str, &str)], ends_at: Option<f64>) -> Value {
+    let mut l: serde_json::Map<String, Value> = labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), json!(v)))
+        .collect();
+    l.insert("instance".into(), json!("host:8790"));
+    l.insert("job".into(), json!("stackmedic-exporter"));
+    // Starting now: Alertmanager flushes a group at once, without its group_wait, when its alert
+    // started longer than group_wait ago, and then races its inhibitor's view of the sources.
+    let mut a = json!({"labels": l, "startsAt": rfc3339(unix_now())});
+    if let Some(t) = ends_at {
+        a["endsAt"] = json!(rfc3339(t));
+    }
+    a
+}
+
+/// The remediation tier, as alerts/stackmedic.rules.yml labels it.
+const REMEDIATION: &[&[(&str, &str)]] = &[
+    &[
+        ("alertname", "ContainerDown"),
+        ("severity", "info"),
+        ("remediation", "container_restart"),
+        ("probe", "containers"),
+        ("container", "owui"),
+    ],
+    &[
+        ("alertname", "ContainerMissing"),
+        ("severity", "info"),
+        ("remediation", "compose_up"),
+        ("probe", "containers"),
+        ("container", "cloudflared"),
+    ],
+    &[
+        ("alertname", "ContainerUnhealthy"),
+        ("severity", "info"),
+        ("remediation", "container_restart"),
+        ("probe", "containers"),
+        ("container", "leitstand"),
+        ("status", "unhealthy"),
+    ],
+    &[
+        ("alertname", "HlsPlaylistStale"),
+        ("severity", "info"),
+        ("remediation", "stream_restart"),
+        ("probe", "cam-entrance"),
+        ("stream", "cam-entrance"),
+    ],
+    &[
+        ("alertname", "PlcAdsNoRoute"),
+        ("severity", "info"),
+        ("remediation", "ads_route_add"),
+        ("probe", "plc-line1"),
+        ("plc", "plc-line1"),
+    ],
+    &[
+        ("alertname", "StreamUnhealthy"),
+        ("severity", "info"),
+        ("remediation", "stream_restart"),
+        ("probe", "camera-streams"),
+        ("stream", "cam-yard"),
+    ],
+    &[
+        ("alertname", "RingWebrtcStuck"),
+        ("severity", "info"),
+        ("remediation", "webrtc_restart"),
+        ("probe", "camera-streams"),
+        ("camera", "front-door"),
+    ],
+    &[
+        ("alertname", "CameraDaemonUnhealthy"),
+        ("severity", "info"),
+        ("remediation", "daemon_restart"),
+        ("probe", "camera-system"),
+    ],
+];
+
+/// Sources of the inhibitions besides ContainerDown (a remediation alert itself).
+const SOURCES: &[&[(&str, &str)]] = &[
+    &[
+        ("alertname", "DockerEngineDown"),
+        ("severity", "page"),
+        ("probe", "containers"),
+    ],
+    &[
+        ("alertname", "EdgeUpstreamDown"),
+        ("severity", "page"),
+        ("probe", "backend-edge"),
+    ],
+    &[
+        ("alertname", "StackmedicRemediationFailed"),
+        ("severity", "page"),
+        ("original_alertname", "ContainerDown"),
+        ("remediation", "container_restart"),
+        ("remediation_target", "owui"),
+        ("probe", "containers"),
+        ("container", "owui"),
+    ],
+];
+
+/// Targets, each muted by one of the shipped inhibitions.
+const TARGETS: &[&[(&str, &str)]] = &[
+    // ContainerDown explains the exporter's readiness alerts.
+    &[
+        ("alertname", "EndpointDown"),
+        ("severity", "page"),
+        ("probe", "backend-ready"),
+    ],
+    // The edge's 52x explains the same probe failing.
+    &[
+        ("alertname", "EndpointDown"),
+        ("severity", "page"),
+        ("probe", "backend-edge"),
+    ],
+    // The engine down, and the escalation, explain the paging tier's container alert.
+    &[
+        ("alertname", "ContainerDownPersistent"),
+        ("severity", "page"),
+        ("probe", "containers"),
+        ("container", "owui"),
+    ],
+    &[
+        ("alertname", "ContainerRestarting"),
+        ("severity", "ticket"),
+        ("probe", "containers"),
+        ("container", "owui"),
+    ],
+    // A specific page on a probe says more than "probe failing".
+    &[
+        ("alertname", "StackmedicProbeFailing"),
+        ("severity", "warning"),
+        ("probe", "containers"),
+        ("kind", "docker"),
+    ],
+];
+
+#[test]
+fn shipped_inhibitions_mute_targets_but_nothing_the_remediator_needs() {
+    let (port, got) = sink();
+    let token = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token.path(), "inhibition-test-token\n").unwrap();
+    let set = ExampleSet::copy(&[
+        ("127.0.0.1:8791", format!("127.0.0.1:{port}")),
+        ("127.0.0.1:9095", format!("127.0.0.1:{port}")),
+        (
+            "/etc/prometheus/stackmedic-remediator.token",
+            token.path().display().to_string(),
+        ),
+    ]);
+    let am = Alertmanager::start(&set.read("alerts/alertmanager.example.yml"));
+
+    let all: Vec<Value> = REMEDIATION
+        .iter()
+        .chain(SOURCES)
+        .chain(TARGETS)
+        .map(|l| alert(l, None))
+        .collect();
+    am.post_alerts(&json!(all)).unwrap();
+
+    let state_of = |labels: &[(&str, &str)]| -> Option<(String, usize)> {
+        am.alerts().ok()?.as_array()?.iter().find_map(|a| {
+            labels.iter().all(|(k, v)| a["labels"][*k] == *v).then(|| {
+                (
+                    a["status"]["state"].as_str().unwrap_or_default().to_owned(),
+                    a["status"]["inhibitedBy"].as_array().map_or(0, Vec::len),
+                )
+            })
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+            TARGETS
+                .iter()
+                .all(|t| state_of(t).is_some_and(|(s, by)| s == "suppressed" && by > 0))
+        }),
+        "not every target is inhibited: {:#}",
+        am.alerts().unwrap_or_default()
+    );
+    for r in REMEDIATION {
+        let state = state_of(r);
+        assert_eq!(
+            state.as_ref().map(|(s, by)| (s.as_str(), *by)),
+            Some(("active", 0)),
+            "a remediation alert is muted: {r:?}"
+        );
+    }
+    // Every remediation alert reaches the remediator's webhook at once (group_wait 0s).
+    assert!(
+        wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
+            let d = delivered(&got, "/webhook");
+            REMEDIATION
+                .iter()
+                .all(|r| d.contains(&(r[0].1.to_owned(), "firing".to_owned())))
+        }),
+        "remediation alerts did not reach the remediator: {:?}",
+        delivered(&got, "/webhook")
+    );
+    // Past the paging route's group_wait (30 s): the muted targets never reached on-call or
+    // the tickets, while the escalation did.
+    std::thread::sleep(Duration::from_secs(40));
+    let pages = delivered(&got, "/page");
+    let tickets = delivered(&got, "/ticket");
+    for t in TARGETS {
+        let name = t[0].1;
+        assert!(
+            !pages.iter().chain(&tickets).any(|(n, _)| n == name),
+            "{name} was delivered although inhibited: pages {pages:?} tickets {tickets:?}\n{:?}",
+            am.alerts()
+                .unwrap_or_default()
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|a| format!(
+                    "{} {} {} {}",
+                    a["labels"]["alertname"], a["status"]["state"], a["startsAt"], a["endsAt"]
+                ))
+                .collect::<Vec<_>>()
+        );
+    }
+    assert!(
+        pages
+            .iter()
+            .any(|(n, _)| n == "StackmedicRemediationFailed"),
+        "{pages:?}"
+    );
+    assert!(
+        !delivered(&got, "/webhook")
+            .iter()
+            .any(|(n, _)| n == "StackmedicRemediationFailed"),
+        "the escalation went back to the remediator"
+    );
+
+    // Their resolves reach the remediator too, with every source still active.
+    let resolved: Vec<Value> = REMEDIATION
+        .iter()
+        .map(|l| alert(l, Some(unix_now())))
+        .collect();
+    am.post_alerts(&json!(resolved)).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+            let d = delivered(&got, "/webhook");
+            REMEDIATION
+                .iter()
+                .all(|r| d.contains(&(r[0].1.to_owned(), "resolved".to_owned())))
+        }),
+        "resolves did not reach the remediator: {:?}",
+        delivered(&got, "/webhook")
+    );
+}

@@ -1,0 +1,312 @@
+//! Every rule of the shipped `examples/remediator.yml` fired once, end to end, by the alert meant
+//! to fire it: the example set with only its documented values changed, real dockerd,
+//! Prometheus, Alertmanager, stackmedic-exporter and stackmedic-remediator.
+//!
+//! - `container-restart` by `ContainerDown`: the watched container is stopped.
+//! - `compose-up` by `ContainerMissing`: the container is removed, and the real `docker-compose`
+//!   (the documented alternative to the Compose plugin) recreates it from a compose file.
+//! - `stream-restart` by `HlsPlaylistStale`, `plc-route-add-and-connect` by `PlcAdsNoRoute`,
+//!   `ring-webrtc-restart` by `RingWebrtcStuck`, `daemon-restart` by `CameraDaemonUnhealthy`: the
+//!   camera/PLC app's address points at the admin-API recorder fixture (the app has no real
+//!   peer here), which serves no playlist (the stream reads as stale), a route status without
+//!   the route, a Ring camera stuck connecting and an unhealthy daemon; it records the calls.
+//! - `plc-native-route-add` by `PlcAdsNoRoute`: a dry run, as shipped (no TwinCAT router here).
+//!
+//! And a container in a real restart loop (Docker's restart policy, its command exiting after a
+//! second) drives `ContainerRestarting`: its restart count is seen to grow, the alert fires and
+//! reaches the ticket receiver. The on-call and ticket receivers are this test's own recording
+//! fixture (no real pager runs here).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use stackmedic_tests::admin_api::{AdminApi, Rule};
+use stackmedic_tests::docker::{busybox_image, docker, ensure_docker, run_busybox, Container};
+use stackmedic_tests::examples::{ExampleSet, Ports, Stack};
+use stackmedic_tests::{free_port, http, unique_name, wait_until};
+
+/// What the sink received: (path, alert name) per alert.
+type Received = Arc<Mutex<Vec<(String, String)>>>;
+
+/// Records the alert names POSTed to each path.
+fn sink() -> (u16, Received) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the sink");
+    let port = listener.local_addr().unwrap().port();
+    let got: Received = Arc::default();
+    let rec = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line
+                .split_whitespace()
+                .nth(1)
+                .unwrap_or_default()
+                .to_owned();
+            let mut len = 0usize;
+            loop {
+                let mut h = String::new();
+                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                    break;
+                }
+                if let Some((k, v)) = h.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                }
+            }
+            let mut body = vec![0; len];
+            if reader.read_exact(&mut body).is_ok() {
+                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                for a in v["alerts"].as_array().into_iter().flatten() {
+                    rec.lock().unwrap().push((
+                        path.clone(),
+                        a["labels"]["alertname"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    ));
+                }
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (port, got)
+}
+
+/// The audit rows of `rule`.
+fn rows_of(stack: &Stack, rule: &str) -> Vec<Value> {
+    stack.history()["actions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a["rule"] == rule)
+        .collect()
+}
+
+fn has_row(stack: &Stack, rule: &str, alertname: &str, result: &str) -> bool {
+    rows_of(stack, rule)
+        .iter()
+        .any(|a| a["alertname"] == alertname && a["result"] == result)
+}
+
+#[test]
+fn every_shipped_rule_fires_once_and_a_restart_loop_raises_container_restarting() {
+    ensure_docker();
+    let dir = tempfile::Builder::new()
+        .prefix("stackmedic-every-rule-")
+        .tempdir()
+        .unwrap();
+    let d = dir.path();
+    let name = unique_name("sm-rules-owui");
+    let looping = unique_name("sm-rules-loop");
+    let www = d.join("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("index.html"), "<html>owui</html>\n").unwrap();
+    std::fs::write(d.join("access.log"), "").unwrap();
+    let web_port = free_port();
+    let web = format!("http://127.0.0.1:{web_port}/");
+    let (sink_port, got) = sink();
+    let camera_app = AdminApi::start(&[
+        Rule::json(
+            "/api/plc/ads/route/status",
+            r#"{"connected": true, "route": {"present": false}, "ads": {"state": "run", "device_state": 0, "last_error": 0}}"#,
+        ),
+        // A Ring camera stuck connecting; the daemon unhealthy.
+        Rule::json(
+            "/api/monitor/streams",
+            r#"{"streams": [{"name": "front-door", "kind": "ring", "healthy": false, "webrtc": {"state": "connecting"}}]}"#,
+        ),
+        Rule::json(
+            "/api/system/status",
+            r#"{"daemon": {"state": "failed", "healthy": false}, "plc": {"connected": true}}"#,
+        ),
+    ]);
+    let closed = format!("127.0.0.1:{}", free_port());
+    let ports = Ports::pick();
+    let token_file = d.join("token");
+    let httpd = [
+        "httpd".to_owned(),
+        "-f".to_owned(),
+        "-p".to_owned(),
+        format!("127.0.0.1:{web_port}"),
+        "-h".to_owned(),
+        "/www".to_owned(),
+    ];
+    // The stack's compose file, for the real docker-compose.
+    let compose = d.join("stack/docker-compose.yml");
+    std::fs::create_dir(d.join("stack")).unwrap();
+    std::fs::write(
+        &compose,
+        format!(
+            "version: '2.4'\nservices:\n  owui:\n    image: {}\n    container_name: {name}\n    network_mode: host\n    command: {}\n    volumes: ['{}:/www:ro']\n",
+            busybox_image(),
+            serde_json::to_string(&httpd).unwrap(),
+            www.display()
+        ),
+    )
+    .unwrap();
+
+    let mut values: Vec<(&str, String)> = ports.replacements();
+    values.extend([
+        ("127.0.0.1:3000", format!("127.0.0.1:{web_port}")),
+        ("owui", name.clone()),
+        ("leitstand", looping.clone()),
+        ("owui.example.ts.net", closed.clone()),
+        ("127.0.0.1:8080", closed.clone()),
+        ("assistant.example.org", closed.clone()),
+        ("app.example.org", closed.clone()),
+        (
+            "/var/log/nginx/access.log",
+            d.join("access.log").display().to_string(),
+        ),
+        (
+            "/home/ops/ai_stack/open-webui/docker-compose.yml",
+            compose.display().to_string(),
+        ),
+        ("[docker, compose]", "[docker-compose]".to_owned()),
+        ("127.0.0.1:8000", camera_app.url("").replace("http://", "")),
+        ("192.0.2.10", "127.0.0.1".to_owned()),
+        ("192.0.2.50", "127.0.0.1".to_owned()),
+        ("127.0.0.1:9095", format!("127.0.0.1:{sink_port}")),
+        (
+            "/etc/prometheus/stackmedic-remediator.token",
+            token_file.display().to_string(),
+        ),
+    ]);
+    let set = ExampleSet::copy(&values);
+
+    let httpd_args: Vec<&str> = httpd.iter().map(String::as_str).collect();
+    let volume = format!("{}:/www:ro", www.display());
+    let container = run_busybox(&name, &["-v", &volume], &httpd_args);
+    // A container that exits after a second, restarted by Docker over and over.
+    let restarting = run_busybox(
+        &looping,
+        &["--restart", "always"],
+        &["sh", "-c", "sleep 1; exit 3"],
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            http::get(&web).is_ok_and(|r| r.status == 200)
+        }),
+        "the watched container does not serve {web}"
+    );
+    let mut stack = Stack::start(&set, ports, &token_file);
+    // The restart-looping container's count as Prometheus first sees it.
+    let count = format!("stackmedic_container_restarts_total{{container=\"{looping}\"}}");
+    let mut first = None;
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(500), || {
+            first = stack.query(&count);
+            first.is_some()
+        }),
+        "Prometheus never saw the restart count of {looping}"
+    );
+    let first = first.unwrap_or_default();
+
+    // stream-restart, plc-route-add-and-connect and plc-native-route-add: the fixture's stream is
+    // unreadable and its route missing from the start.
+    let fired = wait_until(Duration::from_secs(120), Duration::from_millis(500), || {
+        has_row(&stack, "stream-restart", "HlsPlaylistStale", "succeeded")
+            && has_row(
+                &stack,
+                "ring-webrtc-restart",
+                "RingWebrtcStuck",
+                "succeeded",
+            )
+            && has_row(
+                &stack,
+                "daemon-restart",
+                "CameraDaemonUnhealthy",
+                "succeeded",
+            )
+            && has_row(
+                &stack,
+                "plc-route-add-and-connect",
+                "PlcAdsNoRoute",
+                "succeeded",
+            )
+            && has_row(&stack, "plc-native-route-add", "PlcAdsNoRoute", "dry_run")
+    });
+    assert!(
+        fired,
+        "the camera app's rules did not run: {:#}\n{}",
+        stack.history(),
+        stack.describe()
+    );
+    assert!(camera_app.count("/api/streams/cam-entrance/restart") >= 1);
+    assert!(camera_app.count("/api/plc/ads/route/add") >= 1);
+    assert!(camera_app.count("/api/plc/connect") >= 1);
+    assert!(camera_app.count("/api/ring/front-door/webrtc/stop") >= 1);
+    assert!(camera_app.count("/api/ring/front-door/webrtc/start") >= 1);
+    assert!(camera_app.count("/api/admin/service/restart") >= 1);
+
+    // container-restart by ContainerDown.
+    docker(&["stop", "-t", "1", &name]);
+    assert!(
+        wait_until(Duration::from_secs(90), Duration::from_millis(250), || {
+            has_row(&stack, "container-restart", "ContainerDown", "succeeded")
+        }),
+        "container-restart did not run: {:#}",
+        stack.history()
+    );
+
+    // compose-up by ContainerMissing: the real docker-compose recreates the container.
+    drop(container);
+    assert!(
+        wait_until(Duration::from_secs(120), Duration::from_millis(250), || {
+            has_row(&stack, "compose-up", "ContainerMissing", "succeeded")
+        }),
+        "compose-up did not run: {:#}\n{}",
+        stack.history(),
+        stack.describe()
+    );
+    let recreated = Container::adopt(&name);
+    assert_eq!(recreated.status().as_deref(), Some("running"));
+    assert!(http::get(&web).is_ok_and(|r| r.status == 200));
+
+    // Every rule of the shipped example ran (or, as shipped, dry-ran).
+    let shipped: Value = serde_saphyr::from_str(&set.read("examples/remediator.yml")).unwrap();
+    for rule in shipped["rules"].as_array().unwrap() {
+        let rule = rule["name"].as_str().unwrap();
+        assert!(
+            rows_of(&stack, rule)
+                .iter()
+                .any(|a| a["result"] == "succeeded" || a["result"] == "dry_run"),
+            "rule {rule} never ran: {:#}",
+            stack.history()
+        );
+    }
+
+    // ContainerRestarting: the restart count grew (Docker doubles its restart delay, so by
+    // now slowly), the alert fires and becomes a ticket.
+    assert!(
+        wait_until(Duration::from_secs(90), Duration::from_millis(500), || {
+            stack.query(&count).is_some_and(|n| n >= first + 3.0)
+        }),
+        "the restart count of {looping} does not grow: {first} -> {:?}",
+        stack.query(&count)
+    );
+    assert!(
+        wait_until(Duration::from_secs(180), Duration::from_millis(500), || {
+            got.lock()
+                .unwrap()
+                .iter()
+                .any(|(p, a)| p == "/ticket" && a == "ContainerRestarting")
+        }),
+        "ContainerRestarting did not reach the tickets: {:#?}",
+        stack.prometheus_alerts()
+    );
+    assert!(stack.firing("ContainerRestarting", "container", &looping));
+    drop(restarting);
+    drop(recreated);
+}
