@@ -1,6 +1,6 @@
 //! `cleanup` on a real filesystem of fixed size: a tmpfs mounted with `size=` (as root) is
 //! filled with the camera/PLC app's stream artefacts and old backups, the cleanup targets and
-//! rules of `examples/remediator.yml` run on it (only the folders changed), and the filesystem
+//! rules of `examples/remediator-host.yml` run on it (only the folders changed), and the filesystem
 //! alert fires. The test checks what is removed (the oldest, never the newest of a group, never
 //! young files), what is never touched (a link's target outside the folder, a folder matching
 //! the pattern, a subfolder that is a link), that the space is free afterwards, that a dry run
@@ -47,9 +47,12 @@ const HOUR: Duration = Duration::from_secs(3600);
 const DAY: Duration = Duration::from_secs(86_400);
 const MIB: usize = 1024 * 1024;
 
-/// The cleanup targets and rules of `examples/remediator.yml`, unchanged but for the folders.
+/// The cleanup targets and rules of `examples/remediator-host.yml`, unchanged but for the folders.
 fn shipped_config(hls: &Path, backups: &Path) -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/remediator.yml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/remediator-host.yml"
+    );
     let text = fs::read_to_string(path).unwrap();
     for folder in ["/srv/camapp/hls", "/srv/ai-stack/backups"] {
         assert!(
@@ -133,7 +136,7 @@ fn remediator_cleanup_frees_a_full_filesystem_within_its_limits() {
         "the filesystem is not full: {before}"
     );
     let labels = [
-        ("alertname", "FilesystemAlmostFull"),
+        ("alertname", "FilesystemCleanupDue"),
         ("probe", "media-disk"),
         ("remediation", "cleanup"),
     ];

@@ -1,5 +1,5 @@
 //! The assistant backend's Ollama measures as `http_sequence` rules, exactly as
-//! `examples/remediator.yml` ships them: "model missing → pull model" (`POST /api/pull`, verified
+//! `examples/remediator-host.yml` ships them: "model missing → pull model" (`POST /api/pull`, verified
 //! by the model being listed in `GET /api/tags`) and "RAM reclamation → unload"
 //! (`POST /api/generate` with `keep_alive: 0`, verified by the model no longer being listed in
 //! `GET /api/ps`).
@@ -143,10 +143,13 @@ fn answer(state: &Mutex<State>, method: &str, path: &str, body: Value) -> (u16, 
     }
 }
 
-/// The Ollama targets and rules of `examples/remediator.yml`, with the stand-in's address
+/// The Ollama targets and rules of `examples/remediator-host.yml`, with the stand-in's address
 /// instead of Ollama's.
 fn shipped_config(port: u16) -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/remediator.yml");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/remediator-host.yml"
+    );
     let text = std::fs::read_to_string(path).unwrap();
     assert!(
         text.contains("http://127.0.0.1:11434"),
