@@ -1,16 +1,30 @@
 #!/usr/bin/env python3
 """Benchmark of stackmedic-exporter against a real nginx target, side by side with
-blackbox_exporter (Debian's prometheus-blackbox-exporter) probing the same target.
+blackbox_exporter (Debian's prometheus-blackbox-exporter) probing the same target in the same
+run.
 
-Prints, for 1,000 configured HTTP probes: /metrics latency (p50, p99, max), resident memory,
-and the CPU time one HTTP probe costs in each exporter.
+Prints, for 1,000 configured HTTP probes: the CPU time one probe costs with kept-alive
+connections and with `reuse_connections: false` (a new connection per probe, as
+blackbox_exporter does), the same for blackbox_exporter, their ratios, /metrics latency
+(p50, p99, max) and resident memory. CPU time is read from /proc/PID/stat (user and system,
+all threads) and /proc/PID/task/*/schedstat (exact), so it is the exporter's own cost; the
+load average is printed with every figure, because other processes on the machine still slow a
+process down (caches, scheduling), which its CPU time does show.
+
+With --callgrind it instead counts the instructions of one probe run under valgrind's
+callgrind (200 probes, user space only): a figure that does not move with the machine's load,
+for before/after comparisons. --baseline BINARY measures another build of the exporter the
+same way in the same run (e.g. the release binary of an older commit).
 
 Usage: scripts/bench-exporter.py [--probes 1000] [--interval 10] [--window 30]
+                                 [--blackbox-probes 3000] [--scrapes 200] [--cold-scrapes 5]
+                                 [--baseline BINARY] [--callgrind] [--log-level info]
 Needs: a release build (cargo build --release -p stackmedic-exporter), nginx,
-prometheus-blackbox-exporter. Talks to 127.0.0.1 only.
+prometheus-blackbox-exporter; valgrind for --callgrind. Talks to 127.0.0.1 only.
 """
 
 import argparse
+import http.client
 import os
 import shutil
 import signal
@@ -20,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,15 +57,36 @@ def wait_port(port, timeout=20):
     sys.exit(f"port {port} did not open")
 
 
-def get(url, timeout=10):
+def get(url, timeout=30):
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return r.read()
 
 
-def cpu_seconds(pid):
+def cpu_ticks(pid):
+    """(user, system) CPU time of the whole process, in clock ticks (sampled by the tick)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    return int(fields[11]), int(fields[12])
+
+
+def cpu_ns(pid):
+    """CPU time of the process's live threads in nanoseconds, from the scheduler's exact
+    account (/proc/PID/task/*/schedstat). Tick-based user/system times can be off by a lot for
+    a process that wakes briefly and often (its wake-ups may keep step with the timer tick), so
+    this is the figure printed; user and system times are shown beside it as a cross-check."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
+def loadavg():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
 
 
 def rss_kib(pid, key="VmRSS"):
@@ -95,48 +131,105 @@ http {{
     return proc, f"http://127.0.0.1:{port}/ready"
 
 
-def bench_stackmedic(tmp, target, args):
-    binary = os.path.join(ROOT, "target", "release", "stackmedic-exporter")
-    if not os.path.exists(binary):
-        sys.exit("build first: cargo build --release -p stackmedic-exporter")
-    cfg = os.path.join(tmp, "stackmedic.yml")
+def start_stackmedic(binary, tmp, target, probes, interval, reuse, log_level, wrapper=()):
+    cfg = os.path.join(tmp, f"stackmedic-{os.getpid()}-{time.monotonic_ns()}.yml")
     with open(cfg, "w") as f:
         f.write("global:\n  max_concurrency: 64\nprobes:\n")
-        for i in range(args.probes):
-            f.write(f"  - name: p{i}\n    interval: {args.interval}s\n    timeout: 5s\n"
+        for i in range(probes):
+            f.write(f"  - name: p{i}\n    interval: {interval}s\n    timeout: 5s\n"
                     f"    http:\n      url: {target}\n")
+            if not reuse:
+                f.write("      reuse_connections: false\n")
     port = free_port()
-    proc = subprocess.Popen([binary, "--config.file", cfg, "--web.listen-address",
-                             f"127.0.0.1:{port}", "--log.level", "warn"])
-    wait_port(port)
-    url = f"http://127.0.0.1:{port}/metrics"
+    log = open(cfg + ".log", "w")
+    proc = subprocess.Popen([*wrapper, binary, "--config.file", cfg, "--web.listen-address",
+                             f"127.0.0.1:{port}", "--log.level", log_level], stderr=log)
+    try:
+        wait_port(port, timeout=120)
+    except SystemExit:
+        with open(cfg + ".log") as f:
+            sys.stderr.write(f.read())
+        raise
+    return proc, f"http://127.0.0.1:{port}/metrics"
+
+
+def stop(proc):
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def scrape_latencies(url, n):
+    """Latency of n scrapes over one kept-alive connection, as Prometheus scrapes."""
+    parsed = urllib.parse.urlparse(url)
+    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
+    lat, body = [], b""
+    for _ in range(n):
+        t = time.perf_counter()
+        conn.request("GET", parsed.path)
+        r = conn.getresponse()
+        body = r.read()
+        lat.append((time.perf_counter() - t) * 1000)
+        if r.status != 200:
+            sys.exit(f"scrape answered {r.status}")
+        time.sleep(0.05)
+    conn.close()
+    lat.sort()
+    return lat, body
+
+
+def bench_stackmedic(binary, tmp, target, args, reuse, scrapes):
+    proc, url = start_stackmedic(binary, tmp, target, args.probes, args.interval, reuse,
+                                 args.log_level)
     # Let every probe run at least once before measuring.
     time.sleep(args.interval + 2)
-    r0, c0 = runs_total(url), cpu_seconds(proc.pid)
+    load0 = loadavg()
+    r0 = runs_total(url)
+    u0, s0 = cpu_ticks(proc.pid)
+    n0 = cpu_ns(proc.pid)
     time.sleep(args.window)
-    r1, c1 = runs_total(url), cpu_seconds(proc.pid)
-    # Scrape latency, measured after the CPU window so scrapes do not count as probe cost.
-    lat = []
-    body = b""
-    for _ in range(50):
-        t = time.perf_counter()
-        body = get(url)
-        lat.append((time.perf_counter() - t) * 1000)
-        time.sleep(0.1)
-    lat.sort()
+    n1 = cpu_ns(proc.pid)
+    u1, s1 = cpu_ticks(proc.pid)
+    r1 = runs_total(url)
+    runs = max(r1 - r0, 1)
     result = {
         "runs": r1 - r0,
-        "cpu_per_probe_us": (c1 - c0) / max(r1 - r0, 1) * 1e6,
-        "metrics_p50_ms": statistics.median(lat),
-        "metrics_p99_ms": lat[int(len(lat) * 0.99) - 1],
-        "metrics_max_ms": lat[-1],
-        "metrics_bytes": len(body),
-        "series": sum(1 for l in body.decode().splitlines() if l and not l.startswith("#")),
-        "rss_mib": rss_kib(proc.pid) / 1024,
-        "peak_rss_mib": rss_kib(proc.pid, "VmHWM") / 1024,
+        "cpu_us": (n1 - n0) / 1e3 / runs,
+        "user_us": (u1 - u0) / TICK / runs * 1e6,
+        "sys_us": (s1 - s0) / TICK / runs * 1e6,
+        "load": (load0 + loadavg()) / 2,
     }
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=10)
+    if scrapes:
+        # Scrape latency, measured after the CPU window so scrapes do not count as probe cost;
+        # probes keep running meanwhile, as they do when Prometheus scrapes. First scrapes an
+        # interval apart, as Prometheus scrapes (every probe ran since the last one, so all are
+        # rendered anew), then many in a row (most probes are answered from their text).
+        cold = []
+        for _ in range(args.cold_scrapes):
+            time.sleep(args.interval)
+            lat, _ = scrape_latencies(url, 1)
+            cold.append(lat[0])
+        result["cold_ms"] = sorted(cold)
+        load0 = loadavg()
+        c0 = cpu_ns(proc.pid)
+        lat, body = scrape_latencies(url, scrapes)
+        c1 = cpu_ns(proc.pid)
+        result.update({
+            "metrics_p50_ms": statistics.median(lat),
+            "metrics_p99_ms": lat[max(int(len(lat) * 0.99) - 1, 0)],
+            "metrics_max_ms": lat[-1],
+            "metrics_bytes": len(body),
+            "series": sum(1 for l in body.decode().splitlines() if l and not l.startswith("#")),
+            "scrape_load": (load0 + loadavg()) / 2,
+            # Includes the probes that ran meanwhile: an upper bound of a scrape's CPU time.
+            "scrape_cpu_ms": (c1 - c0) / 1e6 / len(lat),
+        })
+    result["rss_mib"] = rss_kib(proc.pid) / 1024
+    result["peak_rss_mib"] = rss_kib(proc.pid, "VmHWM") / 1024
+    stop(proc)
     return result
 
 
@@ -153,19 +246,62 @@ def bench_blackbox(tmp, target, n):
                             stderr=subprocess.DEVNULL)
     wait_port(port)
     url = (f"http://127.0.0.1:{port}/probe?module=http_2xx&target="
-           + urllib.request.quote(target, safe=""))
+           + urllib.parse.quote(target, safe=""))
     for _ in range(50):
         get(url)
-    c0 = cpu_seconds(proc.pid)
+    load0 = loadavg()
+    u0, s0 = cpu_ticks(proc.pid)
+    n0 = cpu_ns(proc.pid)
     for _ in range(n):
         if b"probe_success 1" not in get(url):
             sys.exit("blackbox probe failed")
-    c1 = cpu_seconds(proc.pid)
-    result = {"probes": n, "cpu_per_probe_us": (c1 - c0) / n * 1e6,
-              "rss_mib": rss_kib(proc.pid) / 1024}
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=10)
+    n1 = cpu_ns(proc.pid)
+    u1, s1 = cpu_ticks(proc.pid)
+    result = {"probes": n, "cpu_us": (n1 - n0) / 1e3 / n,
+              "user_us": (u1 - u0) / TICK / n * 1e6, "sys_us": (s1 - s0) / TICK / n * 1e6,
+              "load": (load0 + loadavg()) / 2, "rss_mib": rss_kib(proc.pid) / 1024}
+    stop(proc)
     return result
+
+
+def callgrind_per_run(name, binary, tmp, target, args, reuse):
+    """Instructions (user space) per probe run, counted by callgrind over args.window."""
+    if not shutil.which("valgrind"):
+        sys.exit("valgrind is not installed")
+    out = os.path.join(tmp, f"callgrind.{time.monotonic_ns()}")
+    probes = 200
+    proc, url = start_stackmedic(
+        binary, tmp, target, probes, args.interval, reuse, args.log_level,
+        wrapper=("valgrind", "-q", "--tool=callgrind", "--instr-atstart=no",
+                 f"--callgrind-out-file={out}"))
+    time.sleep(args.interval + 5)
+    control = lambda *a: subprocess.run(["callgrind_control", *a, str(proc.pid)], check=True,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    r0 = runs_total(url)
+    control("-i", "on")
+    time.sleep(args.window)
+    control("-d")
+    control("-i", "off")
+    r1 = runs_total(url)
+    stop(proc)
+    dumps = [f for f in os.listdir(tmp) if f.startswith(os.path.basename(out) + ".")]
+    if not dumps:
+        sys.exit("callgrind wrote no profile")
+    total = 0
+    with open(os.path.join(tmp, max(dumps))) as f:
+        for line in f:
+            if line.startswith("summary:") or line.startswith("totals:"):
+                total = int(line.split()[1])
+    # Kept for callgrind_annotate: where the instructions of a run go.
+    kept = os.path.join(tempfile.gettempdir(),
+                        f"stackmedic-callgrind-{name}-{'keepalive' if reuse else 'fresh'}.out")
+    shutil.copy(os.path.join(tmp, max(dumps)), kept)
+    return {"runs": r1 - r0, "ir_per_run": total / max(r1 - r0, 1), "profile": kept}
+
+
+def modes(build):
+    """Connection modes measured for a build: a baseline may predate `reuse_connections`."""
+    return (True,) if build == "baseline" else (True, False)
 
 
 def main():
@@ -174,24 +310,71 @@ def main():
     ap.add_argument("--interval", type=int, default=10)
     ap.add_argument("--window", type=int, default=30)
     ap.add_argument("--blackbox-probes", type=int, default=3000)
+    ap.add_argument("--scrapes", type=int, default=200)
+    ap.add_argument("--cold-scrapes", type=int, default=5,
+                    help="scrapes one interval apart, each after every probe ran again")
+    ap.add_argument("--baseline", help="another stackmedic-exporter binary to measure too")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="count instructions per run under callgrind instead of CPU time")
+    ap.add_argument("--log-level", default="info")
     args = ap.parse_args()
+    binary = os.path.join(ROOT, "target", "release", "stackmedic-exporter")
+    if not os.path.exists(binary):
+        sys.exit("build first: cargo build --release -p stackmedic-exporter")
+    builds = [("stackmedic", binary)]
+    if args.baseline:
+        builds.append(("baseline", os.path.abspath(args.baseline)))
     tmp = tempfile.mkdtemp(prefix="stackmedic-bench-")
     nginx, target = start_nginx(tmp)
+    print(f"date {time.strftime('%Y-%m-%d %H:%M %Z')}, {os.cpu_count()} cores, "
+          f"{open('/proc/cpuinfo').read().split('model name')[1].split(':')[1].splitlines()[0].strip()}, "
+          f"load {loadavg():.1f}")
     try:
-        s = bench_stackmedic(tmp, target, args)
-        b = bench_blackbox(tmp, target, args.blackbox_probes)
+        if args.callgrind:
+            print(f"instructions per probe run (callgrind, 200 http probes every "
+                  f"{args.interval}s, {args.window}s window, log level {args.log_level}):")
+            for name, b in builds:
+                for reuse in modes(name):
+                    r = callgrind_per_run(name, b, tmp, target, args, reuse)
+                    mode = "kept-alive" if reuse else "new connection per probe"
+                    print(f"  {name:<11} {mode:<25} {r['ir_per_run']:>9,.0f} instructions"
+                          f" ({r['runs']:.0f} runs; profile {r['profile']})", flush=True)
+            return
+        results = {}
+        for name, b in builds:
+            for reuse in modes(name):
+                results[name, reuse] = bench_stackmedic(b, tmp, target, args, reuse,
+                                                        args.scrapes if reuse else 0)
+        bb = bench_blackbox(tmp, target, args.blackbox_probes)
     finally:
         nginx.terminate()
         nginx.wait(timeout=10)
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"stackmedic-exporter, {args.probes} http probes every {args.interval}s against nginx:")
-    print(f"  /metrics latency   p50 {s['metrics_p50_ms']:.1f} ms, p99 {s['metrics_p99_ms']:.1f} ms,"
-          f" max {s['metrics_max_ms']:.1f} ms ({s['series']} series, {s['metrics_bytes']} bytes)")
-    print(f"  resident memory    {s['rss_mib']:.1f} MiB (peak {s['peak_rss_mib']:.1f} MiB)")
-    print(f"  CPU per probe      {s['cpu_per_probe_us']:.0f} us ({s['runs']:.0f} runs in {args.window}s)")
-    print(f"blackbox_exporter, {b['probes']} /probe requests against the same target:")
-    print(f"  CPU per probe      {b['cpu_per_probe_us']:.0f} us (resident {b['rss_mib']:.1f} MiB)")
-    print(f"ratio blackbox/stackmedic CPU per probe: {b['cpu_per_probe_us'] / s['cpu_per_probe_us']:.2f}")
+
+    print(f"{args.probes} http probes every {args.interval}s against nginx, "
+          f"CPU time over {args.window}s, log level {args.log_level}:")
+    for name, _ in builds:
+        for reuse in modes(name):
+            r = results[name, reuse]
+            mode = "kept-alive" if reuse else "new connection per probe"
+            print(f"  {name:<11} {mode:<25} {r['cpu_us']:6.0f} us per probe "
+                  f"(ticks: user {r['user_us']:.0f}, system {r['sys_us']:.0f}; {r['runs']:.0f} runs; "
+                  f"load {r['load']:.1f}); ratio blackbox/this {bb['cpu_us'] / r['cpu_us']:.1f}")
+    print(f"  blackbox    new connection per probe  {bb['cpu_us']:6.0f} us per probe "
+          f"(ticks: user {bb['user_us']:.0f}, system {bb['sys_us']:.0f}; {bb['probes']} /probe requests;"
+          f" load {bb['load']:.1f}); resident {bb['rss_mib']:.1f} MiB")
+    for name, _ in builds:
+        s = results[name, True]
+        cold = ", ".join(f"{x:.2f}" for x in s["cold_ms"])
+        print(f"  {name:<11} /metrics one interval after the last scrape: {cold} ms")
+        print(f"  {name:<11} /metrics: p50 {s['metrics_p50_ms']:.2f} ms, "
+              f"p99 {s['metrics_p99_ms']:.2f} ms, max {s['metrics_max_ms']:.2f} ms over "
+              f"{args.scrapes} scrapes ({s['series']} series, {s['metrics_bytes']} bytes; "
+              f"CPU at most {s['scrape_cpu_ms']:.2f} ms per scrape; load {s['scrape_load']:.1f});"
+              f" resident {s['rss_mib']:.1f} MiB (peak {s['peak_rss_mib']:.1f} MiB)")
+    if args.baseline:
+        ratio = results["baseline", True]["cpu_us"] / results["stackmedic", True]["cpu_us"]
+        print(f"  baseline/stackmedic CPU per probe, kept-alive: {ratio:.2f}")
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ write_config() {
 # /usr/share/doc/$binary/, with examples in its examples/ folder.
 #
 # Check a change: $binary --config.check --config.file /etc/stackmedic/$short.yml
-# Apply it: systemctl reload $binary (or SIGHUP, or POST /-/reload)
+# Apply it: systemctl reload $binary (or SIGHUP)
 
 EOF
         "$TARGET_DIR/release/$binary" --config.print-default

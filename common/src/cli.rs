@@ -1,8 +1,13 @@
 //! Flags shared by both binaries, named as Prometheus exporters name them.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+
+use crate::config::ConfigErrors;
+use crate::server::Limits;
+use crate::webconfig::{self, WebSecurity};
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -54,6 +59,34 @@ pub struct CommonArgs {
     #[arg(long = "web.config.file", value_name = "PATH")]
     pub web_config_file: Option<PathBuf>,
 
+    /// Serve `POST /-/reload` (SIGHUP reloads either way). Without it the endpoint answers 403;
+    /// with it, the web configuration's basic auth applies when one is configured.
+    #[arg(long = "web.enable-lifecycle")]
+    pub enable_lifecycle: bool,
+
+    /// Most connections open at once; a new connection beyond it closes the one idle the
+    /// longest.
+    #[arg(long = "web.max-connections", value_name = "N", default_value_t = 512,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Time a client gets from connecting until its request head is complete (TLS handshake
+    /// included), and again to send a request body.
+    #[arg(long = "web.read-timeout", value_name = "DURATION", default_value = "10s",
+          value_parser = parse_positive_duration)]
+    pub read_timeout: Duration,
+
+    /// Time a keep-alive connection may stay open with no request in progress.
+    #[arg(long = "web.idle-timeout", value_name = "DURATION", default_value = "60s",
+          value_parser = parse_positive_duration)]
+    pub idle_timeout: Duration,
+
+    /// Bytes of request bodies held in memory at once, all connections together; a request
+    /// beyond it gets 503 with Retry-After. Accepts B, KiB, MiB and GiB.
+    #[arg(long = "web.max-body-bytes-in-flight", value_name = "SIZE", default_value = "8MiB",
+          value_parser = parse_size)]
+    pub body_bytes_in_flight: usize,
+
     /// Only log messages with the given severity or above.
     #[arg(long = "log.level", value_enum, default_value = "info")]
     pub log_level: LogLevel,
@@ -61,4 +94,80 @@ pub struct CommonArgs {
     /// Output format of log messages.
     #[arg(long = "log.format", value_enum, default_value = "logfmt")]
     pub log_format: LogFormat,
+}
+
+impl CommonArgs {
+    /// The server's limits as the flags set them.
+    #[must_use]
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections as usize,
+            read_timeout: self.read_timeout,
+            idle_timeout: self.idle_timeout,
+            body_bytes_in_flight: self.body_bytes_in_flight,
+        }
+    }
+
+    /// Loads `--web.config.file` (if any) and adds the limits and the lifecycle switch of the
+    /// flags: everything the server enforces.
+    ///
+    /// # Errors
+    /// Every problem of the web configuration file, with its path.
+    pub fn web_security(&self) -> Result<WebSecurity, ConfigErrors> {
+        let mut security = webconfig::load(self.web_config_file.as_deref())?;
+        security.limits = self.limits();
+        security.enable_lifecycle = self.enable_lifecycle;
+        Ok(security)
+    }
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    let d = crate::config::parse_duration(text)?;
+    if d.is_zero() {
+        return Err("must be greater than zero".into());
+    }
+    Ok(d)
+}
+
+/// Parses a size such as `16MiB`, `512KiB` or `1048576` (bytes) into bytes.
+///
+/// # Errors
+/// A message naming the accepted units.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: usize = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size such as 16MiB or 1048576"))?;
+    let factor: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("unknown unit {other:?}: use B, KiB, MiB or GiB")),
+    };
+    let bytes = n
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))?;
+    if bytes == 0 {
+        return Err("must be greater than zero".into());
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("512 KiB"), Ok(512 << 10));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert!(parse_size("0").is_err());
+        assert!(parse_size("16MB").unwrap_err().contains("KiB"));
+        assert!(parse_size("MiB").is_err());
+        assert!(parse_size("99999999999999999999GiB").is_err());
+    }
 }

@@ -142,6 +142,9 @@ pub fn spawn(
 
 /// Answers the lifecycle endpoints `/-/healthy`, `/-/ready` and `/-/reload`, or returns the
 /// request untouched for the application's own routes.
+///
+/// `POST /-/reload` answers 403 unless the server runs with `--web.enable-lifecycle`, as in
+/// Prometheus; the web configuration's basic auth has been checked by the server before.
 pub async fn lifecycle(
     req: Request,
     reload: &ReloadHandle,
@@ -153,6 +156,10 @@ pub async fn lifecycle(
         "/-/ready" => Ok(server::text(
             StatusCode::SERVICE_UNAVAILABLE,
             "Not ready.\n",
+        )),
+        "/-/reload" if !server::lifecycle_enabled(&req) => Ok(server::text(
+            StatusCode::FORBIDDEN,
+            "lifecycle APIs are not enabled: start with --web.enable-lifecycle, or send SIGHUP\n",
         )),
         "/-/reload" if req.method() == Method::POST || req.method() == Method::PUT => {
             Ok(match reload.reload().await {

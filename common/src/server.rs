@@ -1,19 +1,35 @@
 //! The HTTP server both binaries run: HTTP/1.1 and HTTP/2, optional TLS and basic auth from the
-//! web configuration, a bound on concurrent connections, and graceful stop on cancellation.
+//! web configuration, and graceful stop on cancellation.
+//!
+//! The server is written for a network where a broken or hostile client can reach it:
+//!
+//! * every connection has a deadline from accept until its first request head is complete
+//!   (TLS handshake and the HTTP/2 preface included), and a keep-alive connection with no
+//!   request in progress is closed after the idle timeout; HTTP/2 connections are pinged;
+//! * request bodies are read through [`read_body`], which bounds their size, the time they may
+//!   take, and the bytes of all bodies in flight in the process together ([`BodyBudget`]);
+//! * at the connection limit, a new connection closes the connection that has been idle the
+//!   longest instead of waiting, so clients that connect and send nothing cannot lock others out.
+//!
+//! **Invariant:** no client can hold a connection slot, a file descriptor or body memory for
+//! longer than the limits in [`Limits`] say, whatever it sends or does not send.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue, StatusCode};
-use http_body_util::Full;
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::webconfig::WebSecurity;
@@ -26,13 +42,252 @@ pub type Response = http::Response<Full<Bytes>>;
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Response> + Send + 'static>>;
 /// The application: turns a request into a response; it must not fail.
 pub type Handler = Arc<dyn Fn(Request) -> ResponseFuture + Send + Sync>;
+/// Tells the server that the handler authenticates this request itself, so the web
+/// configuration's basic auth is not asked for (the remediator's webhook has its own
+/// credentials).
+pub type OwnAuth = Arc<dyn Fn(&Request) -> bool + Send + Sync>;
 
-/// Most connections served at once; further clients wait in the accept queue.
-const MAX_CONNECTIONS: usize = 512;
-/// Time a client gets to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Time a client gets to finish the TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request may stay in progress (body read, handler and handing the response to the
+/// connection) before its connection is closed. No handler of ours takes more than a few
+/// seconds; a request older than this belongs to a client that does not read its response.
+const REQUEST_BACKSTOP: Duration = Duration::from_secs(120);
+/// Interval of HTTP/2 keep-alive pings, and how long an answer may take.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+/// Streams one HTTP/2 connection may have open at once.
+const H2_MAX_STREAMS: u32 = 32;
+/// HTTP/2 flow-control windows: they bound what a client can make us buffer for a body the
+/// handler has not read yet, per stream and per connection.
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 128 * 1024;
+/// Largest HTTP/1 read buffer, which bounds a request head (the default is about 400 KiB).
+const H1_MAX_BUFFER: usize = 64 * 1024;
+/// How long a connection that is being closed gets to finish a graceful shutdown.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// At most one warning about shed connections per this interval.
+const SHED_WARN_INTERVAL: Duration = Duration::from_secs(60);
+/// Seconds a client is asked to wait before retrying a request refused for lack of body memory.
+pub const RETRY_AFTER_SECONDS: u32 = 1;
+
+/// The server's limits against slow, idle and greedy clients. Set by the `--web.*` flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Most connections open at once; a new one beyond it closes the longest-idle one.
+    pub max_connections: usize,
+    /// Time from accept until the first request head is complete, and time to read a body.
+    pub read_timeout: Duration,
+    /// Time a connection may stay open with no request in progress after its last response.
+    pub idle_timeout: Duration,
+    /// Bytes of request bodies all connections together may hold in memory at once.
+    pub body_bytes_in_flight: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 512,
+            read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_bytes_in_flight: 8 << 20,
+        }
+    }
+}
+
+/// A process-wide bound on the bytes of request bodies held in memory at once. A body that does
+/// not fit is refused at once ([`BodyError::Busy`], answered with 503 and `Retry-After`), so
+/// many large requests in parallel cannot grow memory without bound.
+#[derive(Clone, Debug)]
+pub struct BodyBudget {
+    bytes: Arc<Semaphore>,
+    capacity: u32,
+}
+
+impl BodyBudget {
+    /// A budget of `capacity` bytes (at most `u32::MAX`, at least 1).
+    #[must_use]
+    pub fn new(capacity: usize) -> Self {
+        let capacity = u32::try_from(capacity).unwrap_or(u32::MAX).max(1);
+        Self {
+            bytes: Arc::new(Semaphore::new(capacity as usize)),
+            capacity,
+        }
+    }
+
+    /// Bytes not reserved by any body now.
+    #[must_use]
+    pub fn available(&self) -> usize {
+        self.bytes.available_permits()
+    }
+
+    /// Grows `held` to cover `total` bytes, or fails when the budget has no room. A body larger
+    /// than the whole budget needs the whole budget.
+    fn reserve(&self, held: &mut Option<OwnedSemaphorePermit>, total: usize) -> bool {
+        let total = u32::try_from(total).unwrap_or(u32::MAX).min(self.capacity);
+        let have = held.as_ref().map_or(0, |p| p.num_permits() as u32);
+        if total <= have {
+            return true;
+        }
+        match self.bytes.clone().try_acquire_many_owned(total - have) {
+            Ok(more) => {
+                match held {
+                    Some(p) => p.merge(more),
+                    None => *held = Some(more),
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+/// What the server tells a handler about its limits and settings, as a request extension.
+#[derive(Clone, Debug)]
+struct RequestContext {
+    enable_lifecycle: bool,
+    read_timeout: Duration,
+    budget: BodyBudget,
+}
+
+/// Whether the lifecycle endpoints (`POST /-/reload`) are enabled for this request's server
+/// (`--web.enable-lifecycle`). False for a request that did not come through [`serve`].
+#[must_use]
+pub fn lifecycle_enabled(req: &Request) -> bool {
+    req.extensions()
+        .get::<RequestContext>()
+        .is_some_and(|c| c.enable_lifecycle)
+}
+
+/// A request body read in full. It holds its share of the [`BodyBudget`] until dropped, so keep
+/// it only as long as the work on it lasts.
+#[derive(Debug)]
+pub struct Body {
+    bytes: Bytes,
+    _reserved: Option<OwnedSemaphorePermit>,
+}
+
+impl Body {
+    /// The body's bytes.
+    #[must_use]
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+}
+
+impl std::ops::Deref for Body {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    /// Larger than the handler's limit (declared or counted).
+    #[error("body larger than {limit} bytes")]
+    TooLarge {
+        /// The handler's limit.
+        limit: usize,
+    },
+    /// The process holds as many body bytes as `--web.max-body-bytes-in-flight` allows.
+    #[error("too many request bodies in flight; retry later")]
+    Busy,
+    /// The body did not arrive within the read timeout.
+    #[error("the body did not arrive within {0:?}")]
+    Timeout(Duration),
+    /// The connection failed or the framing was invalid.
+    #[error("cannot read the body: {0}")]
+    Read(String),
+}
+
+impl BodyError {
+    /// The status to answer with: 413, 503 (with [`retry_after`]), 408 or 400.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::Read(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+}
+
+/// Adds `Retry-After` ([`RETRY_AFTER_SECONDS`]) to a response, for 503s a client should retry.
+pub fn retry_after(resp: &mut Response) {
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECONDS));
+}
+
+/// Reads the whole body of `req`, at most `limit` bytes, within the read timeout and inside the
+/// process-wide [`BodyBudget`]. A declared `Content-Length` above `limit` is refused before a
+/// byte is read; a body the budget has no room for is read and dropped, then refused as
+/// [`BodyError::Busy`].
+///
+/// # Errors
+/// See [`BodyError`].
+pub async fn read_body(req: Request, limit: usize) -> Result<Body, BodyError> {
+    let context = req.extensions().get::<RequestContext>().cloned();
+    let (timeout, budget) = match context {
+        Some(c) => (c.read_timeout, Some(c.budget)),
+        None => (Limits::default().read_timeout, None),
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let declared = declared.map_or(0, |n| n as usize);
+    let mut reserved = None;
+    let mut body = req.into_body();
+    let read = async {
+        let mut buf = BytesMut::new();
+        let mut busy = budget
+            .as_ref()
+            .is_some_and(|b| !b.reserve(&mut reserved, declared));
+        if !busy {
+            buf.reserve(declared);
+        }
+        let mut received = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            received += data.len();
+            if received > limit {
+                return Err(BodyError::TooLarge { limit });
+            }
+            busy = busy
+                || budget
+                    .as_ref()
+                    .is_some_and(|b| !b.reserve(&mut reserved, received));
+            // A body refused for lack of memory is still read to its end and dropped, so the
+            // 503 reaches the client: closing a connection with unread data resets it, and
+            // the reset can destroy the answer before the client reads it.
+            if busy {
+                reserved = None;
+                buf = BytesMut::new();
+            } else {
+                buf.extend_from_slice(&data);
+            }
+        }
+        if busy {
+            return Err(BodyError::Busy);
+        }
+        Ok(buf.freeze())
+    };
+    let bytes = tokio::time::timeout(timeout, read)
+        .await
+        .map_err(|_| BodyError::Timeout(timeout))??;
+    Ok(Body {
+        bytes,
+        _reserved: reserved,
+    })
+}
 
 /// Serves `handler` on `listener` until `shutdown` is cancelled.
 ///
@@ -44,13 +299,15 @@ pub async fn serve(
     handler: Handler,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let security = Arc::new(security);
+    let limits = security.limits.clone();
+    let tracker = Arc::new(Tracker::new(limits.max_connections.max(1)));
+    let context = RequestContext {
+        enable_lifecycle: security.enable_lifecycle,
+        read_timeout: limits.read_timeout,
+        budget: BodyBudget::new(limits.body_bytes_in_flight),
+    };
     loop {
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            p = limit.clone().acquire_owned() => p.expect("semaphore never closes"),
-        };
         let (stream, remote) = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             r = listener.accept() => match r {
@@ -64,64 +321,337 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let security = security.clone();
-        let handler = handler.clone();
+        let registration = tracker.register();
+        let conn = Connection {
+            security: security.clone(),
+            handler: handler.clone(),
+            context: context.clone(),
+            state: registration.state.clone(),
+            epoch: tracker.epoch,
+        };
         let shutdown = shutdown.clone();
+        let limits = limits.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            let service = {
-                let security = security.clone();
-                hyper::service::service_fn(move |req: Request| {
-                    let security = security.clone();
-                    let handler = handler.clone();
-                    async move { Ok::<_, Infallible>(respond(&security, &handler, req).await) }
-                })
-            };
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT);
-            let result = if let Some(tls) = &security.tls {
-                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                    Ok(Ok(s)) => {
-                        let conn = builder.serve_connection(TokioIo::new(s), service);
-                        run_conn(conn, &shutdown).await
+            let state = registration.state.clone();
+            let shed = state.shed.clone();
+            let closing = CancellationToken::new();
+            let watchdog = watchdog(&state, &limits, registration.epoch);
+            tokio::pin!(watchdog);
+            let served = conn.run(stream, closing.clone());
+            tokio::pin!(served);
+            let why = tokio::select! {
+                r = &mut served => {
+                    if let Err(e) = r {
+                        tracing::debug!(%remote, error = %e, "connection ended with an error");
                     }
-                    Ok(Err(e)) => {
-                        tracing::debug!(%remote, error = %e, "tls handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%remote, "tls handshake timed out");
-                        return;
-                    }
+                    return;
                 }
-            } else {
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                run_conn(conn, &shutdown).await
+                // In-flight responses are short; on shutdown the connection is simply dropped.
+                () = shutdown.cancelled() => return,
+                // Shedding frees a slot and a file descriptor for a new connection: at once.
+                () = shed.cancelled() => {
+                    tracing::debug!(%remote, "closing connection to make room for a new one");
+                    return;
+                }
+                why = &mut watchdog => why,
             };
-            if let Err(e) = result {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
-            }
+            tracing::debug!(%remote, reason = why, "closing connection");
+            // A graceful close lets HTTP/2 send GOAWAY and an idle HTTP/1 connection end
+            // cleanly; a client that does not cooperate is dropped after a short grace.
+            closing.cancel();
+            let _ = tokio::time::timeout(CLOSE_GRACE, &mut served).await;
         });
     }
 }
 
-async fn run_conn<F, E>(conn: F, shutdown: &CancellationToken) -> Result<(), E>
-where
-    F: Future<Output = Result<(), E>>,
-{
-    tokio::select! {
-        r = conn => r,
-        // In-flight responses are short; on shutdown the connection is simply dropped.
-        () = shutdown.cancelled() => Ok(()),
+/// One accepted connection and what serving it needs.
+struct Connection {
+    security: Arc<WebSecurity>,
+    handler: Handler,
+    context: RequestContext,
+    state: Arc<ConnState>,
+    epoch: Instant,
+}
+
+impl Connection {
+    async fn run(
+        self,
+        stream: TcpStream,
+        closing: CancellationToken,
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        // The head deadline and the idle timeout are the watchdog's; hyper's own HTTP/1 header
+        // timeout would also close idle keep-alive connections, so it is off.
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .max_buf_size(H1_MAX_BUFFER);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(H2_PING_INTERVAL))
+            .keep_alive_timeout(H2_PING_TIMEOUT)
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .initial_stream_window_size(H2_STREAM_WINDOW)
+            .initial_connection_window_size(H2_CONNECTION_WINDOW);
+        let Self {
+            security,
+            handler,
+            context,
+            state,
+            epoch,
+        } = self;
+        let service = {
+            let security = security.clone();
+            hyper::service::service_fn(move |mut req: Request| {
+                let guard = RequestGuard::start(state.clone(), epoch);
+                let security = security.clone();
+                let handler = handler.clone();
+                req.extensions_mut().insert(context.clone());
+                async move {
+                    let resp = respond(&security, &handler, req).await;
+                    Ok::<_, Infallible>(resp.map(|body| TrackedBody {
+                        inner: body,
+                        _guard: guard,
+                    }))
+                }
+            })
+        };
+        let io: Box<dyn Io> = match &security.tls {
+            // The handshake counts against the head deadline, which the watchdog enforces.
+            Some(tls) => Box::new(tls.accept(stream).await?),
+            None => Box::new(stream),
+        };
+        let conn = builder.serve_connection(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        tokio::select! {
+            r = conn.as_mut() => return r,
+            () = closing.cancelled() => {}
+        }
+        conn.as_mut().graceful_shutdown();
+        conn.await
+    }
+}
+
+/// A plain or TLS stream.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
+
+/// Waits until the connection has broken one of the limits, and says which.
+async fn watchdog(state: &ConnState, limits: &Limits, epoch: Instant) -> &'static str {
+    loop {
+        let now = epoch.elapsed();
+        let (since, limit, why) = if state.active.load(Ordering::Acquire) > 0 {
+            (
+                state.busy_since_ms.load(Ordering::Acquire),
+                limits.read_timeout + REQUEST_BACKSTOP,
+                "a request took too long (the client does not read its response)",
+            )
+        } else if state.requests.load(Ordering::Acquire) == 0 {
+            (
+                state.idle_since_ms.load(Ordering::Acquire),
+                limits.read_timeout,
+                "no complete request head within the read timeout",
+            )
+        } else {
+            (
+                state.idle_since_ms.load(Ordering::Acquire),
+                limits.idle_timeout,
+                "idle for the idle timeout",
+            )
+        };
+        let deadline = Duration::from_millis(since) + limit;
+        if now >= deadline {
+            return why;
+        }
+        // A request that starts or ends changes the deadline: wake up and compute it again.
+        tokio::select! {
+            () = tokio::time::sleep(deadline - now) => {}
+            () = state.changed.notified() => {}
+        }
+    }
+}
+
+/// The open connections, so that a new one can close the longest-idle one at the limit.
+struct Tracker {
+    epoch: Instant,
+    max: usize,
+    next_id: AtomicU64,
+    conns: Mutex<HashMap<u64, Arc<ConnState>>>,
+    last_shed_warning: Mutex<Option<Instant>>,
+}
+
+/// What the tracker and the watchdog know about one connection.
+struct ConnState {
+    /// Requests whose head is complete and whose response has not been handed over yet.
+    active: AtomicUsize,
+    /// Requests seen on this connection.
+    requests: AtomicU64,
+    /// Milliseconds after the tracker's epoch when the connection last became idle (accept or
+    /// the end of its last request).
+    idle_since_ms: AtomicU64,
+    /// Milliseconds after the epoch when the connection last became busy.
+    busy_since_ms: AtomicU64,
+    /// Cancelled to close the connection to make room.
+    shed: CancellationToken,
+    /// Notified when a request starts or ends, so the watchdog recomputes its deadline.
+    changed: tokio::sync::Notify,
+}
+
+/// A connection's entry in the tracker, removed when the connection task ends.
+struct Registration {
+    tracker: Arc<Tracker>,
+    id: u64,
+    state: Arc<ConnState>,
+    epoch: Instant,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut conns) = self.tracker.conns.lock() {
+            conns.remove(&self.id);
+        }
+    }
+}
+
+fn millis_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Tracker {
+    fn new(max: usize) -> Self {
+        Self {
+            epoch: Instant::now(),
+            max,
+            next_id: AtomicU64::new(0),
+            conns: Mutex::new(HashMap::new()),
+            last_shed_warning: Mutex::new(None),
+        }
+    }
+
+    /// Registers a new connection; at the limit, first closes the one idle the longest (or,
+    /// when every connection has a request in progress, the one busy the longest).
+    fn register(self: &Arc<Self>) -> Registration {
+        let now = millis_since(self.epoch);
+        let state = Arc::new(ConnState {
+            active: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            idle_since_ms: AtomicU64::new(now),
+            busy_since_ms: AtomicU64::new(now),
+            shed: CancellationToken::new(),
+            changed: tokio::sync::Notify::new(),
+        });
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut shed = 0usize;
+        if let Ok(mut conns) = self.conns.lock() {
+            while conns.len() >= self.max {
+                let victim = conns
+                    .iter()
+                    .min_by_key(|(_, c)| {
+                        let busy = c.active.load(Ordering::Acquire) > 0;
+                        let since = if busy {
+                            c.busy_since_ms.load(Ordering::Acquire)
+                        } else {
+                            c.idle_since_ms.load(Ordering::Acquire)
+                        };
+                        (busy, since)
+                    })
+                    .map(|(id, _)| *id);
+                let Some(victim) = victim else { break };
+                if let Some(c) = conns.remove(&victim) {
+                    c.shed.cancel();
+                    shed += 1;
+                }
+            }
+            conns.insert(id, state.clone());
+        }
+        if shed > 0 {
+            self.warn_shed();
+        }
+        Registration {
+            tracker: self.clone(),
+            id,
+            state,
+            epoch: self.epoch,
+        }
+    }
+
+    fn warn_shed(&self) {
+        let Ok(mut last) = self.last_shed_warning.lock() else {
+            return;
+        };
+        if last.is_none_or(|t| t.elapsed() >= SHED_WARN_INTERVAL) {
+            *last = Some(Instant::now());
+            tracing::warn!(
+                max_connections = self.max,
+                "connection limit reached: closing the longest-idle connections to accept new ones (--web.max-connections)"
+            );
+        }
+    }
+}
+
+/// Marks a request in progress on its connection until the response has been handed over.
+struct RequestGuard {
+    state: Arc<ConnState>,
+    epoch: Instant,
+}
+
+impl RequestGuard {
+    fn start(state: Arc<ConnState>, epoch: Instant) -> Self {
+        state.requests.fetch_add(1, Ordering::AcqRel);
+        if state.active.fetch_add(1, Ordering::AcqRel) == 0 {
+            state
+                .busy_since_ms
+                .store(millis_since(epoch), Ordering::Release);
+        }
+        state.changed.notify_one();
+        Self { state, epoch }
+    }
+}
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        // Idle time is stamped before the count drops, so the watchdog never sees an idle
+        // connection with an old stamp.
+        self.state
+            .idle_since_ms
+            .store(millis_since(self.epoch), Ordering::Release);
+        self.state.active.fetch_sub(1, Ordering::AcqRel);
+        self.state.changed.notify_one();
+    }
+}
+
+/// A response body that keeps its request counted as in progress until hyper is done with it.
+struct TrackedBody {
+    inner: Full<Bytes>,
+    _guard: RequestGuard,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
 async fn respond(security: &WebSecurity, handler: &Handler, req: Request) -> Response {
     if let Some(auth) = &security.auth {
-        if !auth.check(req.headers().get(header::AUTHORIZATION)).await {
+        let own = security.own_auth.as_ref().is_some_and(|f| f(&req));
+        if !own && !auth.check(req.headers().get(header::AUTHORIZATION)).await {
             let mut r = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
             r.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -198,5 +728,45 @@ pub async fn bind(address: &str) -> std::io::Result<TcpListener> {
         // A host without IPv6 cannot bind `[::]`; fall back to IPv4 for `:PORT`.
         Err(_) if address.starts_with(':') => TcpListener::bind(format!("0.0.0.0{address}")).await,
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budget_grows_reservations_and_refuses_what_does_not_fit() {
+        let budget = BodyBudget::new(100);
+        let mut a = None;
+        assert!(budget.reserve(&mut a, 60));
+        assert!(budget.reserve(&mut a, 70));
+        assert_eq!(budget.available(), 30);
+        let mut b = None;
+        assert!(!budget.reserve(&mut b, 31));
+        assert!(budget.reserve(&mut b, 30));
+        drop(a);
+        assert_eq!(budget.available(), 70);
+        // A body larger than the whole budget needs all of it, no more.
+        drop(b);
+        let mut c = None;
+        assert!(budget.reserve(&mut c, 1000));
+        assert_eq!(budget.available(), 0);
+    }
+
+    #[test]
+    fn the_longest_idle_connection_is_shed_first() {
+        let tracker = Arc::new(Tracker::new(2));
+        let first = tracker.register();
+        let second = tracker.register();
+        // The first connection is busy, so the second (idle) one goes.
+        let _busy = RequestGuard::start(first.state.clone(), tracker.epoch);
+        let third = tracker.register();
+        assert!(!first.state.shed.is_cancelled());
+        assert!(second.state.shed.is_cancelled());
+        assert!(!third.state.shed.is_cancelled());
+        assert_eq!(tracker.conns.lock().unwrap().len(), 2);
+        drop(second);
+        assert_eq!(tracker.conns.lock().unwrap().len(), 2);
     }
 }

@@ -18,6 +18,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::Engine;
 use rustls::server::WebPkiClientVerifier;
@@ -26,9 +27,20 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{self, ConfigErrors};
+use crate::server::{Limits, OwnAuth};
+
+/// bcrypt verifications running at once: each takes tens of milliseconds of CPU, and a flood of
+/// wrong passwords must not take every core (verified credentials are cached and skip this).
+const CONCURRENT_VERIFICATIONS: usize = 2;
+/// A verification waiting longer than this for its turn fails: under such a flood, refusing is
+/// better than queueing without bound.
+const VERIFY_QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The password of the dummy hash an unknown user is checked against.
+const DUMMY_PASSWORD: &str = "stackmedic: no such user";
 
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -73,7 +85,9 @@ struct HttpServerConfig {
     headers: BTreeMap<String, String>,
 }
 
-/// What the server enforces: TLS, basic auth and extra headers.
+/// What the server enforces: TLS, basic auth and extra headers from the web configuration
+/// file; limits against hostile clients and the lifecycle switch from the `--web.*` flags; and
+/// which requests the application authenticates itself.
 #[derive(Clone, Default)]
 pub struct WebSecurity {
     /// TLS acceptor when TLS is configured.
@@ -82,6 +96,12 @@ pub struct WebSecurity {
     pub auth: Option<Arc<BasicAuth>>,
     /// Headers added to every response.
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Connection, timeout and body-memory limits.
+    pub limits: Limits,
+    /// Whether `POST /-/reload` is served (`--web.enable-lifecycle`); 403 otherwise.
+    pub enable_lifecycle: bool,
+    /// Requests the handler authenticates with credentials of its own, exempt from `auth`.
+    pub own_auth: Option<OwnAuth>,
 }
 
 impl std::fmt::Debug for WebSecurity {
@@ -89,25 +109,51 @@ impl std::fmt::Debug for WebSecurity {
         f.debug_struct("WebSecurity")
             .field("tls", &self.tls.is_some())
             .field("auth", &self.auth.is_some())
+            .field("limits", &self.limits)
+            .field("enable_lifecycle", &self.enable_lifecycle)
+            .field("own_auth", &self.own_auth.is_some())
             .finish()
     }
 }
 
 /// Basic auth against bcrypt hashes, with a cache of verified credentials so that bcrypt's
 /// deliberate slowness is paid once per credential rather than on every scrape.
+///
+/// An unknown user is checked against a dummy hash of the highest configured cost, so a wrong
+/// user name takes as long as a wrong password and names cannot be told apart by timing.
 pub struct BasicAuth {
     users: BTreeMap<String, String>,
+    dummy_hash: String,
     verified: Mutex<HashSet<[u8; 32]>>,
+    verifying: Semaphore,
 }
 
 impl BasicAuth {
+    /// Users and their bcrypt hashes; computes the dummy hash (one bcrypt run).
+    #[must_use]
+    pub fn new(users: BTreeMap<String, String>) -> Self {
+        let cost = users
+            .values()
+            .filter_map(|h| bcrypt_cost(h))
+            .max()
+            .unwrap_or(bcrypt::DEFAULT_COST);
+        let dummy_hash = bcrypt::hash(DUMMY_PASSWORD, cost).unwrap_or_default();
+        Self {
+            users,
+            dummy_hash,
+            verified: Mutex::new(HashSet::new()),
+            verifying: Semaphore::new(CONCURRENT_VERIFICATIONS),
+        }
+    }
+
     /// Checks an `Authorization` header value.
     pub async fn check(self: &Arc<Self>, header: Option<&http::HeaderValue>) -> bool {
         let Some((user, pass)) = header.and_then(parse_basic) else {
             return false;
         };
-        let Some(hash) = self.users.get(&user).cloned() else {
-            return false;
+        let (hash, known) = match self.users.get(&user) {
+            Some(h) => (h.clone(), true),
+            None => (self.dummy_hash.clone(), false),
         };
         let key: [u8; 32] = Sha256::new()
             .chain_update(user.as_bytes())
@@ -117,12 +163,19 @@ impl BasicAuth {
             .chain_update(hash.as_bytes())
             .finalize()
             .into();
-        if self.verified.lock().is_ok_and(|v| v.contains(&key)) {
+        if known && self.verified.lock().is_ok_and(|v| v.contains(&key)) {
             return true;
         }
-        let ok = tokio::task::spawn_blocking(move || bcrypt::verify(pass, &hash).unwrap_or(false))
-            .await
-            .unwrap_or(false);
+        let Ok(Ok(_turn)) =
+            tokio::time::timeout(VERIFY_QUEUE_TIMEOUT, self.verifying.acquire()).await
+        else {
+            return false;
+        };
+        let matched =
+            tokio::task::spawn_blocking(move || bcrypt::verify(pass, &hash).unwrap_or(false))
+                .await
+                .unwrap_or(false);
+        let ok = known && matched;
         if ok {
             if let Ok(mut v) = self.verified.lock() {
                 // Bounded: a flood of distinct valid credentials is not a realistic case, but
@@ -135,6 +188,11 @@ impl BasicAuth {
         }
         ok
     }
+}
+
+/// The cost of a bcrypt hash (`$2y$10$…` → 10).
+fn bcrypt_cost(hash: &str) -> Option<u32> {
+    hash.split('$').nth(2)?.parse().ok()
 }
 
 fn parse_basic(value: &http::HeaderValue) -> Option<(String, String)> {
@@ -151,6 +209,68 @@ fn parse_basic(value: &http::HeaderValue) -> Option<(String, String)> {
     Some((u.to_string(), p.to_string()))
 }
 
+/// A web configuration file, parsed and checked, before any file it names is read.
+#[derive(Debug)]
+pub struct WebConfig {
+    file: WebConfigFile,
+    headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// Parses and checks the text of a web configuration file without reading the files it names
+/// (certificates, keys): everything that can be wrong in the text itself.
+///
+/// # Errors
+/// Every problem of the text, with its path.
+pub fn parse(text: &[u8]) -> Result<WebConfig, ConfigErrors> {
+    let mut errs = ConfigErrors::default();
+    let Ok(text) = std::str::from_utf8(text) else {
+        errs.push("", "the file is not valid UTF-8");
+        return Err(errs);
+    };
+    let value = match config::parse_yaml(text) {
+        Ok(v) => v,
+        Err(e) => {
+            errs.push("", e);
+            return Err(errs);
+        }
+    };
+    let Some(file) = config::typed::<WebConfigFile>(&value, "", &mut errs) else {
+        return Err(errs);
+    };
+    for (user, hash) in &file.basic_auth_users {
+        if bcrypt_cost(hash).is_none() || !hash.starts_with("$2") {
+            errs.push(
+                format!("basic_auth_users.{user}"),
+                "expected a bcrypt hash (starting with $2a$, $2b$ or $2y$)",
+            );
+        }
+    }
+    if let Some(tls) = &file.tls_server_config {
+        if tls.client_auth_type != ClientAuthType::NoClientCert && tls.client_ca_file.is_none() {
+            errs.push(
+                "tls_server_config.client_ca_file",
+                "required when client_auth_type asks for client certificates",
+            );
+        }
+    }
+    let mut headers = Vec::new();
+    if let Some(h) = &file.http_server_config {
+        for (name, value) in &h.headers {
+            match (
+                http::HeaderName::try_from(name.as_str()),
+                http::HeaderValue::try_from(value.as_str()),
+            ) {
+                (Ok(n), Ok(v)) => headers.push((n, v)),
+                _ => errs.push(
+                    format!("http_server_config.headers.{name}"),
+                    "invalid header name or value",
+                ),
+            }
+        }
+    }
+    errs.into_result(WebConfig { file, headers })
+}
+
 /// Loads a web configuration file; `None` means plain HTTP without auth.
 ///
 /// Relative paths inside the file are resolved against the file's folder, as the
@@ -162,46 +282,34 @@ pub fn load(path: Option<&Path>) -> Result<WebSecurity, ConfigErrors> {
     let Some(path) = path else {
         return Ok(WebSecurity::default());
     };
-    let value = config::read_yaml_file(path)?;
-    let mut errs = ConfigErrors::default();
-    let Some(file) = config::typed::<WebConfigFile>(&value, "", &mut errs) else {
-        return Err(errs);
-    };
+    let text = std::fs::read(path).map_err(|e| {
+        let mut errs = ConfigErrors::default();
+        errs.push("", format!("cannot read {}: {e}", path.display()));
+        errs
+    })?;
+    let parsed = parse(&text).map_err(|mut errs| {
+        // A YAML syntax error is about the document: name the file as read_yaml_file does.
+        for p in &mut errs.problems {
+            if p.path.is_empty() {
+                p.message = format!("{}: {}", path.display(), p.message);
+            }
+        }
+        errs
+    })?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let mut sec = WebSecurity::default();
-    if let Some(tls) = &file.tls_server_config {
+    let mut errs = ConfigErrors::default();
+    let mut sec = WebSecurity {
+        headers: parsed.headers,
+        ..WebSecurity::default()
+    };
+    if let Some(tls) = &parsed.file.tls_server_config {
         match build_tls(tls, base) {
             Ok(acceptor) => sec.tls = Some(acceptor),
             Err((field, msg)) => errs.push(format!("tls_server_config.{field}"), msg),
         }
     }
-    for (user, hash) in &file.basic_auth_users {
-        if !hash.starts_with("$2") {
-            errs.push(
-                format!("basic_auth_users.{user}"),
-                "expected a bcrypt hash (starting with $2a$, $2b$ or $2y$)",
-            );
-        }
-    }
-    if !file.basic_auth_users.is_empty() {
-        sec.auth = Some(Arc::new(BasicAuth {
-            users: file.basic_auth_users.clone(),
-            verified: Mutex::new(HashSet::new()),
-        }));
-    }
-    if let Some(h) = &file.http_server_config {
-        for (name, value) in &h.headers {
-            match (
-                http::HeaderName::try_from(name.as_str()),
-                http::HeaderValue::try_from(value.as_str()),
-            ) {
-                (Ok(n), Ok(v)) => sec.headers.push((n, v)),
-                _ => errs.push(
-                    format!("http_server_config.headers.{name}"),
-                    "invalid header name or value",
-                ),
-            }
-        }
+    if !parsed.file.basic_auth_users.is_empty() {
+        sec.auth = Some(Arc::new(BasicAuth::new(parsed.file.basic_auth_users)));
     }
     errs.into_result(sec)
 }
@@ -300,10 +408,7 @@ mod tests {
     #[tokio::test]
     async fn basic_auth_checks_bcrypt() {
         let hash = bcrypt::hash("s3cret", 4).unwrap();
-        let auth = Arc::new(BasicAuth {
-            users: [("alice".to_string(), hash)].into(),
-            verified: Mutex::new(HashSet::new()),
-        });
+        let auth = Arc::new(BasicAuth::new([("alice".to_string(), hash)].into()));
         let good = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
         let bad = base64::engine::general_purpose::STANDARD.encode("alice:nope");
         let hv = |s: String| http::HeaderValue::from_str(&format!("Basic {s}")).unwrap();
@@ -311,5 +416,43 @@ mod tests {
         assert!(auth.check(Some(&hv(good))).await);
         assert!(!auth.check(Some(&hv(bad))).await);
         assert!(!auth.check(None).await);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_user_is_checked_against_a_hash_of_the_highest_cost() {
+        let low = bcrypt::hash("a", 4).unwrap();
+        let high = bcrypt::hash("b", 6).unwrap();
+        let auth = Arc::new(BasicAuth::new(
+            [("low".to_string(), low), ("high".to_string(), high)].into(),
+        ));
+        assert_eq!(bcrypt_cost(&auth.dummy_hash), Some(6));
+        let hv = |s: &str| {
+            let v = base64::engine::general_purpose::STANDARD.encode(s);
+            http::HeaderValue::from_str(&format!("Basic {v}")).unwrap()
+        };
+        // Not even the dummy hash's own password lets an unknown user in.
+        assert!(
+            !auth
+                .check(Some(&hv(&format!("nobody:{DUMMY_PASSWORD}"))))
+                .await
+        );
+        assert!(auth.check(Some(&hv("high:b"))).await);
+    }
+
+    #[test]
+    fn parse_checks_the_text_without_reading_files() {
+        let ok =
+            parse(b"tls_server_config:\n  cert_file: /nonexistent.crt\n  key_file: k\n").unwrap();
+        assert!(ok.file.tls_server_config.is_some());
+        let errs = parse(
+            b"tls_server_config:\n  cert_file: c\n  key_file: k\n  client_auth_type: RequireAndVerifyClientCert\nbasic_auth_users:\n  u: '$2y$x'\n",
+        )
+        .unwrap_err();
+        let paths: Vec<&str> = errs.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["basic_auth_users.u", "tls_server_config.client_ca_file"]
+        );
+        assert!(parse(&[0xff, 0xfe]).is_err());
     }
 }

@@ -86,7 +86,7 @@ pub async fn run(
     registry.register(Box::new(probes_configured.clone()))?;
     let reload_metrics = ReloadMetrics::register(&registry, "stackmedic_exporter")?;
 
-    let runner = Runner::new(shutdown.clone());
+    let runner = Runner::new(shutdown.clone())?;
     runner.apply(&opts.config).map_err(anyhow::Error::msg)?;
     let app = Arc::new(App {
         runner,

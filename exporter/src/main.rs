@@ -38,7 +38,7 @@ Endpoints:
   /metrics      the probes' metrics and the exporter's own
   /-/healthy    200 while the process serves
   /-/ready      200 when ready to serve
-  /-/reload     POST: reload the configuration file
+  /-/reload     POST: reload the configuration file (with --web.enable-lifecycle)
 
 Signals:
   SIGHUP        reload the configuration file; a bad file keeps the running configuration and
@@ -119,7 +119,8 @@ fn check(args: &CommonArgs) -> ExitCode {
 async fn start(args: CommonArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let config = config::load(args.config_file.as_deref())
         .map_err(|errs| anyhow::anyhow!("invalid configuration:\n{errs}"))?;
-    let web = webconfig::load(args.web_config_file.as_deref())
+    let web = args
+        .web_security()
         .map_err(|errs| anyhow::anyhow!("invalid web configuration:\n{errs}"))?;
     let address = args
         .listen_address

@@ -3,10 +3,13 @@
 //! Each probe family declares its metric families as `static` [`Family`] values; a run writes
 //! [`Sample`]s into a [`Samples`] buffer, and the runner keeps the buffer of the latest run. A
 //! scrape only reads those buffers, so it never waits on a target.
+//!
+//! A probe's series change only when it runs, so they are rendered into text once per run
+//! ([`Rendered`], on the first scrape after the run) and a scrape only copies those texts under
+//! one `# HELP`/`# TYPE` header per family ([`Exposition`]).
 
-use std::collections::BTreeMap;
-
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use std::ops::Range;
+use std::sync::Arc;
 
 /// Whether a family is a gauge or a counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,64 +100,363 @@ impl Samples {
     }
 }
 
-/// Collects samples of many probes into metric families.
-#[derive(Default)]
-pub struct FamilySet {
-    families: BTreeMap<&'static str, (&'static Family, Vec<Metric>)>,
+/// The series of one probe in the text format (version 0.0.4), kept until the probe runs
+/// again; [`Exposition`] puts each family's lines under its header.
+#[derive(Debug, Default)]
+pub struct Rendered {
+    text: String,
+    /// Runs of lines of one family in `text`, in the order the samples came; a family whose
+    /// samples were not given together has several.
+    parts: Vec<(&'static Family, Range<usize>)>,
 }
 
-impl FamilySet {
-    /// Adds a sample for `probe`.
-    pub fn add(&mut self, probe: &str, sample: &Sample) {
-        let entry = self
-            .families
-            .entry(sample.family.name)
-            .or_insert_with(|| (sample.family, Vec::new()));
-        let mut labels = Vec::with_capacity(sample.labels.len() + 1);
-        labels.push(pair("probe", probe));
-        for (k, v) in &sample.labels {
-            labels.push(pair(k, v));
-        }
-        let mut m = Metric::default();
-        m.set_label(labels);
-        match sample.family.kind {
-            Kind::Gauge => {
-                let mut g = Gauge::default();
-                g.set_value(sample.value);
-                m.set_gauge(g);
-            }
-            Kind::Counter => {
-                let mut c = Counter::default();
-                c.set_value(sample.value);
-                m.set_counter(c);
-            }
-        }
-        entry.1.push(m);
-    }
-
-    /// The families, sorted by name.
+impl Rendered {
+    /// Starts the series of `probe`, each with the label `probe="<probe>"` first.
     #[must_use]
-    pub fn into_families(self) -> Vec<MetricFamily> {
-        self.families
-            .into_values()
-            .map(|(f, metrics)| {
-                let mut mf = MetricFamily::default();
-                mf.set_name(f.name.to_string());
-                mf.set_help(f.help.to_string());
-                mf.set_field_type(match f.kind {
-                    Kind::Gauge => MetricType::GAUGE,
-                    Kind::Counter => MetricType::COUNTER,
-                });
-                mf.set_metric(metrics);
-                mf
-            })
-            .collect()
+    pub fn builder(probe: &str) -> RenderedBuilder {
+        let mut escaped = String::with_capacity(probe.len());
+        escape_label(&mut escaped, probe);
+        RenderedBuilder {
+            probe: escaped,
+            rendered: Rendered {
+                text: String::with_capacity(1024),
+                parts: Vec::with_capacity(16),
+            },
+        }
+    }
+
+    /// Renders `samples`; see [`Rendered::builder`].
+    #[must_use]
+    pub fn new<'a>(probe: &str, samples: impl IntoIterator<Item = &'a Sample>) -> Self {
+        let mut b = Self::builder(probe);
+        for s in samples {
+            b.sample(s);
+        }
+        b.finish()
+    }
+
+    /// Bytes of text.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// Whether there are no series.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
     }
 }
 
-fn pair(name: &str, value: &str) -> LabelPair {
-    let mut p = LabelPair::default();
-    p.set_name(name.to_string());
-    p.set_value(value.to_string());
-    p
+/// Renders a probe's series one by one, straight into text.
+pub struct RenderedBuilder {
+    /// The probe's name, escaped once for all its series.
+    probe: String,
+    rendered: Rendered,
+}
+
+impl RenderedBuilder {
+    /// Adds a series of `family` with `labels` after `probe`.
+    pub fn series(&mut self, family: &'static Family, labels: &[(&str, &str)], value: f64) {
+        let start = self.rendered.text.len();
+        write_series(
+            &mut self.rendered.text,
+            family.name,
+            &self.probe,
+            labels.iter().map(|(k, v)| (*k, *v)),
+            value,
+        );
+        self.extend_part(family, start);
+    }
+
+    /// Adds a sample.
+    pub fn sample(&mut self, s: &Sample) {
+        let start = self.rendered.text.len();
+        write_series(
+            &mut self.rendered.text,
+            s.family.name,
+            &self.probe,
+            s.labels.iter().map(|(k, v)| (*k, v.as_str())),
+            s.value,
+        );
+        self.extend_part(s.family, start);
+    }
+
+    fn extend_part(&mut self, family: &'static Family, start: usize) {
+        let end = self.rendered.text.len();
+        match self.rendered.parts.last_mut() {
+            Some((f, range)) if std::ptr::eq(*f, family) => range.end = end,
+            _ => self.rendered.parts.push((family, start..end)),
+        }
+    }
+
+    /// The rendered series.
+    #[must_use]
+    pub fn finish(self) -> Rendered {
+        self.rendered
+    }
+}
+
+/// The `/metrics` text of many probes: each family's header once, then every probe's lines of
+/// that family. Families are sorted by name; within a family, probes keep the order in which
+/// they were added.
+#[derive(Default)]
+pub struct Exposition {
+    probes: Vec<Arc<Rendered>>,
+}
+
+impl Exposition {
+    /// Adds a probe's rendered series.
+    pub fn add(&mut self, rendered: Arc<Rendered>) {
+        self.probes.push(rendered);
+    }
+
+    /// Appends the text to `out`.
+    pub fn write(&self, out: &mut Vec<u8>) {
+        // A handful of families, each a `static` told apart by address; linear scans over
+        // them cost less than hashing thousands of parts.
+        let mut families: Vec<&'static Family> = Vec::new();
+        let mut len = 0;
+        let mut previous: &[(&'static Family, Range<usize>)] = &[];
+        for r in &self.probes {
+            len += r.text.len();
+            // Probes of one kind have the same families: skip the scan when nothing is new.
+            if same_families(&r.parts, previous) {
+                continue;
+            }
+            for (family, _) in &r.parts {
+                if !families.iter().any(|f| std::ptr::eq(*f, *family)) {
+                    families.push(family);
+                }
+            }
+            previous = &r.parts;
+        }
+        families.sort_unstable_by_key(|f| f.name);
+        out.reserve(len + families.len() * 160);
+        for family in families {
+            write_header(out, family);
+            for r in &self.probes {
+                for (f, range) in &r.parts {
+                    if std::ptr::eq(*f, family) {
+                        out.extend_from_slice(&r.text.as_bytes()[range.clone()]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn same_families(
+    a: &[(&'static Family, Range<usize>)],
+    b: &[(&'static Family, Range<usize>)],
+) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|((f, _), (g, _))| std::ptr::eq(*f, *g))
+}
+
+fn write_header(out: &mut Vec<u8>, family: &Family) {
+    out.extend_from_slice(b"# HELP ");
+    out.extend_from_slice(family.name.as_bytes());
+    out.push(b' ');
+    escape_help(out, family.help);
+    out.extend_from_slice(b"\n# TYPE ");
+    out.extend_from_slice(family.name.as_bytes());
+    out.extend_from_slice(match family.kind {
+        Kind::Gauge => b" gauge\n",
+        Kind::Counter => b" counter\n",
+    });
+}
+
+/// One line; `probe` is escaped already.
+fn write_series<'a>(
+    text: &mut String,
+    name: &str,
+    probe: &str,
+    labels: impl Iterator<Item = (&'a str, &'a str)>,
+    value: f64,
+) {
+    text.push_str(name);
+    text.push_str("{probe=\"");
+    text.push_str(probe);
+    for (k, v) in labels {
+        text.push_str("\",");
+        text.push_str(k);
+        text.push_str("=\"");
+        escape_label(text, v);
+    }
+    text.push_str("\"} ");
+    write_value(text, value);
+    text.push('\n');
+}
+
+/// A value as Go's `strconv.ParseFloat`, which Prometheus parses with, reads it: whole numbers
+/// (status codes, counts, flags) without a fraction, others in their shortest round-trip
+/// form, and the text format's spellings of the special values.
+fn write_value(text: &mut String, value: f64) {
+    // Below 2^53 every whole number is exact.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    if value.is_nan() {
+        text.push_str("NaN");
+    } else if value.is_infinite() {
+        text.push_str(if value > 0.0 { "+Inf" } else { "-Inf" });
+    } else if value.fract() == 0.0 && value.abs() < EXACT {
+        // Exact by the check above.
+        #[allow(clippy::cast_possible_truncation)]
+        text.push_str(itoa::Buffer::new().format(value as i64));
+    } else {
+        text.push_str(ryu::Buffer::new().format_finite(value));
+    }
+}
+
+/// A label value with `\\`, `"` and line feeds escaped.
+fn escape_label(text: &mut String, value: &str) {
+    if !value.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+        text.push_str(value);
+        return;
+    }
+    for c in value.chars() {
+        match c {
+            '\\' => text.push_str("\\\\"),
+            '"' => text.push_str("\\\""),
+            '\n' => text.push_str("\\n"),
+            c => text.push(c),
+        }
+    }
+}
+
+/// Help text with `\\` and line feeds escaped (quotes stay as they are).
+fn escape_help(out: &mut Vec<u8>, help: &str) {
+    for b in help.bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b => out.push(b),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+    use prometheus::Encoder as _;
+
+    static UP: Family = Family::gauge("t_up", "Whether it is \\ up\nor not.");
+    static RUNS: Family = Family::counter("t_runs_total", "Runs.");
+    static INFO: Family = Family::gauge("t_info", "Info.");
+
+    /// The same samples encoded by the `prometheus` crate, the reference for the format.
+    fn reference(probes: &[(&str, &[Sample])]) -> String {
+        let mut families: Vec<MetricFamily> = Vec::new();
+        for family in [&INFO, &RUNS, &UP] {
+            let mut mf = MetricFamily::default();
+            mf.set_name(family.name.to_string());
+            mf.set_help(family.help.to_string());
+            mf.set_field_type(match family.kind {
+                Kind::Gauge => MetricType::GAUGE,
+                Kind::Counter => MetricType::COUNTER,
+            });
+            let mut metrics = Vec::new();
+            for (probe, samples) in probes {
+                for s in samples.iter().filter(|s| std::ptr::eq(s.family, family)) {
+                    let mut labels = Vec::new();
+                    for (k, v) in std::iter::once(&("probe", probe.to_string())).chain(&s.labels) {
+                        let mut p = LabelPair::default();
+                        p.set_name(k.to_string());
+                        p.set_value(v.clone());
+                        labels.push(p);
+                    }
+                    let mut m = Metric::default();
+                    m.set_label(labels);
+                    if family.kind == Kind::Gauge {
+                        let mut g = Gauge::default();
+                        g.set_value(s.value);
+                        m.set_gauge(g);
+                    } else {
+                        let mut c = Counter::default();
+                        c.set_value(s.value);
+                        m.set_counter(c);
+                    }
+                    metrics.push(m);
+                }
+            }
+            mf.set_metric(metrics);
+            families.push(mf);
+        }
+        let mut out = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&families, &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    fn sample(family: &'static Family, labels: &[(&'static str, &str)], value: f64) -> Sample {
+        Sample {
+            family,
+            labels: labels.iter().map(|(k, v)| (*k, (*v).to_string())).collect(),
+            value,
+        }
+    }
+
+    #[test]
+    fn renders_as_the_prometheus_encoder_does() {
+        let a = [
+            sample(&UP, &[("kind", "http")], 1.0),
+            sample(&RUNS, &[], 12.0),
+            sample(&INFO, &[("sha", "a \"quoted\" \\ back\nslash")], 1.0),
+            sample(&UP, &[("kind", "other")], 0.0),
+        ];
+        let b = [
+            sample(&RUNS, &[], 3.0),
+            sample(&UP, &[("kind", "http")], 0.25),
+            sample(&INFO, &[("sha", "x")], 1_764_000_000.123_456),
+        ];
+        let mut exposition = Exposition::default();
+        exposition.add(Arc::new(Rendered::new("a", &a)));
+        exposition.add(Arc::new(Rendered::new("b", &b)));
+        let mut out = Vec::new();
+        exposition.write(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text, reference(&[("a", &a), ("b", &b)]));
+        // Each family's header appears once, before all of its series.
+        assert_eq!(text.matches("# TYPE t_up gauge").count(), 1);
+        assert!(text.contains("# HELP t_up Whether it is \\\\ up\\nor not.\n"));
+    }
+
+    #[test]
+    fn special_values_use_the_format_spelling() {
+        let s = [
+            sample(&UP, &[("kind", "a")], f64::INFINITY),
+            sample(&UP, &[("kind", "b")], f64::NEG_INFINITY),
+            sample(&UP, &[("kind", "c")], f64::NAN),
+        ];
+        let r = Rendered::new("p", &s);
+        assert_eq!(
+            r.text,
+            "t_up{probe=\"p\",kind=\"a\"} +Inf\nt_up{probe=\"p\",kind=\"b\"} -Inf\nt_up{probe=\"p\",kind=\"c\"} NaN\n"
+        );
+    }
+
+    #[test]
+    fn values_round_trip() {
+        for v in [
+            0.0,
+            1.0,
+            -3.0,
+            200.0,
+            0.25,
+            3.4e-7,
+            1e21,
+            -1e-300,
+            1_795_862_611.510_324_7,
+            9_007_199_254_740_993.0,
+            f64::MAX,
+        ] {
+            let mut text = String::new();
+            write_value(&mut text, v);
+            assert_eq!(text.parse::<f64>().unwrap(), v, "{v} written as {text}");
+        }
+        let mut text = String::new();
+        write_value(&mut text, 200.0);
+        assert_eq!(text, "200");
+    }
 }

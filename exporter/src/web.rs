@@ -31,16 +31,20 @@ pub(crate) fn handler(app: Arc<App>, reload: ReloadHandle) -> Handler {
 }
 
 fn metrics(app: &App) -> Response {
-    let mut families = app.registry.gather();
-    families.extend(app.runner.collect());
+    let families = app.registry.gather();
     let encoder = TextEncoder::new();
     let mut buf = Vec::with_capacity(64 * 1024);
     match encoder.encode(&families, &mut buf) {
-        Ok(()) => server::with_type(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            buf.into(),
-        ),
+        Ok(()) => {
+            // The probes' series come pre-rendered; their families never share a name with the
+            // registry's, so the two parts simply follow each other.
+            app.runner.render(&mut buf);
+            server::with_type(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                buf.into(),
+            )
+        }
         Err(e) => {
             tracing::error!(error = %e, "cannot encode metrics");
             server::text(

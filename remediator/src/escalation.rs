@@ -22,6 +22,29 @@ use crate::vocab::PostOutcome;
 /// The name of the alert the remediator posts when it gives up; it never acts on it.
 pub const ALERTNAME: &str = "StackmedicRemediationFailed";
 
+/// The labels the remediator sets on every escalation, which `escalation.labels` may not
+/// change: `alertname` is what keeps the remediator from acting on its own escalation, the
+/// others say what was escalated (the page, the outbox's views and Alertmanager's grouping
+/// read them).
+pub const GUARD_LABELS: [&str; 5] = [
+    "alertname",
+    "original_alertname",
+    "remediation_rule",
+    "remediation_target",
+    "remediation_action",
+];
+
+/// Whether `name` is a Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`), as Alertmanager
+/// requires of every label of a posted alert.
+#[must_use]
+pub fn is_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// What an escalation is about.
 pub struct About<'a> {
     /// The job the incident was escalated on (its alert's labels are the page's).
@@ -42,6 +65,9 @@ pub fn alert(cfg: &Config, about: &About<'_>) -> Option<Value> {
     let esc = cfg.escalation.as_ref()?;
     let job = about.job;
     let mut labels = job.new.labels.clone();
+    // Alertmanager refuses a whole alert for one invalid label name, and a refused escalation
+    // would be retried forever: a sender's label that is not a label name is left out.
+    labels.retain(|name, _| is_label_name(name));
     let original = labels.get("alertname").cloned().unwrap_or_default();
     labels.insert("alertname".into(), ALERTNAME.into());
     labels.insert("severity".into(), "page".into());
@@ -195,22 +221,91 @@ async fn post(e: &Escalator, esc: &Escalation, p: PendingEscalation) {
     }
 }
 
+/// Bytes of Alertmanager's answer kept in `last_error` when it refuses a post.
+const ERROR_BODY_BYTES: usize = 200;
+
+/// Posts `payload`; on failure says why in the words on-call reads on the page and in the JSON:
+/// the connection was refused, no answer came in time, or the HTTP status with the start of
+/// Alertmanager's answer.
 async fn deliver(http: &reqwest::Client, esc: &Escalation, payload: &Value) -> Result<(), String> {
-    let req = http
-        .post(esc.alerts_url())
-        .json(payload)
-        .timeout(esc.timeout);
-    let r = esc
+    let url = esc.alerts_url();
+    let req = http.post(url.clone()).json(payload).timeout(esc.timeout);
+    let mut r = esc
         .credentials
         .apply(req)
         .send()
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| describe(&e, &url, esc.timeout))?;
     if r.status().is_success() {
-        Ok(())
-    } else {
-        let s = r.status();
-        let body = r.text().await.unwrap_or_default();
-        Err(format!("Alertmanager answered {s}: {}", body.trim()))
+        return Ok(());
     }
+    let status = r.status();
+    // Only the start of the answer is read: an error page can be large.
+    let mut body = Vec::new();
+    while body.len() < 4 * ERROR_BODY_BYTES {
+        match r.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&body);
+    let text: String = text
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let excerpt = crate::limits::cut(&text, ERROR_BODY_BYTES);
+    Err(if excerpt.is_empty() {
+        format!("HTTP {status} from Alertmanager at {}", origin(&url))
+    } else {
+        format!(
+            "HTTP {status} from Alertmanager at {}: {excerpt}",
+            origin(&url)
+        )
+    })
+}
+
+/// Why a request got no answer: `connection refused`, `timeout`, or the transport's words.
+fn describe(e: &reqwest::Error, url: &url::Url, timeout: Duration) -> String {
+    let at = origin(url);
+    let mut causes = Vec::new();
+    let mut refused = false;
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        let text = s.to_string();
+        if !causes.contains(&text) {
+            causes.push(text);
+        }
+        source = s.source();
+    }
+    if e.is_timeout() && e.is_connect() {
+        return format!("timeout: no connection to Alertmanager at {at} could be opened in time");
+    }
+    if e.is_timeout() {
+        return format!(
+            "timeout: Alertmanager at {at} did not answer within {}",
+            humantime::format_duration(timeout)
+        );
+    }
+    if refused {
+        return format!("connection refused: nothing accepts connections at {at}");
+    }
+    let detail = if causes.is_empty() {
+        e.to_string()
+    } else {
+        causes.join(": ")
+    };
+    if e.is_connect() {
+        format!("cannot connect to Alertmanager at {at}: {detail}")
+    } else {
+        format!("cannot post to Alertmanager at {at}: {detail}")
+    }
+}
+
+/// `scheme://host:port` of a URL: never its path, query or credentials.
+fn origin(url: &url::Url) -> String {
+    url.origin().ascii_serialization()
 }

@@ -16,6 +16,7 @@ pub mod credentials;
 pub mod docker;
 pub mod escalation;
 pub mod incident;
+pub mod limits;
 pub mod matcher;
 pub mod metrics;
 pub mod pipeline;
@@ -176,7 +177,9 @@ pub async fn run(
             Box::pin(async move { web::handle(engine, reload_handle, req).await })
         })
     };
+    let mut security = options.security;
+    security.own_auth = Some(web::own_auth(engine.clone()));
     tracing::info!(address = %local, "stackmedic-remediator listening");
-    server::serve(listener, options.security, handler, shutdown).await?;
+    server::serve(listener, security, handler, shutdown).await?;
     Ok(())
 }

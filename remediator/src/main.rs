@@ -71,7 +71,7 @@ Endpoints:
   /metrics         the remediator's metrics
   /-/healthy       200 while the process serves
   /-/ready         200 when ready to accept webhooks
-  /-/reload        POST: reload the configuration file
+  /-/reload        POST: reload the configuration file (with --web.enable-lifecycle)
 
 Signals:
   SIGHUP           reload the configuration file; a bad file keeps the running configuration
@@ -222,7 +222,9 @@ async fn start(
     config: config::Config,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let security = webconfig::load(cli.common.web_config_file.as_deref())
+    let security = cli
+        .common
+        .web_security()
         .map_err(|errs| anyhow::anyhow!("invalid web configuration:\n{errs}"))?;
     let address = cli
         .common

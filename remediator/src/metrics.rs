@@ -11,6 +11,7 @@ use prometheus::{
 };
 
 use crate::action::ActionKind;
+use crate::limits;
 use crate::vocab::{AlertDecision, Event, IncidentState, PostOutcome, WebhookResult};
 
 const NS: &str = "stackmedic_remediator";
@@ -239,8 +240,10 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a firing alert no rule matched.
+    /// Counts a firing alert no rule matched; a name is cut to [`limits::NAME_BYTES`].
     pub fn unmatched(&self, alertname: &str) {
+        let cut = limits::cut(alertname, limits::NAME_BYTES);
+        let alertname = cut.as_str();
         let mut names = self
             .unmatched_names
             .lock()

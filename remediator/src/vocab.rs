@@ -234,6 +234,10 @@ vocabulary! {
     pub enum WebhookResult {
         /// Stored and answered 200.
         Accepted = "accepted",
+        /// The process-wide request-body budget was spent (503 with `Retry-After`).
+        Busy = "busy",
+        /// The body did not arrive within its read deadline (408).
+        Timeout = "timeout",
         /// Missing or wrong credentials (401).
         Unauthorized = "unauthorized",
         /// Not a valid payload (400).

@@ -16,6 +16,7 @@ const START: &str = "2026-11-22T10:00:00Z";
 fn limits() -> OverviewLimits {
     OverviewLimits {
         actions: 50,
+        before: None,
         closed_incidents: 10,
         escalations: 10,
     }

@@ -22,6 +22,7 @@ async fn results(store: &Store) -> Vec<(Option<i64>, String)> {
         .overview(
             OverviewLimits {
                 actions: 1000,
+                before: None,
                 closed_incidents: 10,
                 escalations: 10,
             },
@@ -134,6 +135,7 @@ async fn an_attempt_counts_when_it_starts_so_a_crash_loses_no_decided_job() {
         .overview(
             OverviewLimits {
                 actions: 10,
+                before: None,
                 closed_incidents: 0,
                 escalations: 0,
             },
@@ -349,6 +351,7 @@ async fn healed_incidents_join_slow_alerts_supersede_on_a_new_outage_and_flappin
         .overview(
             OverviewLimits {
                 actions: 10,
+                before: None,
                 closed_incidents: 10,
                 escalations: 10,
             },
@@ -423,6 +426,7 @@ async fn at_most_one_open_incident_per_subject() {
         .overview(
             OverviewLimits {
                 actions: 10,
+                before: None,
                 closed_incidents: 10,
                 escalations: 10,
             },

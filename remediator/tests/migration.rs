@@ -25,6 +25,7 @@ fn fixture(dir: &Path) {
 fn limits() -> OverviewLimits {
     OverviewLimits {
         actions: 100,
+        before: None,
         closed_incidents: 10,
         escalations: 10,
     }
@@ -132,13 +133,13 @@ async fn a_database_of_the_previous_release_opens_and_is_migrated() {
     assert!(due.len() == 1 && due[0].resolving && !due[0].first);
     drop(store);
 
-    // The schema is the new one: version 2, the circuit tables gone.
+    // The schema is the new one: the current version, the circuit tables gone.
     let c =
         rusqlite::Connection::open(dir.path().join(stackmedic_remediator::DATABASE_FILE)).unwrap();
     let version: i64 = c
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, stackmedic_remediator::store::schema::VERSION);
     let tables: Vec<String> = c
         .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
         .unwrap()

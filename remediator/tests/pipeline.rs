@@ -38,6 +38,7 @@ fn body(status: &str) -> Vec<u8> {
 async fn results(store: &Store) -> Vec<String> {
     let limits = OverviewLimits {
         actions: 10,
+        before: None,
         closed_incidents: 0,
         escalations: 0,
     };
@@ -89,6 +90,7 @@ async fn old_stored_jobs_are_expired_at_start() {
         .overview(
             OverviewLimits {
                 actions: 1,
+                before: None,
                 closed_incidents: 0,
                 escalations: 0,
             },

@@ -52,6 +52,7 @@ async fn jobs_beyond_memory_bound_are_swept_from_the_database() {
         if due == 0 {
             let limits = OverviewLimits {
                 actions: 1,
+                before: None,
                 closed_incidents: 0,
                 escalations: 0,
             };

@@ -33,6 +33,13 @@ pub struct Options<'a> {
     pub files: Vec<(&'a str, Vec<u8>)>,
     /// Start on this port instead of a free one (a probe may need to know it in advance).
     pub port: Option<u16>,
+    /// Environment variables set for the exporter (such as `http_proxy`).
+    pub env: Vec<(&'a str, String)>,
+    /// Start without `--web.enable-lifecycle`, which the helper passes by default because tests
+    /// reload through `POST /-/reload`.
+    pub disable_lifecycle: bool,
+    /// Further flags, such as `--web.max-connections=64`.
+    pub args: Vec<String>,
 }
 
 /// A running exporter, stopped when dropped.
@@ -74,10 +81,15 @@ impl Exporter {
         for attempt in 1..=4 {
             let port = opts.port.unwrap_or_else(crate::free_port);
             let mut cmd = Command::new(&bin);
+            cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
             cmd.arg("--web.listen-address")
                 .arg(format!("127.0.0.1:{port}"))
                 .arg("--log.level")
-                .arg("debug");
+                .arg("debug")
+                .args(&opts.args);
+            if !opts.disable_lifecycle {
+                cmd.arg("--web.enable-lifecycle");
+            }
             if let Some(c) = opts.config {
                 let path = dir.path().join("config.yml");
                 std::fs::write(&path, subst(c)).expect("write config.yml");

@@ -12,6 +12,8 @@
 //! * [`metrics`]: a small parser of the Prometheus text exposition format and a scraper;
 //! * [`http`]: a tiny blocking HTTP/1.1 client for loopback URLs;
 //! * [`process`]: the [`Process`] guard every helper uses to own a child process;
+//! * [`hostile`]: misbehaving clients (idle, trickling, HTTP/2 preface only, endless bodies)
+//!   and measurements of the server process (file descriptors, peak memory);
 //! * [`alerting`]: the shipped rules, dashboards and metric list as tests read them;
 //! * [`packaging`]: the Debian packages and images `scripts/package.sh` built, and the units;
 //! * [`admin_api`]: a recording stand-in for the camera/PLC app's admin API (no real peer);
@@ -51,6 +53,7 @@ pub mod docker;
 pub mod examples;
 pub mod exporter;
 pub mod ffmpeg;
+pub mod hostile;
 pub mod http;
 pub mod metrics;
 pub mod nginx;

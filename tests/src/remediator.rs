@@ -27,7 +27,21 @@ pub struct Remediator {
     port: u16,
     starts: u32,
     config_path: Option<PathBuf>,
+    flags: Flags,
     dir: TempDir,
+}
+
+/// Command-line flags beyond the configuration, storage and listen address.
+#[derive(Debug, Clone, Default)]
+pub struct Flags {
+    /// Start without `--web.enable-lifecycle`, which the helper passes by default because tests
+    /// reload through `POST /-/reload`.
+    pub disable_lifecycle: bool,
+    /// `--web.config.file`, a path; readiness is then only waited for as an accepted TCP
+    /// connection, since `/-/ready` may need TLS or credentials.
+    pub web_config: Option<PathBuf>,
+    /// Further flags, such as `--web.max-connections=64`.
+    pub args: Vec<String>,
 }
 
 impl Remediator {
@@ -45,6 +59,11 @@ impl Remediator {
 
     /// Like [`Remediator::start`], in a directory the caller prepared (secret files, …).
     pub fn start_in(dir: TempDir, config_yaml: &str) -> Remediator {
+        Self::start_with(dir, config_yaml, Flags::default())
+    }
+
+    /// Like [`Remediator::start_in`], with further command-line flags.
+    pub fn start_with(dir: TempDir, config_yaml: &str, flags: Flags) -> Remediator {
         let port = crate::free_port();
         let config_path = dir.path().join("remediator.yml");
         let text = config_yaml
@@ -52,12 +71,13 @@ impl Remediator {
             .replace("{port}", &port.to_string());
         std::fs::write(&config_path, &text)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", config_path.display()));
-        let process = spawn(Some(&config_path), dir.path(), port, 1);
+        let process = spawn(Some(&config_path), dir.path(), port, 1, &flags);
         Remediator {
             process,
             port,
             starts: 1,
             config_path: Some(config_path),
+            flags,
             dir,
         }
     }
@@ -69,12 +89,14 @@ impl Remediator {
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
         let port = crate::free_port();
-        let process = spawn(None, dir.path(), port, 1);
+        let flags = Flags::default();
+        let process = spawn(None, dir.path(), port, 1, &flags);
         Remediator {
             process,
             port,
             starts: 1,
             config_path: None,
+            flags,
             dir,
         }
     }
@@ -93,6 +115,7 @@ impl Remediator {
             self.dir.path(),
             self.port,
             self.starts,
+            &self.flags,
         );
     }
 
@@ -132,12 +155,12 @@ impl Remediator {
         crate::http::request("POST", &self.url("/webhook"), &headers, Some(body))
     }
 
-    /// `GET /api/actions?limit=1000` as JSON.
+    /// `GET /api/actions?limit=500` (the largest page: the newest 500 audit rows) as JSON.
     ///
     /// # Panics
     /// When the request fails.
     pub fn history(&self) -> Value {
-        crate::http::get(&self.url("/api/actions?limit=1000"))
+        crate::http::get(&self.url("/api/actions?limit=500"))
             .and_then(|r| r.error_for_status())
             .and_then(|r| r.json())
             .unwrap_or_else(|e| panic!("GET /api/actions failed: {e:#}"))
@@ -245,7 +268,7 @@ fn is_job_result(result: &str) -> bool {
     !matches!(result, "escalated" | "escalation_resolved" | "resolved")
 }
 
-fn spawn(config: Option<&Path>, dir: &Path, port: u16, n: u32) -> Process {
+fn spawn(config: Option<&Path>, dir: &Path, port: u16, n: u32, flags: &Flags) -> Process {
     let binary = crate::bin_path("stackmedic-remediator");
     let mut command = Command::new(binary);
     if let Some(config) = config {
@@ -254,9 +277,23 @@ fn spawn(config: Option<&Path>, dir: &Path, port: u16, n: u32) -> Process {
     command
         .arg(format!("--storage.path={}", dir.join("data").display()))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--log.level=debug");
+        .arg("--log.level=debug")
+        .args(&flags.args);
+    if !flags.disable_lifecycle {
+        command.arg("--web.enable-lifecycle");
+    }
+    if let Some(web) = &flags.web_config {
+        command.arg(format!("--web.config.file={}", web.display()));
+    }
     let mut process = Process::spawn(&format!("remediator-{n}"), command, dir);
-    if !process.wait_ready(port, Duration::from_secs(30)) {
+    let ready = if flags.web_config.is_some() {
+        crate::wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
+            !process.is_running() || crate::port_accepts(port)
+        }) && process.is_running()
+    } else {
+        process.wait_ready(port, Duration::from_secs(30))
+    };
+    if !ready {
         panic!(
             "stackmedic-remediator was not ready at http://127.0.0.1:{port}/-/ready:\n{}",
             process.describe()

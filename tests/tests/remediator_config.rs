@@ -118,6 +118,8 @@ fn remediator_config_check_reports_every_problem() {
     std::fs::write(
         &file,
         "global: {dry_run: yes-please}\nwebhook: {bearer_token_file: /nonexistent/token}\n\
+         escalation:\n  alertmanager_url: 'http://127.0.0.1:9093'\n\
+         \x20 labels: {alertname: Quiet, remediation_target: other, team: ops, severity: critical, bad-name: x}\n\
          targets:\n\
          - name: a\n  cooldown: 5m\n  docker: {containers: ['../x']}\n\
          - name: b\n  backoff: 0s\n  http: {base_url: 'ftp://x'}\n\
@@ -135,6 +137,9 @@ fn remediator_config_check_reports_every_problem() {
     let expected = [
         "global.dry_run: invalid type: string \"yes-please\", expected a boolean",
         "webhook.bearer_token_file: cannot read secret file /nonexistent/token",
+        "escalation.labels.alertname: is set by the remediator on every escalation: the loop guard",
+        "escalation.labels.bad-name: is not a label name",
+        "escalation.labels.remediation_target: is set by the remediator on every escalation",
         "targets[0].cooldown: removed: a failed attempt is retried after `backoff` inside its incident",
         "targets[0].docker.containers[0]: \"../x\" is not a valid container name",
         "targets[1].http.base_url: ftp://x/ is not an http(s) URL with a host",
@@ -149,7 +154,7 @@ fn remediator_config_check_reports_every_problem() {
         .lines()
         .take_while(|l| !l.starts_with("configuration is invalid"))
         .filter(|l| {
-            ["global.", "webhook.", "targets[", "rules["]
+            ["global.", "webhook.", "escalation.", "targets[", "rules["]
                 .iter()
                 .any(|p| l.starts_with(p))
         })

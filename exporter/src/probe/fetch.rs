@@ -1,6 +1,9 @@
 //! HTTP requests for probes: one client per distinct TLS and redirect setting, shared by every
 //! probe that uses it; each request bounded by the time left of its run; bodies read up to a
-//! limit; errors classified into failure reasons.
+//! limit; errors classified into failure reasons. [`plain`] is the lean client of the `http`
+//! probe for plain HTTP targets.
+
+pub mod plain;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -102,19 +105,45 @@ fn certificates(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
     Ok(certs)
 }
 
-/// The process's HTTP clients, one per distinct setting.
+/// The process's HTTP clients, one per distinct setting, and the connection pools of the lean
+/// plain HTTP client.
 #[derive(Default)]
 pub struct HttpClients {
-    clients: Mutex<HashMap<(TlsOptions, bool), reqwest::Client>>,
+    clients: Mutex<HashMap<(TlsOptions, bool, bool), reqwest::Client>>,
+    /// Kept-alive connections of [`plain`] requests, per target.
+    pub plain: plain::Pools,
 }
 
 impl HttpClients {
-    /// The client for these settings, built on first use.
+    /// The client for these settings, built on first use; it keeps connections alive for the
+    /// next request.
     ///
     /// # Errors
     /// A message when the CA file cannot be read or the client cannot be built.
     pub fn get(&self, tls: &TlsOptions, follow_redirects: bool) -> Result<reqwest::Client, String> {
-        let key = (tls.clone(), follow_redirects);
+        self.client(tls, follow_redirects, true)
+    }
+
+    /// Like [`HttpClients::get`], but the client opens a new connection for every request and
+    /// closes it after the response, as blackbox_exporter does (`reuse_connections: false`).
+    ///
+    /// # Errors
+    /// As [`HttpClients::get`].
+    pub fn get_unpooled(
+        &self,
+        tls: &TlsOptions,
+        follow_redirects: bool,
+    ) -> Result<reqwest::Client, String> {
+        self.client(tls, follow_redirects, false)
+    }
+
+    fn client(
+        &self,
+        tls: &TlsOptions,
+        follow_redirects: bool,
+        reuse_connections: bool,
+    ) -> Result<reqwest::Client, String> {
+        let key = (tls.clone(), follow_redirects, reuse_connections);
         let mut map = self.clients.lock().map_err(|_| "client cache poisoned")?;
         if let Some(c) = map.get(&key) {
             return Ok(c.clone());
@@ -123,6 +152,7 @@ impl HttpClients {
             .user_agent(USER_AGENT)
             .connect_timeout(Duration::from_secs(10))
             .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(if reuse_connections { usize::MAX } else { 0 })
             .redirect(if follow_redirects {
                 reqwest::redirect::Policy::limited(10)
             } else {
@@ -167,7 +197,6 @@ pub async fn send(
 
 /// A response whose body the caller reads chunk by chunk, for bodies too big to buffer (an
 /// asset to hash, a media segment).
-#[derive(Debug)]
 pub struct Streaming {
     /// Status code.
     pub status: StatusCode,
@@ -175,9 +204,26 @@ pub struct Streaming {
     pub headers: HeaderMap,
     /// Time until the response headers arrived.
     pub header_time: Duration,
-    resp: reqwest::Response,
+    body: Body,
     max_body: u64,
     read: u64,
+}
+
+/// Where the body comes from: the general client or the lean plain HTTP one.
+enum Body {
+    Client(reqwest::Response),
+    Plain(plain::PlainBody),
+}
+
+impl std::fmt::Debug for Streaming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streaming")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("header_time", &self.header_time)
+            .field("read", &self.read)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Streaming {
@@ -186,12 +232,11 @@ impl Streaming {
     /// # Errors
     /// A classified [`ProbeError`]; `body_too_large` once more than the limit has arrived.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, ProbeError> {
-        if self.read == 0
-            && self
-                .resp
-                .content_length()
-                .is_some_and(|n| n > self.max_body)
-        {
+        let content_length = match &self.body {
+            Body::Client(resp) => resp.content_length(),
+            Body::Plain(body) => body.content_length(),
+        };
+        if self.read == 0 && content_length.is_some_and(|n| n > self.max_body) {
             return Err(ProbeError::new(
                 Reason::BodyTooLarge,
                 format!(
@@ -200,7 +245,11 @@ impl Streaming {
                 ),
             ));
         }
-        let Some(chunk) = self.resp.chunk().await.map_err(classify)? else {
+        let chunk = match &mut self.body {
+            Body::Client(resp) => resp.chunk().await.map_err(classify)?,
+            Body::Plain(body) => body.chunk().await?,
+        };
+        let Some(chunk) = chunk else {
             return Ok(None);
         };
         self.read += chunk.len() as u64;
@@ -254,7 +303,7 @@ pub async fn open(
         status: resp.status(),
         headers: resp.headers().clone(),
         header_time,
-        resp,
+        body: Body::Client(resp),
         max_body,
         read: 0,
     })

@@ -519,9 +519,11 @@ impl HlsProbe {
         labels: &[(&'static str, &str)],
         out: &mut Samples,
     ) -> Observation {
+        // The newest segment's sequence number; a playlist numbered up to the end of the range
+        // (no valid stream is) stops there instead of overflowing.
         let newest = m.segments.last().map(|s| {
             (
-                m.media_sequence + m.segments.len() as u64 - 1,
+                m.media_sequence.saturating_add(m.segments.len() as u64 - 1),
                 s.uri.clone(),
             )
         });
@@ -805,20 +807,109 @@ fn describe(label: &str, message: &str) -> String {
     }
 }
 
-/// One `variant` label per variant: its URI cut to [`MAX_LABEL`] characters, or its index when
-/// that is empty or already taken.
+/// One `variant` label per variant, all distinct: its URI cut to [`MAX_LABEL`] characters, or
+/// its index when that is empty or already taken, or the index with a `#n` suffix when a URI
+/// took the index too (a label set given twice would make the scrape fail).
 fn variant_labels<'a>(uris: impl Iterator<Item = &'a str>) -> Vec<String> {
     let mut taken = HashSet::new();
     uris.enumerate()
         .map(|(i, uri)| {
             let mut label = truncate(uri, MAX_LABEL);
-            if label.is_empty() || taken.contains(&label) {
-                label = i.to_string();
+            let mut n = 0;
+            while label.is_empty() || taken.contains(&label) {
+                label = if n == 0 {
+                    i.to_string()
+                } else {
+                    format!("{i}#{n}")
+                };
+                n += 1;
             }
             taken.insert(label.clone());
             label
         })
         .collect()
+}
+
+/// Fuzzing entry (the `hls` target of `fuzz/`): a playlist body as the probe handles it. It is
+/// parsed; a master playlist's variants are labelled (the labels must be distinct); the URIs
+/// the probe would follow (variants, or a media playlist's newest segment) are resolved
+/// against a URL and a file location, and a resolved one must stay in its scope; a media
+/// playlist is observed as two runs would. Panics only on a bug.
+#[doc(hidden)]
+pub fn fuzz_playlist(body: &[u8]) {
+    let Ok(playlist) = parse(body) else {
+        return;
+    };
+    let roots = [
+        Location::Url(Url::parse("http://127.0.0.1:8080/live/index.m3u8").expect("a valid URL")),
+        Location::File(PathBuf::from("/srv/hls/live/index.m3u8")),
+    ];
+    for root in &roots {
+        let scope = Scope::of(root, &["127.0.0.2".to_string()]);
+        let uris: Vec<&str> = match &playlist {
+            Playlist::MasterPlaylist(m) => {
+                let uris: Vec<&str> = m
+                    .variants
+                    .iter()
+                    .filter(|v| !v.is_i_frame)
+                    .take(default_max_variants())
+                    .map(|v| v.uri.as_str())
+                    .collect();
+                let labels = variant_labels(uris.iter().copied());
+                let distinct: HashSet<&String> = labels.iter().collect();
+                assert_eq!(
+                    distinct.len(),
+                    uris.len(),
+                    "variant labels collide: {labels:?}"
+                );
+                uris
+            }
+            Playlist::MediaPlaylist(m) => m
+                .segments
+                .last()
+                .map(|s| s.uri.as_str())
+                .into_iter()
+                .collect(),
+        };
+        for uri in uris {
+            match root.resolve(uri, &scope) {
+                Ok(Location::Url(u)) => {
+                    assert!(
+                        matches!(u.scheme(), "http" | "https"),
+                        "{uri:?} left http(s): {u}"
+                    );
+                    let host = u.host_str().unwrap_or_default().to_ascii_lowercase();
+                    assert!(scope.hosts.contains(&host), "{uri:?} left the hosts: {u}");
+                }
+                Ok(Location::File(p)) => assert!(
+                    scope.folder.as_ref().is_some_and(|f| p.starts_with(f)),
+                    "{uri:?} left the folder: {}",
+                    p.display()
+                ),
+                Err(_) => {}
+            }
+        }
+    }
+    if let Playlist::MediaPlaylist(m) = &playlist {
+        static PROBE: std::sync::OnceLock<HlsProbe> = std::sync::OnceLock::new();
+        let probe = PROBE.get_or_init(|| {
+            let cfg: HlsConfig = serde_json::from_value(serde_json::json!({
+                "url": "http://127.0.0.1:8080/live/index.m3u8"
+            }))
+            .expect("a valid configuration");
+            let shared = Shared::default();
+            HlsProbe::new(cfg, &shared).expect("a probe")
+        });
+        lock(&probe.streams).clear();
+        let now = unix_now();
+        let mut out = Samples::default();
+        probe.observe("", m, None, now, &[], &mut out);
+        let later = Modified {
+            at: now,
+            exact: true,
+        };
+        probe.observe("", m, Some(later), now + 1.0, &[], &mut out);
+    }
 }
 
 #[cfg(test)]
@@ -925,6 +1016,10 @@ mod tests {
         let long = "x".repeat(100);
         let labels = variant_labels(["a.m3u8", "a.m3u8", "", long.as_str()].into_iter());
         assert_eq!(labels, vec!["a.m3u8", "1", "2", &"x".repeat(64)]);
+        // A URI that is an index taken by a fallback (found by fuzzing: two variants labelled
+        // "3" made the scrape fail).
+        let labels = variant_labels(["3", "a", "a", "a", "3", "3#1"].into_iter());
+        assert_eq!(labels, vec!["3", "a", "2", "3#1", "4", "5"]);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! CORS preflight check.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
@@ -14,6 +15,7 @@ use stackmedic_common::reload::unix_now;
 use stackmedic_common::ConfigErrors;
 use url::Url;
 
+use super::fetch::plain::PlainRequest;
 use super::fetch::{self, TlsOptions};
 use super::{ProbeError, Reason, RunContext, Shared};
 use crate::metrics::{Family, Samples};
@@ -78,6 +80,15 @@ pub enum HttpMethod {
     Head,
 }
 
+impl From<HttpMethod> for Method {
+    fn from(m: HttpMethod) -> Self {
+        match m {
+            HttpMethod::Get => Method::GET,
+            HttpMethod::Head => Method::HEAD,
+        }
+    }
+}
+
 /// Settings of an `http` probe.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -99,6 +110,10 @@ pub struct HttpConfig {
     /// Follow redirects (up to 10).
     #[serde(default = "yes")]
     pub follow_redirects: bool,
+    /// Keep connections open for the next run; `false` opens a new connection for every run
+    /// and closes it after the response, as blackbox_exporter does.
+    #[serde(default = "yes")]
+    pub reuse_connections: bool,
     /// TLS settings.
     #[serde(default)]
     pub tls: TlsOptions,
@@ -224,6 +239,11 @@ pub struct HttpProbe {
     cfg: HttpConfig,
     client: reqwest::Client,
     headers: HeaderMap,
+    /// The request for the lean client, for a plain HTTP target without a proxy.
+    plain: Option<Box<PlainRequest>>,
+    /// Set once the target answered the lean client with a redirect: from then on the general
+    /// client sends the request and follows redirects.
+    redirects: AtomicBool,
     /// When the current warming began, as first observed.
     warming_since: Mutex<Option<f64>>,
 }
@@ -234,14 +254,47 @@ impl HttpProbe {
     /// # Errors
     /// When its HTTP client cannot be built.
     pub fn new(cfg: HttpConfig, shared: &Shared) -> Result<Self, String> {
-        let client = shared.http.get(&cfg.tls, cfg.follow_redirects)?;
+        let client = if cfg.reuse_connections {
+            shared.http.get(&cfg.tls, cfg.follow_redirects)?
+        } else {
+            shared.http.get_unpooled(&cfg.tls, cfg.follow_redirects)?
+        };
         let headers = header_map(&cfg.headers);
+        let plain = PlainRequest::new(
+            &cfg.url,
+            cfg.method.into(),
+            &headers,
+            cfg.reuse_connections,
+            &shared.http.plain,
+        )
+        .map(Box::new);
         Ok(Self {
             cfg,
             client,
             headers,
+            plain,
+            redirects: AtomicBool::new(false),
             warming_since: Mutex::new(None),
         })
+    }
+
+    /// Sends the request; the response's body is still to be read.
+    async fn open(&self, cx: &RunContext) -> Result<fetch::Streaming, ProbeError> {
+        if let Some(plain) = self.plain.as_ref() {
+            if !self.redirects.load(Ordering::Relaxed) {
+                let head = plain.open(cx, self.cfg.max_body_bytes).await?;
+                if !(self.cfg.follow_redirects && is_redirect(&head)) {
+                    return Ok(head);
+                }
+                // Asked once more, through the client that follows redirects as configured.
+                self.redirects.store(true, Ordering::Relaxed);
+            }
+        }
+        let req = self
+            .client
+            .request(self.cfg.method.into(), self.cfg.url.clone())
+            .headers(self.headers.clone());
+        fetch::open(cx, req, self.cfg.max_body_bytes).await
     }
 
     /// Runs once.
@@ -249,15 +302,7 @@ impl HttpProbe {
     /// # Errors
     /// `timeout`, `connect`, `tls`, `http_status`, `header_missing`, `parse`, `body_too_large`.
     pub async fn run(&self, cx: &RunContext, out: &mut Samples) -> Result<(), ProbeError> {
-        let method = match self.cfg.method {
-            HttpMethod::Get => Method::GET,
-            HttpMethod::Head => Method::HEAD,
-        };
-        let req = self
-            .client
-            .request(method, self.cfg.url.clone())
-            .headers(self.headers.clone());
-        let opened = fetch::open(cx, req, self.cfg.max_body_bytes).await;
+        let opened = self.open(cx).await;
         if self.cfg.url.scheme() == "https" {
             super::certificate::inspect_url(cx, &self.cfg.url, &self.cfg.tls, out).await;
         }
@@ -374,6 +419,12 @@ impl HttpProbe {
             Err(ProbeError::new(Reason::Parse, problems.join("; ")))
         }
     }
+}
+
+/// A response the general client would follow: a redirect status with a `Location`.
+fn is_redirect(head: &fetch::Streaming) -> bool {
+    matches!(head.status.as_u16(), 301 | 302 | 303 | 307 | 308)
+        && head.headers.contains_key(http::header::LOCATION)
 }
 
 fn lookup<'a>(doc: &'a Value, pointer: &str) -> Result<&'a Value, String> {

@@ -154,6 +154,20 @@ impl Escalation {
     pub fn load(v: Option<&Value>, errs: &mut ConfigErrors) -> Option<Escalation> {
         let f = common::typed::<EscalationFile>(v?, "escalation", errs)?;
         check_http_url(&f.alertmanager_url, "escalation.alertmanager_url", errs);
+        for name in f.labels.keys() {
+            let path = format!("escalation.labels.{name}");
+            if crate::escalation::GUARD_LABELS.contains(&name.as_str()) {
+                errs.push(
+                    path,
+                    "is set by the remediator on every escalation: the loop guard (the remediator never acts on its own escalation) and the page rely on it",
+                );
+            } else if !crate::escalation::is_label_name(name) {
+                errs.push(
+                    path,
+                    "is not a label name ([a-zA-Z_][a-zA-Z0-9_]*); Alertmanager would refuse the escalation",
+                );
+            }
+        }
         if f.resend_interval.is_zero() {
             errs.push("escalation.resend_interval", "must be greater than 0s");
         }

@@ -23,6 +23,7 @@ use crate::clock::now;
 use crate::config::{Config, Live};
 use crate::docker::DockerClient;
 use crate::escalation::{self, Escalator};
+use crate::limits;
 use crate::matcher;
 use crate::metrics::Metrics;
 use crate::reconcile::Reconciler;
@@ -174,7 +175,9 @@ impl Engine {
                 batch.resolved.push((fingerprint, starts_at));
                 continue;
             }
-            let alertname = alert.labels.get("alertname").cloned().unwrap_or_default();
+            // What is stored, logged and shown of an alert is bounded (`limits`); matching and
+            // selection below see it as it came.
+            let alertname = limits::value(alert.labels.get("alertname").map_or("", String::as_str));
             // The escalation carries the original alert's labels, so a broad rule would match
             // it; acting on it would retry what just failed, and escalate again, in a loop.
             if alertname == escalation::ALERTNAME {
@@ -197,11 +200,12 @@ impl Engine {
                         selection: s.selection,
                         fingerprint: fingerprint.clone(),
                         starts_at: starts_at.clone(),
-                        labels: alert.labels.clone(),
-                        annotations: alert.annotations.clone(),
+                        labels: limits::map(&alert.labels),
+                        annotations: limits::map(&alert.annotations),
                         not_before: accepted_at + rule.delay.as_secs_f64(),
                     }),
-                    Err(d) => {
+                    Err(mut d) => {
+                        d.reason = limits::value(&d.reason);
                         tracing::warn!(rule = %rule.name, target = %d.target, fingerprint = %fingerprint, reason = %d.reason, "denied");
                         self.metrics.job(rule.kind, Event::Denied);
                         batch.denials.push(Denial {

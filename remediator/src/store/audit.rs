@@ -1,8 +1,12 @@
-//! Rows of the audit history: one per job result, escalation and closed incident.
+//! Rows of the audit history: one per job result, escalation and closed incident, and one per
+//! kind of denial at acceptance (repeats counted on it, [`deny`]).
 
-use rusqlite::{params, Connection};
+use std::borrow::Cow;
 
-use super::{Job, StoreError};
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{exec, Job, StoreError};
+use crate::limits;
 use crate::vocab::Event;
 
 /// What an audit row is about.
@@ -47,8 +51,11 @@ pub(super) struct Row<'a> {
 
 pub(super) fn write(c: &Connection, row: &Row<'_>) -> Result<(), StoreError> {
     let a = &row.about;
+    let detail = bounded(row.detail);
+    let alertname = bounded(a.alertname);
     let started = row.duration.map(|d| row.at - d);
-    c.execute(
+    exec(
+c,
         "INSERT INTO audit (at, job_id, incident_id, rule, action, target, subject, alertname, fingerprint, result, detail, duration_seconds, accepted_at, started_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![
@@ -59,14 +66,60 @@ pub(super) fn write(c: &Connection, row: &Row<'_>) -> Result<(), StoreError> {
             a.action,
             a.target,
             a.subject,
-            a.alertname,
+            alertname,
             a.fingerprint,
             row.event.as_str(),
-            row.detail,
+            detail,
             row.duration,
             a.accepted_at,
             started
         ],
+    )?;
+    Ok(())
+}
+
+/// Text as stored: cut to [`limits::VALUE_BYTES`].
+fn bounded(s: &str) -> Cow<'_, str> {
+    if s.len() > limits::VALUE_BYTES {
+        Cow::Owned(limits::value(s))
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+/// A denial at acceptance. The same denial again (same rule, action, target, subject, alert
+/// name and reason) does not add a row: the existing one counts it, moves to the top of the
+/// history (a new id) and takes its time and fingerprint, keeping the first time in
+/// `first_at`. A flood of one refused alert is then one row, however long it lasts.
+pub(super) fn deny(c: &Connection, row: &Row<'_>) -> Result<(), StoreError> {
+    let a = &row.about;
+    let detail = bounded(row.detail);
+    let alertname = bounded(a.alertname);
+    let same: Option<i64> = super::row(
+        c,
+        "SELECT id FROM audit WHERE result = ?1 AND rule = ?2 AND subject = ?3 AND action = ?4 \
+             AND target = ?5 AND alertname = ?6 AND detail = ?7 ORDER BY id DESC LIMIT 1",
+        params![
+            Event::Denied.as_str(),
+            a.rule,
+            a.subject,
+            a.action,
+            a.target,
+            alertname,
+            detail
+        ],
+        |r| r.get(0),
+    )
+    .optional()?;
+    let Some(id) = same else {
+        return write(c, row);
+    };
+    // Every right-hand side reads the row as it was: `first_at` keeps the old `at`.
+    exec(
+        c,
+        "UPDATE audit SET id = (SELECT MAX(id) + 1 FROM audit), count = count + 1, \
+         first_at = COALESCE(first_at, at), at = ?2, fingerprint = ?3 WHERE id = ?1",
+        params![id, row.at, a.fingerprint],
     )?;
     Ok(())
 }

@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::audit::{self, About};
 use super::escalations;
 use super::jobs::{self, close};
-use super::{Closed, Resolution, Store, StoreError};
+use super::{exec, row, Closed, Resolution, Store, StoreError};
 use crate::vocab::{CloseReason, Event, IncidentState, JobState, ResolvedBy};
 
 /// An alert Alertmanager holds as active, suppressed or unprocessed.
@@ -81,7 +81,8 @@ pub(super) fn load_one(
     filter: &str,
     p: impl rusqlite::Params,
 ) -> Result<Option<Row>, StoreError> {
-    Ok(c.query_row(
+    Ok(row(
+c,
         &format!(
             "SELECT id, subject, target, rule, action, alertname, fingerprint, state, attempts, max_attempts, \
              current_job, healed_at, next_attempt_at FROM incidents WHERE {filter}"
@@ -142,7 +143,8 @@ pub(super) fn close_incident(
     let Some(row) = open_by_id(c, id)? else {
         return Ok(out);
     };
-    c.execute(
+    exec(
+c,
         "UPDATE incidents SET state = ?2, closed_at = ?3, updated_at = ?3, close_reason = ?4, current_job = NULL, \
          next_attempt_at = NULL WHERE id = ?1",
         params![id, IncidentState::Resolved.as_str(), now, reason.as_str()],
@@ -163,7 +165,8 @@ pub(super) fn close_incident(
     }
     if reason == CloseReason::Expired {
         // Inferred, not seen: a re-sent alert opens the occurrence again.
-        c.execute(
+        exec(
+c,
             "UPDATE occurrences SET resolved_at = ?2, resolved_by = ?3 WHERE incident_id = ?1 AND resolved_at IS NULL",
             params![id, now, ResolvedBy::Expired.as_str()],
         )?;
@@ -197,14 +200,15 @@ pub(super) fn resolve_alert(
     now: f64,
 ) -> Result<Resolution, StoreError> {
     let mut out = Resolution::default();
-    let mut st = c.prepare(
+    let mut st = c.prepare_cached(
         "SELECT DISTINCT incident_id FROM occurrences WHERE fingerprint = ?1 AND starts_at = ?2 \
          AND resolved_at IS NULL AND incident_id IS NOT NULL",
     )?;
     let incidents: BTreeSet<i64> = st
         .query_map(params![fingerprint, starts_at], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    out.occurrences = c.execute(
+    out.occurrences = exec(
+c,
         "UPDATE occurrences SET resolved_at = ?3, resolved_by = ?4 WHERE fingerprint = ?1 AND starts_at = ?2 AND resolved_at IS NULL",
         params![fingerprint, starts_at, now, by.as_str()],
     )?;
@@ -230,7 +234,8 @@ pub(super) fn resolve_alert(
         ResolvedBy::Expired => CloseReason::Expired,
     };
     for id in incidents {
-        let firing: i64 = c.query_row(
+        let firing: i64 = row(
+            c,
             "SELECT COUNT(*) FROM occurrences WHERE incident_id = ?1 AND resolved_at IS NULL",
             [id],
             |r| r.get(0),
@@ -255,7 +260,7 @@ fn reconcile(
             .or_default()
             .push(a.starts_at);
     }
-    let mut st = c.prepare(
+    let mut st = c.prepare_cached(
         "SELECT DISTINCT fingerprint, starts_at, starts_at_s FROM occurrences \
          WHERE resolved_at IS NULL AND first_seen < ?1",
     )?;

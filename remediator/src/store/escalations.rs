@@ -5,7 +5,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 use super::audit::{self, About};
-use super::{jobs, Job, Store, StoreError};
+use super::views::ALERTS_SHOWN;
+use super::{exec, jobs, row, Job, Store, StoreError};
 use crate::vocab::{CloseReason, EscalationState, Event};
 
 /// An escalation alert due to be posted: its first post, a re-post while it is active, or its
@@ -53,7 +54,7 @@ impl Store {
     /// On a database failure.
     pub async fn due_escalations(&self, now: f64) -> Result<Vec<PendingEscalation>, StoreError> {
         self.run(move |c| {
-            let mut st = c.prepare(
+            let mut st = c.prepare_cached(
                 "SELECT id, payload, failures, state, delivered_at, resolve_reason FROM escalations \
                  WHERE state IN (?2, ?3) AND next_try_at <= ?1 ORDER BY id LIMIT 50",
             )?;
@@ -88,7 +89,8 @@ impl Store {
     /// On a database failure.
     pub async fn resume_escalations(&self, now: f64) -> Result<usize, StoreError> {
         self.run(move |c| {
-            Ok(c.execute(
+            Ok(exec(
+                c,
                 "UPDATE escalations SET next_try_at = ?1 \
                  WHERE state = ?2 AND delivered_at IS NOT NULL AND next_try_at > ?1",
                 params![now, EscalationState::Firing.as_str()],
@@ -103,7 +105,8 @@ impl Store {
     /// On a database failure.
     pub async fn next_escalation_at(&self) -> Result<Option<f64>, StoreError> {
         self.run(|c| {
-            Ok(c.query_row(
+            Ok(row(
+                c,
                 "SELECT MIN(next_try_at) FROM escalations WHERE state IN (?1, ?2)",
                 params![
                     EscalationState::Firing.as_str(),
@@ -145,7 +148,8 @@ pub(super) fn insert(
 ) -> Result<(), StoreError> {
     let detail = match payload {
         Some(p) => {
-            c.execute(
+            exec(
+c,
                 "INSERT INTO escalations (job_id, incident_id, created_at, payload, next_try_at, subject, fingerprint, starts_at, state) \
                  VALUES (?1, ?2, ?3, ?4, ?3, ?5, ?6, ?7, ?8)",
                 params![
@@ -178,8 +182,8 @@ pub(super) fn insert(
 /// Updates the active escalation of `incident` with every alert of the incident (annotation
 /// `alerts`) and posts it again now: a new outage of an escalated subject is part of its page.
 pub(super) fn refresh_page(c: &Connection, incident: i64, now: f64) -> Result<(), StoreError> {
-    let Some((id, payload)): Option<(i64, String)> = c
-        .query_row(
+    let Some((id, payload)): Option<(i64, String)> = row(
+        c,
             "SELECT id, payload FROM escalations WHERE incident_id = ?1 AND state = ?2 ORDER BY id DESC LIMIT 1",
             params![incident, EscalationState::Firing.as_str()],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -188,11 +192,20 @@ pub(super) fn refresh_page(c: &Connection, incident: i64, now: f64) -> Result<()
     else {
         return Ok(());
     };
-    let mut st = c.prepare(
-        "SELECT alertname, starts_at, resolved_at FROM occurrences WHERE incident_id = ?1 ORDER BY first_seen",
+    let total: i64 = row(
+        c,
+        "SELECT COUNT(*) FROM occurrences WHERE incident_id = ?1",
+        [incident],
+        |r| r.get(0),
     )?;
-    let alerts: Vec<String> = st
-        .query_map([incident], |r| {
+    // The latest ones, oldest first: an incident that keeps gaining alerts keeps a bounded page.
+    let mut st = c.prepare_cached(
+        "SELECT alertname, starts_at, resolved_at FROM \
+         (SELECT alertname, starts_at, resolved_at, first_seen FROM occurrences WHERE incident_id = ?1 \
+          ORDER BY first_seen DESC LIMIT ?2) ORDER BY first_seen",
+    )?;
+    let mut alerts: Vec<String> = st
+        .query_map(params![incident, ALERTS_SHOWN as i64], |r| {
             let (name, start, resolved): (String, String, Option<f64>) =
                 (r.get(0)?, r.get(1)?, r.get(2)?);
             Ok(format!(
@@ -205,6 +218,10 @@ pub(super) fn refresh_page(c: &Connection, incident: i64, now: f64) -> Result<()
             ))
         })?
         .collect::<Result<_, _>>()?;
+    let shown = alerts.len() as i64;
+    if total > shown {
+        alerts.insert(0, format!("{} earlier alert(s)", total - shown));
+    }
     let mut payload: Value = serde_json::from_str(&payload).unwrap_or(Value::Null);
     if let Some(annotations) = payload
         .get_mut(0)
@@ -213,7 +230,8 @@ pub(super) fn refresh_page(c: &Connection, incident: i64, now: f64) -> Result<()
     {
         annotations.insert("alerts".into(), Value::String(alerts.join("; ")));
     }
-    c.execute(
+    exec(
+        c,
         "UPDATE escalations SET payload = ?2, next_try_at = MIN(next_try_at, ?3) WHERE id = ?1",
         params![id, payload.to_string(), now],
     )?;
@@ -227,7 +245,8 @@ pub(super) fn resolve_for_incident(
     reason: CloseReason,
     now: f64,
 ) -> Result<usize, StoreError> {
-    Ok(c.execute(
+    Ok(exec(
+        c,
         "UPDATE escalations SET state = ?2, resolve_reason = ?3, next_try_at = ?4, failures = 0 \
          WHERE incident_id = ?1 AND state = ?5",
         params![
@@ -254,7 +273,8 @@ fn posted(
     };
     match result {
         PostResult::Firing { next_post_at } => {
-            c.execute(
+            exec(
+c,
                 "UPDATE escalations SET delivered_at = COALESCE(delivered_at, ?2), last_post_at = ?2, \
                  tries = tries + 1, posts = posts + 1, failures = 0, last_error = NULL, \
                  next_try_at = CASE WHEN state = ?4 THEN ?3 ELSE next_try_at END WHERE id = ?1",
@@ -263,7 +283,8 @@ fn posted(
             Ok(false)
         }
         PostResult::Failed { error, retry_at } => {
-            c.execute(
+            exec(
+c,
                 "UPDATE escalations SET tries = tries + 1, failures = failures + 1, last_error = ?3, \
                  next_try_at = CASE WHEN state = ?4 THEN ?2 ELSE next_try_at END WHERE id = ?1",
                 params![id, retry_at, error, posted_state.as_str()],
@@ -271,7 +292,8 @@ fn posted(
             Ok(false)
         }
         PostResult::Resolved => {
-            let n = c.execute(
+            let n = exec(
+                c,
                 "UPDATE escalations SET state = ?3, resolved_at = ?2, last_post_at = ?2, \
                  tries = tries + 1, posts = posts + 1, failures = 0, last_error = NULL \
                  WHERE id = ?1 AND state = ?4",
@@ -285,7 +307,8 @@ fn posted(
             if n == 0 {
                 return Ok(false);
             }
-            let (job_id, reason): (Option<i64>, Option<String>) = c.query_row(
+            let (job_id, reason): (Option<i64>, Option<String>) = row(
+                c,
                 "SELECT job_id, resolve_reason FROM escalations WHERE id = ?1",
                 [id],
                 |r| Ok((r.get(0)?, r.get(1)?)),

@@ -12,7 +12,7 @@ use super::audit::{self, About};
 use super::endings::{close_incident, load_one, open_by_id};
 use super::escalations;
 use super::jobs::{self, close};
-use super::{Closed, Job, Store, StoreError};
+use super::{exec, row, Closed, Job, Store, StoreError};
 use crate::action::Selection;
 use crate::incident::{self, AfterFailure, Decision, OnOccurrence, Open, Policy};
 use crate::vocab::{CloseReason, Event, IncidentState, JobState};
@@ -131,7 +131,8 @@ impl Store {
     /// On a database failure.
     pub async fn verifying(&self, job: i64, now: f64) -> Result<(), StoreError> {
         self.run(move |c| {
-            c.execute(
+            exec(
+c,
                 "UPDATE incidents SET state = ?2, updated_at = ?3, detail = 'attempt ' || attempts || ' of ' || max_attempts || ': verifying' \
                  WHERE current_job = ?1 AND closed_at IS NULL",
                 params![job, IncidentState::Verifying.as_str(), now],
@@ -153,13 +154,13 @@ impl Store {
 
 fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, StoreError> {
     let job = &input.job;
-    let stored: Option<(String, Option<i64>)> = c
-        .query_row(
-            "SELECT state, incident_id FROM jobs WHERE id = ?1",
-            [job.id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+    let stored: Option<(String, Option<i64>)> = row(
+        c,
+        "SELECT state, incident_id FROM jobs WHERE id = ?1",
+        [job.id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()?;
     let Some((state, incident)) = stored else {
         return Ok(Decision::Gone);
     };
@@ -176,7 +177,8 @@ fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, Stor
                 if row.current_job == Some(job.id)
                     && matches!(row.state, IncidentState::Acting | IncidentState::Waiting) =>
             {
-                c.execute(
+                exec(
+c,
                     "UPDATE incidents SET state = ?2, next_attempt_at = NULL, max_attempts = ?3, updated_at = ?4, \
                      detail = 'attempt ' || (attempts + 1) || ' of ' || ?3 || ': waiting for the subject''s lock and the global limit' \
                      WHERE id = ?1",
@@ -198,7 +200,8 @@ fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, Stor
     // From here on the job is recorded under its canonical subject.
     job.new.subject = input.subject.clone();
     job.new.selection = input.selection.clone();
-    c.execute(
+    exec(
+        c,
         "UPDATE jobs SET subject = ?2, selection = ?3 WHERE id = ?1",
         params![
             job.id,
@@ -214,8 +217,8 @@ fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, Stor
         close(c, &job, Event::DryRun, &detail, None, now)?;
         return Ok(Decision::DryRun);
     }
-    let occurrence: Option<(Option<f64>, Option<f64>)> = c
-        .query_row(
+    let occurrence: Option<(Option<f64>, Option<f64>)> = row(
+        c,
             "SELECT resolved_at, starts_at_s FROM occurrences WHERE rule = ?1 AND fingerprint = ?2 AND starts_at = ?3",
             params![job.new.rule, job.new.fingerprint, job.new.starts_at],
             |r| Ok((r.get(0)?, r.get(1)?)),
@@ -229,7 +232,8 @@ fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, Stor
     }
     let policy = &input.policy;
     let open = load_one(c, "subject = ?1 AND closed_at IS NULL", [&input.subject])?;
-    let healed: u32 = c.query_row(
+    let healed: u32 = row(
+        c,
         "SELECT COUNT(*) FROM incidents WHERE subject = ?1 AND healed_at >= ?2",
         params![input.subject, now - policy.flapping.window.as_secs_f64()],
         |r| r.get(0),
@@ -282,7 +286,8 @@ fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, Stor
     let id = insert_incident(c, &job, policy, escalated_new, now)?;
     if let Some(old) = open.filter(|_| matches!(step, OnOccurrence::Supersede { .. })) {
         // The old incident's alerts still firing belong to the new outage.
-        c.execute(
+        exec(
+c,
             "UPDATE occurrences SET incident_id = ?2 WHERE incident_id = ?1 AND resolved_at IS NULL",
             params![old.id, id],
         )?;
@@ -294,7 +299,8 @@ fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, Stor
             input.subject,
             humantime::format_duration(policy.flapping.window)
         );
-        c.execute(
+        exec(
+            c,
             "UPDATE incidents SET detail = ?2 WHERE id = ?1",
             params![id, detail],
         )?;
@@ -315,11 +321,13 @@ fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, Stor
 /// Links the job and its occurrence to incident `id`.
 fn link(c: &Connection, job: &mut Job, id: i64) -> Result<(), StoreError> {
     job.incident = Some(id);
-    c.execute(
+    exec(
+        c,
         "UPDATE jobs SET incident_id = ?2 WHERE id = ?1",
         params![job.id, id],
     )?;
-    c.execute(
+    exec(
+c,
         "UPDATE occurrences SET incident_id = ?4 WHERE rule = ?1 AND fingerprint = ?2 AND starts_at = ?3",
         params![job.new.rule, job.new.fingerprint, job.new.starts_at, id],
     )?;
@@ -345,7 +353,8 @@ fn insert_incident(
             ),
         )
     };
-    c.execute(
+    exec(
+c,
         "INSERT INTO incidents (subject, target, rule, action, alertname, fingerprint, state, opened_at, updated_at, \
            attempts, max_attempts, flapping_count, flapping_window, current_job, escalated_at, detail) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 0, ?9, ?10, ?11, ?12, ?13, ?14)",
@@ -370,13 +379,13 @@ fn insert_incident(
 }
 
 fn start(c: &Connection, job: &Job, now: f64) -> Result<Start, StoreError> {
-    let stored: Option<(String, Option<i64>)> = c
-        .query_row(
-            "SELECT state, incident_id FROM jobs WHERE id = ?1",
-            [job.id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+    let stored: Option<(String, Option<i64>)> = row(
+        c,
+        "SELECT state, incident_id FROM jobs WHERE id = ?1",
+        [job.id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()?;
     let Some((state, Some(incident))) = stored else {
         return Ok(Start::Gone);
     };
@@ -399,7 +408,8 @@ fn start(c: &Connection, job: &Job, now: f64) -> Result<Start, StoreError> {
         return Ok(Start::Cancelled);
     };
     let attempt = row.attempts + 1;
-    c.execute(
+    exec(
+        c,
         "UPDATE incidents SET attempts = ?2, updated_at = ?3, detail = ?4 WHERE id = ?1",
         params![
             incident,
@@ -408,7 +418,8 @@ fn start(c: &Connection, job: &Job, now: f64) -> Result<Start, StoreError> {
             format!("attempt {attempt} of {}: the action runs", row.max_attempts)
         ],
     )?;
-    c.execute(
+    exec(
+        c,
         "UPDATE jobs SET state = ?2, started_at = ?3, attempt = ?4 WHERE id = ?1",
         params![job.id, JobState::Running.as_str(), now, attempt],
     )?;
@@ -418,19 +429,22 @@ fn start(c: &Connection, job: &Job, now: f64) -> Result<Start, StoreError> {
     })
 }
 
-fn finish(c: &Connection, input: FinishInput, now: f64) -> Result<Finished, StoreError> {
+fn finish(c: &Connection, mut input: FinishInput, now: f64) -> Result<Finished, StoreError> {
+    // An action's words may quote what a peer answered: kept bounded like a reason.
+    input.detail = crate::limits::value(&input.detail);
     let job = &input.job;
-    let incident: Option<i64> = c
-        .query_row(
-            "SELECT incident_id FROM jobs WHERE id = ?1",
-            [job.id],
-            |r| r.get(0),
-        )
-        .optional()?
-        .flatten();
+    let incident: Option<i64> = row(
+        c,
+        "SELECT incident_id FROM jobs WHERE id = ?1",
+        [job.id],
+        |r| r.get(0),
+    )
+    .optional()?
+    .flatten();
     let mut job = job.clone();
     job.incident = incident;
-    let n = c.execute(
+    let n = exec(
+        c,
         "UPDATE jobs SET state = ?2, result = ?3 WHERE id = ?1 AND state != ?2",
         params![
             job.id,
@@ -472,7 +486,8 @@ fn finish(c: &Connection, input: FinishInput, now: f64) -> Result<Finished, Stor
     let mut out = Finished::default();
     match input.outcome {
         Outcome::Succeeded => {
-            c.execute(
+            exec(
+c,
                 "UPDATE incidents SET state = ?2, healed_at = ?3, updated_at = ?3, current_job = NULL, detail = ?4 WHERE id = ?1",
                 params![
                     row.id,
@@ -495,7 +510,8 @@ fn finish(c: &Connection, input: FinishInput, now: f64) -> Result<Finished, Stor
                     "escalated after {} failed attempt(s); the last: {}",
                     row.attempts, input.detail
                 );
-                c.execute(
+                exec(
+c,
                     "UPDATE incidents SET state = ?2, escalated_at = ?3, updated_at = ?3, current_job = NULL, detail = ?4 WHERE id = ?1",
                     params![row.id, IncidentState::Escalated.as_str(), now, detail],
                 )?;
@@ -506,7 +522,8 @@ fn finish(c: &Connection, input: FinishInput, now: f64) -> Result<Finished, Stor
                 let mut next = job.new.clone();
                 next.not_before = at;
                 let retry = jobs::insert(c, next, Some(row.id), true, now)?;
-                c.execute(
+                exec(
+c,
                     "UPDATE incidents SET state = ?2, next_attempt_at = ?3, updated_at = ?4, current_job = ?5, max_attempts = ?6, detail = ?7 WHERE id = ?1",
                     params![
                         row.id,

@@ -5,7 +5,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::audit::{self, About};
 use super::endings::{self, resolve_alert};
-use super::{Closed, Job, NewJob, Resolution, Store, StoreError};
+use super::{exec, row, Closed, Job, NewJob, Resolution, Store, StoreError};
 use crate::action::ActionKind;
 use crate::vocab::{CloseReason, Event, JobState, ResolvedBy};
 
@@ -127,7 +127,7 @@ impl Store {
                 "DELETE FROM occurrences WHERE first_seen < ?1 AND (resolved_at IS NOT NULL OR incident_id IS NULL \
                    OR incident_id NOT IN (SELECT id FROM incidents WHERE closed_at IS NULL))",
             ] {
-                n += c.execute(sql, [before])?;
+                n += exec(c, sql, [before])?;
             }
             Ok(n)
         })
@@ -138,7 +138,7 @@ impl Store {
 fn accept(c: &Connection, batch: Batch, now: f64) -> Result<Accepted, StoreError> {
     let mut out = Accepted::default();
     for d in &batch.denials {
-        audit::write(
+        audit::deny(
             c,
             &audit::Row {
                 at: now,
@@ -162,8 +162,8 @@ fn accept(c: &Connection, batch: Batch, now: f64) -> Result<Accepted, StoreError
             .merge(resolve_alert(c, fp, start, ResolvedBy::Alert, now)?);
     }
     for new in batch.jobs {
-        let seen: Option<Option<String>> = c
-            .query_row(
+        let seen: Option<Option<String>> = row(
+            c,
                 "SELECT resolved_by FROM occurrences WHERE rule = ?1 AND fingerprint = ?2 AND starts_at = ?3",
                 params![new.rule, new.fingerprint, new.starts_at],
                 |r| r.get(0),
@@ -171,7 +171,8 @@ fn accept(c: &Connection, batch: Batch, now: f64) -> Result<Accepted, StoreError
             .optional()?;
         match seen {
             None => {
-                c.execute(
+                exec(
+c,
                     "INSERT INTO occurrences (rule, fingerprint, starts_at, starts_at_s, alertname, first_seen) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     params![
@@ -187,7 +188,8 @@ fn accept(c: &Connection, batch: Batch, now: f64) -> Result<Accepted, StoreError
             // Resolved by inference (reconciliation, expiry) and firing after all: it counts
             // again, as a new occurrence.
             Some(Some(by)) if ResolvedBy::parse(&by).is_some_and(|b| !b.is_final()) => {
-                c.execute(
+                exec(
+c,
                     "UPDATE occurrences SET resolved_at = NULL, resolved_by = NULL, incident_id = NULL, first_seen = ?4 \
                      WHERE rule = ?1 AND fingerprint = ?2 AND starts_at = ?3",
                     params![new.rule, new.fingerprint, new.starts_at, now],
@@ -228,7 +230,8 @@ fn resume(c: &Connection, max_age: f64, now: f64) -> Result<Resumed, StoreError>
                 out.closed.push(closed);
             }
             if job.incident.is_none() {
-                c.execute(
+                exec(
+c,
                     "UPDATE occurrences SET resolved_at = ?4, resolved_by = ?5 \
                      WHERE rule = ?1 AND fingerprint = ?2 AND starts_at = ?3 AND resolved_at IS NULL",
                     params![
@@ -258,7 +261,8 @@ pub(super) fn close(
     reason: Option<CloseReason>,
     now: f64,
 ) -> Result<Option<Closed>, StoreError> {
-    let n = c.execute(
+    let n = exec(
+        c,
         "UPDATE jobs SET state = ?2, result = ?3 WHERE id = ?1 AND state != ?2",
         params![job.id, JobState::Done.as_str(), event.as_str()],
     )?;
@@ -295,7 +299,7 @@ pub(super) fn load(
     filter: &str,
     p: impl rusqlite::Params,
 ) -> Result<Vec<Job>, StoreError> {
-    let mut st = c.prepare(&format!("SELECT {COLUMNS} FROM jobs WHERE {filter}"))?;
+    let mut st = c.prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE {filter}"))?;
     let rows = st.query_map(p, |r| {
         let action: String = r.get(4)?;
         let action = ActionKind::parse(&action).ok_or_else(|| {
@@ -336,7 +340,8 @@ pub(super) fn insert(
     retry: bool,
     now: f64,
 ) -> Result<Job, StoreError> {
-    c.execute(
+    exec(
+c,
         "INSERT INTO jobs (accepted_at, not_before, rule, action, target, subject, selection, fingerprint, starts_at, labels, annotations, state, incident_id, retry) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
         params![

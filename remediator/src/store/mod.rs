@@ -1,12 +1,14 @@
-//! Durable state in one SQLite database (WAL, `synchronous=FULL`): jobs, alert occurrences,
-//! incidents, the escalation outbox and the audit history.
+//! Durable state in one SQLite database (WAL, every commit flushed to disk before its callers
+//! are answered): jobs, alert occurrences, incidents, the escalation outbox and the audit
+//! history.
 //!
 //! One thread owns the writing connection ([`writer`]); every operation runs there inside a
-//! group-committed transaction and its caller is answered after the commit. The concerns are
-//! split by file: [`schema`] (tables and migration), [`jobs`] (acceptance, resume, closing
-//! jobs), [`incidents`] (the incident model applied: decide, start, finish, resolve,
-//! reconcile), [`escalations`] (the outbox), [`views`] (typed read views for the API, the page
-//! and the gauges) and `audit` (the history rows).
+//! group-committed transaction and its caller is answered once the commit is on disk. What
+//! the web interface reads runs on read-only connections of its own ([`readers`]), never on
+//! the writer thread. The concerns are split by file: [`schema`] (tables and migration),
+//! [`jobs`] (acceptance, resume, closing jobs), [`incidents`] (the incident model applied:
+//! decide, start, finish, resolve, reconcile), [`escalations`] (the outbox), [`views`] (typed
+//! read views for the API, the page and the gauges) and `audit` (the history rows).
 //!
 //! **Invariant:** a job is answered with 2xx only after its row is committed; an attempt is
 //! counted in the same transaction that marks its job's action as started, never before.
@@ -16,6 +18,7 @@ mod endings;
 pub mod escalations;
 pub mod incidents;
 pub mod jobs;
+pub mod readers;
 pub mod schema;
 pub mod views;
 mod writer;
@@ -23,6 +26,7 @@ mod writer;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
@@ -39,6 +43,25 @@ pub use views::{
     OverviewLimits, PendingJob,
 };
 
+/// Most prepared statements kept per connection: every statement of the store fits, so each is
+/// parsed once per connection, not per call.
+const STATEMENT_CACHE: usize = 256;
+
+/// Executes `sql` through the connection's statement cache.
+pub(crate) fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(p)
+}
+
+/// Reads one row of `sql` through the connection's statement cache.
+pub(crate) fn row<T>(
+    c: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    c.prepare_cached(sql)?.query_row(p, f)
+}
+
 /// A store failure; the message is SQLite's.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("store: {0}")]
@@ -50,10 +73,11 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-/// Handle to the store thread; cheap to clone.
+/// Handle to the store thread and the read-only connections; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     tx: std_mpsc::Sender<writer::Op>,
+    readers: Arc<readers::Readers>,
 }
 
 /// A job about to be stored.
@@ -149,12 +173,31 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let mut conn = Connection::open(path)?;
         schema::prepare(&mut conn, crate::clock::now())?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // Commits write the log without waiting for the disk; the writer's sync thread flushes
+        // it before any caller is answered (see `writer`).
+        conn.execute_batch("PRAGMA synchronous = NORMAL")?;
+        let readers = Arc::new(readers::Readers::open(path)?);
         let (tx, rx) = std_mpsc::channel::<writer::Op>();
+        let db = path.to_owned();
         std::thread::Builder::new()
             .name("stackmedic-store".into())
-            .spawn(move || writer::run(conn, rx))
+            .spawn(move || writer::run(conn, &db, rx))
             .map_err(|e| StoreError(format!("cannot start the store thread: {e}")))?;
-        Ok(Store { tx })
+        Ok(Store { tx, readers })
+    }
+
+    /// Runs `f` on a read-only connection (not the store thread), inside one read transaction,
+    /// and returns its value. It sees every operation committed before it started.
+    ///
+    /// # Errors
+    /// When `f` fails or the read cannot run.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.readers.read(f).await
     }
 
     /// Runs `f` on the store thread inside the next committed batch and returns its value once

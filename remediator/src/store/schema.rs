@@ -1,8 +1,8 @@
 //! The database schema and its migration from the previous release's.
 //!
 //! `PRAGMA user_version` holds the schema version: 0 is an empty database or one written by
-//! a release before the incident model (cooldowns, attempt windows and circuits), 2 is this
-//! one. A database of the previous release is migrated in one transaction when it is opened:
+//! a release before the incident model (cooldowns, attempt windows and circuits), 2 the first
+//! release of the incident model, 3 this one (repeated denials counted on one audit row). A database of the previous release is migrated in one transaction when it is opened:
 //! its occurrences are kept (so a re-sent alert stays a duplicate), each open circuit and each
 //! active escalation becomes an escalated incident that ends when its alert resolves, queued
 //! jobs stay queued, and the audit history is kept as it was written.
@@ -13,7 +13,7 @@ use super::StoreError;
 use crate::vocab::{CloseReason, EscalationState, IncidentState, JobState, ResolvedBy};
 
 /// The schema version this code writes.
-pub const VERSION: i64 = 2;
+pub const VERSION: i64 = 3;
 
 const PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
@@ -125,7 +125,9 @@ CREATE TABLE audit (
   detail TEXT NOT NULL,
   duration_seconds REAL,
   accepted_at REAL,
-  started_at REAL
+  started_at REAL,
+  count INTEGER NOT NULL DEFAULT 1,
+  first_at REAL
 );
 ";
 
@@ -139,6 +141,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS incidents_one_open ON incidents(subject) WHERE
 CREATE INDEX IF NOT EXISTS incidents_healed ON incidents(subject, healed_at);
 CREATE INDEX IF NOT EXISTS escalations_state ON escalations(state, next_try_at);
 CREATE INDEX IF NOT EXISTS escalations_incident ON escalations(incident_id);
+CREATE INDEX IF NOT EXISTS audit_denials ON audit(rule, subject) WHERE result = 'denied';
 ";
 
 /// Brings the database to [`VERSION`]: creates it, or migrates the previous release's.
@@ -157,8 +160,11 @@ pub fn prepare(conn: &mut Connection, now: f64) -> Result<(), StoreError> {
         return Ok(());
     }
     let tx = conn.transaction()?;
-    if has_table(&tx, "jobs")? {
+    if version == 2 {
+        add_audit_counts(&tx)?;
+    } else if has_table(&tx, "jobs")? {
         migrate_from_circuits(&tx, now)?;
+        add_audit_counts(&tx)?;
     } else {
         for table in [JOBS, OCCURRENCES, INCIDENTS, ESCALATIONS, AUDIT] {
             tx.execute_batch(table)?;
@@ -167,6 +173,19 @@ pub fn prepare(conn: &mut Connection, now: f64) -> Result<(), StoreError> {
     tx.execute_batch(INDEXES)?;
     tx.execute_batch(&format!("PRAGMA user_version = {VERSION}"))?;
     tx.commit()?;
+    Ok(())
+}
+
+/// Version 3: a denial repeated for one subject counts on its audit row instead of adding one.
+fn add_audit_counts(c: &Connection) -> Result<(), StoreError> {
+    for (name, decl) in [
+        ("count", "INTEGER NOT NULL DEFAULT 1"),
+        ("first_at", "REAL"),
+    ] {
+        if !has_column(c, "audit", name)? {
+            c.execute_batch(&format!("ALTER TABLE audit ADD COLUMN {name} {decl}"))?;
+        }
+    }
     Ok(())
 }
 

@@ -5,7 +5,7 @@ use rusqlite::{params, Connection};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{Store, StoreError};
+use super::{row, Store, StoreError};
 use crate::vocab::{CloseReason, EscalationState, IncidentState, JobState};
 
 /// One row of the audit history.
@@ -42,6 +42,11 @@ pub struct AuditRow {
     pub accepted_at: Option<f64>,
     /// When the action started.
     pub started_at: Option<f64>,
+    /// How many times this row happened: a denial repeated for one subject (same rule, target,
+    /// alert name and reason) is counted on one row, whose `time` is the latest.
+    pub count: i64,
+    /// When a counted denial first happened.
+    pub first_time: Option<f64>,
 }
 
 /// An alert occurrence of an incident.
@@ -103,8 +108,10 @@ pub struct IncidentView {
     pub closed_at: Option<f64>,
     /// Why it closed.
     pub close_reason: Option<CloseReason>,
-    /// Its alerts.
+    /// Its alerts, the latest [`ALERTS_SHOWN`] of them.
     pub alerts: Vec<AlertRef>,
+    /// How many alerts it has in all.
+    pub alerts_total: u32,
     /// The subject's flapping count.
     pub flapping: FlappingView,
     /// Whether its escalation is firing in Alertmanager (a page is active).
@@ -185,11 +192,23 @@ pub struct EscalationView {
     pub alerts: Option<String>,
 }
 
+/// Alerts listed per incident, the latest ones; `alerts_total` counts them all.
+pub const ALERTS_SHOWN: usize = 20;
+
+/// Most audit rows of one page of history.
+pub const MAX_ACTIONS: usize = 500;
+
+/// Most bytes of text (details, names, labels) in one page of history; a page ends before the
+/// row that would pass it, and `next_before` says where the next one starts.
+pub const PAGE_TEXT_BYTES: usize = 256 * 1024;
+
 /// Everything `GET /api/actions` and the page show from the store.
 #[derive(Debug, Clone, Serialize)]
 pub struct Overview {
-    /// The audit history, newest first.
+    /// One page of the audit history, newest first: rows older than the requested `before` id.
     pub actions: Vec<AuditRow>,
+    /// The `before` of the next (older) page, when there are older rows.
+    pub next_before: Option<i64>,
     /// Open incidents, newest first.
     pub incidents: Vec<IncidentView>,
     /// The most recently closed incidents.
@@ -216,8 +235,10 @@ pub struct Gauges {
 /// How many of each list [`Store::overview`] returns.
 #[derive(Debug, Clone, Copy)]
 pub struct OverviewLimits {
-    /// Audit rows.
+    /// Audit rows (at most [`MAX_ACTIONS`], and at most [`PAGE_TEXT_BYTES`] of their text).
     pub actions: usize,
+    /// Only audit rows with a smaller id: the page of history after the one that ended there.
+    pub before: Option<i64>,
     /// Closed incidents.
     pub closed_incidents: usize,
     /// Escalations.
@@ -230,9 +251,11 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub async fn overview(&self, limits: OverviewLimits, now: f64) -> Result<Overview, StoreError> {
-        self.run(move |c| {
+        self.read(move |c| {
+            let (actions, next_before) = audit_rows(c, limits.actions, limits.before)?;
             Ok(Overview {
-                actions: audit_rows(c, limits.actions)?,
+                actions,
+                next_before,
                 incidents: incidents(
                     c,
                     "closed_at IS NULL ORDER BY opened_at DESC, id DESC",
@@ -265,7 +288,7 @@ impl Store {
         &self,
         resolved: usize,
     ) -> Result<(Vec<EscalationView>, Vec<EscalationView>), StoreError> {
-        self.run(move |c| {
+        self.read(move |c| {
             let active = escalations(
                 c,
                 "WHERE state != ?1 ORDER BY id DESC",
@@ -286,22 +309,25 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub async fn gauges(&self, now: f64) -> Result<Gauges, StoreError> {
-        self.run(move |c| {
-            let due_jobs = c.query_row(
+        self.read(move |c| {
+            let due_jobs = row(
+                c,
                 "SELECT COUNT(*) FROM jobs WHERE state = ?1 OR (state = ?2 AND not_before <= ?3)",
                 params![JobState::Running.as_str(), JobState::Queued.as_str(), now],
                 |r| r.get(0),
             )?;
             let mut incidents = Vec::new();
             for state in IncidentState::OPEN {
-                let n: i64 = c.query_row(
+                let n: i64 = row(
+                    c,
                     "SELECT COUNT(*) FROM incidents WHERE closed_at IS NULL AND state = ?1",
                     [state.as_str()],
                     |r| r.get(0),
                 )?;
                 incidents.push((*state, n));
             }
-            let escalations_pending = c.query_row(
+            let escalations_pending = row(
+                c,
                 "SELECT COUNT(*) FROM escalations WHERE state = ?1 \
                  OR (state = ?2 AND (delivered_at IS NULL OR failures > 0))",
                 params![
@@ -310,7 +336,8 @@ impl Store {
                 ],
                 |r| r.get(0),
             )?;
-            let escalations_active = c.query_row(
+            let escalations_active = row(
+                c,
                 "SELECT COUNT(*) FROM escalations WHERE state = ?1",
                 [EscalationState::Firing.as_str()],
                 |r| r.get(0),
@@ -326,12 +353,18 @@ impl Store {
     }
 }
 
-fn audit_rows(c: &Connection, limit: usize) -> Result<Vec<AuditRow>, StoreError> {
-    let mut st = c.prepare(
+fn audit_rows(
+    c: &Connection,
+    limit: usize,
+    before: Option<i64>,
+) -> Result<(Vec<AuditRow>, Option<i64>), StoreError> {
+    let limit = limit.clamp(1, MAX_ACTIONS);
+    let mut st = c.prepare_cached(
         "SELECT id, at, job_id, incident_id, rule, action, target, subject, alertname, fingerprint, result, detail, \
-         duration_seconds, accepted_at, started_at FROM audit ORDER BY id DESC LIMIT ?1",
+         duration_seconds, accepted_at, started_at, count, first_at FROM audit WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
     )?;
-    let rows = st.query_map([limit as i64], |r| {
+    // One row more than asked tells whether an older page exists.
+    let rows = st.query_map(params![before.unwrap_or(i64::MAX), limit as i64 + 1], |r| {
         Ok(AuditRow {
             id: r.get(0)?,
             time: r.get(1)?,
@@ -348,9 +381,30 @@ fn audit_rows(c: &Connection, limit: usize) -> Result<Vec<AuditRow>, StoreError>
             duration_seconds: r.get(12)?,
             accepted_at: r.get(13)?,
             started_at: r.get(14)?,
+            count: r.get(15)?,
+            first_time: r.get(16)?,
         })
     })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    let mut out = Vec::new();
+    let mut text = 0;
+    for row in rows {
+        let row = row?;
+        let size = row.rule.len()
+            + row.action.len()
+            + row.target.len()
+            + row.subject.len()
+            + row.alertname.len()
+            + row.fingerprint.len()
+            + row.result.len()
+            + row.detail.len();
+        if out.len() == limit || (!out.is_empty() && text + size > PAGE_TEXT_BYTES) {
+            let next = out.last().map(|r: &AuditRow| r.id);
+            return Ok((out, next));
+        }
+        text += size;
+        out.push(row);
+    }
+    Ok((out, None))
 }
 
 fn incidents(
@@ -359,7 +413,7 @@ fn incidents(
     p: impl rusqlite::Params,
     now: f64,
 ) -> Result<Vec<IncidentView>, StoreError> {
-    let mut st = c.prepare(&format!(
+    let mut st = c.prepare_cached(&format!(
         "SELECT id, subject, target, rule, action, alertname, state, opened_at, updated_at, attempts, max_attempts, \
          next_attempt_at, healed_at, escalated_at, detail, closed_at, close_reason, flapping_count, flapping_window \
          FROM incidents WHERE {filter}"
@@ -386,6 +440,7 @@ fn incidents(
             closed_at: r.get(15)?,
             close_reason: reason.as_deref().and_then(CloseReason::parse),
             alerts: Vec::new(),
+            alerts_total: 0,
             flapping: FlappingView {
                 healed_in_window: 0,
                 count: r.get(17)?,
@@ -397,11 +452,20 @@ fn incidents(
     })?;
     let mut out = rows.collect::<Result<Vec<_>, _>>()?;
     for i in &mut out {
+        i.alerts_total = row(
+            c,
+            "SELECT COUNT(*) FROM occurrences WHERE incident_id = ?1",
+            [i.id],
+            |r| r.get(0),
+        )?;
+        // The latest ones, listed oldest first.
         let mut st = c.prepare_cached(
-            "SELECT alertname, starts_at, resolved_at FROM occurrences WHERE incident_id = ?1 ORDER BY first_seen",
+            "SELECT alertname, starts_at, resolved_at FROM \
+             (SELECT alertname, starts_at, resolved_at, first_seen FROM occurrences WHERE incident_id = ?1 \
+              ORDER BY first_seen DESC LIMIT ?2) ORDER BY first_seen",
         )?;
         i.alerts = st
-            .query_map([i.id], |r| {
+            .query_map(params![i.id, ALERTS_SHOWN as i64], |r| {
                 Ok(AlertRef {
                     alertname: r.get(0)?,
                     starts_at: r.get(1)?,
@@ -409,18 +473,19 @@ fn incidents(
                 })
             })?
             .collect::<Result<_, _>>()?;
-        i.flapping.healed_in_window = c.query_row(
+        i.flapping.healed_in_window = row(
+            c,
             "SELECT COUNT(*) FROM incidents WHERE subject = ?1 AND healed_at >= ?2",
             params![i.subject, now - i.flapping.window_seconds],
             |r| r.get(0),
         )?;
-        let page: Option<(i64, String)> = c
-            .query_row(
-                "SELECT id, state FROM escalations WHERE incident_id = ?1 ORDER BY id DESC LIMIT 1",
-                [i.id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .ok();
+        let page: Option<(i64, String)> = row(
+            c,
+            "SELECT id, state FROM escalations WHERE incident_id = ?1 ORDER BY id DESC LIMIT 1",
+            [i.id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .ok();
         if let Some((id, state)) = page {
             i.escalation_id = Some(id);
             i.page_active = state == EscalationState::Firing.as_str();
@@ -430,7 +495,7 @@ fn incidents(
 }
 
 fn pending(c: &Connection) -> Result<Vec<PendingJob>, StoreError> {
-    let mut st = c.prepare(
+    let mut st = c.prepare_cached(
         "SELECT id, state, accepted_at, not_before, rule, action, target, subject, \
          COALESCE(json_extract(labels, '$.alertname'), ''), incident_id, retry \
          FROM jobs WHERE state IN (?1, ?2) ORDER BY not_before, id LIMIT 100",
@@ -462,7 +527,7 @@ fn escalations(
     filter: &str,
     p: impl rusqlite::Params,
 ) -> Result<Vec<EscalationView>, StoreError> {
-    let mut st = c.prepare(&format!(
+    let mut st = c.prepare_cached(&format!(
         "SELECT id, job_id, incident_id, created_at, tries, delivered_at, last_error, subject, state, posts, \
          last_post_at, next_try_at, resolve_reason, resolved_at, failures, payload FROM escalations {filter}"
     ))?;

@@ -9,14 +9,15 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::{header, Method, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use serde::Serialize;
 use serde_json::json;
 use stackmedic_common::reload::{self, ReloadHandle};
-use stackmedic_common::server::{self, Request, Response};
+use stackmedic_common::server::{self, BodyError, Request, Response};
 
 use crate::clock::now;
+use crate::limits;
 use crate::pipeline::Engine;
+use crate::store::views::{ALERTS_SHOWN, MAX_ACTIONS, PAGE_TEXT_BYTES};
 use crate::store::{Overview, OverviewLimits, StoreError};
 use crate::unmatched::Recent;
 use crate::vocab::WebhookResult;
@@ -25,12 +26,80 @@ use crate::webhook::{self, PayloadError};
 /// Closed incidents listed by the API and the page.
 const CLOSED_INCIDENTS: usize = 10;
 
-/// `GET /api/actions`: the store's overview and the unmatched alerts of the last hour.
+/// Audit rows of `GET /api/actions` without `limit`.
+const DEFAULT_ACTIONS: usize = 100;
+
+/// `GET /api/actions`: one page of the store's overview, the unmatched alerts of the last hour,
+/// where the next page starts, and the sizes that bound what is kept.
 #[derive(Serialize)]
 struct Api {
     #[serde(flatten)]
     overview: Overview,
     unmatched: Vec<Recent>,
+    /// The URL of the next (older) page of `actions`, when there is one.
+    next: Option<String>,
+    limits: Limits,
+}
+
+/// The sizes that bound stored and listed values, so a reader knows what was cut.
+#[derive(Serialize)]
+struct Limits {
+    /// Label and annotation values, alert names and reasons are cut to this many bytes and
+    /// marked `…(+N bytes)`.
+    value_bytes: usize,
+    /// Label and annotation names are cut to this many bytes.
+    name_bytes: usize,
+    /// An alert's labels, and its annotations, keep at most this many bytes.
+    labels_bytes: usize,
+    /// Fingerprints and start times longer than this are replaced by a digest.
+    identity_bytes: usize,
+    /// Most audit rows of one page (`limit`).
+    actions_per_page: usize,
+    /// Most bytes of text of one page of audit rows.
+    page_text_bytes: usize,
+    /// Alerts listed per incident, the latest ones.
+    alerts_per_incident: usize,
+}
+
+impl Limits {
+    const IN_FORCE: Limits = Limits {
+        value_bytes: limits::VALUE_BYTES,
+        name_bytes: limits::NAME_BYTES,
+        labels_bytes: limits::MAP_BYTES,
+        identity_bytes: limits::IDENTITY_BYTES,
+        actions_per_page: MAX_ACTIONS,
+        page_text_bytes: PAGE_TEXT_BYTES,
+        alerts_per_incident: ALERTS_SHOWN,
+    };
+}
+
+/// `limit` and `before` of a history request.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct PageQuery {
+    limit: usize,
+    before: Option<i64>,
+}
+
+impl PageQuery {
+    /// Reads `limit` (clamped to 1..=[`MAX_ACTIONS`]) and `before` from a query string; a value
+    /// that is not a number is ignored.
+    fn parse(q: Option<&str>, default_limit: usize) -> PageQuery {
+        let value = |key: &str| {
+            q.and_then(|q| {
+                q.split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, v)| v)
+            })
+        };
+        PageQuery {
+            limit: value("limit")
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(default_limit)
+                .clamp(1, MAX_ACTIONS),
+            before: value("before").and_then(|v| v.parse::<i64>().ok()),
+        }
+    }
 }
 
 /// Answers one request.
@@ -54,22 +123,34 @@ pub async fn handle(engine: Arc<Engine>, reload_handle: ReloadHandle, req: Reque
             server::text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n")
         }
         (&Method::GET, "/api/actions") => {
+            let page = PageQuery::parse(req.uri().query(), DEFAULT_ACTIONS);
             let limits = OverviewLimits {
-                actions: query_limit(req.uri().query()),
+                actions: page.limit,
+                before: page.before,
                 closed_incidents: CLOSED_INCIDENTS,
                 escalations: 50,
             };
             let t = now();
             match engine.store.overview(limits, t).await {
                 Ok(overview) => {
+                    let next = overview
+                        .next_before
+                        .map(|b| format!("/api/actions?limit={}&before={b}", page.limit));
                     let api = Api {
                         overview,
                         unmatched: engine.unmatched.recent(t),
+                        next,
+                        limits: Limits::IN_FORCE,
                     };
-                    server::json(
-                        StatusCode::OK,
-                        &serde_json::to_value(&api).unwrap_or_default(),
-                    )
+                    match serde_json::to_vec(&api) {
+                        Ok(body) => {
+                            server::with_type(StatusCode::OK, "application/json", Bytes::from(body))
+                        }
+                        Err(e) => server::json(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            &json!({"error": e.to_string()}),
+                        ),
+                    }
                 }
                 Err(e) => server::json(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -94,10 +175,12 @@ pub async fn handle(engine: Arc<Engine>, reload_handle: ReloadHandle, req: Reque
             )
         }
         (&Method::GET, "/") => {
+            let page_query = PageQuery::parse(req.uri().query(), page::DECISIONS_SHOWN);
             let t = now();
             let read = async {
                 let limits = OverviewLimits {
-                    actions: 50,
+                    actions: page::DECISIONS_SHOWN,
+                    before: page_query.before,
                     closed_incidents: page::CLOSED_SHOWN,
                     escalations: 0,
                 };
@@ -117,6 +200,7 @@ pub async fn handle(engine: Arc<Engine>, reload_handle: ReloadHandle, req: Reque
                         active: &active,
                         resolved: &resolved,
                         unmatched: &engine.unmatched.recent(t),
+                        before: page_query.before,
                         now: t,
                     };
                     server::html(StatusCode::OK, page::render(&view))
@@ -128,14 +212,13 @@ pub async fn handle(engine: Arc<Engine>, reload_handle: ReloadHandle, req: Reque
     }
 }
 
-fn query_limit(q: Option<&str>) -> usize {
-    q.and_then(|q| {
-        q.split('&')
-            .find_map(|kv| kv.strip_prefix("limit="))
-            .and_then(|v| v.parse::<usize>().ok())
+/// Whether the webhook authenticates a request with its own credentials, so the web
+/// configuration's basic auth does not apply to it: `POST /webhook` with `webhook` credentials
+/// configured. Without them, the web configuration's basic auth protects the webhook too.
+pub fn own_auth(engine: Arc<Engine>) -> server::OwnAuth {
+    Arc::new(move |req: &Request| {
+        req.uri().path() == "/webhook" && engine.config().webhook.credentials.is_set()
     })
-    .unwrap_or(100)
-    .clamp(1, 1000)
 }
 
 fn reject(engine: &Engine, status: StatusCode, result: WebhookResult, message: String) -> Response {
@@ -168,41 +251,24 @@ async fn webhook_route(engine: &Arc<Engine>, req: Request) -> Response {
         return r;
     }
     let limit = cfg.global.max_body_bytes;
-    let too_large = || format!("body larger than {limit} bytes (global.max_body_bytes)");
-    if let Some(len) = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        if len > limit {
-            return reject(
-                engine,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                WebhookResult::TooLarge,
-                too_large(),
-            );
-        }
-    }
-    let body = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
+    // Held until the answer: the parsed payload's memory is proportional to it.
+    let body = match server::read_body(req, limit).await {
+        Ok(b) => b,
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                return reject(
-                    engine,
-                    StatusCode::PAYLOAD_TOO_LARGE,
+            let (result, message) = match &e {
+                BodyError::TooLarge { .. } => (
                     WebhookResult::TooLarge,
-                    too_large(),
-                );
+                    format!("body larger than {limit} bytes (global.max_body_bytes)"),
+                ),
+                BodyError::Busy => (WebhookResult::Busy, e.to_string()),
+                BodyError::Timeout(_) => (WebhookResult::Timeout, e.to_string()),
+                BodyError::Read(_) => (WebhookResult::Malformed, e.to_string()),
+            };
+            let mut r = reject(engine, e.status(), result, message);
+            if matches!(e, BodyError::Busy) {
+                server::retry_after(&mut r);
             }
-            return reject(
-                engine,
-                StatusCode::BAD_REQUEST,
-                WebhookResult::Malformed,
-                format!("cannot read the body: {e}"),
-            );
+            return r;
         }
     };
     let payload = match webhook::parse(&body) {
@@ -249,5 +315,36 @@ async fn webhook_route(engine: &Arc<Engine>, req: Request) -> Response {
                 &json!({"status": "error", "error": format!("the job could not be stored: {e}")}),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_query_clamps_the_limit_and_reads_the_cursor() {
+        let q = |s: &str| PageQuery::parse(Some(s), DEFAULT_ACTIONS);
+        assert_eq!(
+            PageQuery::parse(None, 50),
+            PageQuery {
+                limit: 50,
+                before: None
+            }
+        );
+        assert_eq!(q("limit=1000").limit, MAX_ACTIONS);
+        assert_eq!(q("limit=0").limit, 1);
+        assert_eq!(
+            q("limit=x&before=y"),
+            PageQuery::parse(None, DEFAULT_ACTIONS)
+        );
+        assert_eq!(
+            q("before=42&limit=7"),
+            PageQuery {
+                limit: 7,
+                before: Some(42)
+            }
+        );
+        assert_eq!(q("xlimit=3").limit, DEFAULT_ACTIONS);
     }
 }

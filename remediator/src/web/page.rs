@@ -7,6 +7,7 @@ use stackmedic_common::server::escape_html;
 
 use super::format::{time, when, window};
 use crate::config::Config;
+use crate::limits;
 use crate::store::{EscalationView, IncidentView, Overview};
 use crate::unmatched::Recent;
 use crate::vocab::{EscalationState, IncidentState};
@@ -17,6 +18,9 @@ pub(super) const RESOLVED_SHOWN: usize = 5;
 /// Closed incidents shown, most recently closed first.
 pub(super) const CLOSED_SHOWN: usize = 5;
 
+/// Decisions shown per page of the history.
+pub(super) const DECISIONS_SHOWN: usize = 50;
+
 /// Everything the page shows.
 pub(super) struct View<'a> {
     pub cfg: &'a Config,
@@ -24,6 +28,8 @@ pub(super) struct View<'a> {
     pub active: &'a [EscalationView],
     pub resolved: &'a [EscalationView],
     pub unmatched: &'a [Recent],
+    /// The page of history asked for: decisions older than this id (`/?before=…`).
+    pub before: Option<i64>,
     pub now: f64,
 }
 
@@ -177,9 +183,11 @@ fn page_cell(i: &IncidentView) -> &'static str {
 }
 
 fn alerts(i: &IncidentView) -> String {
-    i.alerts
-        .iter()
-        .map(|a| {
+    let earlier = (i.alerts_total as usize).saturating_sub(i.alerts.len());
+    let earlier = (earlier > 0).then(|| format!("{earlier} earlier alert(s)"));
+    earlier
+        .into_iter()
+        .chain(i.alerts.iter().map(|a| {
             format!(
                 "{} since {}{}",
                 escape_html(&a.alertname),
@@ -190,7 +198,7 @@ fn alerts(i: &IncidentView) -> String {
                     ""
                 }
             )
-        })
+        }))
         .collect::<Vec<_>>()
         .join("<br>")
 }
@@ -353,31 +361,59 @@ fn pending_section(out: &mut String, v: &View<'_>) {
 }
 
 fn decisions_section(out: &mut String, v: &View<'_>) {
-    out.push_str("<h2>Recent decisions</h2>");
+    out.push_str(if v.before.is_some() {
+        "<h2>Older decisions</h2>"
+    } else {
+        "<h2>Recent decisions</h2>"
+    });
     let actions = &v.overview.actions;
     if actions.is_empty() {
         out.push_str("<p>Nothing recorded yet.</p>");
-        return;
+    } else {
+        out.push_str("<table><tr><th>Time (UTC)</th><th>Result</th><th>Alert</th><th>Rule</th><th>Action</th><th>Subject</th><th>Duration</th><th>Detail</th></tr>");
+        for a in actions {
+            let dur = a
+                .duration_seconds
+                .map(|d| format!("{d:.2} s"))
+                .unwrap_or_default();
+            let repeated = if a.count > 1 {
+                format!(
+                    "<br><span class=\"m\">{} times since {}</span>",
+                    a.count,
+                    time(a.first_time)
+                )
+            } else {
+                String::new()
+            };
+            out.push_str(&format!(
+                "<tr><td class=\"t\">{}</td><td class=\"r {result}\">{result}{repeated}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                time(Some(a.time)),
+                escape_html(&a.alertname),
+                escape_html(&a.rule),
+                escape_html(&a.action),
+                escape_html(&a.subject),
+                dur,
+                escape_html(&a.detail),
+                result = escape_html(&a.result),
+            ));
+        }
+        out.push_str("</table>");
     }
-    out.push_str("<table><tr><th>Time (UTC)</th><th>Result</th><th>Alert</th><th>Rule</th><th>Action</th><th>Subject</th><th>Duration</th><th>Detail</th></tr>");
-    for a in actions {
-        let dur = a
-            .duration_seconds
-            .map(|d| format!("{d:.2} s"))
-            .unwrap_or_default();
-        out.push_str(&format!(
-            "<tr><td class=\"t\">{}</td><td class=\"r {result}\">{result}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-            time(Some(a.time)),
-            escape_html(&a.alertname),
-            escape_html(&a.rule),
-            escape_html(&a.action),
-            escape_html(&a.subject),
-            dur,
-            escape_html(&a.detail),
-            result = escape_html(&a.result),
-        ));
+    let mut links = Vec::new();
+    if v.before.is_some() {
+        links.push("<a href=\"/\">Newest decisions</a>".to_owned());
     }
-    out.push_str("</table>");
+    if let Some(next) = v.overview.next_before {
+        links.push(format!("<a href=\"/?before={next}\">Older decisions</a>"));
+    }
+    if !links.is_empty() {
+        out.push_str(&format!("<p>{}</p>", links.join(" · ")));
+    }
+    out.push_str(&format!(
+        "<p class=\"m\">Alert names, label values and reasons longer than {} bytes are cut and marked …(+N bytes); \
+         a denial repeated for one subject is one row with its count.</p>",
+        limits::VALUE_BYTES
+    ));
 }
 
 #[cfg(test)]
@@ -501,5 +537,64 @@ mod tests {
             "{html}"
         );
         assert!(html.contains("(2 h 0 min ago)"), "{html}");
+    }
+
+    #[test]
+    fn decisions_show_counts_and_page_links() {
+        let cfg = crate::config::load(None).unwrap();
+        let row = crate::store::AuditRow {
+            id: 41,
+            time: NOW,
+            job_id: None,
+            incident_id: None,
+            rule: "app-down".into(),
+            action: "container_restart".into(),
+            target: "app".into(),
+            subject: "app".into(),
+            alertname: "AppDown".into(),
+            fingerprint: "f".into(),
+            result: "denied".into(),
+            detail: "label container=\"x\" names a container outside the allow-list".into(),
+            duration_seconds: None,
+            accepted_at: None,
+            started_at: None,
+            count: 3,
+            first_time: Some(NOW - 60.0),
+        };
+        let overview = Overview {
+            actions: vec![row],
+            next_before: Some(41),
+            incidents: Vec::new(),
+            recent_incidents: Vec::new(),
+            pending_jobs: Vec::new(),
+            escalations: Vec::new(),
+        };
+        let view = |before| View {
+            cfg: &cfg,
+            overview: &overview,
+            active: &[],
+            resolved: &[],
+            unmatched: &[],
+            before,
+            now: NOW,
+        };
+        let mut html = String::new();
+        decisions_section(&mut html, &view(None));
+        for want in [
+            "<h2>Recent decisions</h2>",
+            "3 times since 2027-01-15T07:59:00Z",
+            "<a href=\"/?before=41\">Older decisions</a>",
+            "longer than 1024 bytes are cut",
+        ] {
+            assert!(html.contains(want), "missing {want:?} in {html}");
+        }
+        assert!(!html.contains("Newest decisions"), "{html}");
+        let mut older = String::new();
+        decisions_section(&mut older, &view(Some(99)));
+        assert!(older.contains("<h2>Older decisions</h2>"), "{older}");
+        assert!(
+            older.contains("<a href=\"/\">Newest decisions</a>"),
+            "{older}"
+        );
     }
 }

@@ -333,6 +333,34 @@ fn parse_attributes(html: &str, mut pos: usize) -> (Vec<(String, String)>, usize
     }
 }
 
+/// Fuzzing entry (the `sri_html` target of `fuzz/`): an HTML text as the scanner reads it.
+/// Every `integrity` reference is resolved as from a page in `sub/` of a root deployed at
+/// `https://127.0.0.1/app/` (and with no deployed URL); a reference that resolves to a
+/// manifest key must be a safe path, and its integrity is parsed. Panics only on a bug.
+#[doc(hidden)]
+pub fn fuzz_html(html: &str) {
+    let manifest = Manifest::new();
+    let scans = [
+        HtmlScan::new(&manifest, Url::parse("https://127.0.0.1/app/").ok(), 1),
+        HtmlScan::new(&manifest, None, 1),
+    ];
+    let dir = ["sub".to_string()];
+    for r in integrity_refs(html) {
+        for scan in &scans {
+            if let Some(key) = scan.resolve(&dir, &r.url) {
+                let segments = safe_segments(&key).expect("a resolved key is a safe path");
+                assert!(
+                    segments.iter().all(|s| s != ".." && !s.is_empty()),
+                    "{key:?}"
+                );
+            }
+        }
+        if let Ok(integrity) = Integrity::parse(&r.integrity) {
+            let _ = integrity.strongest();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,6 +36,9 @@ use url::Url;
 pub use integrity::{hash_reader, sri_token, Alg, Digests, Integrity, MultiHasher, HASH_BUFFER};
 pub use manifest::{parse_manifest, safe_segments, Manifest};
 
+#[doc(hidden)]
+pub use html::fuzz_html;
+
 use super::fetch::{self, TlsOptions};
 use super::files::CancelOnDrop;
 use super::{Health, Item, ProbeError, ProblemKind, Problems, Reason, RunContext, Shared};

@@ -283,6 +283,62 @@ impl LogState {
     }
 }
 
+/// Fuzzing entry (the `access_log` target of `fuzz/`): bytes as the tailer hands them over,
+/// one line per `\n` (a trailing `\r` dropped, lines over [`crate::probe::tail::MAX_LINE_BYTES`]
+/// skipped), counted by the default nginx format and by Caddy's JSON format with the default
+/// filters; every non-blank line is counted once, as a hit, unmatched or excluded. Panics only
+/// on a bug.
+#[doc(hidden)]
+pub fn fuzz_lines(data: &[u8]) {
+    // Built once: compiling the default expressions costs more than counting the lines.
+    static FORMATS: std::sync::OnceLock<[(AccessLogConfig, LineReader); 2]> =
+        std::sync::OnceLock::new();
+    let formats = FORMATS.get_or_init(|| {
+        [
+            serde_json::json!({"path": "/var/log/nginx/access.log"}),
+            serde_json::json!({"path": "/var/log/caddy/access.log", "format": "caddy"}),
+        ]
+        .map(|v| {
+            let cfg: AccessLogConfig = serde_json::from_value(v).expect("a valid configuration");
+            let reader = cfg.reader();
+            (cfg, reader)
+        })
+    });
+    for (cfg, reader) in formats {
+        let mut counter = LineCounter {
+            reader: reader.clone(),
+            classes: ValueClasses {
+                api_values: cfg.api_values.clone(),
+                legacy_values: cfg.legacy_values.clone(),
+            },
+            include: cfg.include.clone(),
+            exclude: cfg.exclude.clone(),
+            tally: Tally::new(),
+            counted: 0,
+            unmatched: 0,
+            excluded: 0,
+        };
+        let now = unix_now();
+        let mut lines = 0;
+        for line in data.split(|b| *b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.len() > crate::probe::tail::MAX_LINE_BYTES {
+                continue;
+            }
+            if !String::from_utf8_lossy(line).trim().is_empty() {
+                lines += 1;
+            }
+            counter.count(line, now);
+        }
+        assert_eq!(
+            counter.counted + counter.unmatched + counter.excluded,
+            lines
+        );
+        let mut out = Samples::default();
+        counter.tally.export(&mut out);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# The fuzz campaign: ./scripts/fuzz-campaign.sh [target…] (all targets of fuzz/Cargo.toml when
+# none are named).
+#
+# Runs each target, one at a time and at the lowest CPU priority, until 10 million executions or
+# 30 minutes, whichever comes first (FUZZ_RUNS and FUZZ_SECONDS change the budget), then prints
+# one line of figures per target for docs/fuzzing.md. Needs the nightly toolchain and cargo-fuzz
+# (see docs/fuzzing.md).
+#
+# The target binaries are built once and copied to fuzz/target/campaign/ before the first run,
+# so editing the sources while the campaign runs does not change what it fuzzes
+# (FUZZ_BUILD=0 copies the binaries last built instead of building). New corpus
+# units go to fuzz/corpus/<target>/ (minimize them afterwards with `cargo fuzz cmin`), crashes to
+# fuzz/artifacts/<target>/, and each run's libFuzzer output to fuzz/target/campaign/<target>.log.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../fuzz"
+
+runs="${FUZZ_RUNS:-10000000}"
+seconds="${FUZZ_SECONDS:-1800}"
+if [[ $# -gt 0 ]]; then
+    targets=("$@")
+else
+    mapfile -t targets < <(cargo +nightly fuzz list)
+fi
+
+if [[ "${FUZZ_BUILD:-1}" != 0 ]]; then
+    for target in "${targets[@]}"; do
+        nice -n 19 cargo +nightly fuzz build "$target"
+    done
+fi
+
+triple="$(rustc +nightly -vV | sed -n 's/^host: //p')"
+campaign=target/campaign
+mkdir -p "$campaign"
+for target in "${targets[@]}"; do
+    cp "target/$triple/release/$target" "$campaign/$target"
+done
+
+for target in "${targets[@]}"; do
+    mkdir -p "corpus/$target" "artifacts/$target"
+    log="$campaign/$target.log"
+    started="$(date +%s)"
+    status=0
+    nice -n 19 "$campaign/$target" \
+        -runs="$runs" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+        -print_final_stats=1 -artifact_prefix="artifacts/$target/" "corpus/$target" \
+        >"$log" 2>&1 || status=$?
+    elapsed=$(($(date +%s) - started))
+    stat() {
+        sed -n "s/^stat::$1: *//p" "$log" | tail -n 1
+    }
+    crashes="$(find "artifacts/$target" -type f | wc -l)"
+    printf '%s %s: %s s, %s executions, %s exec/s, %s new units, exit %s, %s artifacts\n' \
+        "$(date +%F)" "$target" "$elapsed" "$(stat number_of_executed_units)" \
+        "$(stat average_exec_per_sec)" "$(stat new_units_added)" "$status" "$crashes"
+done

@@ -1,0 +1,285 @@
+//! Both binaries against clients that hold connections open without finishing a request: 600
+//! connections that send nothing, trickle a request head, stop after the HTTP/2 preface and
+//! SETTINGS, or promise a body (Content-Length or chunked) that never arrives. Through all of
+//! them `/-/healthy` and an authenticated `POST /webhook` answer within 1 s, the server's open
+//! file descriptors stay bounded by `--web.max-connections`, and with a short
+//! `--web.read-timeout` every such connection is closed by the server.
+
+use std::time::Duration;
+
+use stackmedic_tests::exporter::{self, Exporter};
+use stackmedic_tests::hostile::{open_fds, timed, Flood, Kind};
+use stackmedic_tests::remediator::{alert, payload, Flags, Remediator};
+use stackmedic_tests::{http, wait_until};
+
+const TOKEN: &str = "hardening-webhook-token";
+/// The default of `--web.max-connections`.
+const MAX_CONNECTIONS: usize = 512;
+/// File descriptors a binary holds besides its connections (listener, epoll, logs, database,
+/// Docker client, …), with room to spare.
+const OTHER_FDS: usize = 64;
+/// The goal: answers within this while the flood lasts.
+const ANSWER_WITHIN: Duration = Duration::from_secs(1);
+
+/// One of the two binaries, running.
+enum Server {
+    Exporter(Exporter),
+    Remediator(Remediator),
+}
+
+impl Server {
+    fn exporter(args: &[&str]) -> Server {
+        Server::Exporter(Exporter::start_with(exporter::Options {
+            config: Some("probes: []\n"),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+            ..exporter::Options::default()
+        }))
+    }
+
+    fn remediator(args: &[&str]) -> Server {
+        let dir = tempfile::Builder::new()
+            .prefix("stackmedic-remediator-")
+            .tempdir()
+            .unwrap();
+        std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+        Server::Remediator(Remediator::start_with(
+            dir,
+            "webhook: {bearer_token_file: '{dir}/token'}\nrules: []\n",
+            Flags {
+                args: args.iter().map(|a| (*a).to_owned()).collect(),
+                ..Flags::default()
+            },
+        ))
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Server::Exporter(_) => "exporter",
+            Server::Remediator(_) => "remediator",
+        }
+    }
+
+    fn port(&self) -> u16 {
+        match self {
+            Server::Exporter(e) => e.port(),
+            Server::Remediator(r) => r.port(),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port())
+    }
+
+    fn pid(&mut self) -> u32 {
+        match self {
+            Server::Exporter(e) => e.process().pid(),
+            Server::Remediator(r) => r.process().pid(),
+        }
+    }
+
+    fn describe(&mut self) -> String {
+        match self {
+            Server::Exporter(e) => e.process().describe(),
+            Server::Remediator(r) => r.process().describe(),
+        }
+    }
+
+    /// The path a flood of request bodies goes to, and its headers.
+    fn body_target(&self) -> (&'static str, Vec<String>) {
+        match self {
+            // The exporter reads no body; `/` answers 405 to a POST without reading it.
+            Server::Exporter(_) => ("/", Vec::new()),
+            Server::Remediator(_) => ("/webhook", vec![format!("Authorization: Bearer {TOKEN}")]),
+        }
+    }
+
+    /// `/-/healthy` and, on the remediator, an authenticated webhook answer within
+    /// [`ANSWER_WITHIN`], a few times in a row.
+    fn assert_answers(&mut self, during: &str) {
+        for round in 0..5 {
+            let (r, took) = timed(|| {
+                http::request_with_timeout(
+                    "GET",
+                    &self.url("/-/healthy"),
+                    &[],
+                    None,
+                    Duration::from_secs(5),
+                )
+            });
+            let status = r.as_ref().map(|r| r.status).map_err(|e| format!("{e:#}"));
+            assert!(
+                status == Ok(200) && took < ANSWER_WITHIN,
+                "{} /-/healthy during {during} (round {round}): {status:?} after {took:?}\n{}",
+                self.name(),
+                self.describe()
+            );
+            if let Server::Remediator(_) = self {
+                let body = serde_json::to_vec(&payload(vec![alert(
+                    "firing",
+                    &[("alertname", "HardeningProbe")],
+                    "2026-11-22T10:00:00Z",
+                )]))
+                .unwrap();
+                let auth = format!("Bearer {TOKEN}");
+                let (r, took) = timed(|| {
+                    http::request_with_timeout(
+                        "POST",
+                        &self.url("/webhook"),
+                        &[
+                            ("Content-Type", "application/json"),
+                            ("Authorization", &auth),
+                        ],
+                        Some(&body),
+                        Duration::from_secs(5),
+                    )
+                });
+                let status = r.as_ref().map(|r| r.status).map_err(|e| format!("{e:#}"));
+                assert!(
+                    status == Ok(200) && took < ANSWER_WITHIN,
+                    "remediator webhook during {during} (round {round}): {status:?} after {took:?}\n{}",
+                    self.describe()
+                );
+            }
+        }
+    }
+
+    fn assert_fds_bounded(&mut self, during: &str) {
+        let fds = open_fds(self.pid());
+        assert!(
+            fds <= MAX_CONNECTIONS + OTHER_FDS,
+            "{} holds {fds} file descriptors during {during} (limit {MAX_CONNECTIONS} connections)",
+            self.name()
+        );
+    }
+}
+
+fn both(args: &[&str]) -> [Server; 2] {
+    [Server::exporter(args), Server::remediator(args)]
+}
+
+#[test]
+fn idle_and_trickling_connections_leave_room_for_real_clients() {
+    for mut server in both(&[]) {
+        let idle = Flood::open(server.port(), 300, Kind::Idle, "/", &[]);
+        let trickle = Flood::open(server.port(), 300, Kind::Trickle, "/", &[]);
+        assert_eq!(
+            idle.len() + trickle.len(),
+            600,
+            "all connections were accepted"
+        );
+        server.assert_answers("600 idle and trickling connections");
+        server.assert_fds_bounded("600 idle and trickling connections");
+        // Beyond the limit, the longest-idle connections were closed to make room.
+        let shed = idle.closed_by_server() + trickle.closed_by_server();
+        assert!(
+            shed >= 600 - MAX_CONNECTIONS,
+            "{}: only {shed} of 600 connections were closed at a limit of {MAX_CONNECTIONS}",
+            server.name()
+        );
+    }
+}
+
+#[test]
+fn http2_preface_then_silence_leaves_room_for_real_clients() {
+    for mut server in both(&[]) {
+        let h2 = Flood::open(server.port(), 600, Kind::H2Preface, "/", &[]);
+        assert_eq!(h2.len(), 600);
+        server.assert_answers("600 HTTP/2 connections silent after SETTINGS");
+        server.assert_fds_bounded("600 HTTP/2 connections silent after SETTINGS");
+    }
+}
+
+#[test]
+fn bodies_that_never_arrive_leave_room_for_real_clients() {
+    for mut server in both(&[]) {
+        let (path, headers) = server.body_target();
+        let length = Flood::open(server.port(), 300, Kind::BodyContentLength, path, &headers);
+        let chunked = Flood::open(server.port(), 300, Kind::BodyChunked, path, &headers);
+        assert_eq!(length.len() + chunked.len(), 600);
+        server.assert_answers("600 requests whose bodies never arrive");
+        server.assert_fds_bounded("600 requests whose bodies never arrive");
+    }
+}
+
+#[test]
+fn connections_without_a_complete_request_are_closed_after_the_read_timeout() {
+    for mut server in both(&["--web.read-timeout=2s"]) {
+        let (path, headers) = server.body_target();
+        let floods = [
+            Flood::open(server.port(), 20, Kind::Idle, "/", &[]),
+            Flood::open(server.port(), 20, Kind::Trickle, "/", &[]),
+            Flood::open(server.port(), 20, Kind::H2Preface, "/", &[]),
+            Flood::open(server.port(), 20, Kind::BodyContentLength, path, &headers),
+            Flood::open(server.port(), 20, Kind::BodyChunked, path, &headers),
+        ];
+        // 2 s read timeout, plus the close grace and generous room for a loaded machine.
+        let all_closed = wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
+            floods.iter().all(|f| f.closed_by_server() == f.len())
+        });
+        let open: Vec<usize> = floods
+            .iter()
+            .map(|f| f.len() - f.closed_by_server())
+            .collect();
+        assert!(
+            all_closed,
+            "{}: connections still open per kind (idle, trickle, h2, content-length, chunked): {open:?}\n{}",
+            server.name(),
+            server.describe()
+        );
+        server.assert_answers("after the read timeout closed the slow connections");
+    }
+}
+
+#[test]
+fn a_webhook_body_that_never_arrives_gets_408() {
+    use std::io::{Read, Write};
+    let server = Server::remediator(&["--web.read-timeout=2s"]);
+    for head in [
+        format!("POST /webhook HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: 5000\r\n\r\n{{\"version\""),
+        format!("POST /webhook HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nTransfer-Encoding: chunked\r\n\r\na\r\n{{\"version\"\r\n"),
+    ] {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        s.write_all(head.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let (_, took) = timed(|| s.read_to_end(&mut answer));
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("HTTP/1.1 408"), "{head:?} got {text:?}");
+        assert!(text.contains("did not arrive"), "{text}");
+        assert!(took < Duration::from_secs(10), "answered only after {took:?}");
+    }
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    use std::io::{Read, Write};
+    for server in both(&["--web.idle-timeout=2s"]) {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", server.port())).unwrap();
+        s.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        // The same connection answers a second request (keep-alive), then is closed when idle.
+        s.write_all(b"GET /-/healthy HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let n = s.read(&mut buf).unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        let (r, took) = timed(|| s.read(&mut buf));
+        assert!(
+            matches!(r, Ok(0) | Err(_)),
+            "{}: still open after {took:?}",
+            server.name()
+        );
+        assert!(
+            took < Duration::from_secs(10),
+            "{}: closed only after {took:?}",
+            server.name()
+        );
+    }
+}
