@@ -35,6 +35,10 @@ pub const SECTION: &str = "cleanup";
 /// would not fit, so the audit names every file it removed.
 pub const LISTING_BUDGET: usize = 32 * 1024;
 
+// The audit row keeps the listing whole: the store cuts a job's detail only beyond
+// DETAIL_BYTES, which leaves room for the summary and the pipeline's words around the listing.
+const _: () = assert!(LISTING_BUDGET + 4 * 1024 <= crate::limits::DETAIL_BYTES);
+
 /// Most entries a walk visits; a larger folder is refused rather than judged on a partial view
 /// (which could take a file for old that is in fact among the newest of its group).
 pub const MAX_ENTRIES: usize = 200_000;

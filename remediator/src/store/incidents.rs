@@ -430,7 +430,10 @@ fn start(c: &Connection, job: &Job, now: f64) -> Result<Start, StoreError> {
 }
 
 fn finish(c: &Connection, mut input: FinishInput, now: f64) -> Result<Finished, StoreError> {
-    // An action's words may quote what a peer answered: kept bounded like a reason.
+    // An action's words may quote what a peer answered: bounded. The audit row keeps up to
+    // DETAIL_BYTES (a cleanup lists every file it removed); the incident and an escalation,
+    // which show and post it, keep a value's length.
+    let audit_detail = crate::limits::detail(&input.detail);
     input.detail = crate::limits::value(&input.detail);
     let job = &input.job;
     let incident: Option<i64> = row(
@@ -461,7 +464,7 @@ fn finish(c: &Connection, mut input: FinishInput, now: f64) -> Result<Finished, 
             at: now,
             about: About::job(&job),
             event: input.outcome.event(),
-            detail: &input.detail,
+            detail: &audit_detail,
             duration: Some(input.duration),
         },
     )?;
