@@ -59,6 +59,9 @@ PEERS=(
     "logrotate:logrotate"
     # DNS probes: dnsmasq without the system service of the package `dnsmasq`.
     "dnsmasq-base:dnsmasq"
+    # A real systemd as PID 1 in a container: its Debian root filesystem is made by debootstrap
+    # once per machine and cached in /var/cache/stackmedic-tests (tests/src/systemd.rs).
+    "debootstrap:debootstrap"
     # Packaging: cargo-deb's dependency detection, the units' checks, the maintainer scripts'
     # user creation, ExecReload's kill, the images' CA certificates.
     "dpkg-dev:dpkg-shlibdeps"

@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod reconcile;
 pub mod store;
+pub mod systemd_bus;
 pub mod unmatched;
 pub mod vocab;
 pub mod web;

@@ -19,6 +19,12 @@ pub const NAME_BYTES: usize = 128;
 /// beyond (in name order, `alertname` always first) are dropped.
 pub const MAP_BYTES: usize = 8 * 1024;
 
+/// Longest detail of an audit row about a job (what an action did and saw, or in a dry run
+/// would do), in bytes; a longer one is cut like a value. Larger than [`VALUE_BYTES`] so that a
+/// cleanup's listing of every file it removed fits whole (its own budget is below this); the
+/// incident and an escalation keep only the first [`VALUE_BYTES`] of it.
+pub const DETAIL_BYTES: usize = 40 * 1024;
+
 /// Longest fingerprint or start time kept as it came; a longer one is replaced by a digest of
 /// it, so two long values stay apart.
 pub const IDENTITY_BYTES: usize = 64;
@@ -41,6 +47,12 @@ pub fn cut(s: &str, max: usize) -> String {
 #[must_use]
 pub fn value(s: &str) -> String {
     cut(s, VALUE_BYTES)
+}
+
+/// An audit row's detail as kept: [`cut`] to [`DETAIL_BYTES`].
+#[must_use]
+pub fn detail(s: &str) -> String {
+    cut(s, DETAIL_BYTES)
 }
 
 /// A fingerprint or start time as kept: itself up to [`IDENTITY_BYTES`], else `sha256:` and

@@ -1,18 +1,23 @@
 //! What the web interface reads stays bounded and off the writer thread: a denial repeated for
 //! one subject is one audit row with its count, the history comes in pages (a row limit, a text
 //! budget and a cursor), an incident lists only its latest alerts, and a read answers while
-//! the writer thread is busy. The schema of the first incident-model release is migrated.
+//! the writer thread is busy. An action's detail (a cleanup's listing of every file it removed)
+//! is kept whole in its audit row up to its own, larger bound, and cut on its incident. The
+//! schema of the first incident-model release is migrated.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{accept, escalated, new_job, NOW};
+use common::{accept, escalated, new_job, policy, NOW};
 use stackmedic_remediator::action::ActionKind;
+use stackmedic_remediator::incident::Decision;
 use stackmedic_remediator::limits;
 use stackmedic_remediator::open_store;
 use stackmedic_remediator::store::views::{ALERTS_SHOWN, PAGE_TEXT_BYTES};
-use stackmedic_remediator::store::{Batch, Denial, Overview, OverviewLimits, Store};
+use stackmedic_remediator::store::{
+    Batch, DecideInput, Denial, FinishInput, Outcome, Overview, OverviewLimits, Start, Store,
+};
 
 fn denial(reason: &str, fingerprint: &str) -> Denial {
     Denial {
@@ -122,6 +127,91 @@ async fn history_pages_end_at_their_limit_or_text_budget_and_chain_by_cursor() {
     assert!(text <= PAGE_TEXT_BYTES, "{text}");
     assert!(o.actions.len() > 100, "{}", o.actions.len());
     assert!(o.next_before.is_some());
+}
+
+/// Accepts a job on its own subject, starts it and finishes it with `detail`.
+async fn finish_with(store: &Store, subject: &str, detail: String) {
+    let mut new = new_job(subject, "2026-11-22T10:00:00Z");
+    new.subject = subject.into();
+    let job = accept(store, new, NOW).await;
+    let d = store
+        .decide(
+            DecideInput {
+                job: job.clone(),
+                subject: subject.into(),
+                selection: job.new.selection.clone(),
+                policy: policy(3),
+                dry_run: false,
+                dry_run_note: None,
+                flapping_page: None,
+            },
+            NOW,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(d, Decision::Act { .. }), "{d:?}");
+    let s = store.start(job.clone(), NOW + 1.0).await.unwrap();
+    assert!(matches!(s, Start::Started { .. }), "{s:?}");
+    store
+        .finish(
+            FinishInput {
+                job,
+                outcome: Outcome::Succeeded,
+                detail,
+                duration: 1.0,
+                policy: policy(3),
+                page: None,
+            },
+            NOW + 2.0,
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_actions_detail_is_kept_whole_in_its_audit_row_up_to_its_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(dir.path()).unwrap();
+    // A listing as a cleanup writes it: far beyond a value's bound, within the detail's.
+    let listing: String = (0..600)
+        .map(|i| format!("cam/seg-{i:04}.ts (1048576 B, 2026-11-20T10:00:00Z)"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    assert!(listing.len() > 20 * limits::VALUE_BYTES && listing.len() < limits::DETAIL_BYTES);
+    finish_with(&store, "t/listing", format!("removed 600 files: {listing}")).await;
+    finish_with(&store, "t/huge", "y".repeat(1 << 20)).await;
+
+    let o = page(&store, 100, None).await;
+    let detail = |subject: &str| {
+        o.actions
+            .iter()
+            .find(|a| a.subject == subject && a.result == "succeeded")
+            .unwrap_or_else(|| panic!("no row of {subject}: {:?}", o.actions))
+            .detail
+            .clone()
+    };
+    let whole = detail("t/listing");
+    assert!(whole.ends_with(&listing), "the listing was cut");
+    assert!(whole.contains("cam/seg-0599.ts (1048576 B, "));
+    let huge = detail("t/huge");
+    assert!(
+        huge.len() < limits::DETAIL_BYTES + 32 && huge.ends_with("bytes)"),
+        "{} bytes, ends {:?}",
+        huge.len(),
+        &huge[huge.len() - 20..]
+    );
+    // The incident shows the start of it, as long as a value.
+    let incident = o
+        .incidents
+        .iter()
+        .chain(&o.recent_incidents)
+        .find(|i| i.subject == "t/listing")
+        .unwrap_or_else(|| panic!("{:?}", o.incidents));
+    assert!(
+        incident.detail.len() < limits::VALUE_BYTES + 64,
+        "{}",
+        incident.detail.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,8 @@
 //! * [`admin_api`]: a recording stand-in for the camera/PLC app's admin API (no real peer);
 //! * [`ads`]: pyads' real ADS/AMS test server with a chosen PLC state;
 //! * [`ffmpeg`]: a real live HLS stream written by ffmpeg;
+//! * [`systemd`]: a real systemd as PID 1 in a container built from a `debootstrap`ed Debian
+//!   root filesystem, its system bus reachable through a host socket;
 //! * [`tmpfs`]: a tmpfs of fixed size, mounted for a test and unmounted after it;
 //! * [`examples`]: the shipped example set copied with only its documented values changed, and
 //!   the loop (exporter, remediator, Prometheus, Alertmanager) started from it.
@@ -59,6 +61,7 @@ pub mod packaging;
 pub mod process;
 pub mod prometheus;
 pub mod remediator;
+pub mod systemd;
 pub mod tls;
 pub mod tmpfs;
 

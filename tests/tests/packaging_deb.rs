@@ -38,6 +38,7 @@ fn expected_files(package: &str) -> Vec<String> {
                 "/usr/share/doc/stackmedic-exporter/metrics.md",
                 "/usr/share/doc/stackmedic-exporter/examples/exporter.yml",
                 "/usr/share/stackmedic/alerts/stackmedic.rules.yml",
+                "/usr/share/stackmedic/alerts/host-measures.rules.yml",
                 "/usr/share/stackmedic/alerts/alertmanager.example.yml",
                 "/usr/share/stackmedic/dashboards/stackmedic-overview.json",
                 "/usr/share/stackmedic/dashboards/stackmedic-remediator.json",
@@ -49,6 +50,7 @@ fn expected_files(package: &str) -> Vec<String> {
     } else {
         files.push("/usr/share/doc/stackmedic-remediator/remediator.md".to_owned());
         files.push("/usr/share/doc/stackmedic-remediator/examples/remediator.yml".to_owned());
+        files.push("/usr/share/doc/stackmedic-remediator/examples/remediator-host.yml".to_owned());
     }
     files
 }
@@ -86,6 +88,10 @@ const COPIES: &[(&str, &str)] = &[
     (
         "/usr/share/stackmedic/alerts/stackmedic.rules.yml",
         "alerts/stackmedic.rules.yml",
+    ),
+    (
+        "/usr/share/stackmedic/alerts/host-measures.rules.yml",
+        "alerts/host-measures.rules.yml",
     ),
 ];
 

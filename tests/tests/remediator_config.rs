@@ -38,6 +38,18 @@ fn remediator_config_example_passes_check() {
         text.contains("configuration is valid: 7 rules, 3 targets"),
         "{text}"
     );
+    // The opt-in host measures load on their own too (their webhook and escalation settings are
+    // those of the configuration they are added to).
+    let host = example().with_file_name("remediator-host.yml");
+    let (ok, text) = run(&[
+        &format!("--config.file={}", host.display()),
+        "--config.check",
+    ]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("configuration is valid: 6 rules, 6 targets"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! The contract check (`stackmedic-remediator --config.check --rules.file …
 //! --alertmanager.config.file … --exporter.config.file …`) run as a user runs it: it passes on
 //! the shipped set, and each broken set of the table (one edit to one shipped file) produces its
-//! finding, naming the file and the alert, rule, route or inhibition, with a non-zero exit.
+//! finding, naming the file and the alert, rule, route or inhibition, with a non-zero exit. The
+//! opt-in host measures (`examples/remediator-host.yml` added to `examples/remediator.yml`) hold
+//! with their alerts (`alerts/host-measures.rules.yml`), and neither holds without the other.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -13,6 +15,11 @@ const REMEDIATOR: &str = "examples/remediator.yml";
 const RULES: &str = "alerts/stackmedic.rules.yml";
 const ALERTMANAGER: &str = "alerts/alertmanager.example.yml";
 const EXPORTER: &str = "examples/exporter.yml";
+/// The host measures, opt-in: their targets and rules, and their alerts.
+const HOST: &str = "examples/remediator-host.yml";
+const HOST_RULES: &str = "alerts/host-measures.rules.yml";
+/// The exporter configuration of the media disk, whose probe the cleanup alert names.
+const DISK: &str = "examples/disk.yml";
 
 /// The secrets of the example set, as its README loads them.
 fn env() -> Vec<(String, String)> {
@@ -211,6 +218,91 @@ fn shipped_set_holds_and_every_broken_set_is_found() {
         );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// `examples/remediator.yml` with the targets and rules of `examples/remediator-host.yml`
+/// appended, as that file says to add them, written as JSON (which is YAML) to `to`.
+fn with_host_measures(to: &Path) {
+    let base: serde_json::Value = serde_saphyr::from_str(&read_repo_file(REMEDIATOR)).unwrap();
+    let host: serde_json::Value = serde_saphyr::from_str(&read_repo_file(HOST)).unwrap();
+    let mut merged = base.clone();
+    for key in ["targets", "rules"] {
+        let list = merged[key].as_array_mut().unwrap();
+        let extra = host[key].as_array().unwrap();
+        assert!(!extra.is_empty(), "{HOST} has no {key}");
+        list.extend(extra.iter().cloned());
+    }
+    std::fs::write(to, merged.to_string()).unwrap();
+}
+
+/// Runs the check on `config` with the given rule files and the shipped Alertmanager and
+/// exporter configurations (the example host's and its media disk's).
+fn check_with(config: &Path, rule_files: &[&str]) -> Output {
+    let mut cmd = Command::new(bin_path("stackmedic-remediator"));
+    cmd.current_dir(repo_root())
+        .envs(env())
+        .arg("--config.check");
+    cmd.arg("--config.file").arg(config);
+    for f in rule_files {
+        cmd.args(["--rules.file", f]);
+    }
+    cmd.args([
+        "--alertmanager.config.file",
+        ALERTMANAGER,
+        "--exporter.config.file",
+        EXPORTER,
+        "--exporter.config.file",
+        DISK,
+    ]);
+    cmd.output().expect("run stackmedic-remediator")
+}
+
+#[test]
+fn host_measures_hold_with_their_alerts_and_only_with_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("remediator.yml");
+    with_host_measures(&config);
+
+    // Every host alert is matched by a rule of the addition, and every rule of it by an alert.
+    let out = check_with(&config, &[RULES, HOST_RULES]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "the set with the host measures breaks the contract:\n{stdout}{stderr}"
+    );
+    assert!(stdout.contains("contract holds: "), "{stdout}");
+
+    // The rules of the addition without their alerts' file: each names an alert no file has.
+    let out = check_with(&config, &[RULES]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    for alert in [
+        "BackupOverdue",
+        "CameraAppDown",
+        "FilesystemCleanupDue",
+        "OllamaModelMissing",
+        "OllamaMemoryHigh",
+    ] {
+        assert!(
+            stderr.contains(&format!(
+                "matcher alertname=\"{alert}\" names alert {alert}, which no rule file defines"
+            )),
+            "{alert}: {stderr}"
+        );
+    }
+
+    // The alerts' file without the addition's rules: each host alert is remediable, but no
+    // rule of examples/remediator.yml matches it.
+    let out = check_with(&repo_root().join(REMEDIATOR), &[RULES, HOST_RULES]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(
+            "alerts/host-measures.rules.yml: alert FilesystemCleanupDue: remediable (remediation=\"cleanup\"), but no rule of "
+        ),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -177,7 +177,7 @@ impl ContainerAction {
         };
         Ok(Selection {
             container: Some(name),
-            params: BTreeMap::new(),
+            ..Selection::default()
         })
     }
 
@@ -195,7 +195,7 @@ impl ContainerAction {
         let name = self.check(raw, &info)?;
         Ok(Selection {
             container: Some(name),
-            params: selection.params.clone(),
+            ..selection.clone()
         })
     }
 

@@ -91,6 +91,10 @@ pub struct Step {
     /// Wait after this step before the next one.
     #[serde(default, with = "duration::option")]
     pub delay_after: Option<Duration>,
+    /// Time this request may take, instead of the client's 30 s (a model pull answers when
+    /// the download is done). The target's `timeout` still bounds the whole sequence.
+    #[serde(default, with = "duration::option")]
+    pub timeout: Option<Duration>,
 }
 
 fn default_method() -> String {
@@ -127,6 +131,12 @@ impl RuleParams {
             }
         }
         for (i, s) in self.steps.iter().enumerate() {
+            if s.timeout.is_some_and(|t| t.is_zero()) {
+                errs.push(
+                    format!("{path}.steps[{i}].timeout"),
+                    "must be greater than 0s",
+                );
+            }
             if http::Method::from_bytes(s.method.as_bytes()).is_err() {
                 errs.push(
                     format!("{path}.steps[{i}].method"),
@@ -232,6 +242,9 @@ impl Sequence {
                 .apply(cx.http.request(method.clone(), url));
             if let Some(b) = &step.body {
                 req = req.json(b);
+            }
+            if let Some(t) = step.timeout {
+                req = req.timeout(t);
             }
             let started = Instant::now();
             let resp = req

@@ -1,6 +1,7 @@
 //! Action kinds, one module each, behind one enum dispatched by exhaustive `match`.
 //!
-//! Each kind owns its data: the target section it needs (`docker`, `http`, `ads`, `compose`),
+//! Each kind owns its data: the target section it needs (`docker`, `http`, `ads`, `compose`,
+//! `systemd`, `cleanup`),
 //! the rule keys it takes, their validation, how alert labels select among its allow-lists,
 //! how a selection becomes the canonical subject, and `run`. The configuration loader hands
 //! each rule's action its own typed section, so an action never re-checks what the loader
@@ -10,9 +11,11 @@
 //! This module imports neither `config` nor `store`; both import it.
 
 pub mod ads_route;
+pub mod cleanup;
 pub mod compose;
 pub mod container;
 pub mod http_sequence;
+pub mod systemd;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,6 +25,7 @@ use serde_json::Value;
 use stackmedic_common::config::{self as common, ConfigErrors};
 
 use crate::docker::DockerClient;
+use crate::systemd_bus::SystemdBuses;
 use crate::vocab::vocabulary;
 
 vocabulary! {
@@ -37,6 +41,12 @@ vocabulary! {
         AdsRouteAdd = "ads_route_add",
         /// `docker compose -f FILE up -d`.
         ComposeUp = "compose_up",
+        /// Restart an allow-listed systemd unit over D-Bus.
+        SystemdRestart = "systemd_restart",
+        /// Start an allow-listed systemd unit over D-Bus.
+        SystemdStart = "systemd_start",
+        /// Remove old files under one configured folder.
+        Cleanup = "cleanup",
     }
 }
 
@@ -49,6 +59,8 @@ impl ActionKind {
             ActionKind::HttpSequence => http_sequence::SECTION,
             ActionKind::AdsRouteAdd => ads_route::SECTION,
             ActionKind::ComposeUp => compose::SECTION,
+            ActionKind::SystemdRestart | ActionKind::SystemdStart => systemd::SECTION,
+            ActionKind::Cleanup => cleanup::SECTION,
         }
     }
 
@@ -70,6 +82,11 @@ impl ActionKind {
             ActionKind::HttpSequence => RuleParams::HttpSequence(common::typed(keys, path, errs)?),
             ActionKind::AdsRouteAdd => RuleParams::AdsRouteAdd(common::typed(keys, path, errs)?),
             ActionKind::ComposeUp => RuleParams::ComposeUp(common::typed(keys, path, errs)?),
+            ActionKind::SystemdRestart => {
+                RuleParams::SystemdRestart(common::typed(keys, path, errs)?)
+            }
+            ActionKind::SystemdStart => RuleParams::SystemdStart(common::typed(keys, path, errs)?),
+            ActionKind::Cleanup => RuleParams::Cleanup(common::typed(keys, path, errs)?),
         })
     }
 }
@@ -97,6 +114,10 @@ pub struct Sections {
     pub ads: Option<Arc<ads_route::AdsTarget>>,
     /// A compose stack.
     pub compose: Option<Arc<compose::ComposeTarget>>,
+    /// Units of a service manager.
+    pub systemd: Option<Arc<systemd::SystemdTarget>>,
+    /// A folder to clean up.
+    pub cleanup: Option<Arc<cleanup::CleanupTarget>>,
     /// Sections present in the file that failed to load (their problems are reported): a rule
     /// needing one is not reported again as lacking it.
     pub failed: Vec<&'static str>,
@@ -133,6 +154,16 @@ impl Sections {
                     s.compose = compose::ComposeTarget::load(v, &p, errs).map(Arc::new);
                     s.compose.is_some()
                 }
+                ActionKind::SystemdRestart | ActionKind::SystemdStart => {
+                    if s.systemd.is_none() && !s.failed.contains(&key) {
+                        s.systemd = systemd::SystemdTarget::load(v, &p, errs).map(Arc::new);
+                    }
+                    s.systemd.is_some()
+                }
+                ActionKind::Cleanup => {
+                    s.cleanup = cleanup::CleanupTarget::load(v, &p, errs).map(Arc::new);
+                    s.cleanup.is_some()
+                }
             };
             if !loaded && !s.failed.contains(&key) {
                 s.failed.push(key);
@@ -155,6 +186,12 @@ pub enum RuleParams {
     AdsRouteAdd(ads_route::RuleParams),
     /// No keys.
     ComposeUp(compose::RuleParams),
+    /// `unit_label`.
+    SystemdRestart(systemd::RuleParams),
+    /// `unit_label`.
+    SystemdStart(systemd::RuleParams),
+    /// No keys.
+    Cleanup(cleanup::RuleParams),
 }
 
 impl RuleParams {
@@ -165,7 +202,10 @@ impl RuleParams {
             RuleParams::ContainerRestart(_)
             | RuleParams::ContainerStart(_)
             | RuleParams::AdsRouteAdd(_)
-            | RuleParams::ComposeUp(_) => {}
+            | RuleParams::ComposeUp(_)
+            | RuleParams::SystemdRestart(_)
+            | RuleParams::SystemdStart(_)
+            | RuleParams::Cleanup(_) => {}
         }
     }
 
@@ -220,6 +260,27 @@ impl RuleParams {
                     .ok_or_else(|| missing(ActionKind::ComposeUp))?;
                 Action::ComposeUp(compose::ComposeUp { target: c })
             }
+            RuleParams::SystemdRestart(p) => {
+                let t = sections
+                    .systemd
+                    .clone()
+                    .ok_or_else(|| missing(ActionKind::SystemdRestart))?;
+                Action::SystemdRestart(systemd::UnitAction::bind(systemd::Mode::Restart, t, p)?)
+            }
+            RuleParams::SystemdStart(p) => {
+                let t = sections
+                    .systemd
+                    .clone()
+                    .ok_or_else(|| missing(ActionKind::SystemdStart))?;
+                Action::SystemdStart(systemd::UnitAction::bind(systemd::Mode::Start, t, p)?)
+            }
+            RuleParams::Cleanup(_) => {
+                let c = sections
+                    .cleanup
+                    .clone()
+                    .ok_or_else(|| missing(ActionKind::Cleanup))?;
+                Action::Cleanup(cleanup::Cleanup { target: c })
+            }
         })
     }
 }
@@ -237,6 +298,12 @@ pub enum Action {
     AdsRouteAdd(ads_route::RouteAdd),
     /// See [`compose::ComposeUp`].
     ComposeUp(compose::ComposeUp),
+    /// See [`systemd::UnitAction`].
+    SystemdRestart(systemd::UnitAction),
+    /// See [`systemd::UnitAction`].
+    SystemdStart(systemd::UnitAction),
+    /// See [`cleanup::Cleanup`].
+    Cleanup(cleanup::Cleanup),
 }
 
 /// Values an alert label must take for an action to act, as the configuration writes them;
@@ -261,6 +328,10 @@ pub struct Selection {
     /// Path parameters of an `http_sequence`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, String>,
+    /// The unit, for systemd actions: the allow-listed name at first, the unit's primary name
+    /// once resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
 }
 
 /// What an action may use besides its own data.
@@ -269,6 +340,8 @@ pub struct Context<'a> {
     pub docker: &'a DockerClient,
     /// The process' shared HTTP client.
     pub http: &'a reqwest::Client,
+    /// Connections to service managers' buses.
+    pub systemd: &'a SystemdBuses,
 }
 
 /// Why an action did not succeed.
@@ -292,6 +365,9 @@ impl Action {
             Action::HttpSequence(_) => ActionKind::HttpSequence,
             Action::AdsRouteAdd(_) => ActionKind::AdsRouteAdd,
             Action::ComposeUp(_) => ActionKind::ComposeUp,
+            Action::SystemdRestart(_) => ActionKind::SystemdRestart,
+            Action::SystemdStart(_) => ActionKind::SystemdStart,
+            Action::Cleanup(_) => ActionKind::Cleanup,
         }
     }
 
@@ -303,7 +379,10 @@ impl Action {
                 a.allow_list().into_iter().collect()
             }
             Action::HttpSequence(a) => a.allow_lists(),
-            Action::AdsRouteAdd(_) | Action::ComposeUp(_) => Vec::new(),
+            Action::SystemdRestart(a) | Action::SystemdStart(a) => {
+                a.allow_list().into_iter().collect()
+            }
+            Action::AdsRouteAdd(_) | Action::ComposeUp(_) | Action::Cleanup(_) => Vec::new(),
         }
     }
 
@@ -315,18 +394,24 @@ impl Action {
         match self {
             Action::ContainerRestart(a) | Action::ContainerStart(a) => a.select(labels),
             Action::HttpSequence(a) => a.select(labels),
-            Action::AdsRouteAdd(_) | Action::ComposeUp(_) => Ok(Selection::default()),
+            Action::SystemdRestart(a) | Action::SystemdStart(a) => a.select(labels),
+            Action::AdsRouteAdd(_) | Action::ComposeUp(_) | Action::Cleanup(_) => {
+                Ok(Selection::default())
+            }
         }
     }
 
     /// The subject of a selection on `target`: what incidents and locks apply to. A container
-    /// action's subject is `target/container`, an `http_sequence` with parameters
-    /// `target?name=value&…`, any other the target.
+    /// action's subject is `target/container`, a systemd action's `target/unit`, an
+    /// `http_sequence` with parameters `target?name=value&…`, any other the target.
     #[must_use]
     pub fn subject(&self, target: &str, selection: &Selection) -> String {
         match self {
             Action::ContainerRestart(_) | Action::ContainerStart(_) => {
                 format!("{target}/{}", selection.container.as_deref().unwrap_or(""))
+            }
+            Action::SystemdRestart(_) | Action::SystemdStart(_) => {
+                format!("{target}/{}", selection.unit.as_deref().unwrap_or(""))
             }
             Action::HttpSequence(_) if !selection.params.is_empty() => {
                 let parts: Vec<String> = selection
@@ -336,15 +421,16 @@ impl Action {
                     .collect();
                 format!("{target}?{}", parts.join("&"))
             }
-            Action::HttpSequence(_) | Action::AdsRouteAdd(_) | Action::ComposeUp(_) => {
-                target.to_string()
-            }
+            Action::HttpSequence(_)
+            | Action::AdsRouteAdd(_)
+            | Action::ComposeUp(_)
+            | Action::Cleanup(_) => target.to_string(),
         }
     }
 
     /// Makes a selection canonical before the incident is decided: a container named by full
     /// ID, ID prefix or name becomes the name the Engine reports, checked against the
-    /// allow-list and the opt-in label.
+    /// allow-list and the opt-in label; a unit named by an alias becomes its primary name.
     ///
     /// # Errors
     /// `Denied` when the resolved thing may not be acted on; `Failed` when it cannot be
@@ -358,9 +444,11 @@ impl Action {
             Action::ContainerRestart(a) | Action::ContainerStart(a) => {
                 a.resolve(cx, selection).await
             }
-            Action::HttpSequence(_) | Action::AdsRouteAdd(_) | Action::ComposeUp(_) => {
-                Ok(selection.clone())
-            }
+            Action::SystemdRestart(a) | Action::SystemdStart(a) => a.resolve(cx, selection).await,
+            Action::HttpSequence(_)
+            | Action::AdsRouteAdd(_)
+            | Action::ComposeUp(_)
+            | Action::Cleanup(_) => Ok(selection.clone()),
         }
     }
 
@@ -378,6 +466,58 @@ impl Action {
             Action::HttpSequence(a) => a.run(cx, selection).await,
             Action::AdsRouteAdd(a) => a.run().await,
             Action::ComposeUp(a) => a.run().await,
+            Action::SystemdRestart(a) | Action::SystemdStart(a) => a.run(cx, selection).await,
+            Action::Cleanup(a) => a.run().await,
+        }
+    }
+
+    /// What a dry run of the action would do, when the kind can tell without acting (the
+    /// files a cleanup would remove, the state of the unit a systemd action would act on).
+    pub async fn dry_run(&self, cx: &Context<'_>, selection: &Selection) -> Option<String> {
+        match self {
+            Action::Cleanup(a) => Some(a.dry_run().await),
+            Action::SystemdRestart(a) | Action::SystemdStart(a) => {
+                Some(a.dry_run(cx, selection).await)
+            }
+            Action::ContainerRestart(_)
+            | Action::ContainerStart(_)
+            | Action::HttpSequence(_)
+            | Action::AdsRouteAdd(_)
+            | Action::ComposeUp(_) => None,
+        }
+    }
+
+    /// What the action's own verification checks (`unit x.service`), for kinds that have one.
+    #[must_use]
+    pub fn checks(&self, selection: &Selection) -> Option<String> {
+        match self {
+            Action::SystemdRestart(_) | Action::SystemdStart(_) => {
+                Some(format!("unit {}", selection.unit.as_deref().unwrap_or("")))
+            }
+            Action::ContainerRestart(_)
+            | Action::ContainerStart(_)
+            | Action::HttpSequence(_)
+            | Action::AdsRouteAdd(_)
+            | Action::ComposeUp(_)
+            | Action::Cleanup(_) => None,
+        }
+    }
+
+    /// One round of the action's own verification (see [`Action::checks`]): `Ok` with a token
+    /// that changes when the thing acted on starts again, or why the outcome is not good.
+    /// `Ok` with an empty token for kinds without one.
+    ///
+    /// # Errors
+    /// The state in words when it is not good.
+    pub async fn check(&self, cx: &Context<'_>, selection: &Selection) -> Result<String, String> {
+        match self {
+            Action::SystemdRestart(a) | Action::SystemdStart(a) => a.check(cx, selection).await,
+            Action::ContainerRestart(_)
+            | Action::ContainerStart(_)
+            | Action::HttpSequence(_)
+            | Action::AdsRouteAdd(_)
+            | Action::ComposeUp(_)
+            | Action::Cleanup(_) => Ok(String::new()),
         }
     }
 
@@ -388,7 +528,12 @@ impl Action {
             Action::ContainerRestart(_) | Action::ContainerStart(_) => {
                 selection.container.iter().cloned().collect()
             }
-            Action::HttpSequence(_) | Action::AdsRouteAdd(_) | Action::ComposeUp(_) => Vec::new(),
+            Action::HttpSequence(_)
+            | Action::AdsRouteAdd(_)
+            | Action::ComposeUp(_)
+            | Action::SystemdRestart(_)
+            | Action::SystemdStart(_)
+            | Action::Cleanup(_) => Vec::new(),
         }
     }
 }

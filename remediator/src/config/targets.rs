@@ -131,6 +131,12 @@ pub struct Verify {
     /// Accepted statuses of `url`; default any 2xx.
     #[serde(default)]
     pub expect_status: Vec<u16>,
+    /// A regular expression the body of `url` must match (a pulled model listed in Ollama's
+    /// `/api/tags`).
+    pub body_matches: Option<common::Regex>,
+    /// A regular expression the body of `url` must not match (an unloaded model no longer in
+    /// `/api/ps`).
+    pub body_not_matches: Option<common::Regex>,
     /// Containers that must be running (and healthy when they have a health check), for actions
     /// that do not name a container themselves, such as `compose_up`.
     #[serde(default)]
@@ -155,6 +161,8 @@ impl Default for Verify {
             stable_for: default_stable_for(),
             url: None,
             expect_status: Vec::new(),
+            body_matches: None,
+            body_not_matches: None,
             containers: Vec::new(),
         }
     }
@@ -234,6 +242,11 @@ pub fn load(v: &Value, path: &str, retention: Duration, errs: &mut ConfigErrors)
     }
     if let Some(u) = &f.verify.url {
         check_http_url(u, &common::join(path, "verify.url"), errs);
+    } else if f.verify.body_matches.is_some() || f.verify.body_not_matches.is_some() {
+        errs.push(
+            common::join(path, "verify"),
+            "body_matches and body_not_matches need `url`",
+        );
     }
     if f.verify.interval.is_zero() {
         errs.push(

@@ -51,6 +51,7 @@ impl Engine {
         let cx = Context {
             docker: &self.docker,
             http: &self.http,
+            systemd: &self.systemd,
         };
         let dry_run = setting.cfg.global.dry_run || setting.rule.dry_run;
         // The canonical subject: a container named by ID, ID prefix or name is one subject.
@@ -78,6 +79,12 @@ impl Engine {
             }
         };
         let subject = action.subject(&setting.target.name, &selection);
+        // A dry run says what the action would have done, where its kind can tell.
+        let dry_run_note = if dry_run {
+            action.dry_run(&cx, &selection).await
+        } else {
+            None
+        };
         let flapping = format!(
             "the subject is flapping (at least {} incidents healed within {})",
             setting.target.policy.flapping.count,
@@ -89,6 +96,7 @@ impl Engine {
             selection: selection.clone(),
             policy: setting.target.policy,
             dry_run,
+            dry_run_note,
             flapping_page: escalation::alert(
                 &setting.cfg,
                 &About {
@@ -174,6 +182,7 @@ impl Engine {
         let cx = Context {
             docker: &self.docker,
             http: &self.http,
+            systemd: &self.systemd,
         };
         let timeout = setting.target.timeout;
         let (outcome, detail) =

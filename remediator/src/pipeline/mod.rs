@@ -28,6 +28,7 @@ use crate::matcher;
 use crate::metrics::Metrics;
 use crate::reconcile::Reconciler;
 use crate::store::{Batch, Denial, Job, NewJob, Resolution, Store, StoreError};
+use crate::systemd_bus::SystemdBuses;
 use crate::unmatched::Unmatched;
 use crate::vocab::{AlertDecision, Event};
 use crate::webhook::{AlertStatus, Payload};
@@ -58,6 +59,7 @@ pub struct Engine {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     docker: DockerClient,
+    systemd: SystemdBuses,
     /// The process' one HTTP client.
     pub http: reqwest::Client,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -96,6 +98,7 @@ impl Engine {
             .build()?;
         Ok(Arc::new(Self {
             docker: DockerClient::new(config.docker.host.clone()),
+            systemd: SystemdBuses::new(),
             permits: Semaphore::new(config.global.max_concurrent_actions),
             config: Live::new(config),
             generation: AtomicU64::new(1),

@@ -1,13 +1,14 @@
 //! Verification after an action: the containers it acted on (and the target's `verify`
-//! containers) run and are healthy, and the `verify.url` answers as expected — first within
-//! `deadline`, then without a break for `stable_for`. A container that stops, turns unhealthy
-//! or restarts in that time fails the verification at once.
+//! containers) run and are healthy, the action's own check passes (a systemd unit is active, or
+//! a oneshot's last run succeeded), and the `verify.url` answers as expected — first within
+//! `deadline`, then without a break for `stable_for`. A container or unit that stops, turns
+//! unhealthy or restarts in that time fails the verification at once.
 
 use std::time::{Duration, Instant};
 
 use super::Engine;
 use crate::action::container::check_running;
-use crate::action::{Action, Selection};
+use crate::action::{Action, Context, Selection};
 use crate::config::Verify;
 
 impl Engine {
@@ -24,10 +25,17 @@ impl Engine {
                 containers.push(c.clone());
             }
         }
-        if containers.is_empty() && v.url.is_none() {
+        let own = action.checks(selection);
+        if containers.is_empty() && v.url.is_none() && own.is_none() {
             return Ok("nothing to verify".into());
         }
         let mut what = containers.join(", ");
+        if let Some(o) = &own {
+            if !what.is_empty() {
+                what.push_str(", ");
+            }
+            what.push_str(o);
+        }
         if let Some(u) = &v.url {
             if !what.is_empty() {
                 what.push_str(", ");
@@ -38,7 +46,10 @@ impl Engine {
         // When the checks first passed, with each container's start time then.
         let mut good: Option<(Instant, Vec<String>)> = None;
         loop {
-            match (self.check_once(&containers, v).await, &good) {
+            match (
+                self.check_once(action, selection, &containers, v).await,
+                &good,
+            ) {
                 (Ok(started), None) => {
                     if v.stable_for.is_zero() {
                         return Ok(format!("verified {what}"));
@@ -48,7 +59,7 @@ impl Engine {
                 (Ok(started), Some((since, first))) => {
                     if &started != first {
                         return Err(format!(
-                            "verification failed: a container of {what} restarted {} after it was good",
+                            "verification failed: {what} restarted {} after it was good",
                             human(since.elapsed())
                         ));
                     }
@@ -77,9 +88,21 @@ impl Engine {
         }
     }
 
-    /// One round of checks; returns each container's start time.
-    async fn check_once(&self, containers: &[String], v: &Verify) -> Result<Vec<String>, String> {
-        let mut started = Vec::with_capacity(containers.len());
+    /// One round of checks; returns each container's start time and the action's own token.
+    async fn check_once(
+        &self,
+        action: &Action,
+        selection: &Selection,
+        containers: &[String],
+        v: &Verify,
+    ) -> Result<Vec<String>, String> {
+        let mut started = Vec::with_capacity(containers.len() + 1);
+        let cx = Context {
+            docker: &self.docker,
+            http: &self.http,
+            systemd: &self.systemd,
+        };
+        started.push(action.check(&cx, selection).await?);
         if !containers.is_empty() {
             let docker = self.docker.get().await?;
             for c in containers {
@@ -102,6 +125,25 @@ impl Engine {
             };
             if !ok {
                 return Err(format!("GET {u} answered {s}"));
+            }
+            if v.body_matches.is_some() || v.body_not_matches.is_some() {
+                let body = r
+                    .text()
+                    .await
+                    .map_err(|e| format!("GET {u}: reading the body: {e}"))?;
+                if let Some(re) = &v.body_matches {
+                    if !re.get().is_match(&body) {
+                        return Err(format!(
+                            "GET {u}: the body does not match {:?}",
+                            re.get().as_str()
+                        ));
+                    }
+                }
+                if let Some(re) = &v.body_not_matches {
+                    if re.get().is_match(&body) {
+                        return Err(format!("GET {u}: the body matches {:?}", re.get().as_str()));
+                    }
+                }
             }
         }
         Ok(started)

@@ -51,8 +51,8 @@ pub(super) struct Row<'a> {
 
 pub(super) fn write(c: &Connection, row: &Row<'_>) -> Result<(), StoreError> {
     let a = &row.about;
-    let detail = bounded(row.detail);
-    let alertname = bounded(a.alertname);
+    let detail = bounded(row.detail, detail_bytes(row.event));
+    let alertname = bounded(a.alertname, limits::VALUE_BYTES);
     let started = row.duration.map(|d| row.at - d);
     exec(
 c,
@@ -78,10 +78,20 @@ c,
     Ok(())
 }
 
-/// Text as stored: cut to [`limits::VALUE_BYTES`].
-fn bounded(s: &str) -> Cow<'_, str> {
-    if s.len() > limits::VALUE_BYTES {
-        Cow::Owned(limits::value(s))
+/// The bound of a row's detail: a denial's reason quotes the alert and is kept like a label
+/// value; the remediator's own words about a job, an incident or an escalation (a cleanup's
+/// listing of the files it removed) get [`limits::DETAIL_BYTES`].
+fn detail_bytes(event: Event) -> usize {
+    match event {
+        Event::Denied => limits::VALUE_BYTES,
+        _ => limits::DETAIL_BYTES,
+    }
+}
+
+/// Text as stored: cut to `max` bytes ([`limits::cut`]).
+fn bounded(s: &str, max: usize) -> Cow<'_, str> {
+    if s.len() > max {
+        Cow::Owned(limits::cut(s, max))
     } else {
         Cow::Borrowed(s)
     }
@@ -93,8 +103,8 @@ fn bounded(s: &str) -> Cow<'_, str> {
 /// `first_at`. A flood of one refused alert is then one row, however long it lasts.
 pub(super) fn deny(c: &Connection, row: &Row<'_>) -> Result<(), StoreError> {
     let a = &row.about;
-    let detail = bounded(row.detail);
-    let alertname = bounded(a.alertname);
+    let detail = bounded(row.detail, detail_bytes(row.event));
+    let alertname = bounded(a.alertname, limits::VALUE_BYTES);
     let same: Option<i64> = super::row(
         c,
         "SELECT id FROM audit WHERE result = ?1 AND rule = ?2 AND subject = ?3 AND action = ?4 \

@@ -30,6 +30,8 @@ pub struct DecideInput {
     pub policy: Policy,
     /// Record a dry run instead.
     pub dry_run: bool,
+    /// What the action would have done, for the dry run's audit row.
+    pub dry_run_note: Option<String>,
     /// The escalation posted when the subject is flapping (none without an `escalation`
     /// section).
     pub flapping_page: Option<Value>,
@@ -208,14 +210,11 @@ c,
         ],
     )?;
     if input.dry_run {
-        close(
-            c,
-            &job,
-            Event::DryRun,
-            "dry run: the action was not executed",
-            None,
-            now,
-        )?;
+        let detail = match &input.dry_run_note {
+            Some(note) => format!("dry run: the action was not executed; {note}"),
+            None => "dry run: the action was not executed".to_string(),
+        };
+        close(c, &job, Event::DryRun, &detail, None, now)?;
         return Ok(Decision::DryRun);
     }
     let occurrence: Option<(Option<f64>, Option<f64>)> = row(
@@ -431,7 +430,10 @@ fn start(c: &Connection, job: &Job, now: f64) -> Result<Start, StoreError> {
 }
 
 fn finish(c: &Connection, mut input: FinishInput, now: f64) -> Result<Finished, StoreError> {
-    // An action's words may quote what a peer answered: kept bounded like a reason.
+    // An action's words may quote what a peer answered: bounded. The audit row keeps up to
+    // DETAIL_BYTES (a cleanup lists every file it removed); the incident and an escalation,
+    // which show and post it, keep a value's length.
+    let audit_detail = crate::limits::detail(&input.detail);
     input.detail = crate::limits::value(&input.detail);
     let job = &input.job;
     let incident: Option<i64> = row(
@@ -462,7 +464,7 @@ fn finish(c: &Connection, mut input: FinishInput, now: f64) -> Result<Finished, 
             at: now,
             about: About::job(&job),
             event: input.outcome.event(),
-            detail: &input.detail,
+            detail: &audit_detail,
             duration: Some(input.duration),
         },
     )?;

@@ -47,6 +47,9 @@ struct Limits {
     /// Label and annotation values, alert names and reasons are cut to this many bytes and
     /// marked `…(+N bytes)`.
     value_bytes: usize,
+    /// The detail of an audit row about a job (what an action did, such as the files a cleanup
+    /// removed) is cut to this many bytes.
+    detail_bytes: usize,
     /// Label and annotation names are cut to this many bytes.
     name_bytes: usize,
     /// An alert's labels, and its annotations, keep at most this many bytes.
@@ -64,6 +67,7 @@ struct Limits {
 impl Limits {
     const IN_FORCE: Limits = Limits {
         value_bytes: limits::VALUE_BYTES,
+        detail_bytes: limits::DETAIL_BYTES,
         name_bytes: limits::NAME_BYTES,
         labels_bytes: limits::MAP_BYTES,
         identity_bytes: limits::IDENTITY_BYTES,

@@ -40,6 +40,7 @@ pub fn new_job(fingerprint: &str, starts_at: &str) -> NewJob {
         selection: Selection {
             container: Some("ghost".into()),
             params: BTreeMap::new(),
+            unit: None,
         },
         fingerprint: fingerprint.into(),
         starts_at: starts_at.into(),
@@ -75,6 +76,7 @@ pub async fn decide(store: &Store, job: &Job, policy: Policy, now: f64) -> Decis
                 selection: job.new.selection.clone(),
                 policy,
                 dry_run: false,
+                dry_run_note: None,
                 flapping_page: Some(page("flapping")),
             },
             now,
