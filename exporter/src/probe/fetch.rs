@@ -137,6 +137,14 @@ impl HttpClients {
         self.client(tls, follow_redirects, false)
     }
 
+    /// Drops the clients of TLS settings for which `used` is false (with their idle
+    /// connections), so that settings a reload left behind do not stay in memory.
+    pub fn retain(&self, used: impl Fn(&TlsOptions) -> bool) {
+        if let Ok(mut map) = self.clients.lock() {
+            map.retain(|(tls, _, _), _| used(tls));
+        }
+    }
+
     fn client(
         &self,
         tls: &TlsOptions,
