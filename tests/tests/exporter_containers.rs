@@ -71,6 +71,16 @@ fn container_states_show_in_metrics() {
         ),
         0.0
     );
+    // The state set lists every state the Engine API knows, also those this Engine never
+    // reports.
+    assert_eq!(
+        value(
+            &s,
+            "stackmedic_container_state",
+            &[box_, w, ("state", "stopping")]
+        ),
+        0.0
+    );
     assert_eq!(
         value(
             &s,
