@@ -14,7 +14,7 @@ use stackmedic_common::ConfigErrors;
 
 use super::{Health, Item, ProbeError, Reason, RunContext};
 use crate::metrics::{Family, Samples};
-use crate::support::{lock, truncate};
+use crate::support::{error_chain, lock, truncate};
 
 pub(super) static DOCKER_UP: Family = Family::gauge(
     "stackmedic_docker_up",
@@ -174,12 +174,14 @@ impl DockerProbe {
             Ok(v) => v,
             Err(e) => {
                 out.flag(&DOCKER_UP, &[], false);
-                let error = docker_error(&e);
+                let error = docker_error(self.cfg.host.as_deref(), &e);
                 for name in &self.cfg.expected {
                     out.flag(&RUNNING, &[("container", name)], false);
                     cx.report(
-                        Item::new(CONTAINER, name, Health::Unknown, "not known")
-                            .detail("the Docker Engine did not answer"),
+                        Item::new(CONTAINER, name, Health::Unknown, "not known").detail(format!(
+                            "the Docker Engine did not answer: {}",
+                            error.message
+                        )),
                     );
                 }
                 return Err(error);
@@ -357,14 +359,18 @@ fn humantime_rfc3339(s: &str) -> Option<f64> {
         .map(|d| d.as_secs_f64())
 }
 
-fn docker_error(e: &bollard::errors::Error) -> ProbeError {
+/// The error of a request to the engine at `host` (the configured socket, or the default
+/// one), with its whole cause chain: a socket the exporter may not open reads "permission
+/// denied", not only "client error (Connect)".
+fn docker_error(host: Option<&str>, e: &bollard::errors::Error) -> ProbeError {
     use bollard::errors::Error as E;
     let reason = match e {
         E::DockerResponseServerError { .. } => Reason::Docker,
         E::RequestTimeoutError => Reason::Timeout,
         _ => Reason::Connect,
     };
-    ProbeError::new(reason, format!("docker engine: {e}"))
+    let at = host.map(|h| format!(" at {h}")).unwrap_or_default();
+    ProbeError::new(reason, format!("docker engine{at}: {}", error_chain(e)))
 }
 
 #[cfg(test)]

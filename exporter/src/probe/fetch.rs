@@ -17,6 +17,7 @@ use stackmedic_common::config::join;
 use stackmedic_common::ConfigErrors;
 
 use super::{ProbeError, Reason, RunContext};
+use crate::support::error_chain;
 
 /// The `User-Agent` of every probe request; access-log counting skips it by default.
 pub const USER_AGENT: &str = concat!("stackmedic-exporter/", env!("CARGO_PKG_VERSION"));
@@ -315,18 +316,6 @@ pub async fn open(
         max_body,
         read: 0,
     })
-}
-
-/// An error with its whole cause chain, `outer: inner: innermost`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    message
 }
 
 /// Turns a client error into a failure reason, keeping the whole cause chain in the message.
