@@ -261,9 +261,7 @@ impl ProbeKindConfig {
             | Self::DockerDisk(_) => None,
         }
     }
-}
 
-impl ProbeKindConfig {
     /// The configured `https` URL the kind's requests go to, with the TLS settings of its
     /// client: the endpoint whose certificate facts the runner exports beside each run. `None`
     /// for a kind without one, for a plain `http` URL, and for `tcp`, which reads the facts
