@@ -24,7 +24,8 @@ use tracing::Instrument;
 
 use crate::config::{Config, ProbeSpec};
 use crate::metrics::{Exposition, Family, Rendered, Samples};
-use crate::probe::{Items, Probe, ProbeError, Reason, RunContext, Shared};
+use crate::probe::fetch::TlsOptions;
+use crate::probe::{certificate, Items, Probe, ProbeError, Reason, RunContext, Shared};
 use crate::support::{lock, truncate};
 
 static SUCCESS: Family = Family::gauge(
@@ -153,17 +154,30 @@ impl Slot {
         let cx = RunContext::new(self.spec.timeout, shared.clone());
         let started = Instant::now();
         let mut samples = Samples::default();
+        let mut certificate = Samples::default();
+        // The certificate facts of a probe's `https` endpoint are read beside its run, on a
+        // handshake of their own, so a slow body does not leave them without time.
+        let run = async {
+            let endpoint = self.spec.kind.https_endpoint();
+            let facts = async {
+                if let Some((url, tls)) = endpoint {
+                    certificate::inspect_url(&cx, url, tls, &mut certificate).await;
+                }
+            };
+            tokio::join!(self.probe.run(&cx, &mut samples), facts).0
+        };
         // Probes end their own work by the context's deadline and then report what they learned
         // (a status of 0, partial counts); the runner's limit is a backstop a little later, for
         // work that cannot be bounded from inside.
         let backstop = self.spec.timeout + BACKSTOP_GRACE;
-        let result = match tokio::time::timeout(backstop, self.probe.run(&cx, &mut samples)).await {
+        let result = match tokio::time::timeout(backstop, run).await {
             Ok(r) => r,
             Err(_) => Err(ProbeError::new(
                 Reason::Timeout,
                 format!("no result within {:?}", self.spec.timeout),
             )),
         };
+        samples.0.append(&mut certificate.0);
         let duration = started.elapsed().as_secs_f64();
         let mut st = lock(&self.state);
         let was_ok = st.last.as_ref().map(|l| l.success);
@@ -342,6 +356,12 @@ impl Runner {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         cur.cancel.cancel();
         *cur = Generation { slots, cancel };
+        drop(cur);
+        // Verifiers and clients of TLS settings the new configuration no longer uses would
+        // otherwise stay for the life of the process, one set per reload that changed them.
+        let used: Vec<&TlsOptions> = config.probes.iter().filter_map(|p| p.kind.tls()).collect();
+        self.shared.certificates.retain(|t| used.contains(&t));
+        self.shared.http.retain(|t| used.contains(&t));
         Ok(())
     }
 

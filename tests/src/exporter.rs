@@ -40,6 +40,9 @@ pub struct Options<'a> {
     pub disable_lifecycle: bool,
     /// Further flags, such as `--web.max-connections=64`.
     pub args: Vec<String>,
+    /// Run as this user and group id (the test must run as root), for what file modes deny:
+    /// its directory and configuration are made readable to it.
+    pub run_as: Option<u32>,
 }
 
 /// A running exporter, stopped when dropped.
@@ -77,6 +80,9 @@ impl Exporter {
             std::fs::write(dir.path().join(name), contents)
                 .unwrap_or_else(|e| panic!("cannot write {name}: {e}"));
         }
+        if opts.run_as.is_some() {
+            set_mode(dir.path(), 0o755);
+        }
         let mut last = String::new();
         for attempt in 1..=4 {
             let port = opts.port.unwrap_or_else(crate::free_port);
@@ -93,12 +99,19 @@ impl Exporter {
             if let Some(c) = opts.config {
                 let path = dir.path().join("config.yml");
                 std::fs::write(&path, subst(c)).expect("write config.yml");
+                if opts.run_as.is_some() {
+                    set_mode(&path, 0o644);
+                }
                 cmd.arg("--config.file").arg(path);
             }
             if let Some(w) = opts.web_config {
                 let path = dir.path().join("web.yml");
                 std::fs::write(&path, subst(w)).expect("write web.yml");
                 cmd.arg("--web.config.file").arg(path);
+            }
+            if let Some(id) = opts.run_as {
+                use std::os::unix::process::CommandExt as _;
+                cmd.uid(id).gid(id);
             }
             let mut process = Process::spawn(&format!("exporter-{attempt}"), cmd, dir.path());
             let plain = opts.web_config.is_none();
@@ -231,4 +244,10 @@ pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
             .collect();
         panic!("no sample {name}{labels:?}; samples of that name: {same:?}")
     })
+}
+
+fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", path.display()));
 }

@@ -1,7 +1,8 @@
 //! Certificates for TLS tests, made by the real `openssl` command line tool.
 
+use std::io::Write as _;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 /// Runs `openssl` with `args` in `dir`, panicking with its stderr on failure.
 fn openssl(dir: &Path, args: &[&str]) {
@@ -90,4 +91,38 @@ pub fn make_certificates_valid_for(dir: &Path, days: u32) {
             "server.ext",
         ],
     );
+}
+
+/// The SRI digest of a file, `<alg>-<base64>`, by `openssl dgst -<alg> -binary FILE | openssl base64 -A`, as two processes joined by us.
+///
+/// # Panics
+/// When `openssl` is missing or fails.
+pub fn openssl_sri(alg: &str, file: &Path) -> String {
+    let openssl = crate::require_program(&["/usr/bin/openssl"], "openssl");
+    let dgst = Command::new(&openssl)
+        .arg("dgst")
+        .arg(format!("-{alg}"))
+        .arg("-binary")
+        .arg(file)
+        .output()
+        .expect("run openssl dgst");
+    assert!(
+        dgst.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dgst.stderr)
+    );
+    let mut b64 = Command::new(&openssl)
+        .args(["base64", "-A"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("run openssl base64");
+    b64.stdin
+        .take()
+        .expect("stdin")
+        .write_all(&dgst.stdout)
+        .expect("write digest");
+    let out = b64.wait_with_output().expect("openssl base64");
+    assert!(out.status.success());
+    format!("{alg}-{}", String::from_utf8_lossy(&out.stdout).trim())
 }

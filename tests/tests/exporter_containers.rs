@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use stackmedic_tests::docker::{docker_ok, ensure_docker, run_busybox};
-use stackmedic_tests::exporter::{value, Exporter};
+use stackmedic_tests::exporter::{value, Exporter, Options};
 use stackmedic_tests::http;
 use stackmedic_tests::metrics::{find, Sample};
 use stackmedic_tests::unique_name;
@@ -68,6 +68,16 @@ fn container_states_show_in_metrics() {
             &s,
             "stackmedic_container_state",
             &[box_, w, ("state", "exited")]
+        ),
+        0.0
+    );
+    // The state set lists every state the Engine API knows, also those this Engine never
+    // reports.
+    assert_eq!(
+        value(
+            &s,
+            "stackmedic_container_state",
+            &[box_, w, ("state", "stopping")]
         ),
         0.0
     );
@@ -224,3 +234,72 @@ fn now() -> f64 {
         .expect("clock after 1970")
         .as_secs_f64()
 }
+
+/// A socket the exporter cannot open names the operating system's reason in its failure
+/// message on the landing page, not only the client's "client error (Connect)": a real Unix
+/// socket of this test with mode 000 (the exporter runs as `nobody` when the test runs as root,
+/// whom file modes do not stop), a regular file where the socket should be, and a missing path.
+#[test]
+fn an_unusable_socket_names_the_os_error() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let socket = dir.path().join("docker.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).expect("bind socket");
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+    let file = dir.path().join("not-a-socket");
+    std::fs::write(&file, "plain file").expect("write");
+    // Writable for the exporter: connecting needs write permission before it finds no socket.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+    let missing = dir.path().join("missing/docker.sock");
+    let config = format!(
+        "probes:
+  - name: denied
+    interval: 300ms
+    docker: {{host: 'unix://{}', expected: [owui]}}
+  - name: regular-file
+    interval: 300ms
+    docker: {{host: 'unix://{}'}}
+  - name: missing
+    interval: 300ms
+    docker: {{host: 'unix://{}'}}
+",
+        socket.display(),
+        file.display(),
+        missing.display()
+    );
+    let mut exporter = Exporter::start_with(Options {
+        config: Some(&config),
+        run_as: stackmedic_tests::is_root().then_some(NOBODY),
+        ..Options::default()
+    });
+    for p in ["denied", "regular-file", "missing"] {
+        exporter.wait_value(
+            "stackmedic_probe_failure_reason",
+            &[("probe", p), ("reason", "connect")],
+            1.0,
+        );
+    }
+    let page = http::get(&exporter.url("/")).expect("status page").text();
+    for (path, cause) in [
+        (&socket, "Permission denied (os error 13)"),
+        (&file, "Connection refused (os error 111)"),
+        (&missing, "Socket not found"),
+    ] {
+        let want = format!("docker engine at unix://{}: ", path.display());
+        let at = page
+            .find(&want)
+            .unwrap_or_else(|| panic!("no message for {want} in:\n{page}"));
+        let message = &page[at..];
+        let message = &message[..message.find('<').unwrap_or(message.len())];
+        assert!(message.contains(cause), "{cause} missing from {message:?}");
+    }
+    // The expected container's own line says why it is not known.
+    assert!(
+        page.contains("the Docker Engine did not answer: docker engine at unix://"),
+        "{page}"
+    );
+}
+
+/// The user and group id of `nobody`.
+const NOBODY: u32 = 65534;

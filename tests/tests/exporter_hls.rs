@@ -4,7 +4,8 @@
 //! one interval; starting it again turns it fresh and counts a media-sequence regression. Also a
 //! VOD playlist with `#EXT-X-ENDLIST` (never stale, however old), a live playlist last written an
 //! hour ago (stale at the first observation), a malformed playlist, a missing one, and a master
-//! playlist followed to its variants (and capped by `max_variants`).
+//! playlist followed to its variants (and capped by `max_variants`). Redirects are followed only
+//! within the playlist's origin or to an `allowed_hosts` host.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -419,4 +420,90 @@ fn playlist_uris_stay_on_the_playlists_host_or_in_its_folder() {
         "{page}"
     );
     assert!(!page.contains("No such file"), "{page}");
+}
+
+#[test]
+fn redirects_stay_within_the_playlists_origin() {
+    // The other server listens on a second loopback address too, which stands in for a host
+    // listed in allowed_hosts.
+    let other = Nginx::start(
+        "listen 127.0.0.1:{port};\nlisten 127.0.0.2:{port};\nlocation / { root {www}; }\n",
+    );
+    let op = other.port();
+    other.write("www/live.m3u8", playlist_ending_in("seg1.ts"));
+    other.write("www/cdn-live.m3u8", playlist_ending_in("seg1.ts"));
+    other.write("www/seg1.ts", "segment");
+    let nginx = Nginx::start(&format!(
+        "location / {{ root {{www}}; }}\n\
+         location = /moved.m3u8 {{ return 302 http://127.0.0.1:{op}/live.m3u8; }}\n\
+         location = /cdn.m3u8 {{ return 302 http://127.0.0.2:{op}/cdn-live.m3u8; }}\n\
+         location = /same.m3u8 {{ return 302 /good.m3u8; }}\n\
+         location = /moved-seg.ts {{ return 302 http://127.0.0.1:{op}/seg1.ts; }}\n"
+    ));
+    nginx.write("www/good.m3u8", playlist_ending_in("seg1.ts"));
+    nginx.write("www/seg0.ts", "segment");
+    nginx.write("www/seg1.ts", "segment");
+    nginx.write("www/seg-moved.m3u8", playlist_ending_in("moved-seg.ts"));
+    let probe = |name: &str, path: &str, extra: &str| {
+        format!(
+            "  - name: {name}\n    interval: 300ms\n    timeout: 250ms\n    hls:\n      url: {}\n      check_newest_segment: true\n{extra}",
+            nginx.url(path)
+        )
+    };
+    let config = [
+        "probes:\n".to_string(),
+        probe("moved", "/moved.m3u8", ""),
+        probe("same-origin", "/same.m3u8", ""),
+        probe("segment-moved", "/seg-moved.m3u8", ""),
+        probe("cdn-not-listed", "/cdn.m3u8", ""),
+        probe(
+            "cdn-listed",
+            "/cdn.m3u8",
+            "      allowed_hosts: [127.0.0.2]\n",
+        ),
+    ]
+    .concat();
+    let mut exporter = Exporter::start(&config);
+    let all = [
+        "moved",
+        "same-origin",
+        "segment-moved",
+        "cdn-not-listed",
+        "cdn-listed",
+    ];
+    let s = exporter.wait_for("every probe ran", WAIT, |s| {
+        all.iter()
+            .all(|p| find(s, SUCCESS, &[("probe", p)]).is_some())
+    });
+    // Within the origin, or to a listed host: followed.
+    for p in ["same-origin", "cdn-listed"] {
+        assert_eq!(value(&s, SUCCESS, &[("probe", p)]), 1.0, "{p}");
+        assert_eq!(value(&s, UP, &[("probe", p)]), 1.0, "{p}");
+        assert_eq!(value(&s, FETCHABLE, &[("probe", p)]), 1.0, "{p}");
+    }
+    // To another port of the same host, or to a host not listed: not followed.
+    for p in ["moved", "cdn-not-listed"] {
+        assert_eq!(value(&s, SUCCESS, &[("probe", p)]), 0.0, "{p}");
+        assert_eq!(value(&s, UP, &[("probe", p)]), 0.0, "{p}");
+        assert_eq!(reason(&s, p).as_deref(), Some("http_status"), "{p}");
+    }
+    // A segment redirected off the origin is not fetched.
+    assert_eq!(value(&s, UP, &[("probe", "segment-moved")]), 1.0);
+    assert_eq!(value(&s, FETCHABLE, &[("probe", "segment-moved")]), 0.0);
+    assert_eq!(reason(&s, "segment-moved").as_deref(), Some("http_status"));
+    let page = stackmedic_tests::http::get(&exporter.url("/"))
+        .expect("landing page")
+        .text();
+    assert!(
+        page.contains(&format!(
+            "to http://127.0.0.1:{op}/live.m3u8 leaves the playlist"
+        )),
+        "{page}"
+    );
+    // The other server saw only the requests of the probe whose redirect was to a listed host.
+    let log = std::fs::read_to_string(other.access_log()).expect("access log");
+    assert!(log.contains("GET /cdn-live.m3u8"), "{log}");
+    assert!(!log.contains("GET /live.m3u8"), "{log}");
+    assert!(!log.contains("GET /seg1.ts"), "{log}");
+    assert!(!log.contains("HEAD /seg1.ts"), "{log}");
 }

@@ -5,7 +5,6 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, SystemTime};
 
@@ -14,6 +13,7 @@ use stackmedic_tests::exporter::{value, Exporter, WAIT};
 use stackmedic_tests::metrics::{find, Sample};
 use stackmedic_tests::nginx::Nginx;
 use stackmedic_tests::pseudo_random_bytes;
+use stackmedic_tests::tls::openssl_sri;
 
 const CHECKED: &str = "stackmedic_sri_entries_checked";
 const DRIFTED: &str = "stackmedic_sri_entries_drifted";
@@ -22,37 +22,6 @@ const ENTRY: &str = "stackmedic_sri_entry_drift";
 const HASHES: &str = "stackmedic_sri_hashes_total";
 const REASON: &str = "stackmedic_probe_failure_reason";
 const SUCCESS: &str = "stackmedic_probe_success";
-
-/// `openssl dgst -<alg> -binary FILE | openssl base64 -A`, as two processes joined by us.
-fn openssl_sri(alg: &str, file: &Path) -> String {
-    let openssl = stackmedic_tests::require_program(&["/usr/bin/openssl"], "openssl");
-    let dgst = Command::new(&openssl)
-        .arg("dgst")
-        .arg(format!("-{alg}"))
-        .arg("-binary")
-        .arg(file)
-        .output()
-        .expect("run openssl dgst");
-    assert!(
-        dgst.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dgst.stderr)
-    );
-    let mut b64 = Command::new(&openssl)
-        .args(["base64", "-A"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run openssl base64");
-    b64.stdin
-        .take()
-        .expect("stdin")
-        .write_all(&dgst.stdout)
-        .expect("write digest");
-    let out = b64.wait_with_output().expect("openssl base64");
-    assert!(out.status.success());
-    format!("{alg}-{}", String::from_utf8_lossy(&out.stdout).trim())
-}
 
 fn write(path: &Path, data: &[u8]) {
     if let Some(d) = path.parent() {

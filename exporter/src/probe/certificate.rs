@@ -223,6 +223,25 @@ pub struct Verifiers {
 }
 
 impl Verifiers {
+    /// Drops the verifiers of TLS settings for which `used` is false, so that settings a
+    /// reload left behind do not stay in memory: the cache holds at most the settings of the
+    /// running configuration (and of a run that was still in flight when it was swapped in).
+    pub fn retain(&self, used: impl Fn(&TlsOptions) -> bool) {
+        lock(&self.cache).retain(|tls, _| used(tls));
+    }
+
+    /// How many verifiers the cache holds.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        lock(&self.cache).len()
+    }
+
+    /// Whether the cache is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn get(&self, tls: &TlsOptions) -> Result<Arc<rustls_platform_verifier::Verifier>, String> {
         let mut cache = lock(&self.cache);
         if let Some(v) = cache.get(tls) {
@@ -380,9 +399,14 @@ pub async fn inspect(
     Ok(facts)
 }
 
-/// Exports the certificate facts of an `https` URL. A failure is only logged: the probe's own
-/// request tells whether the endpoint works, and its reason says why not.
+/// Exports the certificate facts of the endpoint of an `https` URL: the runner calls it beside
+/// every run of a probe whose requests go to a configured `https` URL, so each such probe makes
+/// one handshake of this kind per run, to the URL's host and port. A failure is only logged:
+/// the probe's own request tells whether the endpoint works, and its reason says why not.
 pub async fn inspect_url(cx: &RunContext, url: &Url, tls: &TlsOptions, out: &mut Samples) {
+    if url.scheme() != "https" {
+        return;
+    }
     let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
         return;
     };
@@ -425,6 +449,22 @@ mod tests {
         let item = facts.item(0.0);
         assert_eq!(item.health, Health::Failing);
         assert_eq!(item.state, "not readable");
+    }
+
+    #[test]
+    fn verifiers_of_settings_no_longer_used_are_dropped() {
+        let verifiers = Verifiers::default();
+        let plain = TlsOptions::default();
+        let mut insecure = TlsOptions::default();
+        insecure.insecure_skip_verify = true;
+        verifiers.get(&plain).expect("verifier");
+        verifiers.get(&insecure).expect("verifier");
+        verifiers.get(&plain).expect("verifier");
+        assert_eq!(verifiers.len(), 2);
+        verifiers.retain(|t| *t == plain);
+        assert_eq!(verifiers.len(), 1);
+        verifiers.retain(|_| false);
+        assert!(verifiers.is_empty());
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
-use bollard::models::ContainerInspectResponse;
+use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum};
 use bollard::query_parameters::ListContainersOptions;
 use bollard::Docker;
 use serde::Deserialize;
@@ -14,7 +14,7 @@ use stackmedic_common::ConfigErrors;
 
 use super::{Health, Item, ProbeError, Reason, RunContext};
 use crate::metrics::{Family, Samples};
-use crate::support::{lock, truncate};
+use crate::support::{error_chain, lock, truncate};
 
 pub(super) static DOCKER_UP: Family = Family::gauge(
     "stackmedic_docker_up",
@@ -34,7 +34,7 @@ static RUNNING: Family = Family::gauge(
 );
 static STATE: Family = Family::gauge(
     "stackmedic_container_state",
-    "State set of the container state: created, running, paused, restarting, removing, exited, dead.",
+    "State set of the container state: created, running, paused, restarting, removing, stopping, exited, dead.",
 );
 static HEALTH: Family = Family::gauge(
     "stackmedic_container_health_status",
@@ -53,15 +53,36 @@ static EXIT_CODE: Family = Family::gauge(
     "Exit code of the container's last run (0 while it has not exited).",
 );
 
+/// Every state the Engine reports (`State.Status`), in label order; [`state_label`] names
+/// each one.
 const STATES: &[&str] = &[
     "created",
     "running",
     "paused",
     "restarting",
     "removing",
+    "stopping",
     "exited",
     "dead",
 ];
+
+/// The `state` label of a container state; `None` when the Engine reported none. The match is
+/// exhaustive, so a state a newer Engine API adds does not compile until it is listed here and
+/// in [`STATES`].
+fn state_label(status: ContainerStateStatusEnum) -> Option<&'static str> {
+    use ContainerStateStatusEnum as S;
+    match status {
+        S::CREATED => Some("created"),
+        S::RUNNING => Some("running"),
+        S::PAUSED => Some("paused"),
+        S::RESTARTING => Some("restarting"),
+        S::REMOVING => Some("removing"),
+        S::STOPPING => Some("stopping"),
+        S::EXITED => Some("exited"),
+        S::DEAD => Some("dead"),
+        S::EMPTY => None,
+    }
+}
 const HEALTH_STATES: &[&str] = &["healthy", "unhealthy", "starting", "none"];
 
 fn match_all() -> Regex {
@@ -153,12 +174,14 @@ impl DockerProbe {
             Ok(v) => v,
             Err(e) => {
                 out.flag(&DOCKER_UP, &[], false);
-                let error = docker_error(&e);
+                let error = docker_error(self.cfg.host.as_deref(), &e);
                 for name in &self.cfg.expected {
                     out.flag(&RUNNING, &[("container", name)], false);
                     cx.report(
-                        Item::new(CONTAINER, name, Health::Unknown, "not known")
-                            .detail("the Docker Engine did not answer"),
+                        Item::new(CONTAINER, name, Health::Unknown, "not known").detail(format!(
+                            "the Docker Engine did not answer: {}",
+                            error.message
+                        )),
                     );
                 }
                 return Err(error);
@@ -215,13 +238,11 @@ impl DockerProbe {
 fn export(name: &str, info: &ContainerInspectResponse, out: &mut Samples) {
     let labels = [("container", name)];
     let state = info.state.as_ref();
-    let status = state
-        .and_then(|s| s.status)
-        .map(|s| s.to_string())
-        .unwrap_or_default();
+    let status = state.and_then(|s| s.status).and_then(state_label);
     let running = state.and_then(|s| s.running).unwrap_or(false);
     out.flag(&RUNNING, &labels, running);
-    out.state_set(&STATE, &labels, "state", STATES, &status);
+    // A container without a reported state has every state series at 0.
+    out.state_set(&STATE, &labels, "state", STATES, status.unwrap_or_default());
     let health = state
         .and_then(|s| s.health.as_ref())
         .and_then(|h| h.status)
@@ -338,14 +359,18 @@ fn humantime_rfc3339(s: &str) -> Option<f64> {
         .map(|d| d.as_secs_f64())
 }
 
-fn docker_error(e: &bollard::errors::Error) -> ProbeError {
+/// The error of a request to the engine at `host` (the configured socket, or the default
+/// one), with its whole cause chain: a socket the exporter may not open reads "permission
+/// denied", not only "client error (Connect)".
+fn docker_error(host: Option<&str>, e: &bollard::errors::Error) -> ProbeError {
     use bollard::errors::Error as E;
     let reason = match e {
         E::DockerResponseServerError { .. } => Reason::Docker,
         E::RequestTimeoutError => Reason::Timeout,
         _ => Reason::Connect,
     };
-    ProbeError::new(reason, format!("docker engine: {e}"))
+    let at = host.map(|h| format!(" at {h}")).unwrap_or_default();
+    ProbeError::new(reason, format!("docker engine{at}: {}", error_chain(e)))
 }
 
 #[cfg(test)]
@@ -357,5 +382,53 @@ mod tests {
         assert_eq!(parse_time("0001-01-01T00:00:00Z"), None);
         let t = parse_time("2024-05-01T12:00:00.123456789Z").unwrap();
         assert!((t - 1_714_564_800.123).abs() < 0.01);
+    }
+
+    #[test]
+    fn every_engine_state_is_in_the_state_set() {
+        use ContainerStateStatusEnum as S;
+        let all = [
+            S::CREATED,
+            S::RUNNING,
+            S::PAUSED,
+            S::RESTARTING,
+            S::REMOVING,
+            S::STOPPING,
+            S::EXITED,
+            S::DEAD,
+        ];
+        for s in all {
+            let label = state_label(s).expect("a label");
+            // The label is the Engine's own word for the state.
+            assert_eq!(label, s.to_string());
+            assert!(STATES.contains(&label), "{label} missing from STATES");
+        }
+        assert_eq!(STATES.len(), all.len());
+        assert_eq!(state_label(S::EMPTY), None);
+    }
+
+    #[test]
+    fn a_stopping_container_has_its_state_series_set() {
+        use bollard::models::ContainerState;
+        let info = ContainerInspectResponse {
+            state: Some(ContainerState {
+                status: Some(ContainerStateStatusEnum::STOPPING),
+                running: Some(true),
+                ..ContainerState::default()
+            }),
+            ..ContainerInspectResponse::default()
+        };
+        let mut out = Samples::default();
+        export("web", &info, &mut out);
+        let states: Vec<(String, f64)> = out
+            .0
+            .iter()
+            .filter(|s| s.family.name == "stackmedic_container_state")
+            .map(|s| (s.labels[1].1.clone(), s.value))
+            .collect();
+        assert_eq!(states.len(), STATES.len());
+        for (state, v) in states {
+            assert_eq!(v, if state == "stopping" { 1.0 } else { 0.0 }, "{state}");
+        }
     }
 }

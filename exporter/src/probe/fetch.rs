@@ -17,6 +17,7 @@ use stackmedic_common::config::join;
 use stackmedic_common::ConfigErrors;
 
 use super::{ProbeError, Reason, RunContext};
+use crate::support::error_chain;
 
 /// The `User-Agent` of every probe request; access-log counting skips it by default.
 pub const USER_AGENT: &str = concat!("stackmedic-exporter/", env!("CARGO_PKG_VERSION"));
@@ -135,6 +136,14 @@ impl HttpClients {
         follow_redirects: bool,
     ) -> Result<reqwest::Client, String> {
         self.client(tls, follow_redirects, false)
+    }
+
+    /// Drops the clients of TLS settings for which `used` is false (with their idle
+    /// connections), so that settings a reload left behind do not stay in memory.
+    pub fn retain(&self, used: impl Fn(&TlsOptions) -> bool) {
+        if let Ok(mut map) = self.clients.lock() {
+            map.retain(|(tls, _, _), _| used(tls));
+        }
     }
 
     fn client(
@@ -307,18 +316,6 @@ pub async fn open(
         max_body,
         read: 0,
     })
-}
-
-/// An error with its whole cause chain, `outer: inner: innermost`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut message = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        message.push_str(": ");
-        message.push_str(&s.to_string());
-        source = s.source();
-    }
-    message
 }
 
 /// Turns a client error into a failure reason, keeping the whole cause chain in the message.

@@ -20,6 +20,7 @@ use std::sync::Mutex;
 use std::time::UNIX_EPOCH;
 
 use bytes::Bytes;
+use http::Method;
 use m3u8_rs::{MediaPlaylist, Playlist};
 use serde::Deserialize;
 use stackmedic_common::config::join;
@@ -90,6 +91,9 @@ fn default_max_playlist() -> u64 {
 fn default_max_segment() -> u64 {
     64 << 20
 }
+
+/// Most redirects followed for one request.
+const MAX_REDIRECTS: usize = 10;
 
 /// Longest `variant` label value; longer variant URIs are cut.
 const MAX_LABEL: usize = 64;
@@ -246,11 +250,15 @@ impl Location {
     }
 }
 
-/// Where the URIs of the probe's playlists may lead.
+/// Where the URIs of the probe's playlists, and the redirects of its requests, may lead.
 #[derive(Debug, Clone)]
 struct Scope {
     /// Hosts (lower case) of URLs: the configured playlist's and `allowed_hosts`.
     hosts: Vec<String>,
+    /// `allowed_hosts` alone (lower case).
+    allowed_hosts: Vec<String>,
+    /// The configured playlist URL's origin (scheme, host, port).
+    origin: Option<url::Origin>,
     /// The configured local playlist's folder, normalized.
     folder: Option<PathBuf>,
 }
@@ -266,13 +274,41 @@ impl Scope {
                     .chain(allowed_hosts.iter().cloned())
                     .map(|h| h.to_ascii_lowercase())
                     .collect(),
+                allowed_hosts: allowed_hosts
+                    .iter()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect(),
+                origin: Some(u.origin()),
                 folder: None,
             },
             Location::File(p) => Self {
                 hosts: Vec::new(),
+                allowed_hosts: Vec::new(),
+                origin: None,
                 folder: Some(normalize(p.parent().unwrap_or_else(|| Path::new(".")))),
             },
         }
+    }
+
+    /// Checks a redirect from `from` to `to`: it is followed only to the configured playlist's
+    /// origin, to the origin of the URL that was asked for, or to an `allowed_hosts` host over
+    /// http(s). A server must not be able to send the probe to another port or host.
+    fn allows_redirect(&self, from: &Url, to: &Url) -> Result<(), ProbeError> {
+        let origin = to.origin();
+        let host = to.host_str().unwrap_or_default().to_ascii_lowercase();
+        if self.origin.as_ref() == Some(&origin)
+            || from.origin() == origin
+            || (matches!(to.scheme(), "http" | "https") && self.allowed_hosts.contains(&host))
+        {
+            return Ok(());
+        }
+        Err(ProbeError::new(
+            Reason::HttpStatus,
+            format!(
+                "redirect from {from} to {to} leaves the playlist's origin; not followed \
+                 (configure the final URL, or list its host in allowed_hosts)"
+            ),
+        ))
     }
 
     /// Checks that a local file, followed through its symbolic links, is in the folder. A
@@ -380,7 +416,8 @@ impl HlsProbe {
     /// # Errors
     /// When its HTTP client cannot be built, or neither a URL nor a path is set.
     pub fn new(cfg: HlsConfig, shared: &Shared) -> Result<Self, String> {
-        let client = shared.http.get(&cfg.tls, true)?;
+        // Redirects are followed by the probe itself, only within its scope.
+        let client = shared.http.get(&cfg.tls, false)?;
         let root = match (&cfg.url, &cfg.path) {
             (Some(u), _) => Location::Url(u.clone()),
             // Absolute, so that the folder a local playlist's URIs must stay in is well defined.
@@ -590,8 +627,9 @@ impl HlsProbe {
     async fn load(&self, loc: &Location, cx: &RunContext) -> Result<Document, ProbeError> {
         match loc {
             Location::Url(url) => {
-                let req = self.client.get(url.clone());
-                let resp = fetch::send(cx, req, self.cfg.max_playlist_bytes).await?;
+                let resp = self
+                    .fetch(cx, Method::GET, url, self.cfg.max_playlist_bytes)
+                    .await?;
                 check_status(resp.status, url)?;
                 let modified = resp
                     .headers
@@ -645,6 +683,42 @@ impl HlsProbe {
         }
     }
 
+    /// Requests `url`, following at most [`MAX_REDIRECTS`] redirects, each only within the
+    /// probe's scope ([`Scope::allows_redirect`]). A redirect without `Location` is returned
+    /// as it is, for [`check_status`] to report.
+    async fn fetch(
+        &self,
+        cx: &RunContext,
+        method: Method,
+        url: &Url,
+        max_body: u64,
+    ) -> Result<fetch::Fetched, ProbeError> {
+        let mut current = url.clone();
+        for _ in 0..=MAX_REDIRECTS {
+            let req = self.client.request(method.clone(), current.clone());
+            let resp = fetch::send(cx, req, max_body).await?;
+            let location = resp
+                .headers
+                .get(http::header::LOCATION)
+                .and_then(|v| v.to_str().ok());
+            let (true, Some(location)) = (resp.status.is_redirection(), location) else {
+                return Ok(resp);
+            };
+            let next = current.join(location).map_err(|e| {
+                ProbeError::new(
+                    Reason::HttpStatus,
+                    format!("redirect from {current} to an invalid location: {e}"),
+                )
+            })?;
+            self.scope.allows_redirect(&current, &next)?;
+            current = next;
+        }
+        Err(ProbeError::new(
+            Reason::HttpStatus,
+            format!("{url}: more than {MAX_REDIRECTS} redirects"),
+        ))
+    }
+
     /// Fetches (or, for a file, looks up) the newest segment.
     async fn check_segment(
         &self,
@@ -657,11 +731,13 @@ impl HlsProbe {
             .map_err(|e| ProbeError::new(Reason::Parse, e))?;
         match &loc {
             Location::Url(url) => {
-                let req = match self.cfg.segment_method {
-                    SegmentMethod::Head => self.client.head(url.clone()),
-                    SegmentMethod::Get => self.client.get(url.clone()),
+                let method = match self.cfg.segment_method {
+                    SegmentMethod::Head => Method::HEAD,
+                    SegmentMethod::Get => Method::GET,
                 };
-                let resp = fetch::send(cx, req, self.cfg.max_segment_bytes).await?;
+                let resp = self
+                    .fetch(cx, method, url, self.cfg.max_segment_bytes)
+                    .await?;
                 check_status(resp.status, url)
             }
             Location::File(path) => {
@@ -1054,6 +1130,34 @@ mod tests {
             let text = crate::config::from_value(&v).expect_err(hls).to_string();
             assert!(text.contains(expected), "{hls}: {text}");
         }
+    }
+
+    #[test]
+    fn redirects_stay_within_the_origin_or_the_allowed_hosts() {
+        let root = Url::parse("http://127.0.0.1:8080/cam/live.m3u8").expect("url");
+        let scope = Scope::of(&Location::Url(root.clone()), &["cdn.example".to_string()]);
+        let to = |u: &str| Url::parse(u).expect("url");
+        for ok in [
+            "http://127.0.0.1:8080/other/live.m3u8",
+            "https://CDN.example/cam/live.m3u8",
+            "http://cdn.example:9000/x.ts",
+        ] {
+            assert!(scope.allows_redirect(&root, &to(ok)).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://127.0.0.1:8081/cam/live.m3u8",
+            "https://127.0.0.1:8080/cam/live.m3u8",
+            "http://127.0.0.2:8080/cam/live.m3u8",
+            "file:///etc/passwd",
+        ] {
+            let e = scope.allows_redirect(&root, &to(bad)).expect_err(bad);
+            assert_eq!(e.reason, Reason::HttpStatus);
+        }
+        // A CDN may redirect within its own origin.
+        let cdn = to("http://cdn.example:9000/a.ts");
+        assert!(scope
+            .allows_redirect(&cdn, &to("http://cdn.example:9000/b.ts"))
+            .is_ok());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use stackmedic_common::ConfigErrors;
 use url::Url;
 
 use super::fetch::{self, TlsOptions};
-use super::{certificate, ProbeError, ProblemKind, Problems, Reason, RunContext, Shared};
+use super::{ProbeError, ProblemKind, Problems, Reason, RunContext, Shared};
 use crate::metrics::{Family, Samples};
 use crate::support::truncate;
 
@@ -394,11 +394,7 @@ impl JsonProbe {
             .map_err(|e| ProbeError::new(Reason::Other, format!("bearer token: {e}")))?;
             req = req.bearer_auth(token);
         }
-        let result = fetch::send(cx, req, self.cfg.max_body_bytes).await;
-        if self.cfg.url.scheme() == "https" {
-            certificate::inspect_url(cx, &self.cfg.url, &self.cfg.tls, out).await;
-        }
-        let resp = match result {
+        let resp = match fetch::send(cx, req, self.cfg.max_body_bytes).await {
             Ok(r) => r,
             Err(e) => {
                 out.push(&super::readiness::STATUS_CODE, &[], 0.0);

@@ -261,6 +261,31 @@ impl ProbeKindConfig {
             | Self::DockerDisk(_) => None,
         }
     }
+
+    /// The configured `https` URL the kind's requests go to, with the TLS settings of its
+    /// client: the endpoint whose certificate facts the runner exports beside each run. `None`
+    /// for a kind without one, for a plain `http` URL, and for `tcp`, which reads the facts
+    /// from its own handshake.
+    #[must_use]
+    pub fn https_endpoint(&self) -> Option<(&url::Url, &fetch::TlsOptions)> {
+        let (url, tls) = match self {
+            Self::Http(c) => (&c.url, &c.tls),
+            Self::Cors(c) => (&c.url, &c.tls),
+            Self::StatusPath(c) => (&c.url, &c.tls),
+            Self::Json(c) => (&c.url, &c.tls),
+            Self::Hls(c) => (c.url.as_ref()?, &c.tls),
+            Self::Sri(c) => (c.base_url.as_ref()?, &c.tls),
+            Self::Ads(c) => c.route_status.as_ref().map(|r| (&r.url, &r.tls))?,
+            Self::Tcp(_)
+            | Self::AccessLog(_)
+            | Self::Docker(_)
+            | Self::Backup(_)
+            | Self::Dns(_)
+            | Self::Filesystem(_)
+            | Self::DockerDisk(_) => return None,
+        };
+        (url.scheme() == "https").then_some((url, tls))
+    }
 }
 
 impl Probe {

@@ -302,11 +302,7 @@ impl HttpProbe {
     /// # Errors
     /// `timeout`, `connect`, `tls`, `http_status`, `header_missing`, `parse`, `body_too_large`.
     pub async fn run(&self, cx: &RunContext, out: &mut Samples) -> Result<(), ProbeError> {
-        let opened = self.open(cx).await;
-        if self.cfg.url.scheme() == "https" {
-            super::certificate::inspect_url(cx, &self.cfg.url, &self.cfg.tls, out).await;
-        }
-        let head = match opened {
+        let head = match self.open(cx).await {
             Ok(r) => r,
             Err(e) => {
                 out.push(&STATUS_CODE, &[], 0.0);
