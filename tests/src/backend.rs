@@ -1,9 +1,9 @@
-//! **Our own fixture**, not a real peer: the seeds' backend (a FastAPI-style app behind nginx)
+//! **Our own fixture**, not a real peer: the assistant backend (a FastAPI-style app behind nginx)
 //! is not public, so this module stands in for the few endpoints the exporter probes, on a
 //! plain `std::net::TcpListener`:
 //!
 //! * `GET /api/ready`: 200 `{"ready":true}`, or 503 `{"ready":false}` while warming;
-//! * `GET /status/summary`: the summary JSON of seed 003 with `X-Status-Path: api`, e.g.
+//! * `GET /status/summary`: the summary JSON of the assistant backend with `X-Status-Path: api`, e.g.
 //!   `{"ready":false,"llm":{"path":"warming","primary_model_present":false},
 //!   "status":{"fallback":false},"build":{"sha":"abc123"}}`; the path is switched at run time
 //!   with [`Backend::set_path`];

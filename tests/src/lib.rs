@@ -172,10 +172,10 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
-/// Deterministic bytes that are not all alike (xorshift from `seed`), so that a digest or
+/// Deterministic bytes that are not all alike (xorshift from `start`), so that a digest or
 /// archive bug cannot hide in runs of zeros, and that do not compress.
-pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
+pub fn pseudo_random_bytes(len: usize, start: u64) -> Vec<u8> {
+    let mut x = start | 1;
     (0..len)
         .map(|_| {
             x ^= x << 13;

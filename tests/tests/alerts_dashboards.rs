@@ -1,6 +1,6 @@
 //! The shipped alerting files checked with the real tools: `promtool check rules` and
 //! `promtool test rules` on `alerts/`, `amtool check-config` and one `amtool config routes test`
-//! per seed scenario on `alerts/alertmanager.example.yml`; every dashboard parsed, every panel
+//! per runbook scenario on `alerts/alertmanager.example.yml`; every dashboard parsed, every panel
 //! query checked as PromQL by promtool (inside a generated rule file) and against the metrics
 //! of `docs/metrics.md`.
 
@@ -156,7 +156,7 @@ fn rules_use_only_documented_metrics() {
 }
 
 #[test]
-fn alertmanager_example_is_valid_and_routes_every_seed_scenario() {
+fn alertmanager_example_is_valid_and_routes_every_runbook_scenario() {
     let amtool = amtool();
     let config = "alerts/alertmanager.example.yml";
     assert_success(

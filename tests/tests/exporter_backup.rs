@@ -24,11 +24,11 @@ const T: f64 = 1_795_316_400.0;
 const DAY: f64 = 86_400.0;
 
 /// A real archive: `tar czf <archive> -C <src> .` over a folder with incompressible data.
-fn tar_czf(archive: &Path, seed: u64) {
+fn tar_czf(archive: &Path, start: u64) {
     let src = tempfile::tempdir().unwrap();
     std::fs::write(
         src.path().join("webui.db"),
-        pseudo_random_bytes(300_000, seed),
+        pseudo_random_bytes(300_000, start),
     )
     .unwrap();
     std::fs::create_dir(src.path().join("uploads")).unwrap();

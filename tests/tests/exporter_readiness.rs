@@ -1,5 +1,5 @@
 //! Readiness and edge probes against our backend fixture (`stackmedic_tests::backend`, written
-//! by us because the seeds' backend is not public), reached directly and through a real nginx
+//! by us because the assistant backend is not public), reached directly and through a real nginx
 //! reverse proxy that adds a `cf-ray` header as a Cloudflare edge would.
 
 use std::time::{Duration, Instant};

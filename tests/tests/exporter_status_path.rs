@@ -1,4 +1,4 @@
-//! Status path (seed 003) against a real nginx: locations that answer `X-Status-Path: legacy`,
+//! Status path (the assistant backend) against a real nginx: locations that answer `X-Status-Path: legacy`,
 //! `api` or another value, a `log_format` that writes the header into the access log, and the
 //! exporter counting real client hits from that log across rotation by rename-and-reopen and by
 //! copytruncate, with exact counts; plus active sampling by class.

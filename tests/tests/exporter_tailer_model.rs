@@ -12,8 +12,8 @@
 //! sizes and first bytes.
 //!
 //! `STACKMEDIC_TAILER_SEQUENCES` sets the number of sequences (300 by default; the
-//! `scripts/tailer-model.sh` run uses thousands), `STACKMEDIC_TAILER_SEED` the first seed. A
-//! failure names the seed and the steps that led to it.
+//! `scripts/tailer-model.sh` run uses thousands), `STACKMEDIC_TAILER_FIRST` the number of the first sequence. A
+//! failure names the sequence number and the steps that led to it.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -29,12 +29,12 @@ const GENERATIONS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxy
 
 const VALUES: [&str; 5] = ["api", "legacy", "v3", "-", ""];
 
-/// A small xorshift generator: deterministic per seed, no dependency.
+/// A small xorshift generator: deterministic per start value, no dependency.
 struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Self {
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    fn new(start: u64) -> Self {
+        Self(start.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
     fn next(&mut self) -> u64 {
@@ -412,8 +412,8 @@ fn classify(line: &[u8]) -> usize {
     }
 }
 
-fn run_sequence(seed: u64) {
-    let mut rng = Rng::new(seed);
+fn run_sequence(start: u64) {
+    let mut rng = Rng::new(start);
     let dir = tempfile::tempdir().expect("tempdir");
     let mut world = World::new(dir.path());
     // Most sequences begin with a log that has history; some with no log at all yet.
@@ -449,7 +449,7 @@ fn run_sequence(seed: u64) {
                 let mut lines = Vec::new();
                 let report = tailer
                     .poll(budget, &mut |l| lines.push(l.to_vec()))
-                    .unwrap_or_else(|e| panic!("seed {seed}: poll failed: {e}"));
+                    .unwrap_or_else(|e| panic!("sequence {start}: poll failed: {e}"));
                 let real = Seen {
                     lines,
                     renamed: report.renamed,
@@ -478,7 +478,7 @@ fn run_sequence(seed: u64) {
             };
             let recent: Vec<&String> = log.iter().rev().take(40).rev().collect();
             panic!(
-                "seed {seed}, step {i} ({step:?}): the tailer and the model differ\n\
+                "sequence {start}, step {i} ({step:?}): the tailer and the model differ\n\
                  tailer: {:?} renamed {} truncated {}\n model: {:?} renamed {} truncated {}\n\
                  counts (api, legacy, other, missing, unmatched): tailer {:?}, model {:?}\n\
                  last steps: {recent:?}",
@@ -507,11 +507,11 @@ fn env_number(name: &str, default: u64) -> u64 {
 #[test]
 fn the_tailer_agrees_with_its_model_on_random_rotation_sequences() {
     let n = env_number("STACKMEDIC_TAILER_SEQUENCES", 300);
-    let first = env_number("STACKMEDIC_TAILER_SEED", 1);
-    for seed in first..first + n {
-        run_sequence(seed);
+    let first = env_number("STACKMEDIC_TAILER_FIRST", 1);
+    for start in first..first + n {
+        run_sequence(start);
     }
-    eprintln!("{n} sequences from seed {first}: the tailer agreed with the model");
+    eprintln!("{n} sequences from number {first}: the tailer agreed with the model");
 }
 
 #[test]

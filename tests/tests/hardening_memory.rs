@@ -32,7 +32,7 @@ fn big_webhooks(n: usize) -> Vec<Arc<Vec<u8>>> {
     let names: Vec<String> = (0..60).map(|i| format!("l{i}")).collect();
     let alerts = (0..1200)
         .map(|i| {
-            let instance = format!("h{i}-SEED0000");
+            let instance = format!("h{i}-SLOT0000");
             let mut labels: Vec<(&str, &str)> = vec![("alertname", "HardeningFlood")];
             labels.push(("instance", &instance));
             labels.extend(names.iter().map(|n| (n.as_str(), "v")));
@@ -44,7 +44,7 @@ fn big_webhooks(n: usize) -> Vec<Arc<Vec<u8>>> {
         .map(|i| {
             Arc::new(
                 template
-                    .replace("SEED0000", &format!("S{i:07}"))
+                    .replace("SLOT0000", &format!("S{i:07}"))
                     .into_bytes(),
             )
         })

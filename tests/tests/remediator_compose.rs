@@ -1,4 +1,4 @@
-//! `compose_up` for a stack whose container is gone (seed 000's recovery): a real compose CLI
+//! `compose_up` for a stack whose container is gone (the Open WebUI stack's recovery): a real compose CLI
 //! (the `docker compose` plugin, or Debian's `docker-compose`) brings the stack up in the real
 //! Docker Engine, and verification waits until the container runs.
 

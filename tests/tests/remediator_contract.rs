@@ -78,8 +78,8 @@ const TABLE: &[Broken] = &[
     Broken {
         what: "a rule removed",
         file: REMEDIATOR,
-        from: "  # Seed 004, Playbook A.1: restart a stale or unhealthy stream",
-        to: "cut until:   # Seed 004, Playbook B.2",
+        from: "  # The camera/PLC app's playbook A.1: restart a stale or unhealthy stream",
+        to: "cut until:   # The camera/PLC app's playbook B.2",
         finding: "alerts/stackmedic.rules.yml: alert HlsPlaylistStale: remediable (remediation=\"stream_restart\"), but no rule of examples/remediator.yml matches it",
     },
     Broken {

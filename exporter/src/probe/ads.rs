@@ -1,4 +1,4 @@
-//! ADS route and PLC state (seed 004): a TwinCAT device over native AMS/ADS (TCP 48898) — TCP
+//! ADS route and PLC state (the camera/PLC app): a TwinCAT device over native AMS/ADS (TCP 48898) — TCP
 //! connected, target answered, ADS state as a state set, device state, device name and version
 //! — or the camera/PLC app's own `GET /api/plc/ads/route/status`, mapped to the same metrics.
 //!

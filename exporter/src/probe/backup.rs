@@ -1,4 +1,4 @@
-//! Backup age (seed 001): backup archives in one or more folders, named by a pattern with the
+//! Backup age (the backup timers): backup archives in one or more folders, named by a pattern with the
 //! captures `volume` and `timestamp` (`owui-data__20261122T030000Z.tar.gz`). Per volume: newest
 //! and oldest backup time, newest size, count and total size; per folder: whether it exists and
 //! whether others may access it (backups hold secrets: `chmod 700`). Optionally the newest
@@ -72,7 +72,7 @@ static NEWEST_VALID: Family = Family::gauge(
 /// How long an archive must be unmodified before it is verified.
 const WRITE_SETTLE: Duration = Duration::from_secs(10);
 
-/// The default pattern: `<volume>__<timestamp>.tar.gz`, as the seed's backup scripts name them.
+/// The default pattern: `<volume>__<timestamp>.tar.gz`, as the backup runbook's scripts name them.
 pub const DEFAULT_PATTERN: &str =
     r"^(?P<volume>[A-Za-z0-9_.-]+?)__(?P<timestamp>[0-9A-Za-z:.+_-]+)\.(?:tar\.gz|tgz)$";
 
@@ -889,7 +889,7 @@ mod tests {
     }
 
     #[test]
-    fn default_pattern_matches_the_seed_names() {
+    fn default_pattern_matches_the_backup_scripts_names() {
         let p = default_pattern();
         let c = p
             .get()

@@ -1,4 +1,4 @@
-//! TLS certificate facts (seed 002: "strict TLS", "Caddy internal CA not in the trust store"):
+//! TLS certificate facts (the gateway: "strict TLS", "Caddy internal CA not in the trust store"):
 //! the leaf certificate's validity, issuer and subject, and whether its chain verifies against
 //! the trust store the probe's HTTP client uses (the system's plus `tls.ca_file`), or why not.
 //!

@@ -1,4 +1,4 @@
-//! Containers (seeds 000, 002, 003): per container of a Docker Engine whose name matches a
+//! Containers (the Open WebUI stack, the gateway and the assistant backend): per container of a Docker Engine whose name matches a
 //! regex — running, state, health status, restart count, start time, last exit code. An engine
 //! that is down or gone is reported as `stackmedic_docker_up 0`, never a crash.
 

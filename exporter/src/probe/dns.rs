@@ -1,4 +1,4 @@
-//! DNS (seed 002: `getent hosts leitstand…`): resolve a name through the system resolver (as
+//! DNS (the gateway: `getent hosts leitstand…`): resolve a name through the system resolver (as
 //! `getent hosts` does: `/etc/hosts`, then DNS as `nsswitch.conf` says) or by asking a
 //! configured server directly; whether it resolved, how many addresses came back, how long it
 //! took, and whether the addresses are exactly the expected ones.

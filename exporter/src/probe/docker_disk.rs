@@ -1,4 +1,4 @@
-//! Docker disk usage (seed 003: `docker system df -v`): bytes of images, containers, volumes
+//! Docker disk usage (the assistant backend: `docker system df -v`): bytes of images, containers, volumes
 //! and build cache, what of it is reclaimable, and the volumes no container uses (count and
 //! bytes; their names as label values only when they match an allow-listed pattern, so the
 //! number of series stays bounded).

@@ -1,4 +1,4 @@
-//! Disk space (seed 004: "Disk-Füllstand `df -h`, besonders HLS-/Backup-Verzeichnisse"): size,
+//! Disk space (the camera/PLC app: "Disk-Füllstand `df -h`, besonders HLS-/Backup-Verzeichnisse"): size,
 //! free and available bytes and inodes of the filesystem holding a path (`statvfs`, as `df`),
 //! and the size and file count of configured folders.
 //!

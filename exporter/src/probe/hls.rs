@@ -1,4 +1,4 @@
-//! HLS stream freshness (seed 004): a playlist read by URL or from a file; a master playlist is
+//! HLS stream freshness (the camera/PLC app): a playlist read by URL or from a file; a master playlist is
 //! followed to its variants (at most `max_variants`). Per media playlist: media sequence, target
 //! duration, segment count, when the playlist last gained a segment, stale per RFC 8216 §6.2.1,
 //! media-sequence regressions (§6.2.2), end of list, and optionally whether the newest segment

@@ -1,4 +1,4 @@
-//! JSON admin APIs (seed 004: `GET /api/monitor/streams`, `GET /api/admin/logs?type=…`,
+//! JSON admin APIs (the camera/PLC app: `GET /api/monitor/streams`, `GET /api/admin/logs?type=…`,
 //! `GET /api/system/status`, `GET /api/monitor/slo`): values picked by JSON pointer from the
 //! document, or from every element of an array with a label taken from a field of each element
 //! (the stream or camera name), and counts of elements that match conditions (restart errors of

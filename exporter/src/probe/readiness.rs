@@ -1,4 +1,4 @@
-//! Readiness (seeds 000, 002, 003): an HTTP(S) request with expected status codes, latency,
+//! Readiness (the Open WebUI stack, the gateway and the assistant backend): an HTTP(S) request with expected status codes, latency,
 //! named response headers (an edge's `cf-ray`), an optional JSON summary read by JSON pointers
 //! (`llm.path` as a state set, model present, fallback, `build.sha`, when warming began), and a
 //! CORS preflight check.

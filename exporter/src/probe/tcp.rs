@@ -1,4 +1,4 @@
-//! TCP ports (seed 002: "ports 80/443 must listen"): connect to an address, optionally run a
+//! TCP ports (the gateway: "ports 80/443 must listen"): connect to an address, optionally run a
 //! TLS handshake (exporting the certificate's facts) and optionally read a banner that must
 //! match a regex (an SSH or SMTP greeting).
 

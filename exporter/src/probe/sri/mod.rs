@@ -1,4 +1,4 @@
-//! SRI drift (seed 003): recomputes the digests of `sri-manifest.json`
+//! SRI drift (the assistant backend): recomputes the digests of `sri-manifest.json`
 //! (`{ "path": { "sha384": "sha384-…" } }`) against a local root folder and/or a deployed base
 //! URL, and optionally checks the `integrity="…"` attributes of the HTML files under the root.
 //!

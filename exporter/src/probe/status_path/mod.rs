@@ -1,4 +1,4 @@
-//! Status path (seed 003): how many responses carry `X-Status-Path: api`, `legacy`, another
+//! Status path (the assistant backend): how many responses carry `X-Status-Path: api`, `legacy`, another
 //! value or none — by active sampling of an endpoint (this module), and by counting real client
 //! hits in an nginx or Caddy access log ([`access_log`]) that it follows across rotation.
 //!
