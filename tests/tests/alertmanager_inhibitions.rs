@@ -94,7 +94,11 @@ fn alert(labels: &[(&str, &str)], ends_at: Option<f64>) -> Value {
     l.insert("job".into(), json!("stackmedic-exporter"));
     // Starting now: Alertmanager flushes a group at once, without its group_wait, when its alert
     // started longer than group_wait ago, and then races its inhibitor's view of the sources.
-    let mut a = json!({"labels": l, "startsAt": rfc3339(unix_now())});
+    // A resolve (ends_at given) starts before it ends: Alertmanager refuses an alert whose
+    // start is after its end, and "now" read here is later than the caller's end time.
+    let now = unix_now();
+    let starts = ends_at.map_or(now, |t| now.min(t - 1.0));
+    let mut a = json!({"labels": l, "startsAt": rfc3339(starts)});
     if let Some(t) = ends_at {
         a["endsAt"] = json!(rfc3339(t));
     }
