@@ -23,7 +23,9 @@
 //!   root filesystem, its system bus reachable through a host socket;
 //! * [`tmpfs`]: a tmpfs of fixed size, mounted for a test and unmounted after it;
 //! * [`examples`]: the shipped example set copied with only its documented values changed, and
-//!   the loop (exporter, remediator, Prometheus, Alertmanager) started from it.
+//!   the loop (exporter, remediator, Prometheus, Alertmanager) started from it;
+//! * [`webhook_sink`]: a recording webhook receiver standing in for the pager and the ticket
+//!   system Alertmanager notifies (no real peer).
 //!
 //! Rules the helpers follow, and that tests written with them should follow too:
 //!
@@ -64,6 +66,7 @@ pub mod remediator;
 pub mod systemd;
 pub mod tls;
 pub mod tmpfs;
+pub mod webhook_sink;
 
 pub use process::Process;
 

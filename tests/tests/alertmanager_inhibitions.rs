@@ -4,13 +4,10 @@
 //! matching some source's labels — stays active, reaches the remediator's webhook, and so does
 //! its resolve.
 //!
-//! The remediator's, the pager's and the ticket system's webhooks point at this test's own
+//! The remediator's, the pager's and the ticket system's webhooks point at the tests' own
 //! fixture, a receiver that records what it gets (the routing and inhibiting under test are
 //! Alertmanager's own).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -18,62 +15,13 @@ use stackmedic_tests::alertmanager::Alertmanager;
 use stackmedic_tests::examples::ExampleSet;
 use stackmedic_tests::remediator::{rfc3339, unix_now};
 use stackmedic_tests::wait_until;
-
-/// What the sink received: (path, body) per POST.
-type Received = Arc<Mutex<Vec<(String, Value)>>>;
-
-/// Records every POST as (path, body).
-fn sink() -> (u16, Received) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the sink");
-    let port = listener.local_addr().unwrap().port();
-    let got: Received = Arc::default();
-    let rec = got.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
-                continue;
-            }
-            let path = line
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or_default()
-                .to_owned();
-            let mut len = 0usize;
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-                if let Some((k, v)) = h.split_once(':') {
-                    if k.eq_ignore_ascii_case("content-length") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                }
-            }
-            let mut body = vec![0; len];
-            if reader.read_exact(&mut body).is_ok() {
-                rec.lock()
-                    .unwrap()
-                    .push((path, serde_json::from_slice(&body).unwrap_or(Value::Null)));
-            }
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        }
-    });
-    (port, got)
-}
+use stackmedic_tests::webhook_sink::WebhookSink;
 
 /// (alertname, status) of the alerts delivered on `path`.
-fn delivered(got: &Mutex<Vec<(String, Value)>>, path: &str) -> Vec<(String, String)> {
-    got.lock()
-        .unwrap()
-        .iter()
-        .filter(|(p, _)| p == path)
-        .flat_map(|(_, b)| b["alerts"].as_array().cloned().unwrap_or_default())
-        .map(|a| {
+fn delivered(sink: &WebhookSink, path: &str) -> Vec<(String, String)> {
+    sink.alerts(path)
+        .into_iter()
+        .map(|(a, _)| {
             (
                 a["labels"]["alertname"]
                     .as_str()
@@ -226,7 +174,8 @@ const TARGETS: &[&[(&str, &str)]] = &[
 
 #[test]
 fn shipped_inhibitions_mute_targets_but_nothing_the_remediator_needs() {
-    let (port, got) = sink();
+    let sink = WebhookSink::start();
+    let port = sink.port();
     let token = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(token.path(), "inhibition-test-token\n").unwrap();
     let set = ExampleSet::copy(&[
@@ -277,19 +226,19 @@ fn shipped_inhibitions_mute_targets_but_nothing_the_remediator_needs() {
     // Every remediation alert reaches the remediator's webhook at once (group_wait 0s).
     assert!(
         wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
-            let d = delivered(&got, "/webhook");
+            let d = delivered(&sink, "/webhook");
             REMEDIATION
                 .iter()
                 .all(|r| d.contains(&(r[0].1.to_owned(), "firing".to_owned())))
         }),
         "remediation alerts did not reach the remediator: {:?}",
-        delivered(&got, "/webhook")
+        delivered(&sink, "/webhook")
     );
     // Past the paging route's group_wait (30 s): the muted targets never reached on-call or
     // the tickets, while the escalation did.
     std::thread::sleep(Duration::from_secs(40));
-    let pages = delivered(&got, "/page");
-    let tickets = delivered(&got, "/ticket");
+    let pages = delivered(&sink, "/page");
+    let tickets = delivered(&sink, "/ticket");
     for t in TARGETS {
         let name = t[0].1;
         assert!(
@@ -315,7 +264,7 @@ fn shipped_inhibitions_mute_targets_but_nothing_the_remediator_needs() {
         "{pages:?}"
     );
     assert!(
-        !delivered(&got, "/webhook")
+        !delivered(&sink, "/webhook")
             .iter()
             .any(|(n, _)| n == "StackmedicRemediationFailed"),
         "the escalation went back to the remediator"
@@ -329,12 +278,12 @@ fn shipped_inhibitions_mute_targets_but_nothing_the_remediator_needs() {
     am.post_alerts(&json!(resolved)).unwrap();
     assert!(
         wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
-            let d = delivered(&got, "/webhook");
+            let d = delivered(&sink, "/webhook");
             REMEDIATION
                 .iter()
                 .all(|r| d.contains(&(r[0].1.to_owned(), "resolved".to_owned())))
         }),
         "resolves did not reach the remediator: {:?}",
-        delivered(&got, "/webhook")
+        delivered(&sink, "/webhook")
     );
 }

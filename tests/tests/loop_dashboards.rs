@@ -16,15 +16,12 @@
 //! the dashboards. The loop as shipped, with the example set's
 //! files unchanged but for their documented values, is `loop_self_healing.rs`.
 //!
-//! The on-call and ticket receivers of the Alertmanager example point at `WebhookSink`, this
-//! test's own fixture: a generic webhook receiver that records what it gets (there is no real
+//! The on-call and ticket receivers of the Alertmanager example point at `WebhookSink`, the
+//! tests' own fixture: a generic webhook receiver that records what it gets (there is no real
 //! pager to run here).
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -36,6 +33,7 @@ use stackmedic_tests::exporter::Exporter;
 use stackmedic_tests::metrics;
 use stackmedic_tests::prometheus::Prometheus;
 use stackmedic_tests::remediator::Remediator;
+use stackmedic_tests::webhook_sink::WebhookSink;
 use stackmedic_tests::{free_port, unique_name, wait_until, Process};
 
 const TOKEN: &str = "loop-webhook-token-7c21";
@@ -66,80 +64,6 @@ const NO_DATA_IN_LOOP: &[(&str, &str)] = &[
          exist on the test's Engine; exporter_docker_disk covers it",
     ),
 ];
-
-/// The test's webhook receiver fixture standing in for the on-call pager and the ticket
-/// system: records every POST as (path, JSON body) and answers 200.
-struct WebhookSink {
-    port: u16,
-    received: Arc<Mutex<Vec<(String, Value)>>>,
-}
-
-impl WebhookSink {
-    fn start() -> WebhookSink {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the webhook sink");
-        let port = listener.local_addr().unwrap().port();
-        let received: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
-        let sink = Arc::clone(&received);
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut request_line = String::new();
-                if reader.read_line(&mut request_line).is_err() {
-                    continue;
-                }
-                let path = request_line
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or_default()
-                    .to_owned();
-                let mut length = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some((k, v)) = line.split_once(':') {
-                        if k.eq_ignore_ascii_case("content-length") {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                }
-                let mut body = vec![0; length];
-                if reader.read_exact(&mut body).is_ok() {
-                    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    sink.lock().unwrap().push((path, value));
-                }
-                let _ = stream.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
-            }
-        });
-        WebhookSink { port, received }
-    }
-
-    /// Alerts received on `path` (each with the notification's receiver), newest last.
-    fn alerts(&self, path: &str) -> Vec<Value> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(p, _)| p == path)
-            .flat_map(|(_, body)| {
-                body["alerts"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|mut a| {
-                        a["receiver"] = body["receiver"].clone();
-                        a
-                    })
-            })
-            .collect()
-    }
-}
 
 fn yaml_file(relative: &str) -> Value {
     serde_saphyr::from_str(&alerting::read_repo_file(relative))
@@ -459,7 +383,7 @@ fn every_dashboard_panel_has_data_in_a_running_loop() {
         &remediator_config(&name, &web, &secrets, "http://127.0.0.1:9/"),
     );
     let token_file = secrets.join("STACKMEDIC_WEBHOOK_TOKEN");
-    let am = Alertmanager::start(&alertmanager_config(&rem.url(""), sink.port, &token_file));
+    let am = Alertmanager::start(&alertmanager_config(&rem.url(""), sink.port(), &token_file));
     std::fs::write(
         rem.dir().join("remediator.yml"),
         remediator_config(&name, &web, &secrets, &am.url("")),
@@ -600,6 +524,7 @@ fn every_dashboard_panel_has_data_in_a_running_loop() {
     let escalations: Vec<Value> = sink
         .alerts("/page")
         .into_iter()
+        .map(|(a, _)| a)
         .filter(|a| a["labels"]["alertname"] == "StackmedicRemediationFailed")
         .collect();
     assert!(escalations.is_empty(), "{escalations:#?}");

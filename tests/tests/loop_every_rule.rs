@@ -14,73 +14,17 @@
 //!
 //! And a container in a real restart loop (Docker's restart policy, its command exiting after a
 //! second) drives `ContainerRestarting`: its restart count is seen to grow, the alert fires and
-//! reaches the ticket receiver. The on-call and ticket receivers are this test's own recording
+//! reaches the ticket receiver. The on-call and ticket receivers are the tests' own recording
 //! fixture (no real pager runs here).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
 use stackmedic_tests::admin_api::{AdminApi, Rule};
 use stackmedic_tests::docker::{busybox_image, docker, ensure_docker, run_busybox, Container};
 use stackmedic_tests::examples::{ExampleSet, Ports, Stack};
+use stackmedic_tests::webhook_sink::WebhookSink;
 use stackmedic_tests::{free_port, http, unique_name, wait_until};
-
-/// What the sink received: (path, alert name) per alert.
-type Received = Arc<Mutex<Vec<(String, String)>>>;
-
-/// Records the alert names POSTed to each path.
-fn sink() -> (u16, Received) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind the sink");
-    let port = listener.local_addr().unwrap().port();
-    let got: Received = Arc::default();
-    let rec = got.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            if reader.read_line(&mut line).is_err() {
-                continue;
-            }
-            let path = line
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or_default()
-                .to_owned();
-            let mut len = 0usize;
-            loop {
-                let mut h = String::new();
-                if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-                if let Some((k, v)) = h.split_once(':') {
-                    if k.eq_ignore_ascii_case("content-length") {
-                        len = v.trim().parse().unwrap_or(0);
-                    }
-                }
-            }
-            let mut body = vec![0; len];
-            if reader.read_exact(&mut body).is_ok() {
-                let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                for a in v["alerts"].as_array().into_iter().flatten() {
-                    rec.lock().unwrap().push((
-                        path.clone(),
-                        a["labels"]["alertname"]
-                            .as_str()
-                            .unwrap_or_default()
-                            .to_owned(),
-                    ));
-                }
-            }
-            let _ = stream
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-        }
-    });
-    (port, got)
-}
 
 /// The audit rows of `rule`.
 fn rows_of(stack: &Stack, rule: &str) -> Vec<Value> {
@@ -115,7 +59,7 @@ fn every_shipped_rule_fires_once_and_a_restart_loop_raises_container_restarting(
     std::fs::write(d.join("access.log"), "").unwrap();
     let web_port = free_port();
     let web = format!("http://127.0.0.1:{web_port}/");
-    let (sink_port, got) = sink();
+    let sink = WebhookSink::start();
     let camera_app = AdminApi::start(&[
         Rule::json(
             "/api/plc/ads/route/status",
@@ -177,7 +121,7 @@ fn every_shipped_rule_fires_once_and_a_restart_loop_raises_container_restarting(
         ("127.0.0.1:8000", camera_app.url("").replace("http://", "")),
         ("192.0.2.10", "127.0.0.1".to_owned()),
         ("192.0.2.50", "127.0.0.1".to_owned()),
-        ("127.0.0.1:9095", format!("127.0.0.1:{sink_port}")),
+        ("127.0.0.1:9095", format!("127.0.0.1:{}", sink.port())),
         (
             "/etc/prometheus/stackmedic-remediator.token",
             token_file.display().to_string(),
@@ -298,10 +242,9 @@ fn every_shipped_rule_fires_once_and_a_restart_loop_raises_container_restarting(
     );
     assert!(
         wait_until(Duration::from_secs(180), Duration::from_millis(500), || {
-            got.lock()
-                .unwrap()
+            sink.alerts("/ticket")
                 .iter()
-                .any(|(p, a)| p == "/ticket" && a == "ContainerRestarting")
+                .any(|(a, _)| a["labels"]["alertname"] == "ContainerRestarting")
         }),
         "ContainerRestarting did not reach the tickets: {:#?}",
         stack.prometheus_alerts()

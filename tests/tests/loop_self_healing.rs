@@ -18,13 +18,10 @@
 //! - A human fixes it (runs the container again): the page resolves at on-call within a minute.
 //!
 //! The watched container is busybox `httpd` serving a page (Open WebUI's stand-in). The on-call
-//! and ticket receivers of the Alertmanager example point at `WebhookSink`, this test's own
+//! and ticket receivers of the Alertmanager example point at `WebhookSink`, the tests' own
 //! fixture, a generic webhook receiver that records what it gets (there is no real pager to
 //! run here); the camera app's address points at the admin-API recorder fixture.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -32,91 +29,15 @@ use stackmedic_tests::admin_api::AdminApi;
 use stackmedic_tests::docker::{docker, ensure_docker, run_busybox, Container};
 use stackmedic_tests::examples::{ExampleSet, Ports, Stack};
 use stackmedic_tests::remediator::unix_now;
+use stackmedic_tests::webhook_sink::WebhookSink;
 use stackmedic_tests::{free_port, http, unique_name, wait_until};
 
-/// The test's webhook receiver fixture standing in for the on-call pager and the ticket
-/// system: records every POST as (path, JSON body, arrival) and answers 200.
-struct WebhookSink {
-    port: u16,
-    received: Received,
-}
-
-/// What the sink received: (path, body, arrival) per POST.
-type Received = Arc<Mutex<Vec<(String, Value, Instant)>>>;
-
-impl WebhookSink {
-    fn start() -> WebhookSink {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind the webhook sink");
-        let port = listener.local_addr().unwrap().port();
-        let received: Received = Arc::default();
-        let sink = Arc::clone(&received);
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut request_line = String::new();
-                if reader.read_line(&mut request_line).is_err() {
-                    continue;
-                }
-                let path = request_line
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap_or_default()
-                    .to_owned();
-                let mut length = 0usize;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                        break;
-                    }
-                    if let Some((k, v)) = line.split_once(':') {
-                        if k.eq_ignore_ascii_case("content-length") {
-                            length = v.trim().parse().unwrap_or(0);
-                        }
-                    }
-                }
-                let mut body = vec![0; length];
-                if reader.read_exact(&mut body).is_ok() {
-                    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    sink.lock().unwrap().push((path, value, Instant::now()));
-                }
-                let _ = stream.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
-            }
-        });
-        WebhookSink { port, received }
-    }
-
-    /// Alerts received on `path`, each with the notification's receiver and its arrival.
-    fn alerts(&self, path: &str) -> Vec<(Value, Instant)> {
-        self.received
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(p, _, _)| p == path)
-            .flat_map(|(_, body, at)| {
-                body["alerts"]
-                    .as_array()
-                    .cloned()
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|mut a| {
-                        a["receiver"] = body["receiver"].clone();
-                        (a, *at)
-                    })
-            })
-            .collect()
-    }
-
-    /// Pages for `container` (any alert on the pager's path naming it).
-    fn pages_for(&self, container: &str) -> Vec<(Value, Instant)> {
-        self.alerts("/page")
-            .into_iter()
-            .filter(|(a, _)| a["labels"]["container"] == container)
-            .collect()
-    }
+/// Pages for `container` (any alert on the pager's path naming it), each with its arrival.
+fn pages_for(sink: &WebhookSink, container: &str) -> Vec<(Value, Instant)> {
+    sink.alerts("/page")
+        .into_iter()
+        .filter(|(a, _)| a["labels"]["container"] == container)
+        .collect()
 }
 
 /// The watched container: busybox httpd serving `www` on `port`.
@@ -213,7 +134,7 @@ fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
         ("127.0.0.1:8000", camera_app.url("").replace("http://", "")),
         ("192.0.2.10", "127.0.0.1".to_owned()),
         ("192.0.2.50", "127.0.0.1".to_owned()),
-        ("127.0.0.1:9095", format!("127.0.0.1:{}", sink.port)),
+        ("127.0.0.1:9095", format!("127.0.0.1:{}", sink.port())),
         (
             "/etc/prometheus/stackmedic-remediator.token",
             token_file.display().to_string(),
@@ -355,7 +276,7 @@ fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
             row["incident_id"]
         );
     }
-    let pages = sink.pages_for(&name);
+    let pages = pages_for(&sink, &name);
     assert!(
         pages.is_empty(),
         "on-call was paged although the remediator fixed every outage: {pages:#?}"
@@ -382,7 +303,7 @@ fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
     let mut page = None;
     assert!(
         wait_until(Duration::from_secs(150), Duration::from_millis(250), || {
-            page = sink.pages_for(&name).into_iter().find(|(a, _)| {
+            page = pages_for(&sink, &name).into_iter().find(|(a, _)| {
                 a["labels"]["alertname"] == "StackmedicRemediationFailed" && a["status"] == "firing"
             });
             page.is_some()
@@ -429,8 +350,7 @@ fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
     let container = run_watched(&name, &www, web_port);
     let mut resolved_after = None;
     wait_until(Duration::from_secs(90), Duration::from_millis(250), || {
-        resolved_after = sink
-            .pages_for(&name)
+        resolved_after = pages_for(&sink, &name)
             .into_iter()
             .find(|(a, _)| {
                 a["labels"]["alertname"] == "StackmedicRemediationFailed"
