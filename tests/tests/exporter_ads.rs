@@ -7,14 +7,12 @@
 //! route-status endpoint served by a real nginx from JSON files written by the test (the camera
 //! app itself is not available, so its response is a fixture).
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use stackmedic_tests::ads::AdsServer;
 use stackmedic_tests::exporter::{value, Exporter, WAIT};
 use stackmedic_tests::metrics::{find, Sample};
 use stackmedic_tests::nginx::Nginx;
-use stackmedic_tests::Process;
 
 const SUCCESS: &str = "stackmedic_probe_success";
 const REASON: &str = "stackmedic_probe_failure_reason";
@@ -24,39 +22,6 @@ const STATE: &str = "stackmedic_ads_state";
 const CONNECTS: &str = "stackmedic_ads_connects_total";
 const ERROR_CODE: &str = "stackmedic_ads_error_code";
 const ROUTE: &str = "stackmedic_ads_route_present";
-
-/// A running `ads_server.py`, stopped when dropped.
-struct AdsServer {
-    process: Process,
-    _logs: tempfile::TempDir,
-}
-
-impl AdsServer {
-    fn start(port: u16, args: &[&str]) -> AdsServer {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/ads/ads_server.py");
-        let logs = tempfile::tempdir().expect("log dir");
-        let mut cmd = Command::new("python3");
-        cmd.arg(&script)
-            .arg("--port")
-            .arg(port.to_string())
-            .args(args);
-        let mut process = Process::spawn(&format!("ads-server-{port}"), cmd, logs.path());
-        let up = stackmedic_tests::wait_until(
-            Duration::from_secs(20),
-            Duration::from_millis(25),
-            || !process.is_running() || stackmedic_tests::port_accepts(port),
-        );
-        assert!(
-            up && process.is_running(),
-            "the ADS test server did not start (is pyads installed for python3?):\n{}",
-            process.describe()
-        );
-        AdsServer {
-            process,
-            _logs: logs,
-        }
-    }
-}
 
 fn reason(s: &[Sample], probe: &str, r: &str) -> bool {
     find(s, REASON, &[("probe", probe), ("reason", r)]) == Some(1.0)
@@ -194,7 +159,7 @@ fn ads_state_route_and_reconnects() {
     assert_eq!(value(&s, ERROR_CODE, &[("probe", "app-noroute")]), 7.0);
 
     // Kill the PLC: down within one interval (1 s), with reason connect.
-    plc.process.kill();
+    plc.process().kill();
     let killed = Instant::now();
     let s = exporter.wait_for("plc down after the kill", WAIT, |s| {
         find(s, REACHABLE, &[("probe", "plc")]) == Some(0.0)

@@ -8,13 +8,12 @@
 //! within the playlist's origin or to an `allowed_hosts` host.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use stackmedic_tests::exporter::{value, Exporter, WAIT};
+use stackmedic_tests::ffmpeg::live_hls;
 use stackmedic_tests::metrics::{find, Sample};
 use stackmedic_tests::nginx::Nginx;
-use stackmedic_tests::Process;
 
 const SUCCESS: &str = "stackmedic_probe_success";
 const REASON: &str = "stackmedic_probe_failure_reason";
@@ -31,46 +30,6 @@ const LAST_ADDED: &str = "stackmedic_hls_last_segment_added_timestamp_seconds";
 
 /// The probe interval of the live stream probes.
 const INTERVAL: Duration = Duration::from_millis(500);
-
-/// The first video encoder of ffmpeg's that exists here (libx264 is not in every build).
-fn encoder(ffmpeg: &Path) -> &'static str {
-    let out = Command::new(ffmpeg)
-        .args(["-hide_banner", "-encoders"])
-        .output()
-        .expect("run ffmpeg -encoders");
-    let text = String::from_utf8_lossy(&out.stdout);
-    ["libx264", "mpeg2video"]
-        .into_iter()
-        .find(|e| {
-            text.lines()
-                .any(|l| l.split_whitespace().nth(1) == Some(*e))
-        })
-        .expect("ffmpeg has neither libx264 nor mpeg2video")
-}
-
-/// A live HLS stream: 1 s segments of a test picture, a window of 5, old segments deleted.
-fn start_ffmpeg(dir: &Path, attempt: u32) -> Process {
-    let ffmpeg = stackmedic_tests::require_program(&["/usr/bin/ffmpeg"], "ffmpeg");
-    let codec = encoder(&ffmpeg);
-    let mut cmd = Command::new(&ffmpeg);
-    cmd.args([
-        "-hide_banner",
-        "-loglevel",
-        "warning",
-        "-nostdin",
-        "-y",
-        "-re",
-    ])
-    .args(["-f", "lavfi", "-i", "testsrc=size=160x120:rate=10"])
-    .args(["-c:v", codec, "-g", "10"]);
-    if codec == "libx264" {
-        cmd.args(["-preset", "ultrafast"]);
-    }
-    cmd.args(["-f", "hls", "-hls_time", "1", "-hls_list_size", "5"])
-        .args(["-hls_flags", "delete_segments+temp_file"])
-        .arg(dir.join("live.m3u8"));
-    Process::spawn(&format!("ffmpeg-{attempt}"), cmd, dir)
-}
 
 fn set_mtime(path: &Path, ago: Duration) {
     let f = std::fs::File::options()
@@ -91,15 +50,7 @@ fn live_stream_turns_stale_and_fresh_again() {
     let nginx = Nginx::start("location / { root {www}; }");
     let live_dir: PathBuf = nginx.www().join("live");
     std::fs::create_dir_all(&live_dir).expect("live dir");
-    let mut ffmpeg = start_ffmpeg(&live_dir, 1);
-    let playlist = live_dir.join("live.m3u8");
-    assert!(
-        stackmedic_tests::wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
-            playlist.exists()
-        }),
-        "ffmpeg wrote no playlist:\n{}",
-        ffmpeg.describe()
-    );
+    let (mut ffmpeg, playlist) = live_hls(&live_dir, "live");
 
     let vod = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXTINF:4.0,\nv0.ts\n#EXTINF:4.0,\nv1.ts\n#EXT-X-ENDLIST\n";
     set_mtime(&nginx.write("www/vod.m3u8", vod), Duration::from_secs(3600));
@@ -274,7 +225,7 @@ fn live_stream_turns_stale_and_fresh_again() {
     }
 
     // Start it again: fresh, and the media sequence that went back to 0 is a regression.
-    let _ffmpeg = start_ffmpeg(&live_dir, 2);
+    let (_ffmpeg, _) = live_hls(&live_dir, "live");
     let s = exporter.wait_for("the live stream fresh again", WAIT, |s| {
         ["live", "live-file"].iter().all(|p| {
             find(s, STALE, &[("probe", p)]) == Some(0.0)
