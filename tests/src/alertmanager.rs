@@ -30,6 +30,9 @@ pub const ALERTMANAGER: &str = "/usr/bin/prometheus-alertmanager";
 /// Path of amtool on Debian.
 pub const AMTOOL: &str = "/usr/bin/amtool";
 
+/// The alert name of the remediator's escalations.
+pub const ESCALATION: &str = "StackmedicRemediationFailed";
+
 /// The path of `amtool` (Debian package `prometheus-alertmanager`), for `amtool check-config`,
 /// `amtool config routes test`, `amtool alert query --alertmanager.url=…`, ….
 ///
@@ -127,6 +130,23 @@ impl Alertmanager {
             .into_iter()
             .filter(|a| a["labels"]["alertname"] == name)
             .collect()
+    }
+
+    /// `original_alertname` of the remediator's escalations ([`ESCALATION`]) that Alertmanager
+    /// holds as active, sorted; empty when it cannot be asked.
+    pub fn paged(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .alerts_named(ESCALATION)
+            .into_iter()
+            .filter(|a| a["status"]["state"] == "active")
+            .filter_map(|a| {
+                a["labels"]["original_alertname"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        names.sort();
+        names
     }
 
     /// `POST /api/v2/alerts` with `alerts` (a JSON array of `{"labels": {...}, ...}`), as

@@ -9,28 +9,10 @@
 use std::time::Duration;
 
 use stackmedic_tests::admin_api::{AdminApi, Rule};
-use stackmedic_tests::alertmanager::Alertmanager;
+use stackmedic_tests::alertmanager::{Alertmanager, ESCALATION};
 use stackmedic_tests::docker::{ensure_docker, run_busybox};
 use stackmedic_tests::remediator::{alert, payload, Remediator};
 use stackmedic_tests::{unique_name, wait_until};
-
-const ESCALATION: &str = "StackmedicRemediationFailed";
-
-/// `original_alertname` of the active escalations in Alertmanager, sorted.
-fn paged(am: &Alertmanager) -> Vec<String> {
-    let mut names: Vec<String> = am
-        .alerts_named(ESCALATION)
-        .into_iter()
-        .filter(|a| a["status"]["state"] == "active")
-        .filter_map(|a| {
-            a["labels"]["original_alertname"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
-    names.sort();
-    names
-}
 
 fn escalation(am: &Alertmanager) -> String {
     format!(
@@ -92,7 +74,7 @@ fn remediator_verification_failures_escalate_after_their_attempts() {
     assert_eq!(rem.webhook(&payload(alerts), None).unwrap().status, 200);
     rem.wait_for("failed", 4, Duration::from_secs(90));
     let both = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
-        paged(&am) == ["CrashyDown", "SickDown"]
+        am.paged() == ["CrashyDown", "SickDown"]
     });
     assert!(
         both,
@@ -158,7 +140,7 @@ fn remediator_hanging_action_times_out_through_its_attempts_to_escalation() {
     assert_eq!(rem.webhook(&p, None).unwrap().status, 200);
     rem.wait_for("failed", 2, Duration::from_secs(30));
     let escalated = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
-        paged(&am) == ["PlcAdsNoRoute"]
+        am.paged() == ["PlcAdsNoRoute"]
     });
     assert!(
         escalated,

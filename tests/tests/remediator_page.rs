@@ -17,24 +17,6 @@ use stackmedic_tests::docker::ensure_docker;
 use stackmedic_tests::remediator::{alert, payload, Remediator};
 use stackmedic_tests::{unique_name, wait_until};
 
-const ESCALATION: &str = "StackmedicRemediationFailed";
-
-/// `original_alertname` of the escalations Alertmanager holds as active, sorted.
-fn paged(am: &Alertmanager) -> Vec<String> {
-    let mut names: Vec<String> = am
-        .alerts_named(ESCALATION)
-        .into_iter()
-        .filter(|a| a["status"]["state"] == "active")
-        .filter_map(|a| {
-            a["labels"]["original_alertname"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect();
-    names.sort();
-    names
-}
-
 /// The drawn text from `heading` to the next of `next` (or the end).
 fn section<'a>(text: &'a str, heading: &str, next: &str) -> &'a str {
     let start = text
@@ -135,7 +117,7 @@ fn remediator_page_renders_in_chromium() {
     // Both containers' incidents were escalated and paged on-call through the real
     // Alertmanager.
     let both = wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
-        paged(&am) == ["GhostDown", "GoneDown"]
+        am.paged() == ["GhostDown", "GoneDown"]
     });
     assert!(
         both,
@@ -153,7 +135,7 @@ fn remediator_page_renders_in_chromium() {
         200
     );
     rem.wait_for("escalation_resolved", 1, Duration::from_secs(30));
-    assert_eq!(paged(&am), ["GhostDown"], "{:#}", am.alerts().unwrap());
+    assert_eq!(am.paged(), ["GhostDown"], "{:#}", am.alerts().unwrap());
     assert_eq!(
         rem.metric(
             "stackmedic_remediator_unmatched_alerts_total",
