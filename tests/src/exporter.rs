@@ -7,7 +7,7 @@
 //! ```
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use tempfile::TempDir;
@@ -244,6 +244,35 @@ pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
             .collect();
         panic!("no sample {name}{labels:?}; samples of that name: {same:?}")
     })
+}
+
+/// Runs `stackmedic-exporter --config.check --config.file <file>` and returns its output.
+///
+/// # Panics
+/// When the binary cannot be run.
+pub fn config_check(file: &Path) -> Output {
+    Command::new(crate::bin_path("stackmedic-exporter"))
+        .arg("--config.check")
+        .arg("--config.file")
+        .arg(file)
+        .output()
+        .expect("run stackmedic-exporter --config.check")
+}
+
+/// [`config_check`] of a temporary file holding `yaml`: whether the check passed, and what it
+/// printed on standard error.
+///
+/// # Panics
+/// When the file cannot be written or the binary cannot be run.
+pub fn config_check_yaml(yaml: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("config.yml");
+    std::fs::write(&file, yaml).expect("write the configuration");
+    let out = config_check(&file);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 fn set_mode(path: &Path, mode: u32) {

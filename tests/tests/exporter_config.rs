@@ -8,6 +8,7 @@ use std::process::Command;
 
 use stackmedic_exporter::config;
 use stackmedic_tests::bin_path;
+use stackmedic_tests::exporter::config_check;
 
 /// Each invalid fixture and the problems it must produce, in order. Each entry is a substring
 /// of one problem as printed (`path: message`); the number of problems must match exactly.
@@ -202,12 +203,7 @@ fn invalid_yaml_points_at_the_line() {
 #[test]
 fn config_check_prints_every_problem_and_fails() {
     let file = fixtures().join("invalid/15-several-problems.yml");
-    let out = Command::new(bin_path("stackmedic-exporter"))
-        .arg("--config.check")
-        .arg("--config.file")
-        .arg(&file)
-        .output()
-        .expect("run stackmedic-exporter --config.check");
+    let out = config_check(&file);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
@@ -228,12 +224,7 @@ fn config_check_prints_every_problem_and_fails() {
 #[test]
 fn config_check_accepts_a_valid_file() {
     let file = fixtures().join("valid.yml");
-    let out = Command::new(bin_path("stackmedic-exporter"))
-        .arg("--config.check")
-        .arg("--config.file")
-        .arg(&file)
-        .output()
-        .expect("run stackmedic-exporter --config.check");
+    let out = config_check(&file);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -265,12 +256,7 @@ fn config_check_accepts_a_valid_file() {
 #[test]
 fn config_check_warns_about_a_file_without_probes() {
     let file = fixtures().join("empty.yml");
-    let out = Command::new(bin_path("stackmedic-exporter"))
-        .arg("--config.check")
-        .arg("--config.file")
-        .arg(&file)
-        .output()
-        .expect("run stackmedic-exporter --config.check");
+    let out = config_check(&file);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

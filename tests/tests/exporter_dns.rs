@@ -6,7 +6,7 @@
 use std::net::UdpSocket;
 
 use stackmedic_tests::dnsmasq::Dnsmasq;
-use stackmedic_tests::exporter::{value, Exporter};
+use stackmedic_tests::exporter::{config_check_yaml, value, Exporter};
 use stackmedic_tests::metrics::find;
 
 #[test]
@@ -108,23 +108,13 @@ fn names_resolve_or_fail_with_their_reason() {
 
 #[test]
 fn dns_config_problems_are_reported_with_their_paths() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("config.yml");
-    std::fs::write(
-        &file,
+    let (ok, stderr) = config_check_yaml(
         "probes:\n\
          - name: a\n  dns: {name: 'bad name!', transport: tcp}\n\
          - name: b\n  dns: {name: x.example, ip_version: ipv4, expected: ['::1']}\n\
          - name: c\n  dns: {name: x.example, server: 'not an address'}\n",
-    )
-    .expect("write");
-    let out = std::process::Command::new(stackmedic_tests::bin_path("stackmedic-exporter"))
-        .args(["--config.check", "--config.file"])
-        .arg(&file)
-        .output()
-        .expect("run --config.check");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    );
+    assert!(!ok);
     for want in [
         "probes[0].dns.name: \"bad name!\" is not a DNS name",
         "probes[0].dns.transport: needs `server`",

@@ -4,9 +4,7 @@
 //! checked when the configuration is loaded: a missing or unusable one is a configuration error
 //! with its path, and a replaced one is used after a reload.
 
-use std::process::Command;
-
-use stackmedic_tests::exporter::{value, Exporter, WAIT};
+use stackmedic_tests::exporter::{config_check, value, Exporter, WAIT};
 use stackmedic_tests::http;
 use stackmedic_tests::metrics::find;
 use stackmedic_tests::nginx::Nginx;
@@ -108,12 +106,7 @@ fn ca_files_are_checked_at_load_and_a_replaced_one_is_used_after_reload() {
     )
     .expect("write config");
     let check = || {
-        let out = Command::new(stackmedic_tests::bin_path("stackmedic-exporter"))
-            .arg("--config.check")
-            .arg("--config.file")
-            .arg(&check_config)
-            .output()
-            .expect("run --config.check");
+        let out = config_check(&check_config);
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::net::TcpListener;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use stackmedic_tests::exporter::{value, Exporter};
+use stackmedic_tests::exporter::{config_check_yaml, value, Exporter};
 use stackmedic_tests::metrics::{find, find_all};
 use stackmedic_tests::nginx::Nginx;
 use stackmedic_tests::tls::make_certificates_valid_for;
@@ -243,23 +243,13 @@ fn certificate_facts_of_trusted_expiring_and_untrusted_servers() {
 
 #[test]
 fn tcp_config_problems_are_reported_with_their_paths() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("config.yml");
-    std::fs::write(
-        &file,
+    let (ok, stderr) = config_check_yaml(
         "probes:\n\
          - name: a\n  tcp: {address: 'no-port'}\n\
          - name: b\n  tcp: {address: '127.0.0.1:443', expect_banner: '('}\n\
          - name: c\n  tcp: {address: '127.0.0.1:443', server_name: 'x.example', max_banner_bytes: 0}\n",
-    )
-    .expect("write");
-    let out = std::process::Command::new(stackmedic_tests::bin_path("stackmedic-exporter"))
-        .args(["--config.check", "--config.file"])
-        .arg(&file)
-        .output()
-        .expect("run --config.check");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    );
+    assert!(!ok);
     for want in [
         "probes[0].tcp.address: \"no-port\" is not host:port",
         "probes[1].tcp.expect_banner: invalid regular expression",
