@@ -145,6 +145,18 @@ impl Remediator {
         self.webhook_raw(&body, token)
     }
 
+    /// Sends one firing alert with `labels` and `starts_at` to `POST /webhook` (without a
+    /// token).
+    ///
+    /// # Panics
+    /// When the remediator does not answer 200.
+    pub fn fire(&self, labels: &[(&str, &str)], starts_at: &str) {
+        let resp = self
+            .webhook(&payload(vec![alert("firing", labels, starts_at)]), None)
+            .unwrap_or_else(|e| panic!("cannot send the webhook: {e:#}"));
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+
     /// `POST /webhook` with a raw body.
     pub fn webhook_raw(&self, body: &[u8], token: Option<&str>) -> Result<crate::http::Response> {
         let auth = token.map(|t| format!("Bearer {t}"));

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
-use stackmedic_tests::remediator::{alert, payload, Remediator};
+use stackmedic_tests::remediator::Remediator;
 use stackmedic_tests::tmpfs::Tmpfs;
 
 /// Bytes available on the filesystem holding `path`, as `df` shows them.
@@ -83,13 +83,6 @@ fn shipped_config(hls: &Path, backups: &Path) -> String {
     json!({"targets": targets, "rules": rules}).to_string()
 }
 
-fn fire(rem: &Remediator, labels: &[(&str, &str)], at: &str) {
-    let resp = rem
-        .webhook(&payload(vec![alert("firing", labels, at)]), None)
-        .unwrap();
-    assert_eq!(resp.status, 200, "{}", resp.text());
-}
-
 #[test]
 fn remediator_cleanup_frees_a_full_filesystem_within_its_limits() {
     let fs_ = Tmpfs::mount("20m", 1000);
@@ -146,7 +139,7 @@ fn remediator_cleanup_frees_a_full_filesystem_within_its_limits() {
     let mut dry: Value = serde_json::from_str(&config).unwrap();
     dry["global"] = json!({"dry_run": true});
     let mut rem = Remediator::start(&dry.to_string());
-    fire(&rem, &labels, "2026-11-22T09:00:00Z");
+    rem.fire(&labels, "2026-11-22T09:00:00Z");
     let dry = rem.wait_for("dry_run", 2, Duration::from_secs(30));
     let d = dry
         .iter()
@@ -162,7 +155,7 @@ fn remediator_cleanup_frees_a_full_filesystem_within_its_limits() {
 
     let reload = rem.reconfigure(&config);
     assert_eq!(reload.status, 200, "{}", reload.text());
-    fire(&rem, &labels, "2026-11-22T10:00:00Z");
+    rem.fire(&labels, "2026-11-22T10:00:00Z");
     let ok = rem.wait_for("succeeded", 2, Duration::from_secs(60));
     let streams = ok
         .iter()

@@ -180,13 +180,6 @@ fn shipped_config(port: u16) -> String {
     json!({"targets": targets, "rules": rules}).to_string()
 }
 
-fn fire(rem: &Remediator, labels: &[(&str, &str)], at: &str) {
-    let resp = rem
-        .webhook(&payload(vec![alert("firing", labels, at)]), None)
-        .unwrap();
-    assert_eq!(resp.status, 200, "{}", resp.text());
-}
-
 #[test]
 fn remediator_pulls_a_missing_model_and_unloads_one_as_the_example_ships_them() {
     let ollama = OllamaStandIn::start();
@@ -198,8 +191,7 @@ fn remediator_pulls_a_missing_model_and_unloads_one_as_the_example_ships_them() 
         .insert("gpt-oss:20b".into());
     let mut rem = Remediator::start(&shipped_config(ollama.port));
 
-    fire(
-        &rem,
+    rem.fire(
         &[
             ("alertname", "OllamaModelMissing"),
             ("probe", "backend-summary"),
@@ -220,8 +212,7 @@ fn remediator_pulls_a_missing_model_and_unloads_one_as_the_example_ships_them() 
     assert!(ollama.state.lock().unwrap().pulled.contains("llama3.2:1b"));
     assert!(!ollama.requests("/api/tags").is_empty());
 
-    fire(
-        &rem,
+    rem.fire(
         &[
             ("alertname", "OllamaMemoryHigh"),
             ("probe", "ollama-ps"),
@@ -256,8 +247,7 @@ fn remediator_model_pull_that_does_not_list_the_model_fails_its_verification() {
     }
     let config = config.to_string();
     let mut rem = Remediator::start(&config);
-    fire(
-        &rem,
+    rem.fire(
         &[
             ("alertname", "OllamaModelMissing"),
             ("probe", "backend-summary"),
@@ -287,8 +277,7 @@ fn remediator_model_pull_that_does_not_list_the_model_fails_its_verification() {
         .unwrap();
     assert_eq!(resolved.status, 200);
     ollama.state.lock().unwrap().pull_fails = Some(200);
-    fire(
-        &rem,
+    rem.fire(
         &[
             ("alertname", "OllamaModelMissing"),
             ("probe", "backend-summary"),

@@ -42,13 +42,6 @@ fn rows(rem: &Remediator, result: &str, rule: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-fn fire(rem: &Remediator, labels: &[(&str, &str)], starts_at: &str) {
-    let resp = rem
-        .webhook(&payload(vec![alert("firing", labels, starts_at)]), None)
-        .unwrap();
-    assert_eq!(resp.status, 200, "{}", resp.text());
-}
-
 #[test]
 fn remediator_restarts_and_starts_allow_listed_units_over_the_system_bus() {
     let host = SystemdContainer::start(&[("sm-app.service", APP_UNIT)]);
@@ -71,8 +64,7 @@ fn remediator_restarts_and_starts_allow_listed_units_over_the_system_bus() {
     let mut rem = Remediator::start(&config);
 
     // Restart: a new invocation, active again, verified over the bus.
-    fire(
-        &rem,
+    rem.fire(
         &[
             ("alertname", "CameraAppHostServiceDown"),
             ("unit", "sm-app.service"),
@@ -117,8 +109,7 @@ fn remediator_restarts_and_starts_allow_listed_units_over_the_system_bus() {
     let stopped = host.systemctl(&["stop", "sm-app.service"]);
     assert!(stopped.status.success(), "{stopped:?}");
     assert_eq!(host.property("sm-app.service", "ActiveState"), "inactive");
-    fire(
-        &rem,
+    rem.fire(
         &[
             ("alertname", "CameraAppHostServiceStopped"),
             ("unit", "sm-app.service"),
@@ -136,8 +127,7 @@ fn remediator_restarts_and_starts_allow_listed_units_over_the_system_bus() {
 
     // A label naming a unit outside the allow-list never reaches the bus.
     let dbus_before = host.property("dbus.service", "InvocationID");
-    fire(
-        &rem,
+    rem.fire(
         &[
             ("alertname", "CameraAppHostServiceDown"),
             ("unit", "dbus.service"),
@@ -153,8 +143,7 @@ fn remediator_restarts_and_starts_allow_listed_units_over_the_system_bus() {
 
     // A dry run reads the unit's state and says what it would do.
     let before = host.property("sm-app.service", "InvocationID");
-    fire(
-        &rem,
+    rem.fire(
         &[("alertname", "CameraAppHostServiceDry")],
         "2026-11-22T10:15:00Z",
     );
@@ -210,8 +199,7 @@ fn remediator_starts_the_backup_oneshot_and_the_backup_probe_sees_its_archive() 
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    fire(
-        &rem,
+    rem.fire(
         &[
             ("alertname", "BackupTooOld"),
             ("volume", "owui-data"),
@@ -265,17 +253,15 @@ fn remediator_systemd_failures_are_failed_attempts_that_say_why() {
         dir = host.shared_dir().display()
     );
     let mut rem = Remediator::start(&config);
-    fire(
-        &rem,
+    rem.fire(
         &[("alertname", "UnitDown"), ("unit", "sm-broken.service")],
         "2026-11-22T10:00:00Z",
     );
-    fire(
-        &rem,
+    rem.fire(
         &[("alertname", "UnitDown"), ("unit", "sm-flaky.service")],
         "2026-11-22T10:00:01Z",
     );
-    fire(&rem, &[("alertname", "NoBus")], "2026-11-22T10:00:02Z");
+    rem.fire(&[("alertname", "NoBus")], "2026-11-22T10:00:02Z");
     rem.wait_for("failed", 3, Duration::from_secs(60));
     let failed = rows(&rem, "failed", "start-unit");
     let broken = failed
