@@ -21,25 +21,13 @@ pub fn screenshot(url: &str, dir: &Path) -> PathBuf {
         url.starts_with("http://127.0.0.1:") || url.starts_with("http://localhost:"),
         "screenshots are only taken of loopback pages, not {url}"
     );
-    let binary = crate::require_program(&[CHROMIUM], "chromium");
     let out = dir.join("screenshot.png");
     let profile = dir.join("profile");
     std::fs::create_dir_all(&profile)
         .unwrap_or_else(|e| panic!("cannot create {}: {e}", profile.display()));
-    let mut command = Command::new(binary);
-    command.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-    ]);
+    let mut command = headless(&profile);
     command
-        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--hide-scrollbars")
         .arg(format!("--screenshot={}", out.display()))
         .arg("--window-size=1200,900")
         .arg(url);
@@ -69,27 +57,13 @@ pub fn rendered_text(url: &str, dir: &Path) -> String {
         url.starts_with("http://127.0.0.1:") || url.starts_with("http://localhost:"),
         "only loopback pages are rendered, not {url}"
     );
-    let binary = crate::require_program(&[CHROMIUM], "chromium");
     // A fresh profile each time, so no page comes from an earlier call's cache.
     let profile = tempfile::Builder::new()
         .prefix("profile-dom-")
         .tempdir_in(dir)
         .unwrap_or_else(|e| panic!("cannot create a profile in {}: {e}", dir.display()));
-    let mut command = Command::new(binary);
-    command.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--dump-dom",
-    ]);
-    command
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(url);
+    let mut command = headless(profile.path());
+    command.arg("--dump-dom").arg(url);
     let mut process = Process::spawn("chromium-dom", command, profile.path());
     let status = process.wait_timeout(Duration::from_secs(90));
     if !status.is_some_and(|s| s.success()) {
@@ -99,6 +73,27 @@ pub fn rendered_text(url: &str, dir: &Path) -> String {
     let dom = process.stdout();
     let body = dom.split_once("</head>").map_or(dom.as_str(), |(_, b)| b);
     text_of(body)
+}
+
+/// Chromium, headless, with its profile in `profile` and every background network feature off.
+///
+/// # Panics
+/// When Chromium is missing.
+fn headless(profile: &Path) -> Command {
+    let mut command = Command::new(crate::require_program(&[CHROMIUM], "chromium"));
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()));
+    command
 }
 
 /// Text of HTML: tags become spaces, the five entities are decoded, whitespace collapses.
