@@ -18,6 +18,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use crate::alerting::{read_repo_file, repo_root};
+use crate::docker::{run_busybox, Container};
 use crate::process::Process;
 
 /// The files of the set, below the repository root; copied with their folders.
@@ -203,6 +204,87 @@ impl Ports {
             ("127.0.0.1:9093", format!("127.0.0.1:{}", self.alertmanager)),
         ]
     }
+}
+
+/// Where the documented values of the set point when the loop runs on this machine: the
+/// places every loop test replaces (a test adds its own on top).
+#[derive(Debug, Clone, Copy)]
+pub struct LoopValues<'a> {
+    /// The watched container's name (the set's `owui`).
+    pub container: &'a str,
+    /// The port the watched container serves on (the set's `127.0.0.1:3000`).
+    pub web_port: u16,
+    /// A loopback address where nothing listens, for the gateway's and the public names.
+    pub closed: &'a str,
+    /// The access log the status-path probe reads.
+    pub access_log: &'a Path,
+    /// The compose file the remediator's `compose-up` uses.
+    pub compose_file: &'a Path,
+    /// `host:port` of the camera/PLC app's admin API.
+    pub camera_app: &'a str,
+    /// The port of the on-call and ticket receivers.
+    pub sink_port: u16,
+    /// Where Alertmanager reads the webhook token.
+    pub token_file: &'a Path,
+}
+
+impl LoopValues<'_> {
+    /// The replacements for [`ExampleSet::copy`]: the ports' and these, each for its
+    /// documented value.
+    pub fn replacements(&self, ports: &Ports) -> Vec<(&'static str, String)> {
+        let mut values = ports.replacements();
+        values.extend([
+            ("127.0.0.1:3000", format!("127.0.0.1:{}", self.web_port)),
+            ("owui", self.container.to_owned()),
+            ("owui.example.ts.net", self.closed.to_owned()),
+            ("127.0.0.1:8080", self.closed.to_owned()),
+            ("assistant.example.org", self.closed.to_owned()),
+            ("app.example.org", self.closed.to_owned()),
+            (
+                "/var/log/nginx/access.log",
+                self.access_log.display().to_string(),
+            ),
+            (
+                "/home/ops/ai_stack/open-webui/docker-compose.yml",
+                self.compose_file.display().to_string(),
+            ),
+            ("127.0.0.1:8000", self.camera_app.to_owned()),
+            ("192.0.2.10", "127.0.0.1".to_owned()),
+            ("192.0.2.50", "127.0.0.1".to_owned()),
+            ("127.0.0.1:9095", format!("127.0.0.1:{}", self.sink_port)),
+            (
+                "/etc/prometheus/stackmedic-remediator.token",
+                self.token_file.display().to_string(),
+            ),
+        ]);
+        values
+    }
+}
+
+/// The command of the watched container that plays Open WebUI: busybox `httpd` serving `/www`
+/// on `127.0.0.1:<port>`.
+pub fn watched_command(port: u16) -> Vec<String> {
+    [
+        "httpd".to_owned(),
+        "-f".to_owned(),
+        "-p".to_owned(),
+        format!("127.0.0.1:{port}"),
+        "-h".to_owned(),
+        "/www".to_owned(),
+    ]
+    .into()
+}
+
+/// Runs the watched container `name`: busybox with `www` mounted read-only at `/www`, running
+/// [`watched_command`].
+///
+/// # Panics
+/// When Docker cannot run it.
+pub fn run_watched(name: &str, www: &Path, port: u16) -> Container {
+    let volume = format!("{}:/www:ro", www.display());
+    let command = watched_command(port);
+    let command: Vec<&str> = command.iter().map(String::as_str).collect();
+    run_busybox(name, &["-v", &volume], &command)
 }
 
 /// The loop's four processes, started from an [`ExampleSet`]; stopped when dropped.

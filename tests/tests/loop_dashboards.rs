@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use stackmedic_tests::alerting;
 use stackmedic_tests::alertmanager::Alertmanager;
-use stackmedic_tests::docker::{docker, ensure_docker, run_busybox};
-use stackmedic_tests::examples::replace_word;
+use stackmedic_tests::docker::{docker, ensure_docker};
+use stackmedic_tests::examples::{replace_word, run_watched};
 use stackmedic_tests::exporter::Exporter;
 use stackmedic_tests::metrics;
 use stackmedic_tests::prometheus::Prometheus;
@@ -351,19 +351,7 @@ fn every_dashboard_panel_has_data_in_a_running_loop() {
 
     let web_port = free_port();
     let web = format!("http://127.0.0.1:{web_port}");
-    let volume = format!("{}:/www:ro", www.display());
-    let container = run_busybox(
-        &name,
-        &["-v", &volume],
-        &[
-            "httpd",
-            "-f",
-            "-p",
-            &format!("127.0.0.1:{web_port}"),
-            "-h",
-            "/www",
-        ],
-    );
+    let container = run_watched(&name, &www, web_port);
     assert!(
         wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
             stackmedic_tests::http::get(&format!("{web}/index.html")).is_ok_and(|r| r.status == 200)

@@ -22,7 +22,9 @@ use std::time::Duration;
 use serde_json::Value;
 use stackmedic_tests::admin_api::{AdminApi, Rule};
 use stackmedic_tests::docker::{busybox_image, docker, ensure_docker, run_busybox, Container};
-use stackmedic_tests::examples::{ExampleSet, Ports, Stack};
+use stackmedic_tests::examples::{
+    run_watched, watched_command, ExampleSet, LoopValues, Ports, Stack,
+};
 use stackmedic_tests::webhook_sink::WebhookSink;
 use stackmedic_tests::{free_port, http, unique_name, wait_until};
 
@@ -78,14 +80,6 @@ fn every_shipped_rule_fires_once_and_a_restart_loop_raises_container_restarting(
     let closed = format!("127.0.0.1:{}", free_port());
     let ports = Ports::pick();
     let token_file = d.join("token");
-    let httpd = [
-        "httpd".to_owned(),
-        "-f".to_owned(),
-        "-p".to_owned(),
-        format!("127.0.0.1:{web_port}"),
-        "-h".to_owned(),
-        "/www".to_owned(),
-    ];
     // The stack's compose file, for the real docker-compose.
     let compose = d.join("stack/docker-compose.yml");
     std::fs::create_dir(d.join("stack")).unwrap();
@@ -94,44 +88,30 @@ fn every_shipped_rule_fires_once_and_a_restart_loop_raises_container_restarting(
         format!(
             "version: '2.4'\nservices:\n  owui:\n    image: {}\n    container_name: {name}\n    network_mode: host\n    command: {}\n    volumes: ['{}:/www:ro']\n",
             busybox_image(),
-            serde_json::to_string(&httpd).unwrap(),
+            serde_json::to_string(&watched_command(web_port)).unwrap(),
             www.display()
         ),
     )
     .unwrap();
 
-    let mut values: Vec<(&str, String)> = ports.replacements();
+    let mut values = LoopValues {
+        container: &name,
+        web_port,
+        closed: &closed,
+        access_log: &d.join("access.log"),
+        compose_file: &compose,
+        camera_app: &camera_app.url("").replace("http://", ""),
+        sink_port: sink.port(),
+        token_file: &token_file,
+    }
+    .replacements(&ports);
     values.extend([
-        ("127.0.0.1:3000", format!("127.0.0.1:{web_port}")),
-        ("owui", name.clone()),
         ("leitstand", looping.clone()),
-        ("owui.example.ts.net", closed.clone()),
-        ("127.0.0.1:8080", closed.clone()),
-        ("assistant.example.org", closed.clone()),
-        ("app.example.org", closed.clone()),
-        (
-            "/var/log/nginx/access.log",
-            d.join("access.log").display().to_string(),
-        ),
-        (
-            "/home/ops/ai_stack/open-webui/docker-compose.yml",
-            compose.display().to_string(),
-        ),
         ("[docker, compose]", "[docker-compose]".to_owned()),
-        ("127.0.0.1:8000", camera_app.url("").replace("http://", "")),
-        ("192.0.2.10", "127.0.0.1".to_owned()),
-        ("192.0.2.50", "127.0.0.1".to_owned()),
-        ("127.0.0.1:9095", format!("127.0.0.1:{}", sink.port())),
-        (
-            "/etc/prometheus/stackmedic-remediator.token",
-            token_file.display().to_string(),
-        ),
     ]);
     let set = ExampleSet::copy(&values);
 
-    let httpd_args: Vec<&str> = httpd.iter().map(String::as_str).collect();
-    let volume = format!("{}:/www:ro", www.display());
-    let container = run_busybox(&name, &["-v", &volume], &httpd_args);
+    let container = run_watched(&name, &www, web_port);
     // A container that exits after a second, restarted by Docker over and over.
     let restarting = run_busybox(
         &looping,

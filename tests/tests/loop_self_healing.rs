@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use stackmedic_tests::admin_api::AdminApi;
-use stackmedic_tests::docker::{docker, ensure_docker, run_busybox, Container};
-use stackmedic_tests::examples::{ExampleSet, Ports, Stack};
+use stackmedic_tests::docker::{docker, ensure_docker};
+use stackmedic_tests::examples::{run_watched, ExampleSet, LoopValues, Ports, Stack};
 use stackmedic_tests::remediator::unix_now;
 use stackmedic_tests::webhook_sink::WebhookSink;
 use stackmedic_tests::{free_port, http, unique_name, wait_until};
@@ -38,23 +38,6 @@ fn pages_for(sink: &WebhookSink, container: &str) -> Vec<(Value, Instant)> {
         .into_iter()
         .filter(|(a, _)| a["labels"]["container"] == container)
         .collect()
-}
-
-/// The watched container: busybox httpd serving `www` on `port`.
-fn run_watched(name: &str, www: &std::path::Path, port: u16) -> Container {
-    let volume = format!("{}:/www:ro", www.display());
-    run_busybox(
-        name,
-        &["-v", &volume],
-        &[
-            "httpd",
-            "-f",
-            "-p",
-            &format!("127.0.0.1:{port}"),
-            "-h",
-            "/www",
-        ],
-    )
 }
 
 fn serves(url: &str) -> bool {
@@ -115,35 +98,21 @@ fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
     let token_file = d.join("stackmedic-remediator.token");
 
     // The documented values, and nothing else.
-    let mut values: Vec<(&str, String)> = ports.replacements();
-    values.extend([
-        ("127.0.0.1:3000", format!("127.0.0.1:{web_port}")),
-        ("owui", name.clone()),
-        ("owui.example.ts.net", closed.clone()),
-        ("127.0.0.1:8080", closed.clone()),
-        ("assistant.example.org", closed.clone()),
-        ("app.example.org", closed.clone()),
-        (
-            "/var/log/nginx/access.log",
-            d.join("access.log").display().to_string(),
-        ),
-        (
-            "/home/ops/ai_stack/open-webui/docker-compose.yml",
-            d.join("stack/docker-compose.yml").display().to_string(),
-        ),
-        ("127.0.0.1:8000", camera_app.url("").replace("http://", "")),
-        ("192.0.2.10", "127.0.0.1".to_owned()),
-        ("192.0.2.50", "127.0.0.1".to_owned()),
-        ("127.0.0.1:9095", format!("127.0.0.1:{}", sink.port())),
-        (
-            "/etc/prometheus/stackmedic-remediator.token",
-            token_file.display().to_string(),
-        ),
-        (
-            "replace-with-a-long-random-token",
-            unique_name("loop-token"),
-        ),
-    ]);
+    let mut values = LoopValues {
+        container: &name,
+        web_port,
+        closed: &closed,
+        access_log: &d.join("access.log"),
+        compose_file: &d.join("stack/docker-compose.yml"),
+        camera_app: &camera_app.url("").replace("http://", ""),
+        sink_port: sink.port(),
+        token_file: &token_file,
+    }
+    .replacements(&ports);
+    values.push((
+        "replace-with-a-long-random-token",
+        unique_name("loop-token"),
+    ));
     let set = ExampleSet::copy(&values);
     // Everything the loop talks to is on this machine now.
     for file in [
