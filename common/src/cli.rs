@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use tokio::net::TcpListener;
 
 use crate::config::ConfigErrors;
 use crate::server::Limits;
@@ -119,6 +120,41 @@ impl CommonArgs {
         security.enable_lifecycle = self.enable_lifecycle;
         Ok(security)
     }
+
+    /// The address to listen on: `--web.listen-address` (or its variable), else `default`.
+    #[must_use]
+    pub fn listen_address_or<'a>(&'a self, default: &'a str) -> &'a str {
+        self.listen_address.as_deref().unwrap_or(default)
+    }
+
+    /// Binds [`listen_address_or`](Self::listen_address_or)`(default)`.
+    ///
+    /// # Errors
+    /// When the address is invalid or cannot be bound, naming it.
+    pub async fn bind(&self, default: &str) -> anyhow::Result<TcpListener> {
+        let address = self.listen_address_or(default);
+        crate::server::bind(address)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))
+    }
+
+    /// For `--config.check`: prints every problem of `--web.config.file`, each after the
+    /// file's path, to standard error, and returns whether the file is valid (true without
+    /// one).
+    pub fn check_web_config(&self) -> bool {
+        let Some(web) = &self.web_config_file else {
+            return true;
+        };
+        match webconfig::load(Some(web)) {
+            Ok(_) => true,
+            Err(errs) => {
+                for p in &errs.problems {
+                    eprintln!("{}: {p}", web.display());
+                }
+                false
+            }
+        }
+    }
 }
 
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {
@@ -159,6 +195,53 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shared flags as a binary flattens them.
+    #[derive(clap::Parser)]
+    struct Binary {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    fn parse(args: &[&str]) -> CommonArgs {
+        use clap::Parser as _;
+        Binary::try_parse_from(std::iter::once("binary").chain(args.iter().copied()))
+            .expect("valid flags")
+            .common
+    }
+
+    #[test]
+    fn listen_address_flag_wins_over_the_default() {
+        let args = parse(&["--web.listen-address=127.0.0.1:7"]);
+        assert_eq!(args.listen_address_or("127.0.0.1:8"), "127.0.0.1:7");
+    }
+
+    #[test]
+    fn web_config_check_reports_a_bad_file_and_passes_without_one() {
+        assert!(parse(&[]).check_web_config());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let web = dir.path().join("web.yml");
+        std::fs::write(&web, "bogus: 1\n").expect("write");
+        let arg = format!("--web.config.file={}", web.display());
+        assert!(!parse(&[&arg]).check_web_config());
+        std::fs::write(&web, "http_server_config: {}\n").expect("write");
+        assert!(parse(&[&arg]).check_web_config());
+    }
+
+    #[tokio::test]
+    async fn bind_names_the_address_it_could_not_listen_on() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let address = taken.local_addr().expect("address").to_string();
+        let err = parse(&[&format!("--web.listen-address={address}")])
+            .bind("127.0.0.1:0")
+            .await
+            .expect_err("the port is taken");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot listen on {address}: ")),
+            "{err}"
+        );
+    }
 
     #[test]
     fn sizes() {

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use stackmedic_common::cli::CommonArgs;
-use stackmedic_common::{healthcheck, runtime, server, webconfig};
+use stackmedic_common::{healthcheck, runtime};
 use stackmedic_exporter::{config, run, Options, DEFAULT_LISTEN_ADDRESS};
 use tokio_util::sync::CancellationToken;
 
@@ -65,12 +65,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if cli.common.healthcheck {
-        let address = cli
-            .common
-            .listen_address
-            .as_deref()
-            .unwrap_or(DEFAULT_LISTEN_ADDRESS);
-        return healthcheck::run("stackmedic-exporter", address);
+        return healthcheck::run(
+            "stackmedic-exporter",
+            cli.common.listen_address_or(DEFAULT_LISTEN_ADDRESS),
+        );
     }
     if cli.common.config_check {
         return check(&cli.common);
@@ -101,14 +99,7 @@ fn check(args: &CommonArgs) -> ExitCode {
             }
         }
     }
-    if let Some(web) = &args.web_config_file {
-        if let Err(errs) = webconfig::load(Some(web)) {
-            ok = false;
-            for p in &errs.problems {
-                eprintln!("{}: {p}", web.display());
-            }
-        }
-    }
+    ok &= args.check_web_config();
     if ok {
         ExitCode::SUCCESS
     } else {
@@ -122,12 +113,7 @@ async fn start(args: CommonArgs, shutdown: CancellationToken) -> anyhow::Result<
     let web = args
         .web_security()
         .map_err(|errs| anyhow::anyhow!("invalid web configuration:\n{errs}"))?;
-    let address = args
-        .listen_address
-        .unwrap_or_else(|| DEFAULT_LISTEN_ADDRESS.to_string());
-    let listener = server::bind(&address)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
+    let listener = args.bind(DEFAULT_LISTEN_ADDRESS).await?;
     run(
         listener,
         Options {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use stackmedic_common::cli::CommonArgs;
-use stackmedic_common::{healthcheck, runtime, server, webconfig};
+use stackmedic_common::{healthcheck, runtime};
 use stackmedic_remediator::{config, contract, Options, DEFAULT_LISTEN_ADDRESS};
 use tokio_util::sync::CancellationToken;
 
@@ -109,12 +109,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if cli.common.healthcheck {
-        let address = cli
-            .common
-            .listen_address
-            .as_deref()
-            .unwrap_or(DEFAULT_LISTEN_ADDRESS);
-        return healthcheck::run("stackmedic-remediator", address);
+        return healthcheck::run(
+            "stackmedic-remediator",
+            cli.common.listen_address_or(DEFAULT_LISTEN_ADDRESS),
+        );
     }
     // The configuration is checked before anything starts, so `--config.check` and a normal
     // start report the same problems the same way.
@@ -147,15 +145,7 @@ fn main() -> ExitCode {
 /// does not exist), and with `--rules.file` the contract with the rules, Alertmanager and the
 /// exporter.
 fn check(cli: &Cli, config: &config::Config) -> ExitCode {
-    let mut ok = true;
-    if let Some(web) = &cli.common.web_config_file {
-        if let Err(errs) = webconfig::load(Some(web)) {
-            for p in &errs.problems {
-                eprintln!("{}: {p}", web.display());
-            }
-            ok = false;
-        }
-    }
+    let mut ok = cli.common.check_web_config();
     let host = config::check_host(config);
     for e in &host.errors {
         eprintln!("{e}");
@@ -226,13 +216,7 @@ async fn start(
         .common
         .web_security()
         .map_err(|errs| anyhow::anyhow!("invalid web configuration:\n{errs}"))?;
-    let address = cli
-        .common
-        .listen_address
-        .unwrap_or_else(|| DEFAULT_LISTEN_ADDRESS.to_string());
-    let listener = server::bind(&address)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {address}: {e}"))?;
+    let listener = cli.common.bind(DEFAULT_LISTEN_ADDRESS).await?;
     stackmedic_remediator::run(
         listener,
         config,
