@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::Value;
 use stackmedic_common::config::join;
@@ -228,16 +228,7 @@ impl RouteStatusConfig {
     fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
         fetch::validate_url(&self.url, &join(path, "url"), errs);
         self.tls.load(&join(path, "tls"), errs);
-        for (k, v) in &self.headers {
-            if HeaderName::try_from(k.as_str()).is_err()
-                || HeaderValue::try_from(v.as_str()).is_err()
-            {
-                errs.push(
-                    join(&join(path, "headers"), k),
-                    "invalid header name or value",
-                );
-            }
-        }
+        fetch::validate_headers(&self.headers, &join(path, "headers"), errs);
         let pointers = self.pointers();
         if pointers.iter().all(|(_, p)| p.is_none()) {
             errs.push(path, "names no field; set at least one pointer");
@@ -612,16 +603,7 @@ impl AdsProbe {
             }
             (None, Some(rs)) => {
                 let client = shared.http.get(&rs.tls, true)?;
-                let headers = rs
-                    .headers
-                    .iter()
-                    .filter_map(|(k, v)| {
-                        Some((
-                            HeaderName::try_from(k.as_str()).ok()?,
-                            HeaderValue::try_from(v.as_str()).ok()?,
-                        ))
-                    })
-                    .collect();
+                let headers = fetch::header_map(&rs.headers);
                 Mode::RouteStatus {
                     cfg: Box::new(rs),
                     client,

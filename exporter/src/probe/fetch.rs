@@ -5,13 +5,13 @@
 
 pub mod plain;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use serde::Deserialize;
 use stackmedic_common::config::join;
 use stackmedic_common::ConfigErrors;
@@ -350,6 +350,24 @@ pub fn status_ok(status: StatusCode, valid: &[u16]) -> bool {
     }
 }
 
+/// [`status_ok`], as a probe's failure (`http_status`, naming the statuses it accepts) when not.
+///
+/// # Errors
+/// When `status` is not among `valid`.
+pub fn expect_status(status: StatusCode, valid: &[u16]) -> Result<(), ProbeError> {
+    if status_ok(status, valid) {
+        return Ok(());
+    }
+    Err(ProbeError::new(
+        Reason::HttpStatus,
+        format!(
+            "status {}, expected {}",
+            status.as_u16(),
+            describe_valid(valid)
+        ),
+    ))
+}
+
 /// Describes the accepted statuses for messages.
 #[must_use]
 pub fn describe_valid(valid: &[u16]) -> String {
@@ -364,6 +382,42 @@ pub fn describe_valid(valid: &[u16]) -> String {
     }
 }
 
+/// Checks status codes to accept: each must be 100 to 599. `path` names the list.
+pub fn validate_statuses(codes: &[u16], path: &str, errs: &mut ConfigErrors) {
+    for (i, c) in codes.iter().enumerate() {
+        if !(100..=599).contains(c) {
+            errs.push(
+                format!("{path}[{i}]"),
+                format!("{c} is not an HTTP status code"),
+            );
+        }
+    }
+}
+
+/// Checks request headers to send: each name and value must be valid in HTTP. `path` names
+/// the map.
+pub fn validate_headers(headers: &BTreeMap<String, String>, path: &str, errs: &mut ConfigErrors) {
+    for (k, v) in headers {
+        if HeaderName::try_from(k.as_str()).is_err() || HeaderValue::try_from(v.as_str()).is_err() {
+            errs.push(join(path, k), "invalid header name or value");
+        }
+    }
+}
+
+/// The request headers to send, as [`validate_headers`] accepted them.
+#[must_use]
+pub fn header_map(headers: &BTreeMap<String, String>) -> HeaderMap {
+    headers
+        .iter()
+        .filter_map(|(k, v)| {
+            Some((
+                HeaderName::try_from(k.as_str()).ok()?,
+                HeaderValue::try_from(v.as_str()).ok()?,
+            ))
+        })
+        .collect()
+}
+
 /// Checks a probe URL: http or https with a host.
 pub fn validate_url(url: &url::Url, path: &str, errs: &mut ConfigErrors) {
     if !matches!(url.scheme(), "http" | "https") {
@@ -374,5 +428,52 @@ pub fn validate_url(url: &url::Url, path: &str, errs: &mut ConfigErrors) {
     }
     if url.host().is_none() {
         errs.push(path, "url has no host");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_and_statuses_are_checked_with_their_paths() {
+        let headers: BTreeMap<String, String> = [
+            ("X-Token".to_string(), "abc".to_string()),
+            ("bad name".to_string(), "v".to_string()),
+            ("X-Line".to_string(), "a\nb".to_string()),
+        ]
+        .into();
+        let mut errs = ConfigErrors::default();
+        validate_headers(&headers, "probes[0].http.headers", &mut errs);
+        validate_statuses(
+            &[200, 99, 600],
+            "probes[0].http.valid_status_codes",
+            &mut errs,
+        );
+        let found: Vec<String> = errs.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            found,
+            [
+                "probes[0].http.headers.X-Line: invalid header name or value",
+                "probes[0].http.headers.bad name: invalid header name or value",
+                "probes[0].http.valid_status_codes[1]: 99 is not an HTTP status code",
+                "probes[0].http.valid_status_codes[2]: 600 is not an HTTP status code",
+            ]
+        );
+        let map = header_map(&headers);
+        assert_eq!(map.len(), 1);
+        assert_eq!(map.get("x-token").map(|v| v.as_bytes()), Some(&b"abc"[..]));
+    }
+
+    #[test]
+    fn a_status_outside_the_list_is_an_http_status_failure() {
+        assert!(expect_status(StatusCode::NO_CONTENT, &[]).is_ok());
+        assert!(expect_status(StatusCode::FOUND, &[302]).is_ok());
+        let err = expect_status(StatusCode::SERVICE_UNAVAILABLE, &[200, 204])
+            .expect_err("503 is not accepted");
+        assert_eq!(err.reason, Reason::HttpStatus);
+        assert_eq!(err.message, "status 503, expected 200, 204");
+        let err = expect_status(StatusCode::NOT_FOUND, &[]).expect_err("404 is not 2xx");
+        assert_eq!(err.message, "status 404, expected 2xx");
     }
 }

@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::Value;
 use stackmedic_common::config::{duration, join, read_secret};
@@ -237,24 +237,12 @@ impl JsonConfig {
     pub fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
         fetch::validate_url(&self.url, &join(path, "url"), errs);
         self.tls.load(&join(path, "tls"), errs);
-        for (k, v) in &self.headers {
-            if HeaderName::try_from(k.as_str()).is_err()
-                || HeaderValue::try_from(v.as_str()).is_err()
-            {
-                errs.push(
-                    join(&join(path, "headers"), k),
-                    "invalid header name or value",
-                );
-            }
-        }
-        for (i, c) in self.valid_status_codes.iter().enumerate() {
-            if !(100..=599).contains(c) {
-                errs.push(
-                    format!("{path}.valid_status_codes[{i}]"),
-                    format!("{c} is not an HTTP status code"),
-                );
-            }
-        }
+        fetch::validate_headers(&self.headers, &join(path, "headers"), errs);
+        fetch::validate_statuses(
+            &self.valid_status_codes,
+            &join(path, "valid_status_codes"),
+            errs,
+        );
         match (&self.bearer_token_file, &self.bearer_token_env) {
             (Some(_), Some(_)) => errs.push(
                 path,
@@ -359,16 +347,7 @@ impl JsonProbe {
     /// When its HTTP client cannot be built.
     pub fn new(cfg: JsonConfig, shared: &Shared) -> Result<Self, String> {
         let client = shared.http.get(&cfg.tls, true)?;
-        let headers = cfg
-            .headers
-            .iter()
-            .filter_map(|(k, v)| {
-                Some((
-                    HeaderName::try_from(k.as_str()).ok()?,
-                    HeaderValue::try_from(v.as_str()).ok()?,
-                ))
-            })
-            .collect();
+        let headers = fetch::header_map(&cfg.headers);
         Ok(Self {
             cfg,
             client,
@@ -406,16 +385,7 @@ impl JsonProbe {
             &[],
             f64::from(resp.status.as_u16()),
         );
-        if !fetch::status_ok(resp.status, &self.cfg.valid_status_codes) {
-            return Err(ProbeError::new(
-                Reason::HttpStatus,
-                format!(
-                    "status {}, expected {}",
-                    resp.status.as_u16(),
-                    fetch::describe_valid(&self.cfg.valid_status_codes)
-                ),
-            ));
-        }
+        fetch::expect_status(resp.status, &self.cfg.valid_status_codes)?;
         let doc: Value = serde_json::from_slice(&resp.body)
             .map_err(|e| ProbeError::new(Reason::Parse, format!("body is not JSON: {e}")))?;
         let mut problems = Problems::default();

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderMap, HeaderName, Method};
 use serde::Deserialize;
 use serde_json::Value;
 use stackmedic_common::config::join;
@@ -160,12 +160,12 @@ impl HttpConfig {
     pub fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
         fetch::validate_url(&self.url, &join(path, "url"), errs);
         self.tls.load(&join(path, "tls"), errs);
-        validate_statuses(
+        fetch::validate_statuses(
             &self.valid_status_codes,
             &join(path, "valid_status_codes"),
             errs,
         );
-        validate_headers(&self.headers, &join(path, "headers"), errs);
+        fetch::validate_headers(&self.headers, &join(path, "headers"), errs);
         for (i, h) in self.expect_headers.iter().enumerate() {
             if HeaderName::try_from(h.as_str()).is_err() {
                 errs.push(
@@ -203,37 +203,6 @@ impl HttpConfig {
     }
 }
 
-fn validate_statuses(codes: &[u16], path: &str, errs: &mut ConfigErrors) {
-    for (i, c) in codes.iter().enumerate() {
-        if !(100..=599).contains(c) {
-            errs.push(
-                format!("{path}[{i}]"),
-                format!("{c} is not an HTTP status code"),
-            );
-        }
-    }
-}
-
-fn validate_headers(headers: &BTreeMap<String, String>, path: &str, errs: &mut ConfigErrors) {
-    for (k, v) in headers {
-        if HeaderName::try_from(k.as_str()).is_err() || HeaderValue::try_from(v.as_str()).is_err() {
-            errs.push(join(path, k), "invalid header name or value");
-        }
-    }
-}
-
-fn header_map(headers: &BTreeMap<String, String>) -> HeaderMap {
-    headers
-        .iter()
-        .filter_map(|(k, v)| {
-            Some((
-                HeaderName::try_from(k.as_str()).ok()?,
-                HeaderValue::try_from(v.as_str()).ok()?,
-            ))
-        })
-        .collect()
-}
-
 /// An `http` probe.
 pub struct HttpProbe {
     cfg: HttpConfig,
@@ -259,7 +228,7 @@ impl HttpProbe {
         } else {
             shared.http.get_unpooled(&cfg.tls, cfg.follow_redirects)?
         };
-        let headers = header_map(&cfg.headers);
+        let headers = fetch::header_map(&cfg.headers);
         let plain = PlainRequest::new(
             &cfg.url,
             cfg.method.into(),
@@ -326,16 +295,7 @@ impl HttpProbe {
                 missing.push(h.as_str());
             }
         }
-        if !fetch::status_ok(resp.status, &self.cfg.valid_status_codes) {
-            return Err(ProbeError::new(
-                Reason::HttpStatus,
-                format!(
-                    "status {}, expected {}",
-                    resp.status.as_u16(),
-                    fetch::describe_valid(&self.cfg.valid_status_codes)
-                ),
-            ));
-        }
+        fetch::expect_status(resp.status, &self.cfg.valid_status_codes)?;
         if !missing.is_empty() {
             return Err(ProbeError::new(
                 Reason::HeaderMissing,
@@ -500,7 +460,7 @@ impl CorsConfig {
                 format!("invalid method {:?}", self.method),
             );
         }
-        validate_statuses(
+        fetch::validate_statuses(
             &self.valid_status_codes,
             &join(path, "valid_status_codes"),
             errs,
