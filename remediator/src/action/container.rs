@@ -186,6 +186,20 @@ impl ContainerAction {
         cx: &Context<'_>,
         selection: &Selection,
     ) -> Result<Selection, ActionError> {
+        let (_, name) = self.inspect_checked(cx, selection).await?;
+        Ok(Selection {
+            container: Some(name),
+            ..selection.clone()
+        })
+    }
+
+    /// Asks the Engine for the selected container and [`check`](Self::check)s its record;
+    /// returns the client and the name the Engine reports.
+    async fn inspect_checked(
+        &self,
+        cx: &Context<'_>,
+        selection: &Selection,
+    ) -> Result<(Docker, String), ActionError> {
         let raw = container_of(selection)?;
         let docker = cx.docker.get().await.map_err(ActionError::Failed)?;
         let info = docker
@@ -193,10 +207,7 @@ impl ContainerAction {
             .await
             .map_err(|e| ActionError::Failed(format!("docker inspect {raw}: {e}")))?;
         let name = self.check(raw, &info)?;
-        Ok(Selection {
-            container: Some(name),
-            ..selection.clone()
-        })
+        Ok((docker, name))
     }
 
     /// Checks the Engine's record of a container against the allow-list and the opt-in
@@ -237,15 +248,9 @@ impl ContainerAction {
         cx: &Context<'_>,
         selection: &Selection,
     ) -> Result<String, ActionError> {
-        let raw = container_of(selection)?;
-        let docker = cx.docker.get().await.map_err(ActionError::Failed)?;
         // The Engine's record is checked again right before acting: the label or the name may
         // have changed since the incident was decided.
-        let info = docker
-            .inspect_container(raw, None)
-            .await
-            .map_err(|e| ActionError::Failed(format!("docker inspect {raw}: {e}")))?;
-        let name = self.check(raw, &info)?;
+        let (docker, name) = self.inspect_checked(cx, selection).await?;
         match self.mode {
             Mode::Restart => {
                 let stop = self.target.stop_timeout.as_secs();
