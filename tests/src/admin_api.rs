@@ -10,7 +10,7 @@
 //! assert_eq!(api.count("/api/streams/cam1/restart"), 1);
 //! ```
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -123,44 +123,17 @@ impl AdminApi {
 fn serve(mut stream: std::net::TcpStream, rec: &Mutex<Vec<Call>>, rules: &[Rule]) {
     let Ok(read) = stream.try_clone() else { return };
     let mut reader = BufReader::new(read);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut parts = line.split_whitespace();
-        let method = parts.next().unwrap_or_default().to_owned();
-        let path = parts.next().unwrap_or_default().to_owned();
-        let (mut len, mut auth) = (0usize, String::new());
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((n, v)) = h.split_once(':') {
-                if n.eq_ignore_ascii_case("content-length") {
-                    len = v.trim().parse().unwrap_or(0);
-                }
-                if n.eq_ignore_ascii_case("authorization") {
-                    auth = v.trim().to_owned();
-                }
-            }
-        }
-        let mut body = vec![0; len];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
+    while let Some(request) = crate::http::read_request(&mut reader) {
         rec.lock().unwrap_or_else(|p| p.into_inner()).push(Call {
             at: Instant::now(),
-            method,
-            path: path.clone(),
-            authorization: auth,
+            method: request.method.clone(),
+            path: request.path.clone(),
+            authorization: request
+                .header("authorization")
+                .unwrap_or_default()
+                .to_owned(),
         });
-        let rule = rules.iter().find(|r| path.contains(&r.pattern));
+        let rule = rules.iter().find(|r| request.path.contains(&r.pattern));
         let (delay, status) = rule.map_or((Duration::ZERO, 200), |r| (r.delay, r.status));
         std::thread::sleep(delay);
         let text = match rule.and_then(|r| r.body.as_deref()) {

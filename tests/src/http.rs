@@ -4,8 +4,11 @@
 //! connection (`Connection: close`), bodies delimited by `Content-Length`, chunked transfer
 //! encoding or the end of the connection. Only `http://` URLs whose host is a loopback address
 //! (`127.0.0.0/8`, `::1` or `localhost`) are accepted, so a test can never reach another host.
+//!
+//! Also [`read_request`], the request reader of this crate's own fixture servers (the webhook
+//! sink, the admin-API recorder) and of the tests' stand-ins.
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -13,6 +16,68 @@ use anyhow::{anyhow, bail, Context, Result};
 
 /// Connect, read and write timeout of [`get`] and [`request`].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// An HTTP request as a fixture server reads it.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The method, such as `POST`.
+    pub method: String,
+    /// The request target, such as `/webhook?x=1`.
+    pub path: String,
+    /// Header fields in order of appearance, names as sent by the client.
+    pub headers: Vec<(String, String)>,
+    /// The body, as long as `Content-Length` says.
+    pub body: Vec<u8>,
+}
+
+impl Request {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one request from a connection: the request line, the header fields and a body of
+/// `Content-Length` bytes (none without it). `None` when the connection ends or fails first.
+pub fn read_request(reader: &mut impl BufRead) -> Option<Request> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let method = parts.next().unwrap_or_default().to_owned();
+    let path = parts.next().unwrap_or_default().to_owned();
+    let mut headers = Vec::new();
+    loop {
+        let mut field = String::new();
+        if reader.read_line(&mut field).unwrap_or(0) == 0 {
+            return None;
+        }
+        let field = field.trim_end();
+        if field.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = field.split_once(':') {
+            headers.push((name.to_owned(), value.trim().to_owned()));
+        }
+    }
+    let mut request = Request {
+        method,
+        path,
+        headers,
+        body: Vec::new(),
+    };
+    let length = request
+        .header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    request.body = vec![0; length];
+    reader.read_exact(&mut request.body).ok()?;
+    Some(request)
+}
 
 /// An HTTP response with its whole body.
 #[derive(Debug, Clone)]
@@ -281,6 +346,23 @@ pub fn encode_component(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_requests_one_after_another() {
+        let raw = b"POST /webhook HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nAuthorization: Bearer t\r\n\r\nbodyGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\nContent-Length: 9\r\n\r\nshort";
+        let mut reader = std::io::Cursor::new(&raw[..]);
+        let first = read_request(&mut reader).expect("first request");
+        assert_eq!(
+            (first.method.as_str(), first.path.as_str()),
+            ("POST", "/webhook")
+        );
+        assert_eq!(first.header("authorization"), Some("Bearer t"));
+        assert_eq!(first.body, b"body");
+        let second = read_request(&mut reader).expect("second request");
+        assert_eq!((second.path.as_str(), second.body.len()), ("/b", 0));
+        // A body shorter than its Content-Length is no request.
+        assert!(read_request(&mut reader).is_none());
+    }
 
     #[test]
     fn parses_chunked_and_length_bodies() {

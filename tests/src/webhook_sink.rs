@@ -3,7 +3,7 @@
 //! records every POST as its path, JSON body and arrival, and answers 200; the routing and
 //! inhibiting the tests look at are Alertmanager's own.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -80,35 +80,14 @@ impl WebhookSink {
     }
 }
 
-/// Reads one request: its path from the request line, its body by `Content-Length` (a body
-/// that is not JSON is recorded as null). `None` when the request cannot be read.
+/// Reads one request and keeps its path and body (a body that is not JSON is kept as null).
+/// `None` when the request cannot be read.
 fn read_post(stream: &TcpStream) -> Option<Post> {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut reader = BufReader::new(stream);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line).ok()?;
-    let path = request_line
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_default()
-        .to_owned();
-    let mut length = 0usize;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-            break;
-        }
-        if let Some((name, value)) = line.split_once(':') {
-            if name.eq_ignore_ascii_case("content-length") {
-                length = value.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).ok()?;
+    let request = crate::http::read_request(&mut BufReader::new(stream))?;
     Some(Post {
-        path,
-        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        path: request.path,
+        body: serde_json::from_slice(&request.body).unwrap_or(Value::Null),
         at: Instant::now(),
     })
 }

@@ -11,12 +11,13 @@
 //! loads and fires.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use stackmedic_tests::http::read_request;
 use stackmedic_tests::remediator::{alert, payload, Remediator};
 
 /// What the stand-in holds and saw.
@@ -65,36 +66,9 @@ impl OllamaStandIn {
 
 fn serve(stream: TcpStream, state: &Mutex<State>) {
     let mut reader = BufReader::new(stream.try_clone().unwrap());
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let mut parts = line.split_whitespace();
-        let method = parts.next().unwrap_or_default().to_string();
-        let path = parts.next().unwrap_or_default().to_string();
-        let mut length = 0usize;
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-        let (status, answer) = answer(state, &method, &path, body);
+    while let Some(request) = read_request(&mut reader) {
+        let body: Value = serde_json::from_slice(&request.body).unwrap_or(Value::Null);
+        let (status, answer) = answer(state, &request.method, &request.path, body);
         let text = answer.to_string();
         let mut out = stream.try_clone().unwrap();
         let _ = write!(
