@@ -261,6 +261,25 @@ impl LoopValues<'_> {
     }
 }
 
+/// A loop test's folder, deleted when dropped: `www/index.html`, the page the watched
+/// container serves (see [`run_watched`]), and an empty `access.log` for the status-path probe.
+///
+/// # Panics
+/// When the folder or its files cannot be written.
+pub fn loop_dir(prefix: &str) -> TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir()
+        .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
+    let www = dir.path().join("www");
+    std::fs::create_dir(&www).unwrap_or_else(|e| panic!("cannot create {}: {e}", www.display()));
+    std::fs::write(www.join("index.html"), "<html>owui</html>\n")
+        .unwrap_or_else(|e| panic!("cannot write the page: {e}"));
+    std::fs::write(dir.path().join("access.log"), "")
+        .unwrap_or_else(|e| panic!("cannot write the access log: {e}"));
+    dir
+}
+
 /// The command of the watched container that plays Open WebUI: busybox `httpd` serving `/www`
 /// on `127.0.0.1:<port>`.
 pub fn watched_command(port: u16) -> Vec<String> {

@@ -28,7 +28,7 @@ use serde_json::{json, Value};
 use stackmedic_tests::alerting;
 use stackmedic_tests::alertmanager::Alertmanager;
 use stackmedic_tests::docker::{docker, ensure_docker};
-use stackmedic_tests::examples::{replace_word, run_watched};
+use stackmedic_tests::examples::{loop_dir, replace_word, run_watched};
 use stackmedic_tests::exporter::Exporter;
 use stackmedic_tests::metrics;
 use stackmedic_tests::prometheus::Prometheus;
@@ -283,17 +283,12 @@ fn remediator_metric(rem: &Remediator, name: &str, labels: &[(&str, &str)]) -> f
 #[test]
 fn every_dashboard_panel_has_data_in_a_running_loop() {
     ensure_docker();
-    let dir = tempfile::Builder::new()
-        .prefix("stackmedic-loop-")
-        .tempdir()
-        .unwrap();
+    let dir = loop_dir("stackmedic-loop-");
     let d = dir.path();
     let name = unique_name("sm-loop-owui");
 
     // What the watched container serves, and the files the other probes read.
     let www = d.join("www");
-    std::fs::create_dir(&www).unwrap();
-    std::fs::write(www.join("index.html"), "<html>owui</html>\n").unwrap();
     std::fs::write(www.join("app.js"), "console.log('owui');\n").unwrap();
     std::fs::write(
         www.join("summary.json"),
@@ -334,7 +329,6 @@ fn every_dashboard_panel_has_data_in_a_running_loop() {
         "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2.0,\nseg7.ts\n#EXTINF:2.0,\nseg8.ts\n#EXT-X-ENDLIST\n",
     )
     .unwrap();
-    std::fs::write(d.join("access.log"), "").unwrap();
     let backups = d.join("backups");
     std::fs::create_dir(&backups).unwrap();
     std::fs::write(d.join("data.txt"), "owui data\n").unwrap();

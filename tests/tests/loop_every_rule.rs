@@ -23,7 +23,7 @@ use serde_json::Value;
 use stackmedic_tests::admin_api::{AdminApi, Rule};
 use stackmedic_tests::docker::{busybox_image, docker, ensure_docker, run_busybox, Container};
 use stackmedic_tests::examples::{
-    run_watched, watched_command, ExampleSet, LoopValues, Ports, Stack,
+    loop_dir, run_watched, watched_command, ExampleSet, LoopValues, Ports, Stack,
 };
 use stackmedic_tests::webhook_sink::WebhookSink;
 use stackmedic_tests::{free_port, http, unique_name, wait_until};
@@ -48,17 +48,11 @@ fn has_row(stack: &Stack, rule: &str, alertname: &str, result: &str) -> bool {
 #[test]
 fn every_shipped_rule_fires_once_and_a_restart_loop_raises_container_restarting() {
     ensure_docker();
-    let dir = tempfile::Builder::new()
-        .prefix("stackmedic-every-rule-")
-        .tempdir()
-        .unwrap();
+    let dir = loop_dir("stackmedic-every-rule-");
     let d = dir.path();
     let name = unique_name("sm-rules-owui");
     let looping = unique_name("sm-rules-loop");
     let www = d.join("www");
-    std::fs::create_dir(&www).unwrap();
-    std::fs::write(www.join("index.html"), "<html>owui</html>\n").unwrap();
-    std::fs::write(d.join("access.log"), "").unwrap();
     let web_port = free_port();
     let web = format!("http://127.0.0.1:{web_port}/");
     let sink = WebhookSink::start();

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use stackmedic_tests::admin_api::AdminApi;
 use stackmedic_tests::docker::{docker, ensure_docker};
-use stackmedic_tests::examples::{run_watched, ExampleSet, LoopValues, Ports, Stack};
+use stackmedic_tests::examples::{loop_dir, run_watched, ExampleSet, LoopValues, Ports, Stack};
 use stackmedic_tests::remediator::unix_now;
 use stackmedic_tests::webhook_sink::WebhookSink;
 use stackmedic_tests::{free_port, http, unique_name, wait_until};
@@ -78,16 +78,10 @@ fn restarts(stack: &Stack) -> Vec<Value> {
 #[test]
 fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
     ensure_docker();
-    let dir = tempfile::Builder::new()
-        .prefix("stackmedic-loop-")
-        .tempdir()
-        .unwrap();
+    let dir = loop_dir("stackmedic-loop-");
     let d = dir.path();
     let name = unique_name("sm-loop-owui");
     let www = d.join("www");
-    std::fs::create_dir(&www).unwrap();
-    std::fs::write(www.join("index.html"), "<html>owui</html>\n").unwrap();
-    std::fs::write(d.join("access.log"), "").unwrap();
     std::fs::create_dir(d.join("stack")).unwrap();
     let web_port = free_port();
     let web = format!("http://127.0.0.1:{web_port}/");
