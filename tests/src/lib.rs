@@ -72,16 +72,51 @@ pub use process::Process;
 
 /// Returns a TCP port that is free on `127.0.0.1` right now.
 ///
-/// The port is found by binding `127.0.0.1:0` and releasing the listener, so another process
+/// The port is taken from below the kernel's range of ephemeral ports
+/// (`net.ipv4.ip_local_port_range`, 32768–60999 by default): a port from that range can be
+/// taken by any outgoing connection of any test while its server is down, so a container or
+/// peer that is restarted on the same port (a remediated container, a reloaded server) could
+/// find it taken. The port is checked by binding and releasing a listener, so another process
 /// could in principle take it before the caller binds it; the peer helpers of this crate retry
 /// with a new port when their peer reports "address already in use".
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 20_000;
+    let below = ephemeral_low().max(FIRST + 1_000);
+    let span = below - FIRST;
+    // A start that differs between test processes (nextest runs each test in its own) and
+    // between calls of one process.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let start = nanos
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(std::process::id().wrapping_mul(40_503))
+        .wrapping_add(NEXT.fetch_add(7_919, Ordering::Relaxed));
+    for i in 0..span {
+        let port = FIRST + (start.wrapping_add(i) % span);
+        let port = u16::try_from(port).expect("ports below 65536");
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return port;
+        }
+    }
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
         .unwrap_or_else(|e| panic!("cannot bind 127.0.0.1:0 to find a free port: {e}"));
     listener
         .local_addr()
         .expect("local address of a bound listener")
         .port()
+}
+
+/// The first port of the kernel's ephemeral range (32768 when it cannot be read).
+fn ephemeral_low() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .filter(|&low: &u32| low > 21_000 && low <= 65_535)
+        .unwrap_or(32_768)
 }
 
 /// Calls `condition` every `poll` until it returns `true` or `timeout` has elapsed.
