@@ -18,6 +18,20 @@ fn openssl(dir: &Path, args: &[&str]) {
     );
 }
 
+/// Two certificate folders for the expiry and trust cases: `expiring` holds a chain valid for
+/// 3 days (a probe trusts it through its `ca.crt` as `ca_file`), `unknown` one valid for 30 days
+/// from a CA of its own that nothing trusts.
+///
+/// # Panics
+/// When a temporary folder cannot be made or `openssl` fails.
+pub fn expiring_and_unknown() -> (tempfile::TempDir, tempfile::TempDir) {
+    let expiring = tempfile::tempdir().expect("tempdir");
+    make_certificates_valid_for(expiring.path(), 3);
+    let unknown = tempfile::tempdir().expect("tempdir");
+    make_certificates_valid_for(unknown.path(), 30);
+    (expiring, unknown)
+}
+
 /// Makes, in `dir`, a CA (`ca.crt`, `ca.key`) and a server certificate for `127.0.0.1`
 /// (`server.crt`, `server.key`) signed by it, with `openssl` (EC P-256, valid two days).
 ///

@@ -10,7 +10,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use stackmedic_tests::exporter::{value, Exporter, WAIT};
 use stackmedic_tests::metrics::{find, find_all, Sample};
 use stackmedic_tests::nginx::Nginx;
-use stackmedic_tests::tls::make_certificates_valid_for;
 
 /// The app's endpoints, each kind's target, served over TLS with the certificate in `certs`.
 fn app_nginx(certs: &std::path::Path) -> Nginx {
@@ -73,10 +72,7 @@ fn only<'a>(s: &'a [Sample], name: &str, probe: &str) -> &'a Sample {
 
 #[test]
 fn every_https_probe_kind_reports_its_certificate() {
-    let trusted = tempfile::tempdir().expect("tempdir");
-    make_certificates_valid_for(trusted.path(), 3);
-    let unknown = tempfile::tempdir().expect("tempdir");
-    make_certificates_valid_for(unknown.path(), 30);
+    let (trusted, unknown) = stackmedic_tests::tls::expiring_and_unknown();
     let a = app_nginx(trusted.path());
     let b = app_nginx(unknown.path());
     // The manifest's digest is of the file both servers deploy; only trust decides the result.

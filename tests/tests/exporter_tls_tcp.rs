@@ -12,7 +12,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use stackmedic_tests::exporter::{config_check_yaml, value, Exporter};
 use stackmedic_tests::metrics::{find, find_all};
 use stackmedic_tests::nginx::Nginx;
-use stackmedic_tests::tls::make_certificates_valid_for;
 
 fn tls_nginx(dir: &std::path::Path) -> Nginx {
     let d = dir.display();
@@ -45,10 +44,7 @@ fn now() -> f64 {
 
 #[test]
 fn certificate_facts_of_trusted_expiring_and_untrusted_servers() {
-    let trusted = tempfile::tempdir().expect("tempdir");
-    make_certificates_valid_for(trusted.path(), 3);
-    let unknown = tempfile::tempdir().expect("tempdir");
-    make_certificates_valid_for(unknown.path(), 30);
+    let (trusted, unknown) = stackmedic_tests::tls::expiring_and_unknown();
     let a = tls_nginx(trusted.path());
     let b = tls_nginx(unknown.path());
     let ca = trusted.path().join("ca.crt");
