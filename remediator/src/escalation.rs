@@ -9,89 +9,17 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::{now, rfc3339_millis};
-use crate::config::{Config, Escalation, Live};
+use crate::config::{Escalation, Live};
 use crate::metrics::Metrics;
-use crate::store::{Job, PendingEscalation, PostResult, Store};
+use crate::store::{PendingEscalation, PostResult, Store};
 use crate::vocab::PostOutcome;
 
-/// The name of the alert the remediator posts when it gives up; it never acts on it.
-pub const ALERTNAME: &str = "StackmedicRemediationFailed";
-
-/// The labels the remediator sets on every escalation, which `escalation.labels` may not
-/// change: `alertname` is what keeps the remediator from acting on its own escalation, the
-/// others say what was escalated (the page, the outbox's views and Alertmanager's grouping
-/// read them).
-pub const GUARD_LABELS: [&str; 5] = [
-    "alertname",
-    "original_alertname",
-    "remediation_rule",
-    "remediation_target",
-    "remediation_action",
-];
-
-/// Whether `name` is a Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`), as Alertmanager
-/// requires of every label of a posted alert.
-#[must_use]
-pub fn is_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// What an escalation is about.
-pub struct About<'a> {
-    /// The job the incident was escalated on (its alert's labels are the page's).
-    pub job: &'a Job,
-    /// The rule.
-    pub rule: &'a str,
-    /// The canonical subject.
-    pub subject: &'a str,
-    /// Why: what the last attempt did and why it failed, or the flapping count.
-    pub why: &'a str,
-}
-
-/// The alert posted to Alertmanager for an escalated incident, or `None` when no Alertmanager
-/// is configured. Its labels and `startsAt` are fixed here, so every post is the same alert;
-/// `endsAt` is set at each post.
-#[must_use]
-pub fn alert(cfg: &Config, about: &About<'_>) -> Option<Value> {
-    let esc = cfg.escalation.as_ref()?;
-    let job = about.job;
-    let mut labels = job.new.labels.clone();
-    // Alertmanager refuses a whole alert for one invalid label name, and a refused escalation
-    // would be retried forever: a sender's label that is not a label name is left out.
-    labels.retain(|name, _| is_label_name(name));
-    let original = labels.get("alertname").cloned().unwrap_or_default();
-    labels.insert("alertname".into(), ALERTNAME.into());
-    labels.insert("severity".into(), "page".into());
-    labels.insert("original_alertname".into(), original.clone());
-    labels.insert("remediation_rule".into(), about.rule.to_string());
-    labels.insert("remediation_target".into(), job.new.target.clone());
-    labels.insert("remediation_action".into(), job.new.action.as_str().into());
-    for (k, v) in &esc.labels {
-        labels.insert(k.clone(), v.clone());
-    }
-    Some(json!([{
-        "labels": labels,
-        "annotations": {
-            "summary": format!("stackmedic-remediator could not fix {original} on {}", about.subject),
-            "description": format!(
-                "Rule {} ran {} on {} and gave up: {}. No more actions are taken on this subject until its alerts resolve; a human must look.",
-                about.rule, job.new.action, about.subject, about.why
-            ),
-            "remediation_tried": about.why,
-            "alerts": format!("{original} since {}", job.new.starts_at),
-        },
-        "startsAt": rfc3339_millis(SystemTime::now()),
-    }]))
-}
+pub use crate::paging::{is_label_name, ALERTNAME, GUARD_LABELS};
 
 /// The stored escalation with `endsAt` set for this post.
 fn with_ends_at(payload: &Value, ends_at: SystemTime) -> Value {

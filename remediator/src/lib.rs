@@ -19,6 +19,7 @@ pub mod incident;
 pub mod limits;
 pub mod matcher;
 pub mod metrics;
+pub mod paging;
 pub mod pipeline;
 pub mod reconcile;
 pub mod store;
@@ -114,15 +115,14 @@ pub async fn run(
     let store = open_store(&options.storage_path)?;
     let metrics = metrics::Metrics::new()?;
     let reload_metrics = ReloadMetrics::register(&metrics.registry, "stackmedic_remediator")?;
-    let resume_max_age = config.global.resume_max_age.as_secs_f64();
     let engine = pipeline::Engine::new(config, store, Arc::new(metrics), shutdown.clone())?;
 
     let resumed = engine
         .store
-        .resume(resume_max_age, clock::now())
+        .resume()
         .await
         .context("cannot resume stored jobs")?;
-    if !resumed.jobs.is_empty() || !resumed.expired.is_empty() {
+    if !resumed.jobs.is_empty() {
         let interrupted = resumed
             .jobs
             .iter()
@@ -131,16 +131,10 @@ pub async fn run(
         tracing::info!(
             resumed = resumed.jobs.len(),
             interrupted,
-            expired = resumed.expired.len(),
-            "stored jobs resumed (an interrupted action is verified, not run again)"
+            "stored jobs resumed (an interrupted action is verified, not run again; one found later than global.resume_max_age after it was due escalates its incident)"
         );
     }
-    for job in &resumed.expired {
-        engine.metrics.job(job.new.action, vocab::Event::Expired);
-    }
-    for c in &resumed.closed {
-        tracing::info!(incident = c.id, subject = %c.subject, reason = %c.reason, "incident closed");
-    }
+    engine.apply_config().await;
     for job in resumed.jobs {
         engine.spawn(job);
     }
@@ -164,6 +158,7 @@ pub async fn run(
                     ));
                 }
                 engine.set_config(cfg);
+                engine.apply_config().await;
                 Ok(())
             })
         })
@@ -171,10 +166,12 @@ pub async fn run(
     let reload_handle = reload::spawn(reload_fn, reload_metrics, shutdown.clone());
     let handler: Handler = {
         let engine = engine.clone();
+        let web_auth = options.security.auth.clone();
         Arc::new(move |req| {
             let engine = engine.clone();
             let reload_handle = reload_handle.clone();
-            Box::pin(async move { web::handle(engine, reload_handle, req).await })
+            let web_auth = web_auth.clone();
+            Box::pin(async move { web::handle(engine, reload_handle, web_auth, req).await })
         })
     };
     let mut security = options.security;

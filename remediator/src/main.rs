@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use stackmedic_common::cli::CommonArgs;
 use stackmedic_common::{healthcheck, runtime};
 use stackmedic_remediator::{config, contract, Options, DEFAULT_LISTEN_ADDRESS};
@@ -48,6 +48,60 @@ struct Cli {
         requires = "rules_files"
     )]
     exporter_config_files: Vec<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// On-call's commands against a running remediator.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Reset an escalated or flapping subject and re-arm it: its escalated incident closes (the
+    /// page resolves), its flapping history is cleared, and its alerts still firing are acted
+    /// on again (POST /api/subjects/{subject}/reset).
+    Reset(ResetArgs),
+}
+
+#[derive(Debug, Args)]
+struct ResetArgs {
+    /// The subject as the page and /api/actions show it, such as container:owui.
+    subject: String,
+
+    /// Why, kept in the audit history.
+    #[arg(long, default_value = "")]
+    note: String,
+
+    /// The remediator's base URL.
+    #[arg(
+        long = "remediator.url",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8791"
+    )]
+    url: String,
+
+    /// A file holding the webhook's bearer token.
+    #[arg(long = "bearer-token-file", value_name = "PATH")]
+    bearer_token_file: Option<PathBuf>,
+
+    /// An environment variable holding the webhook's bearer token.
+    #[arg(long = "bearer-token-env", value_name = "NAME")]
+    bearer_token_env: Option<String>,
+
+    /// A basic-auth user name (the webhook's, or a web user's).
+    #[arg(long = "basic-auth.username", value_name = "NAME")]
+    username: Option<String>,
+
+    /// A file holding the basic-auth password.
+    #[arg(long = "basic-auth.password-file", value_name = "PATH")]
+    password_file: Option<PathBuf>,
+
+    /// An environment variable holding the basic-auth password.
+    #[arg(long = "basic-auth.password-env", value_name = "NAME")]
+    password_env: Option<String>,
+
+    /// A CA certificate (PEM) to trust for an https:// URL.
+    #[arg(long = "tls.ca-file", value_name = "PATH")]
+    ca_file: Option<PathBuf>,
 }
 
 const LONG_ABOUT: &str = "\
@@ -72,6 +126,9 @@ Endpoints:
   /-/healthy       200 while the process serves
   /-/ready         200 when ready to accept webhooks
   /-/reload        POST: reload the configuration file (with --web.enable-lifecycle)
+  /api/subjects/{subject}/reset
+                   POST: reset an escalated or flapping subject (webhook credentials or a
+                   web user); the same as `stackmedic-remediator reset SUBJECT`
 
 Signals:
   SIGHUP           reload the configuration file; a bad file keeps the running configuration
@@ -104,6 +161,9 @@ Exit status: 0 after a clean stop, a valid --config.check or a healthy --healthc
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Reset(args)) = &cli.command {
+        return reset(args);
+    }
     if cli.common.config_print_default {
         print!("{}", config::DEFAULT_CONFIG);
         return ExitCode::SUCCESS;
@@ -228,4 +288,86 @@ async fn start(
         shutdown,
     )
     .await
+}
+
+/// `stackmedic-remediator reset SUBJECT`: asks the running remediator to reset a subject.
+fn reset(args: &ResetArgs) -> ExitCode {
+    match reset_request(args) {
+        Ok((true, text)) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Ok((false, text)) => {
+            eprintln!("{text}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("reset failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sends the reset; returns whether it was done and what to print.
+fn reset_request(args: &ResetArgs) -> anyhow::Result<(bool, String)> {
+    use stackmedic_common::config::read_secret;
+    let mut builder = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(ca) = &args.ca_file {
+        let pem = std::fs::read(ca)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", ca.display()))?;
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+    }
+    let client = builder.build()?;
+    let base = args.url.trim_end_matches('/');
+    let subject: String =
+        percent_encoding::utf8_percent_encode(&args.subject, percent_encoding::NON_ALPHANUMERIC)
+            .collect();
+    let url = format!("{base}/api/subjects/{subject}/reset");
+    let mut req = client
+        .post(&url)
+        .json(&serde_json::json!({ "note": args.note }));
+    if args.bearer_token_file.is_some() || args.bearer_token_env.is_some() {
+        let token = read_secret(args.bearer_token_file.as_deref(), args.bearer_token_env.as_deref())
+            .map_err(|e| anyhow::anyhow!("bearer token: {e}"))?;
+        req = req.bearer_auth(token);
+    } else if let Some(user) = &args.username {
+        let password = read_secret(args.password_file.as_deref(), args.password_env.as_deref())
+            .map_err(|e| anyhow::anyhow!("basic-auth password: {e}"))?;
+        req = req.basic_auth(user, Some(password));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("POST {url}: {}", source_chain(&e)))?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        let text = body
+            .get("message")
+            .or_else(|| body.get("error"))
+            .and_then(serde_json::Value::as_str)
+            .map_or_else(|| body.to_string(), str::to_string);
+        Ok((status.is_success(), format!("{status}: {text}")))
+    })
+}
+
+/// An error with its causes, as `a: b: c` (reqwest's own message leaves out why a connection
+/// failed).
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
 }

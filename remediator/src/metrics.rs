@@ -56,6 +56,12 @@ pub struct Metrics {
     pub reconciled_alerts: IntCounter,
     /// Duration of webhook handling.
     pub webhook_duration: Histogram,
+    /// Re-checks of heals whose alert still fired, by result.
+    pub rechecks: IntCounterVec,
+    /// Decisions put off because a subject could not be made canonical.
+    pub postponed: IntCounter,
+    /// On-call resets of subjects.
+    pub resets: IntCounter,
 }
 
 impl Metrics {
@@ -167,6 +173,27 @@ impl Metrics {
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0,
             ]),
         )?;
+        let rechecks = IntCounterVec::new(
+            Opts::new(
+                format!("{NS}_rechecks_total"),
+                "Re-checks of healed incidents whose alert still fired verify.resolve_within after the heal, by result (passed, failed: a failed attempt of the same incident).",
+            ),
+            &["result"],
+        )?;
+        let postponed = IntCounter::new(
+            format!("{NS}_subject_postponed_total"),
+            "Decisions put off because the subject could not be made canonical (the Docker Engine or the bus could not be asked); the job is tried again.",
+        )?;
+        let resets = IntCounter::new(
+            format!("{NS}_resets_total"),
+            "Subjects reset by on-call (POST /api/subjects/{subject}/reset).",
+        )?;
+        registry.register(Box::new(rechecks.clone()))?;
+        registry.register(Box::new(postponed.clone()))?;
+        registry.register(Box::new(resets.clone()))?;
+        for r in ["passed", "failed"] {
+            rechecks.with_label_values(&[r]);
+        }
         registry.register(Box::new(webhooks.clone()))?;
         registry.register(Box::new(alerts.clone()))?;
         registry.register(Box::new(unmatched.clone()))?;
@@ -218,6 +245,9 @@ impl Metrics {
             reconciliations,
             reconciled_alerts,
             webhook_duration,
+            rechecks,
+            postponed,
+            resets,
         })
     }
 

@@ -74,16 +74,77 @@ impl ComposeTarget {
     }
 }
 
-/// The rule keys of `compose_up`: none.
+/// The rule keys of `compose_up`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RuleParams {}
+pub struct RuleParams {
+    /// The label naming the container the stack brings back, among the target's
+    /// `docker.containers`: the compose up then acts on that container's subject (one incident
+    /// and one lock with a restart of it) and verifies it.
+    pub container_label: Option<String>,
+}
 
 /// A `compose up` of a rule on one stack.
 #[derive(Debug, Clone)]
 pub struct ComposeUp {
     /// The stack.
     pub target: Arc<ComposeTarget>,
+    /// The label choosing the container it brings back, and the allow-list it chooses from.
+    pub container: Option<(String, Vec<String>)>,
+}
+
+impl ComposeTarget {
+    /// The Compose project: `project_name`, or as Compose names it, the compose file's folder
+    /// name in lower case without the characters a project name may not have.
+    #[must_use]
+    pub fn project(&self) -> String {
+        if let Some(p) = &self.project_name {
+            return p.clone();
+        }
+        let folder = self
+            .file
+            .parent()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        folder
+            .chars()
+            .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'))
+            .skip_while(|c| !c.is_ascii_alphanumeric())
+            .collect()
+    }
+}
+
+impl ComposeUp {
+    /// The allow-list the container label chooses from.
+    pub(super) fn allow_list(&self) -> Option<super::AllowList> {
+        self.container.as_ref().map(|(label, values)| super::AllowList {
+            key: "docker.containers".into(),
+            label: label.clone(),
+            values: values.clone(),
+        })
+    }
+
+    /// Lets the alert's label choose the container among the allow-list (exactly: the
+    /// container may be gone, so it cannot be resolved through the Engine).
+    pub(super) fn select(
+        &self,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<super::Selection, String> {
+        let Some((label, allowed)) = &self.container else {
+            return Ok(super::Selection::default());
+        };
+        let v = labels.get(label).cloned().unwrap_or_default();
+        if !allowed.contains(&v) {
+            return Err(format!(
+                "label {label}={v:?} names a container outside the allow-list"
+            ));
+        }
+        Ok(super::Selection {
+            container: Some(v),
+            ..super::Selection::default()
+        })
+    }
 }
 
 /// Most characters of the command's output kept in a failure message.

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::models::{ContainerInspectResponse, HealthStatusEnum};
-use bollard::query_parameters::{RestartContainerOptions, StartContainerOptions};
+use bollard::query_parameters::{LogsOptions, RestartContainerOptions, StartContainerOptions};
 use bollard::Docker;
 use serde::Deserialize;
 use serde_json::Value;
@@ -298,23 +298,56 @@ pub struct Running {
     pub started_at: String,
 }
 
+/// Why a container is not good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bad {
+    /// Not good yet, and it may still become good: starting or unhealthy per its health check,
+    /// paused, or the Engine could not be asked.
+    NotYet(String),
+    /// Down: it exited, is restarting, was never started, or is gone. Waiting does not help:
+    /// verification fails at once, with its exit code and last log lines.
+    Down(String),
+}
+
+/// Most log lines, and bytes of them, quoted from a container that went down.
+const LOG_LINES: &str = "5";
+const LOG_BYTES: usize = 600;
+
 /// Checks that a container runs and, if it has a health check, is healthy.
 ///
 /// # Errors
-/// A message describing its state.
-pub async fn check_running(docker: &Docker, name: &str) -> Result<Running, String> {
-    let info: ContainerInspectResponse = docker
-        .inspect_container(name, None)
-        .await
-        .map_err(|e| format!("container {name}: {e}"))?;
+/// Its state in words: [`Bad::Down`] when waiting cannot help, [`Bad::NotYet`] otherwise.
+pub async fn check_running(docker: &Docker, name: &str) -> Result<Running, Bad> {
+    let info: ContainerInspectResponse = match docker.inspect_container(name, None).await {
+        Ok(i) => i,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => return Err(Bad::Down(format!("container {name} is gone (removed)"))),
+        Err(e) => return Err(Bad::NotYet(format!("container {name}: {e}"))),
+    };
     let state = info.state.unwrap_or_default();
-    if state.running != Some(true) || state.restarting == Some(true) {
-        return Err(format!(
-            "container {name} is {}",
-            state
-                .status
-                .map_or_else(|| "not running".to_string(), |s| s.to_string())
-        ));
+    let status = state
+        .status
+        .map_or_else(|| "not running".to_string(), |s| s.to_string());
+    if state.restarting == Some(true) || state.running != Some(true) {
+        if state.paused == Some(true) {
+            return Err(Bad::NotYet(format!("container {name} is paused")));
+        }
+        let mut why = format!("container {name} is {status}");
+        if let Some(code) = state.exit_code.filter(|_| state.started_at.as_deref().is_some_and(|s| !s.starts_with("0001"))) {
+            why.push_str(&format!(", exit code {code}"));
+        }
+        if state.oom_killed == Some(true) {
+            why.push_str(", killed for lack of memory");
+        }
+        if let Some(err) = state.error.filter(|e| !e.is_empty()) {
+            why.push_str(&format!(", {err}"));
+        }
+        let logs = last_logs(docker, name).await;
+        if !logs.is_empty() {
+            why.push_str(&format!("; last log lines: {logs}"));
+        }
+        return Err(Bad::Down(why));
     }
     match state.health.and_then(|h| h.status) {
         None
@@ -323,8 +356,42 @@ pub async fn check_running(docker: &Docker, name: &str) -> Result<Running, Strin
                 started_at: state.started_at.unwrap_or_default(),
             })
         }
-        Some(s) => Err(format!("container {name} is running but {s}")),
+        Some(s) => Err(Bad::NotYet(format!("container {name} is running but {s}"))),
     }
+}
+
+/// The container's last log lines, joined by ` | ` and bounded; empty when there are none or
+/// they cannot be read.
+async fn last_logs(docker: &Docker, name: &str) -> String {
+    use futures_util::StreamExt as _;
+    let options = LogsOptions {
+        stdout: true,
+        stderr: true,
+        tail: LOG_LINES.into(),
+        ..Default::default()
+    };
+    let mut stream = docker.logs(name, Some(options));
+    let mut text = String::new();
+    let read = async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            text.push_str(&chunk.to_string());
+            if text.len() > 4 * LOG_BYTES {
+                break;
+            }
+        }
+    };
+    // Logs are a courtesy of the failure message: never wait long for them.
+    let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
+    let lines: Vec<&str> = text.lines().map(str::trim_end).filter(|l| !l.is_empty()).collect();
+    let joined = lines.join(" | ");
+    if joined.len() <= LOG_BYTES {
+        return joined;
+    }
+    let mut cut = joined.len() - LOG_BYTES;
+    while !joined.is_char_boundary(cut) {
+        cut += 1;
+    }
+    format!("…{}", &joined[cut..])
 }
 
 #[cfg(test)]

@@ -253,12 +253,29 @@ impl RuleParams {
                     .ok_or_else(|| missing(ActionKind::AdsRouteAdd))?;
                 Action::AdsRouteAdd(ads_route::RouteAdd { target: a })
             }
-            RuleParams::ComposeUp(_) => {
+            RuleParams::ComposeUp(p) => {
                 let c = sections
                     .compose
                     .clone()
                     .ok_or_else(|| missing(ActionKind::ComposeUp))?;
-                Action::ComposeUp(compose::ComposeUp { target: c })
+                let container = match &p.container_label {
+                    None => None,
+                    Some(label) => {
+                        let allowed = sections
+                            .docker
+                            .as_ref()
+                            .map(|d| d.containers.clone())
+                            .filter(|c| !c.is_empty())
+                            .ok_or_else(|| {
+                                "compose_up with `container_label` needs the target's `docker.containers`, the allow-list the label chooses from".to_string()
+                            })?;
+                        Some((label.clone(), allowed))
+                    }
+                };
+                Action::ComposeUp(compose::ComposeUp {
+                    target: c,
+                    container,
+                })
             }
             RuleParams::SystemdRestart(p) => {
                 let t = sections
@@ -382,7 +399,8 @@ impl Action {
             Action::SystemdRestart(a) | Action::SystemdStart(a) => {
                 a.allow_list().into_iter().collect()
             }
-            Action::AdsRouteAdd(_) | Action::ComposeUp(_) | Action::Cleanup(_) => Vec::new(),
+            Action::ComposeUp(a) => a.allow_list().into_iter().collect(),
+            Action::AdsRouteAdd(_) | Action::Cleanup(_) => Vec::new(),
         }
     }
 
@@ -395,23 +413,33 @@ impl Action {
             Action::ContainerRestart(a) | Action::ContainerStart(a) => a.select(labels),
             Action::HttpSequence(a) => a.select(labels),
             Action::SystemdRestart(a) | Action::SystemdStart(a) => a.select(labels),
-            Action::AdsRouteAdd(_) | Action::ComposeUp(_) | Action::Cleanup(_) => {
-                Ok(Selection::default())
-            }
+            Action::ComposeUp(a) => a.select(labels),
+            Action::AdsRouteAdd(_) | Action::Cleanup(_) => Ok(Selection::default()),
         }
     }
 
-    /// The subject of a selection on `target`: what incidents and locks apply to. A container
-    /// action's subject is `target/container`, a systemd action's `target/unit`, an
-    /// `http_sequence` with parameters `target?name=value&…`, any other the target.
+    /// The subject of a selection on `target`: what incidents and locks apply to, one per real
+    /// thing whatever target, rule or alias names it. A container is `container:NAME` (the name
+    /// the Engine reports), also for a `compose_up` that brings it back; a systemd unit
+    /// `unit:NAME` (its primary name), with `@BUS` when the target names a bus other than the
+    /// system bus; a `compose_up` without a container `compose:PROJECT`; an `http_sequence`
+    /// with parameters `target?name=value&…`; any other the target.
     #[must_use]
     pub fn subject(&self, target: &str, selection: &Selection) -> String {
         match self {
             Action::ContainerRestart(_) | Action::ContainerStart(_) => {
-                format!("{target}/{}", selection.container.as_deref().unwrap_or(""))
+                format!("container:{}", selection.container.as_deref().unwrap_or(""))
             }
-            Action::SystemdRestart(_) | Action::SystemdStart(_) => {
-                format!("{target}/{}", selection.unit.as_deref().unwrap_or(""))
+            Action::ComposeUp(a) => match &selection.container {
+                Some(c) => format!("container:{c}"),
+                None => format!("compose:{}", a.target.project()),
+            },
+            Action::SystemdRestart(a) | Action::SystemdStart(a) => {
+                let unit = selection.unit.as_deref().unwrap_or("");
+                match a.bus() {
+                    bus if bus == crate::systemd_bus::DEFAULT_SYSTEM_BUS => format!("unit:{unit}"),
+                    bus => format!("unit:{unit}@{bus}"),
+                }
             }
             Action::HttpSequence(_) if !selection.params.is_empty() => {
                 let parts: Vec<String> = selection
@@ -421,10 +449,9 @@ impl Action {
                     .collect();
                 format!("{target}?{}", parts.join("&"))
             }
-            Action::HttpSequence(_)
-            | Action::AdsRouteAdd(_)
-            | Action::ComposeUp(_)
-            | Action::Cleanup(_) => target.to_string(),
+            Action::HttpSequence(_) | Action::AdsRouteAdd(_) | Action::Cleanup(_) => {
+                target.to_string()
+            }
         }
     }
 
@@ -525,12 +552,11 @@ impl Action {
     #[must_use]
     pub fn acted_on(&self, selection: &Selection) -> Vec<String> {
         match self {
-            Action::ContainerRestart(_) | Action::ContainerStart(_) => {
+            Action::ContainerRestart(_) | Action::ContainerStart(_) | Action::ComposeUp(_) => {
                 selection.container.iter().cloned().collect()
             }
             Action::HttpSequence(_)
             | Action::AdsRouteAdd(_)
-            | Action::ComposeUp(_)
             | Action::SystemdRestart(_)
             | Action::SystemdStart(_)
             | Action::Cleanup(_) => Vec::new(),

@@ -130,6 +130,12 @@ enum Choice {
 }
 
 impl UnitAction {
+    /// The bus of the unit's systemd.
+    #[must_use]
+    pub fn bus(&self) -> &str {
+        &self.target.bus_address
+    }
+
     /// The action of a rule with `params` on the section `target`.
     ///
     /// # Errors

@@ -126,6 +126,11 @@ pub struct Verify {
     /// unhealthy or restarts in that time fails the verification.
     #[serde(default = "default_stable_for", with = "duration")]
     pub stable_for: Duration,
+    /// How long after a heal the incident's alerts must have resolved: a healed incident whose
+    /// alert still fires then is verified again, and a heal that did not hold is a failed
+    /// attempt of the same incident.
+    #[serde(default = "default_resolve_within", with = "duration")]
+    pub resolve_within: Duration,
     /// A URL that must answer 2xx (or one of `expect_status`).
     pub url: Option<Url>,
     /// Accepted statuses of `url`; default any 2xx.
@@ -152,6 +157,11 @@ fn default_interval() -> Duration {
 fn default_stable_for() -> Duration {
     Duration::from_secs(5)
 }
+/// A little over the time the shipped remediation tier needs to see a subject back and deliver
+/// the resolve (probe, scrape and evaluation every 5 s or less, Alertmanager's group interval).
+fn default_resolve_within() -> Duration {
+    Duration::from_secs(30)
+}
 
 impl Default for Verify {
     fn default() -> Self {
@@ -159,6 +169,7 @@ impl Default for Verify {
             deadline: default_deadline(),
             interval: default_interval(),
             stable_for: default_stable_for(),
+            resolve_within: default_resolve_within(),
             url: None,
             expect_status: Vec::new(),
             body_matches: None,
@@ -248,6 +259,12 @@ pub fn load(v: &Value, path: &str, retention: Duration, errs: &mut ConfigErrors)
             "body_matches and body_not_matches need `url`",
         );
     }
+    if f.verify.resolve_within.is_zero() {
+        errs.push(
+            common::join(path, "verify.resolve_within"),
+            "must be greater than 0s",
+        );
+    }
     if f.verify.interval.is_zero() {
         errs.push(
             common::join(path, "verify.interval"),
@@ -264,6 +281,7 @@ pub fn load(v: &Value, path: &str, retention: Duration, errs: &mut ConfigErrors)
                 count: f.flapping.count,
                 window: f.flapping.window,
             },
+            resolve_within: f.verify.resolve_within,
         },
         timeout: f.timeout,
         verify: f.verify,

@@ -10,7 +10,8 @@ use super::audit::{self, About};
 use super::escalations;
 use super::jobs::{self, close};
 use super::{exec, row, Closed, Resolution, Store, StoreError};
-use crate::vocab::{CloseReason, Event, IncidentState, JobState, ResolvedBy};
+use crate::incident::{self, Facts, Input, Open, Policy, Transition};
+use crate::vocab::{Event, IncidentState, JobState, ResolvedBy};
 
 /// An alert Alertmanager holds as active, suppressed or unprocessed.
 #[derive(Debug, Clone)]
@@ -59,9 +60,24 @@ pub(super) struct Row {
     pub current_job: Option<i64>,
     pub healed_at: Option<f64>,
     pub next_attempt_at: Option<f64>,
+    /// Whether the current job's action has started.
+    pub running: bool,
+    pub rechecks: u32,
 }
 
 impl Row {
+    /// The incident as the model reads it.
+    pub fn open(&self) -> Open {
+        Open {
+            state: self.state,
+            attempts: self.attempts,
+            running: self.running,
+            healed_at: self.healed_at,
+            rechecks: self.rechecks,
+        }
+    }
+
+
     fn about(&self) -> About<'_> {
         About {
             incident: Some(self.id),
@@ -85,7 +101,9 @@ pub(super) fn load_one(
 c,
         &format!(
             "SELECT id, subject, target, rule, action, alertname, fingerprint, state, attempts, max_attempts, \
-             current_job, healed_at, next_attempt_at FROM incidents WHERE {filter}"
+             current_job, healed_at, next_attempt_at, \
+             COALESCE((SELECT started_at IS NOT NULL FROM jobs WHERE jobs.id = incidents.current_job), 0), \
+             rechecks FROM incidents WHERE {filter}"
         ),
         p,
         |r| {
@@ -104,6 +122,8 @@ c,
                 current_job: r.get(10)?,
                 healed_at: r.get(11)?,
                 next_attempt_at: r.get(12)?,
+                running: r.get(13)?,
+                rechecks: r.get(14)?,
             })
         },
     )
@@ -115,28 +135,12 @@ pub(super) fn open_by_id(c: &Connection, id: i64) -> Result<Option<Row>, StoreEr
     load_one(c, "id = ?1 AND closed_at IS NULL", [id])
 }
 
-/// Closes incident `id` when `job` is its pending attempt.
-pub(super) fn close_if_current(
-    c: &Connection,
-    id: i64,
-    job: i64,
-    reason: CloseReason,
-    now: f64,
-) -> Result<Option<Closed>, StoreError> {
-    match open_by_id(c, id)? {
-        Some(row) if row.current_job == Some(job) => {
-            Ok(close_incident(c, id, reason, now)?.closed.pop())
-        }
-        _ => Ok(None),
-    }
-}
-
 /// Closes an open incident: its pending attempt is cancelled, its escalation switched to
 /// resolving, and the closing audited.
 pub(super) fn close_incident(
     c: &Connection,
     id: i64,
-    reason: CloseReason,
+    reason: crate::vocab::CloseReason,
     now: f64,
 ) -> Result<Resolution, StoreError> {
     let mut out = Resolution::default();
@@ -146,7 +150,7 @@ pub(super) fn close_incident(
     exec(
 c,
         "UPDATE incidents SET state = ?2, closed_at = ?3, updated_at = ?3, close_reason = ?4, current_job = NULL, \
-         next_attempt_at = NULL WHERE id = ?1",
+         next_attempt_at = NULL, next_check_at = NULL WHERE id = ?1",
         params![id, IncidentState::Resolved.as_str(), now, reason.as_str()],
     )?;
     if let Some(pending) = row.current_job {
@@ -159,17 +163,9 @@ c,
                 "the incident closed before its next attempt: {}",
                 reason.describe()
             );
-            close(c, &job, Event::Cancelled, &detail, None, now)?;
+            close(c, &job, Event::Cancelled, &detail, now)?;
             out.cancelled.push(job);
         }
-    }
-    if reason == CloseReason::Expired {
-        // Inferred, not seen: a re-sent alert opens the occurrence again.
-        exec(
-c,
-            "UPDATE occurrences SET resolved_at = ?2, resolved_by = ?3 WHERE incident_id = ?1 AND resolved_at IS NULL",
-            params![id, now, ResolvedBy::Expired.as_str()],
-        )?;
     }
     out.escalations_resolving += escalations::resolve_for_incident(c, id, reason, now)?;
     audit::write(
@@ -191,12 +187,15 @@ c,
 }
 
 /// Marks an alert occurrence (every rule's) resolved, cancels its undecided jobs, and closes
-/// the incidents it leaves without an unresolved alert.
+/// the incidents it leaves without an unresolved alert. A delivered resolve of an occurrence
+/// not seen yet is remembered when `remember` (its alert matches a rule): a firing of it that
+/// arrives later never acts.
 pub(super) fn resolve_alert(
     c: &Connection,
     fingerprint: &str,
     starts_at: &str,
     by: ResolvedBy,
+    remember: bool,
     now: f64,
 ) -> Result<Resolution, StoreError> {
     let mut out = Resolution::default();
@@ -222,16 +221,35 @@ c,
             c,
             &job,
             Event::Cancelled,
-            "the alert resolved before the action ran",
-            None,
-            now,
-        )?;
+            "the alert resolved before the action ran", now)?;
         out.cancelled.push(job);
     }
-    let reason = match by {
-        ResolvedBy::Alert => CloseReason::AlertResolved,
-        ResolvedBy::Reconciled => CloseReason::Reconciled,
-        ResolvedBy::Expired => CloseReason::Expired,
+    if out.occurrences == 0 && remember && by == ResolvedBy::Alert {
+        let seen: i64 = row(
+            c,
+            "SELECT COUNT(*) FROM occurrences WHERE fingerprint = ?1 AND starts_at = ?2",
+            params![fingerprint, starts_at],
+            |r| r.get(0),
+        )?;
+        if seen == 0 {
+            exec(
+                c,
+                "INSERT OR IGNORE INTO early_resolves (fingerprint, starts_at, at) VALUES (?1, ?2, ?3)",
+                params![fingerprint, starts_at, now],
+            )?;
+            out.remembered += 1;
+        }
+    }
+    let facts = Facts {
+        now,
+        policy: Policy::default(),
+        dry_run: false,
+        configured: true,
+        late: false,
+        healed_in_window: 0,
+    };
+    let input = Input::Resolved {
+        delivered: by == ResolvedBy::Alert,
     };
     for id in incidents {
         let firing: i64 = row(
@@ -240,7 +258,13 @@ c,
             [id],
             |r| r.get(0),
         )?;
-        if firing == 0 {
+        if firing > 0 {
+            continue;
+        }
+        let Some(inc) = open_by_id(c, id)? else {
+            continue;
+        };
+        if let Some(Transition::Close(reason)) = incident::step(Some(&inc.open()), input, &facts) {
             out.merge(close_incident(c, id, reason, now)?);
         }
     }
@@ -283,6 +307,7 @@ fn reconcile(
                 &fingerprint,
                 &starts_at,
                 ResolvedBy::Reconciled,
+                false,
                 now,
             )?);
         }

@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::audit::{self, About};
 use super::views::ALERTS_SHOWN;
 use super::{exec, jobs, row, Job, Store, StoreError};
+use crate::paging::{self, PageSpec};
 use crate::vocab::{CloseReason, EscalationState, Event};
 
 /// An escalation alert due to be posted: its first post, a re-post while it is active, or its
@@ -137,16 +138,30 @@ impl Store {
 }
 
 /// Stores the escalation of incident `incident` (decided on `job`) and audits it. Without a
-/// payload (no `escalation` section) only the audit row says that nobody is paged.
+/// page spec (no `escalation` section) only the audit row says that nobody is paged.
 pub(super) fn insert(
     c: &Connection,
     job: &Job,
     incident: i64,
-    payload: Option<&Value>,
+    page: Option<&PageSpec>,
     why: &str,
     now: f64,
 ) -> Result<(), StoreError> {
-    let detail = match payload {
+    let payload = page.map(|spec| {
+        paging::alert(
+            spec,
+            &paging::About {
+                labels: &job.new.labels,
+                starts_at: &job.new.starts_at,
+                rule: &job.new.rule,
+                target: &job.new.target,
+                action: job.new.action,
+                subject: &job.new.subject,
+                why,
+            },
+        )
+    });
+    let detail = match &payload {
         Some(p) => {
             exec(
 c,

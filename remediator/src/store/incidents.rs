@@ -1,21 +1,57 @@
-//! The incident model applied to the database: a job's decision (open or join the subject's
-//! incident), the start of an attempt, its outcome (healed, next attempt, escalated), and the
-//! end of incidents when their alerts resolve or reconciliation finds them gone.
+//! The incident model applied to the database. Each operation reads the subject's open
+//! incident, asks [`crate::incident::step`] for the transition, and writes it — all inside the
+//! store thread's transaction, so a transition is applied whole or not at all.
 //!
-//! The model's steps come from [`crate::incident`]; this file only reads and writes rows, each
-//! operation inside the store thread's transaction.
+//! Operations: a job's decision (a new occurrence opens, joins or supersedes the subject's
+//! incident; an incident's stored attempt coming due), the start of an attempt, its outcome
+//! (verifying, healed, the next attempt, escalation), the re-check of a heal whose alert still
+//! fires, removed rules, and on-call's reset. How incidents end when their alerts resolve is
+//! in `endings`.
 
 use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::Value;
 
 use super::audit::{self, About};
-use super::endings::{close_incident, load_one, open_by_id};
+use super::endings::{close_incident, load_one, open_by_id, Row};
 use super::escalations;
 use super::jobs::{self, close};
-use super::{exec, row, Closed, Job, Store, StoreError};
+use super::{exec, row, Closed, Job, Resolution, Store, StoreError};
 use crate::action::Selection;
-use crate::incident::{self, AfterFailure, Decision, OnOccurrence, Open, Policy};
+use crate::incident::{self, Decision, Facts, Input, New, Policy, Transition, Why};
+use crate::paging::PageSpec;
 use crate::vocab::{CloseReason, Event, IncidentState, JobState};
+
+/// What the configuration in force says about a job or incident: everything the model's facts
+/// need besides the database.
+#[derive(Debug, Clone)]
+pub struct Conditions {
+    /// The target's incident policy (the default one when the target is gone).
+    pub policy: Policy,
+    /// Dry run is on, globally or for the rule.
+    pub dry_run: bool,
+    /// What a dry run of the action would have done, for its audit row.
+    pub dry_run_note: Option<String>,
+    /// The rule and target are still configured.
+    pub configured: bool,
+    /// `global.resume_max_age` in seconds: a job picked up later than this after it was due is
+    /// not run blindly.
+    pub resume_max_age: f64,
+    /// How escalations are labelled; `None` without an `escalation` section (nobody is paged,
+    /// and the audit says so).
+    pub page: Option<PageSpec>,
+}
+
+impl Conditions {
+    fn facts(&self, now: f64, late: bool, healed_in_window: u32) -> Facts {
+        Facts {
+            now,
+            policy: self.policy,
+            dry_run: self.dry_run,
+            configured: self.configured,
+            late,
+            healed_in_window,
+        }
+    }
+}
 
 /// What [`Store::decide`] needs to decide on a job.
 #[derive(Debug, Clone)]
@@ -26,15 +62,8 @@ pub struct DecideInput {
     pub subject: String,
     /// Its canonical selection.
     pub selection: Selection,
-    /// The target's incident policy.
-    pub policy: Policy,
-    /// Record a dry run instead.
-    pub dry_run: bool,
-    /// What the action would have done, for the dry run's audit row.
-    pub dry_run_note: Option<String>,
-    /// The escalation posted when the subject is flapping (none without an `escalation`
-    /// section).
-    pub flapping_page: Option<Value>,
+    /// The configuration in force.
+    pub cond: Conditions,
 }
 
 /// Whether an attempt's action may start.
@@ -47,6 +76,8 @@ pub enum Start {
         /// Attempts allowed.
         max_attempts: u32,
     },
+    /// Not executed, and the incident escalated (dry run was switched on, or the rule removed).
+    Escalated(Why),
     /// The job is no longer its incident's attempt (the incident closed meanwhile); it was
     /// cancelled now.
     Cancelled,
@@ -61,7 +92,7 @@ pub enum Outcome {
     Succeeded,
     /// The action or its verification failed.
     Failed,
-    /// Refused when about to act (the container lost its opt-in label, …); not an attempt.
+    /// Refused when about to act (the container lost its opt-in label, …).
     Refused,
 }
 
@@ -88,41 +119,69 @@ pub struct FinishInput {
     pub detail: String,
     /// Seconds the action and its verification took.
     pub duration: f64,
-    /// The target's incident policy.
-    pub policy: Policy,
-    /// The escalation posted when no attempts are left (none without an `escalation`
-    /// section).
-    pub page: Option<Value>,
+    /// The configuration in force.
+    pub cond: Conditions,
 }
 
-/// What followed an attempt.
+/// What followed an attempt, or a re-check.
 #[derive(Debug, Default)]
 pub struct Finished {
     /// The incident's state afterwards, when the job was its attempt.
     pub state: Option<IncidentState>,
     /// The next attempt, stored and to be started at its time.
     pub retry: Option<Job>,
-    /// The incident closed (a refused action).
+    /// The incident closed.
     pub closed: Option<Closed>,
 }
 
+/// A healed incident whose re-check is due: what verifying it again needs.
+#[derive(Debug, Clone)]
+pub struct DueCheck {
+    /// The incident.
+    pub incident: i64,
+    /// Its subject.
+    pub subject: String,
+    /// The job of the attempt that healed it (its rule, target and selection).
+    pub job: Job,
+    /// Re-checks that passed already.
+    pub rechecks: u32,
+}
+
+/// What an on-call reset did.
+#[derive(Debug)]
+pub enum ResetOutcome {
+    /// The escalated incident closed; its alerts still firing are handled again as these jobs.
+    Reset {
+        /// The incident that closed.
+        closed: Closed,
+        /// New jobs for its alerts still firing.
+        requeued: Vec<Job>,
+    },
+    /// No incident was open: the subject's flapping history was cleared.
+    Forgotten,
+    /// The subject's incident is still being remediated: nothing changed.
+    Busy(IncidentState),
+}
+
 impl Store {
-    /// Decides on a job about to act: open or join its subject's incident, or record a dry
-    /// run.
+    /// Decides on a job: a new occurrence opens, joins or supersedes the subject's incident (or
+    /// is a dry run); an incident's stored attempt becomes acting, or is escalated at the gate
+    /// (dry run, removed rule, found late).
     ///
     /// # Errors
-    /// On a database failure.
+    /// On a database failure; nothing is changed then.
     pub async fn decide(&self, input: DecideInput, now: f64) -> Result<Decision, StoreError> {
         self.run(move |c| decide(c, input, now)).await
     }
 
     /// Marks an attempt's action as started and counts the attempt, if the job is still its
-    /// incident's attempt.
+    /// incident's attempt and the gates (dry run, a removed rule) let it; otherwise the
+    /// incident is escalated.
     ///
     /// # Errors
     /// On a database failure.
-    pub async fn start(&self, job: Job, now: f64) -> Result<Start, StoreError> {
-        self.run(move |c| start(c, &job, now)).await
+    pub async fn start(&self, job: Job, cond: Conditions, now: f64) -> Result<Start, StoreError> {
+        self.run(move |c| start(c, &job, &cond, now)).await
     }
 
     /// Marks the job's incident as verifying.
@@ -132,10 +191,15 @@ impl Store {
     pub async fn verifying(&self, job: i64, now: f64) -> Result<(), StoreError> {
         self.run(move |c| {
             exec(
-c,
+                c,
                 "UPDATE incidents SET state = ?2, updated_at = ?3, detail = 'attempt ' || attempts || ' of ' || max_attempts || ': verifying' \
-                 WHERE current_job = ?1 AND closed_at IS NULL",
-                params![job, IncidentState::Verifying.as_str(), now],
+                 WHERE current_job = ?1 AND closed_at IS NULL AND state = ?4",
+                params![
+                    job,
+                    IncidentState::Verifying.as_str(),
+                    now,
+                    IncidentState::Acting.as_str()
+                ],
             )?;
             Ok(())
         })
@@ -150,10 +214,87 @@ c,
     pub async fn finish(&self, input: FinishInput, now: f64) -> Result<Finished, StoreError> {
         self.run(move |c| finish(c, input, now)).await
     }
+
+    /// Healed incidents whose re-check is due at `now`, at most `limit`.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn due_checks(&self, now: f64, limit: usize) -> Result<Vec<DueCheck>, StoreError> {
+        self.read(move |c| due_checks(c, now, limit)).await
+    }
+
+    /// Records the re-check of a healed incident whose alerts still fire.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn recheck(
+        &self,
+        check: DueCheck,
+        verified: bool,
+        detail: String,
+        cond: Conditions,
+        now: f64,
+    ) -> Result<Finished, StoreError> {
+        self.run(move |c| recheck(c, &check, verified, &detail, &cond, now))
+            .await
+    }
+
+    /// Applies a configuration: every open incident whose rule or target is gone is escalated
+    /// when an attempt of it is pending, and closed when it healed. `configured` lists the
+    /// `(rule, target)` pairs a rule acts on.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn unconfigured(
+        &self,
+        configured: Vec<(String, String)>,
+        page: Option<PageSpec>,
+        now: f64,
+    ) -> Result<Resolution, StoreError> {
+        self.run(move |c| unconfigured(c, &configured, page.as_ref(), now))
+            .await
+    }
+
+    /// On-call resets `subject`: an escalated incident closes (its page resolves) and its alerts
+    /// still firing are handled again; the subject's flapping history is cleared.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn reset(
+        &self,
+        subject: String,
+        note: String,
+        now: f64,
+    ) -> Result<ResetOutcome, StoreError> {
+        self.run(move |c| reset(c, &subject, &note, now)).await
+    }
+}
+
+/// Healed incidents of `subject` within the flapping window, since its last reset.
+fn healed_in_window(
+    c: &Connection,
+    subject: &str,
+    policy: &Policy,
+    now: f64,
+) -> Result<u32, StoreError> {
+    let since = now - policy.flapping.window.as_secs_f64();
+    Ok(row(
+        c,
+        "SELECT COUNT(*) FROM incidents WHERE subject = ?1 AND healed_at >= ?2 \
+         AND healed_at >= COALESCE((SELECT reset_at FROM subjects WHERE subject = ?1), 0)",
+        params![subject, since],
+        |r| r.get(0),
+    )?)
+}
+
+/// Whether `job` is picked up later than `max_age` after it was due.
+fn is_late(job: &Job, max_age: f64, now: f64) -> bool {
+    now - job.due_at > max_age
 }
 
 fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, StoreError> {
     let job = &input.job;
+    let cond = &input.cond;
     let stored: Option<(String, Option<i64>)> = row(
         c,
         "SELECT state, incident_id FROM jobs WHERE id = ?1",
@@ -169,35 +310,44 @@ fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, Stor
     }
     let mut job = job.clone();
     job.incident = incident;
-    // Already decided as its incident's attempt: a scheduled next attempt, or a decision
-    // taken before a restart.
+    let late = is_late(&job, cond.resume_max_age, now);
+    // An incident's own attempt: a scheduled next attempt, or one decided before a restart.
     if let Some(id) = incident {
-        return match open_by_id(c, id)? {
-            Some(row)
-                if row.current_job == Some(job.id)
-                    && matches!(row.state, IncidentState::Acting | IncidentState::Waiting) =>
-            {
+        let Some(inc) = open_by_id(c, id)?.filter(|r| r.current_job == Some(job.id)) else {
+            let why = "its incident closed before this attempt";
+            close(c, &job, Event::Cancelled, why, now)?;
+            return Ok(Decision::Cancelled { why });
+        };
+        let facts = cond.facts(now, late, 0);
+        return match incident::step(Some(&inc.open()), Input::Due, &facts) {
+            Some(Transition::Due) => {
                 exec(
-c,
+                    c,
                     "UPDATE incidents SET state = ?2, next_attempt_at = NULL, max_attempts = ?3, updated_at = ?4, \
                      detail = 'attempt ' || (attempts + 1) || ' of ' || ?3 || ': waiting for the subject''s lock and the global limit' \
                      WHERE id = ?1",
-                    params![id, IncidentState::Acting.as_str(), input.policy.max_attempts, now],
+                    params![id, IncidentState::Acting.as_str(), cond.policy.max_attempts, now],
                 )?;
                 Ok(Decision::Act {
                     incident: id,
-                    attempt: row.attempts + 1,
-                    max_attempts: input.policy.max_attempts,
+                    attempt: inc.attempts + 1,
+                    max_attempts: cond.policy.max_attempts,
                 })
             }
+            Some(Transition::Escalate(why)) => {
+                let detail = gate_detail(why, &inc, cond, &job, now);
+                escalate(c, &inc, why, &detail, Some(&job), cond.page.as_ref(), now)?;
+                close(c, &job, why.job_result(), &detail, now)?;
+                Ok(Decision::Escalated { incident: id, why })
+            }
             _ => {
-                let why = "its incident closed before this attempt";
-                close(c, &job, Event::Cancelled, why, None, now)?;
+                let why = "it is no longer its incident's attempt";
+                close(c, &job, Event::Cancelled, why, now)?;
                 Ok(Decision::Cancelled { why })
             }
         };
     }
-    // From here on the job is recorded under its canonical subject.
+    // A new occurrence. From here on the job is recorded under its canonical subject.
     job.new.subject = input.subject.clone();
     job.new.selection = input.selection.clone();
     exec(
@@ -209,113 +359,183 @@ c,
             serde_json::to_string(&job.new.selection).unwrap_or_else(|_| "{}".into())
         ],
     )?;
-    if input.dry_run {
-        let detail = match &input.dry_run_note {
-            Some(note) => format!("dry run: the action was not executed; {note}"),
-            None => "dry run: the action was not executed".to_string(),
-        };
-        close(c, &job, Event::DryRun, &detail, None, now)?;
-        return Ok(Decision::DryRun);
-    }
     let occurrence: Option<(Option<f64>, Option<f64>)> = row(
         c,
-            "SELECT resolved_at, starts_at_s FROM occurrences WHERE rule = ?1 AND fingerprint = ?2 AND starts_at = ?3",
-            params![job.new.rule, job.new.fingerprint, job.new.starts_at],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let starts_at = occurrence.and_then(|(_, s)| s);
+        "SELECT resolved_at, starts_at_s FROM occurrences WHERE rule = ?1 AND fingerprint = ?2 AND starts_at = ?3",
+        params![job.new.rule, job.new.fingerprint, job.new.starts_at],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()?;
     if occurrence.is_some_and(|(resolved, _)| resolved.is_some()) {
         let why = "the alert resolved before the action ran";
-        close(c, &job, Event::Cancelled, why, None, now)?;
+        close(c, &job, Event::Cancelled, why, now)?;
         return Ok(Decision::Cancelled { why });
     }
-    let policy = &input.policy;
+    let starts_at = occurrence.and_then(|(_, s)| s);
     let open = load_one(c, "subject = ?1 AND closed_at IS NULL", [&input.subject])?;
-    let healed: u32 = row(
-        c,
-        "SELECT COUNT(*) FROM incidents WHERE subject = ?1 AND healed_at >= ?2",
-        params![input.subject, now - policy.flapping.window.as_secs_f64()],
-        |r| r.get(0),
-    )?;
-    let step = incident::on_occurrence(
-        open.as_ref().map(|r| Open {
-            state: r.state,
-            healed_at: r.healed_at,
-        }),
-        starts_at,
-        healed,
-        policy,
+    let healed = healed_in_window(c, &input.subject, &cond.policy, now)?;
+    let facts = cond.facts(now, late, healed);
+    let t = incident::step(
+        open.as_ref().map(Row::open).as_ref(),
+        Input::Occurrence { starts_at },
+        &facts,
     );
-    let escalated_new = match (step, &open) {
-        (OnOccurrence::Open, _) => false,
-        (OnOccurrence::OpenEscalated, _) => true,
-        (OnOccurrence::Supersede { escalated }, Some(old)) => {
+    let new = match (t, &open) {
+        (Some(Transition::Open(new)), None) => new,
+        (Some(Transition::Supersede(new)), Some(old)) => {
             close_incident(c, old.id, CloseReason::Superseded, now)?;
-            escalated
+            new
         }
-        (OnOccurrence::Join, Some(row)) => {
+        (Some(Transition::Join), Some(row)) => {
             link(c, &mut job, row.id)?;
+            if row.state == IncidentState::Waiting {
+                follow_latest_rule(c, row, &job)?;
+            }
             let detail = format!(
                 "joined incident {} of {} ({}): an alert of the same outage, no new action",
                 row.id, row.subject, row.state
             );
-            close(c, &job, Event::Joined, &detail, None, now)?;
+            close(c, &job, Event::Joined, &detail, now)?;
             return Ok(Decision::Joined {
                 incident: row.id,
                 state: row.state,
                 next_attempt_at: row.next_attempt_at,
             });
         }
-        (OnOccurrence::JoinEscalated, Some(row)) => {
+        (Some(Transition::JoinEscalated), Some(row)) => {
             link(c, &mut job, row.id)?;
             escalations::refresh_page(c, row.id, now)?;
             let detail = format!(
                 "joined escalated incident {} of {}: no action, part of its page",
                 row.id, row.subject
             );
-            close(c, &job, Event::SkippedEscalated, &detail, None, now)?;
+            close(c, &job, Event::SkippedEscalated, &detail, now)?;
             return Ok(Decision::JoinedEscalated { incident: row.id });
         }
-        // The model joins or supersedes only an open incident.
-        (
-            OnOccurrence::Join | OnOccurrence::JoinEscalated | OnOccurrence::Supersede { .. },
-            None,
-        ) => false,
+        (t, _) => {
+            return Err(StoreError(format!(
+                "the incident model gave {t:?} for a new occurrence of {}",
+                input.subject
+            )))
+        }
     };
-    let id = insert_incident(c, &job, policy, escalated_new, now)?;
-    if let Some(old) = open.filter(|_| matches!(step, OnOccurrence::Supersede { .. })) {
-        // The old incident's alerts still firing belong to the new outage.
+    let superseded = open.filter(|_| matches!(t, Some(Transition::Supersede(_))));
+    match new {
+        New::DryRun => {
+            let detail = match &cond.dry_run_note {
+                Some(note) => format!("dry run: the action was not executed; {note}"),
+                None => "dry run: the action was not executed".to_string(),
+            };
+            close(c, &job, Event::DryRun, &detail, now)?;
+            Ok(Decision::DryRun)
+        }
+        New::Acting => {
+            let id = insert_incident(c, &job, &cond.policy, false, now)?;
+            adopt(c, superseded.as_ref(), id)?;
+            link(c, &mut job, id)?;
+            Ok(Decision::Act {
+                incident: id,
+                attempt: 1,
+                max_attempts: cond.policy.max_attempts,
+            })
+        }
+        New::Escalated(why) => {
+            let id = insert_incident(c, &job, &cond.policy, true, now)?;
+            adopt(c, superseded.as_ref(), id)?;
+            link(c, &mut job, id)?;
+            let detail = match why {
+                Why::Flapping { healed } => format!(
+                    "flapping: {healed} incidents of {} healed within {}; escalated without acting",
+                    input.subject,
+                    humantime::format_duration(cond.policy.flapping.window)
+                ),
+                _ => gate_detail(why, &load_row(c, id)?, cond, &job, now),
+            };
+            exec(
+                c,
+                "UPDATE incidents SET detail = ?2 WHERE id = ?1",
+                params![id, detail],
+            )?;
+            escalations::insert(c, &job, id, cond.page.as_ref(), &detail, now)?;
+            let event = match why {
+                Why::Flapping { .. } => Event::SkippedFlapping,
+                other => other.job_result(),
+            };
+            close(c, &job, event, &detail, now)?;
+            Ok(Decision::Escalated { incident: id, why })
+        }
+    }
+}
+
+
+/// Why a gate escalated an incident, in words.
+fn gate_detail(why: Why, inc: &Row, cond: &Conditions, job: &Job, now: f64) -> String {
+    match why {
+        Why::Late => format!(
+            "attempt {} of {}: {} ({}s after it was due, global.resume_max_age is {}s); escalated, on-call is paged",
+            inc.attempts + 1,
+            inc.max_attempts,
+            why.describe(),
+            (now - job.due_at).round(),
+            cond.resume_max_age.round()
+        ),
+        _ => format!(
+            "attempt {} of {}: {}; escalated after {} attempt(s), on-call is paged",
+            inc.attempts + 1,
+            inc.max_attempts,
+            why.describe(),
+            inc.attempts
+        ),
+    }
+}
+
+fn load_row(c: &Connection, id: i64) -> Result<Row, StoreError> {
+    open_by_id(c, id)?.ok_or_else(|| StoreError(format!("incident {id} is not open")))
+}
+
+/// The alerts of a superseded incident still firing belong to the new outage.
+fn adopt(c: &Connection, old: Option<&Row>, id: i64) -> Result<(), StoreError> {
+    if let Some(old) = old {
         exec(
-c,
+            c,
             "UPDATE occurrences SET incident_id = ?2 WHERE incident_id = ?1 AND resolved_at IS NULL",
             params![old.id, id],
         )?;
     }
-    link(c, &mut job, id)?;
-    if escalated_new {
-        let detail = format!(
-            "flapping: {healed} incidents of {} healed within {}; escalated without acting",
-            input.subject,
-            humantime::format_duration(policy.flapping.window)
-        );
+    Ok(())
+}
+
+/// A waiting incident's next attempt acts by the rule of its latest alert: of two rules on one
+/// subject (a restart and a compose up), the condition now reported chooses the action.
+fn follow_latest_rule(c: &Connection, inc: &Row, job: &Job) -> Result<(), StoreError> {
+    let Some(pending) = inc.current_job else {
+        return Ok(());
+    };
+    let n = exec(
+        c,
+        "UPDATE jobs SET rule = ?2, action = ?3, target = ?4, selection = ?5, labels = ?6, annotations = ?7, \
+           fingerprint = ?8, starts_at = ?9 WHERE id = ?1 AND state = ?10 AND rule != ?2",
+        params![
+            pending,
+            job.new.rule,
+            job.new.action.as_str(),
+            job.new.target,
+            serde_json::to_string(&job.new.selection).unwrap_or_else(|_| "{}".into()),
+            serde_json::to_string(&job.new.labels).unwrap_or_else(|_| "{}".into()),
+            serde_json::to_string(&job.new.annotations).unwrap_or_else(|_| "{}".into()),
+            job.new.fingerprint,
+            job.new.starts_at,
+            JobState::Queued.as_str()
+        ],
+    )?;
+    if n > 0 {
         exec(
             c,
-            "UPDATE incidents SET detail = ?2 WHERE id = ?1",
-            params![id, detail],
+            "UPDATE incidents SET rule = ?2, action = ?3, target = ?4 WHERE id = ?1",
+            params![inc.id, job.new.rule, job.new.action.as_str(), job.new.target],
         )?;
-        escalations::insert(c, &job, id, input.flapping_page.as_ref(), &detail, now)?;
-        close(c, &job, Event::SkippedFlapping, &detail, None, now)?;
-        return Ok(Decision::Flapping {
-            incident: id,
-            healed,
-        });
     }
-    Ok(Decision::Act {
-        incident: id,
-        attempt: 1,
-        max_attempts: policy.max_attempts,
-    })
+    Ok(())
 }
 
 /// Links the job and its occurrence to incident `id`.
@@ -327,7 +547,7 @@ fn link(c: &Connection, job: &mut Job, id: i64) -> Result<(), StoreError> {
         params![job.id, id],
     )?;
     exec(
-c,
+        c,
         "UPDATE occurrences SET incident_id = ?4 WHERE rule = ?1 AND fingerprint = ?2 AND starts_at = ?3",
         params![job.new.rule, job.new.fingerprint, job.new.starts_at, id],
     )?;
@@ -354,7 +574,7 @@ fn insert_incident(
         )
     };
     exec(
-c,
+        c,
         "INSERT INTO incidents (subject, target, rule, action, alertname, fingerprint, state, opened_at, updated_at, \
            attempts, max_attempts, flapping_count, flapping_window, current_job, escalated_at, detail) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 0, ?9, ?10, ?11, ?12, ?13, ?14)",
@@ -378,7 +598,52 @@ c,
     Ok(c.last_insert_rowid())
 }
 
-fn start(c: &Connection, job: &Job, now: f64) -> Result<Start, StoreError> {
+/// Escalates an open incident: no more actions, its pending attempt or re-check cancelled, its
+/// escalation stored (or, without an `escalation` section, the audit says nobody is paged).
+/// `job` is the job the page is about; without one, the incident's latest job.
+pub(super) fn escalate(
+    c: &Connection,
+    inc: &Row,
+    why: Why,
+    detail: &str,
+    job: Option<&Job>,
+    page: Option<&PageSpec>,
+    now: f64,
+) -> Result<(), StoreError> {
+    exec(
+        c,
+        "UPDATE incidents SET state = ?2, escalated_at = ?3, updated_at = ?3, current_job = NULL, \
+         next_attempt_at = NULL, next_check_at = NULL, detail = ?4 WHERE id = ?1",
+        params![inc.id, IncidentState::Escalated.as_str(), now, detail],
+    )?;
+    if let Some(pending) = inc.current_job.filter(|p| job.is_none_or(|j| j.id != *p)) {
+        for j in jobs::load(
+            c,
+            "id = ?1 AND state = ?2",
+            params![pending, JobState::Queued.as_str()],
+        )? {
+            let d = format!("the incident was escalated: {}", why.describe());
+            close(c, &j, Event::Cancelled, &d, now)?;
+        }
+    }
+    let latest;
+    let job = match job {
+        Some(j) => j,
+        None => {
+            latest = jobs::load(c, "incident_id = ?1 ORDER BY id DESC LIMIT 1", [inc.id])?;
+            match latest.first() {
+                Some(j) => j,
+                None => return Ok(()),
+            }
+        }
+    };
+    let mut job = job.clone();
+    job.incident = Some(inc.id);
+    job.new.subject = inc.subject.clone();
+    escalations::insert(c, &job, inc.id, page, detail, now)
+}
+
+fn start(c: &Connection, job: &Job, cond: &Conditions, now: f64) -> Result<Start, StoreError> {
     let stored: Option<(String, Option<i64>)> = row(
         c,
         "SELECT state, incident_id FROM jobs WHERE id = ?1",
@@ -394,39 +659,47 @@ fn start(c: &Connection, job: &Job, now: f64) -> Result<Start, StoreError> {
     }
     let mut job = job.clone();
     job.incident = Some(incident);
-    let row = open_by_id(c, incident)?
-        .filter(|r| r.current_job == Some(job.id) && r.state == IncidentState::Acting);
-    let Some(row) = row else {
-        close(
-            c,
-            &job,
-            Event::Cancelled,
-            "its incident closed before the action started",
-            None,
-            now,
-        )?;
-        return Ok(Start::Cancelled);
-    };
-    let attempt = row.attempts + 1;
-    exec(
-        c,
-        "UPDATE incidents SET attempts = ?2, updated_at = ?3, detail = ?4 WHERE id = ?1",
-        params![
-            incident,
-            attempt,
-            now,
-            format!("attempt {attempt} of {}: the action runs", row.max_attempts)
-        ],
-    )?;
-    exec(
-        c,
-        "UPDATE jobs SET state = ?2, started_at = ?3, attempt = ?4 WHERE id = ?1",
-        params![job.id, JobState::Running.as_str(), now, attempt],
-    )?;
-    Ok(Start::Started {
-        attempt,
-        max_attempts: row.max_attempts,
-    })
+    let inc = open_by_id(c, incident)?.filter(|r| r.current_job == Some(job.id));
+    let t = inc
+        .as_ref()
+        .and_then(|r| incident::step(Some(&r.open()), Input::Start, &cond.facts(now, false, 0)));
+    match (t, inc) {
+        (Some(Transition::Start { attempt }), Some(inc)) => {
+            exec(
+                c,
+                "UPDATE incidents SET attempts = ?2, updated_at = ?3, detail = ?4 WHERE id = ?1",
+                params![
+                    incident,
+                    attempt,
+                    now,
+                    format!("attempt {attempt} of {}: the action runs", inc.max_attempts)
+                ],
+            )?;
+            exec(
+                c,
+                "UPDATE jobs SET state = ?2, started_at = ?3, attempt = ?4 WHERE id = ?1",
+                params![job.id, JobState::Running.as_str(), now, attempt],
+            )?;
+            Ok(Start::Started {
+                attempt,
+                max_attempts: inc.max_attempts,
+            })
+        }
+        (Some(Transition::Escalate(why)), Some(inc)) => {
+            let detail = gate_detail(why, &inc, cond, &job, now);
+            escalate(c, &inc, why, &detail, Some(&job), cond.page.as_ref(), now)?;
+            close(c, &job, why.job_result(), &detail, now)?;
+            Ok(Start::Escalated(why))
+        }
+        _ => {
+            close(
+                c,
+                &job,
+                Event::Cancelled,
+                "its incident closed before the action started", now)?;
+            Ok(Start::Cancelled)
+        }
+    }
 }
 
 fn finish(c: &Connection, mut input: FinishInput, now: f64) -> Result<Finished, StoreError> {
@@ -435,16 +708,15 @@ fn finish(c: &Connection, mut input: FinishInput, now: f64) -> Result<Finished, 
     // which show and post it, keep a value's length.
     let audit_detail = crate::limits::detail(&input.detail);
     input.detail = crate::limits::value(&input.detail);
-    let job = &input.job;
     let incident: Option<i64> = row(
         c,
         "SELECT incident_id FROM jobs WHERE id = ?1",
-        [job.id],
+        [input.job.id],
         |r| r.get(0),
     )
     .optional()?
     .flatten();
-    let mut job = job.clone();
+    let mut job = input.job.clone();
     job.incident = incident;
     let n = exec(
         c,
@@ -468,7 +740,7 @@ fn finish(c: &Connection, mut input: FinishInput, now: f64) -> Result<Finished, 
             duration: Some(input.duration),
         },
     )?;
-    let Some(row) = incident
+    let Some(mut inc) = incident
         .map(|id| open_by_id(c, id))
         .transpose()?
         .flatten()
@@ -479,72 +751,366 @@ fn finish(c: &Connection, mut input: FinishInput, now: f64) -> Result<Finished, 
         // counts this heal too; otherwise a subject whose alerts resolve within `stable_for`
         // would never count as flapping.
         if let (Some(id), Outcome::Succeeded) = (incident, input.outcome) {
-            c.execute(
+            exec(
+                c,
                 "UPDATE incidents SET healed_at = ?2 WHERE id = ?1 AND healed_at IS NULL AND closed_at IS NOT NULL",
                 params![id, now],
             )?;
         }
         return Ok(Finished::default());
     };
+    let facts = input.cond.facts(now, false, 0);
+    let event = match input.outcome {
+        Outcome::Succeeded => Input::Verified,
+        Outcome::Failed => Input::Failed,
+        Outcome::Refused => Input::Refused,
+    };
+    // A verified attempt whose start of verification was not recorded (a store error) is
+    // verifying now.
+    if event == Input::Verified && inc.state == IncidentState::Acting && inc.running {
+        if let Some(Transition::Verify) = incident::step(Some(&inc.open()), Input::Returned, &facts)
+        {
+            inc.state = IncidentState::Verifying;
+        }
+    }
+    let t = incident::step(Some(&inc.open()), event, &facts);
+    follow(c, &inc, t, &job, &input.detail, &input.cond, now)
+}
+
+/// Applies what follows an attempt or a re-check: healed, the next attempt, or escalation.
+fn follow(
+    c: &Connection,
+    inc: &Row,
+    t: Option<Transition>,
+    job: &Job,
+    detail: &str,
+    cond: &Conditions,
+    now: f64,
+) -> Result<Finished, StoreError> {
     let mut out = Finished::default();
-    match input.outcome {
-        Outcome::Succeeded => {
+    match t {
+        Some(Transition::Heal { recheck_at }) => {
             exec(
-c,
-                "UPDATE incidents SET state = ?2, healed_at = ?3, updated_at = ?3, current_job = NULL, detail = ?4 WHERE id = ?1",
+                c,
+                "UPDATE incidents SET state = ?2, healed_at = ?3, updated_at = ?3, current_job = NULL, \
+                 next_check_at = ?4, rechecks = 0, detail = ?5 WHERE id = ?1",
                 params![
-                    row.id,
+                    inc.id,
                     IncidentState::Healed.as_str(),
                     now,
-                    format!("healed by attempt {}: {}", row.attempts, input.detail)
+                    recheck_at,
+                    format!("healed by attempt {}: {detail}", inc.attempts)
                 ],
             )?;
             out.state = Some(IncidentState::Healed);
         }
-        Outcome::Refused => {
-            out.closed = close_incident(c, row.id, CloseReason::Refused, now)?
-                .closed
-                .pop();
-            out.state = Some(IncidentState::Resolved);
+        Some(Transition::Retry { at }) => {
+            let mut next = job.new.clone();
+            next.not_before = at;
+            let retry = jobs::insert(c, next, Some(inc.id), true, now)?;
+            exec(
+                c,
+                "UPDATE incidents SET state = ?2, next_attempt_at = ?3, updated_at = ?4, current_job = ?5, \
+                 max_attempts = ?6, next_check_at = NULL, detail = ?7 WHERE id = ?1",
+                params![
+                    inc.id,
+                    IncidentState::Waiting.as_str(),
+                    at,
+                    now,
+                    retry.id,
+                    cond.policy.max_attempts,
+                    format!(
+                        "attempt {} of {} failed: {detail}",
+                        inc.attempts, cond.policy.max_attempts
+                    )
+                ],
+            )?;
+            out.state = Some(IncidentState::Waiting);
+            out.retry = Some(retry);
         }
-        Outcome::Failed => match incident::after_failure(row.attempts, &input.policy, now) {
-            AfterFailure::Escalate => {
-                let detail = format!(
-                    "escalated after {} failed attempt(s); the last: {}",
-                    row.attempts, input.detail
-                );
-                exec(
-c,
-                    "UPDATE incidents SET state = ?2, escalated_at = ?3, updated_at = ?3, current_job = NULL, detail = ?4 WHERE id = ?1",
-                    params![row.id, IncidentState::Escalated.as_str(), now, detail],
-                )?;
-                escalations::insert(c, &job, row.id, input.page.as_ref(), &detail, now)?;
-                out.state = Some(IncidentState::Escalated);
-            }
-            AfterFailure::Retry { at } => {
-                let mut next = job.new.clone();
-                next.not_before = at;
-                let retry = jobs::insert(c, next, Some(row.id), true, now)?;
-                exec(
-c,
-                    "UPDATE incidents SET state = ?2, next_attempt_at = ?3, updated_at = ?4, current_job = ?5, max_attempts = ?6, detail = ?7 WHERE id = ?1",
-                    params![
-                        row.id,
-                        IncidentState::Waiting.as_str(),
-                        at,
-                        now,
-                        retry.id,
-                        input.policy.max_attempts,
-                        format!(
-                            "attempt {} of {} failed: {}",
-                            row.attempts, input.policy.max_attempts, input.detail
-                        )
-                    ],
-                )?;
-                out.state = Some(IncidentState::Waiting);
-                out.retry = Some(retry);
-            }
-        },
+        Some(Transition::Escalate(why)) => {
+            let d = match why {
+                Why::Refused => format!("the action was refused: {detail}; escalated"),
+                _ => format!(
+                    "escalated after {} failed attempt(s); the last: {detail}",
+                    inc.attempts
+                ),
+            };
+            let mut job = job.clone();
+            job.incident = Some(inc.id);
+            escalate(c, inc, why, &d, Some(&job), cond.page.as_ref(), now)?;
+            out.state = Some(IncidentState::Escalated);
+        }
+        Some(Transition::RecheckAgain { at }) => {
+            exec(
+                c,
+                "UPDATE incidents SET rechecks = rechecks + 1, next_check_at = ?2, updated_at = ?3, detail = ?4 WHERE id = ?1",
+                params![inc.id, at, now, format!("healed; verified again while its alert still fires: {detail}")],
+            )?;
+            out.state = Some(IncidentState::Healed);
+        }
+        t => {
+            return Err(StoreError(format!(
+                "the incident model gave {t:?} for the outcome of incident {} ({})",
+                inc.id, inc.state
+            )))
+        }
     }
     Ok(out)
+}
+
+fn due_checks(c: &Connection, now: f64, limit: usize) -> Result<Vec<DueCheck>, StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT id, subject, rechecks FROM incidents WHERE closed_at IS NULL AND state = ?1 \
+         AND next_check_at <= ?2 ORDER BY next_check_at LIMIT ?3",
+    )?;
+    let due: Vec<(i64, String, u32)> = st
+        .query_map(
+            params![IncidentState::Healed.as_str(), now, limit as i64],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::with_capacity(due.len());
+    for (id, subject, rechecks) in due {
+        // The attempt that healed it: its rule, target and selection are what is verified.
+        let job = jobs::load(
+            c,
+            "incident_id = ?1 AND started_at IS NOT NULL ORDER BY id DESC LIMIT 1",
+            [id],
+        )?
+        .pop();
+        match job {
+            Some(job) => out.push(DueCheck {
+                incident: id,
+                subject,
+                job,
+                rechecks,
+            }),
+            // Nothing to verify with (a migrated incident): it stays healed, unchecked.
+            None => {
+                exec(
+                    c,
+                    "UPDATE incidents SET next_check_at = NULL WHERE id = ?1",
+                    [id],
+                )?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn recheck(
+    c: &Connection,
+    check: &DueCheck,
+    verified: bool,
+    detail: &str,
+    cond: &Conditions,
+    now: f64,
+) -> Result<Finished, StoreError> {
+    let detail = crate::limits::value(detail);
+    let Some(inc) = open_by_id(c, check.incident)?
+        .filter(|r| r.state == IncidentState::Healed && r.rechecks == check.rechecks)
+    else {
+        // Closed or changed meanwhile (its alert resolved, a new outage superseded it).
+        return Ok(Finished::default());
+    };
+    let input = if cond.configured {
+        Input::Recheck { verified }
+    } else {
+        Input::Unconfigured
+    };
+    let t = incident::step(Some(&inc.open()), input, &cond.facts(now, false, 0));
+    let mut job = check.job.clone();
+    job.incident = Some(inc.id);
+    let (event, words) = match t {
+        Some(Transition::RecheckAgain { .. }) => (
+            Event::Rechecked,
+            format!("healed, but its alert still fires; verified again: {detail}"),
+        ),
+        Some(Transition::Close(reason)) => {
+            let r = close_incident(c, inc.id, reason, now)?;
+            return Ok(Finished {
+                state: Some(IncidentState::Resolved),
+                closed: r.closed.into_iter().next(),
+                retry: None,
+            });
+        }
+        _ if verified => (
+            Event::Failed,
+            format!(
+                "the heal did not hold: its alert still fires {} after the heal although verification passes ({detail})",
+                humantime::format_duration(std::time::Duration::from_secs(
+                    (now - inc.healed_at.unwrap_or(now)).max(0.0).round() as u64
+                ))
+            ),
+        ),
+        _ => (
+            Event::Failed,
+            format!("the heal did not hold: {detail}"),
+        ),
+    };
+    audit::write(
+        c,
+        &audit::Row {
+            at: now,
+            about: About {
+                job: None,
+                ..About::job(&job)
+            },
+            event,
+            detail: &format!("attempt {} of {}: {words}", inc.attempts, inc.max_attempts),
+            duration: None,
+        },
+    )?;
+    follow(c, &inc, t, &job, &words, cond, now)
+}
+
+fn unconfigured(
+    c: &Connection,
+    configured: &[(String, String)],
+    page: Option<&PageSpec>,
+    now: f64,
+) -> Result<Resolution, StoreError> {
+    let mut st = c.prepare_cached(
+        "SELECT id, rule, target FROM incidents WHERE closed_at IS NULL AND state IN (?1, ?2, ?3)",
+    )?;
+    let open: Vec<(i64, String, String)> = st
+        .query_map(
+            params![
+                IncidentState::Acting.as_str(),
+                IncidentState::Waiting.as_str(),
+                IncidentState::Healed.as_str()
+            ],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?
+        .collect::<Result<_, _>>()?;
+    let cond = Conditions {
+        policy: Policy::default(),
+        dry_run: false,
+        dry_run_note: None,
+        configured: false,
+        resume_max_age: f64::MAX,
+        page: page.cloned(),
+    };
+    let mut out = Resolution::default();
+    for (id, rule, target) in open {
+        if configured.iter().any(|(r, t)| *r == rule && *t == target) {
+            continue;
+        }
+        let Some(inc) = open_by_id(c, id)? else {
+            continue;
+        };
+        match incident::step(
+            Some(&inc.open()),
+            Input::Unconfigured,
+            &cond.facts(now, false, 0),
+        ) {
+            Some(Transition::Escalate(why)) => {
+                let detail = format!(
+                    "{}: rule {rule} on target {target}; escalated after {} attempt(s), on-call is paged",
+                    why.describe(),
+                    inc.attempts
+                );
+                escalate(c, &inc, why, &detail, None, page, now)?;
+                out.escalated += 1;
+            }
+            Some(Transition::Close(reason)) => out.merge(close_incident(c, id, reason, now)?),
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn reset(c: &Connection, subject: &str, note: &str, now: f64) -> Result<ResetOutcome, StoreError> {
+    let open = load_one(c, "subject = ?1 AND closed_at IS NULL", [subject])?;
+    let facts = Conditions {
+        policy: Policy::default(),
+        dry_run: false,
+        dry_run_note: None,
+        configured: true,
+        resume_max_age: f64::MAX,
+        page: None,
+    }
+    .facts(now, false, 0);
+    let t = incident::step(open.as_ref().map(Row::open).as_ref(), Input::Reset, &facts);
+    let mut requeued = Vec::new();
+    let outcome = match (t, open) {
+        (Some(Transition::Reset), Some(inc)) => {
+            let closed = close_incident(c, inc.id, CloseReason::Reset, now)?
+                .closed
+                .pop()
+                .ok_or_else(|| StoreError(format!("incident {} did not close", inc.id)))?;
+            // Its alerts still firing are new occurrences of a re-armed subject.
+            let mut st = c.prepare_cached(
+                "SELECT rule, fingerprint, starts_at FROM occurrences WHERE incident_id = ?1 AND resolved_at IS NULL",
+            )?;
+            let firing: Vec<(String, String, String)> = st
+                .query_map([inc.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<_, _>>()?;
+            exec(
+                c,
+                "UPDATE occurrences SET incident_id = NULL WHERE incident_id = ?1 AND resolved_at IS NULL",
+                [inc.id],
+            )?;
+            for (rule, fp, starts) in firing {
+                if let Some(template) = jobs::load(
+                    c,
+                    "rule = ?1 AND fingerprint = ?2 AND starts_at = ?3 ORDER BY id DESC LIMIT 1",
+                    params![rule, fp, starts],
+                )?
+                .pop()
+                {
+                    let mut new = template.new;
+                    new.not_before = now;
+                    requeued.push(jobs::insert(c, new, None, false, now)?);
+                }
+            }
+            ResetOutcome::Reset {
+                closed,
+                requeued: Vec::new(),
+            }
+        }
+        (Some(Transition::ForgetHistory), _) => ResetOutcome::Forgotten,
+        (_, Some(inc)) => return Ok(ResetOutcome::Busy(inc.state)),
+        (_, None) => ResetOutcome::Forgotten,
+    };
+    exec(
+        c,
+        "INSERT INTO subjects (subject, reset_at, reset_note) VALUES (?1, ?2, ?3) \
+         ON CONFLICT(subject) DO UPDATE SET reset_at = excluded.reset_at, reset_note = excluded.reset_note",
+        params![subject, now, note],
+    )?;
+    let detail = match &outcome {
+        ResetOutcome::Reset { closed, .. } => format!(
+            "reset by on-call: incident {} closed, its page resolves, the flapping history is cleared and {} alert(s) still firing are handled again{}",
+            closed.id,
+            requeued.len(),
+            if note.is_empty() { String::new() } else { format!(" ({note})") }
+        ),
+        _ => format!(
+            "reset by on-call: the flapping history is cleared{}",
+            if note.is_empty() { String::new() } else { format!(" ({note})") }
+        ),
+    };
+    audit::write(
+        c,
+        &audit::Row {
+            at: now,
+            about: About {
+                subject,
+                incident: match &outcome {
+                    ResetOutcome::Reset { closed, .. } => Some(closed.id),
+                    _ => None,
+                },
+                ..About::default()
+            },
+            event: Event::Reset,
+            detail: &detail,
+            duration: None,
+        },
+    )?;
+    Ok(match outcome {
+        ResetOutcome::Reset { closed, .. } => ResetOutcome::Reset { closed, requeued },
+        other => other,
+    })
 }

@@ -36,8 +36,10 @@ use crate::vocab::CloseReason;
 
 pub use endings::ActiveAlert;
 pub use escalations::{PendingEscalation, PostResult};
-pub use incidents::{DecideInput, FinishInput, Finished, Outcome, Start};
-pub use jobs::{Accepted, Batch, Denial, Resumed};
+pub use incidents::{
+    Conditions, DecideInput, DueCheck, FinishInput, Finished, Outcome, ResetOutcome, Start,
+};
+pub use jobs::{Accepted, Batch, Denial, ResolvedAlert, Resumed};
 pub use views::{
     AlertRef, AuditRow, EscalationView, FlappingView, Gauges, IncidentView, Overview,
     OverviewLimits, PendingJob,
@@ -128,6 +130,11 @@ pub struct Job {
     pub retry: bool,
     /// When its action started, if it did (then it is verified after a crash, not run again).
     pub started_at: Option<f64>,
+    /// When it was first due (its `not_before` when stored); a job picked up longer than
+    /// `global.resume_max_age` after this is not run blindly.
+    pub due_at: f64,
+    /// How often its decision was put off because its subject could not be made canonical.
+    pub postponed: u32,
 }
 
 /// An incident that closed, for logs and metrics.
@@ -152,6 +159,10 @@ pub struct Resolution {
     pub closed: Vec<Closed>,
     /// Active escalations now waiting for their resolving post.
     pub escalations_resolving: usize,
+    /// Incidents escalated (their rule or target was removed).
+    pub escalated: usize,
+    /// Resolves remembered because they arrived before any firing of their occurrence.
+    pub remembered: usize,
 }
 
 impl Resolution {
@@ -161,6 +172,8 @@ impl Resolution {
         self.cancelled.extend(other.cancelled);
         self.closed.extend(other.closed);
         self.escalations_resolving += other.escalations_resolving;
+        self.escalated += other.escalated;
+        self.remembered += other.remembered;
     }
 }
 

@@ -100,6 +100,11 @@ pub struct IncidentView {
     pub next_attempt_at: Option<f64>,
     /// When it healed.
     pub healed_at: Option<f64>,
+    /// While healed: when it is verified again if an alert of it still fires then
+    /// (`verify.resolve_within` after the heal).
+    pub next_check_at: Option<f64>,
+    /// Re-checks that passed while its alert still fired.
+    pub rechecks: u32,
     /// When it was escalated.
     pub escalated_at: Option<f64>,
     /// What happened last, in words.
@@ -145,6 +150,10 @@ pub struct PendingJob {
     pub incident_id: Option<i64>,
     /// Whether it is an incident's next attempt.
     pub retry: bool,
+    /// Why it waits, when its decision was put off (its subject could not be made canonical).
+    pub note: Option<String>,
+    /// How often its decision was put off.
+    pub postponed: u32,
 }
 
 /// An escalation in the outbox.
@@ -415,8 +424,8 @@ fn incidents(
 ) -> Result<Vec<IncidentView>, StoreError> {
     let mut st = c.prepare_cached(&format!(
         "SELECT id, subject, target, rule, action, alertname, state, opened_at, updated_at, attempts, max_attempts, \
-         next_attempt_at, healed_at, escalated_at, detail, closed_at, close_reason, flapping_count, flapping_window \
-         FROM incidents WHERE {filter}"
+         next_attempt_at, healed_at, escalated_at, detail, closed_at, close_reason, flapping_count, flapping_window, \
+         next_check_at, rechecks FROM incidents WHERE {filter}"
     ))?;
     let rows = st.query_map(p, |r| {
         let state: String = r.get(6)?;
@@ -435,6 +444,8 @@ fn incidents(
             max_attempts: r.get(10)?,
             next_attempt_at: r.get(11)?,
             healed_at: r.get(12)?,
+            next_check_at: r.get(19)?,
+            rechecks: r.get(20)?,
             escalated_at: r.get(13)?,
             detail: r.get(14)?,
             closed_at: r.get(15)?,
@@ -475,7 +486,8 @@ fn incidents(
             .collect::<Result<_, _>>()?;
         i.flapping.healed_in_window = row(
             c,
-            "SELECT COUNT(*) FROM incidents WHERE subject = ?1 AND healed_at >= ?2",
+            "SELECT COUNT(*) FROM incidents WHERE subject = ?1 AND healed_at >= ?2 \
+             AND healed_at >= COALESCE((SELECT reset_at FROM subjects WHERE subject = ?1), 0)",
             params![i.subject, now - i.flapping.window_seconds],
             |r| r.get(0),
         )?;
@@ -497,7 +509,7 @@ fn incidents(
 fn pending(c: &Connection) -> Result<Vec<PendingJob>, StoreError> {
     let mut st = c.prepare_cached(
         "SELECT id, state, accepted_at, not_before, rule, action, target, subject, \
-         COALESCE(json_extract(labels, '$.alertname'), ''), incident_id, retry \
+         COALESCE(json_extract(labels, '$.alertname'), ''), incident_id, retry, note, postponed \
          FROM jobs WHERE state IN (?1, ?2) ORDER BY not_before, id LIMIT 100",
     )?;
     let rows = st.query_map(
@@ -516,6 +528,8 @@ fn pending(c: &Connection) -> Result<Vec<PendingJob>, StoreError> {
                 alertname: r.get(8)?,
                 incident_id: r.get(9)?,
                 retry: r.get::<_, i64>(10)? != 0,
+                note: r.get(11)?,
+                postponed: r.get(12)?,
             })
         },
     )?;

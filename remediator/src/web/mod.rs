@@ -1,6 +1,7 @@
 //! HTTP routes: `POST /webhook`, `GET /api/actions`, `GET /` (the on-call page, [`page`]),
 //! `GET /metrics`, and the lifecycle endpoints from the shared crate.
 
+pub mod control;
 mod format;
 mod page;
 
@@ -13,6 +14,7 @@ use serde::Serialize;
 use serde_json::json;
 use stackmedic_common::reload::{self, ReloadHandle};
 use stackmedic_common::server::{self, BodyError, Request, Response};
+use stackmedic_common::webconfig::BasicAuth;
 
 use crate::clock::now;
 use crate::limits;
@@ -106,12 +108,24 @@ impl PageQuery {
     }
 }
 
-/// Answers one request.
-pub async fn handle(engine: Arc<Engine>, reload_handle: ReloadHandle, req: Request) -> Response {
+/// Answers one request. `web_auth` is the web configuration's basic auth, which on-call's
+/// controls accept beside the webhook's credentials.
+pub async fn handle(
+    engine: Arc<Engine>,
+    reload_handle: ReloadHandle,
+    web_auth: Option<Arc<BasicAuth>>,
+    req: Request,
+) -> Response {
     let req = match reload::lifecycle(req, &reload_handle, true).await {
         Ok(resp) => return resp,
         Err(req) => req,
     };
+    if let Some(subject) = control::reset_subject(req.uri().path()) {
+        if req.method() != Method::POST {
+            return server::text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
+        }
+        return control::reset(&engine, web_auth.as_ref(), subject, req).await;
+    }
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/webhook") => {
             let started = Instant::now();
@@ -221,7 +235,8 @@ pub async fn handle(engine: Arc<Engine>, reload_handle: ReloadHandle, req: Reque
 /// configured. Without them, the web configuration's basic auth protects the webhook too.
 pub fn own_auth(engine: Arc<Engine>) -> server::OwnAuth {
     Arc::new(move |req: &Request| {
-        req.uri().path() == "/webhook" && engine.config().webhook.credentials.is_set()
+        (req.uri().path() == "/webhook" && engine.config().webhook.credentials.is_set())
+            || control::own_auth(&engine, req)
     })
 }
 

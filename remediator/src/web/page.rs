@@ -83,8 +83,12 @@ fn state_words(i: &IncidentView) -> &'static str {
         IncidentState::Acting => "an attempt is running or about to run",
         IncidentState::Verifying => "the action ran; its outcome is being verified",
         IncidentState::Waiting => "the last attempt failed; the next one runs at its time",
-        IncidentState::Healed => "fixed and verified; waiting for the alert to resolve",
-        IncidentState::Escalated => "no more actions; on-call is paged until the alert resolves",
+        IncidentState::Healed => {
+            "fixed and verified; waiting for the alert to resolve (verified again if it still fires)"
+        }
+        IncidentState::Escalated => {
+            "no more actions; on-call is paged until the alert resolves or on-call resets the subject"
+        }
         IncidentState::Resolved => "closed",
     }
 }
@@ -108,15 +112,23 @@ fn incidents_section(out: &mut String, v: &View<'_>) {
         let mut text = format!("{} open incident(s): {}.", open.len(), parts.join(", "));
         if escalated > 0 {
             text.push_str(&format!(
-                " {escalated} escalated: no more actions on {} until the alert resolves.",
+                " {escalated} escalated: no more actions on {} until the alert resolves or on-call resets the subject (<code>stackmedic-remediator reset SUBJECT</code>).",
                 if escalated == 1 { "it" } else { "them" }
             ));
         }
         out.push_str(&format!("<div class=\"banner {class}\">{text}</div>"));
         out.push_str("<table><tr><th>Subject</th><th>State</th><th>Attempts</th><th>Next attempt</th><th>Flapping</th><th>Page</th><th>Alerts</th><th>Since (UTC)</th><th>What happened</th></tr>");
         for i in open {
+            let reset = if i.state == IncidentState::Escalated {
+                format!(
+                    "<br><span class=\"m\">reset: <code>stackmedic-remediator reset {}</code></span>",
+                    escape_html(&shell_word(&i.subject))
+                )
+            } else {
+                String::new()
+            };
             out.push_str(&format!(
-                "<tr><td>{}<br><span class=\"m\">{} · {}</span></td><td><span class=\"r {state}\">{state}</span><br><span class=\"m\">{}</span></td><td>{} of {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}<br><span class=\"m\">{} · {}</span></td><td><span class=\"r {state}\">{state}</span><br><span class=\"m\">{}</span>{reset}</td><td>{} of {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape_html(&i.subject),
                 escape_html(&i.rule),
                 escape_html(&i.action),
@@ -158,7 +170,24 @@ fn next_attempt(i: &IncidentView, now: f64) -> String {
         (IncidentState::Waiting, Some(t)) => when(Some(t), now),
         (IncidentState::Acting, _) => "now".into(),
         (IncidentState::Escalated, _) => "none: escalated".into(),
+        (IncidentState::Healed, _) => match i.next_check_at {
+            Some(t) => format!("none; verified again {} if the alert still fires", when(Some(t), now)),
+            None => "none".into(),
+        },
         _ => "none".into(),
+    }
+}
+
+/// `s` as one word of a POSIX shell command line, quoted when it needs to be.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '.' | '_' | '-' | '@'))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 
@@ -343,10 +372,10 @@ fn pending_section(out: &mut String, v: &View<'_>) {
     if pending.is_empty() {
         return;
     }
-    out.push_str("<h2>Pending jobs</h2><table><tr><th>Job</th><th>State</th><th>Accepted (UTC)</th><th>Not before</th><th>Rule</th><th>Action</th><th>Subject</th></tr>");
+    out.push_str("<h2>Pending jobs</h2><table><tr><th>Job</th><th>State</th><th>Accepted (UTC)</th><th>Not before</th><th>Rule</th><th>Action</th><th>Subject</th><th>Waiting for</th></tr>");
     for j in pending {
         out.push_str(&format!(
-            "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             j.job_id,
             if j.retry { " (next attempt)" } else { "" },
             j.state,
@@ -355,6 +384,10 @@ fn pending_section(out: &mut String, v: &View<'_>) {
             escape_html(&j.rule),
             escape_html(&j.action),
             escape_html(&j.subject),
+            match &j.note {
+                Some(n) => format!("{} (tried {} time(s))", escape_html(n), j.postponed),
+                None => String::new(),
+            },
         ));
     }
     out.push_str("</table>");
