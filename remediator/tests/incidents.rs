@@ -8,7 +8,7 @@
 mod common;
 
 use common::{accept, attempt, decide, escalated, new_job, policy, NOW};
-use stackmedic_remediator::incident::Decision;
+use stackmedic_remediator::incident::{Decision, Why};
 use stackmedic_remediator::open_store;
 use stackmedic_remediator::store::{Batch, Outcome, OverviewLimits, Store};
 use stackmedic_remediator::vocab::{CloseReason, IncidentState};
@@ -59,10 +59,7 @@ async fn an_attempt_counts_when_it_starts_so_a_crash_loses_no_decided_job() {
                     job: b.clone(),
                     subject: "t/other".into(),
                     selection: b.new.selection.clone(),
-                    policy: p,
-                    dry_run: false,
-                    dry_run_note: None,
-                    flapping_page: None,
+                    cond: common::cond(p),
                 },
                 NOW,
             )
@@ -71,7 +68,7 @@ async fn an_attempt_counts_when_it_starts_so_a_crash_loses_no_decided_job() {
         assert!(matches!(d, Decision::Act { attempt: 1, .. }), "{d:?}");
         // a's action starts; b is decided but waits for the global limit when the process dies.
         assert!(matches!(
-            store.start(a.clone(), NOW + 1.0).await.unwrap(),
+            store.start(a.clone(), common::cond(common::policy(3)), NOW + 1.0).await.unwrap(),
             stackmedic_remediator::store::Start::Started {
                 attempt: 1,
                 max_attempts: 3
@@ -80,8 +77,7 @@ async fn an_attempt_counts_when_it_starts_so_a_crash_loses_no_decided_job() {
         (a, b)
     };
     let store = open_store(dir.path()).unwrap();
-    let resumed = store.resume(900.0, NOW + 2.0).await.unwrap();
-    assert!(resumed.expired.is_empty());
+    let resumed = store.resume().await.unwrap();
     let ids: Vec<(i64, bool)> = resumed
         .jobs
         .iter()
@@ -99,10 +95,7 @@ async fn an_attempt_counts_when_it_starts_so_a_crash_loses_no_decided_job() {
                 job: resumed.jobs[1].clone(),
                 subject: "t/other".into(),
                 selection: b.new.selection.clone(),
-                policy: policy(3),
-                dry_run: false,
-                dry_run_note: None,
-                flapping_page: None,
+                cond: common::cond(policy(3)),
             },
             NOW + 2.0,
         )
@@ -117,8 +110,7 @@ async fn an_attempt_counts_when_it_starts_so_a_crash_loses_no_decided_job() {
                 outcome: Outcome::Succeeded,
                 detail: "verified".into(),
                 duration: 0.5,
-                policy: policy(3),
-                page: None,
+                cond: common::cond(policy(3)),
             },
             NOW + 3.0,
         )
@@ -226,7 +218,7 @@ async fn a_resolve_cancels_the_waiting_attempt_and_closes_the_incident() {
     let r = store
         .accept(
             Batch {
-                resolved: vec![("w".into(), START.into())],
+                resolved: vec![common::resolved("w", START)],
                 ..Batch::default()
             },
             NOW + 5.0,
@@ -277,7 +269,7 @@ async fn healed_incidents_join_slow_alerts_supersede_on_a_new_outage_and_flappin
     // Outage 3: two incidents healed within the window: flapping, escalated without acting.
     let three = accept(&store, new_job("o3", "2027-01-15T10:00:00Z"), NOW + 4.0).await;
     let d = decide(&store, &three, p, NOW + 4.0).await;
-    assert!(matches!(d, Decision::Flapping { healed: 2, .. }), "{d:?}");
+    assert!(matches!(d, Decision::Escalated { why: Why::Flapping { healed: 2 }, .. }), "{d:?}");
     assert_eq!(store.due_escalations(NOW + 4.0).await.unwrap().len(), 1);
     // A new outage while escalated joins the page: no action, the page lists both alerts.
     let four = accept(&store, new_job("o4", "2027-01-15T11:00:00Z"), NOW + 5.0).await;
@@ -305,7 +297,7 @@ async fn healed_incidents_join_slow_alerts_supersede_on_a_new_outage_and_flappin
         let r = store
             .accept(
                 Batch {
-                    resolved: vec![(fp.into(), start.into())],
+                    resolved: vec![common::resolved(fp, start)],
                     ..Batch::default()
                 },
                 NOW + 6.0,
@@ -322,7 +314,7 @@ async fn healed_incidents_join_slow_alerts_supersede_on_a_new_outage_and_flappin
     let r = store
         .accept(
             Batch {
-                resolved: vec![("o4".into(), "2027-01-15T11:00:00Z".into())],
+                resolved: vec![common::resolved("o4", "2027-01-15T11:00:00Z")],
                 ..Batch::default()
             },
             NOW + 7.0,
@@ -378,7 +370,7 @@ async fn healed_incidents_join_slow_alerts_supersede_on_a_new_outage_and_flappin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_attempt_closes_its_incident_and_a_resend_opens_it_again() {
+async fn an_attempt_found_late_escalates_its_incident_and_keeps_its_attempts() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path()).unwrap();
     let p = policy(3);
@@ -388,28 +380,41 @@ async fn an_expired_attempt_closes_its_incident_and_a_resend_opens_it_again() {
         .await
         .retry
         .unwrap();
-    let resumed = store
-        .resume(60.0, retry.new.not_before + 61.0)
-        .await
-        .unwrap();
-    assert_eq!((resumed.expired.len(), resumed.jobs.len()), (1, 0));
-    assert_eq!(resumed.closed[0].reason, CloseReason::Expired);
-    // Alertmanager sends the alert again: it is acted on again, not a duplicate.
+    let resumed = store.resume().await.unwrap();
+    assert_eq!(resumed.jobs.len(), 1);
+    // Found longer than resume_max_age (900 s) after it was due: not run blindly, paged.
+    let d = decide(&store, &resumed.jobs[0], p, retry.new.not_before + 901.0).await;
+    assert!(matches!(d, Decision::Escalated { why: Why::Late, .. }), "{d:?}");
+    assert_eq!(store.due_escalations(NOW + 1000.0).await.unwrap().len(), 1);
+    // Alertmanager sends the alert again: a duplicate; the incident keeps its attempt.
     let again = store
         .accept(
             Batch {
                 jobs: vec![new_job("x", START)],
                 ..Batch::default()
             },
-            NOW + 100.0,
+            NOW + 1000.0,
         )
         .await
         .unwrap();
-    assert_eq!((again.queued.len(), again.duplicates), (1, 0));
-    assert!(matches!(
-        decide(&store, &again.queued[0], p, NOW + 100.0).await,
-        Decision::Act { attempt: 1, .. }
-    ));
+    assert_eq!((again.queued.len(), again.duplicates), (0, 1));
+    let o = store
+        .overview(
+            OverviewLimits {
+                actions: 10,
+                before: None,
+                closed_incidents: 10,
+                escalations: 10,
+            },
+            NOW + 1000.0,
+        )
+        .await
+        .unwrap();
+    let i = &o.incidents[0];
+    assert_eq!(
+        (i.state, i.attempts, i.page_active),
+        (IncidentState::Escalated, 1, true)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -454,7 +459,7 @@ async fn a_heal_verified_after_its_alert_resolved_counts_for_flapping() {
     for (fp, start, t) in [("r1", START, NOW), ("r2", LATER, NOW + 10.0)] {
         let job = accept(&store, new_job(fp, start), t).await;
         decide(&store, &job, p, t).await;
-        let s = store.start(job.clone(), t).await.unwrap();
+        let s = store.start(job.clone(), common::cond(common::policy(3)), t).await.unwrap();
         assert!(
             matches!(s, stackmedic_remediator::store::Start::Started { .. }),
             "{s:?}"
@@ -462,7 +467,7 @@ async fn a_heal_verified_after_its_alert_resolved_counts_for_flapping() {
         let closed = store
             .accept(
                 Batch {
-                    resolved: vec![(fp.into(), start.into())],
+                    resolved: vec![common::resolved(fp, start)],
                     ..Batch::default()
                 },
                 t + 1.0,
@@ -479,8 +484,7 @@ async fn a_heal_verified_after_its_alert_resolved_counts_for_flapping() {
                     outcome: Outcome::Succeeded,
                     detail: "verified".into(),
                     duration: 1.0,
-                    policy: p,
-                    page: Some(common::page("no attempts left")),
+                    cond: common::cond(p),
                 },
                 t + 5.0,
             )
@@ -490,5 +494,5 @@ async fn a_heal_verified_after_its_alert_resolved_counts_for_flapping() {
     // The next outage: two heals within the window make the subject flapping.
     let three = accept(&store, new_job("r3", "2027-01-15T10:00:00Z"), NOW + 20.0).await;
     let d = decide(&store, &three, p, NOW + 20.0).await;
-    assert!(matches!(d, Decision::Flapping { healed: 2, .. }), "{d:?}");
+    assert!(matches!(d, Decision::Escalated { why: Why::Flapping { healed: 2 }, .. }), "{d:?}");
 }

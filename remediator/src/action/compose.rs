@@ -373,6 +373,7 @@ mod tests {
     async fn a_failure_shows_the_real_argv_and_its_output() {
         // `sh -f … up -d` fails with sh's own message; the argv shown is the one that ran.
         let up = ComposeUp {
+            container: None,
             target: Arc::new(target(&["/bin/sh", "-c", "echo broken >&2; exit 3", "sh"])),
         };
         let e = up.run().await.unwrap_err().to_string();
@@ -382,6 +383,7 @@ mod tests {
         );
         assert!(e.contains("(broken)"), "{e}");
         let missing = ComposeUp {
+            container: None,
             target: Arc::new(target(&["stackmedic-no-such-compose"])),
         };
         let e = missing.run().await.unwrap_err().to_string();

@@ -141,7 +141,7 @@ CREATE TABLE audit (
 
 /// On-call resets: healed incidents before `reset_at` no longer count as flapping.
 const SUBJECTS: &str = "
-CREATE TABLE subjects (
+CREATE TABLE IF NOT EXISTS subjects (
   subject TEXT PRIMARY KEY,
   reset_at REAL NOT NULL,
   reset_note TEXT NOT NULL DEFAULT ''
@@ -150,7 +150,7 @@ CREATE TABLE subjects (
 
 /// Resolves that arrived before any firing of their occurrence: a later firing never acts.
 const EARLY_RESOLVES: &str = "
-CREATE TABLE early_resolves (
+CREATE TABLE IF NOT EXISTS early_resolves (
   fingerprint TEXT NOT NULL,
   starts_at TEXT NOT NULL,
   at REAL NOT NULL,
