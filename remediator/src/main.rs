@@ -315,8 +315,8 @@ fn reset_request(args: &ResetArgs) -> anyhow::Result<(bool, String)> {
         .timeout(std::time::Duration::from_secs(30))
         .redirect(reqwest::redirect::Policy::none());
     if let Some(ca) = &args.ca_file {
-        let pem = std::fs::read(ca)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", ca.display()))?;
+        let pem =
+            std::fs::read(ca).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", ca.display()))?;
         builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
     }
     let client = builder.build()?;
@@ -329,8 +329,11 @@ fn reset_request(args: &ResetArgs) -> anyhow::Result<(bool, String)> {
         .post(&url)
         .json(&serde_json::json!({ "note": args.note }));
     if args.bearer_token_file.is_some() || args.bearer_token_env.is_some() {
-        let token = read_secret(args.bearer_token_file.as_deref(), args.bearer_token_env.as_deref())
-            .map_err(|e| anyhow::anyhow!("bearer token: {e}"))?;
+        let token = read_secret(
+            args.bearer_token_file.as_deref(),
+            args.bearer_token_env.as_deref(),
+        )
+        .map_err(|e| anyhow::anyhow!("bearer token: {e}"))?;
         req = req.bearer_auth(token);
     } else if let Some(user) = &args.username {
         let password = read_secret(args.password_file.as_deref(), args.password_env.as_deref())

@@ -147,7 +147,10 @@ async fn finish_with(store: &Store, subject: &str, detail: String) {
         .await
         .unwrap();
     assert!(matches!(d, Decision::Act { .. }), "{d:?}");
-    let s = store.start(job.clone(), common::cond(common::policy(3)), NOW + 1.0).await.unwrap();
+    let s = store
+        .start(job.clone(), common::cond(common::policy(3)), NOW + 1.0)
+        .await
+        .unwrap();
     assert!(matches!(s, Start::Started { .. }), "{s:?}");
     store
         .finish(

@@ -68,7 +68,10 @@ async fn an_attempt_counts_when_it_starts_so_a_crash_loses_no_decided_job() {
         assert!(matches!(d, Decision::Act { attempt: 1, .. }), "{d:?}");
         // a's action starts; b is decided but waits for the global limit when the process dies.
         assert!(matches!(
-            store.start(a.clone(), common::cond(common::policy(3)), NOW + 1.0).await.unwrap(),
+            store
+                .start(a.clone(), common::cond(common::policy(3)), NOW + 1.0)
+                .await
+                .unwrap(),
             stackmedic_remediator::store::Start::Started {
                 attempt: 1,
                 max_attempts: 3
@@ -269,7 +272,16 @@ async fn healed_incidents_join_slow_alerts_supersede_on_a_new_outage_and_flappin
     // Outage 3: two incidents healed within the window: flapping, escalated without acting.
     let three = accept(&store, new_job("o3", "2027-01-15T10:00:00Z"), NOW + 4.0).await;
     let d = decide(&store, &three, p, NOW + 4.0).await;
-    assert!(matches!(d, Decision::Escalated { why: Why::Flapping { healed: 2 }, .. }), "{d:?}");
+    assert!(
+        matches!(
+            d,
+            Decision::Escalated {
+                why: Why::Flapping { healed: 2 },
+                ..
+            }
+        ),
+        "{d:?}"
+    );
     assert_eq!(store.due_escalations(NOW + 4.0).await.unwrap().len(), 1);
     // A new outage while escalated joins the page: no action, the page lists both alerts.
     let four = accept(&store, new_job("o4", "2027-01-15T11:00:00Z"), NOW + 5.0).await;
@@ -384,7 +396,10 @@ async fn an_attempt_found_late_escalates_its_incident_and_keeps_its_attempts() {
     assert_eq!(resumed.jobs.len(), 1);
     // Found longer than resume_max_age (900 s) after it was due: not run blindly, paged.
     let d = decide(&store, &resumed.jobs[0], p, retry.new.not_before + 901.0).await;
-    assert!(matches!(d, Decision::Escalated { why: Why::Late, .. }), "{d:?}");
+    assert!(
+        matches!(d, Decision::Escalated { why: Why::Late, .. }),
+        "{d:?}"
+    );
     assert_eq!(store.due_escalations(NOW + 1000.0).await.unwrap().len(), 1);
     // Alertmanager sends the alert again: a duplicate; the incident keeps its attempt.
     let again = store
@@ -459,7 +474,10 @@ async fn a_heal_verified_after_its_alert_resolved_counts_for_flapping() {
     for (fp, start, t) in [("r1", START, NOW), ("r2", LATER, NOW + 10.0)] {
         let job = accept(&store, new_job(fp, start), t).await;
         decide(&store, &job, p, t).await;
-        let s = store.start(job.clone(), common::cond(common::policy(3)), t).await.unwrap();
+        let s = store
+            .start(job.clone(), common::cond(common::policy(3)), t)
+            .await
+            .unwrap();
         assert!(
             matches!(s, stackmedic_remediator::store::Start::Started { .. }),
             "{s:?}"
@@ -494,5 +512,14 @@ async fn a_heal_verified_after_its_alert_resolved_counts_for_flapping() {
     // The next outage: two heals within the window make the subject flapping.
     let three = accept(&store, new_job("r3", "2027-01-15T10:00:00Z"), NOW + 20.0).await;
     let d = decide(&store, &three, p, NOW + 20.0).await;
-    assert!(matches!(d, Decision::Escalated { why: Why::Flapping { healed: 2 }, .. }), "{d:?}");
+    assert!(
+        matches!(
+            d,
+            Decision::Escalated {
+                why: Why::Flapping { healed: 2 },
+                ..
+            }
+        ),
+        "{d:?}"
+    );
 }

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use stackmedic_common::config::parse_yaml;
 use stackmedic_remediator::clock::now;
-use stackmedic_remediator::pipeline::Engine;
 use stackmedic_remediator::incident::{Decision, Policy, Why};
 use stackmedic_remediator::paging::PageSpec;
+use stackmedic_remediator::pipeline::Engine;
 use stackmedic_remediator::store::{Conditions, DecideInput, OverviewLimits, Store};
 use stackmedic_remediator::{config, metrics, open_store, webhook};
 use tokio_util::sync::CancellationToken;

@@ -118,11 +118,13 @@ impl ComposeTarget {
 impl ComposeUp {
     /// The allow-list the container label chooses from.
     pub(super) fn allow_list(&self) -> Option<super::AllowList> {
-        self.container.as_ref().map(|(label, values)| super::AllowList {
-            key: "docker.containers".into(),
-            label: label.clone(),
-            values: values.clone(),
-        })
+        self.container
+            .as_ref()
+            .map(|(label, values)| super::AllowList {
+                key: "docker.containers".into(),
+                label: label.clone(),
+                values: values.clone(),
+            })
     }
 
     /// Lets the alert's label choose the container among the allow-list (exactly: the

@@ -334,7 +334,12 @@ pub async fn check_running(docker: &Docker, name: &str) -> Result<Running, Bad> 
             return Err(Bad::NotYet(format!("container {name} is paused")));
         }
         let mut why = format!("container {name} is {status}");
-        if let Some(code) = state.exit_code.filter(|_| state.started_at.as_deref().is_some_and(|s| !s.starts_with("0001"))) {
+        if let Some(code) = state.exit_code.filter(|_| {
+            state
+                .started_at
+                .as_deref()
+                .is_some_and(|s| !s.starts_with("0001"))
+        }) {
             why.push_str(&format!(", exit code {code}"));
         }
         if state.oom_killed == Some(true) {
@@ -382,7 +387,11 @@ async fn last_logs(docker: &Docker, name: &str) -> String {
     };
     // Logs are a courtesy of the failure message: never wait long for them.
     let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
-    let lines: Vec<&str> = text.lines().map(str::trim_end).filter(|l| !l.is_empty()).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
     let joined = lines.join(" | ");
     if joined.len() <= LOG_BYTES {
         return joined;

@@ -326,7 +326,8 @@ pub fn diagram() -> String {
 /// The table in Markdown: every row, with its effect.
 #[must_use]
 pub fn markdown() -> String {
-    let mut out = String::from("| from | input | when | to | what else happens |\n|---|---|---|---|---|\n");
+    let mut out =
+        String::from("| from | input | when | to | what else happens |\n|---|---|---|---|---|\n");
     for row in TABLE {
         let from: Vec<&str> = row
             .from
@@ -338,7 +339,11 @@ pub fn markdown() -> String {
             "| {} | {} | {} | {} | {} |\n",
             from.join(", "),
             inputs.join(", "),
-            if row.guard.is_empty() { "—" } else { row.guard },
+            if row.guard.is_empty() {
+                "—"
+            } else {
+                row.guard
+            },
             row.to,
             row.effect
         ));

@@ -63,21 +63,29 @@ fn backoff_doubles_up_to_the_maximum() {
 fn occurrences_open_join_or_supersede() {
     let f = facts();
     let occ = |s: f64| Input::Occurrence { starts_at: Some(s) };
-    assert_eq!(step(None, occ(5.0), &f), Some(Transition::Open(New::Acting)));
+    assert_eq!(
+        step(None, occ(5.0), &f),
+        Some(Transition::Open(New::Acting))
+    );
     let flapping = Facts {
         healed_in_window: 2,
         ..f
     };
     assert_eq!(
         step(None, occ(5.0), &flapping),
-        Some(Transition::Open(New::Escalated(Why::Flapping { healed: 2 })))
+        Some(Transition::Open(New::Escalated(Why::Flapping {
+            healed: 2
+        })))
     );
     for state in [
         IncidentState::Acting,
         IncidentState::Verifying,
         IncidentState::Waiting,
     ] {
-        assert_eq!(step(Some(&open(state)), occ(5.0), &f), Some(Transition::Join));
+        assert_eq!(
+            step(Some(&open(state)), occ(5.0), &f),
+            Some(Transition::Join)
+        );
     }
     assert_eq!(
         step(Some(&open(IncidentState::Escalated)), occ(5.0), &f),
@@ -98,7 +106,9 @@ fn occurrences_open_join_or_supersede() {
     );
     assert_eq!(
         step(Some(&healed), occ(11.0), &flapping),
-        Some(Transition::Supersede(New::Escalated(Why::Flapping { healed: 2 })))
+        Some(Transition::Supersede(New::Escalated(Why::Flapping {
+            healed: 2
+        })))
     );
     let never = Facts {
         policy: Policy {
@@ -111,7 +121,10 @@ fn occurrences_open_join_or_supersede() {
         healed_in_window: 1000,
         ..f
     };
-    assert_eq!(step(None, occ(1.0), &never), Some(Transition::Open(New::Acting)));
+    assert_eq!(
+        step(None, occ(1.0), &never),
+        Some(Transition::Open(New::Acting))
+    );
 }
 
 #[test]

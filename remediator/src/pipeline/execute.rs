@@ -196,29 +196,32 @@ impl Engine {
         // The attempt counts from here, and only if the gates let it (dry run switched on
         // meanwhile escalates instead): a crash before this line leaves the job queued, to run
         // once after the restart; a crash after it leaves it running, to be verified.
-        let (attempt, max_attempts) =
-            match self.store.start(job.clone(), self.conditions(&job), now()).await {
-                Ok(Start::Started {
-                    attempt,
-                    max_attempts,
-                }) => (attempt, max_attempts),
-                Ok(Start::Escalated(why)) => {
-                    tracing::error!(subject = %job.new.subject, "not executed: {}; the incident is escalated", why.describe());
-                    self.metrics.job(job.new.action, why.job_result());
-                    self.escalations.notify_one();
-                    return;
-                }
-                Ok(Start::Cancelled) => {
-                    tracing::info!(result = %Event::Cancelled, "its incident closed before the action started");
-                    self.metrics.job(job.new.action, Event::Cancelled);
-                    return;
-                }
-                Ok(Start::Gone) => return,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot record the attempt's start; the job is tried again");
-                    return;
-                }
-            };
+        let (attempt, max_attempts) = match self
+            .store
+            .start(job.clone(), self.conditions(&job), now())
+            .await
+        {
+            Ok(Start::Started {
+                attempt,
+                max_attempts,
+            }) => (attempt, max_attempts),
+            Ok(Start::Escalated(why)) => {
+                tracing::error!(subject = %job.new.subject, "not executed: {}; the incident is escalated", why.describe());
+                self.metrics.job(job.new.action, why.job_result());
+                self.escalations.notify_one();
+                return;
+            }
+            Ok(Start::Cancelled) => {
+                tracing::info!(result = %Event::Cancelled, "its incident closed before the action started");
+                self.metrics.job(job.new.action, Event::Cancelled);
+                return;
+            }
+            Ok(Start::Gone) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record the attempt's start; the job is tried again");
+                return;
+            }
+        };
         let started_at = now();
         job.started_at = Some(started_at);
         self.metrics
@@ -277,7 +280,10 @@ impl Engine {
         );
         let started = Instant::now();
         let setting = self.setting(&job);
-        let (outcome, seen) = match setting.as_ref().and_then(|s| s.action(&job).map(|a| (s, a))) {
+        let (outcome, seen) = match setting
+            .as_ref()
+            .and_then(|s| s.action(&job).map(|a| (s, a)))
+        {
             Some((s, action)) => {
                 if let Err(e) = self.store.verifying(job.id, now()).await {
                     tracing::warn!(error = %e, "cannot record the verification's start");
@@ -376,24 +382,30 @@ impl Engine {
         };
         let cond = self.conditions(&check.job);
         let setting = self.setting(&check.job);
-        let (verified, detail) =
-            match setting.as_ref().and_then(|s| s.action(&check.job).map(|a| (s, a))) {
-                Some((s, action)) => {
-                    match self
-                        .check_now(action, &check.job.new.selection, &s.target.verify)
-                        .await
-                    {
-                        Ok(v) => (true, v),
-                        Err(e) => (false, e),
-                    }
+        let (verified, detail) = match setting
+            .as_ref()
+            .and_then(|s| s.action(&check.job).map(|a| (s, a)))
+        {
+            Some((s, action)) => {
+                match self
+                    .check_now(action, &check.job.new.selection, &s.target.verify)
+                    .await
+                {
+                    Ok(v) => (true, v),
+                    Err(e) => (false, e),
                 }
-                None => (false, "its rule or target is no longer configured".into()),
-            };
+            }
+            None => (false, "its rule or target is no longer configured".into()),
+        };
         let subject = check.subject.clone();
         let incident = check.incident;
         let result = if verified { "passed" } else { "failed" };
         self.metrics.rechecks.with_label_values(&[result]).inc();
-        match self.store.recheck(check, verified, detail.clone(), cond, now()).await {
+        match self
+            .store
+            .recheck(check, verified, detail.clone(), cond, now())
+            .await
+        {
             Ok(finished) => {
                 tracing::warn!(incident, subject = %subject, result, detail = %detail, state = finished.state.map_or("-", IncidentState::as_str), "re-checked a heal whose alert still fires");
                 self.follow_up(&subject, finished);
@@ -442,4 +454,3 @@ pub(super) fn page_spec(cfg: &Config) -> Option<PageSpec> {
         labels: e.labels.clone(),
     })
 }
-

@@ -324,8 +324,13 @@ impl Engine {
             .unconfigured(configured, execute::page_spec(&cfg), now())
             .await
         {
-            Ok(r) => self.report(&r, "their rule or target was removed from the configuration"),
-            Err(e) => tracing::error!(error = %e, "cannot apply the configuration to open incidents"),
+            Ok(r) => self.report(
+                &r,
+                "their rule or target was removed from the configuration",
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot apply the configuration to open incidents")
+            }
         }
     }
 
@@ -334,7 +339,11 @@ impl Engine {
     ///
     /// # Errors
     /// When the store fails.
-    pub async fn reset(self: &Arc<Self>, subject: &str, note: &str) -> Result<ResetOutcome, StoreError> {
+    pub async fn reset(
+        self: &Arc<Self>,
+        subject: &str,
+        note: &str,
+    ) -> Result<ResetOutcome, StoreError> {
         let out = self
             .store
             .reset(subject.to_string(), note.to_string(), now())
@@ -342,14 +351,24 @@ impl Engine {
         self.metrics.resets.inc();
         match &out {
             ResetOutcome::Reset { closed, requeued } => {
-                tracing::warn!(subject, incident = closed.id, requeued = requeued.len(), note, "reset by on-call: the escalated incident closed and the subject is re-armed");
+                tracing::warn!(
+                    subject,
+                    incident = closed.id,
+                    requeued = requeued.len(),
+                    note,
+                    "reset by on-call: the escalated incident closed and the subject is re-armed"
+                );
                 self.escalations.notify_one();
                 for job in requeued {
                     self.spawn(job.clone());
                 }
             }
             ResetOutcome::Forgotten => {
-                tracing::warn!(subject, note, "reset by on-call: the flapping history is cleared");
+                tracing::warn!(
+                    subject,
+                    note,
+                    "reset by on-call: the flapping history is cleared"
+                );
             }
             ResetOutcome::Busy(state) => {
                 tracing::info!(subject, state = %state, "reset refused: the subject is being remediated");
@@ -441,7 +460,8 @@ impl Engine {
                     }
                     let engine = self.clone();
                     let id = check.incident;
-                    let span = tracing::info_span!("recheck", incident = id, subject = %check.subject);
+                    let span =
+                        tracing::info_span!("recheck", incident = id, subject = %check.subject);
                     tokio::spawn(
                         async move {
                             engine.clone().recheck(check).await;

@@ -176,9 +176,10 @@ impl Engine {
                 return Err(Round::NotYet(format!("GET {u} answered {s}")));
             }
             if v.body_matches.is_some() || v.body_not_matches.is_some() {
-                let body = r.text().await.map_err(|e| {
-                    Round::NotYet(format!("GET {u}: reading the body: {e}"))
-                })?;
+                let body = r
+                    .text()
+                    .await
+                    .map_err(|e| Round::NotYet(format!("GET {u}: reading the body: {e}")))?;
                 if let Some(re) = &v.body_matches {
                     if !re.get().is_match(&body) {
                         return Err(Round::NotYet(format!(
@@ -213,7 +214,12 @@ fn containers(action: &Action, selection: &Selection, v: &Verify) -> Vec<String>
 }
 
 /// What is verified, in words; `None` when there is nothing to verify.
-fn what(action: &Action, selection: &Selection, v: &Verify, containers: &[String]) -> Option<String> {
+fn what(
+    action: &Action,
+    selection: &Selection,
+    v: &Verify,
+    containers: &[String],
+) -> Option<String> {
     let own = action.checks(selection);
     if containers.is_empty() && v.url.is_none() && own.is_none() {
         return None;

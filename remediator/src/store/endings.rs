@@ -77,7 +77,6 @@ impl Row {
         }
     }
 
-
     fn about(&self) -> About<'_> {
         About {
             incident: Some(self.id),
@@ -221,7 +220,9 @@ c,
             c,
             &job,
             Event::Cancelled,
-            "the alert resolved before the action ran", now)?;
+            "the alert resolved before the action ran",
+            now,
+        )?;
         out.cancelled.push(job);
     }
     if out.occurrences == 0 && remember && by == ResolvedBy::Alert {

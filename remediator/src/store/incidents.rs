@@ -467,7 +467,6 @@ fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, Stor
     }
 }
 
-
 /// Why a gate escalated an incident, in words.
 fn gate_detail(why: Why, inc: &Row, cond: &Conditions, job: &Job, now: f64) -> String {
     match why {
@@ -532,7 +531,12 @@ fn follow_latest_rule(c: &Connection, inc: &Row, job: &Job) -> Result<(), StoreE
         exec(
             c,
             "UPDATE incidents SET rule = ?2, action = ?3, target = ?4 WHERE id = ?1",
-            params![inc.id, job.new.rule, job.new.action.as_str(), job.new.target],
+            params![
+                inc.id,
+                job.new.rule,
+                job.new.action.as_str(),
+                job.new.target
+            ],
         )?;
     }
     Ok(())
@@ -696,7 +700,9 @@ fn start(c: &Connection, job: &Job, cond: &Conditions, now: f64) -> Result<Start
                 c,
                 &job,
                 Event::Cancelled,
-                "its incident closed before the action started", now)?;
+                "its incident closed before the action started",
+                now,
+            )?;
             Ok(Start::Cancelled)
         }
     }

@@ -158,7 +158,12 @@ impl Store {
                 c,
                 "UPDATE jobs SET not_before = ?2, postponed = postponed + 1, note = ?3 \
                  WHERE id = ?1 AND state = ?4 AND incident_id IS NULL",
-                params![job, at, crate::limits::value(&note), JobState::Queued.as_str()],
+                params![
+                    job,
+                    at,
+                    crate::limits::value(&note),
+                    JobState::Queued.as_str()
+                ],
             )? > 0)
         })
         .await

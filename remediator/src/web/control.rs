@@ -24,7 +24,9 @@ const MAX_NOTE: usize = 512;
 /// The subject of `/api/subjects/{subject}/reset`, percent-decoded; `None` for another path.
 #[must_use]
 pub fn reset_subject(path: &str) -> Option<String> {
-    let inner = path.strip_prefix("/api/subjects/")?.strip_suffix("/reset")?;
+    let inner = path
+        .strip_prefix("/api/subjects/")?
+        .strip_suffix("/reset")?;
     let subject = percent_decode_str(inner).decode_utf8().ok()?;
     (!subject.is_empty()).then(|| subject.into_owned())
 }
@@ -81,7 +83,10 @@ pub async fn reset(
     let body = match server::read_body(req, MAX_BODY).await {
         Ok(b) => b,
         Err(e) => {
-            return server::json(e.status(), &json!({"status": "rejected", "error": e.to_string()}))
+            return server::json(
+                e.status(),
+                &json!({"status": "rejected", "error": e.to_string()}),
+            )
         }
     };
     let parsed: ResetBody = if body.iter().all(u8::is_ascii_whitespace) {

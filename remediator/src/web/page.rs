@@ -171,7 +171,10 @@ fn next_attempt(i: &IncidentView, now: f64) -> String {
         (IncidentState::Acting, _) => "now".into(),
         (IncidentState::Escalated, _) => "none: escalated".into(),
         (IncidentState::Healed, _) => match i.next_check_at {
-            Some(t) => format!("none; verified again {} if the alert still fires", when(Some(t), now)),
+            Some(t) => format!(
+                "none; verified again {} if the alert still fires",
+                when(Some(t), now)
+            ),
             None => "none".into(),
         },
         _ => "none".into(),
@@ -181,8 +184,7 @@ fn next_attempt(i: &IncidentView, now: f64) -> String {
 /// `s` as one word of a POSIX shell command line, quoted when it needs to be.
 fn shell_word(s: &str) -> String {
     if !s.is_empty()
-        && s
-            .chars()
+        && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '.' | '_' | '-' | '@'))
     {
         s.to_string()
