@@ -296,3 +296,33 @@ fn decisions_read_as_words() {
         "skipped_flapping incident=9 healed_in_window=3"
     );
 }
+
+/// `docs/remediator.md` draws exactly the model's table: the diagram and the table of every
+/// transition, as `diagram()` and `markdown()` render them. `STACKMEDIC_PRINT_MODEL=1` prints
+/// them for the docs.
+#[test]
+fn the_docs_draw_every_transition_and_only_those() {
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/remediator.md"
+    ))
+    .expect("docs/remediator.md");
+    let diagram = format!("```mermaid\n{}```\n", diagram());
+    let table = markdown();
+    if std::env::var_os("STACKMEDIC_PRINT_MODEL").is_some() {
+        println!("{diagram}\n{table}");
+    }
+    assert!(
+        docs.contains(&diagram),
+        "docs/remediator.md does not draw the model's diagram; it is:\n{diagram}"
+    );
+    assert!(
+        docs.contains(&table),
+        "docs/remediator.md does not list the model's transitions; they are:\n{table}"
+    );
+    assert_eq!(
+        docs.matches("stateDiagram-v2").count(),
+        1,
+        "one diagram of the incident model, the table's"
+    );
+}

@@ -14,7 +14,7 @@ use super::audit::{self, About};
 use super::endings::{close_incident, load_one, open_by_id, Row};
 use super::escalations;
 use super::jobs::{self, close};
-use super::{exec, row, Closed, Job, Resolution, Store, StoreError};
+use super::{exec, row, Closed, Job, Store, StoreError};
 use crate::action::Selection;
 use crate::incident::{self, Decision, Facts, Input, New, Policy, Transition, Why};
 use crate::paging::PageSpec;
@@ -41,7 +41,7 @@ pub struct Conditions {
 }
 
 impl Conditions {
-    fn facts(&self, now: f64, late: bool, healed_in_window: u32) -> Facts {
+    pub(super) fn facts(&self, now: f64, late: bool, healed_in_window: u32) -> Facts {
         Facts {
             now,
             policy: self.policy,
@@ -134,35 +134,6 @@ pub struct Finished {
     pub closed: Option<Closed>,
 }
 
-/// A healed incident whose re-check is due: what verifying it again needs.
-#[derive(Debug, Clone)]
-pub struct DueCheck {
-    /// The incident.
-    pub incident: i64,
-    /// Its subject.
-    pub subject: String,
-    /// The job of the attempt that healed it (its rule, target and selection).
-    pub job: Job,
-    /// Re-checks that passed already.
-    pub rechecks: u32,
-}
-
-/// What an on-call reset did.
-#[derive(Debug)]
-pub enum ResetOutcome {
-    /// The escalated incident closed; its alerts still firing are handled again as these jobs.
-    Reset {
-        /// The incident that closed.
-        closed: Closed,
-        /// New jobs for its alerts still firing.
-        requeued: Vec<Job>,
-    },
-    /// No incident was open: the subject's flapping history was cleared.
-    Forgotten,
-    /// The subject's incident is still being remediated: nothing changed.
-    Busy(IncidentState),
-}
-
 impl Store {
     /// Decides on a job: a new occurrence opens, joins or supersedes the subject's incident (or
     /// is a dry run); an incident's stored attempt becomes acting, or is escalated at the gate
@@ -213,60 +184,6 @@ impl Store {
     /// On a database failure.
     pub async fn finish(&self, input: FinishInput, now: f64) -> Result<Finished, StoreError> {
         self.run(move |c| finish(c, input, now)).await
-    }
-
-    /// Healed incidents whose re-check is due at `now`, at most `limit`.
-    ///
-    /// # Errors
-    /// On a database failure.
-    pub async fn due_checks(&self, now: f64, limit: usize) -> Result<Vec<DueCheck>, StoreError> {
-        self.read(move |c| due_checks(c, now, limit)).await
-    }
-
-    /// Records the re-check of a healed incident whose alerts still fire.
-    ///
-    /// # Errors
-    /// On a database failure.
-    pub async fn recheck(
-        &self,
-        check: DueCheck,
-        verified: bool,
-        detail: String,
-        cond: Conditions,
-        now: f64,
-    ) -> Result<Finished, StoreError> {
-        self.run(move |c| recheck(c, &check, verified, &detail, &cond, now))
-            .await
-    }
-
-    /// Applies a configuration: every open incident whose rule or target is gone is escalated
-    /// when an attempt of it is pending, and closed when it healed. `configured` lists the
-    /// `(rule, target)` pairs a rule acts on.
-    ///
-    /// # Errors
-    /// On a database failure.
-    pub async fn unconfigured(
-        &self,
-        configured: Vec<(String, String)>,
-        page: Option<PageSpec>,
-        now: f64,
-    ) -> Result<Resolution, StoreError> {
-        self.run(move |c| unconfigured(c, &configured, page.as_ref(), now))
-            .await
-    }
-
-    /// On-call resets `subject`: an escalated incident closes (its page resolves) and its alerts
-    /// still firing are handled again; the subject's flapping history is cleared.
-    ///
-    /// # Errors
-    /// On a database failure.
-    pub async fn reset(
-        &self,
-        subject: String,
-        note: String,
-        now: f64,
-    ) -> Result<ResetOutcome, StoreError> {
-        self.run(move |c| reset(c, &subject, &note, now)).await
     }
 }
 
@@ -784,7 +701,7 @@ fn finish(c: &Connection, mut input: FinishInput, now: f64) -> Result<Finished, 
 }
 
 /// Applies what follows an attempt or a re-check: healed, the next attempt, or escalation.
-fn follow(
+pub(super) fn follow(
     c: &Connection,
     inc: &Row,
     t: Option<Transition>,
@@ -863,260 +780,4 @@ fn follow(
         }
     }
     Ok(out)
-}
-
-fn due_checks(c: &Connection, now: f64, limit: usize) -> Result<Vec<DueCheck>, StoreError> {
-    let mut st = c.prepare_cached(
-        "SELECT id, subject, rechecks FROM incidents WHERE closed_at IS NULL AND state = ?1 \
-         AND next_check_at <= ?2 ORDER BY next_check_at LIMIT ?3",
-    )?;
-    let due: Vec<(i64, String, u32)> = st
-        .query_map(
-            params![IncidentState::Healed.as_str(), now, limit as i64],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?
-        .collect::<Result<_, _>>()?;
-    let mut out = Vec::with_capacity(due.len());
-    for (id, subject, rechecks) in due {
-        // The attempt that healed it: its rule, target and selection are what is verified.
-        let job = jobs::load(
-            c,
-            "incident_id = ?1 AND started_at IS NOT NULL ORDER BY id DESC LIMIT 1",
-            [id],
-        )?
-        .pop();
-        match job {
-            Some(job) => out.push(DueCheck {
-                incident: id,
-                subject,
-                job,
-                rechecks,
-            }),
-            // Nothing to verify with (a migrated incident): it stays healed, unchecked.
-            None => {
-                exec(
-                    c,
-                    "UPDATE incidents SET next_check_at = NULL WHERE id = ?1",
-                    [id],
-                )?;
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn recheck(
-    c: &Connection,
-    check: &DueCheck,
-    verified: bool,
-    detail: &str,
-    cond: &Conditions,
-    now: f64,
-) -> Result<Finished, StoreError> {
-    let detail = crate::limits::value(detail);
-    let Some(inc) = open_by_id(c, check.incident)?
-        .filter(|r| r.state == IncidentState::Healed && r.rechecks == check.rechecks)
-    else {
-        // Closed or changed meanwhile (its alert resolved, a new outage superseded it).
-        return Ok(Finished::default());
-    };
-    let input = if cond.configured {
-        Input::Recheck { verified }
-    } else {
-        Input::Unconfigured
-    };
-    let t = incident::step(Some(&inc.open()), input, &cond.facts(now, false, 0));
-    let mut job = check.job.clone();
-    job.incident = Some(inc.id);
-    let (event, words) = match t {
-        Some(Transition::RecheckAgain { .. }) => (
-            Event::Rechecked,
-            format!("healed, but its alert still fires; verified again: {detail}"),
-        ),
-        Some(Transition::Close(reason)) => {
-            let r = close_incident(c, inc.id, reason, now)?;
-            return Ok(Finished {
-                state: Some(IncidentState::Resolved),
-                closed: r.closed.into_iter().next(),
-                retry: None,
-            });
-        }
-        _ if verified => (
-            Event::Failed,
-            format!(
-                "the heal did not hold: its alert still fires {} after the heal although verification passes ({detail})",
-                humantime::format_duration(std::time::Duration::from_secs(
-                    (now - inc.healed_at.unwrap_or(now)).max(0.0).round() as u64
-                ))
-            ),
-        ),
-        _ => (
-            Event::Failed,
-            format!("the heal did not hold: {detail}"),
-        ),
-    };
-    audit::write(
-        c,
-        &audit::Row {
-            at: now,
-            about: About {
-                job: None,
-                ..About::job(&job)
-            },
-            event,
-            detail: &format!("attempt {} of {}: {words}", inc.attempts, inc.max_attempts),
-            duration: None,
-        },
-    )?;
-    follow(c, &inc, t, &job, &words, cond, now)
-}
-
-fn unconfigured(
-    c: &Connection,
-    configured: &[(String, String)],
-    page: Option<&PageSpec>,
-    now: f64,
-) -> Result<Resolution, StoreError> {
-    let mut st = c.prepare_cached(
-        "SELECT id, rule, target FROM incidents WHERE closed_at IS NULL AND state IN (?1, ?2, ?3)",
-    )?;
-    let open: Vec<(i64, String, String)> = st
-        .query_map(
-            params![
-                IncidentState::Acting.as_str(),
-                IncidentState::Waiting.as_str(),
-                IncidentState::Healed.as_str()
-            ],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?
-        .collect::<Result<_, _>>()?;
-    let cond = Conditions {
-        policy: Policy::default(),
-        dry_run: false,
-        dry_run_note: None,
-        configured: false,
-        resume_max_age: f64::MAX,
-        page: page.cloned(),
-    };
-    let mut out = Resolution::default();
-    for (id, rule, target) in open {
-        if configured.iter().any(|(r, t)| *r == rule && *t == target) {
-            continue;
-        }
-        let Some(inc) = open_by_id(c, id)? else {
-            continue;
-        };
-        match incident::step(
-            Some(&inc.open()),
-            Input::Unconfigured,
-            &cond.facts(now, false, 0),
-        ) {
-            Some(Transition::Escalate(why)) => {
-                let detail = format!(
-                    "{}: rule {rule} on target {target}; escalated after {} attempt(s), on-call is paged",
-                    why.describe(),
-                    inc.attempts
-                );
-                escalate(c, &inc, why, &detail, None, page, now)?;
-                out.escalated += 1;
-            }
-            Some(Transition::Close(reason)) => out.merge(close_incident(c, id, reason, now)?),
-            _ => {}
-        }
-    }
-    Ok(out)
-}
-
-fn reset(c: &Connection, subject: &str, note: &str, now: f64) -> Result<ResetOutcome, StoreError> {
-    let open = load_one(c, "subject = ?1 AND closed_at IS NULL", [subject])?;
-    let facts = Conditions {
-        policy: Policy::default(),
-        dry_run: false,
-        dry_run_note: None,
-        configured: true,
-        resume_max_age: f64::MAX,
-        page: None,
-    }
-    .facts(now, false, 0);
-    let t = incident::step(open.as_ref().map(Row::open).as_ref(), Input::Reset, &facts);
-    let mut requeued = Vec::new();
-    let outcome = match (t, open) {
-        (Some(Transition::Reset), Some(inc)) => {
-            let closed = close_incident(c, inc.id, CloseReason::Reset, now)?
-                .closed
-                .pop()
-                .ok_or_else(|| StoreError(format!("incident {} did not close", inc.id)))?;
-            // Its alerts still firing are new occurrences of a re-armed subject.
-            let mut st = c.prepare_cached(
-                "SELECT rule, fingerprint, starts_at FROM occurrences WHERE incident_id = ?1 AND resolved_at IS NULL",
-            )?;
-            let firing: Vec<(String, String, String)> = st
-                .query_map([inc.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<_, _>>()?;
-            exec(
-                c,
-                "UPDATE occurrences SET incident_id = NULL WHERE incident_id = ?1 AND resolved_at IS NULL",
-                [inc.id],
-            )?;
-            for (rule, fp, starts) in firing {
-                if let Some(template) = jobs::load(
-                    c,
-                    "rule = ?1 AND fingerprint = ?2 AND starts_at = ?3 ORDER BY id DESC LIMIT 1",
-                    params![rule, fp, starts],
-                )?
-                .pop()
-                {
-                    let mut new = template.new;
-                    new.not_before = now;
-                    requeued.push(jobs::insert(c, new, None, false, now)?);
-                }
-            }
-            ResetOutcome::Reset {
-                closed,
-                requeued: Vec::new(),
-            }
-        }
-        (Some(Transition::ForgetHistory), _) => ResetOutcome::Forgotten,
-        (_, Some(inc)) => return Ok(ResetOutcome::Busy(inc.state)),
-        (_, None) => ResetOutcome::Forgotten,
-    };
-    exec(
-        c,
-        "INSERT INTO subjects (subject, reset_at, reset_note) VALUES (?1, ?2, ?3) \
-         ON CONFLICT(subject) DO UPDATE SET reset_at = excluded.reset_at, reset_note = excluded.reset_note",
-        params![subject, now, note],
-    )?;
-    let detail = match &outcome {
-        ResetOutcome::Reset { closed, .. } => format!(
-            "reset by on-call: incident {} closed, its page resolves, the flapping history is cleared and {} alert(s) still firing are handled again{}",
-            closed.id,
-            requeued.len(),
-            if note.is_empty() { String::new() } else { format!(" ({note})") }
-        ),
-        _ => format!(
-            "reset by on-call: the flapping history is cleared{}",
-            if note.is_empty() { String::new() } else { format!(" ({note})") }
-        ),
-    };
-    audit::write(
-        c,
-        &audit::Row {
-            at: now,
-            about: About {
-                subject,
-                incident: match &outcome {
-                    ResetOutcome::Reset { closed, .. } => Some(closed.id),
-                    _ => None,
-                },
-                ..About::default()
-            },
-            event: Event::Reset,
-            detail: &detail,
-            duration: None,
-        },
-    )?;
-    Ok(match outcome {
-        ResetOutcome::Reset { closed, .. } => ResetOutcome::Reset { closed, requeued },
-        other => other,
-    })
 }

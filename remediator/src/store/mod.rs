@@ -14,11 +14,13 @@
 //! counted in the same transaction that marks its job's action as started, never before.
 
 mod audit;
+mod controls;
 mod endings;
 pub mod escalations;
 pub mod incidents;
 pub mod jobs;
 pub mod readers;
+mod rechecks;
 pub mod schema;
 pub mod views;
 mod writer;
@@ -34,12 +36,12 @@ use tokio::sync::oneshot;
 use crate::action::{ActionKind, Selection};
 use crate::vocab::CloseReason;
 
+pub use controls::ResetOutcome;
 pub use endings::ActiveAlert;
 pub use escalations::{PendingEscalation, PostResult};
-pub use incidents::{
-    Conditions, DecideInput, DueCheck, FinishInput, Finished, Outcome, ResetOutcome, Start,
-};
+pub use incidents::{Conditions, DecideInput, FinishInput, Finished, Outcome, Start};
 pub use jobs::{Accepted, Batch, Denial, ResolvedAlert, Resumed};
+pub use rechecks::DueCheck;
 pub use views::{
     AlertRef, AuditRow, EscalationView, FlappingView, Gauges, IncidentView, Overview,
     OverviewLimits, PendingJob,
