@@ -277,7 +277,10 @@ impl Remediator {
 
 /// Whether an audit result ends a job (the others are escalation and incident events).
 fn is_job_result(result: &str) -> bool {
-    !matches!(result, "escalated" | "escalation_resolved" | "resolved")
+    !matches!(
+        result,
+        "escalated" | "escalation_resolved" | "resolved" | "rechecked" | "reset"
+    )
 }
 
 fn spawn(config: Option<&Path>, dir: &Path, port: u16, n: u32, flags: &Flags) -> Process {

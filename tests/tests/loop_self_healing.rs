@@ -145,7 +145,7 @@ fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
         "Prometheus never saw the container running:\n{}",
         stack.describe()
     );
-    let subject = format!("{name}/{name}");
+    let subject = format!("container:{name}");
 
     // ---- Five outages in a row; nobody touches anything. ----
     let mut outages: Vec<(f64, f64, Duration)> = Vec::new();
@@ -343,7 +343,7 @@ fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|e| e["state"] == "resolved" && e["subject"] == name.as_str()),
+            .any(|e| e["state"] == "resolved" && e["subject"] == format!("container:{name}")),
         "{escalations:#}"
     );
     drop(container);

@@ -145,8 +145,8 @@ fn remediator_page_renders_in_chromium() {
     );
 
     let text = chromium::rendered_text(&rem.url("/"), rem.dir());
-    let ghost_subject = format!("ghost/{ghost}");
-    let gone_subject = format!("gone/{gone}");
+    let ghost_subject = format!("container:{ghost}");
+    let gone_subject = format!("container:{gone}");
     let heads = [
         "Incidents",
         "Unmatched alerts",

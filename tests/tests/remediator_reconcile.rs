@@ -106,7 +106,7 @@ fn remediator_reconciliation_catches_a_resolve_muted_by_an_inhibition() {
     let history = rem.history();
     let closed = &history["recent_incidents"][0];
     assert_eq!(closed["close_reason"], "reconciled", "{history:#}");
-    assert_eq!(closed["subject"], format!("ghost/{ghost}"));
+    assert_eq!(closed["subject"], format!("container:{ghost}"));
     assert!(rem.incidents().is_empty(), "{history:#}");
     assert_eq!(
         rem.metric("stackmedic_remediator_reconciled_alerts_total", &[]),

@@ -74,7 +74,11 @@ fn remediator_restarts_and_starts_allow_listed_units_over_the_system_bus() {
     let ok = rem.wait_for("succeeded", 1, Duration::from_secs(60));
     let d = detail(&ok[0]);
     assert_eq!(ok[0]["action"], "systemd_restart");
-    assert_eq!(ok[0]["subject"], "camera-host/sm-app.service");
+    assert_eq!(
+        ok[0]["subject"],
+        format!("unit:sm-app.service@{}", host.bus_address()),
+        "one subject per unit on its bus"
+    );
     assert!(
         d.contains("restart job") && d.contains("of unit sm-app.service done"),
         "{d}"
@@ -210,7 +214,10 @@ fn remediator_starts_the_backup_oneshot_and_the_backup_probe_sees_its_archive() 
     );
     let ok = rem.wait_for("succeeded", 1, Duration::from_secs(60));
     let d = detail(&ok[0]);
-    assert_eq!(ok[0]["subject"], "backup-timers/ai_stack_backup.service");
+    assert_eq!(
+        ok[0]["subject"],
+        format!("unit:ai_stack_backup.service@{}", host.bus_address())
+    );
     assert!(d.contains("start job") && d.contains("done"), "{d}");
     assert!(d.contains("now inactive (dead), result success"), "{d}");
     assert!(d.contains("verified unit ai_stack_backup.service"), "{d}");

@@ -186,7 +186,27 @@ impl ContainerAction {
         cx: &Context<'_>,
         selection: &Selection,
     ) -> Result<Selection, ActionError> {
-        let (_, name) = self.inspect_checked(cx, selection).await?;
+        let raw = container_of(selection)?;
+        let docker = cx.docker.get().await.map_err(ActionError::Failed)?;
+        let info = match docker.inspect_container(raw, None).await {
+            Ok(info) => info,
+            // Gone: the Engine has nothing to resolve it to, so the allow-listed name stands
+            // (and the action will fail on it, a failed attempt). Any other error means the
+            // Engine could not be asked: the caller waits and tries again.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
+                return if self.target.containers.iter().any(|c| c == raw) {
+                    Ok(selection.clone())
+                } else {
+                    Err(ActionError::Denied(format!(
+                        "container {raw:?} does not exist, so it cannot be checked against the target's allow-list or opt-in label"
+                    )))
+                };
+            }
+            Err(e) => return Err(ActionError::Failed(format!("docker inspect {raw}: {e}"))),
+        };
+        let name = self.check(raw, &info)?;
         Ok(Selection {
             container: Some(name),
             ..selection.clone()

@@ -348,9 +348,9 @@ impl Engine {
             .store
             .reset(subject.to_string(), note.to_string(), now())
             .await?;
-        self.metrics.resets.inc();
         match &out {
             ResetOutcome::Reset { closed, requeued } => {
+                self.metrics.resets.inc();
                 tracing::warn!(
                     subject,
                     incident = closed.id,
@@ -364,6 +364,7 @@ impl Engine {
                 }
             }
             ResetOutcome::Forgotten => {
+                self.metrics.resets.inc();
                 tracing::warn!(
                     subject,
                     note,
