@@ -79,8 +79,37 @@ pub fn check_exposure(config: &Config, listener: &TcpListener) -> anyhow::Result
 pub fn open_store(dir: &Path) -> anyhow::Result<store::Store> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create storage directory {}", dir.display()))?;
+    // SQLite needs to write beside the database (its log): a directory it cannot write to is
+    // refused here with the operating system's reason, not later as "unable to open".
+    let probe = dir.join(".stackmedic-write-test");
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .with_context(|| format!("cannot write the storage directory {}", dir.display()))?;
     let path = dir.join(DATABASE_FILE);
     store::Store::open(&path).with_context(|| format!("cannot open {}", path.display()))
+}
+
+/// While the store fails, probes it with a small write (1 s, doubled to 10 s apart) until it
+/// writes again; the sweeper then picks up the stored work that waited.
+async fn watch_store(engine: Arc<pipeline::Engine>, shutdown: CancellationToken) {
+    let mut wait = std::time::Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        if engine.store.health.failing().is_none() {
+            wait = std::time::Duration::from_secs(1);
+            continue;
+        }
+        match engine.store.probe(clock::now()).await {
+            Ok(()) => {
+                wait = std::time::Duration::from_secs(1);
+                engine.wake_sweeper();
+            }
+            Err(_) => wait = (wait * 2).min(std::time::Duration::from_secs(10)),
+        }
+    }
 }
 
 /// Deletes history older than `global.retention` at start and every hour.
@@ -142,6 +171,7 @@ pub async fn run(
     tokio::spawn(reconcile::run(engine.reconciler(), shutdown.clone()));
     tokio::spawn(engine.clone().sweeper(shutdown.clone()));
     tokio::spawn(prune_history(engine.clone(), shutdown.clone()));
+    tokio::spawn(watch_store(engine.clone(), shutdown.clone()));
 
     let local = listener.local_addr()?;
     let reload_fn: reload::ReloadFn = {

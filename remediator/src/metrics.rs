@@ -62,6 +62,10 @@ pub struct Metrics {
     pub postponed: IntCounter,
     /// On-call resets of subjects.
     pub resets: IntCounter,
+    /// Store operations that failed.
+    pub store_errors: IntCounter,
+    /// Whether the store writes (1) or its latest operation failed (0).
+    pub store_writable: IntGauge,
 }
 
 impl Metrics {
@@ -188,6 +192,16 @@ impl Metrics {
             format!("{NS}_resets_total"),
             "Subjects reset by on-call (POST /api/subjects/{subject}/reset).",
         )?;
+        let store_errors = IntCounter::new(
+            format!("{NS}_store_errors_total"),
+            "Store operations that failed (a full or read-only disk, I/O errors); webhooks got 503 and stored work waited to be tried again.",
+        )?;
+        let store_writable = IntGauge::new(
+            format!("{NS}_store_writable"),
+            "1 while the store writes, 0 from a failed operation until a later one (or the write probe) succeeds.",
+        )?;
+        registry.register(Box::new(store_errors.clone()))?;
+        registry.register(Box::new(store_writable.clone()))?;
         registry.register(Box::new(rechecks.clone()))?;
         registry.register(Box::new(postponed.clone()))?;
         registry.register(Box::new(resets.clone()))?;
@@ -248,6 +262,8 @@ impl Metrics {
             rechecks,
             postponed,
             resets,
+            store_errors,
+            store_writable,
         })
     }
 

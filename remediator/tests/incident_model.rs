@@ -142,6 +142,10 @@ struct Occurrence {
     starts_at: String,
 }
 
+/// An open incident as the invariants read it: id, subject, state, attempts, current job, next
+/// re-check.
+type OpenRow = (i64, String, String, u32, Option<i64>, Option<f64>);
+
 /// An action in flight: the job whose attempt started (or, after a crash, whose attempt is
 /// verified, not run again).
 #[derive(Debug, Clone)]
@@ -673,7 +677,7 @@ impl Sim {
                 "SELECT id, subject, state, attempts, current_job, next_check_at FROM incidents WHERE closed_at IS NULL",
             )
             .unwrap();
-        let open: Vec<(i64, String, String, u32, Option<i64>, Option<f64>)> = st
+        let open: Vec<OpenRow> = st
             .query_map([], |r| {
                 Ok((
                     r.get(0)?,
@@ -812,7 +816,7 @@ impl Sim {
             )
             .unwrap();
         prop_assert_eq!(busy, 0, "work left undone");
-        for (occ, _) in &self.acknowledged {
+        for occ in self.acknowledged.keys() {
             let ended: Option<(Option<i64>, Option<f64>)> = db
                 .query_row(
                     "SELECT incident_id, resolved_at FROM occurrences WHERE fingerprint = ?1 AND starts_at = ?2",

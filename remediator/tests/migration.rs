@@ -153,6 +153,7 @@ async fn a_database_of_the_previous_release_opens_and_is_migrated() {
             "audit",
             "early_resolves",
             "escalations",
+            "health",
             "incidents",
             "jobs",
             "occurrences",

@@ -269,7 +269,7 @@ fn remediator_escalation_reposting_resumes_after_kill9_and_ends_by_reconciliatio
     // The failed attempt is not repeated after the restart: its incident is escalated.
     assert_eq!(rem.actions_with("failed").len(), 1);
     rem.wait_incident(
-        &format!("ghost/{ghost}"),
+        &format!("container:{ghost}"),
         "escalated",
         Duration::from_secs(1),
     );

@@ -428,8 +428,17 @@ impl Engine {
         }
     }
 
-    /// One round of the sweeper.
+    /// Wakes the sweeper now (the store writes again).
+    pub fn wake_sweeper(&self) {
+        self.sweep.notify_one();
+    }
+
+    /// One round of the sweeper. While the store cannot write it waits: the store's watcher
+    /// probes it and wakes the sweeper when it writes again.
     pub async fn sweep_once(self: &Arc<Self>) {
+        if self.store.health.failing().is_some() {
+            return;
+        }
         let room = self.inflight.available_permits();
         if room > 0 {
             let exclude: Vec<i64> = self

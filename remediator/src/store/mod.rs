@@ -82,6 +82,67 @@ impl From<rusqlite::Error> for StoreError {
 pub struct Store {
     tx: std_mpsc::Sender<writer::Op>,
     readers: Arc<readers::Readers>,
+    /// Whether operations succeed, as the last ones found.
+    pub health: Arc<Health>,
+}
+
+/// Whether the store can write: the outcome of its latest operation (or probe). Readiness,
+/// the sweeper and the metrics read it.
+#[derive(Debug, Default)]
+pub struct Health {
+    failing: std::sync::Mutex<Option<Failing>>,
+    errors: std::sync::atomic::AtomicU64,
+}
+
+/// Since when the store fails, and its latest error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failing {
+    /// When the first failure of this run of failures happened.
+    pub since: f64,
+    /// The latest error.
+    pub error: String,
+}
+
+impl Health {
+    fn record<T>(&self, result: &Result<T, StoreError>) {
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(_) => {
+                if let Some(f) = failing.take() {
+                    tracing::info!(failing_since = %crate::clock::rfc3339(f.since), "the store writes again");
+                }
+            }
+            Err(e) => {
+                self.errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match failing.as_mut() {
+                    Some(f) => f.error = e.0.clone(),
+                    None => {
+                        tracing::error!(error = %e, "the store cannot write: webhooks get 503, stored work waits and is tried again");
+                        *failing = Some(Failing {
+                            since: crate::clock::now(),
+                            error: e.0.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Since when, and why, the store fails; `None` while it works.
+    #[must_use]
+    pub fn failing(&self) -> Option<Failing> {
+        self.failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Failed operations since the start.
+    #[must_use]
+    pub fn errors(&self) -> u64 {
+        self.errors.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// A job about to be stored.
@@ -188,6 +249,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let mut conn = Connection::open(path)?;
         schema::prepare(&mut conn, crate::clock::now())?;
+        check(&conn, path)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // Commits write the log without waiting for the disk; the writer's sync thread flushes
         // it before any caller is answered (see `writer`).
@@ -199,7 +261,27 @@ impl Store {
             .name("stackmedic-store".into())
             .spawn(move || writer::run(conn, &db, rx))
             .map_err(|e| StoreError(format!("cannot start the store thread: {e}")))?;
-        Ok(Store { tx, readers })
+        Ok(Store {
+            tx,
+            readers,
+            health: Arc::new(Health::default()),
+        })
+    }
+
+    /// A small write (the `health` row), to learn whether the store writes again.
+    ///
+    /// # Errors
+    /// When it cannot write.
+    pub async fn probe(&self, now: f64) -> Result<(), StoreError> {
+        self.run(move |c| {
+            exec(
+                c,
+                "INSERT OR REPLACE INTO health (id, at) VALUES (1, ?1)",
+                [now],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     /// Runs `f` on a read-only connection (not the store thread), inside one read transaction,
@@ -239,10 +321,37 @@ impl Store {
             });
             (ok, finish)
         });
-        self.tx
-            .send(op)
-            .map_err(|_| StoreError("store thread stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError("store thread stopped".into()))?
+        let result = match self.tx.send(op) {
+            Ok(()) => rx
+                .await
+                .unwrap_or_else(|_| Err(StoreError("store thread stopped".into()))),
+            Err(_) => Err(StoreError("store thread stopped".into())),
+        };
+        self.health.record(&result);
+        result
     }
+}
+
+/// Checks a database at start: SQLite's `quick_check` finds no corruption, and a write works.
+/// A store that fails either is refused, so the remediator never starts and reports ready on a
+/// store that loses every webhook.
+fn check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let mut st = conn.prepare("PRAGMA quick_check(10)")?;
+    let problems: Vec<String> = st
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| StoreError(format!("{} is corrupt: {e}", path.display())))?;
+    if problems != ["ok"] {
+        return Err(StoreError(format!(
+            "{} is corrupt ({}); restore it from a backup, or move it away to start with an empty store",
+            path.display(),
+            problems.join("; ")
+        )));
+    }
+    conn.execute(
+        "INSERT OR REPLACE INTO health (id, at) VALUES (1, ?1)",
+        [crate::clock::now()],
+    )
+    .map_err(|e| StoreError(format!("cannot write {}: {e}", path.display())))?;
+    Ok(())
 }

@@ -158,6 +158,15 @@ CREATE TABLE IF NOT EXISTS early_resolves (
 );
 ";
 
+/// The row a write probe updates: at start, and while the store fails, to learn whether it
+/// writes again.
+const HEALTH: &str = "
+CREATE TABLE IF NOT EXISTS health (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  at REAL NOT NULL
+);
+";
+
 const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_alert ON jobs(fingerprint, starts_at);
@@ -207,6 +216,7 @@ pub fn prepare(conn: &mut Connection, now: f64) -> Result<(), StoreError> {
             AUDIT,
             SUBJECTS,
             EARLY_RESOLVES,
+            HEALTH,
         ] {
             tx.execute_batch(table)?;
         }
@@ -248,7 +258,7 @@ fn to_v4(c: &Connection, now: f64) -> Result<(), StoreError> {
         }
     }
     c.execute_batch("UPDATE jobs SET due_at = MAX(accepted_at, not_before) WHERE due_at IS NULL")?;
-    for table in [SUBJECTS, EARLY_RESOLVES] {
+    for table in [SUBJECTS, EARLY_RESOLVES, HEALTH] {
         c.execute_batch(table)?;
     }
     c.execute_batch("DROP INDEX IF EXISTS incidents_one_open")?;

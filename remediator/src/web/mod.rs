@@ -116,6 +116,18 @@ pub async fn handle(
     web_auth: Option<Arc<BasicAuth>>,
     req: Request,
 ) -> Response {
+    if req.uri().path() == "/-/ready" {
+        if let Some(f) = engine.store.health.failing() {
+            return server::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "Not ready: the store cannot write since {}: {}\n",
+                    crate::clock::rfc3339(f.since),
+                    f.error
+                ),
+            );
+        }
+    }
     let req = match reload::lifecycle(req, &reload_handle, true).await {
         Ok(resp) => return resp,
         Err(req) => req,
@@ -177,6 +189,12 @@ pub async fn handle(
             }
         }
         (&Method::GET, "/metrics") => {
+            let m = &engine.metrics;
+            let errors = engine.store.health.errors();
+            m.store_errors
+                .inc_by(errors.saturating_sub(m.store_errors.get()));
+            m.store_writable
+                .set(i64::from(engine.store.health.failing().is_none()));
             if let Ok(g) = engine.store.gauges(now()).await {
                 let m = &engine.metrics;
                 m.queue_depth.set(g.due_jobs);
