@@ -74,7 +74,11 @@ pub struct CommonArgs {
     /// Most connections open at once from one client address, unless the listen address is a
     /// loopback address (0: no limit); a new connection beyond it closes that address's
     /// connection with the least recent progress.
-    #[arg(long = "web.max-connections-per-address", value_name = "N", default_value_t = 64)]
+    #[arg(
+        long = "web.max-connections-per-address",
+        value_name = "N",
+        default_value_t = 64
+    )]
     pub max_connections_per_address: u32,
 
     /// Time a client gets from connecting until its request head is complete (TLS handshake

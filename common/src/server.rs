@@ -27,8 +27,8 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::IpAddr;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -687,7 +687,10 @@ impl ConnState {
             .fetch_add(n as u64, Ordering::AcqRel)
             .saturating_add(n as u64);
         let last = self.progress_ms.load(Ordering::Acquire);
-        let needed = now_ms.saturating_sub(last).saturating_mul(MIN_PROGRESS_RATE) / 1000;
+        let needed = now_ms
+            .saturating_sub(last)
+            .saturating_mul(MIN_PROGRESS_RATE)
+            / 1000;
         if moved >= needed {
             self.progress_ms.store(now_ms, Ordering::Release);
             self.moved_since_progress.store(0, Ordering::Release);

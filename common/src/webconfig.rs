@@ -521,7 +521,7 @@ mod tests {
             let v = base64::engine::general_purpose::STANDARD.encode(s);
             http::HeaderValue::from_str(&format!("Basic {v}")).unwrap()
         };
-        let mut median = |credentials: &'static str| {
+        let median = |credentials: &'static str| {
             let auth = auth.clone();
             async move {
                 let mut times = Vec::new();
@@ -537,7 +537,9 @@ mod tests {
         let cheap = median("cheap:wrong").await;
         let unknown = median("nobody:wrong").await;
         let dear = median("dear:wrong").await;
-        eprintln!("rejections: cost-4 user {cheap:?}, unknown user {unknown:?}, cost-10 user {dear:?}");
+        eprintln!(
+            "rejections: cost-4 user {cheap:?}, unknown user {unknown:?}, cost-10 user {dear:?}"
+        );
         for (what, t) in [("cost-4 user", cheap), ("cost-10 user", dear)] {
             let ratio = t.as_secs_f64() / unknown.as_secs_f64();
             assert!(

@@ -92,9 +92,10 @@ impl Cluster<'_> {
         let r = async {
             let req = self.http.get(api.clone()).timeout(self.members.timeout);
             let resp = ok_or_refused(self.send(req, &api).await?, &api).await?;
-            let status: Status = resp.json().await.map_err(|e| {
-                Failure::Refused(format!("GET {api}: unexpected answer: {e}"))
-            })?;
+            let status: Status = resp
+                .json()
+                .await
+                .map_err(|e| Failure::Refused(format!("GET {api}: unexpected answer: {e}")))?;
             parse_rfc3339(&status.uptime).ok_or_else(|| {
                 Failure::Refused(format!(
                     "GET {api}: unexpected answer: uptime {:?} is not an RFC 3339 time",

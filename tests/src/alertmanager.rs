@@ -130,7 +130,10 @@ impl Alertmanager {
                     .replace("{dir}", &dir.path().display().to_string());
                 std::fs::write(&config_path, &text)
                     .unwrap_or_else(|e| panic!("cannot write {}: {e}", config_path.display()));
-                (Self::command(&binary, dir.path(), port, &cluster_args), text)
+                (
+                    Self::command(&binary, dir.path(), port, &cluster_args),
+                    text,
+                )
             },
         );
         Alertmanager {

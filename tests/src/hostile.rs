@@ -23,7 +23,9 @@ pub const H2_ZERO_WINDOW_STREAMS: u32 = 3;
 
 /// An HTTP/2 frame: 24-bit length, type, flags, stream id, payload (RFC 9113, section 4.1).
 fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-    let len = u32::try_from(payload.len()).expect("small frame").to_be_bytes();
+    let len = u32::try_from(payload.len())
+        .expect("small frame")
+        .to_be_bytes();
     let mut f = vec![len[1], len[2], len[3], kind, flags];
     f.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
     f.extend_from_slice(payload);

@@ -334,7 +334,9 @@ impl Healthy {
                     HEALTHY_TIMEOUT,
                 )
             }
-            (_, 1) => http::request_with_timeout("GET", &url("/metrics"), &[], None, HEALTHY_TIMEOUT),
+            (_, 1) => {
+                http::request_with_timeout("GET", &url("/metrics"), &[], None, HEALTHY_TIMEOUT)
+            }
             _ => http::request_with_timeout("GET", &url("/-/healthy"), &[], None, HEALTHY_TIMEOUT),
         };
         match r {
@@ -344,6 +346,9 @@ impl Healthy {
         }
     }
 }
+
+/// Opens a flood against a server's port.
+type OpenFlood = dyn Fn(&Server, u16) -> Vec<Flood>;
 
 /// What the healthy clients saw.
 struct Seen {
@@ -409,7 +414,7 @@ fn healthy_under(server: &Server, flood: &dyn Fn(u16) -> Vec<Flood>) -> Seen {
 /// are printed for `docs/security.md` (the goal is under 1 s; not asserted here).
 #[test]
 fn healthy_clients_never_fail_under_idle_stalled_and_bodiless_floods() {
-    let floods: [(&str, &dyn Fn(&Server, u16) -> Vec<Flood>); 3] = [
+    let floods: [(&str, &OpenFlood); 3] = [
         ("600 idle connections", &|_, port| {
             vec![Flood::open(port, 600, Kind::Idle, "/", &[])]
         }),

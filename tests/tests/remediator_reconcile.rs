@@ -146,7 +146,11 @@ fn cluster_alertmanager_config(remediator_port: u16) -> String {
 }
 
 fn ghost_rules(firing: bool) -> String {
-    let expr = if firing { "vector(1)" } else { "vector(1) unless vector(1)" };
+    let expr = if firing {
+        "vector(1)"
+    } else {
+        "vector(1) unless vector(1)"
+    };
     format!(
         "groups:\n- name: remediation\n  interval: 1s\n  rules:\n  - alert: GhostDown\n    expr: {expr}\n    labels: {{severity: page, remediation: container_start, instance: ghost}}\n"
     )
@@ -251,7 +255,12 @@ fn remediator_with_an_alertmanager_cluster_survives_a_dead_member_and_one_restar
         assert_eq!(open.len(), 1, "{:#}", rem.history());
         assert_eq!(open[0]["id"], incident["id"], "{:#}", rem.history());
         assert_eq!(open[0]["state"], "escalated", "{:#}", rem.history());
-        assert_eq!(open[0]["attempts"], incident["attempts"], "{:#}", rem.history());
+        assert_eq!(
+            open[0]["attempts"],
+            incident["attempts"],
+            "{:#}",
+            rem.history()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert!(

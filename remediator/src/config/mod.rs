@@ -112,11 +112,8 @@ pub fn from_value(value: &Value) -> Result<Config, ConfigErrors> {
     let global = Global::load(value.get("global"), &mut errs);
     let webhook = WebhookAuth::load(value.get("webhook"), &mut errs);
     let escalation = Escalation::load(value.get("escalation"), &mut errs);
-    let reconciliation = Reconciliation::load(
-        value.get("reconciliation"),
-        escalation.as_ref(),
-        &mut errs,
-    );
+    let reconciliation =
+        Reconciliation::load(value.get("reconciliation"), escalation.as_ref(), &mut errs);
     let docker = DockerSettings::load(value.get("docker"), &mut errs);
 
     let mut targets = BTreeMap::new();
@@ -324,10 +321,9 @@ mod tests {
         assert_eq!(rec.alertmanagers.timeout, Duration::from_secs(2));
         assert_eq!(rec.settle_time(), Duration::from_secs(20));
         // Reconciliation works without an escalation section.
-        let v = common::parse_yaml(
-            "reconciliation: {alertmanager_urls: ['http://127.0.0.1:9093']}\n",
-        )
-        .unwrap();
+        let v =
+            common::parse_yaml("reconciliation: {alertmanager_urls: ['http://127.0.0.1:9093']}\n")
+                .unwrap();
         let c = from_value(&v).unwrap();
         assert!(c.escalation.is_none());
         assert_eq!(
