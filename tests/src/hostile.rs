@@ -7,7 +7,7 @@
 //! is dropped; its trickle thread stops with it.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -87,7 +87,50 @@ impl Flood {
     /// Opens `n` connections of `kind` to `127.0.0.1:port`. `path` and `headers` (full lines
     /// without CRLF) go into the request heads of the body kinds and the trickled head.
     pub fn open(port: u16, n: usize, kind: Kind, path: &str, headers: &[String]) -> Flood {
+        Self::open_from(None, port, n, kind, path, headers)
+    }
+
+    /// Like [`Flood::open`], from the local address `from` (another loopback address such as
+    /// `127.0.0.2`, so that the server sees a second client address), or the system's choice.
+    ///
+    /// # Panics
+    /// When `from` is not a loopback address.
+    pub fn open_from(
+        from: Option<Ipv4Addr>,
+        port: u16,
+        n: usize,
+        kind: Kind,
+        path: &str,
+        headers: &[String],
+    ) -> Flood {
+        assert!(
+            from.is_none_or(|a| a.is_loopback()),
+            "floods come from loopback addresses only"
+        );
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let runtime = from.map(|_| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .enable_time()
+                .build()
+                .expect("a runtime to connect from a chosen address")
+        });
+        let connect = || -> std::io::Result<TcpStream> {
+            match (from, &runtime) {
+                (Some(local), Some(rt)) => rt.block_on(async {
+                    let socket = tokio::net::TcpSocket::new_v4()?;
+                    socket.bind(SocketAddr::from((local, 0)))?;
+                    let stream =
+                        tokio::time::timeout(Duration::from_secs(2), socket.connect(addr))
+                            .await
+                            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+                    let stream = stream.into_std()?;
+                    stream.set_nonblocking(false)?;
+                    Ok(stream)
+                }),
+                _ => TcpStream::connect_timeout(&addr, Duration::from_secs(2)),
+            }
+        };
         let mut conns = Vec::with_capacity(n);
         let mut failed_connects = 0;
         let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
@@ -120,7 +163,7 @@ impl Flood {
             .into(),
         };
         for _ in 0..n {
-            match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            match connect() {
                 Ok(mut s) => {
                     if !opening.is_empty() {
                         let _ = s.write_all(&opening);

@@ -455,3 +455,52 @@ fn healthy_clients_never_fail_under_idle_stalled_and_bodiless_floods() {
     }
     eprintln!("{}", report.join("\n"));
 }
+
+/// `--web.max-connections-per-address` where the listener is not loopback-only: connections
+/// from one address (`127.0.0.2`) beyond the cap close that address's own connections, not the
+/// older ones of another address (`127.0.0.1`), which the global limit alone would close
+/// first. Behind a loopback-only listener the cap does not apply: there the global limit sheds
+/// the oldest connections, whoever opened them.
+#[test]
+fn one_client_address_cannot_push_out_another() {
+    let other = Some(std::net::Ipv4Addr::new(127, 0, 0, 2));
+    for (listen_host, capped) in [("0.0.0.0", true), ("127.0.0.1", false)] {
+        let mut server = Server::Exporter(Exporter::start_with(exporter::Options {
+            config: Some("probes: []\n"),
+            listen_host: Some(listen_host),
+            args: vec![
+                "--web.max-connections=50".to_owned(),
+                "--web.max-connections-per-address=20".to_owned(),
+            ],
+            ..exporter::Options::default()
+        }));
+        let theirs = Flood::open(server.port(), 10, Kind::Idle, "/", &[]);
+        // Older than anything that follows.
+        std::thread::sleep(Duration::from_millis(100));
+        let flood = Flood::open_from(other, server.port(), 100, Kind::Idle, "/", &[]);
+        assert_eq!((theirs.len(), flood.len()), (10, 100));
+        let expected_shed = if capped { 80 } else { 110 - 50 };
+        let settled = wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+            theirs.closed_by_server() + flood.closed_by_server() >= expected_shed
+        });
+        let (shed_theirs, shed_flood) = (theirs.closed_by_server(), flood.closed_by_server());
+        assert!(
+            settled,
+            "listening on {listen_host}: {shed_theirs} of 127.0.0.1's and {shed_flood} of 127.0.0.2's connections closed\n{}",
+            server.describe()
+        );
+        if capped {
+            assert_eq!(
+                (shed_theirs, shed_flood),
+                (0, 80),
+                "listening on {listen_host}: 127.0.0.2 keeps 20, 127.0.0.1 all of its 10"
+            );
+        } else {
+            assert_eq!(
+                shed_theirs, 10,
+                "listening on {listen_host}: no cap per address, the oldest go first"
+            );
+        }
+        server.assert_answers(&format!("a flood from 127.0.0.2, listening on {listen_host}"));
+    }
+}
