@@ -160,7 +160,8 @@ async fn post(e: &Escalator, esc: &Escalation, p: PendingEscalation) {
     } else {
         sent + esc.alert_duration
     };
-    let result = deliver(e, esc, &with_ends_at(&p.payload, ends_at)).await;
+    let repost = !p.first && !p.resolving;
+    let result = deliver(e, esc, &with_ends_at(&p.payload, ends_at), repost).await;
     let t = now();
     let (outcome, posted) = match result {
         Ok(()) if p.resolving => {
@@ -225,8 +226,14 @@ async fn post(e: &Escalator, esc: &Escalation, p: PendingEscalation) {
 /// Posts `payload` to every member of the cluster at once, as Prometheus sends its alerts, and
 /// succeeds when at least one accepted it: members share what they notify, and the next post
 /// reaches a member that missed this one. A member that refused is logged and counted; when
-/// none accepted, the error says why for each.
-async fn deliver(e: &Escalator, esc: &Escalation, payload: &Value) -> Result<(), String> {
+/// none accepted, the error says why for each. A member that misses a re-post is logged at
+/// debug only: it is counted, and a dead member would otherwise log every `resend_interval`.
+async fn deliver(
+    e: &Escalator,
+    esc: &Escalation,
+    payload: &Value,
+    repost: bool,
+) -> Result<(), String> {
     let cluster = Cluster {
         http: &e.http,
         members: &esc.alertmanagers,
@@ -246,7 +253,11 @@ async fn deliver(e: &Escalator, esc: &Escalation, payload: &Value) -> Result<(),
         .collect();
     if failures.len() < esc.alertmanagers.urls.len() {
         for f in &failures {
-            tracing::warn!(error = %f, "an Alertmanager did not accept the escalation; another did");
+            if repost {
+                tracing::debug!(error = %f, "an Alertmanager did not accept the escalation; another did");
+            } else {
+                tracing::warn!(error = %f, "an Alertmanager did not accept the escalation; another did");
+            }
         }
         return Ok(());
     }
