@@ -92,7 +92,10 @@ impl Exporter {
             let mut cmd = Command::new(&bin);
             cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
             cmd.arg("--web.listen-address")
-                .arg(format!("{}:{port}", opts.listen_host.unwrap_or("127.0.0.1")))
+                .arg(format!(
+                    "{}:{port}",
+                    opts.listen_host.unwrap_or("127.0.0.1")
+                ))
                 .arg("--log.level")
                 .arg("debug")
                 .args(&opts.args);

@@ -120,10 +120,9 @@ impl Flood {
                 (Some(local), Some(rt)) => rt.block_on(async {
                     let socket = tokio::net::TcpSocket::new_v4()?;
                     socket.bind(SocketAddr::from((local, 0)))?;
-                    let stream =
-                        tokio::time::timeout(Duration::from_secs(2), socket.connect(addr))
-                            .await
-                            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+                    let stream = tokio::time::timeout(Duration::from_secs(2), socket.connect(addr))
+                        .await
+                        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
                     let stream = stream.into_std()?;
                     stream.set_nonblocking(false)?;
                     Ok(stream)

@@ -501,6 +501,8 @@ fn one_client_address_cannot_push_out_another() {
                 "listening on {listen_host}: no cap per address, the oldest go first"
             );
         }
-        server.assert_answers(&format!("a flood from 127.0.0.2, listening on {listen_host}"));
+        server.assert_answers(&format!(
+            "a flood from 127.0.0.2, listening on {listen_host}"
+        ));
     }
 }

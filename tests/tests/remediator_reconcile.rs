@@ -9,7 +9,8 @@
 //! killed, every escalation is still delivered through the other; the other restarted (empty,
 //! as Alertmanager keeps alerts in memory), its empty list is not taken for news while it has
 //! been up less than twice Prometheus' resend delay: no incident closes, no page resolves, no
-//! attempt starts again at 1.
+//! attempt starts again at 1. And reconciliation works with a `reconciliation` section alone,
+//! without an escalation section.
 
 use std::time::{Duration, Instant};
 
@@ -314,4 +315,47 @@ fn remediator_with_an_alertmanager_cluster_survives_a_dead_member_and_one_restar
         rem.process().describe()
     );
     drop(dead);
+}
+
+/// Reconciliation has its own Alertmanager setting: with a `reconciliation` section and no
+/// `escalation`, a resolve Alertmanager never delivers (its receiver has `send_resolved:
+/// false`) still closes the incident.
+#[test]
+fn remediator_reconciles_without_an_escalation_section() {
+    ensure_docker();
+    let ghost = unique_name("sm-ghost");
+    let mut rem = Remediator::start(&config(&ghost, ""));
+    let am = Alertmanager::start(&format!(
+        "route:\n  receiver: remediator\n  group_by: [alertname, instance]\n  group_wait: 0s\n  group_interval: 1s\n  repeat_interval: 1h\n\
+         receivers:\n\
+         - name: remediator\n  webhook_configs:\n  - url: 'http://127.0.0.1:{}/webhook'\n    send_resolved: false\n",
+        rem.port()
+    ));
+    let reconciliation = format!(
+        "reconciliation: {{alertmanager_urls: ['{}'], prometheus_resend_delay: 1s, timeout: 2s}}\n",
+        am.url("")
+    );
+    assert_eq!(
+        rem.reconfigure(&config(&ghost, &reconciliation)).status,
+        200
+    );
+    let labels = json!({"alertname": "GhostDown", "instance": "host-2"});
+    am.post_alerts(&json!([{"labels": labels}])).unwrap();
+    rem.wait_incident(
+        &format!("ghost/{ghost}"),
+        "escalated",
+        Duration::from_secs(60),
+    );
+    am.post_alerts(&json!([{"labels": labels, "endsAt": rfc3339(unix_now())}]))
+        .unwrap();
+    let closed = wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+        rem.incidents().is_empty()
+    });
+    assert!(closed, "{:#}\n{}", rem.history(), rem.process().describe());
+    let history = rem.history();
+    assert_eq!(
+        history["recent_incidents"][0]["close_reason"], "reconciled",
+        "{history:#}"
+    );
+    assert!(history["escalations"].as_array().is_none_or(Vec::is_empty));
 }
