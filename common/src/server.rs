@@ -502,6 +502,17 @@ struct Metered {
     epoch: Instant,
 }
 
+impl Metered {
+    /// Counts what a write moved.
+    fn written(&self, r: &Poll<std::io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = r {
+            if *n > 0 {
+                self.state.moved(*n, millis_since(self.epoch));
+            }
+        }
+    }
+}
+
 impl tokio::io::AsyncRead for Metered {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -527,11 +538,7 @@ impl tokio::io::AsyncWrite for Metered {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = &r {
-            if *n > 0 {
-                this.state.moved(*n, millis_since(this.epoch));
-            }
-        }
+        this.written(&r);
         r
     }
 
@@ -542,11 +549,7 @@ impl tokio::io::AsyncWrite for Metered {
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = &r {
-            if *n > 0 {
-                this.state.moved(*n, millis_since(this.epoch));
-            }
-        }
+        this.written(&r);
         r
     }
 
