@@ -7,6 +7,10 @@
 //! disables clustering, so nothing listens besides the web port), then waits until `/-/ready`
 //! answers 200. Placeholders replaced in the configuration: `{port}` and `{dir}`.
 //!
+//! [`Alertmanager::start_cluster`] starts members clustered with each other on loopback ports
+//! (a highly available pair); [`Alertmanager::restart`] brings a member back empty, as after a
+//! restart in production, and [`Alertmanager::kill`] kills one.
+//!
 //! ```text
 //! let am = Alertmanager::start(&format!(
 //!     "route: {{receiver: remediator, group_wait: 0s}}\n\
