@@ -362,6 +362,18 @@ struct Seen {
 /// (the second time while the first is still held, so the server keeps shedding), and for a
 /// while after.
 fn healthy_under(server: &Server, flood: &dyn Fn(u16) -> Vec<Flood>) -> Seen {
+    // Both floods are held at once: 1,200 descriptors in this process, besides the clients'.
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .and_then(|soft| soft.parse::<u64>().ok())
+        .unwrap_or(u64::MAX);
+    assert!(
+        open_files >= 4096,
+        "this test holds 1,200 connections: raise the open-files limit (ulimit -n) from {open_files}"
+    );
     let target = Healthy::of(server);
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..HEALTHY_CLIENTS)
