@@ -6,7 +6,8 @@
 //!   auth (and TLS) protect its page, API and metrics: a real Alertmanager delivers over TLS
 //!   with the token while `/`, `/api/actions` and `/metrics` ask for the basic auth user;
 //! * without webhook credentials, the web configuration's basic auth protects the webhook too;
-//! * a wrong user name takes as long as a wrong password (bcrypt runs for unknown users).
+//! * a wrong user name takes as long as a wrong password (bcrypt runs for unknown users), also
+//!   when the configured hashes have different costs (every rejection costs the highest).
 
 use std::time::{Duration, Instant};
 
