@@ -1,6 +1,6 @@
 //! Escalation to on-call through Alertmanager: the `StackmedicRemediationFailed` alert of an
-//! escalated incident, and the task that posts the outbox as Prometheus sends its alerts — a
-//! new escalation at once, an active one again every `resend_interval` with
+//! escalated incident, and the task that posts the outbox as Prometheus sends its alerts — to
+//! every member of the Alertmanager cluster, a new escalation at once, an active one again every `resend_interval` with
 //! `endsAt = now + alert_duration` (so it resolves on its own when the remediator stops), and
 //! once more with `endsAt = now` when its incident closed. A failed post is retried with
 //! exponential backoff (at most `resend_interval` apart while the escalation is active).
@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::alertmanager::Cluster;
 use crate::clock::{now, rfc3339_millis};
 use crate::config::{Escalation, Live};
 use crate::metrics::Metrics;
@@ -87,7 +88,8 @@ async fn post(e: &Escalator, esc: &Escalation, p: PendingEscalation) {
     } else {
         sent + esc.alert_duration
     };
-    let result = deliver(&e.http, esc, &with_ends_at(&p.payload, ends_at)).await;
+    let repost = !p.first && !p.resolving;
+    let result = deliver(e, esc, &with_ends_at(&p.payload, ends_at), repost).await;
     let t = now();
     let (outcome, posted) = match result {
         Ok(()) if p.resolving => {
@@ -149,91 +151,43 @@ async fn post(e: &Escalator, esc: &Escalation, p: PendingEscalation) {
     }
 }
 
-/// Bytes of Alertmanager's answer kept in `last_error` when it refuses a post.
-const ERROR_BODY_BYTES: usize = 200;
-
-/// Posts `payload`; on failure says why in the words on-call reads on the page and in the JSON:
-/// the connection was refused, no answer came in time, or the HTTP status with the start of
-/// Alertmanager's answer.
-async fn deliver(http: &reqwest::Client, esc: &Escalation, payload: &Value) -> Result<(), String> {
-    let url = esc.alerts_url();
-    let req = http.post(url.clone()).json(payload).timeout(esc.timeout);
-    let mut r = esc
-        .credentials
-        .apply(req)
-        .send()
-        .await
-        .map_err(|e| describe(&e, &url, esc.timeout))?;
-    if r.status().is_success() {
+/// Posts `payload` to every member of the cluster at once, as Prometheus sends its alerts, and
+/// succeeds when at least one accepted it: members share what they notify, and the next post
+/// reaches a member that missed this one. A member that refused is logged and counted; when
+/// none accepted, the error says why for each. A member that misses a re-post is logged at
+/// debug only: it is counted, and a dead member would otherwise log every `resend_interval`.
+async fn deliver(
+    e: &Escalator,
+    esc: &Escalation,
+    payload: &Value,
+    repost: bool,
+) -> Result<(), String> {
+    let cluster = Cluster {
+        http: &e.http,
+        members: &esc.alertmanagers,
+        metrics: &e.metrics,
+    };
+    let results = futures_util::future::join_all(
+        esc.alertmanagers
+            .urls
+            .iter()
+            .map(|url| cluster.post_alerts(url, payload)),
+    )
+    .await;
+    let failures: Vec<String> = results
+        .into_iter()
+        .filter_map(Result::err)
+        .map(|f| f.to_string())
+        .collect();
+    if failures.len() < esc.alertmanagers.urls.len() {
+        for f in &failures {
+            if repost {
+                tracing::debug!(error = %f, "an Alertmanager did not accept the escalation; another did");
+            } else {
+                tracing::warn!(error = %f, "an Alertmanager did not accept the escalation; another did");
+            }
+        }
         return Ok(());
     }
-    let status = r.status();
-    // Only the start of the answer is read: an error page can be large.
-    let mut body = Vec::new();
-    while body.len() < 4 * ERROR_BODY_BYTES {
-        match r.chunk().await {
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    let text = String::from_utf8_lossy(&body);
-    let text: String = text
-        .trim()
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    let excerpt = crate::limits::cut(&text, ERROR_BODY_BYTES);
-    Err(if excerpt.is_empty() {
-        format!("HTTP {status} from Alertmanager at {}", origin(&url))
-    } else {
-        format!(
-            "HTTP {status} from Alertmanager at {}: {excerpt}",
-            origin(&url)
-        )
-    })
-}
-
-/// Why a request got no answer: `connection refused`, `timeout`, or the transport's words.
-fn describe(e: &reqwest::Error, url: &url::Url, timeout: Duration) -> String {
-    let at = origin(url);
-    let mut causes = Vec::new();
-    let mut refused = false;
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
-        }
-        let text = s.to_string();
-        if !causes.contains(&text) {
-            causes.push(text);
-        }
-        source = s.source();
-    }
-    if e.is_timeout() && e.is_connect() {
-        return format!("timeout: no connection to Alertmanager at {at} could be opened in time");
-    }
-    if e.is_timeout() {
-        return format!(
-            "timeout: Alertmanager at {at} did not answer within {}",
-            humantime::format_duration(timeout)
-        );
-    }
-    if refused {
-        return format!("connection refused: nothing accepts connections at {at}");
-    }
-    let detail = if causes.is_empty() {
-        e.to_string()
-    } else {
-        causes.join(": ")
-    };
-    if e.is_connect() {
-        format!("cannot connect to Alertmanager at {at}: {detail}")
-    } else {
-        format!("cannot post to Alertmanager at {at}: {detail}")
-    }
-}
-
-/// `scheme://host:port` of a URL: never its path, query or credentials.
-fn origin(url: &url::Url) -> String {
-    url.origin().ascii_serialization()
+    Err(failures.join("; "))
 }

@@ -9,6 +9,7 @@
 //! flags and calls [`run`].
 
 pub mod action;
+pub mod alertmanager;
 pub mod clock;
 pub mod config;
 pub mod contract;

@@ -54,6 +54,10 @@ pub struct Metrics {
     pub reconciliations: IntCounterVec,
     /// Alert occurrences found resolved by reconciliation.
     pub reconciled_alerts: IntCounter,
+    /// Requests to each Alertmanager, by request and result.
+    pub alertmanager_requests: IntCounterVec,
+    /// What the memory of unmatched alerts forgot or did not log, by what.
+    pub unmatched_dropped: IntCounterVec,
     /// Duration of webhook handling.
     pub webhook_duration: Histogram,
     /// Re-checks of heals whose alert still fired, by result.
@@ -160,13 +164,27 @@ impl Metrics {
         let reconciliations = IntCounterVec::new(
             Opts::new(
                 format!("{NS}_reconciliations_total"),
-                "Reconciliations of open incidents with Alertmanager's alerts, by result (ok, failed).",
+                "Reconciliations of open incidents with Alertmanager's alerts, by result (ok; held: a member started less than twice Prometheus' resend delay ago, so nothing was resolved; failed: no member could be asked).",
             ),
             &["result"],
         )?;
         let reconciled_alerts = IntCounter::new(
             format!("{NS}_reconciled_alerts_total"),
             "Alert occurrences found resolved by reconciliation: their resolve never reached the remediator.",
+        )?;
+        let alertmanager_requests = IntCounterVec::new(
+            Opts::new(
+                format!("{NS}_alertmanager_requests_total"),
+                "Requests to each configured Alertmanager (scheme://host:port), by request (post: an escalation post; status, alerts: reconciliation) and result (ok, failed).",
+            ),
+            &["alertmanager", "request", "result"],
+        )?;
+        let unmatched_dropped = IntCounterVec::new(
+            Opts::new(
+                format!("{NS}_unmatched_dropped_total"),
+                "What the remediator did not keep of unmatched alerts, by what (name: an alert name forgotten before its hour ended, to stay within 200 names and 256 KiB; log_line: a 'no rule matches' line not written, beyond 10 a minute).",
+            ),
+            &["what"],
         )?;
         let webhook_duration = Histogram::with_opts(
             HistogramOpts::new(
@@ -221,6 +239,8 @@ impl Metrics {
         registry.register(Box::new(escalations_active.clone()))?;
         registry.register(Box::new(reconciliations.clone()))?;
         registry.register(Box::new(reconciled_alerts.clone()))?;
+        registry.register(Box::new(alertmanager_requests.clone()))?;
+        registry.register(Box::new(unmatched_dropped.clone()))?;
         registry.register(Box::new(webhook_duration.clone()))?;
         for r in WebhookResult::ALL {
             webhooks.with_label_values(&[r.as_str()]);
@@ -239,7 +259,10 @@ impl Metrics {
         for r in PostOutcome::ALL {
             escalations.with_label_values(&[r.as_str()]);
         }
-        for r in ["ok", "failed"] {
+        for w in ["name", "log_line"] {
+            unmatched_dropped.with_label_values(&[w]);
+        }
+        for r in ["ok", "held", "failed"] {
             reconciliations.with_label_values(&[r]);
         }
         Ok(Self {
@@ -258,6 +281,8 @@ impl Metrics {
             escalations_active,
             reconciliations,
             reconciled_alerts,
+            alertmanager_requests,
+            unmatched_dropped,
             webhook_duration,
             rechecks,
             postponed,
@@ -265,6 +290,17 @@ impl Metrics {
             store_errors,
             store_writable,
         })
+    }
+
+    /// Brings `…_unmatched_dropped_total` up to what the memory of unmatched alerts counted.
+    pub fn set_unmatched_dropped(&self, dropped: crate::unmatched::Dropped) {
+        for (what, total) in [("name", dropped.names), ("log_line", dropped.log_lines)] {
+            let c = self.unmatched_dropped.with_label_values(&[what]);
+            let have = c.get();
+            if total > have {
+                c.inc_by(total - have);
+            }
+        }
     }
 
     /// Counts a webhook request.

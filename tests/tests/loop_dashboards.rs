@@ -204,7 +204,7 @@ fn remediator_config(container: &str, web: &str, dir: &Path, alertmanager: &str)
         }
     }
     env_to_file(&mut c, dir);
-    c["escalation"]["alertmanager_url"] = json!(alertmanager);
+    c["escalation"]["alertmanager_urls"] = json!([alertmanager]);
     c["escalation"]["min_backoff"] = json!("200ms");
     for target in c["targets"].as_array_mut().unwrap() {
         // Read with get(): indexing a serde_json value mutably inserts missing keys.

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use serde_json::Value;
 use stackmedic_common::config::{self as common, ConfigErrors};
 
-pub use global::{DockerSettings, Escalation, Global, WebhookAuth};
+pub use global::{Alertmanagers, DockerSettings, Escalation, Global, Reconciliation, WebhookAuth};
 pub use rules::{Rule, TargetChoice};
 pub use targets::{Target, Verify};
 
@@ -36,9 +36,11 @@ pub struct Config {
     pub global: Global,
     /// How `POST /webhook` authenticates Alertmanager.
     pub webhook: WebhookAuth,
-    /// Where escalations go and incidents are reconciled; without it failures are only logged
-    /// and audited.
+    /// Where escalations go; without it failures are only logged and audited.
     pub escalation: Option<Escalation>,
+    /// The Alertmanagers open incidents are reconciled with (`reconciliation`, or else the
+    /// members of `escalation`); without either there is nothing to reconcile with.
+    pub reconciliation: Option<Reconciliation>,
     /// The Docker Engine connection.
     pub docker: DockerSettings,
     /// Targets by name.
@@ -74,10 +76,11 @@ impl Live {
     }
 }
 
-const TOP_KEYS: [&str; 6] = [
+const TOP_KEYS: [&str; 7] = [
     "global",
     "webhook",
     "escalation",
+    "reconciliation",
     "docker",
     "targets",
     "rules",
@@ -109,6 +112,8 @@ pub fn from_value(value: &Value) -> Result<Config, ConfigErrors> {
     let global = Global::load(value.get("global"), &mut errs);
     let webhook = WebhookAuth::load(value.get("webhook"), &mut errs);
     let escalation = Escalation::load(value.get("escalation"), &mut errs);
+    let reconciliation =
+        Reconciliation::load(value.get("reconciliation"), escalation.as_ref(), &mut errs);
     let docker = DockerSettings::load(value.get("docker"), &mut errs);
 
     let mut targets = BTreeMap::new();
@@ -141,6 +146,7 @@ pub fn from_value(value: &Value) -> Result<Config, ConfigErrors> {
         global,
         webhook,
         escalation,
+        reconciliation,
         docker,
         targets,
         rules,
@@ -268,13 +274,19 @@ mod tests {
             "escalation: {alertmanager_url: 'http://127.0.0.1:9093', resend_interval: 30s}\n",
         )
         .unwrap();
-        let esc = from_value(&v).unwrap().escalation.unwrap();
+        let c = from_value(&v).unwrap();
+        let esc = c.escalation.unwrap();
         assert_eq!(esc.resend_interval, Duration::from_secs(30));
         assert_eq!(esc.alert_duration, Duration::from_secs(120));
+        assert_eq!(esc.alertmanagers.urls.len(), 1);
         assert_eq!(
-            esc.alerts_url().as_str(),
+            Alertmanagers::api_url(&esc.alertmanagers.urls[0], "alerts").as_str(),
             "http://127.0.0.1:9093/api/v2/alerts"
         );
+        // Without a reconciliation section, reconciliation asks the escalation's Alertmanager.
+        let rec = c.reconciliation.unwrap();
+        assert_eq!(rec.alertmanagers.urls, esc.alertmanagers.urls);
+        assert_eq!(rec.settle_time(), Duration::from_secs(120));
         let text = problems(
             "escalation: {alertmanager_url: 'http://127.0.0.1:9093', resend_interval: 1m, alert_duration: 1m}\n",
         )
@@ -288,6 +300,63 @@ mod tests {
         )
         .join("\n");
         assert!(text.contains("escalation.resend_interval:"), "{text}");
+    }
+
+    #[test]
+    fn alertmanager_clusters_in_escalation_and_reconciliation() {
+        let v = common::parse_yaml(
+            "escalation: {alertmanager_urls: ['http://127.0.0.1:9093', 'http://127.0.0.1:9094/am/']}\n\
+             reconciliation: {alertmanager_url: 'http://127.0.0.1:9095', prometheus_resend_delay: 10s, timeout: 2s}\n",
+        )
+        .unwrap();
+        let c = from_value(&v).unwrap();
+        let esc = c.escalation.unwrap();
+        assert_eq!(esc.alertmanagers.urls.len(), 2);
+        assert_eq!(
+            Alertmanagers::api_url(&esc.alertmanagers.urls[1], "status").as_str(),
+            "http://127.0.0.1:9094/am/api/v2/status"
+        );
+        let rec = c.reconciliation.unwrap();
+        assert_eq!(rec.alertmanagers.urls.len(), 1);
+        assert_eq!(rec.alertmanagers.timeout, Duration::from_secs(2));
+        assert_eq!(rec.settle_time(), Duration::from_secs(20));
+        // Reconciliation works without an escalation section.
+        let v =
+            common::parse_yaml("reconciliation: {alertmanager_urls: ['http://127.0.0.1:9093']}\n")
+                .unwrap();
+        let c = from_value(&v).unwrap();
+        assert!(c.escalation.is_none());
+        assert_eq!(
+            c.reconciliation.unwrap().prometheus_resend_delay,
+            Duration::from_secs(60)
+        );
+        assert!(from_value(&common::parse_yaml("rules: []\n").unwrap())
+            .unwrap()
+            .reconciliation
+            .is_none());
+        let text = problems(
+            "escalation: {alertmanager_url: 'http://127.0.0.1:9093', alertmanager_urls: ['http://127.0.0.1:9094']}\n\
+             reconciliation: {alertmanager_urls: ['http://127.0.0.1:9093', 'ftp://x', 'http://127.0.0.1:9093'], prometheus_resend_delay: 0s}\n",
+        )
+        .join("\n");
+        for expected in [
+            "escalation.alertmanager_url: give alertmanager_url (one Alertmanager) or alertmanager_urls",
+            "reconciliation.alertmanager_urls[1]: ftp://x",
+            "reconciliation.alertmanager_urls[2]: http://127.0.0.1:9093/ is listed twice",
+            "reconciliation.prometheus_resend_delay: must be greater than 0s",
+        ] {
+            assert!(text.contains(expected), "{expected:?} not in:\n{text}");
+        }
+        let text = problems("escalation: {alertmanager_urls: []}\nreconciliation: {timeout: 1s}\n")
+            .join("\n");
+        assert!(
+            text.contains("escalation.alertmanager_urls: must name at least one Alertmanager"),
+            "{text}"
+        );
+        assert!(
+            text.contains("reconciliation.alertmanager_urls: missing"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -204,6 +204,9 @@ pub async fn handle(
                 m.escalations_pending.set(g.escalations_pending);
                 m.escalations_active.set(g.escalations_active);
             }
+            engine
+                .metrics
+                .set_unmatched_dropped(engine.unmatched.dropped());
             server::with_type(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
