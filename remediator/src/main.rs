@@ -60,6 +60,12 @@ enum Command {
     /// page resolves), its flapping history is cleared, and its alerts still firing are acted
     /// on again (POST /api/subjects/{subject}/reset).
     Reset(ResetArgs),
+    /// Pause the remediator: no action starts until `resume`; alerts are still recorded and
+    /// incidents opened, held (POST /api/pause).
+    Pause(PauseArgs),
+    /// End the pause: held incidents act again, one subject of a target at a time
+    /// (POST /api/resume).
+    Resume(Remote),
 }
 
 #[derive(Debug, Args)]
@@ -71,6 +77,31 @@ struct ResetArgs {
     #[arg(long, default_value = "")]
     note: String,
 
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(Debug, Args)]
+struct PauseArgs {
+    /// Why (required), shown on the page and kept in the audit history.
+    #[arg(long)]
+    reason: String,
+
+    /// The planned end, RFC 3339 (an alert fires when the pause lasts longer).
+    #[arg(long, conflicts_with = "length")]
+    until: Option<String>,
+
+    /// The planned length instead of --until, such as 2h.
+    #[arg(long = "for", value_name = "DURATION")]
+    length: Option<String>,
+
+    #[command(flatten)]
+    remote: Remote,
+}
+
+/// How to reach a running remediator.
+#[derive(Debug, Args)]
+struct Remote {
     /// The remediator's base URL.
     #[arg(
         long = "remediator.url",
@@ -161,8 +192,31 @@ Exit status: 0 after a clean stop, a valid --config.check or a healthy --healthc
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(Command::Reset(args)) = &cli.command {
-        return reset(args);
+    match &cli.command {
+        Some(Command::Reset(a)) => {
+            let subject: String = percent_encoding::utf8_percent_encode(
+                &a.subject,
+                percent_encoding::NON_ALPHANUMERIC,
+            )
+            .collect();
+            return remote(
+                &a.remote,
+                &format!("/api/subjects/{subject}/reset"),
+                &serde_json::json!({ "note": a.note }),
+            );
+        }
+        Some(Command::Pause(a)) => {
+            let mut body = serde_json::json!({ "reason": a.reason });
+            if let Some(u) = &a.until {
+                body["until"] = u.clone().into();
+            }
+            if let Some(l) = &a.length {
+                body["for"] = l.clone().into();
+            }
+            return remote(&a.remote, "/api/pause", &body);
+        }
+        Some(Command::Resume(r)) => return remote(r, "/api/resume", &serde_json::json!({})),
+        None => {}
     }
     if cli.common.config_print_default {
         print!("{}", config::DEFAULT_CONFIG);
@@ -290,9 +344,10 @@ async fn start(
     .await
 }
 
-/// `stackmedic-remediator reset SUBJECT`: asks the running remediator to reset a subject.
-fn reset(args: &ResetArgs) -> ExitCode {
-    match reset_request(args) {
+/// One of on-call's commands: POSTs `body` to `path` of the running remediator and prints its
+/// answer; exit 0 when it was done.
+fn remote(args: &Remote, path: &str, body: &serde_json::Value) -> ExitCode {
+    match remote_request(args, path, body) {
         Ok((true, text)) => {
             println!("{text}");
             ExitCode::SUCCESS
@@ -302,14 +357,18 @@ fn reset(args: &ResetArgs) -> ExitCode {
             ExitCode::FAILURE
         }
         Err(e) => {
-            eprintln!("reset failed: {e:#}");
+            eprintln!("failed: {e:#}");
             ExitCode::FAILURE
         }
     }
 }
 
-/// Sends the reset; returns whether it was done and what to print.
-fn reset_request(args: &ResetArgs) -> anyhow::Result<(bool, String)> {
+/// Sends the request; returns whether it was done and what to print.
+fn remote_request(
+    args: &Remote,
+    path: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<(bool, String)> {
     use stackmedic_common::config::read_secret;
     let mut builder = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(30))
@@ -320,14 +379,8 @@ fn reset_request(args: &ResetArgs) -> anyhow::Result<(bool, String)> {
         builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
     }
     let client = builder.build()?;
-    let base = args.url.trim_end_matches('/');
-    let subject: String =
-        percent_encoding::utf8_percent_encode(&args.subject, percent_encoding::NON_ALPHANUMERIC)
-            .collect();
-    let url = format!("{base}/api/subjects/{subject}/reset");
-    let mut req = client
-        .post(&url)
-        .json(&serde_json::json!({ "note": args.note }));
+    let url = format!("{}{path}", args.url.trim_end_matches('/'));
+    let mut req = client.post(&url).json(body);
     if args.bearer_token_file.is_some() || args.bearer_token_env.is_some() {
         let token = read_secret(
             args.bearer_token_file.as_deref(),

@@ -70,6 +70,10 @@ pub struct Metrics {
     pub store_errors: IntCounter,
     /// Whether the store writes (1) or its latest operation failed (0).
     pub store_writable: IntGauge,
+    /// 1 while on-call has paused the remediator.
+    pub paused: IntGauge,
+    /// The planned end of the pause (0 without one, or when not paused).
+    pub pause_until: prometheus::Gauge,
 }
 
 impl Metrics {
@@ -218,6 +222,16 @@ impl Metrics {
             format!("{NS}_store_writable"),
             "1 while the store writes, 0 from a failed operation until a later one (or the write probe) succeeds.",
         )?;
+        let paused = IntGauge::new(
+            format!("{NS}_paused"),
+            "1 while on-call has paused the remediator (POST /api/pause): no action starts; alerts are recorded and incidents held.",
+        )?;
+        let pause_until = prometheus::Gauge::new(
+            format!("{NS}_pause_until_timestamp_seconds"),
+            "The planned end of the pause in force (0 when not paused, or paused without an end).",
+        )?;
+        registry.register(Box::new(paused.clone()))?;
+        registry.register(Box::new(pause_until.clone()))?;
         registry.register(Box::new(store_errors.clone()))?;
         registry.register(Box::new(store_writable.clone()))?;
         registry.register(Box::new(rechecks.clone()))?;
@@ -289,6 +303,8 @@ impl Metrics {
             resets,
             store_errors,
             store_writable,
+            paused,
+            pause_until,
         })
     }
 

@@ -102,6 +102,11 @@ vocabulary! {
         Rechecked = "rechecked",
         /// On-call reset a subject: its escalated incident closed, its flapping history cleared.
         Reset = "reset",
+        /// The job's action was held (the blast-radius guard, an unreachable engine, a failing
+        /// dependency, a pause): its incident is `held` and acts when the hold ends.
+        Held = "held",
+        /// A held incident was released: its attempt runs now.
+        Released = "released",
     }
 }
 
@@ -117,6 +122,7 @@ impl Event {
         Event::SkippedFlapping,
         Event::Cancelled,
         Event::Expired,
+        Event::Held,
     ];
 }
 
@@ -135,6 +141,10 @@ vocabulary! {
         Healed = "healed",
         /// No more actions: a page is active until the incident's alerts resolve.
         Escalated = "escalated",
+        /// Its action waits: most of its target's subjects are failing or their engine cannot be
+        /// reached (one page for the group), a dependency is being remediated, or on-call paused
+        /// the remediator. It acts by itself when the hold ends.
+        Held = "held",
         /// Closed.
         Resolved = "resolved",
     }
@@ -148,6 +158,7 @@ impl IncidentState {
         IncidentState::Waiting,
         IncidentState::Healed,
         IncidentState::Escalated,
+        IncidentState::Held,
     ];
 
     /// Whether this is an open state.

@@ -29,22 +29,25 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use rusqlite::OptionalExtension;
 use stackmedic_remediator::action::{ActionKind, Selection};
+use stackmedic_remediator::config::guard::BlastRadius;
 use stackmedic_remediator::incident::{Decision, Flapping, Policy};
 use stackmedic_remediator::paging::PageSpec;
 use stackmedic_remediator::store::{
-    ActiveAlert, Batch, Conditions, DecideInput, FinishInput, Job, NewJob, Outcome, ResetOutcome,
-    ResolvedAlert, Start, Store,
+    ActiveAlert, Batch, Conditions, DecideInput, FinishInput, Guard, Job, NewJob, Outcome,
+    ResetOutcome, ResolvedAlert, Start, Store,
 };
 use stackmedic_remediator::{open_store, DATABASE_FILE};
 
-/// Subjects, each with its rule (`r0`, `r1`) on its target (`t0`, `t1`).
-const SUBJECTS: usize = 2;
+/// Subjects, each with its rule (`r0`, `r1`, `r2`), all on one target `t` (so the blast-radius
+/// guard, at 3 of 3 failing, can hold them); `s2` depends on `s0`.
+const SUBJECTS: usize = 3;
 /// Alert fingerprints per subject.
 const SLOTS: usize = 2;
 /// The simulated clock starts here (2027-01-15T08:00:00Z).
@@ -102,6 +105,10 @@ enum Event {
     AlertmanagerRestart,
     /// On-call resets a subject.
     Reset(usize),
+    /// On-call pauses the remediator, or resumes it.
+    Pause(bool),
+    /// The engine the actions act through stops answering, or answers again.
+    Engine(bool),
 }
 
 fn event() -> impl Strategy<Value = Event> {
@@ -124,6 +131,8 @@ fn event() -> impl Strategy<Value = Event> {
         1 => Just(Event::Reconcile),
         1 => Just(Event::AlertmanagerRestart),
         1 => subject.prop_map(Event::Reset),
+        1 => any::<bool>().prop_map(Event::Pause),
+        1 => any::<bool>().prop_map(Event::Engine),
     ]
 }
 
@@ -179,6 +188,7 @@ struct Sim {
     attempts_seen: BTreeMap<i64, u32>,
     fault: bool,
     alertmanager_fresh: bool,
+    engine_down: bool,
     log: Vec<String>,
 }
 
@@ -214,6 +224,7 @@ impl Sim {
             attempts_seen: BTreeMap::new(),
             fault: false,
             alertmanager_fresh: false,
+            engine_down: false,
             log: Vec::new(),
         }
     }
@@ -226,6 +237,15 @@ impl Sim {
             configured: self.configured[subject],
             resume_max_age: MAX_AGE,
             page: Some(PageSpec::default()),
+            guard: Guard {
+                blast: BlastRadius::default(),
+                subjects: Arc::new((0..SUBJECTS).map(subject_name).collect()),
+                dependencies: Arc::new(BTreeMap::from([(
+                    subject_name(2),
+                    BTreeSet::from([subject_name(0)]),
+                )])),
+                engine_down: self.engine_down,
+            },
         }
     }
 
@@ -234,7 +254,7 @@ impl Sim {
         NewJob {
             rule: format!("r{s}"),
             action: ActionKind::ContainerRestart,
-            target: format!("t{s}"),
+            target: "t".into(),
             subject: subject_name(s),
             selection: Selection {
                 container: Some(format!("s{s}")),
@@ -355,6 +375,20 @@ impl Sim {
                 self.alertmanager_fresh = true;
                 Ok(())
             }
+            Event::Pause(on) => {
+                if on {
+                    let _ = self
+                        .rt
+                        .block_on(self.store.pause("model".into(), None, self.now));
+                } else {
+                    let _ = self.rt.block_on(self.store.resume_actions(self.now));
+                }
+                Ok(())
+            }
+            Event::Engine(down) => {
+                self.engine_down = down;
+                Ok(())
+            }
             Event::Reset(s) => {
                 let r =
                     self.rt
@@ -461,6 +495,10 @@ impl Sim {
     /// the subject's lock is free, started; running ones are verified) and due re-checks.
     fn sweep(&mut self) -> Result<(), TestCaseError> {
         self.start_waiting()?;
+        // Held incidents whose hold ended are released, one at a time.
+        let _ = self
+            .rt
+            .block_on(self.store.release("t".into(), self.cond(0), self.now));
         let held: Vec<i64> = self
             .in_flight
             .iter()
@@ -621,7 +659,7 @@ impl Sim {
     fn reload(&mut self) {
         let configured: Vec<(String, String)> = (0..SUBJECTS)
             .filter(|s| self.configured[*s])
-            .map(|s| (format!("r{s}"), format!("t{s}")))
+            .map(|s| (format!("r{s}"), "t".to_string()))
             .collect();
         let _ = self.rt.block_on(self.store.unconfigured(
             configured,
@@ -733,6 +771,36 @@ impl Sim {
                     "healed incident {} has no re-check time",
                     id
                 ),
+                "held" => {
+                    let hold: Option<String> = db
+                        .query_row("SELECT hold FROM incidents WHERE id = ?1", [id], |r| {
+                            r.get(0)
+                        })
+                        .unwrap();
+                    if matches!(hold.as_deref(), Some("blast_radius" | "engine")) {
+                        let group: i64 = db
+                            .query_row(
+                                "SELECT COUNT(*) FROM escalations WHERE hold_group = 't' AND state = 'firing'",
+                                [],
+                                |r| r.get(0),
+                            )
+                            .unwrap();
+                        prop_assert_eq!(
+                            group,
+                            1,
+                            "held incident {} ({:?}) without its target's page",
+                            id,
+                            hold
+                        );
+                    } else {
+                        prop_assert!(
+                            matches!(hold.as_deref(), Some("paused" | "dependency")),
+                            "held incident {} for {:?}",
+                            id,
+                            hold
+                        );
+                    }
+                }
                 "escalated" => {
                     prop_assert_eq!(pages, 1, "escalated incident {} pages {} times", id, pages)
                 }
@@ -797,6 +865,9 @@ impl Sim {
     /// have ended in a heal, a page or a resolve.
     fn finish(&mut self) -> Result<(), TestCaseError> {
         self.fault = false;
+        // On-call resumes, the engine answers: holds that can end do.
+        self.engine_down = false;
+        let _ = self.rt.block_on(self.store.resume_actions(self.now));
         for _ in 0..40 {
             while !self.in_flight.is_empty() || !self.waiting_lock.is_empty() {
                 self.start_waiting()?;
@@ -866,8 +937,38 @@ impl Sim {
                     |r| r.get(0),
                 )
                 .unwrap();
+            let group_paged: i64 = db
+                .query_row(
+                    "SELECT COUNT(*) FROM escalations WHERE hold_group = 't' AND state = 'firing'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            // Held behind a dependency (s2 on s0) whose own incident pages: one page per cause.
+            let dependency_paged: i64 = db
+                .query_row(
+                    "SELECT COUNT(*) FROM incidents i JOIN escalations e ON e.incident_id = i.id \
+                     WHERE i.subject = 'container:s0' AND i.closed_at IS NULL AND i.state = 'escalated' \
+                     AND e.state = 'firing'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            let hold: Option<String> = db
+                .query_row(
+                    "SELECT hold FROM incidents WHERE id = ?1",
+                    [incident],
+                    |r| r.get(0),
+                )
+                .unwrap();
             prop_assert!(
-                state == "escalated" && paged == 1 || healed_at.is_some() || state == "resolved",
+                state == "escalated" && paged == 1
+                    || state == "held" && group_paged == 1
+                    || state == "held"
+                        && hold.as_deref() == Some("dependency")
+                        && dependency_paged == 1
+                    || healed_at.is_some()
+                    || state == "resolved",
                 "occurrence {:?} of incident {} ended in {} without a heal, a page or a resolve",
                 occ,
                 incident,
@@ -923,6 +1024,24 @@ fn every_incident_ends_in_a_heal_a_page_or_a_resolve() {
         let mut sim = Sim::new();
         let r = sim.run(&events);
         if r.is_err() {
+            let db = sim.db();
+            let audit: Vec<String> = db
+                .prepare("SELECT id, incident_id, subject, result, detail FROM audit ORDER BY id")
+                .unwrap()
+                .query_map([], |r| {
+                    Ok(format!(
+                        "{} inc={:?} {} {}: {}",
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, Option<i64>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?
+                    ))
+                })
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            eprintln!("--- audit ---\n{}", audit.join("\n"));
             eprintln!("--- steps ---\n{}", sim.log.join("\n"));
         } else {
             sim.tally();
@@ -949,6 +1068,9 @@ fn every_incident_ends_in_a_heal_a_page_or_a_resolve() {
         "closed superseded",
         "closed reset",
         "closed unconfigured",
+        "open held",
+        "result held",
+        "result released",
     ] {
         assert!(
             reached.contains_key(key),

@@ -157,6 +157,7 @@ async fn a_database_of_the_previous_release_opens_and_is_migrated() {
             "incidents",
             "jobs",
             "occurrences",
+            "pause",
             "subjects"
         ]
     );

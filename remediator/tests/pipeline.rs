@@ -101,6 +101,7 @@ async fn an_old_stored_job_is_not_run_blindly_but_escalated() {
                     configured: true,
                     resume_max_age: 60.0,
                     page: Some(PageSpec::default()),
+                    guard: Default::default(),
                 },
             },
             now() + 3600.0,

@@ -281,7 +281,7 @@ impl Remediator {
 fn is_job_result(result: &str) -> bool {
     !matches!(
         result,
-        "escalated" | "escalation_resolved" | "resolved" | "rechecked" | "reset"
+        "escalated" | "escalation_resolved" | "resolved" | "rechecked" | "reset" | "released"
     )
 }
 

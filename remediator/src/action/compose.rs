@@ -94,6 +94,47 @@ pub struct ComposeUp {
 }
 
 impl ComposeTarget {
+    /// The container dependencies the compose file declares (`depends_on` of its services,
+    /// the short list or the long form), as `(container, container it depends on)`, with
+    /// container names as Compose gives them (`container_name`, or `PROJECT-SERVICE-1`).
+    /// Empty when the file cannot be read here (`--config.check` warns of it).
+    #[must_use]
+    pub fn dependencies(&self) -> Vec<(String, String)> {
+        let Ok(text) = std::fs::read_to_string(&self.file) else {
+            return Vec::new();
+        };
+        let Ok(doc) = common::parse_yaml(&text) else {
+            return Vec::new();
+        };
+        let Some(services) = doc.get("services").and_then(Value::as_object) else {
+            return Vec::new();
+        };
+        let project = self.project();
+        let name = |service: &str| {
+            services
+                .get(service)
+                .and_then(|s| s.get("container_name"))
+                .and_then(Value::as_str)
+                .map_or_else(|| format!("{project}-{service}-1"), str::to_string)
+        };
+        let mut out = Vec::new();
+        for (service, def) in services {
+            let deps: Vec<String> = match def.get("depends_on") {
+                Some(Value::Array(list)) => list
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect(),
+                Some(Value::Object(map)) => map.keys().cloned().collect(),
+                _ => Vec::new(),
+            };
+            for d in deps {
+                out.push((name(service), name(&d)));
+            }
+        }
+        out
+    }
+
     /// The Compose project: `project_name`, or as Compose names it, the compose file's folder
     /// name in lower case without the characters a project name may not have.
     #[must_use]
@@ -125,6 +166,20 @@ impl ComposeUp {
                 label: label.clone(),
                 values: values.clone(),
             })
+    }
+
+    /// Every selection it can make: each allow-listed container, or the stack.
+    pub(super) fn selections(&self) -> Vec<super::Selection> {
+        match &self.container {
+            Some((_, allowed)) => allowed
+                .iter()
+                .map(|c| super::Selection {
+                    container: Some(c.clone()),
+                    ..super::Selection::default()
+                })
+                .collect(),
+            None => vec![super::Selection::default()],
+        }
     }
 
     /// Lets the alert's label choose the container among the allow-list (exactly: the

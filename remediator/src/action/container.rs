@@ -30,6 +30,8 @@ pub struct DockerTarget {
     pub require_label: Option<(String, String)>,
     /// Grace time before Docker kills the container on restart.
     pub stop_timeout: Duration,
+    /// Containers each allow-listed container depends on: they are healed first.
+    pub depends_on: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -40,6 +42,8 @@ struct DockerTargetFile {
     require_label: Option<String>,
     #[serde(default = "default_stop_timeout", with = "duration")]
     stop_timeout: Duration,
+    #[serde(default)]
+    depends_on: BTreeMap<String, Vec<String>>,
 }
 
 fn default_stop_timeout() -> Duration {
@@ -77,10 +81,25 @@ impl DockerTarget {
                 }
             },
         };
+        for (app, deps) in &f.depends_on {
+            let p = format!("{path}.depends_on.{app}");
+            if !f.containers.contains(app) {
+                errs.push(&p, format!("{app:?} is not in this target's `containers`"));
+            }
+            for (i, d) in deps.iter().enumerate() {
+                if !valid_container_name(d) {
+                    errs.push(
+                        format!("{p}[{i}]"),
+                        format!("{d:?} is not a valid container name"),
+                    );
+                }
+            }
+        }
         Some(DockerTarget {
             containers: f.containers,
             require_label,
             stop_timeout: f.stop_timeout,
+            depends_on: f.depends_on,
         })
     }
 
@@ -157,6 +176,24 @@ impl ContainerAction {
             }),
             Choice::Label(_) | Choice::Fixed(_) => None,
         }
+    }
+
+    /// Every selection the allow-list permits; `None` in opt-in mode (any labelled container).
+    pub(super) fn selections(&self) -> Option<Vec<Selection>> {
+        let names: Vec<String> = match &self.choice {
+            Choice::Fixed(name) => vec![name.clone()],
+            Choice::Label(_) if self.target.containers.is_empty() => return None,
+            Choice::Label(_) => self.target.containers.clone(),
+        };
+        Some(
+            names
+                .into_iter()
+                .map(|n| Selection {
+                    container: Some(n),
+                    ..Selection::default()
+                })
+                .collect(),
+        )
     }
 
     pub(super) fn select(&self, labels: &BTreeMap<String, String>) -> Result<Selection, String> {
@@ -432,6 +469,7 @@ mod tests {
             containers: containers.iter().map(|c| (*c).to_string()).collect(),
             require_label: None,
             stop_timeout: Duration::from_secs(1),
+            depends_on: BTreeMap::new(),
         });
         ContainerAction::bind(
             Mode::Restart,
@@ -470,6 +508,7 @@ mod tests {
             containers: vec!["a".into(), "b".into()],
             require_label: None,
             stop_timeout: Duration::from_secs(1),
+            depends_on: BTreeMap::new(),
         });
         assert!(ContainerAction::bind(Mode::Start, target, &RuleParams::default()).is_err());
     }

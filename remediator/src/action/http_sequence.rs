@@ -198,6 +198,24 @@ impl Sequence {
         }
     }
 
+    /// Every selection the parameters' allowed values permit (their product).
+    pub(super) fn selections(&self) -> Vec<Selection> {
+        let mut out = vec![Selection::default()];
+        for (name, p) in &self.params {
+            out = out
+                .into_iter()
+                .flat_map(|s| {
+                    p.allowed.iter().map(move |v| {
+                        let mut s = s.clone();
+                        s.params.insert(name.clone(), v.clone());
+                        s
+                    })
+                })
+                .collect();
+        }
+        out
+    }
+
     /// One allow-list per path parameter.
     pub(super) fn allow_lists(&self) -> Vec<AllowList> {
         self.params

@@ -173,6 +173,28 @@ impl Sections {
     }
 }
 
+impl Sections {
+    /// The dependencies its sections declare, as subjects: `docker.depends_on`, and the
+    /// compose file's `depends_on`.
+    #[must_use]
+    pub fn dependencies(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Some(d) = &self.docker {
+            for (app, deps) in &d.depends_on {
+                for dep in deps {
+                    out.push((format!("container:{app}"), format!("container:{dep}")));
+                }
+            }
+        }
+        if let Some(c) = &self.compose {
+            for (app, dep) in c.dependencies() {
+                out.push((format!("container:{app}"), format!("container:{dep}")));
+            }
+        }
+        out
+    }
+}
+
 /// A rule's kind-specific keys, one variant per kind.
 #[derive(Debug, Clone)]
 pub enum RuleParams {
@@ -401,6 +423,31 @@ impl Action {
             }
             Action::ComposeUp(a) => a.allow_list().into_iter().collect(),
             Action::AdsRouteAdd(_) | Action::Cleanup(_) => Vec::new(),
+        }
+    }
+
+    /// Every selection its allow-lists permit, or `None` when they do not bound it (a
+    /// container chosen by an opt-in label).
+    #[must_use]
+    pub fn selections(&self) -> Option<Vec<Selection>> {
+        match self {
+            Action::ContainerRestart(a) | Action::ContainerStart(a) => a.selections(),
+            Action::HttpSequence(a) => Some(a.selections()),
+            Action::SystemdRestart(a) | Action::SystemdStart(a) => Some(a.selections()),
+            Action::ComposeUp(a) => Some(a.selections()),
+            Action::AdsRouteAdd(_) | Action::Cleanup(_) => Some(vec![Selection::default()]),
+        }
+    }
+
+    /// Whether the selection names a container that is allow-listed by name: then that name
+    /// is its subject even when the Engine cannot be asked.
+    #[must_use]
+    pub fn allow_listed(&self, selection: &Selection) -> bool {
+        match (self, &selection.container) {
+            (Action::ContainerRestart(_) | Action::ContainerStart(_), Some(c)) => self
+                .selections()
+                .is_some_and(|all| all.iter().any(|s| s.container.as_deref() == Some(c))),
+            _ => false,
         }
     }
 

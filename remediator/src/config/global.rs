@@ -36,6 +36,9 @@ pub struct Global {
     /// of `reconciliation`, or else of `escalation`); zero turns reconciliation off.
     #[serde(default = "default_reconcile_interval", with = "duration")]
     pub reconcile_interval: Duration,
+    /// The blast-radius guard's settings, for every target that does not override them.
+    #[serde(default)]
+    pub blast_radius: super::guard::BlastRadius,
 }
 
 fn default_retention() -> Duration {
@@ -63,6 +66,7 @@ impl Default for Global {
             resume_max_age: default_resume_max_age(),
             retention: default_retention(),
             reconcile_interval: default_reconcile_interval(),
+            blast_radius: super::guard::BlastRadius::default(),
         }
     }
 }
@@ -79,6 +83,7 @@ impl Global {
         if g.max_concurrent_actions == 0 {
             errs.push("global.max_concurrent_actions", "must be at least 1");
         }
+        g.blast_radius.check("global.blast_radius", errs);
         g
     }
 }

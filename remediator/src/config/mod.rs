@@ -9,7 +9,8 @@
 //! routers — is written here. Alert labels may only choose among configured targets and
 //! allow-listed names.
 
-pub mod global;
+mod global;
+pub mod guard;
 pub mod rules;
 pub mod targets;
 
@@ -47,6 +48,11 @@ pub struct Config {
     pub targets: BTreeMap<String, Arc<Target>>,
     /// Rules in order.
     pub rules: Vec<Arc<Rule>>,
+    /// Each target's subjects, where its allow-lists bound them (what the blast-radius guard
+    /// counts).
+    pub subjects: BTreeMap<String, Arc<BTreeSet<String>>>,
+    /// Each subject's dependencies, healed before it.
+    pub dependencies: Arc<BTreeMap<String, BTreeSet<String>>>,
 }
 
 /// The configuration in force, shared by the tasks that read it; a reload swaps it whole, and
@@ -118,7 +124,8 @@ pub fn from_value(value: &Value) -> Result<Config, ConfigErrors> {
 
     let mut targets = BTreeMap::new();
     for (path, v) in common::list_entries(value.get("targets"), "targets", &mut errs) {
-        if let Some(t) = targets::load(v, &path, global.retention, &mut errs) {
+        if let Some(t) = targets::load(v, &path, global.retention, &global.blast_radius, &mut errs)
+        {
             if targets.contains_key(&t.name) {
                 errs.push(
                     common::join(&path, "name"),
@@ -142,6 +149,11 @@ pub fn from_value(value: &Value) -> Result<Config, ConfigErrors> {
             rules.push(Arc::new(r));
         }
     }
+    let subjects = guard::subjects(&rules)
+        .into_iter()
+        .map(|(t, s)| (t, Arc::new(s)))
+        .collect();
+    let dependencies = Arc::new(guard::dependencies(&targets, &mut errs));
     errs.into_result(Config {
         global,
         webhook,
@@ -150,6 +162,8 @@ pub fn from_value(value: &Value) -> Result<Config, ConfigErrors> {
         docker,
         targets,
         rules,
+        subjects,
+        dependencies,
     })
 }
 

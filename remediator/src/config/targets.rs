@@ -14,6 +14,8 @@ use crate::action::http_sequence::check_http_url;
 use crate::action::{section_keys, Sections};
 use crate::incident::{Flapping, Policy};
 
+use super::guard::{BlastRadius, BlastRadiusFile};
+
 /// A place actions may touch, with its safety limits (`targets[]`).
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -27,10 +29,12 @@ pub struct Target {
     pub verify: Verify,
     /// The kind sections, each parsed by its kind.
     pub sections: Sections,
+    /// The blast-radius guard's settings for its subjects (`blast_radius`, over the global).
+    pub guard: BlastRadius,
 }
 
 /// Keys every target has besides its kind sections.
-const COMMON_KEYS: [&str; 7] = [
+const COMMON_KEYS: [&str; 8] = [
     "name",
     "max_attempts",
     "backoff",
@@ -38,6 +42,7 @@ const COMMON_KEYS: [&str; 7] = [
     "flapping",
     "timeout",
     "verify",
+    "blast_radius",
 ];
 
 /// Keys of the previous safety model, with what replaced them.
@@ -72,6 +77,8 @@ struct TargetFile {
     timeout: Duration,
     #[serde(default)]
     verify: Verify,
+    #[serde(default)]
+    blast_radius: BlastRadiusFile,
 }
 
 #[derive(Debug, Deserialize)]
@@ -181,7 +188,13 @@ impl Default for Verify {
 
 /// Parses one target at `path`. `retention` bounds the flapping window (older healed
 /// incidents are deleted).
-pub fn load(v: &Value, path: &str, retention: Duration, errs: &mut ConfigErrors) -> Option<Target> {
+pub fn load(
+    v: &Value,
+    path: &str,
+    retention: Duration,
+    guard: &BlastRadius,
+    errs: &mut ConfigErrors,
+) -> Option<Target> {
     let Some(map) = v.as_object() else {
         errs.push(
             path,
@@ -271,7 +284,10 @@ pub fn load(v: &Value, path: &str, retention: Duration, errs: &mut ConfigErrors)
             "must be greater than 0s",
         );
     }
+    let guard = guard.with(&f.blast_radius);
+    guard.check(&common::join(path, "blast_radius"), errs);
     Some(Target {
+        guard,
         name: f.name,
         policy: Policy {
             max_attempts: f.max_attempts,

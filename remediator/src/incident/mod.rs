@@ -139,6 +139,8 @@ pub enum Input {
     Unconfigured,
     /// On-call reset the subject (`POST /api/subjects/{subject}/reset`).
     Reset,
+    /// A held incident's hold is looked at again (the facts say whether it still holds).
+    Release,
 }
 
 impl Input {
@@ -157,6 +159,7 @@ impl Input {
             Input::Resolved { .. } => "resolved",
             Input::Unconfigured => "unconfigured",
             Input::Reset => "reset",
+            Input::Release => "release",
         }
     }
 }
@@ -176,6 +179,49 @@ pub struct Facts {
     pub late: bool,
     /// The subject's incidents healed within the flapping window (since its last reset).
     pub healed_in_window: u32,
+    /// Whether, and why, an action on the subject must wait now.
+    pub hold: Option<Hold>,
+}
+
+/// Why an action waits (the incident is `held`). It acts by itself when the hold ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// More than the guard's fraction, and at least its minimum, of the target's subjects fail
+    /// together: one cause is likelier than many, and acting on each would add to it.
+    BlastRadius {
+        /// Subjects of the target failing, this one included.
+        failing: u32,
+        /// Subjects of the target.
+        of: u32,
+    },
+    /// The engine the action would act through cannot be reached.
+    Engine,
+    /// A dependency of the subject is being remediated: it is healed first.
+    Dependency,
+    /// On-call paused the remediator.
+    Paused,
+}
+
+impl Hold {
+    /// The hold in words.
+    #[must_use]
+    pub fn describe(self) -> String {
+        match self {
+            Hold::BlastRadius { failing, of } => format!(
+                "{failing} of {of} subjects of the target are failing: actions held (blast-radius guard)"
+            ),
+            Hold::Engine => "the engine it acts through cannot be reached: actions held".into(),
+            Hold::Dependency => "a dependency is being remediated: it is healed first".into(),
+            Hold::Paused => "the remediator is paused by on-call".into(),
+        }
+    }
+
+    /// Whether on-call is paged for the hold, once per target (the guard and an unreachable
+    /// engine); a dependency's own incident, or the pause, stand for the others.
+    #[must_use]
+    pub fn pages(self) -> bool {
+        matches!(self, Hold::BlastRadius { .. } | Hold::Engine)
+    }
 }
 
 /// Why an incident is escalated: on-call is paged and no more actions are taken on the subject.
@@ -238,6 +284,8 @@ pub enum New {
     Escalated(Why),
     /// Dry run: recorded, no incident.
     DryRun,
+    /// A new incident, held: its action waits.
+    Held(Hold),
 }
 
 /// A transition of the model; the store applies it. Each is one or more rows of [`TABLE`].
@@ -286,6 +334,10 @@ pub enum Transition {
     Reset,
     /// On-call reset a subject without an open incident: its flapping history is cleared.
     ForgetHistory,
+    /// The pending attempt waits: held.
+    Hold(Hold),
+    /// The hold ended: the held incident's attempt is decided (acting).
+    Release,
 }
 
 /// Decides what `input` does to a subject whose open incident is `open` (`None`: none is open).
@@ -310,15 +362,26 @@ pub fn step(open: Option<&Open>, input: Input, f: &Facts) -> Option<Transition> 
             (Some(start), Some(healed)) if start > healed => Some(Transition::Supersede(new(f))),
             _ => Some(Transition::Join),
         },
-        (S::Acting | S::Verifying | S::Waiting, Input::Occurrence { .. }) => Some(Transition::Join),
-        // The gates before anything is executed: dry run, a removed rule, a job found late.
-        (S::Waiting, Input::Due) | (S::Acting, Input::Due | Input::Start) if !o.running => {
+        (S::Acting | S::Verifying | S::Waiting | S::Held, Input::Occurrence { .. }) => {
+            Some(Transition::Join)
+        }
+        // The gates before anything is executed: dry run, a removed rule, a job found late, a
+        // hold.
+        (S::Waiting, Input::Due)
+        | (S::Acting, Input::Due | Input::Start)
+        | (S::Held, Input::Release)
+            if !o.running =>
+        {
             if f.dry_run {
                 Some(Transition::Escalate(Why::DryRun))
             } else if !f.configured {
                 Some(Transition::Escalate(Why::Unconfigured))
             } else if f.late && input == Input::Due {
                 Some(Transition::Escalate(Why::Late))
+            } else if let Some(h) = f.hold {
+                (o.state != S::Held).then_some(Transition::Hold(h))
+            } else if input == Input::Release {
+                Some(Transition::Release)
             } else if input == Input::Due {
                 Some(Transition::Due)
             } else {
@@ -345,7 +408,9 @@ pub fn step(open: Option<&Open>, input: Input, f: &Facts) -> Option<Transition> 
         } else {
             CloseReason::Reconciled
         })),
-        (S::Waiting, Input::Unconfigured) | (S::Acting, Input::Unconfigured) if !o.running => {
+        (S::Waiting | S::Held, Input::Unconfigured) | (S::Acting, Input::Unconfigured)
+            if !o.running =>
+        {
             Some(Transition::Escalate(Why::Unconfigured))
         }
         (S::Healed, Input::Unconfigured) => Some(Transition::Close(CloseReason::Unconfigured)),
@@ -364,6 +429,8 @@ fn new(f: &Facts) -> New {
         })
     } else if f.late {
         New::Escalated(Why::Late)
+    } else if let Some(h) = f.hold {
+        New::Held(h)
     } else {
         New::Acting
     }
@@ -408,6 +475,13 @@ pub enum Decision {
     JoinedEscalated {
         /// The incident.
         incident: i64,
+    },
+    /// The incident is held: its action waits.
+    Held {
+        /// The incident.
+        incident: i64,
+        /// Why.
+        hold: Hold,
     },
     /// The incident was escalated without acting (flapping, dry run, removed rule, found late).
     Escalated {
@@ -460,6 +534,9 @@ impl fmt::Display for Decision {
             ),
             Decision::Escalated { incident, why } => {
                 write!(f, "escalated incident={incident}: {}", why.describe())
+            }
+            Decision::Held { incident, hold } => {
+                write!(f, "held incident={incident}: {}", hold.describe())
             }
             Decision::Cancelled { why } => write!(f, "cancelled: {why}"),
             Decision::Gone => f.write_str("gone"),

@@ -34,7 +34,13 @@ const VERIFYING: &[From] = &[Some(S::Verifying)];
 const WAITING: &[From] = &[Some(S::Waiting)];
 const HEALED: &[From] = &[Some(S::Healed)];
 const ESCALATED: &[From] = &[Some(S::Escalated)];
-const BUSY: &[From] = &[Some(S::Acting), Some(S::Verifying), Some(S::Waiting)];
+const HELD: &[From] = &[Some(S::Held)];
+const BUSY: &[From] = &[
+    Some(S::Acting),
+    Some(S::Verifying),
+    Some(S::Waiting),
+    Some(S::Held),
+];
 const PENDING: &[From] = &[Some(S::Acting), Some(S::Waiting)];
 const ATTEMPTING: &[From] = &[Some(S::Acting), Some(S::Verifying)];
 const OPEN: &[From] = &[
@@ -43,6 +49,7 @@ const OPEN: &[From] = &[
     Some(S::Waiting),
     Some(S::Healed),
     Some(S::Escalated),
+    Some(S::Held),
 ];
 
 /// Every transition the model has, and only those.
@@ -82,6 +89,15 @@ pub const TABLE: &[Row] = &[
         to_state: Some(S::Escalated),
         effect: "a new incident, escalated without acting: on-call is paged",
         takes: |t| matches!(t, Transition::Open(New::Escalated(Why::Late))),
+    },
+    Row {
+        from: NONE,
+        inputs: &["occurrence"],
+        guard: "held: the blast-radius guard, an unreachable engine, a failing dependency or a pause",
+        to: "held",
+        to_state: Some(S::Held),
+        effect: "a new incident whose action waits; the guard and an unreachable engine page once per target",
+        takes: |t| matches!(t, Transition::Open(New::Held(_))),
     },
     Row {
         from: NONE,
@@ -190,6 +206,51 @@ pub const TABLE: &[Row] = &[
         to_state: Some(S::Escalated),
         effect: "not run blindly: on-call is paged",
         takes: |t| matches!(t, Transition::Escalate(Why::Late)),
+    },
+    Row {
+        from: ACTING,
+        inputs: &["due", "start"],
+        guard: "held, before its action started",
+        to: "held",
+        to_state: Some(S::Held),
+        effect: "the attempt waits for the hold to end",
+        takes: |t| matches!(t, Transition::Hold(_)),
+    },
+    Row {
+        from: WAITING,
+        inputs: &["due"],
+        guard: "held",
+        to: "held",
+        to_state: Some(S::Held),
+        effect: "the attempt waits for the hold to end",
+        takes: |t| matches!(t, Transition::Hold(_)),
+    },
+    Row {
+        from: HELD,
+        inputs: &["release"],
+        guard: "the hold ended (one subject of a target at a time)",
+        to: "acting",
+        to_state: Some(S::Acting),
+        effect: "its attempt is decided",
+        takes: |t| matches!(t, Transition::Release),
+    },
+    Row {
+        from: HELD,
+        inputs: &["release"],
+        guard: "dry run",
+        to: "escalated",
+        to_state: Some(S::Escalated),
+        effect: "not executed: on-call is paged",
+        takes: |t| matches!(t, Transition::Escalate(Why::DryRun)),
+    },
+    Row {
+        from: HELD,
+        inputs: &["release", "unconfigured"],
+        guard: "its rule or target was removed",
+        to: "escalated",
+        to_state: Some(S::Escalated),
+        effect: "not executed: on-call is paged",
+        takes: |t| matches!(t, Transition::Escalate(Why::Unconfigured)),
     },
     Row {
         from: ACTING,

@@ -14,7 +14,9 @@ use crate::clock::{now, rfc3339};
 use crate::config::{Config, Rule, Target};
 use crate::incident::{Decision, Policy};
 use crate::paging::PageSpec;
-use crate::store::{Conditions, DecideInput, DueCheck, FinishInput, Finished, Job, Outcome, Start};
+use crate::store::{
+    Conditions, DecideInput, DueCheck, FinishInput, Finished, Guard, Job, Outcome, Start,
+};
 use crate::vocab::{Event, IncidentState};
 
 /// Longest wait between two tries to make a subject canonical.
@@ -46,6 +48,7 @@ impl Engine {
             configured: setting.is_some(),
             resume_max_age: cfg.global.resume_max_age.as_secs_f64(),
             page: page_spec(&cfg),
+            guard: guard(&cfg, &job.new.target),
         }
     }
 
@@ -89,6 +92,11 @@ impl Engine {
         // incident's attempt keeps what its incident was decided on. A selection that cannot be
         // made canonical now waits and is tried again; it never falls back to the label.
         let selection = if job.incident.is_some() {
+            // An incident's next attempt acts through the same engine: held while it cannot be
+            // reached, rather than failing an attempt on it.
+            if action.allow_listed(&job.new.selection) && !self.engine_reachable().await {
+                cond.guard.engine_down = true;
+            }
             job.new.selection.clone()
         } else {
             match action.resolve(&cx, &job.new.selection).await {
@@ -102,6 +110,13 @@ impl Engine {
                     tracing::warn!(result = %Event::Denied, detail = %detail, "the action is refused");
                     self.close(job, Event::Denied, detail).await;
                     return;
+                }
+                Err(ActionError::Failed(e)) if action.allow_listed(&job.new.selection) => {
+                    // The Engine cannot be asked, but the label names an allow-listed container
+                    // exactly: that name is its subject, and its action is held for the engine.
+                    tracing::warn!(error = %e, "the engine cannot be reached: the action is held");
+                    cond.guard.engine_down = true;
+                    job.new.selection.clone()
                 }
                 Err(ActionError::Failed(e)) => {
                     self.postpone(&job, &e).await;
@@ -122,6 +137,19 @@ impl Engine {
         };
         job.new.subject = subject;
         self.attempt(job, setting, action).await;
+    }
+
+    /// Whether the Docker Engine answers a ping within 2 s.
+    pub(super) async fn engine_reachable(&self) -> bool {
+        let ping = async {
+            match self.docker.get().await {
+                Ok(d) => d.ping().await.is_ok(),
+                Err(_) => false,
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(2), ping)
+            .await
+            .unwrap_or(false)
     }
 
     /// Puts off a job whose subject cannot be made canonical now (the Docker Engine cannot be
@@ -165,6 +193,7 @@ impl Engine {
             Decision::Joined { .. } => Some(Event::Joined),
             Decision::JoinedEscalated { .. } => Some(Event::SkippedEscalated),
             Decision::Escalated { why, .. } => Some(why.job_result()),
+            Decision::Held { .. } => Some(Event::Held),
             Decision::Cancelled { .. } => Some(Event::Cancelled),
             Decision::Gone => return Some(decision),
         };
@@ -173,7 +202,9 @@ impl Engine {
             self.metrics.job(kind, result);
             if matches!(
                 decision,
-                Decision::JoinedEscalated { .. } | Decision::Escalated { .. }
+                Decision::JoinedEscalated { .. }
+                    | Decision::Escalated { .. }
+                    | Decision::Held { .. }
             ) {
                 self.escalations.notify_one();
             }
@@ -208,6 +239,12 @@ impl Engine {
             Ok(Start::Escalated(why)) => {
                 tracing::error!(subject = %job.new.subject, "not executed: {}; the incident is escalated", why.describe());
                 self.metrics.job(job.new.action, why.job_result());
+                self.escalations.notify_one();
+                return;
+            }
+            Ok(Start::Held(hold)) => {
+                tracing::warn!(subject = %job.new.subject, "not executed: {}", hold.describe());
+                self.metrics.job(job.new.action, Event::Held);
                 self.escalations.notify_one();
                 return;
             }
@@ -446,6 +483,20 @@ fn find_setting<'a>(cfg: &'a Config, job: &Job) -> Option<(&'a Arc<Rule>, &'a Ar
     let target = cfg.targets.get(&job.new.target)?;
     (rule.kind == job.new.action && rule.actions.contains_key(&job.new.target))
         .then_some((rule, target))
+}
+
+/// The blast-radius guard's view of `target` under `cfg`: its settings, its subjects, every
+/// subject's dependencies.
+pub(super) fn guard(cfg: &Config, target: &str) -> Guard {
+    Guard {
+        blast: cfg
+            .targets
+            .get(target)
+            .map_or(cfg.global.blast_radius, |t| t.guard),
+        subjects: cfg.subjects.get(target).cloned().unwrap_or_default(),
+        dependencies: cfg.dependencies.clone(),
+        engine_down: false,
+    }
 }
 
 /// How escalations are labelled, or `None` without an `escalation` section.

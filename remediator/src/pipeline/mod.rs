@@ -214,18 +214,33 @@ impl Engine {
             {
                 matched = true;
                 match select::select(&cfg, rule, &alert.labels) {
-                    Ok(s) => batch.jobs.push(NewJob {
-                        rule: rule.name.clone(),
-                        action: rule.kind,
-                        subject: s.action.subject(&s.target.name, &s.selection),
-                        target: s.target.name.clone(),
-                        selection: s.selection,
-                        fingerprint: fingerprint.clone(),
-                        starts_at: starts_at.clone(),
-                        labels: limits::map(&alert.labels),
-                        annotations: limits::map(&alert.annotations),
-                        not_before: accepted_at + rule.delay.as_secs_f64(),
-                    }),
+                    Ok(s) => {
+                        let subject = s.action.subject(&s.target.name, &s.selection);
+                        // Alerts of one mass outage, or of a subject and its dependency, arrive
+                        // over a few seconds: where the guard or the order can hold, the job
+                        // waits `settle` so it is decided seeing them together.
+                        let guarded =
+                            s.target.guard.can_hold(
+                                cfg.subjects.get(&s.target.name).map_or(0, |set| set.len()),
+                            ) || cfg.dependencies.contains_key(&subject);
+                        let settle = if guarded {
+                            s.target.guard.settle
+                        } else {
+                            Duration::ZERO
+                        };
+                        batch.jobs.push(NewJob {
+                            rule: rule.name.clone(),
+                            action: rule.kind,
+                            subject,
+                            target: s.target.name.clone(),
+                            selection: s.selection,
+                            fingerprint: fingerprint.clone(),
+                            starts_at: starts_at.clone(),
+                            labels: limits::map(&alert.labels),
+                            annotations: limits::map(&alert.annotations),
+                            not_before: accepted_at + rule.delay.max(settle).as_secs_f64(),
+                        });
+                    }
                     Err(mut d) => {
                         d.reason = limits::value(&d.reason);
                         tracing::warn!(rule = %rule.name, target = %d.target, fingerprint = %fingerprint, reason = %d.reason, "denied");
@@ -428,6 +443,75 @@ impl Engine {
         }
     }
 
+    /// Releases held incidents whose hold ended, one subject of a target at a time: the guard's
+    /// group fell below its threshold, the engine answers again, a dependency healed, the pause
+    /// ended. The released attempt starts at once.
+    async fn release_held(self: &Arc<Self>) {
+        let held = match self.store.held_targets().await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read held incidents");
+                return;
+            }
+        };
+        for (target, engine) in held {
+            let cfg = self.config();
+            let Some(t) = cfg.targets.get(&target) else {
+                continue;
+            };
+            let mut guard = execute::guard(&cfg, &target);
+            guard.engine_down = engine && !self.engine_reachable().await;
+            let cond = crate::store::Conditions {
+                policy: t.policy,
+                dry_run: cfg.global.dry_run,
+                dry_run_note: None,
+                configured: true,
+                resume_max_age: cfg.global.resume_max_age.as_secs_f64(),
+                page: execute::page_spec(&cfg),
+                guard,
+            };
+            match self.store.release(target.clone(), cond, now()).await {
+                Ok(r) => {
+                    if let Some(job) = r.job {
+                        tracing::info!(target = %target, subject = %job.new.subject, "the hold ended: one held incident is released");
+                        self.spawn(job);
+                    }
+                    if r.escalated || r.resolving > 0 {
+                        self.escalations.notify_one();
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, target = %target, "cannot release held incidents")
+                }
+            }
+        }
+    }
+
+    /// On-call pauses the remediator: no action starts until [`Engine::resume`].
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn pause(
+        &self,
+        reason: &str,
+        until: Option<f64>,
+    ) -> Result<crate::store::Pause, StoreError> {
+        let p = self.store.pause(reason.to_string(), until, now()).await?;
+        tracing::warn!(reason, until = ?until.map(crate::clock::rfc3339), "paused by on-call: no action starts until it is resumed");
+        Ok(p)
+    }
+
+    /// On-call ends the pause; the sweeper releases held incidents.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn resume(&self) -> Result<Option<crate::store::Pause>, StoreError> {
+        let p = self.store.resume_actions(now()).await?;
+        tracing::warn!(was_paused = p.is_some(), "resumed by on-call");
+        self.sweep.notify_one();
+        Ok(p)
+    }
+
     /// Wakes the sweeper now (the store writes again).
     pub fn wake_sweeper(&self) {
         self.sweep.notify_one();
@@ -457,6 +541,7 @@ impl Engine {
                 Err(e) => tracing::error!(error = %e, "cannot load stored jobs"),
             }
         }
+        self.release_held().await;
         match self.store.due_checks(now(), CHECKS_PER_SWEEP).await {
             Ok(checks) => {
                 for check in checks {

@@ -86,6 +86,7 @@ fn unconfigured(
         configured: false,
         resume_max_age: f64::MAX,
         page: page.cloned(),
+        guard: super::holds::Guard::default(),
     };
     let mut out = Resolution::default();
     for (id, rule, target) in open {
@@ -125,6 +126,7 @@ fn reset(c: &Connection, subject: &str, note: &str, now: f64) -> Result<ResetOut
         configured: true,
         resume_max_age: f64::MAX,
         page: None,
+        guard: super::holds::Guard::default(),
     }
     .facts(now, false, 0);
     let t = incident::step(open.as_ref().map(Row::open).as_ref(), Input::Reset, &facts);

@@ -167,6 +167,7 @@ c,
         }
     }
     out.escalations_resolving += escalations::resolve_for_incident(c, id, reason, now)?;
+    out.escalations_resolving += super::holds::resolve_group_pages(c, now)?;
     audit::write(
         c,
         &audit::Row {
@@ -248,6 +249,7 @@ c,
         configured: true,
         late: false,
         healed_in_window: 0,
+        hold: None,
     };
     let input = Input::Resolved {
         delivered: by == ResolvedBy::Alert,

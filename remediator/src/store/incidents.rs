@@ -13,6 +13,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::audit::{self, About};
 use super::endings::{close_incident, load_one, open_by_id, Row};
 use super::escalations;
+use super::holds::{self, Guard};
 use super::jobs::{self, close};
 use super::{exec, row, Closed, Job, Store, StoreError};
 use crate::action::Selection;
@@ -38,6 +39,8 @@ pub struct Conditions {
     /// How escalations are labelled; `None` without an `escalation` section (nobody is paged,
     /// and the audit says so).
     pub page: Option<PageSpec>,
+    /// The blast-radius guard, the dependencies and the engine's reachability.
+    pub guard: Guard,
 }
 
 impl Conditions {
@@ -49,6 +52,7 @@ impl Conditions {
             configured: self.configured,
             late,
             healed_in_window,
+            hold: None,
         }
     }
 }
@@ -78,6 +82,8 @@ pub enum Start {
     },
     /// Not executed, and the incident escalated (dry run was switched on, or the rule removed).
     Escalated(Why),
+    /// Not executed: the incident is held (a pause, the guard, a dependency, its engine).
+    Held(incident::Hold),
     /// The job is no longer its incident's attempt (the incident closed meanwhile); it was
     /// cancelled now.
     Cancelled,
@@ -235,7 +241,10 @@ fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, Stor
             close(c, &job, Event::Cancelled, why, now)?;
             return Ok(Decision::Cancelled { why });
         };
-        let facts = cond.facts(now, late, 0);
+        let facts = incident::Facts {
+            hold: holds::hold_of(c, &inc.subject, cond)?,
+            ..cond.facts(now, late, 0)
+        };
         return match incident::step(Some(&inc.open()), Input::Due, &facts) {
             Some(Transition::Due) => {
                 exec(
@@ -256,6 +265,13 @@ fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, Stor
                 escalate(c, &inc, why, &detail, Some(&job), cond.page.as_ref(), now)?;
                 close(c, &job, why.job_result(), &detail, now)?;
                 Ok(Decision::Escalated { incident: id, why })
+            }
+            Some(Transition::Hold(h)) => {
+                holds::hold(c, id, h, &job, cond, now)?;
+                Ok(Decision::Held {
+                    incident: id,
+                    hold: h,
+                })
             }
             _ => {
                 let why = "it is no longer its incident's attempt";
@@ -291,7 +307,10 @@ fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, Stor
     let starts_at = occurrence.and_then(|(_, s)| s);
     let open = load_one(c, "subject = ?1 AND closed_at IS NULL", [&input.subject])?;
     let healed = healed_in_window(c, &input.subject, &cond.policy, now)?;
-    let facts = cond.facts(now, late, healed);
+    let facts = incident::Facts {
+        hold: holds::hold_of(c, &input.subject, cond)?,
+        ..cond.facts(now, late, healed)
+    };
     let t = incident::step(
         open.as_ref().map(Row::open).as_ref(),
         Input::Occurrence { starts_at },
@@ -354,6 +373,16 @@ fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, Stor
                 incident: id,
                 attempt: 1,
                 max_attempts: cond.policy.max_attempts,
+            })
+        }
+        New::Held(h) => {
+            let id = insert_incident(c, &job, &cond.policy, false, now)?;
+            adopt(c, superseded.as_ref(), id)?;
+            link(c, &mut job, id)?;
+            holds::hold(c, id, h, &job, cond, now)?;
+            Ok(Decision::Held {
+                incident: id,
+                hold: h,
             })
         }
         New::Escalated(why) => {
@@ -581,9 +610,16 @@ fn start(c: &Connection, job: &Job, cond: &Conditions, now: f64) -> Result<Start
     let mut job = job.clone();
     job.incident = Some(incident);
     let inc = open_by_id(c, incident)?.filter(|r| r.current_job == Some(job.id));
-    let t = inc
-        .as_ref()
-        .and_then(|r| incident::step(Some(&r.open()), Input::Start, &cond.facts(now, false, 0)));
+    let t = match &inc {
+        Some(r) => {
+            let facts = incident::Facts {
+                hold: holds::hold_of(c, &r.subject, cond)?,
+                ..cond.facts(now, false, 0)
+            };
+            incident::step(Some(&r.open()), Input::Start, &facts)
+        }
+        None => None,
+    };
     match (t, inc) {
         (Some(Transition::Start { attempt }), Some(inc)) => {
             exec(
@@ -611,6 +647,10 @@ fn start(c: &Connection, job: &Job, cond: &Conditions, now: f64) -> Result<Start
             escalate(c, &inc, why, &detail, Some(&job), cond.page.as_ref(), now)?;
             close(c, &job, why.job_result(), &detail, now)?;
             Ok(Start::Escalated(why))
+        }
+        (Some(Transition::Hold(h)), Some(inc)) => {
+            holds::hold(c, inc.id, h, &job, cond, now)?;
+            Ok(Start::Held(h))
         }
         _ => {
             close(

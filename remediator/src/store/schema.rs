@@ -90,7 +90,8 @@ CREATE TABLE incidents (
   closed_at REAL,
   close_reason TEXT,
   next_check_at REAL,
-  rechecks INTEGER NOT NULL DEFAULT 0
+  rechecks INTEGER NOT NULL DEFAULT 0,
+  hold TEXT
 );
 ";
 
@@ -113,7 +114,8 @@ CREATE TABLE escalations (
   posts INTEGER NOT NULL DEFAULT 0,
   last_post_at REAL,
   resolve_reason TEXT,
-  resolved_at REAL
+  resolved_at REAL,
+  hold_group TEXT
 );
 ";
 
@@ -167,6 +169,16 @@ CREATE TABLE IF NOT EXISTS health (
 );
 ";
 
+/// On-call's pause: while its row exists, no action starts.
+const PAUSE: &str = "
+CREATE TABLE IF NOT EXISTS pause (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  reason TEXT NOT NULL,
+  since REAL NOT NULL,
+  until REAL
+);
+";
+
 const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_alert ON jobs(fingerprint, starts_at);
@@ -217,6 +229,7 @@ pub fn prepare(conn: &mut Connection, now: f64) -> Result<(), StoreError> {
             SUBJECTS,
             EARLY_RESOLVES,
             HEALTH,
+            PAUSE,
         ] {
             tx.execute_batch(table)?;
         }
@@ -252,13 +265,15 @@ fn to_v4(c: &Connection, now: f64) -> Result<(), StoreError> {
         ("jobs", "note", "TEXT"),
         ("incidents", "next_check_at", "REAL"),
         ("incidents", "rechecks", "INTEGER NOT NULL DEFAULT 0"),
+        ("incidents", "hold", "TEXT"),
+        ("escalations", "hold_group", "TEXT"),
     ] {
         if !has_column(c, table, name)? {
             c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {name} {decl}"))?;
         }
     }
     c.execute_batch("UPDATE jobs SET due_at = MAX(accepted_at, not_before) WHERE due_at IS NULL")?;
-    for table in [SUBJECTS, EARLY_RESOLVES, HEALTH] {
+    for table in [SUBJECTS, EARLY_RESOLVES, HEALTH, PAUSE] {
         c.execute_batch(table)?;
     }
     c.execute_batch("DROP INDEX IF EXISTS incidents_one_open")?;

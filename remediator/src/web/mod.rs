@@ -38,6 +38,8 @@ struct Api {
     #[serde(flatten)]
     overview: Overview,
     unmatched: Vec<Recent>,
+    /// On-call's pause in force, if any.
+    pause: Option<crate::store::Pause>,
     /// The URL of the next (older) page of `actions`, when there is one.
     next: Option<String>,
     limits: Limits,
@@ -132,11 +134,8 @@ pub async fn handle(
         Ok(resp) => return resp,
         Err(req) => req,
     };
-    if let Some(subject) = control::reset_subject(req.uri().path()) {
-        if req.method() != Method::POST {
-            return server::text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
-        }
-        return control::reset(&engine, web_auth.as_ref(), subject, req).await;
+    if control::is_control(req.uri().path()) {
+        return control::handle(&engine, web_auth.as_ref(), req).await;
     }
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/webhook") => {
@@ -168,6 +167,7 @@ pub async fn handle(
                         .map(|b| format!("/api/actions?limit={}&before={b}", page.limit));
                     let api = Api {
                         overview,
+                        pause: engine.store.paused().await.ok().flatten(),
                         unmatched: engine.unmatched.recent(t),
                         next,
                         limits: Limits::IN_FORCE,
@@ -195,6 +195,10 @@ pub async fn handle(
                 .inc_by(errors.saturating_sub(m.store_errors.get()));
             m.store_writable
                 .set(i64::from(engine.store.health.failing().is_none()));
+            if let Ok(p) = engine.store.paused().await {
+                m.paused.set(i64::from(p.is_some()));
+                m.pause_until.set(p.and_then(|p| p.until).unwrap_or(0.0));
+            }
             if let Ok(g) = engine.store.gauges(now()).await {
                 let m = &engine.metrics;
                 m.queue_depth.set(g.due_jobs);
@@ -228,10 +232,11 @@ pub async fn handle(
                     .store
                     .escalation_overview(page::RESOLVED_SHOWN)
                     .await?;
-                Ok::<_, StoreError>((overview, escalations))
+                let pause = engine.store.paused().await?;
+                Ok::<_, StoreError>((overview, escalations, pause))
             };
             match read.await {
-                Ok((overview, (active, resolved))) => {
+                Ok((overview, (active, resolved), pause)) => {
                     let cfg = engine.config();
                     let view = page::View {
                         cfg: &cfg,
@@ -241,6 +246,7 @@ pub async fn handle(
                         unmatched: &engine.unmatched.recent(t),
                         before: page_query.before,
                         now: t,
+                        pause,
                     };
                     server::html(StatusCode::OK, page::render(&view))
                 }

@@ -31,6 +31,8 @@ pub(super) struct View<'a> {
     /// The page of history asked for: decisions older than this id (`/?before=…`).
     pub before: Option<i64>,
     pub now: f64,
+    /// On-call's pause, if one is in force.
+    pub pause: Option<crate::store::Pause>,
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d232a;background:#f7f8fa}\
@@ -40,7 +42,7 @@ th,td{border:1px solid #d5d9df;padding:.35rem .5rem;text-align:left;vertical-ali
 th{background:#e9edf2}.t{white-space:nowrap}.r{font-weight:600}.m{color:#5a6270;font-size:.85em}\
 .succeeded,.healed,.resolved,.escalation_resolved{color:#17692f}\
 .failed,.escalated,.firing,.skipped_escalated,.skipped_flapping{color:#b3261e}\
-.acting,.verifying,.waiting,.resolving,.pending,.denied{color:#8a4b00}\
+.acting,.verifying,.waiting,.resolving,.pending,.denied,.held{color:#8a4b00}\
 .dry_run,.joined,.cancelled,.expired{color:#5a6270}\
 .banner{padding:.5rem .8rem;border-radius:4px;margin:.6rem 0}.open{background:#fde2e0;border:1px solid #b3261e}\
 .ok{background:#e3f4e8;border:1px solid #17692f}.dry{background:#fff4d6;border:1px solid #8a6d00}\
@@ -61,6 +63,21 @@ pub(super) fn render(v: &View<'_>) -> String {
     ));
     if v.cfg.global.dry_run {
         out.push_str("<div class=\"banner dry\">Dry run: decisions are recorded, no action is executed.</div>");
+    }
+    if let Some(p) = &v.pause {
+        let until = match p.until {
+            Some(u) if u < v.now => format!(
+                ", planned until {}: <strong>longer than planned</strong>",
+                when(Some(u), v.now)
+            ),
+            Some(u) => format!(", planned until {}", when(Some(u), v.now)),
+            None => ", with no planned end".into(),
+        };
+        out.push_str(&format!(
+            "<div class=\"banner open\">Paused by on-call since {}{until}: {}. No action starts; alerts are recorded and incidents are opened, held. Resume with <code>stackmedic-remediator resume</code>.</div>",
+            when(Some(p.since), v.now),
+            escape_html(&p.reason)
+        ));
     }
     incidents_section(&mut out, v);
     unmatched_section(&mut out, v.unmatched);
@@ -89,6 +106,7 @@ fn state_words(i: &IncidentView) -> &'static str {
         IncidentState::Escalated => {
             "no more actions; on-call is paged until the alert resolves or on-call resets the subject"
         }
+        IncidentState::Held => "its action waits (see what happened); it acts by itself when the hold ends",
         IncidentState::Resolved => "closed",
     }
 }
@@ -611,6 +629,7 @@ mod tests {
             resolved: &[],
             unmatched: &[],
             before,
+            pause: None,
             now: NOW,
         };
         let mut html = String::new();

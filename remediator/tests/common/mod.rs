@@ -118,6 +118,7 @@ pub fn cond(policy: Policy) -> Conditions {
         configured: true,
         resume_max_age: 900.0,
         page: Some(PageSpec::default()),
+        guard: stackmedic_remediator::store::Guard::default(),
     }
 }
 
