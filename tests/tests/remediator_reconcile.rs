@@ -233,7 +233,7 @@ fn remediator_with_an_alertmanager_cluster_survives_a_dead_member_and_one_restar
         history["escalations"][0]["delivered_at"].as_f64().is_some(),
         "{history:#}"
     );
-    let subject = format!("ghost/{ghost}");
+    let subject = format!("container:{ghost}");
     let incident = rem.wait_incident(&subject, "escalated", Duration::from_secs(5));
     let failed = rem.actions_with("failed").len();
     assert_eq!(failed, 2, "{:#}", rem.history());
@@ -342,7 +342,7 @@ fn remediator_reconciles_without_an_escalation_section() {
     let labels = json!({"alertname": "GhostDown", "instance": "host-2"});
     am.post_alerts(&json!([{"labels": labels}])).unwrap();
     rem.wait_incident(
-        &format!("ghost/{ghost}"),
+        &format!("container:{ghost}"),
         "escalated",
         Duration::from_secs(60),
     );
