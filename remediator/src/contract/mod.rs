@@ -118,6 +118,7 @@ pub fn check(sources: &Sources<'_>) -> Report {
         None => &promql::NoHints,
     };
 
+    guard_notes(sources, &mut report.notes);
     let mut alerts: Vec<Alert> = Vec::new();
     for file in sources.rule_files {
         match rules_file::read(file, hints, &mut report.notes) {
@@ -398,6 +399,22 @@ fn check_alertmanager(report: &mut Report, am: &alertmanager::Config, alerts: &[
                     ),
                 );
             }
+        }
+    }
+}
+
+/// A note for each target whose blast-radius guard can never hold an action: it has fewer
+/// subjects than the guard's minimum (or no bounded set of them). Not a finding: a target of one
+/// container is common and right.
+fn guard_notes(sources: &Sources<'_>, notes: &mut Vec<String>) {
+    let file = sources.remediator_file.display();
+    for (name, target) in &sources.config.targets {
+        let n = sources.config.subjects.get(name).map_or(0, |s| s.len());
+        if target.guard.enabled && !target.guard.can_hold(n) {
+            notes.push(format!(
+                "{file}: target {name}: {n} subject(s), fewer than blast_radius.min_subjects ({}): the blast-radius guard can never hold its actions",
+                target.guard.min_subjects
+            ));
         }
     }
 }
