@@ -118,7 +118,7 @@ pub fn from_value(value: &Value) -> Result<Config, ConfigErrors> {
 
     let mut targets = BTreeMap::new();
     for (path, v) in common::list_entries(value.get("targets"), "targets", &mut errs) {
-        if let Some(t) = targets::load(v, &path, global.retention, &mut errs) {
+        if let Some(t) = targets::load(v, &path, global.retention, &docker.engine, &mut errs) {
             if targets.contains_key(&t.name) {
                 errs.push(
                     common::join(&path, "name"),

@@ -107,7 +107,7 @@ impl Engine {
             .user_agent(concat!("stackmedic-remediator/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Arc::new(Self {
-            docker: DockerClient::new(config.docker.host.clone()),
+            docker: DockerClient::default(),
             systemd: SystemdBuses::new(),
             permits: Semaphore::new(config.global.max_concurrent_actions),
             config: Live::new(config),
