@@ -545,14 +545,15 @@ fn load_tls(keys: &EngineKeys, at: &Source<'_>, errs: &mut ConfigErrors) -> Opti
         .with_root_certificates(roots)
         .with_client_auth_cert(chain, key)
         .map_err(|e| {
-            errs.push(
-                at.at("key_file"),
-                format!(
-                    "{} does not fit the certificate of {}: {e}",
+            let why = match e {
+                rustls::Error::InconsistentKeys(_) => format!(
+                    "{} is not the key of the certificate in {}",
                     key_path.display(),
                     cert_path.display()
                 ),
-            );
+                other => format!("{}: {other}", key_path.display()),
+            };
+            errs.push(at.at("key_file"), why);
         })
         .ok()?;
     let digest: String = digest
@@ -675,16 +676,14 @@ fn connect_tls(host: &str, port: u16, tls: &Tls) -> Result<Docker, String> {
     };
     let https = hyper_rustls::HttpsConnector::new(http, tls.config.clone(), true, resolver);
     let client = Client::builder(TokioExecutor::new()).build(https);
-    let at = format!("tcp://{host}:{port}");
     let transport = move |request: bollard::BollardRequest| {
         let client = client.clone();
-        let at = at.clone();
         async move {
             client
                 .request(request)
                 .await
                 .map_err(|e| bollard::errors::Error::IOError {
-                    err: std::io::Error::other(tls_error(&at, &e)),
+                    err: std::io::Error::other(tls_error(&e)),
                 })
         }
     };
@@ -699,7 +698,7 @@ fn connect_tls(host: &str, port: u16, tls: &Tls) -> Result<Docker, String> {
 
 /// A failed request to a TLS engine in words: what TLS found, when it was TLS, and the chain
 /// of causes.
-fn tls_error(at: &str, e: &(dyn std::error::Error + 'static)) -> String {
+fn tls_error(e: &(dyn std::error::Error + 'static)) -> String {
     let text = error_text(e);
     let hint = if text.contains("invalid peer certificate") {
         "TLS: the engine's certificate is not trusted (it must chain to ca_file and name the host, or tls_server_name): "
@@ -713,7 +712,7 @@ fn tls_error(at: &str, e: &(dyn std::error::Error + 'static)) -> String {
     } else {
         ""
     };
-    format!("{at}: {hint}{text}")
+    format!("{hint}{text}")
 }
 
 /// An error with its causes, each once: `outer: cause: root cause`.
