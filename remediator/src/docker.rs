@@ -675,7 +675,11 @@ fn connect_tls(host: &str, port: u16, tls: &Tls) -> Result<Docker, String> {
         None => Arc::new(hyper_rustls::DefaultServerNameResolver::default()),
     };
     let https = hyper_rustls::HttpsConnector::new(http, tls.config.clone(), true, resolver);
-    let client = Client::builder(TokioExecutor::new()).build(https);
+    // No idle connections kept, as bollard's own transports do: a kept connection the engine
+    // closed meanwhile (it restarted) would fail the next request for nothing.
+    let client = Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(https);
     let transport = move |request: bollard::BollardRequest| {
         let client = client.clone();
         async move {

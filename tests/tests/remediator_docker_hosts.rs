@@ -5,7 +5,9 @@
 //! Against two real engines: the one `scripts/test.sh` starts (the default, on the local
 //! socket) and a second, private `dockerd` started by the test on a loopback TCP port with TLS
 //! and client certificates made by `openssl` ([`Dockerd`]). Both hold a container of the same
-//! name.
+//! name. Also: an engine refusing the client, an engine the client does not trust (by its CA or
+//! by `tls_server_name`), an attempt that meets a refused client after a reload, and every
+//! unusable engine key of the file or the environment reported with its path.
 
 use std::path::Path;
 use std::process::Command;
@@ -78,7 +80,7 @@ fn remediator_restarts_the_container_on_its_target_s_engine_and_not_its_namesake
          - name: restart-remote-by-id\n  matchers: ['alertname=\"RemoteDown\"']\n  action: container_restart\n  target: remote-opted-in\n  container_label: container_id\n\
          - name: restart-local\n  matchers: ['alertname=\"LocalDown\"']\n  action: container_restart\n  target: local\n  container_label: container\n",
         remote = trusted(&engine, &tcp),
-        again = trusted(&engine, &https),
+        again = format!("{}, tls_server_name: 127.0.0.1", trusted(&engine, &https)),
     );
     let mut rem = Remediator::start(&config);
 
@@ -185,9 +187,12 @@ fn remediator_names_the_tls_problem_when_the_engine_refuses_the_client_or_is_not
              targets:\n\
              - name: wrong-client\n  docker: {{{client}, containers: [{name}], stop_timeout: 1s}}\n  verify: {{deadline: 30s, stable_for: 1s}}\n\
              - name: wrong-ca\n  docker: {{{wrong_ca}, containers: [{name}], stop_timeout: 1s}}\n\
+             - name: wrong-name\n  docker: {{{good}, tls_server_name: docker2.example.org, containers: [{name}], stop_timeout: 1s}}\n\
              rules:\n\
              - name: restart-wrong-client\n  matchers: ['alertname=\"ClientDown\"']\n  action: container_restart\n  target: wrong-client\n  container_label: container\n\
-             - name: restart-wrong-ca\n  matchers: ['alertname=\"CaDown\"']\n  action: container_restart\n  target: wrong-ca\n  container_label: container\n",
+             - name: restart-wrong-ca\n  matchers: ['alertname=\"CaDown\"']\n  action: container_restart\n  target: wrong-ca\n  container_label: container\n\
+             - name: restart-wrong-name\n  matchers: ['alertname=\"NameDown\"']\n  action: container_restart\n  target: wrong-name\n  container_label: container\n",
+            good = trusted(&engine, &tcp),
             wrong_ca = tls_keys(
                 &tcp,
                 &engine.untrusted_ca_file(),
@@ -214,6 +219,11 @@ fn remediator_names_the_tls_problem_when_the_engine_refuses_the_client_or_is_not
                 &[("alertname", "CaDown"), ("container", &name)],
                 "2026-12-06T10:00:00Z",
             ),
+            alert(
+                "firing",
+                &[("alertname", "NameDown"), ("container", &name)],
+                "2026-12-06T10:00:00Z",
+            ),
         ]),
         None,
     )
@@ -231,10 +241,10 @@ fn remediator_names_the_tls_problem_when_the_engine_refuses_the_client_or_is_not
         jobs = pending(&rem);
         !note_of(&jobs, "restart-wrong-client").is_empty()
             && !note_of(&jobs, "restart-wrong-ca").is_empty()
+            && !note_of(&jobs, "restart-wrong-name").is_empty()
     });
     assert!(noted, "{jobs:#?}\n{}", rem.process().describe());
     let client_note = note_of(&jobs, "restart-wrong-client");
-    eprintln!("the note of a refused client: {client_note}");
     assert!(
         client_note.contains(&format!("cannot reach the Docker Engine at {tcp}"))
             && client_note.contains("TLS: the engine refused the handshake")
@@ -247,8 +257,15 @@ fn remediator_names_the_tls_problem_when_the_engine_refuses_the_client_or_is_not
             && ca_note.contains("invalid peer certificate"),
         "{ca_note}"
     );
+    // The certificate names 127.0.0.1, not the name the target expects.
+    let name_note = note_of(&jobs, "restart-wrong-name");
     assert!(
-        rem.metric("stackmedic_remediator_subject_postponed_total", &[]) >= 2.0,
+        name_note.contains("TLS: the engine's certificate is not trusted")
+            && name_note.contains("certificate not valid for name \"docker2.example.org\""),
+        "{name_note}"
+    );
+    assert!(
+        rem.metric("stackmedic_remediator_subject_postponed_total", &[]) >= 3.0,
         "postponements are counted"
     );
     assert!(rem.actions_with("succeeded").is_empty());
@@ -339,6 +356,7 @@ fn remediator_config_check_names_each_unusable_engine_key_with_its_path() {
          - name: d\n  docker: {{host: tcp://docker.example.org:2375, containers: [x]}}\n\
          - name: e\n  docker: {{ca_file: {ca}, containers: [x]}}\n\
          - name: f\n  docker: {{host: 'ssh://docker.example.org', containers: [x]}}\n\
+         - name: g\n  docker: {{host: 'unix:///run/other/docker.sock', containers: [x]}}\n  compose: {{file: /srv/stack/compose.yml}}\n\
          rules: []\n",
         cert = g("client.crt"),
         ca = g("ca.crt"),
@@ -388,6 +406,72 @@ fn remediator_config_check_names_each_unusable_engine_key_with_its_path() {
         "targets[3].docker.host: \"tcp://docker.example.org:2375\" is plain TCP to another host, which anyone on the network could use as root: give ca_file, cert_file and key_file for TLS".to_owned(),
         "targets[4].docker: ca_file, cert_file, key_file and tls_server_name need `host`, the engine they reach".to_owned(),
         "targets[5].docker.host: \"ssh://docker.example.org\" is not an engine address: write unix:///path, tcp://host:port or https://host:port".to_owned(),
+        "targets[6].docker.host: names unix:///run/other/docker.sock, another engine than the default, but compose_up runs the Docker CLI on the default engine: put the compose stack in a target of its own".to_owned(),
     ];
     assert_eq!(problems, expected, "{text}");
+
+    // The default engine from the environment, as the Docker CLI reads it: its problems name
+    // the variable.
+    let plain = dir.path().join("plain.yml");
+    std::fs::write(&plain, "rules: []\n").unwrap();
+    let check = |env: &[(&str, &str)]| {
+        let mut command = Command::new(bin_path("stackmedic-remediator"));
+        command
+            .args([
+                &format!("--config.file={}", plain.display()),
+                "--config.check",
+            ])
+            .env_remove("DOCKER_HOST")
+            .env_remove("DOCKER_TLS_VERIFY")
+            .env_remove("DOCKER_CERT_PATH");
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, text) = check(&[("DOCKER_HOST", "tcp://docker.example.org:2375")]);
+    assert!(
+        !ok && text.contains(
+            "DOCKER_HOST: \"tcp://docker.example.org:2375\" is plain TCP to another host"
+        ),
+        "{text}"
+    );
+    let empty = dir.path().join("no-certificates");
+    std::fs::create_dir(&empty).unwrap();
+    let (ok, text) = check(&[
+        ("DOCKER_HOST", "tcp://127.0.0.1:2376"),
+        ("DOCKER_TLS_VERIFY", "1"),
+        ("DOCKER_CERT_PATH", &empty.display().to_string()),
+    ]);
+    assert!(
+        !ok && text.contains(&format!(
+            "DOCKER_CERT_PATH: cannot read {}: No such file or directory",
+            empty.join("ca.pem").display()
+        )),
+        "{text}"
+    );
+    let (ok, text) = check(&[
+        ("DOCKER_HOST", "tcp://127.0.0.1:2376"),
+        ("DOCKER_TLS_VERIFY", "1"),
+        ("DOCKER_CERT_PATH", &good.display().to_string()),
+    ]);
+    assert!(!ok, "{text}");
+    // ca.pem, cert.pem and key.pem under the folder: the test's files are named otherwise.
+    for (from, to) in [
+        ("ca.crt", "ca.pem"),
+        ("client.crt", "cert.pem"),
+        ("client.key", "key.pem"),
+    ] {
+        std::fs::copy(good.join(from), good.join(to)).unwrap();
+    }
+    let (ok, text) = check(&[
+        ("DOCKER_HOST", "tcp://127.0.0.1:2376"),
+        ("DOCKER_TLS_VERIFY", "1"),
+        ("DOCKER_CERT_PATH", &good.display().to_string()),
+    ]);
+    assert!(ok, "{text}");
 }
