@@ -69,6 +69,7 @@ fn remediator_restarts_the_container_on_its_target_s_engine_and_not_its_namesake
     let tcp = engine.tcp_address();
     // The same engine written another way: one engine, so one subject.
     let https = format!("https://127.0.0.1:{}/", engine.port());
+    let again = format!("{}, tls_server_name: 127.0.0.1", trusted(&engine, &https));
     let config = format!(
         "global: {{reconcile_interval: 0s}}\n\
          targets:\n\
@@ -80,7 +81,6 @@ fn remediator_restarts_the_container_on_its_target_s_engine_and_not_its_namesake
          - name: restart-remote-by-id\n  matchers: ['alertname=\"RemoteDown\"']\n  action: container_restart\n  target: remote-opted-in\n  container_label: container_id\n\
          - name: restart-local\n  matchers: ['alertname=\"LocalDown\"']\n  action: container_restart\n  target: local\n  container_label: container\n",
         remote = trusted(&engine, &tcp),
-        again = format!("{}, tls_server_name: 127.0.0.1", trusted(&engine, &https)),
     );
     let mut rem = Remediator::start(&config);
 
@@ -323,7 +323,6 @@ fn remediator_attempt_on_an_engine_that_refuses_the_client_fails_naming_tls() {
     assert_eq!(r.status, 200, "{}", r.text());
     let failed = rem.wait_for("failed", 2, Duration::from_secs(90));
     let detail = failed[0]["detail"].as_str().unwrap_or_default();
-    eprintln!("the detail of the refused attempt: {detail}");
     assert!(
         detail.starts_with("attempt 2 of 2: cannot reach the Docker Engine at")
             && detail.contains("TLS: the engine refused the handshake"),
