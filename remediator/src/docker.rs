@@ -63,6 +63,13 @@ impl EngineKeys {
     fn is_empty(&self) -> bool {
         *self == EngineKeys::default()
     }
+
+    fn tls_given(&self) -> bool {
+        self.ca_file.is_some()
+            || self.cert_file.is_some()
+            || self.key_file.is_some()
+            || self.tls_server_name.is_some()
+    }
 }
 
 /// Where an engine listens.
@@ -296,15 +303,6 @@ impl Engine {
             tls,
             default: false,
         })
-    }
-}
-
-impl EngineKeys {
-    fn tls_given(&self) -> bool {
-        self.ca_file.is_some()
-            || self.cert_file.is_some()
-            || self.key_file.is_some()
-            || self.tls_server_name.is_some()
     }
 }
 
