@@ -245,6 +245,7 @@ impl Sim {
                     BTreeSet::from([subject_name(0)]),
                 )])),
                 engine_down: self.engine_down,
+                engine_error: None,
             },
         }
     }

@@ -7,6 +7,8 @@
 //! * [`caddy`]: a private Caddy writing its JSON access log;
 //! * [`dnsmasq`]: a private dnsmasq answering DNS on a loopback port;
 //! * [`docker`]: the Docker CLI, a `busybox` image built with `docker import`, container guards;
+//! * [`dockerd`]: a second, private Docker Engine on a socket of its own and on a loopback TCP
+//!   port with TLS and client certificates (made by `openssl`);
 //! * [`prometheus`] / [`alertmanager`]: private Prometheus and Alertmanager servers, plus the
 //!   paths of `promtool` and `amtool`;
 //! * [`metrics`]: a small parser of the Prometheus text exposition format and a scraper;
@@ -52,6 +54,7 @@ pub mod caddy;
 pub mod chromium;
 pub mod dnsmasq;
 pub mod docker;
+pub mod dockerd;
 pub mod examples;
 pub mod exporter;
 pub mod ffmpeg;

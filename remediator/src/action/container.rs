@@ -4,6 +4,9 @@
 //! A container named by full ID, ID prefix or name is one subject: before the incident is
 //! decided the label's value is resolved through the Engine to the name it reports, and that
 //! name is what the allow-list, the opt-in label, the incident and the lock apply to.
+//!
+//! A target's containers live on its engine (`docker.host`, else the default engine): a
+//! container on another engine than the default is the subject `container:NAME@ADDRESS`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +20,7 @@ use serde_json::Value;
 use stackmedic_common::config::{self as common, duration, ConfigErrors};
 
 use super::{ActionError, AllowList, Context, Selection};
+use crate::docker::{error_text, Engine, EngineKeys};
 
 /// The target section key.
 pub const SECTION: &str = "docker";
@@ -32,6 +36,8 @@ pub struct DockerTarget {
     pub stop_timeout: Duration,
     /// Containers each allow-listed container depends on: they are healed first.
     pub depends_on: BTreeMap<String, Vec<String>>,
+    /// The engine the containers run on.
+    pub engine: Arc<Engine>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +50,11 @@ struct DockerTargetFile {
     stop_timeout: Duration,
     #[serde(default)]
     depends_on: BTreeMap<String, Vec<String>>,
+    host: Option<String>,
+    ca_file: Option<std::path::PathBuf>,
+    cert_file: Option<std::path::PathBuf>,
+    key_file: Option<std::path::PathBuf>,
+    tls_server_name: Option<String>,
 }
 
 fn default_stop_timeout() -> Duration {
@@ -51,9 +62,27 @@ fn default_stop_timeout() -> Duration {
 }
 
 impl DockerTarget {
-    /// Parses and checks the section at `path`.
-    pub fn load(v: &Value, path: &str, errs: &mut ConfigErrors) -> Option<Self> {
+    /// Parses and checks the section at `path`; `default` is the engine of a section that
+    /// names none.
+    pub fn load(
+        v: &Value,
+        path: &str,
+        default: &Arc<Engine>,
+        errs: &mut ConfigErrors,
+    ) -> Option<Self> {
         let f: DockerTargetFile = common::typed(v, path, errs)?;
+        let engine = Engine::load(
+            EngineKeys {
+                host: f.host,
+                ca_file: f.ca_file,
+                cert_file: f.cert_file,
+                key_file: f.key_file,
+                tls_server_name: f.tls_server_name,
+            },
+            path,
+            default,
+            errs,
+        );
         for (i, c) in f.containers.iter().enumerate() {
             if !valid_container_name(c) {
                 errs.push(
@@ -100,6 +129,7 @@ impl DockerTarget {
             require_label,
             stop_timeout: f.stop_timeout,
             depends_on: f.depends_on,
+            engine,
         })
     }
 
@@ -224,7 +254,11 @@ impl ContainerAction {
         selection: &Selection,
     ) -> Result<Selection, ActionError> {
         let raw = container_of(selection)?;
-        let docker = cx.docker.get().await.map_err(ActionError::Failed)?;
+        let docker = cx
+            .docker
+            .get(&self.target.engine)
+            .await
+            .map_err(ActionError::Failed)?;
         let info = match docker.inspect_container(raw, None).await {
             Ok(info) => info,
             // Gone: the Engine has nothing to resolve it to, so the allow-listed name stands
@@ -241,7 +275,13 @@ impl ContainerAction {
                     )))
                 };
             }
-            Err(e) => return Err(ActionError::Failed(format!("docker inspect {raw}: {e}"))),
+            Err(e) => {
+                return Err(ActionError::Failed(format!(
+                    "docker inspect {raw}{}: {}",
+                    self.target.engine.on(),
+                    error_text(&e)
+                )))
+            }
         };
         let name = self.check(raw, &info)?;
         Ok(Selection {
@@ -258,11 +298,18 @@ impl ContainerAction {
         selection: &Selection,
     ) -> Result<(Docker, String), ActionError> {
         let raw = container_of(selection)?;
-        let docker = cx.docker.get().await.map_err(ActionError::Failed)?;
-        let info = docker
-            .inspect_container(raw, None)
+        let docker = cx
+            .docker
+            .get(&self.target.engine)
             .await
-            .map_err(|e| ActionError::Failed(format!("docker inspect {raw}: {e}")))?;
+            .map_err(ActionError::Failed)?;
+        let info = docker.inspect_container(raw, None).await.map_err(|e| {
+            ActionError::Failed(format!(
+                "docker inspect {raw}{}: {}",
+                self.target.engine.on(),
+                error_text(&e)
+            ))
+        })?;
         let name = self.check(raw, &info)?;
         Ok((docker, name))
     }
@@ -300,11 +347,20 @@ impl ContainerAction {
         Ok(name)
     }
 
+    /// The subject of the selected container: `container:NAME`, with `@ADDRESS` on an engine
+    /// other than the default.
+    pub(super) fn subject(&self, selection: &Selection) -> String {
+        self.target
+            .engine
+            .container_subject(selection.container.as_deref().unwrap_or(""))
+    }
+
     pub(super) async fn run(
         &self,
         cx: &Context<'_>,
         selection: &Selection,
     ) -> Result<String, ActionError> {
+        let on = self.target.engine.on();
         // The Engine's record is checked again right before acting: the label or the name may
         // have changed since the incident was decided.
         let (docker, name) = self.inspect_checked(cx, selection).await?;
@@ -318,15 +374,24 @@ impl ContainerAction {
                 docker
                     .restart_container(&name, Some(options))
                     .await
-                    .map_err(|e| ActionError::Failed(format!("docker restart {name}: {e}")))?;
-                Ok(format!("restarted container {name} (stop timeout {stop}s)"))
+                    .map_err(|e| {
+                        ActionError::Failed(format!(
+                            "docker restart {name}{on}: {}",
+                            error_text(&e)
+                        ))
+                    })?;
+                Ok(format!(
+                    "restarted container {name}{on} (stop timeout {stop}s)"
+                ))
             }
             Mode::Start => {
                 docker
                     .start_container(&name, None::<StartContainerOptions>)
                     .await
-                    .map_err(|e| ActionError::Failed(format!("docker start {name}: {e}")))?;
-                Ok(format!("started container {name}"))
+                    .map_err(|e| {
+                        ActionError::Failed(format!("docker start {name}{on}: {}", error_text(&e)))
+                    })?;
+                Ok(format!("started container {name}{on}"))
             }
         }
     }
@@ -470,6 +535,7 @@ mod tests {
             require_label: None,
             stop_timeout: Duration::from_secs(1),
             depends_on: BTreeMap::new(),
+            engine: Arc::default(),
         });
         ContainerAction::bind(
             Mode::Restart,
@@ -509,6 +575,7 @@ mod tests {
             require_label: None,
             stop_timeout: Duration::from_secs(1),
             depends_on: BTreeMap::new(),
+            engine: Arc::default(),
         });
         assert!(ContainerAction::bind(Mode::Start, target, &RuleParams::default()).is_err());
     }

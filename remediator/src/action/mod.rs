@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stackmedic_common::config::{self as common, ConfigErrors};
 
-use crate::docker::DockerClient;
+use crate::docker::{DockerClient, Engine};
 use crate::systemd_bus::SystemdBuses;
 use crate::vocab::vocabulary;
 
@@ -124,10 +124,12 @@ pub struct Sections {
 }
 
 impl Sections {
-    /// Parses the sections present in a target mapping at `path`.
+    /// Parses the sections present in a target mapping at `path`; `engine` is the default
+    /// Docker Engine, for a `docker` section that names none.
     pub fn load(
         target: &serde_json::Map<String, Value>,
         path: &str,
+        engine: &Arc<Engine>,
         errs: &mut ConfigErrors,
     ) -> Sections {
         let mut s = Sections::default();
@@ -138,7 +140,7 @@ impl Sections {
             let loaded = match kind {
                 ActionKind::ContainerRestart | ActionKind::ContainerStart => {
                     if s.docker.is_none() && !s.failed.contains(&key) {
-                        s.docker = container::DockerTarget::load(v, &p, errs).map(Arc::new);
+                        s.docker = container::DockerTarget::load(v, &p, engine, errs).map(Arc::new);
                     }
                     s.docker.is_some()
                 }
@@ -375,7 +377,7 @@ pub struct Selection {
 
 /// What an action may use besides its own data.
 pub struct Context<'a> {
-    /// The Docker Engine.
+    /// The Docker Engines' clients, one per engine.
     pub docker: &'a DockerClient,
     /// The process' shared HTTP client.
     pub http: &'a reqwest::Client,
@@ -467,16 +469,16 @@ impl Action {
 
     /// The subject of a selection on `target`: what incidents and locks apply to, one per real
     /// thing whatever target, rule or alias names it. A container is `container:NAME` (the name
-    /// the Engine reports), also for a `compose_up` that brings it back; a systemd unit
+    /// the Engine reports), also for a `compose_up` that brings it back, with `@ADDRESS` when
+    /// the target's engine is not the default one (a `compose` target is always on the
+    /// default engine); a systemd unit
     /// `unit:NAME` (its primary name), with `@BUS` when the target names a bus other than the
     /// system bus; a `compose_up` without a container `compose:PROJECT`; an `http_sequence`
     /// with parameters `target?name=value&…`; any other the target.
     #[must_use]
     pub fn subject(&self, target: &str, selection: &Selection) -> String {
         match self {
-            Action::ContainerRestart(_) | Action::ContainerStart(_) => {
-                format!("container:{}", selection.container.as_deref().unwrap_or(""))
-            }
+            Action::ContainerRestart(a) | Action::ContainerStart(a) => a.subject(selection),
             Action::ComposeUp(a) => match &selection.container {
                 Some(c) => format!("container:{c}"),
                 None => format!("compose:{}", a.target.project()),

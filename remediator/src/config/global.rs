@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -11,6 +12,7 @@ use url::Url;
 
 use crate::action::http_sequence::check_http_url;
 use crate::credentials::{BasicAuthFile, Credentials, CredentialsFile};
+use crate::docker::{Engine, EngineKeys};
 
 /// Process-wide settings (`global:`).
 #[derive(Debug, Clone, Deserialize)]
@@ -361,18 +363,40 @@ impl Reconciliation {
     }
 }
 
-/// The Docker Engine connection (`docker:`).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The default Docker Engine (`docker:`): the engine of targets whose `docker` section names
+/// none, whose containers' subjects are `container:NAME`.
+#[derive(Debug, Clone, Default)]
 pub struct DockerSettings {
-    /// `unix:///path` or `http://host:port`; default: `DOCKER_HOST` or the local socket.
-    pub host: Option<String>,
+    /// `host` with its client TLS keys; else `DOCKER_HOST` (with `DOCKER_TLS_VERIFY` and
+    /// `DOCKER_CERT_PATH`); else the local socket.
+    pub engine: Arc<Engine>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DockerSettingsFile {
+    host: Option<String>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    tls_server_name: Option<String>,
 }
 
 impl DockerSettings {
-    /// Parses `docker:` (defaults when absent).
+    /// Parses `docker:` (defaults when absent), reading its TLS files.
     pub fn load(v: Option<&Value>, errs: &mut ConfigErrors) -> DockerSettings {
-        v.and_then(|v| common::typed::<DockerSettings>(v, "docker", errs))
-            .unwrap_or_default()
+        let keys = v
+            .and_then(|v| common::typed::<DockerSettingsFile>(v, "docker", errs))
+            .map(|f| EngineKeys {
+                host: f.host,
+                ca_file: f.ca_file,
+                cert_file: f.cert_file,
+                key_file: f.key_file,
+                tls_server_name: f.tls_server_name,
+            })
+            .unwrap_or_default();
+        DockerSettings {
+            engine: Arc::new(Engine::load_default(keys, "docker", errs)),
+        }
     }
 }

@@ -124,8 +124,14 @@ pub fn from_value(value: &Value) -> Result<Config, ConfigErrors> {
 
     let mut targets = BTreeMap::new();
     for (path, v) in common::list_entries(value.get("targets"), "targets", &mut errs) {
-        if let Some(t) = targets::load(v, &path, global.retention, &global.blast_radius, &mut errs)
-        {
+        if let Some(t) = targets::load(
+            v,
+            &path,
+            global.retention,
+            &global.blast_radius,
+            &docker.engine,
+            &mut errs,
+        ) {
             if targets.contains_key(&t.name) {
                 errs.push(
                     common::join(&path, "name"),
@@ -389,5 +395,43 @@ mod tests {
             assert!(text.contains(want), "missing {want:?} in {text}");
         }
         assert_eq!(p.len(), 3, "{text}");
+    }
+
+    #[test]
+    fn containers_on_another_engine_are_subjects_of_their_own_and_verified_there() {
+        use crate::action::Selection;
+        let c = from_value(
+            &common::parse_yaml(
+                "docker: {host: 'unix:///run/default/docker.sock'}\n\
+                 targets:\n\
+                 - {name: other, docker: {host: 'unix:///run/other/docker.sock', containers: [x]}, verify: {containers: [side]}}\n\
+                 - {name: named-default, docker: {host: '/run/default/docker.sock', containers: [x]}}\n\
+                 - {name: plain, docker: {containers: [x]}, verify: {containers: [side]}}\n\
+                 rules:\n\
+                 - {name: r, matchers: ['alertname=\"X\"'], action: container_restart, target_label: t, targets: [other, named-default, plain]}\n",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let selection = Selection {
+            container: Some("x".into()),
+            ..Selection::default()
+        };
+        let subject = |t: &str| c.rules[0].actions[t].subject(t, &selection);
+        assert_eq!(
+            subject("other"),
+            "container:x@unix:///run/other/docker.sock"
+        );
+        assert_eq!(subject("named-default"), "container:x");
+        assert_eq!(subject("plain"), "container:x");
+        assert_eq!(
+            c.targets["other"].verify.engine.address(),
+            "unix:///run/other/docker.sock"
+        );
+        assert_eq!(
+            c.targets["plain"].verify.engine.address(),
+            "unix:///run/default/docker.sock"
+        );
+        assert!(c.targets["plain"].verify.engine.is_default());
     }
 }

@@ -2,6 +2,7 @@
 //! how an action's outcome is verified. The kind sections (`docker`, `http`, `ads`,
 //! `compose`) are parsed by the action kinds that use them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -12,6 +13,7 @@ use url::Url;
 use crate::action::container::valid_container_name;
 use crate::action::http_sequence::check_http_url;
 use crate::action::{section_keys, Sections};
+use crate::docker::Engine;
 use crate::incident::{Flapping, Policy};
 
 use super::guard::{BlastRadius, BlastRadiusFile};
@@ -153,6 +155,10 @@ pub struct Verify {
     /// that do not name a container themselves, such as `compose_up`.
     #[serde(default)]
     pub containers: Vec<String>,
+    /// The engine `containers` and the containers an action acted on are checked on: the
+    /// target's `docker.host`, else the default engine. Set by the loader.
+    #[serde(skip)]
+    pub engine: Arc<Engine>,
 }
 
 fn default_deadline() -> Duration {
@@ -182,17 +188,20 @@ impl Default for Verify {
             body_matches: None,
             body_not_matches: None,
             containers: Vec::new(),
+            engine: Arc::default(),
         }
     }
 }
 
 /// Parses one target at `path`. `retention` bounds the flapping window (older healed
-/// incidents are deleted).
+/// incidents are deleted); `guard` is the global blast-radius guard, `engine` the default
+/// Docker Engine.
 pub fn load(
     v: &Value,
     path: &str,
     retention: Duration,
     guard: &BlastRadius,
+    engine: &Arc<Engine>,
     errs: &mut ConfigErrors,
 ) -> Option<Target> {
     let Some(map) = v.as_object() else {
@@ -221,8 +230,22 @@ pub fn load(
             );
         }
     }
-    let sections = Sections::load(map, path, errs);
-    let f: TargetFile = common::typed(&Value::Object(common_part), path, errs)?;
+    let sections = Sections::load(map, path, engine, errs);
+    let mut f: TargetFile = common::typed(&Value::Object(common_part), path, errs)?;
+    f.verify.engine = sections
+        .docker
+        .as_ref()
+        .map_or_else(|| engine.clone(), |d| d.engine.clone());
+    if sections.compose.is_some() && !f.verify.engine.is_default() {
+        // The Docker CLI that `compose_up` runs reaches the default engine only.
+        errs.push(
+            common::join(path, "docker.host"),
+            format!(
+                "names {}, another engine than the default, but compose_up runs the Docker CLI on the default engine: put the compose stack in a target of its own",
+                f.verify.engine.address()
+            ),
+        );
+    }
     if f.name.is_empty() {
         errs.push(common::join(path, "name"), "must not be empty");
     }

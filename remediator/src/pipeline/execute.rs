@@ -94,8 +94,11 @@ impl Engine {
         let selection = if job.incident.is_some() {
             // An incident's next attempt acts through the same engine: held while it cannot be
             // reached, rather than failing an attempt on it.
-            if action.allow_listed(&job.new.selection) && !self.engine_reachable().await {
-                cond.guard.engine_down = true;
+            if action.allow_listed(&job.new.selection) {
+                if let Err(e) = self.engine_reachable(&setting.target.verify.engine).await {
+                    cond.guard.engine_down = true;
+                    cond.guard.engine_error = Some(e);
+                }
             }
             job.new.selection.clone()
         } else {
@@ -116,6 +119,7 @@ impl Engine {
                     // exactly: that name is its subject, and its action is held for the engine.
                     tracing::warn!(error = %e, "the engine cannot be reached: the action is held");
                     cond.guard.engine_down = true;
+                    cond.guard.engine_error = Some(e);
                     job.new.selection.clone()
                 }
                 Err(ActionError::Failed(e)) => {
@@ -139,17 +143,21 @@ impl Engine {
         self.attempt(job, setting, action).await;
     }
 
-    /// Whether the Docker Engine answers a ping within 2 s.
-    pub(super) async fn engine_reachable(&self) -> bool {
+    /// Whether `engine` answers a ping within 2 s; why not, in its words.
+    pub(super) async fn engine_reachable(
+        &self,
+        engine: &crate::docker::Engine,
+    ) -> Result<(), String> {
         let ping = async {
-            match self.docker.get().await {
-                Ok(d) => d.ping().await.is_ok(),
-                Err(_) => false,
-            }
+            let d = self.docker.get(engine).await?;
+            d.ping()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("the Docker Engine does not answer: {e}"))
         };
         tokio::time::timeout(Duration::from_secs(2), ping)
             .await
-            .unwrap_or(false)
+            .unwrap_or_else(|_| Err("the Docker Engine did not answer within 2s".into()))
     }
 
     /// Puts off a job whose subject cannot be made canonical now (the Docker Engine cannot be
@@ -496,6 +504,7 @@ pub(super) fn guard(cfg: &Config, target: &str) -> Guard {
         subjects: cfg.subjects.get(target).cloned().unwrap_or_default(),
         dependencies: cfg.dependencies.clone(),
         engine_down: false,
+        engine_error: None,
     }
 }
 

@@ -107,7 +107,7 @@ impl Engine {
             .user_agent(concat!("stackmedic-remediator/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Arc::new(Self {
-            docker: DockerClient::new(config.docker.host.clone()),
+            docker: DockerClient::default(),
             systemd: SystemdBuses::new(),
             permits: Semaphore::new(config.global.max_concurrent_actions),
             config: Live::new(config),
@@ -460,7 +460,12 @@ impl Engine {
                 continue;
             };
             let mut guard = execute::guard(&cfg, &target);
-            guard.engine_down = engine && !self.engine_reachable().await;
+            if engine {
+                if let Err(e) = self.engine_reachable(&t.verify.engine).await {
+                    guard.engine_down = true;
+                    guard.engine_error = Some(e);
+                }
+            }
             let cond = crate::store::Conditions {
                 policy: t.policy,
                 dry_run: cfg.global.dry_run,

@@ -140,7 +140,7 @@ impl Engine {
         };
         started.push(action.check(&cx, selection).await.map_err(Round::NotYet)?);
         if !containers.is_empty() {
-            let docker = self.docker.get().await.map_err(Round::NotYet)?;
+            let docker = self.docker.get(&v.engine).await.map_err(Round::NotYet)?;
             for c in containers {
                 let running = check_running(&docker, c).await.map_err(|b| match b {
                     Bad::NotYet(e) => Round::NotYet(e),

@@ -31,6 +31,8 @@ pub struct Guard {
     pub dependencies: Arc<BTreeMap<String, BTreeSet<String>>>,
     /// The engine the action acts through cannot be reached now.
     pub engine_down: bool,
+    /// Why, in the engine's or the connection's words.
+    pub engine_error: Option<String>,
 }
 
 /// On-call's pause.
@@ -108,6 +110,14 @@ pub(super) fn hold_of(
     Ok(None)
 }
 
+/// A hold in words, with the engine's error when it cannot be reached.
+fn hold_detail(h: Hold, cond: &Conditions) -> String {
+    match (h, &cond.guard.engine_error) {
+        (Hold::Engine, Some(e)) => format!("{} ({})", h.describe(), crate::limits::value(e)),
+        _ => h.describe(),
+    }
+}
+
 /// The kind of a hold as stored on its incident.
 fn hold_kind(h: Hold) -> &'static str {
     match h {
@@ -128,7 +138,7 @@ pub(super) fn hold(
     cond: &Conditions,
     now: f64,
 ) -> Result<(), StoreError> {
-    let detail = hold.describe();
+    let detail = hold_detail(hold, cond);
     exec(
         c,
         "UPDATE incidents SET state = ?2, hold = ?3, current_job = NULL, next_attempt_at = NULL, \
@@ -480,31 +490,24 @@ fn release(
 
 /// Records that a held incident is held for `h` now, when that is another kind of hold than it
 /// was held for; a guard or engine hold pages once for the target.
-fn rehold(
-    c: &Connection,
-    inc: &Row,
-    h: Hold,
-    cond: &Conditions,
-    now: f64,
-) -> Result<(), StoreError> {
-    let stored: Option<String> = row(
+fn rehold(c: &Connection, inc: &Row, h: Hold, cond: &Conditions, now: f64) -> Result<(), StoreError> {
+    let (stored, old): (Option<String>, String) = row(
         c,
-        "SELECT hold FROM incidents WHERE id = ?1",
+        "SELECT hold, detail FROM incidents WHERE id = ?1",
         [inc.id],
-        |r| r.get(0),
+        |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    if stored.as_deref() == Some(hold_kind(h)) && !h.pages() {
-        return Ok(());
+    let detail = format!("held: {}", hold_detail(h, cond));
+    if stored.as_deref() != Some(hold_kind(h)) || old != detail {
+        exec(
+            c,
+            "UPDATE incidents SET hold = ?2, detail = ?3 WHERE id = ?1",
+            params![inc.id, hold_kind(h), detail],
+        )?;
     }
-    exec(
-        c,
-        "UPDATE incidents SET hold = ?2, detail = ?3 WHERE id = ?1",
-        params![inc.id, hold_kind(h), format!("held: {}", h.describe())],
-    )?;
     if h.pages() {
-        if let Some(job) =
-            jobs::load(c, "incident_id = ?1 ORDER BY id DESC LIMIT 1", [inc.id])?.pop()
-        {
+        // Writes only when the group's page has something new to say.
+        if let Some(job) = jobs::load(c, "incident_id = ?1 ORDER BY id DESC LIMIT 1", [inc.id])?.pop() {
             group_page(c, &job, h, cond.page.as_ref(), now)?;
         }
     }
