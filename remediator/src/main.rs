@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use stackmedic_common::cli::CommonArgs;
+use stackmedic_common::include::Included;
 use stackmedic_common::{healthcheck, runtime};
 use stackmedic_remediator::{config, contract, Options, DEFAULT_LISTEN_ADDRESS};
 use tokio_util::sync::CancellationToken;
@@ -26,8 +27,9 @@ struct Cli {
     #[arg(long = "storage.path", value_name = "DIR", default_value = "data")]
     storage_path: PathBuf,
 
-    /// With --config.check: a Prometheus rule file whose alerts the configuration must agree
-    /// with (repeatable); every remediable alert must have a rule, every rule an alert.
+    /// With --config.check: a Prometheus rule file, or a glob pattern of them as Prometheus'
+    /// rule_files take it (repeatable), whose alerts the configuration must agree with; every
+    /// remediable alert must have a rule, every rule an alert.
     #[arg(long = "rules.file", value_name = "PATH", requires = "config_check")]
     rules_files: Vec<PathBuf>,
 
@@ -116,7 +118,7 @@ fn main() -> ExitCode {
     }
     // The configuration is checked before anything starts, so `--config.check` and a normal
     // start report the same problems the same way.
-    let config = match config::load(cli.common.config_file.as_deref()) {
+    let (config, origins) = match config::load_included(cli.common.config_file.as_deref()) {
         Ok(c) => c,
         Err(errs) => {
             for p in &errs.problems {
@@ -130,10 +132,10 @@ fn main() -> ExitCode {
         }
     };
     if cli.common.config_check {
-        return check(&cli, &config);
+        return check(&cli, &config, &origins);
     }
     for warning in config::check_host(&config).warnings {
-        eprintln!("warning: {warning}");
+        eprintln!("warning: {}", located(&origins, &warning));
     }
     let args = cli.common.clone();
     runtime::run_until_signal(&args, "stackmedic-remediator", |shutdown| {
@@ -141,17 +143,26 @@ fn main() -> ExitCode {
     })
 }
 
+/// A host check's message (`targets[2].compose.file: …`) with its path as written: in the
+/// configuration file, or in the file it includes.
+fn located(origins: &Included, message: &str) -> String {
+    match message.split_once(": ") {
+        Some((path, rest)) => format!("{}: {rest}", origins.locate_path(path)),
+        None => message.to_string(),
+    }
+}
+
 /// `--config.check` past loading: the web configuration, the host (a compose command that
 /// does not exist), and with `--rules.file` the contract with the rules, Alertmanager and the
 /// exporter.
-fn check(cli: &Cli, config: &config::Config) -> ExitCode {
+fn check(cli: &Cli, config: &config::Config, origins: &Included) -> ExitCode {
     let mut ok = cli.common.check_web_config();
     let host = config::check_host(config);
     for e in &host.errors {
-        eprintln!("{e}");
+        eprintln!("{}", located(origins, e));
     }
     for w in &host.warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", located(origins, w));
     }
     ok &= host.errors.is_empty();
     let summary = format!(
@@ -175,6 +186,7 @@ fn check(cli: &Cli, config: &config::Config) -> ExitCode {
     let report = contract::check(&contract::Sources {
         remediator_file: &file,
         config,
+        remediator_origins: origins,
         rule_files: &cli.rules_files,
         alertmanager_file: cli.alertmanager_config_file.as_deref(),
         exporter_files: &cli.exporter_config_files,
