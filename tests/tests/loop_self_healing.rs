@@ -108,15 +108,25 @@ fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
         unique_name("loop-token"),
     ));
     let set = ExampleSet::copy(&values);
-    // Everything the loop talks to is on this machine now.
-    for file in [
+    // Everything the loop talks to is on this machine now: the files it runs and the per-stack
+    // files they include.
+    let mut files: Vec<String> = [
         "examples/exporter.yml",
         "examples/remediator.yml",
         "examples/prometheus.yml",
         "alerts/alertmanager.example.yml",
-    ] {
+    ]
+    .map(str::to_owned)
+    .into();
+    for folder in ["examples/exporter.d", "examples/remediator.d"] {
+        for entry in std::fs::read_dir(set.path(folder)).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            files.push(format!("{folder}/{name}"));
+        }
+    }
+    for file in &files {
         let text = set.read(file);
-        for outside in ["example.org", "example.ts.net", "192.0.2."] {
+        for outside in ["example.org", "example.ts.net", "192.0.2.", "home.arpa"] {
             let active = text
                 .lines()
                 .filter(|l| !l.trim_start().starts_with('#'))
