@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod errors;
 pub mod healthcheck;
 pub mod include;
 pub mod logging;

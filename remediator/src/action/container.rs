@@ -15,6 +15,7 @@ use bollard::Docker;
 use serde::Deserialize;
 use serde_json::Value;
 use stackmedic_common::config::{self as common, duration, ConfigErrors};
+use stackmedic_common::errors::error_chain;
 
 use super::{ActionError, AllowList, Context, Selection};
 
@@ -202,10 +203,9 @@ impl ContainerAction {
     ) -> Result<(Docker, String), ActionError> {
         let raw = container_of(selection)?;
         let docker = cx.docker.get().await.map_err(ActionError::Failed)?;
-        let info = docker
-            .inspect_container(raw, None)
-            .await
-            .map_err(|e| ActionError::Failed(format!("docker inspect {raw}: {e}")))?;
+        let info = docker.inspect_container(raw, None).await.map_err(|e| {
+            ActionError::Failed(format!("docker inspect {raw}: {}", error_chain(&e)))
+        })?;
         let name = self.check(raw, &info)?;
         Ok((docker, name))
     }
@@ -261,14 +261,18 @@ impl ContainerAction {
                 docker
                     .restart_container(&name, Some(options))
                     .await
-                    .map_err(|e| ActionError::Failed(format!("docker restart {name}: {e}")))?;
+                    .map_err(|e| {
+                        ActionError::Failed(format!("docker restart {name}: {}", error_chain(&e)))
+                    })?;
                 Ok(format!("restarted container {name} (stop timeout {stop}s)"))
             }
             Mode::Start => {
                 docker
                     .start_container(&name, None::<StartContainerOptions>)
                     .await
-                    .map_err(|e| ActionError::Failed(format!("docker start {name}: {e}")))?;
+                    .map_err(|e| {
+                        ActionError::Failed(format!("docker start {name}: {}", error_chain(&e)))
+                    })?;
                 Ok(format!("started container {name}"))
             }
         }
