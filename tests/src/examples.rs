@@ -513,6 +513,32 @@ impl Stack {
             .unwrap_or_default()
     }
 
+    /// Whether Prometheus evaluated every rule group whose name matches `group` (all with
+    /// `""`) at or after `unix` seconds (`GET /api/v1/rules`, each group's `lastEvaluation`).
+    pub fn rule_groups_evaluated_after(&self, group: &str, unix: f64) -> bool {
+        let Some(groups) = crate::http::get(&self.prometheus_url("/api/v1/rules"))
+            .ok()
+            .and_then(|r| r.json().ok())
+            .and_then(|v| v["data"]["groups"].as_array().cloned())
+        else {
+            return false;
+        };
+        let chosen: Vec<&serde_json::Value> = groups
+            .iter()
+            .filter(|g| g["name"].as_str().is_some_and(|n| n.contains(group)))
+            .collect();
+        !chosen.is_empty()
+            && chosen.iter().all(|g| {
+                g["lastEvaluation"]
+                    .as_str()
+                    .and_then(|t| {
+                        humantime::parse_rfc3339_weak(t.split('.').next().unwrap_or(t)).ok()
+                    })
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .is_some_and(|t| t.as_secs_f64() >= unix)
+            })
+    }
+
     /// Whether Prometheus has `alertname` firing with `label` = `value`.
     pub fn firing(&self, alertname: &str, label: &str, value: &str) -> bool {
         self.prometheus_alerts().iter().any(|a| {
