@@ -379,7 +379,7 @@ pub fn dependencies(debs: &[PathBuf]) -> Vec<String> {
     for deb in debs {
         let depends = run_ok("dpkg-deb", &["-f", &deb.display().to_string(), "Depends"]);
         for part in depends.split(',') {
-            let first = part.split('|').next().unwrap_or_default();
+            let first = part.split('|').next().unwrap_or_default().trim();
             let name = first
                 .split(|c: char| c.is_whitespace() || c == '(' || c == ':')
                 .next()
