@@ -99,10 +99,10 @@ fn container_states_show_in_metrics() {
         0.0
     );
     let first_start = value(&s, STARTED, &[box_, w]);
-    let now = now();
+    let at = now();
     assert!(
-        first_start > now - 120.0 && first_start <= now + 1.0,
-        "started at {first_start}, now {now}"
+        first_start > at - 120.0 && first_start <= at + 1.0,
+        "started at {first_start}, now {at}"
     );
 
     // A failing health check.
