@@ -87,20 +87,23 @@ Environment:
 
 Files of the Debian package:
   /etc/stackmedic/remediator.yml           the configuration (the embedded default, written out)
+  /etc/stackmedic/remediator.d/            one file per stack (*.yml): its targets and rules
   /etc/default/stackmedic-remediator       ARGS: further flags for the systemd unit
   /var/lib/stackmedic-remediator/          the store (--storage.path)
   /usr/share/doc/stackmedic-remediator/    docs/remediator.md, docs/configuration.md and
                                            docker-socket.conf, the drop-in that grants the
                                            Docker socket (opt-in)
+  /usr/share/doc/stackmedic-remediator/examples/  the example set and its README
 
-Contract check (reads files only):
+Contract check (reads files only, and the files the configurations include):
   stackmedic-remediator --config.check --config.file remediator.yml \\
-      --rules.file stackmedic.rules.yml --alertmanager.config.file alertmanager.yml \\
-      --exporter.config.file exporter.yml
+      --rules.file stackmedic.rules.yml --rules.file 'stacks/*.rules.yml' \\
+      --alertmanager.config.file alertmanager.yml --exporter.config.file exporter.yml
   reports every remediable alert (one with a `remediation` label) no rule matches, every rule
   whose alertname matcher names no alert, every allow-list naming values the alert's labels
-  cannot take, and every Alertmanager route or inhibition that would keep a remediable alert
-  or its resolve from the remediator, each with its file.
+  cannot take, every Alertmanager route or inhibition that would keep a remediable alert or
+  its resolve from the remediator, and every remediable alert whose ...Persistent twin and
+  escalation would both page, each with its file. --rules.file takes globs like rule_files.
 
 Exit status: 0 after a clean stop, a valid --config.check or a healthy --healthcheck; 1 otherwise.";
 
