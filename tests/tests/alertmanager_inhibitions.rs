@@ -538,7 +538,7 @@ fn an_escalation_mutes_its_subjects_persistent_twin_and_no_other() {
     );
     for other in &paging {
         assert_eq!(
-            state_of(other).map(|(s, by)| (s, by)),
+            state_of(other),
             Some(("active".to_owned(), 0)),
             "another subject's twin is muted: {other:?}"
         );
