@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command of stackmedic: sudo ./scripts/test.sh [nextest arguments…]
 #
-# 1. installs the real peers the integration tests run against (Debian packages, pyads) and the
-#    packaging tool cargo-deb,
+# 1. installs the real peers the integration tests run against (Debian packages, pyads), the
+#    packaging tool cargo-deb and, when missing, the test runner cargo-nextest,
 # 2. stops the services those packages start, so nothing system-wide occupies their ports,
 # 3. starts dockerd when no Docker daemon answers,
 # 4. runs cargo fmt --check, cargo clippy -D warnings, builds the workspace binaries, runs
@@ -121,6 +121,9 @@ install_peers() {
     fi
 }
 
+# The test runner: installed from crates.io when missing (a fresh machine has only Rust).
+CARGO_NEXTEST_VERSION=0.9.143
+
 # The version scripts/package.sh requires, read from it so that it is written once.
 CARGO_DEB_VERSION="$(sed -n 's/^CARGO_DEB_VERSION=//p' scripts/package.sh)"
 
@@ -203,7 +206,11 @@ fi
 # --- 3. checks and tests ------------------------------------------------------------------------
 
 command -v cargo >/dev/null 2>&1 || fail "cargo is not in PATH (install Rust stable for this user)"
-cargo nextest --version >/dev/null 2>&1 || fail "cargo-nextest is missing (cargo install --locked cargo-nextest)"
+if ! cargo nextest --version >/dev/null 2>&1; then
+    section "Installing cargo-nextest $CARGO_NEXTEST_VERSION (crates.io)"
+    cargo install --locked cargo-nextest --version "$CARGO_NEXTEST_VERSION"
+    cargo nextest --version >/dev/null 2>&1 || fail "cargo-nextest is still missing after cargo install"
+fi
 
 section "cargo fmt --all -- --check"
 cargo fmt --all -- --check

@@ -18,6 +18,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use sha2::{Digest, Sha256};
 use stackmedic_common::config::{self as common, ConfigErrors};
+use stackmedic_common::errors::error_chain;
 use tokio::sync::Mutex;
 
 /// The local engine's socket, where a Docker Engine listens unless told otherwise.
@@ -605,10 +606,12 @@ impl DockerClient {
         let at = engine.address();
         let docker = connect(engine)
             .map_err(|e| format!("cannot connect to the Docker Engine at {at}: {e}"))?;
-        let docker = docker
-            .negotiate_version()
-            .await
-            .map_err(|e| format!("cannot reach the Docker Engine at {at}: {}", error_text(&e)))?;
+        let docker = docker.negotiate_version().await.map_err(|e| {
+            format!(
+                "cannot reach the Docker Engine at {at}: {}",
+                error_chain(&e)
+            )
+        })?;
         *guard = Some(docker.clone());
         Ok(docker)
     }
@@ -646,14 +649,14 @@ fn connect(engine: &Engine) -> Result<Docker, String> {
     match (&engine.address, &engine.tls) {
         (Address::Unix(path), _) => {
             Docker::connect_with_socket(&path.to_string_lossy(), REQUEST_TIMEOUT_SECS, version)
-                .map_err(|e| error_text(&e))
+                .map_err(|e| error_chain(&e))
         }
         (Address::Tcp { host, port }, None) => Docker::connect_with_http(
             &format!("tcp://{host}:{port}"),
             REQUEST_TIMEOUT_SECS,
             version,
         )
-        .map_err(|e| error_text(&e)),
+        .map_err(|e| error_chain(&e)),
         (Address::Tcp { host, port }, Some(tls)) => connect_tls(host, *port, tls),
     }
 }
@@ -695,13 +698,13 @@ fn connect_tls(host: &str, port: u16, tls: &Tls) -> Result<Docker, String> {
         REQUEST_TIMEOUT_SECS,
         bollard::API_DEFAULT_VERSION,
     )
-    .map_err(|e| error_text(&e))
+    .map_err(|e| error_chain(&e))
 }
 
 /// A failed request to a TLS engine in words: what TLS found, when it was TLS, and the chain
 /// of causes.
 fn tls_error(e: &(dyn std::error::Error + 'static)) -> String {
-    let text = error_text(e);
+    let text = error_chain(e);
     let hint = if text.contains("invalid peer certificate") {
         "TLS: the engine's certificate is not trusted (it must chain to ca_file and name the host, or tls_server_name): "
     } else if text.contains("received fatal alert") {
@@ -715,22 +718,6 @@ fn tls_error(e: &(dyn std::error::Error + 'static)) -> String {
         ""
     };
     format!("{hint}{text}")
-}
-
-/// An error with its causes, each once: `outer: cause: root cause`.
-#[must_use]
-pub fn error_text(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let t = s.to_string();
-        if !text.contains(&t) {
-            text.push_str(": ");
-            text.push_str(&t);
-        }
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use stackmedic_common::cli::CommonArgs;
+use stackmedic_common::include::Included;
 use stackmedic_common::{healthcheck, runtime};
 use stackmedic_remediator::{config, contract, Options, DEFAULT_LISTEN_ADDRESS};
 use tokio_util::sync::CancellationToken;
@@ -26,8 +27,9 @@ struct Cli {
     #[arg(long = "storage.path", value_name = "DIR", default_value = "data")]
     storage_path: PathBuf,
 
-    /// With --config.check: a Prometheus rule file whose alerts the configuration must agree
-    /// with (repeatable); every remediable alert must have a rule, every rule an alert.
+    /// With --config.check: a Prometheus rule file, or a glob pattern of them as Prometheus'
+    /// rule_files take it (repeatable), whose alerts the configuration must agree with; every
+    /// remediable alert must have a rule, every rule an alert.
     #[arg(long = "rules.file", value_name = "PATH", requires = "config_check")]
     rules_files: Vec<PathBuf>,
 
@@ -173,20 +175,23 @@ Environment:
 
 Files of the Debian package:
   /etc/stackmedic/remediator.yml           the configuration (the embedded default, written out)
+  /etc/stackmedic/remediator.d/            one file per stack (*.yml): its targets and rules
   /etc/default/stackmedic-remediator       ARGS: further flags for the systemd unit
   /var/lib/stackmedic-remediator/          the store (--storage.path)
   /usr/share/doc/stackmedic-remediator/    docs/remediator.md, docs/configuration.md and
                                            docker-socket.conf, the drop-in that grants the
                                            Docker socket (opt-in)
+  /usr/share/doc/stackmedic-remediator/examples/  the example set and its README
 
-Contract check (reads files only):
+Contract check (reads files only, and the files the configurations include):
   stackmedic-remediator --config.check --config.file remediator.yml \\
-      --rules.file stackmedic.rules.yml --alertmanager.config.file alertmanager.yml \\
-      --exporter.config.file exporter.yml
+      --rules.file stackmedic.rules.yml --rules.file 'stacks/*.rules.yml' \\
+      --alertmanager.config.file alertmanager.yml --exporter.config.file exporter.yml
   reports every remediable alert (one with a `remediation` label) no rule matches, every rule
   whose alertname matcher names no alert, every allow-list naming values the alert's labels
-  cannot take, and every Alertmanager route or inhibition that would keep a remediable alert
-  or its resolve from the remediator, each with its file.
+  cannot take, every Alertmanager route or inhibition that would keep a remediable alert or
+  its resolve from the remediator, and every remediable alert whose ...Persistent twin and
+  escalation would both page, each with its file. --rules.file takes globs like rule_files.
 
 Exit status: 0 after a clean stop, a valid --config.check or a healthy --healthcheck; 1 otherwise.";
 
@@ -230,7 +235,7 @@ fn main() -> ExitCode {
     }
     // The configuration is checked before anything starts, so `--config.check` and a normal
     // start report the same problems the same way.
-    let config = match config::load(cli.common.config_file.as_deref()) {
+    let (config, origins) = match config::load_included(cli.common.config_file.as_deref()) {
         Ok(c) => c,
         Err(errs) => {
             for p in &errs.problems {
@@ -244,10 +249,10 @@ fn main() -> ExitCode {
         }
     };
     if cli.common.config_check {
-        return check(&cli, &config);
+        return check(&cli, &config, &origins);
     }
     for warning in config::check_host(&config).warnings {
-        eprintln!("warning: {warning}");
+        eprintln!("warning: {}", located(&origins, &warning));
     }
     let args = cli.common.clone();
     runtime::run_until_signal(&args, "stackmedic-remediator", |shutdown| {
@@ -255,17 +260,26 @@ fn main() -> ExitCode {
     })
 }
 
+/// A host check's message (`targets[2].compose.file: …`) with its path as written: in the
+/// configuration file, or in the file it includes.
+fn located(origins: &Included, message: &str) -> String {
+    match message.split_once(": ") {
+        Some((path, rest)) => format!("{}: {rest}", origins.locate_path(path)),
+        None => message.to_string(),
+    }
+}
+
 /// `--config.check` past loading: the web configuration, the host (a compose command that
 /// does not exist), and with `--rules.file` the contract with the rules, Alertmanager and the
 /// exporter.
-fn check(cli: &Cli, config: &config::Config) -> ExitCode {
+fn check(cli: &Cli, config: &config::Config, origins: &Included) -> ExitCode {
     let mut ok = cli.common.check_web_config();
     let host = config::check_host(config);
     for e in &host.errors {
-        eprintln!("{e}");
+        eprintln!("{}", located(origins, e));
     }
     for w in &host.warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", located(origins, w));
     }
     ok &= host.errors.is_empty();
     let summary = format!(
@@ -289,6 +303,7 @@ fn check(cli: &Cli, config: &config::Config) -> ExitCode {
     let report = contract::check(&contract::Sources {
         remediator_file: &file,
         config,
+        remediator_origins: origins,
         rule_files: &cli.rules_files,
         alertmanager_file: cli.alertmanager_config_file.as_deref(),
         exporter_files: &cli.exporter_config_files,
@@ -397,10 +412,9 @@ fn remote_request(
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("POST {url}: {}", source_chain(&e)))?;
+        let resp = req.send().await.map_err(|e| {
+            anyhow::anyhow!("POST {url}: {}", stackmedic_common::errors::error_chain(&e))
+        })?;
         let status = resp.status();
         let body: serde_json::Value = resp.json().await.unwrap_or_default();
         let text = body
@@ -410,20 +424,4 @@ fn remote_request(
             .map_or_else(|| body.to_string(), str::to_string);
         Ok((status.is_success(), format!("{status}: {text}")))
     })
-}
-
-/// An error with its causes, as `a: b: c` (reqwest's own message leaves out why a connection
-/// failed).
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    text
 }

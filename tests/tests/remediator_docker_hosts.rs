@@ -40,7 +40,6 @@ fn trusted(engine: &Dockerd, host: &str) -> String {
     )
 }
 
-
 #[test]
 fn remediator_restarts_the_container_on_its_target_s_engine_and_not_its_namesake() {
     ensure_docker();

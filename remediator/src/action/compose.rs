@@ -259,13 +259,30 @@ impl ComposeTarget {
             && self.lead.first().is_some_and(|a| a == "compose")
     }
 
-    /// Checks, by reading the file system only, that the command exists on this host: the
-    /// program in `PATH` (or at its absolute path), and for `docker compose` the Compose plugin
-    /// in one of the Docker CLI's plugin folders (a warning only, since the CLI can be told of
-    /// further folders).
+    /// Checks, by reading the file system only, that the command can run on this host: the
+    /// compose file readable (a warning: it may appear later), the program in `PATH` (or at its
+    /// absolute path), and for `docker compose` the Compose plugin in one of the Docker CLI's
+    /// plugin folders (a warning only, since the CLI can be told of further folders).
     #[must_use]
     pub fn check_host(&self) -> HostCheck {
         let mut check = HostCheck::default();
+        // The command runs with this process's view of the file system: a service sandboxed
+        // away from /home (ProtectHome=yes, as the packaged unit has) cannot read a compose
+        // file there, and compose up would fail on every attempt.
+        if let Err(e) = std::fs::File::open(&self.file) {
+            let hint = if self.file.starts_with("/home") {
+                " (a service whose unit has ProtectHome=yes sees no /home: give it the stack's \
+                 folder with a drop-in, as docs/remediator.md shows, or keep the compose file \
+                 elsewhere)"
+            } else {
+                ""
+            };
+            check.warnings.push(format!(
+                "{}: {} cannot be read by this process: {e}; compose_up would fail{hint}",
+                common::join(&self.path, "file"),
+                self.file.display()
+            ));
+        }
         let command = common::join(&self.path, "command");
         if find_program(&self.program).is_none() {
             check.errors.push(format!(

@@ -18,9 +18,10 @@ use bollard::Docker;
 use serde::Deserialize;
 use serde_json::Value;
 use stackmedic_common::config::{self as common, duration, ConfigErrors};
+use stackmedic_common::errors::error_chain;
 
 use super::{ActionError, AllowList, Context, Selection};
-use crate::docker::{error_text, Engine, EngineKeys};
+use crate::docker::{Engine, EngineKeys};
 
 /// The target section key.
 pub const SECTION: &str = "docker";
@@ -279,7 +280,7 @@ impl ContainerAction {
                 return Err(ActionError::Failed(format!(
                     "docker inspect {raw}{}: {}",
                     self.target.engine.on(),
-                    error_text(&e)
+                    error_chain(&e)
                 )))
             }
         };
@@ -307,7 +308,7 @@ impl ContainerAction {
             ActionError::Failed(format!(
                 "docker inspect {raw}{}: {}",
                 self.target.engine.on(),
-                error_text(&e)
+                error_chain(&e)
             ))
         })?;
         let name = self.check(raw, &info)?;
@@ -377,7 +378,7 @@ impl ContainerAction {
                     .map_err(|e| {
                         ActionError::Failed(format!(
                             "docker restart {name}{on}: {}",
-                            error_text(&e)
+                            error_chain(&e)
                         ))
                     })?;
                 Ok(format!(
@@ -389,7 +390,7 @@ impl ContainerAction {
                     .start_container(&name, None::<StartContainerOptions>)
                     .await
                     .map_err(|e| {
-                        ActionError::Failed(format!("docker start {name}{on}: {}", error_text(&e)))
+                        ActionError::Failed(format!("docker start {name}{on}: {}", error_chain(&e)))
                     })?;
                 Ok(format!("started container {name}{on}"))
             }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::Value;
 use stackmedic_common::config::{self as common, duration, ConfigErrors};
+use stackmedic_common::errors::error_chain;
 use url::Url;
 
 use super::{pause, ActionError, AllowList, Context, Selection};
@@ -265,10 +266,11 @@ impl Sequence {
                 req = req.timeout(t);
             }
             let started = Instant::now();
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| ActionError::Failed(format!("step {i} {method} {path}: {e}")))?;
+            let resp = req.send().await.map_err(|e| {
+                // With its causes: "error sending request" alone does not say that the
+                // connection was refused or timed out.
+                ActionError::Failed(format!("step {i} {method} {path}: {}", error_chain(&e)))
+            })?;
             let status = resp.status().as_u16();
             let ok = if step.expect_status.is_empty() {
                 (200..300).contains(&status)

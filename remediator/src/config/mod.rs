@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use stackmedic_common::config::{self as common, ConfigErrors};
+use stackmedic_common::include::{self, Included};
 
 pub use global::{Alertmanagers, DockerSettings, Escalation, Global, Reconciliation, WebhookAuth};
 pub use rules::{Rule, TargetChoice};
@@ -92,20 +93,36 @@ const TOP_KEYS: [&str; 7] = [
     "rules",
 ];
 
-/// Loads the configuration from a file, or the embedded default without one.
+/// Loads the configuration from a file with the targets and rules of the files it includes, or
+/// the embedded default without one.
 ///
 /// # Errors
 /// Every problem found, each with its path.
 pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
-    let value = match path {
-        Some(p) => common::read_yaml_file(p)?,
-        None => common::parse_yaml(DEFAULT_CONFIG).map_err(|e| {
+    load_included(path).map(|(config, _)| config)
+}
+
+/// The lists an included file may hold (`include: [remediator.d/*.yml]`, one file per stack).
+pub const INCLUDED_LISTS: [&str; 2] = ["targets", "rules"];
+
+/// [`load`], with where each target and rule was written (the contract check names the
+/// included file of a rule).
+///
+/// # Errors
+/// Every problem found, each with its file (when included) and path.
+pub fn load_included(path: Option<&Path>) -> Result<(Config, Included), ConfigErrors> {
+    let doc = match path {
+        Some(p) => include::read(p, &INCLUDED_LISTS)?,
+        None => Included::single(common::parse_yaml(DEFAULT_CONFIG).map_err(|e| {
             let mut errs = ConfigErrors::default();
             errs.push("", format!("embedded default: {e}"));
             errs
-        })?,
+        })?),
     };
-    from_value(&value)
+    match from_value(&doc.value) {
+        Ok(config) => Ok((config, doc)),
+        Err(errs) => Err(doc.locate(errs)),
+    }
 }
 
 /// Builds the configuration from a parsed YAML tree.

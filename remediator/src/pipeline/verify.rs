@@ -165,7 +165,12 @@ impl Engine {
                 .timeout(v.interval.max(Duration::from_secs(2)))
                 .send()
                 .await
-                .map_err(|e| Round::NotYet(format!("GET {u}: {e}")))?;
+                .map_err(|e| {
+                    Round::NotYet(format!(
+                        "GET {u}: {}",
+                        stackmedic_common::errors::error_chain(&e)
+                    ))
+                })?;
             let s = r.status().as_u16();
             let ok = if v.expect_status.is_empty() {
                 (200..300).contains(&s)

@@ -490,7 +490,13 @@ fn release(
 
 /// Records that a held incident is held for `h` now, when that is another kind of hold than it
 /// was held for; a guard or engine hold pages once for the target.
-fn rehold(c: &Connection, inc: &Row, h: Hold, cond: &Conditions, now: f64) -> Result<(), StoreError> {
+fn rehold(
+    c: &Connection,
+    inc: &Row,
+    h: Hold,
+    cond: &Conditions,
+    now: f64,
+) -> Result<(), StoreError> {
     let (stored, old): (Option<String>, String) = row(
         c,
         "SELECT hold, detail FROM incidents WHERE id = ?1",
@@ -507,7 +513,9 @@ fn rehold(c: &Connection, inc: &Row, h: Hold, cond: &Conditions, now: f64) -> Re
     }
     if h.pages() {
         // Writes only when the group's page has something new to say.
-        if let Some(job) = jobs::load(c, "incident_id = ?1 ORDER BY id DESC LIMIT 1", [inc.id])?.pop() {
+        if let Some(job) =
+            jobs::load(c, "incident_id = ?1 ORDER BY id DESC LIMIT 1", [inc.id])?.pop()
+        {
             group_page(c, &job, h, cond.page.as_ref(), now)?;
         }
     }

@@ -38,7 +38,7 @@ pub(super) struct View<'a> {
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d232a;background:#f7f8fa}\
 h1{font-size:1.4rem;margin:0 0 .3rem}h2{font-size:1.1rem;margin-top:1.6rem}h3{font-size:.95rem;margin:1rem 0 .4rem}\
 table{border-collapse:collapse;width:100%;background:#fff;font-size:.9rem}\
-th,td{border:1px solid #d5d9df;padding:.35rem .5rem;text-align:left;vertical-align:top}\
+th,td{border:1px solid #d5d9df;padding:.35rem .5rem;text-align:left;vertical-align:top;overflow-wrap:anywhere}\
 th{background:#e9edf2}.t{white-space:nowrap}.r{font-weight:600}.m{color:#5a6270;font-size:.85em}\
 .succeeded,.healed,.resolved,.escalation_resolved{color:#17692f}\
 .failed,.escalated,.firing,.skipped_escalated,.skipped_flapping{color:#b3261e}\
