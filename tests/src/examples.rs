@@ -608,3 +608,100 @@ mod tests {
         assert_eq!((t.as_str(), n), ("a: http://127.0.0.1:9/", 1));
     }
 }
+
+/// The shipped loop, set up as its tests use it: the example set copied with only its documented
+/// values changed, the watched container serving its page, the on-call sink and the camera app's
+/// recorder, and the four processes started, with Prometheus having seen the container run.
+pub struct ShippedLoop {
+    /// The watched container's name (a documented value).
+    pub name: String,
+    /// Its page, `http://127.0.0.1:<port>/`.
+    pub web: String,
+    /// The folder the container serves.
+    pub www: PathBuf,
+    /// Its port.
+    pub web_port: u16,
+    /// The receivers of the Alertmanager example (`/page`, `/ticket`, …).
+    pub sink: crate::webhook_sink::WebhookSink,
+    /// The camera app's admin API (the recorder fixture: the app has no real peer).
+    pub camera_app: crate::admin_api::AdminApi,
+    /// The four processes; `stack.dir()` has their files.
+    pub stack: Stack,
+    /// The watched container.
+    pub container: Option<Container>,
+    /// The copied example set.
+    pub set: ExampleSet,
+    // Last: the folder goes after everything that uses it.
+    dir: TempDir,
+}
+
+impl ShippedLoop {
+    /// Sets up and starts the shipped loop; `prefix` names its folder and container.
+    ///
+    /// # Panics
+    /// When a peer cannot start, the container does not serve, or Prometheus never sees it.
+    pub fn start(prefix: &str) -> ShippedLoop {
+        crate::docker::ensure_docker();
+        let dir = loop_dir(&format!("{prefix}-"));
+        let d = dir.path();
+        let name = crate::unique_name(&format!("{prefix}-owui"));
+        let www = d.join("www");
+        std::fs::create_dir(d.join("stack")).unwrap();
+        let web_port = crate::free_port();
+        let web = format!("http://127.0.0.1:{web_port}/");
+        let sink = crate::webhook_sink::WebhookSink::start();
+        let camera_app = crate::admin_api::AdminApi::start(&[]);
+        let closed = format!("127.0.0.1:{}", crate::free_port());
+        let ports = Ports::pick();
+        let token_file = d.join("stackmedic-remediator.token");
+        let mut values = LoopValues {
+            container: &name,
+            web_port,
+            closed: &closed,
+            access_log: &d.join("access.log"),
+            compose_file: &d.join("stack/docker-compose.yml"),
+            camera_app: &camera_app.url("").replace("http://", ""),
+            sink_port: sink.port(),
+            token_file: &token_file,
+        }
+        .replacements(&ports);
+        values.push((
+            "replace-with-a-long-random-token",
+            crate::unique_name("loop-token"),
+        ));
+        let set = ExampleSet::copy(&values);
+        let container = run_watched(&name, &www, web_port);
+        let serves = || crate::http::get(&web).is_ok_and(|r| r.status == 200);
+        assert!(
+            crate::wait_until(Duration::from_secs(10), Duration::from_millis(100), serves),
+            "the watched container does not serve {web}: {}",
+            container.logs()
+        );
+        let mut stack = Stack::start(&set, ports, &token_file);
+        let seen = format!("stackmedic_container_running{{container=\"{name}\"}} == 1");
+        assert!(
+            crate::wait_until(Duration::from_secs(60), Duration::from_millis(500), || {
+                stack.query(&seen).is_some()
+            }),
+            "Prometheus never saw the container running:\n{}",
+            stack.describe()
+        );
+        ShippedLoop {
+            name,
+            web,
+            www,
+            web_port,
+            sink,
+            camera_app,
+            stack,
+            container: Some(container),
+            set,
+            dir,
+        }
+    }
+
+    /// The loop's folder.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}

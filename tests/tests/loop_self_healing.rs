@@ -128,7 +128,7 @@ fn blip(stack: &Stack, name: &str, web: &str) -> Duration {
             println!("loop: blip of {down:.2} s is longer than a second: again");
             assert!(
                 wait_until(Duration::from_secs(120), Duration::from_millis(250), || {
-                    settled(stack, &format!("{name}/{name}"))
+                    settled(stack, &format!("container:{name}"))
                         && stack
                             .rule_groups_evaluated_after("stackmedic-remediation", started + 5.0)
                         && !stack.firing("ContainerDown", "container", name)

@@ -181,6 +181,9 @@ pub struct Facts {
     pub healed_in_window: u32,
     /// Whether, and why, an action on the subject must wait now.
     pub hold: Option<Hold>,
+    /// `None` while an alert of the incident fires; once every one resolved, how the last was
+    /// found resolved (`AlertResolved`: delivered, `Reconciled`).
+    pub quiet: Option<CloseReason>,
 }
 
 /// Why an action waits (the incident is `held`). It acts by itself when the hold ends.
@@ -338,6 +341,13 @@ pub enum Transition {
     Hold(Hold),
     /// The hold ended: the held incident's attempt is decided (acting).
     Release,
+    /// Every alert resolved while an attempt is in progress or stored: the incident stays, and
+    /// ends at its next step unless an alert of it fires again (a crash loop's alert resolves
+    /// for a moment after each restart; the attempt's own outcome decides).
+    Await,
+    /// Verified, and every alert of the incident resolved meanwhile: healed (the heal counts for
+    /// flapping) and closed.
+    HealedAndClosed(CloseReason),
 }
 
 /// Decides what `input` does to a subject whose open incident is `open` (`None`: none is open).
@@ -372,7 +382,11 @@ pub fn step(open: Option<&Open>, input: Input, f: &Facts) -> Option<Transition> 
         | (S::Held, Input::Release)
             if !o.running =>
         {
-            if f.dry_run {
+            if let Some(reason) = f.quiet {
+                // Every alert resolved, and none fired again by the next step: the outage
+                // ended; nothing is executed.
+                Some(Transition::Close(reason))
+            } else if f.dry_run {
                 Some(Transition::Escalate(Why::DryRun))
             } else if !f.configured {
                 Some(Transition::Escalate(Why::Unconfigured))
@@ -391,18 +405,25 @@ pub fn step(open: Option<&Open>, input: Input, f: &Facts) -> Option<Transition> 
             }
         }
         (S::Acting, Input::Returned) if o.running => Some(Transition::Verify),
-        (S::Verifying, Input::Verified) => Some(Transition::Heal {
-            recheck_at: f.now + f.policy.resolve_within.as_secs_f64(),
+        (S::Verifying, Input::Verified) => Some(match f.quiet {
+            Some(reason) => Transition::HealedAndClosed(reason),
+            None => Transition::Heal {
+                recheck_at: f.now + f.policy.resolve_within.as_secs_f64(),
+            },
         }),
         (S::Acting, Input::Failed) if o.running => Some(after_failure(o, f)),
         (S::Verifying, Input::Failed) => Some(after_failure(o, f)),
         (S::Acting, Input::Refused) if o.running => Some(Transition::Escalate(Why::Refused)),
+        (S::Healed, Input::Recheck { .. }) if f.quiet.is_some() => f.quiet.map(Transition::Close),
         (S::Healed, Input::Recheck { verified: true }) if o.rechecks == 0 => {
             Some(Transition::RecheckAgain {
                 at: f.now + f.policy.resolve_within.as_secs_f64(),
             })
         }
         (S::Healed, Input::Recheck { .. }) => Some(after_failure(o, f)),
+        // An attempt in progress or stored decides: its incident ends at its next step unless
+        // an alert fires again.
+        (S::Acting | S::Verifying | S::Waiting, Input::Resolved { .. }) => Some(Transition::Await),
         (_, Input::Resolved { delivered }) => Some(Transition::Close(if delivered {
             CloseReason::AlertResolved
         } else {
@@ -439,7 +460,10 @@ fn new(f: &Facts) -> New {
 /// A failed attempt (or a heal that did not hold): the next attempt, or escalation when none is
 /// left or the rule is gone.
 fn after_failure(o: &Open, f: &Facts) -> Transition {
-    if o.attempts >= f.policy.max_attempts {
+    if let (Some(reason), true) = (f.quiet, o.attempts >= f.policy.max_attempts) {
+        // No attempt left, but its alerts resolved: nothing to page about.
+        Transition::Close(reason)
+    } else if o.attempts >= f.policy.max_attempts {
         Transition::Escalate(Why::Exhausted)
     } else {
         Transition::Retry {

@@ -43,14 +43,10 @@ const BUSY: &[From] = &[
 ];
 const PENDING: &[From] = &[Some(S::Acting), Some(S::Waiting)];
 const ATTEMPTING: &[From] = &[Some(S::Acting), Some(S::Verifying)];
-const OPEN: &[From] = &[
-    Some(S::Acting),
-    Some(S::Verifying),
-    Some(S::Waiting),
-    Some(S::Healed),
-    Some(S::Escalated),
-    Some(S::Held),
-];
+const ATTEMPTING_OR_WAITING: &[From] = &[Some(S::Acting), Some(S::Verifying), Some(S::Waiting)];
+const PENDING_OR_HELD: &[From] = &[Some(S::Acting), Some(S::Waiting), Some(S::Held)];
+/// Open states without an attempt in progress or stored.
+const SETTLED: &[From] = &[Some(S::Healed), Some(S::Escalated), Some(S::Held)];
 
 /// Every transition the model has, and only those.
 pub const TABLE: &[Row] = &[
@@ -334,7 +330,67 @@ pub const TABLE: &[Row] = &[
         takes: |t| matches!(t, Transition::Escalate(Why::Exhausted)),
     },
     Row {
-        from: OPEN,
+        from: ATTEMPTING_OR_WAITING,
+        inputs: &["resolved"],
+        guard: "",
+        to: "unchanged",
+        to_state: None,
+        effect: "the attempt in progress or stored decides: the incident ends at its next step unless an alert of it fires again",
+        takes: |t| matches!(t, Transition::Await),
+    },
+    Row {
+        from: PENDING_OR_HELD,
+        inputs: &["due", "start", "release"],
+        guard: "every alert resolved, none fired again",
+        to: "resolved (alert_resolved or reconciled)",
+        to_state: Some(S::Resolved),
+        effect: "the outage ended: nothing is executed",
+        takes: |t| {
+            matches!(
+                t,
+                Transition::Close(CloseReason::AlertResolved | CloseReason::Reconciled)
+            )
+        },
+    },
+    Row {
+        from: VERIFYING,
+        inputs: &["verified"],
+        guard: "every alert resolved meanwhile",
+        to: "resolved (alert_resolved or reconciled)",
+        to_state: Some(S::Resolved),
+        effect: "healed (the heal counts for flapping) and closed",
+        takes: |t| matches!(t, Transition::HealedAndClosed(_)),
+    },
+    Row {
+        from: ATTEMPTING,
+        inputs: &["failed"],
+        guard: "no attempts left, and every alert resolved meanwhile",
+        to: "resolved (alert_resolved or reconciled)",
+        to_state: Some(S::Resolved),
+        effect: "nothing to page about",
+        takes: |t| {
+            matches!(
+                t,
+                Transition::Close(CloseReason::AlertResolved | CloseReason::Reconciled)
+            )
+        },
+    },
+    Row {
+        from: HEALED,
+        inputs: &["recheck"],
+        guard: "every alert resolved",
+        to: "resolved (alert_resolved or reconciled)",
+        to_state: Some(S::Resolved),
+        effect: "nothing left to check",
+        takes: |t| {
+            matches!(
+                t,
+                Transition::Close(CloseReason::AlertResolved | CloseReason::Reconciled)
+            )
+        },
+    },
+    Row {
+        from: SETTLED,
         inputs: &["resolved"],
         guard: "",
         to: "resolved (alert_resolved or reconciled)",

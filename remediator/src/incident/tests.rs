@@ -22,6 +22,7 @@ fn facts() -> Facts {
         late: false,
         healed_in_window: 0,
         hold: None,
+        quiet: None,
     }
 }
 
@@ -231,13 +232,14 @@ fn step_takes_exactly_the_transitions_of_the_table() {
     let mut taken = vec![0usize; TABLE.len()];
     for open in &states {
         for input in inputs {
-            for bits in 0..32u32 {
+            for bits in 0..64u32 {
                 let f = Facts {
                     dry_run: bits & 1 != 0,
                     configured: bits & 2 == 0,
                     late: bits & 4 != 0,
                     healed_in_window: if bits & 8 != 0 { 5 } else { 0 },
                     hold: (bits & 16 != 0).then_some(Hold::Paused),
+                    quiet: (bits & 32 != 0).then_some(CloseReason::AlertResolved),
                     ..facts()
                 };
                 let Some(t) = step(open.as_ref(), input, &f) else {

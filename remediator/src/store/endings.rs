@@ -11,7 +11,7 @@ use super::escalations;
 use super::jobs::{self, close};
 use super::{exec, row, Closed, Resolution, Store, StoreError};
 use crate::incident::{self, Facts, Input, Open, Policy, Transition};
-use crate::vocab::{Event, IncidentState, JobState, ResolvedBy};
+use crate::vocab::{CloseReason, Event, IncidentState, JobState, ResolvedBy};
 
 /// An alert Alertmanager holds as active, suppressed or unprocessed.
 #[derive(Debug, Clone)]
@@ -127,6 +127,33 @@ c,
         },
     )
     .optional()?)
+}
+
+/// `None` while an alert of incident `id` fires; once every one resolved, how the last one was
+/// found resolved.
+pub(super) fn quiet(c: &Connection, id: i64) -> Result<Option<CloseReason>, StoreError> {
+    let (firing, total): (i64, i64) = row(
+        c,
+        "SELECT COUNT(*) FILTER (WHERE resolved_at IS NULL), COUNT(*) FROM occurrences WHERE incident_id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if firing > 0 || total == 0 {
+        return Ok(None);
+    }
+    let by: Option<String> = row(
+        c,
+        "SELECT resolved_by FROM occurrences WHERE incident_id = ?1 ORDER BY resolved_at DESC LIMIT 1",
+        [id],
+        |r| r.get(0),
+    )?;
+    Ok(Some(
+        if by.as_deref() == Some(ResolvedBy::Reconciled.as_str()) {
+            CloseReason::Reconciled
+        } else {
+            CloseReason::AlertResolved
+        },
+    ))
 }
 
 /// The open incident with this id.
@@ -250,6 +277,7 @@ c,
         late: false,
         healed_in_window: 0,
         hold: None,
+        quiet: None,
     };
     let input = Input::Resolved {
         delivered: by == ResolvedBy::Alert,
@@ -267,6 +295,7 @@ c,
         let Some(inc) = open_by_id(c, id)? else {
             continue;
         };
+        // An attempt in progress or stored decides (`Await`); the others close now.
         if let Some(Transition::Close(reason)) = incident::step(Some(&inc.open()), input, &facts) {
             out.merge(close_incident(c, id, reason, now)?);
         }

@@ -457,12 +457,16 @@ fn release(
             };
             let facts = incident::Facts {
                 hold: hold_of(c, &inc.subject, cond)?,
+                quiet: super::endings::quiet(c, inc.id)?,
                 ..cond.facts(now, false, 0)
             };
             match incident::step(Some(&inc.open()), Input::Release, &facts) {
                 Some(Transition::Release) => {
                     out.job = Some(release_one(c, &inc, cond, now)?);
                     break;
+                }
+                Some(Transition::Close(reason)) => {
+                    super::endings::close_incident(c, inc.id, reason, now)?;
                 }
                 Some(Transition::Escalate(why)) => {
                     let detail = format!(

@@ -11,7 +11,7 @@
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::audit::{self, About};
-use super::endings::{close_incident, load_one, open_by_id, Row};
+use super::endings::{close_incident, load_one, open_by_id, quiet, Row};
 use super::escalations;
 use super::holds::{self, Guard};
 use super::jobs::{self, close};
@@ -53,6 +53,7 @@ impl Conditions {
             late,
             healed_in_window,
             hold: None,
+            quiet: None,
         }
     }
 }
@@ -243,9 +244,16 @@ fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, Stor
         };
         let facts = incident::Facts {
             hold: holds::hold_of(c, &inc.subject, cond)?,
+            quiet: quiet(c, id)?,
             ..cond.facts(now, late, 0)
         };
         return match incident::step(Some(&inc.open()), Input::Due, &facts) {
+            Some(Transition::Close(reason)) => {
+                close_incident(c, id, reason, now)?;
+                Ok(Decision::Cancelled {
+                    why: "its alerts resolved and none fired again before this attempt",
+                })
+            }
             Some(Transition::Due) => {
                 exec(
                     c,
@@ -614,6 +622,7 @@ fn start(c: &Connection, job: &Job, cond: &Conditions, now: f64) -> Result<Start
         Some(r) => {
             let facts = incident::Facts {
                 hold: holds::hold_of(c, &r.subject, cond)?,
+                quiet: quiet(c, r.id)?,
                 ..cond.facts(now, false, 0)
             };
             incident::step(Some(&r.open()), Input::Start, &facts)
@@ -651,6 +660,10 @@ fn start(c: &Connection, job: &Job, cond: &Conditions, now: f64) -> Result<Start
         (Some(Transition::Hold(h)), Some(inc)) => {
             holds::hold(c, inc.id, h, &job, cond, now)?;
             Ok(Start::Held(h))
+        }
+        (Some(Transition::Close(reason)), Some(inc)) => {
+            close_incident(c, inc.id, reason, now)?;
+            Ok(Start::Cancelled)
         }
         _ => {
             close(
@@ -722,7 +735,10 @@ fn finish(c: &Connection, mut input: FinishInput, now: f64) -> Result<Finished, 
         }
         return Ok(Finished::default());
     };
-    let facts = input.cond.facts(now, false, 0);
+    let facts = incident::Facts {
+        quiet: quiet(c, inc.id)?,
+        ..input.cond.facts(now, false, 0)
+    };
     let event = match input.outcome {
         Outcome::Succeeded => Input::Verified,
         Outcome::Failed => Input::Failed,
@@ -803,6 +819,23 @@ pub(super) fn follow(
             job.incident = Some(inc.id);
             escalate(c, inc, why, &d, Some(&job), cond.page.as_ref(), now)?;
             out.state = Some(IncidentState::Escalated);
+        }
+        Some(Transition::HealedAndClosed(reason)) => {
+            exec(
+                c,
+                "UPDATE incidents SET healed_at = ?2, detail = ?3 WHERE id = ?1",
+                params![
+                    inc.id,
+                    now,
+                    format!("healed by attempt {}: {detail}", inc.attempts)
+                ],
+            )?;
+            out.closed = close_incident(c, inc.id, reason, now)?.closed.pop();
+            out.state = Some(IncidentState::Resolved);
+        }
+        Some(Transition::Close(reason)) => {
+            out.closed = close_incident(c, inc.id, reason, now)?.closed.pop();
+            out.state = Some(IncidentState::Resolved);
         }
         Some(Transition::RecheckAgain { at }) => {
             exec(
