@@ -323,7 +323,7 @@ impl Sim {
             "PRAGMA query_only = OFF"
         };
         let r = self.rt.block_on(self.store.run(move |c| {
-            c.execute_batch(sql)?;
+            c.batch(sql)?;
             Ok(())
         }));
         // Switching it on is itself a (read-only) operation; switching off must work.

@@ -2,12 +2,10 @@
 //! incident still being remediated and closes a healed one; on-call's reset closes an
 //! escalated incident, re-arms its alerts still firing and clears the flapping history.
 
-use rusqlite::{params, Connection};
-
 use super::audit::{self, About};
 use super::endings::{close_incident, load_one, open_by_id, Row};
 use super::incidents::{escalate, Conditions};
-use super::{exec, jobs, Closed, Job, Resolution, Store, StoreError};
+use super::{args, exec, jobs, rows, Closed, Db, Job, Resolution, Store, StoreError};
 use crate::incident::{self, Input, Policy, Transition};
 use crate::paging::PageSpec;
 use crate::vocab::{CloseReason, Event, IncidentState};
@@ -61,24 +59,23 @@ impl Store {
 }
 
 fn unconfigured(
-    c: &Connection,
+    c: &dyn Db,
     configured: &[(String, String)],
     page: Option<&PageSpec>,
     now: f64,
 ) -> Result<Resolution, StoreError> {
-    let mut st = c.prepare_cached(
+    let open: Vec<(i64, String, String)> = rows(
+        c,
         "SELECT id, rule, target FROM incidents WHERE closed_at IS NULL AND state IN (?1, ?2, ?3)",
-    )?;
-    let open: Vec<(i64, String, String)> = st
-        .query_map(
-            params![
-                IncidentState::Acting.as_str(),
-                IncidentState::Waiting.as_str(),
-                IncidentState::Healed.as_str()
-            ],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?
-        .collect::<Result<_, _>>()?;
+        args![
+            IncidentState::Acting.as_str(),
+            IncidentState::Waiting.as_str(),
+            IncidentState::Healed.as_str()
+        ],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?
+    .into_iter()
+    .collect();
     let cond = Conditions {
         policy: Policy::default(),
         dry_run: false,
@@ -117,8 +114,8 @@ fn unconfigured(
     Ok(out)
 }
 
-fn reset(c: &Connection, subject: &str, note: &str, now: f64) -> Result<ResetOutcome, StoreError> {
-    let open = load_one(c, "subject = ?1 AND closed_at IS NULL", [subject])?;
+fn reset(c: &dyn Db, subject: &str, note: &str, now: f64) -> Result<ResetOutcome, StoreError> {
+    let open = load_one(c, "subject = ?1 AND closed_at IS NULL", args![subject])?;
     let facts = Conditions {
         policy: Policy::default(),
         dry_run: false,
@@ -138,22 +135,24 @@ fn reset(c: &Connection, subject: &str, note: &str, now: f64) -> Result<ResetOut
                 .pop()
                 .ok_or_else(|| StoreError(format!("incident {} did not close", inc.id)))?;
             // Its alerts still firing are new occurrences of a re-armed subject.
-            let mut st = c.prepare_cached(
-                "SELECT rule, fingerprint, starts_at FROM occurrences WHERE incident_id = ?1 AND resolved_at IS NULL",
-            )?;
-            let firing: Vec<(String, String, String)> = st
-                .query_map([inc.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<Result<_, _>>()?;
+            let firing: Vec<(String, String, String)> = rows(
+        c,
+        "SELECT rule, fingerprint, starts_at FROM occurrences WHERE incident_id = ?1 AND resolved_at IS NULL",
+        args![inc.id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?
+    .into_iter()
+    .collect();
             exec(
                 c,
                 "UPDATE occurrences SET incident_id = NULL WHERE incident_id = ?1 AND resolved_at IS NULL",
-                [inc.id],
+                args![inc.id],
             )?;
             for (rule, fp, starts) in firing {
                 if let Some(template) = jobs::load(
                     c,
                     "rule = ?1 AND fingerprint = ?2 AND starts_at = ?3 ORDER BY id DESC LIMIT 1",
-                    params![rule, fp, starts],
+                    args![rule, fp, starts],
                 )?
                 .pop()
                 {
@@ -175,7 +174,7 @@ fn reset(c: &Connection, subject: &str, note: &str, now: f64) -> Result<ResetOut
         c,
         "INSERT INTO subjects (subject, reset_at, reset_note) VALUES (?1, ?2, ?3) \
          ON CONFLICT(subject) DO UPDATE SET reset_at = excluded.reset_at, reset_note = excluded.reset_note",
-        params![subject, now, note],
+        args![subject, now, note],
     )?;
     let detail = match &outcome {
         ResetOutcome::Reset { closed, .. } => format!(

@@ -4,12 +4,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use rusqlite::{params, Connection, OptionalExtension};
-
 use super::audit::{self, About};
 use super::escalations;
 use super::jobs::{self, close};
-use super::{exec, row, Closed, Resolution, Store, StoreError};
+use super::{args, exec, row, row_opt, rows, Closed, Db, Resolution, Store, StoreError};
 use crate::incident::{self, Facts, Input, Open, Policy, Transition};
 use crate::vocab::{CloseReason, Event, IncidentState, JobState, ResolvedBy};
 
@@ -92,11 +90,11 @@ impl Row {
 }
 
 pub(super) fn load_one(
-    c: &Connection,
+    c: &dyn Db,
     filter: &str,
-    p: impl rusqlite::Params,
+    p: &[super::db::Value],
 ) -> Result<Option<Row>, StoreError> {
-    Ok(row(
+    Ok(row_opt(
 c,
         &format!(
             "SELECT id, subject, target, rule, action, alertname, fingerprint, state, attempts, max_attempts, \
@@ -126,16 +124,16 @@ c,
             })
         },
     )
-    .optional()?)
+    ?)
 }
 
 /// `None` while an alert of incident `id` fires; once every one resolved, how the last one was
 /// found resolved.
-pub(super) fn quiet(c: &Connection, id: i64) -> Result<Option<CloseReason>, StoreError> {
+pub(super) fn quiet(c: &dyn Db, id: i64) -> Result<Option<CloseReason>, StoreError> {
     let (firing, total): (i64, i64) = row(
         c,
         "SELECT COUNT(*) FILTER (WHERE resolved_at IS NULL), COUNT(*) FROM occurrences WHERE incident_id = ?1",
-        [id],
+        args![id],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     if firing > 0 || total == 0 {
@@ -144,7 +142,7 @@ pub(super) fn quiet(c: &Connection, id: i64) -> Result<Option<CloseReason>, Stor
     let by: Option<String> = row(
         c,
         "SELECT resolved_by FROM occurrences WHERE incident_id = ?1 ORDER BY resolved_at DESC LIMIT 1",
-        [id],
+        args![id],
         |r| r.get(0),
     )?;
     Ok(Some(
@@ -157,14 +155,14 @@ pub(super) fn quiet(c: &Connection, id: i64) -> Result<Option<CloseReason>, Stor
 }
 
 /// The open incident with this id.
-pub(super) fn open_by_id(c: &Connection, id: i64) -> Result<Option<Row>, StoreError> {
-    load_one(c, "id = ?1 AND closed_at IS NULL", [id])
+pub(super) fn open_by_id(c: &dyn Db, id: i64) -> Result<Option<Row>, StoreError> {
+    load_one(c, "id = ?1 AND closed_at IS NULL", args![id])
 }
 
 /// Closes an open incident: its pending attempt is cancelled, its escalation switched to
 /// resolving, and the closing audited.
 pub(super) fn close_incident(
-    c: &Connection,
+    c: &dyn Db,
     id: i64,
     reason: crate::vocab::CloseReason,
     now: f64,
@@ -177,13 +175,13 @@ pub(super) fn close_incident(
 c,
         "UPDATE incidents SET state = ?2, closed_at = ?3, updated_at = ?3, close_reason = ?4, current_job = NULL, \
          next_attempt_at = NULL, next_check_at = NULL WHERE id = ?1",
-        params![id, IncidentState::Resolved.as_str(), now, reason.as_str()],
+        args![id, IncidentState::Resolved.as_str(), now, reason.as_str()],
     )?;
     if let Some(pending) = row.current_job {
         for job in jobs::load(
             c,
             "id = ?1 AND state = ?2",
-            params![pending, JobState::Queued.as_str()],
+            args![pending, JobState::Queued.as_str()],
         )? {
             let detail = format!(
                 "the incident closed before its next attempt: {}",
@@ -218,7 +216,7 @@ c,
 /// not seen yet is remembered when `remember` (its alert matches a rule): a firing of it that
 /// arrives later never acts.
 pub(super) fn resolve_alert(
-    c: &Connection,
+    c: &dyn Db,
     fingerprint: &str,
     starts_at: &str,
     by: ResolvedBy,
@@ -226,22 +224,24 @@ pub(super) fn resolve_alert(
     now: f64,
 ) -> Result<Resolution, StoreError> {
     let mut out = Resolution::default();
-    let mut st = c.prepare_cached(
+    let incidents: BTreeSet<i64> = rows(
+        c,
         "SELECT DISTINCT incident_id FROM occurrences WHERE fingerprint = ?1 AND starts_at = ?2 \
          AND resolved_at IS NULL AND incident_id IS NOT NULL",
-    )?;
-    let incidents: BTreeSet<i64> = st
-        .query_map(params![fingerprint, starts_at], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+        args![fingerprint, starts_at],
+        |r| r.get(0),
+    )?
+    .into_iter()
+    .collect();
     out.occurrences = exec(
 c,
         "UPDATE occurrences SET resolved_at = ?3, resolved_by = ?4 WHERE fingerprint = ?1 AND starts_at = ?2 AND resolved_at IS NULL",
-        params![fingerprint, starts_at, now, by.as_str()],
+        args![fingerprint, starts_at, now, by.as_str()],
     )?;
     let undecided = jobs::load(
         c,
         "state = ?1 AND fingerprint = ?2 AND starts_at = ?3 AND incident_id IS NULL ORDER BY id",
-        params![JobState::Queued.as_str(), fingerprint, starts_at],
+        args![JobState::Queued.as_str(), fingerprint, starts_at],
     )?;
     for job in undecided {
         close(
@@ -257,14 +257,14 @@ c,
         let seen: i64 = row(
             c,
             "SELECT COUNT(*) FROM occurrences WHERE fingerprint = ?1 AND starts_at = ?2",
-            params![fingerprint, starts_at],
+            args![fingerprint, starts_at],
             |r| r.get(0),
         )?;
         if seen == 0 {
             exec(
                 c,
-                "INSERT OR IGNORE INTO early_resolves (fingerprint, starts_at, at) VALUES (?1, ?2, ?3)",
-                params![fingerprint, starts_at, now],
+                "INSERT INTO early_resolves (fingerprint, starts_at, at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                args![fingerprint, starts_at, now],
             )?;
             out.remembered += 1;
         }
@@ -286,7 +286,7 @@ c,
         let firing: i64 = row(
             c,
             "SELECT COUNT(*) FROM occurrences WHERE incident_id = ?1 AND resolved_at IS NULL",
-            [id],
+            args![id],
             |r| r.get(0),
         )?;
         if firing > 0 {
@@ -304,7 +304,7 @@ c,
 }
 
 fn reconcile(
-    c: &Connection,
+    c: &dyn Db,
     active: &[ActiveAlert],
     listed_before: f64,
     now: f64,
@@ -316,13 +316,15 @@ fn reconcile(
             .or_default()
             .push(a.starts_at);
     }
-    let mut st = c.prepare_cached(
+    let open: Vec<(String, String, Option<f64>)> = rows(
+        c,
         "SELECT DISTINCT fingerprint, starts_at, starts_at_s FROM occurrences \
          WHERE resolved_at IS NULL AND first_seen < ?1",
-    )?;
-    let open: Vec<(String, String, Option<f64>)> = st
-        .query_map([listed_before], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<_, _>>()?;
+        args![listed_before],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?
+    .into_iter()
+    .collect();
     let mut out = Resolution::default();
     for (fingerprint, starts_at, start) in open {
         let listed = by_fingerprint

@@ -6,14 +6,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::{json, Value};
 
 use super::audit::{self, About};
 use super::endings::{open_by_id, Row};
 use super::incidents::{escalate, Conditions};
 use super::jobs::{self, close};
-use super::{exec, row, Job, Store, StoreError};
+use super::{args, exec, row, row_opt, rows, Db, Job, Store, StoreError};
 use crate::clock::rfc3339_millis;
 use crate::config::guard::BlastRadius;
 use crate::incident::{self, Hold, Input, Transition};
@@ -47,22 +46,22 @@ pub struct Pause {
 }
 
 /// A subject failing: its open incident is not healed, or an alert of it waits to be decided.
-fn failing(c: &Connection, subject: &str) -> Result<bool, StoreError> {
+fn failing(c: &dyn Db, subject: &str) -> Result<bool, StoreError> {
     Ok(row(
         c,
         "SELECT EXISTS (SELECT 1 FROM incidents WHERE subject = ?1 AND closed_at IS NULL AND state != ?2) \
          OR EXISTS (SELECT 1 FROM jobs WHERE subject = ?1 AND state = ?3 AND incident_id IS NULL)",
-        params![subject, IncidentState::Healed.as_str(), JobState::Queued.as_str()],
+        args![subject, IncidentState::Healed.as_str(), JobState::Queued.as_str()],
         |r| r.get(0),
     )?)
 }
 
 /// The pause in force, if any.
-pub(super) fn paused(c: &Connection) -> Result<Option<Pause>, StoreError> {
-    Ok(row(
+pub(super) fn paused(c: &dyn Db) -> Result<Option<Pause>, StoreError> {
+    Ok(row_opt(
         c,
         "SELECT reason, since, until FROM pause WHERE id = 1",
-        [],
+        args![],
         |r| {
             Ok(Pause {
                 reason: r.get(0)?,
@@ -70,13 +69,12 @@ pub(super) fn paused(c: &Connection) -> Result<Option<Pause>, StoreError> {
                 until: r.get(2)?,
             })
         },
-    )
-    .optional()?)
+    )?)
 }
 
 /// Whether, and why, an action on `subject` must wait now.
 pub(super) fn hold_of(
-    c: &Connection,
+    c: &dyn Db,
     subject: &str,
     cond: &Conditions,
 ) -> Result<Option<Hold>, StoreError> {
@@ -131,7 +129,7 @@ fn hold_kind(h: Hold) -> &'static str {
 /// Holds incident `inc` (open) on `hold`; `job` was its pending attempt, or the job of the
 /// alert that opened it, and ends `held`. A guard or engine hold pages once for the target.
 pub(super) fn hold(
-    c: &Connection,
+    c: &dyn Db,
     inc: i64,
     hold: Hold,
     job: &Job,
@@ -143,7 +141,7 @@ pub(super) fn hold(
         c,
         "UPDATE incidents SET state = ?2, hold = ?3, current_job = NULL, next_attempt_at = NULL, \
          next_check_at = NULL, updated_at = ?4, detail = ?5 WHERE id = ?1",
-        params![
+        args![
             inc,
             IncidentState::Held.as_str(),
             hold_kind(hold),
@@ -163,33 +161,32 @@ pub(super) fn hold(
 /// The one page of a target whose actions a guard or an unreachable engine holds: stored when
 /// the first incident is held, its text updated as more are, resolved when none is held.
 fn group_page(
-    c: &Connection,
+    c: &dyn Db,
     job: &Job,
     hold: Hold,
     page: Option<&PageSpec>,
     now: f64,
 ) -> Result<(), StoreError> {
     let target = &job.new.target;
-    let held: Vec<String> = c
-        .prepare_cached(
-            "SELECT subject FROM incidents WHERE target = ?1 AND closed_at IS NULL AND state = ?2 \
+    let held: Vec<String> = rows(
+        c,
+        "SELECT subject FROM incidents WHERE target = ?1 AND closed_at IS NULL AND state = ?2 \
              AND hold IN ('blast_radius', 'engine') ORDER BY subject",
-        )?
-        .query_map(params![target, IncidentState::Held.as_str()], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+        args![target, IncidentState::Held.as_str()],
+        |r| r.get(0),
+    )?;
     let summary = match hold {
         Hold::BlastRadius { failing, of } => {
             format!("{failing} of {of} subjects of target {target} failing: actions held")
         }
         _ => format!("the engine of target {target} cannot be reached: actions held"),
     };
-    let existing: Option<(i64, String)> = row(
+    let existing: Option<(i64, String)> = row_opt(
         c,
         "SELECT id, payload FROM escalations WHERE hold_group = ?1 AND state = ?2",
-        params![target, EscalationState::Firing.as_str()],
+        args![target, EscalationState::Firing.as_str()],
         |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .optional()?;
+    )?;
     let Some(spec) = page else {
         if existing.is_none() {
             audit::write(
@@ -228,8 +225,8 @@ fn group_page(
             }
             exec(
                 c,
-                "UPDATE escalations SET payload = ?2, next_try_at = MIN(next_try_at, ?3) WHERE id = ?1",
-                params![id, payload.to_string(), now],
+                "UPDATE escalations SET payload = ?2, next_try_at = CASE WHEN next_try_at <= ?3 THEN next_try_at ELSE ?3 END WHERE id = ?1",
+                args![id, payload.to_string(), now],
             )?;
         }
         None => {
@@ -258,7 +255,7 @@ fn group_page(
                 c,
                 "INSERT INTO escalations (job_id, incident_id, created_at, payload, next_try_at, subject, fingerprint, \
                    starts_at, state, hold_group) VALUES (?1, NULL, ?2, ?3, ?2, ?4, ?5, ?6, ?7, ?8)",
-                params![
+                args![
                     job.id,
                     now,
                     payload.to_string(),
@@ -288,14 +285,14 @@ fn group_page(
 
 /// Resolves the group pages of targets with no incident held by the guard or the engine any
 /// more; returns how many started resolving.
-pub(crate) fn resolve_group_pages(c: &Connection, now: f64) -> Result<usize, StoreError> {
+pub(crate) fn resolve_group_pages(c: &dyn Db, now: f64) -> Result<usize, StoreError> {
     Ok(exec(
         c,
         "UPDATE escalations SET state = ?1, resolve_reason = ?2, next_try_at = ?3, failures = 0 \
          WHERE state = ?4 AND hold_group IS NOT NULL AND NOT EXISTS (SELECT 1 FROM incidents \
            WHERE incidents.target = escalations.hold_group AND closed_at IS NULL AND state = ?5 \
            AND hold IN ('blast_radius', 'engine'))",
-        params![
+        args![
             EscalationState::Resolving.as_str(),
             "no action of the target is held any more",
             now,
@@ -323,13 +320,15 @@ impl Store {
     /// On a database failure.
     pub async fn held_targets(&self) -> Result<Vec<(String, bool)>, StoreError> {
         self.read(|c| {
-            let mut st = c.prepare_cached(
-                "SELECT target, MAX(hold = 'engine') FROM incidents WHERE closed_at IS NULL AND state = ?1 GROUP BY target",
-            )?;
-            let rows = st.query_map([IncidentState::Held.as_str()], |r| {
-                Ok((r.get(0)?, r.get::<_, Option<bool>>(1)?.unwrap_or(false)))
-            })?;
-            Ok(rows.collect::<Result<_, _>>()?)
+            let rows = rows(
+        c,
+        "SELECT target, MAX(CASE WHEN hold = 'engine' THEN 1 ELSE 0 END) FROM incidents WHERE closed_at IS NULL AND state = ?1 GROUP BY target",
+        args![IncidentState::Held.as_str()],
+        |r| {
+                Ok((r.get(0)?, r.get::<Option<bool>>(1)?.unwrap_or(false)))
+            },
+    )?;
+            Ok(rows)
         })
         .await
     }
@@ -364,7 +363,7 @@ impl Store {
                 c,
                 "INSERT INTO pause (id, reason, since, until) VALUES (1, ?1, ?2, ?3) \
                  ON CONFLICT(id) DO UPDATE SET reason = excluded.reason, until = excluded.until",
-                params![reason, now, until],
+                args![reason, now, until],
             )?;
             let p = paused(c)?.ok_or_else(|| StoreError("the pause was not stored".into()))?;
             audit::write(
@@ -396,7 +395,7 @@ impl Store {
     pub async fn resume_actions(&self, now: f64) -> Result<Option<Pause>, StoreError> {
         self.run(move |c| {
             let p = paused(c)?;
-            exec(c, "DELETE FROM pause WHERE id = 1", [])?;
+            exec(c, "DELETE FROM pause WHERE id = 1", args![])?;
             if let Some(p) = &p {
                 audit::write(
                     c,
@@ -427,17 +426,12 @@ impl Store {
     }
 }
 
-fn release(
-    c: &Connection,
-    target: &str,
-    cond: &Conditions,
-    now: f64,
-) -> Result<Released, StoreError> {
+fn release(c: &dyn Db, target: &str, cond: &Conditions, now: f64) -> Result<Released, StoreError> {
     let mut out = Released::default();
     let busy: bool = row(
         c,
         "SELECT EXISTS (SELECT 1 FROM incidents WHERE target = ?1 AND closed_at IS NULL AND state IN (?2, ?3))",
-        params![
+        args![
             target,
             IncidentState::Acting.as_str(),
             IncidentState::Verifying.as_str()
@@ -445,12 +439,7 @@ fn release(
         |r| r.get(0),
     )?;
     if !busy {
-        let held: Vec<i64> = c
-            .prepare_cached(
-                "SELECT id FROM incidents WHERE target = ?1 AND closed_at IS NULL AND state = ?2 ORDER BY opened_at, id",
-            )?
-            .query_map(params![target, IncidentState::Held.as_str()], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
+        let held: Vec<i64> = rows(c, "SELECT id FROM incidents WHERE target = ?1 AND closed_at IS NULL AND state = ?2 ORDER BY opened_at, id", args![target, IncidentState::Held.as_str()], |r| r.get(0))?;
         for id in held {
             let Some(inc) = open_by_id(c, id)? else {
                 continue;
@@ -494,17 +483,11 @@ fn release(
 
 /// Records that a held incident is held for `h` now, when that is another kind of hold than it
 /// was held for; a guard or engine hold pages once for the target.
-fn rehold(
-    c: &Connection,
-    inc: &Row,
-    h: Hold,
-    cond: &Conditions,
-    now: f64,
-) -> Result<(), StoreError> {
+fn rehold(c: &dyn Db, inc: &Row, h: Hold, cond: &Conditions, now: f64) -> Result<(), StoreError> {
     let (stored, old): (Option<String>, String) = row(
         c,
         "SELECT hold, detail FROM incidents WHERE id = ?1",
-        [inc.id],
+        args![inc.id],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let detail = format!("held: {}", hold_detail(h, cond));
@@ -512,13 +495,17 @@ fn rehold(
         exec(
             c,
             "UPDATE incidents SET hold = ?2, detail = ?3 WHERE id = ?1",
-            params![inc.id, hold_kind(h), detail],
+            args![inc.id, hold_kind(h), detail],
         )?;
     }
     if h.pages() {
         // Writes only when the group's page has something new to say.
-        if let Some(job) =
-            jobs::load(c, "incident_id = ?1 ORDER BY id DESC LIMIT 1", [inc.id])?.pop()
+        if let Some(job) = jobs::load(
+            c,
+            "incident_id = ?1 ORDER BY id DESC LIMIT 1",
+            args![inc.id],
+        )?
+        .pop()
         {
             group_page(c, &job, h, cond.page.as_ref(), now)?;
         }
@@ -527,10 +514,14 @@ fn rehold(
 }
 
 /// Makes a held incident acting again with a new attempt, a copy of its latest job.
-fn release_one(c: &Connection, inc: &Row, cond: &Conditions, now: f64) -> Result<Job, StoreError> {
-    let template = jobs::load(c, "incident_id = ?1 ORDER BY id DESC LIMIT 1", [inc.id])?
-        .pop()
-        .ok_or_else(|| StoreError(format!("held incident {} has no job", inc.id)))?;
+fn release_one(c: &dyn Db, inc: &Row, cond: &Conditions, now: f64) -> Result<Job, StoreError> {
+    let template = jobs::load(
+        c,
+        "incident_id = ?1 ORDER BY id DESC LIMIT 1",
+        args![inc.id],
+    )?
+    .pop()
+    .ok_or_else(|| StoreError(format!("held incident {} has no job", inc.id)))?;
     let mut new = template.new;
     new.not_before = now;
     let job = jobs::insert(c, new, Some(inc.id), true, now)?;
@@ -539,7 +530,7 @@ fn release_one(c: &Connection, inc: &Row, cond: &Conditions, now: f64) -> Result
         "UPDATE incidents SET state = ?2, hold = NULL, current_job = ?3, max_attempts = ?4, updated_at = ?5, \
          detail = 'released: attempt ' || (attempts + 1) || ' of ' || ?4 || ' waits for the subject''s lock and the global limit' \
          WHERE id = ?1",
-        params![
+        args![
             inc.id,
             IncidentState::Acting.as_str(),
             job.id,

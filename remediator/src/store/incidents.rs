@@ -8,14 +8,12 @@
 //! fires, removed rules, and on-call's reset. How incidents end when their alerts resolve is
 //! in `endings`.
 
-use rusqlite::{params, Connection, OptionalExtension};
-
 use super::audit::{self, About};
 use super::endings::{close_incident, load_one, open_by_id, quiet, Row};
 use super::escalations;
 use super::holds::{self, Guard};
 use super::jobs::{self, close};
-use super::{exec, row, Closed, Job, Store, StoreError};
+use super::{args, exec, row, row_opt, Closed, Db, Job, Store, StoreError};
 use crate::action::Selection;
 use crate::incident::{self, Decision, Facts, Input, New, Policy, Transition, Why};
 use crate::paging::PageSpec;
@@ -172,7 +170,7 @@ impl Store {
                 c,
                 "UPDATE incidents SET state = ?2, updated_at = ?3, detail = 'attempt ' || attempts || ' of ' || max_attempts || ': verifying' \
                  WHERE current_job = ?1 AND closed_at IS NULL AND state = ?4",
-                params![
+                args![
                     job,
                     IncidentState::Verifying.as_str(),
                     now,
@@ -196,7 +194,7 @@ impl Store {
 
 /// Healed incidents of `subject` within the flapping window, since its last reset.
 fn healed_in_window(
-    c: &Connection,
+    c: &dyn Db,
     subject: &str,
     policy: &Policy,
     now: f64,
@@ -206,7 +204,7 @@ fn healed_in_window(
         c,
         "SELECT COUNT(*) FROM incidents WHERE subject = ?1 AND healed_at >= ?2 \
          AND healed_at >= COALESCE((SELECT reset_at FROM subjects WHERE subject = ?1), 0)",
-        params![subject, since],
+        args![subject, since],
         |r| r.get(0),
     )?)
 }
@@ -216,16 +214,15 @@ fn is_late(job: &Job, max_age: f64, now: f64) -> bool {
     now - job.due_at > max_age
 }
 
-fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, StoreError> {
+fn decide(c: &dyn Db, input: DecideInput, now: f64) -> Result<Decision, StoreError> {
     let job = &input.job;
     let cond = &input.cond;
-    let stored: Option<(String, Option<i64>)> = row(
+    let stored: Option<(String, Option<i64>)> = row_opt(
         c,
         "SELECT state, incident_id FROM jobs WHERE id = ?1",
-        [job.id],
+        args![job.id],
         |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .optional()?;
+    )?;
     let Some((state, incident)) = stored else {
         return Ok(Decision::Gone);
     };
@@ -260,7 +257,7 @@ fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, Stor
                     "UPDATE incidents SET state = ?2, next_attempt_at = NULL, max_attempts = ?3, updated_at = ?4, \
                      detail = 'attempt ' || (attempts + 1) || ' of ' || ?3 || ': waiting for the subject''s lock and the global limit' \
                      WHERE id = ?1",
-                    params![id, IncidentState::Acting.as_str(), cond.policy.max_attempts, now],
+                    args![id, IncidentState::Acting.as_str(), cond.policy.max_attempts, now],
                 )?;
                 Ok(Decision::Act {
                     incident: id,
@@ -294,26 +291,30 @@ fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, Stor
     exec(
         c,
         "UPDATE jobs SET subject = ?2, selection = ?3 WHERE id = ?1",
-        params![
+        args![
             job.id,
             job.new.subject,
             serde_json::to_string(&job.new.selection).unwrap_or_else(|_| "{}".into())
         ],
     )?;
-    let occurrence: Option<(Option<f64>, Option<f64>)> = row(
+    let occurrence: Option<(Option<f64>, Option<f64>)> = row_opt(
         c,
         "SELECT resolved_at, starts_at_s FROM occurrences WHERE rule = ?1 AND fingerprint = ?2 AND starts_at = ?3",
-        params![job.new.rule, job.new.fingerprint, job.new.starts_at],
+        args![job.new.rule, job.new.fingerprint, job.new.starts_at],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )
-    .optional()?;
+    ?;
     if occurrence.is_some_and(|(resolved, _)| resolved.is_some()) {
         let why = "the alert resolved before the action ran";
         close(c, &job, Event::Cancelled, why, now)?;
         return Ok(Decision::Cancelled { why });
     }
     let starts_at = occurrence.and_then(|(_, s)| s);
-    let open = load_one(c, "subject = ?1 AND closed_at IS NULL", [&input.subject])?;
+    let open = load_one(
+        c,
+        "subject = ?1 AND closed_at IS NULL",
+        args![&input.subject],
+    )?;
     let healed = healed_in_window(c, &input.subject, &cond.policy, now)?;
     let facts = incident::Facts {
         hold: holds::hold_of(c, &input.subject, cond)?,
@@ -408,7 +409,7 @@ fn decide(c: &Connection, input: DecideInput, now: f64) -> Result<Decision, Stor
             exec(
                 c,
                 "UPDATE incidents SET detail = ?2 WHERE id = ?1",
-                params![id, detail],
+                args![id, detail],
             )?;
             escalations::insert(c, &job, id, cond.page.as_ref(), &detail, now)?;
             let event = match why {
@@ -442,17 +443,17 @@ fn gate_detail(why: Why, inc: &Row, cond: &Conditions, job: &Job, now: f64) -> S
     }
 }
 
-fn load_row(c: &Connection, id: i64) -> Result<Row, StoreError> {
+fn load_row(c: &dyn Db, id: i64) -> Result<Row, StoreError> {
     open_by_id(c, id)?.ok_or_else(|| StoreError(format!("incident {id} is not open")))
 }
 
 /// The alerts of a superseded incident still firing belong to the new outage.
-fn adopt(c: &Connection, old: Option<&Row>, id: i64) -> Result<(), StoreError> {
+fn adopt(c: &dyn Db, old: Option<&Row>, id: i64) -> Result<(), StoreError> {
     if let Some(old) = old {
         exec(
             c,
             "UPDATE occurrences SET incident_id = ?2 WHERE incident_id = ?1 AND resolved_at IS NULL",
-            params![old.id, id],
+            args![old.id, id],
         )?;
     }
     Ok(())
@@ -460,7 +461,7 @@ fn adopt(c: &Connection, old: Option<&Row>, id: i64) -> Result<(), StoreError> {
 
 /// A waiting incident's next attempt acts by the rule of its latest alert: of two rules on one
 /// subject (a restart and a compose up), the condition now reported chooses the action.
-fn follow_latest_rule(c: &Connection, inc: &Row, job: &Job) -> Result<(), StoreError> {
+fn follow_latest_rule(c: &dyn Db, inc: &Row, job: &Job) -> Result<(), StoreError> {
     let Some(pending) = inc.current_job else {
         return Ok(());
     };
@@ -468,7 +469,7 @@ fn follow_latest_rule(c: &Connection, inc: &Row, job: &Job) -> Result<(), StoreE
         c,
         "UPDATE jobs SET rule = ?2, action = ?3, target = ?4, selection = ?5, labels = ?6, annotations = ?7, \
            fingerprint = ?8, starts_at = ?9 WHERE id = ?1 AND state = ?10 AND rule != ?2",
-        params![
+        args![
             pending,
             job.new.rule,
             job.new.action.as_str(),
@@ -485,7 +486,7 @@ fn follow_latest_rule(c: &Connection, inc: &Row, job: &Job) -> Result<(), StoreE
         exec(
             c,
             "UPDATE incidents SET rule = ?2, action = ?3, target = ?4 WHERE id = ?1",
-            params![
+            args![
                 inc.id,
                 job.new.rule,
                 job.new.action.as_str(),
@@ -497,23 +498,23 @@ fn follow_latest_rule(c: &Connection, inc: &Row, job: &Job) -> Result<(), StoreE
 }
 
 /// Links the job and its occurrence to incident `id`.
-fn link(c: &Connection, job: &mut Job, id: i64) -> Result<(), StoreError> {
+fn link(c: &dyn Db, job: &mut Job, id: i64) -> Result<(), StoreError> {
     job.incident = Some(id);
     exec(
         c,
         "UPDATE jobs SET incident_id = ?2 WHERE id = ?1",
-        params![job.id, id],
+        args![job.id, id],
     )?;
     exec(
         c,
         "UPDATE occurrences SET incident_id = ?4 WHERE rule = ?1 AND fingerprint = ?2 AND starts_at = ?3",
-        params![job.new.rule, job.new.fingerprint, job.new.starts_at, id],
+        args![job.new.rule, job.new.fingerprint, job.new.starts_at, id],
     )?;
     Ok(())
 }
 
 fn insert_incident(
-    c: &Connection,
+    c: &dyn Db,
     job: &Job,
     policy: &Policy,
     escalated: bool,
@@ -531,12 +532,12 @@ fn insert_incident(
             ),
         )
     };
-    exec(
+    row(
         c,
         "INSERT INTO incidents (subject, target, rule, action, alertname, fingerprint, state, opened_at, updated_at, \
            attempts, max_attempts, flapping_count, flapping_window, current_job, escalated_at, detail) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 0, ?9, ?10, ?11, ?12, ?13, ?14)",
-        params![
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 0, ?9, ?10, ?11, ?12, ?13, ?14) RETURNING id",
+        args![
             job.new.subject,
             job.new.target,
             job.new.rule,
@@ -552,15 +553,15 @@ fn insert_incident(
             escalated.then_some(now),
             detail,
         ],
-    )?;
-    Ok(c.last_insert_rowid())
+        |r| r.get(0),
+    )
 }
 
 /// Escalates an open incident: no more actions, its pending attempt or re-check cancelled, its
 /// escalation stored (or, without an `escalation` section, the audit says nobody is paged).
 /// `job` is the job the page is about; without one, the incident's latest job.
 pub(super) fn escalate(
-    c: &Connection,
+    c: &dyn Db,
     inc: &Row,
     why: Why,
     detail: &str,
@@ -572,13 +573,13 @@ pub(super) fn escalate(
         c,
         "UPDATE incidents SET state = ?2, escalated_at = ?3, updated_at = ?3, current_job = NULL, \
          next_attempt_at = NULL, next_check_at = NULL, detail = ?4 WHERE id = ?1",
-        params![inc.id, IncidentState::Escalated.as_str(), now, detail],
+        args![inc.id, IncidentState::Escalated.as_str(), now, detail],
     )?;
     if let Some(pending) = inc.current_job.filter(|p| job.is_none_or(|j| j.id != *p)) {
         for j in jobs::load(
             c,
             "id = ?1 AND state = ?2",
-            params![pending, JobState::Queued.as_str()],
+            args![pending, JobState::Queued.as_str()],
         )? {
             let d = format!("the incident was escalated: {}", why.describe());
             close(c, &j, Event::Cancelled, &d, now)?;
@@ -588,7 +589,11 @@ pub(super) fn escalate(
     let job = match job {
         Some(j) => j,
         None => {
-            latest = jobs::load(c, "incident_id = ?1 ORDER BY id DESC LIMIT 1", [inc.id])?;
+            latest = jobs::load(
+                c,
+                "incident_id = ?1 ORDER BY id DESC LIMIT 1",
+                args![inc.id],
+            )?;
             match latest.first() {
                 Some(j) => j,
                 None => return Ok(()),
@@ -601,14 +606,13 @@ pub(super) fn escalate(
     escalations::insert(c, &job, inc.id, page, detail, now)
 }
 
-fn start(c: &Connection, job: &Job, cond: &Conditions, now: f64) -> Result<Start, StoreError> {
-    let stored: Option<(String, Option<i64>)> = row(
+fn start(c: &dyn Db, job: &Job, cond: &Conditions, now: f64) -> Result<Start, StoreError> {
+    let stored: Option<(String, Option<i64>)> = row_opt(
         c,
         "SELECT state, incident_id FROM jobs WHERE id = ?1",
-        [job.id],
+        args![job.id],
         |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .optional()?;
+    )?;
     let Some((state, Some(incident))) = stored else {
         return Ok(Start::Gone);
     };
@@ -634,7 +638,7 @@ fn start(c: &Connection, job: &Job, cond: &Conditions, now: f64) -> Result<Start
             exec(
                 c,
                 "UPDATE incidents SET attempts = ?2, updated_at = ?3, detail = ?4 WHERE id = ?1",
-                params![
+                args![
                     incident,
                     attempt,
                     now,
@@ -644,7 +648,7 @@ fn start(c: &Connection, job: &Job, cond: &Conditions, now: f64) -> Result<Start
             exec(
                 c,
                 "UPDATE jobs SET state = ?2, started_at = ?3, attempt = ?4 WHERE id = ?1",
-                params![job.id, JobState::Running.as_str(), now, attempt],
+                args![job.id, JobState::Running.as_str(), now, attempt],
             )?;
             Ok(Start::Started {
                 attempt,
@@ -678,26 +682,25 @@ fn start(c: &Connection, job: &Job, cond: &Conditions, now: f64) -> Result<Start
     }
 }
 
-fn finish(c: &Connection, mut input: FinishInput, now: f64) -> Result<Finished, StoreError> {
+fn finish(c: &dyn Db, mut input: FinishInput, now: f64) -> Result<Finished, StoreError> {
     // An action's words may quote what a peer answered: bounded. The audit row keeps up to
     // DETAIL_BYTES (a cleanup lists every file it removed); the incident and an escalation,
     // which show and post it, keep a value's length.
     let audit_detail = crate::limits::detail(&input.detail);
     input.detail = crate::limits::value(&input.detail);
-    let incident: Option<i64> = row(
+    let incident: Option<i64> = row_opt(
         c,
         "SELECT incident_id FROM jobs WHERE id = ?1",
-        [input.job.id],
+        args![input.job.id],
         |r| r.get(0),
-    )
-    .optional()?
+    )?
     .flatten();
     let mut job = input.job.clone();
     job.incident = incident;
     let n = exec(
         c,
         "UPDATE jobs SET state = ?2, result = ?3 WHERE id = ?1 AND state != ?2",
-        params![
+        args![
             job.id,
             JobState::Done.as_str(),
             input.outcome.event().as_str()
@@ -730,7 +733,7 @@ fn finish(c: &Connection, mut input: FinishInput, now: f64) -> Result<Finished, 
             exec(
                 c,
                 "UPDATE incidents SET healed_at = ?2 WHERE id = ?1 AND healed_at IS NULL AND closed_at IS NOT NULL",
-                params![id, now],
+                args![id, now],
             )?;
         }
         return Ok(Finished::default());
@@ -758,7 +761,7 @@ fn finish(c: &Connection, mut input: FinishInput, now: f64) -> Result<Finished, 
 
 /// Applies what follows an attempt or a re-check: healed, the next attempt, or escalation.
 pub(super) fn follow(
-    c: &Connection,
+    c: &dyn Db,
     inc: &Row,
     t: Option<Transition>,
     job: &Job,
@@ -773,7 +776,7 @@ pub(super) fn follow(
                 c,
                 "UPDATE incidents SET state = ?2, healed_at = ?3, updated_at = ?3, current_job = NULL, \
                  next_check_at = ?4, rechecks = 0, detail = ?5 WHERE id = ?1",
-                params![
+                args![
                     inc.id,
                     IncidentState::Healed.as_str(),
                     now,
@@ -791,7 +794,7 @@ pub(super) fn follow(
                 c,
                 "UPDATE incidents SET state = ?2, next_attempt_at = ?3, updated_at = ?4, current_job = ?5, \
                  max_attempts = ?6, next_check_at = NULL, detail = ?7 WHERE id = ?1",
-                params![
+                args![
                     inc.id,
                     IncidentState::Waiting.as_str(),
                     at,
@@ -824,7 +827,7 @@ pub(super) fn follow(
             exec(
                 c,
                 "UPDATE incidents SET healed_at = ?2, detail = ?3 WHERE id = ?1",
-                params![
+                args![
                     inc.id,
                     now,
                     format!("healed by attempt {}: {detail}", inc.attempts)
@@ -841,7 +844,7 @@ pub(super) fn follow(
             exec(
                 c,
                 "UPDATE incidents SET rechecks = rechecks + 1, next_check_at = ?2, updated_at = ?3, detail = ?4 WHERE id = ?1",
-                params![inc.id, at, now, format!("healed; verified again while its alert still fires: {detail}")],
+                args![inc.id, at, now, format!("healed; verified again while its alert still fires: {detail}")],
             )?;
             out.state = Some(IncidentState::Healed);
         }

@@ -1,11 +1,9 @@
 //! Jobs: durable acceptance of a webhook (one job per new alert occurrence and rule), resume
 //! after a start, closing a job without an attempt, and pruning old history.
 
-use rusqlite::{params, Connection, OptionalExtension};
-
 use super::audit::{self, About};
 use super::endings::resolve_alert;
-use super::{exec, row, Job, NewJob, Resolution, Store, StoreError};
+use super::{args, exec, row, row_opt, rows, Db, Job, NewJob, Resolution, Store, StoreError};
 use crate::action::ActionKind;
 use crate::vocab::{Event, JobState, ResolvedBy};
 
@@ -90,7 +88,7 @@ impl Store {
                 jobs: load(
                     c,
                     "state IN (?1, ?2) ORDER BY id",
-                    params![JobState::Queued.as_str(), JobState::Running.as_str()],
+                    args![JobState::Queued.as_str(), JobState::Running.as_str()],
                 )?,
             })
         })
@@ -111,15 +109,15 @@ impl Store {
         self.read(move |c| {
             let exclude: std::collections::HashSet<i64> = exclude.into_iter().collect();
             let mut out = Vec::new();
-            let mut st = c.prepare_cached(&format!(
+            let rows = rows(
+        c,
+        &format!(
                 "SELECT {COLUMNS} FROM jobs WHERE (state = ?1 AND not_before <= ?2) OR state = ?3 ORDER BY id"
-            ))?;
-            let rows = st.query_map(
-                params![JobState::Queued.as_str(), now, JobState::Running.as_str()],
-                from_row,
-            )?;
+            ),
+        args![JobState::Queued.as_str(), now, JobState::Running.as_str()],
+        from_row,
+    )?;
             for job in rows {
-                let job = job?;
                 if !exclude.contains(&job.id) {
                     out.push(job);
                     if out.len() >= limit {
@@ -158,7 +156,7 @@ impl Store {
                 c,
                 "UPDATE jobs SET not_before = ?2, postponed = postponed + 1, note = ?3 \
                  WHERE id = ?1 AND state = ?4 AND incident_id IS NULL",
-                params![
+                args![
                     job,
                     at,
                     crate::limits::value(&note),
@@ -186,7 +184,7 @@ impl Store {
                    OR incident_id NOT IN (SELECT id FROM incidents WHERE closed_at IS NULL))",
                 "DELETE FROM early_resolves WHERE at < ?1",
             ] {
-                n += exec(c, sql, [before])?;
+                n += exec(c, sql, args![before])?;
             }
             Ok(n)
         })
@@ -194,7 +192,7 @@ impl Store {
     }
 }
 
-fn accept(c: &Connection, batch: Batch, now: f64) -> Result<Accepted, StoreError> {
+fn accept(c: &dyn Db, batch: Batch, now: f64) -> Result<Accepted, StoreError> {
     let mut out = Accepted::default();
     for d in &batch.denials {
         audit::deny(
@@ -230,14 +228,14 @@ fn accept(c: &Connection, batch: Batch, now: f64) -> Result<Accepted, StoreError
         // Every occurrence is acted on once: a re-send, or a firing of an occurrence that
         // resolved already (a late notification of a second Alertmanager, a resolve that
         // arrived first), is a duplicate.
-        let seen: Option<i64> = row(
+        let seen: Option<i64> = row_opt(
             c,
             "SELECT 1 FROM occurrences WHERE rule = ?1 AND fingerprint = ?2 AND starts_at = ?3 \
              UNION ALL SELECT 1 FROM early_resolves WHERE fingerprint = ?2 AND starts_at = ?3 LIMIT 1",
-            params![new.rule, new.fingerprint, new.starts_at],
+            args![new.rule, new.fingerprint, new.starts_at],
             |r| r.get(0),
         )
-        .optional()?;
+        ?;
         if seen.is_some() {
             out.duplicates += 1;
             continue;
@@ -246,7 +244,7 @@ fn accept(c: &Connection, batch: Batch, now: f64) -> Result<Accepted, StoreError
             c,
             "INSERT INTO occurrences (rule, fingerprint, starts_at, starts_at_s, alertname, first_seen) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
+            args![
                 new.rule,
                 new.fingerprint,
                 new.starts_at,
@@ -263,7 +261,7 @@ fn accept(c: &Connection, batch: Batch, now: f64) -> Result<Accepted, StoreError
 /// Ends `job` with `event` and audits it; returns whether it was still open. The caller sees
 /// to its incident.
 pub(super) fn close(
-    c: &Connection,
+    c: &dyn Db,
     job: &Job,
     event: Event,
     detail: &str,
@@ -272,7 +270,7 @@ pub(super) fn close(
     let n = exec(
         c,
         "UPDATE jobs SET state = ?2, result = ?3 WHERE id = ?1 AND state != ?2",
-        params![job.id, JobState::Done.as_str(), event.as_str()],
+        args![job.id, JobState::Done.as_str(), event.as_str()],
     )?;
     if n == 0 {
         return Ok(false);
@@ -300,25 +298,24 @@ const COLUMNS: &str =
 
 /// Jobs selected by `filter` (the SQL after `WHERE`).
 pub(super) fn load(
-    c: &Connection,
+    c: &dyn Db,
     filter: &str,
-    p: impl rusqlite::Params,
+    p: &[super::db::Value],
 ) -> Result<Vec<Job>, StoreError> {
-    let mut st = c.prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE {filter}"))?;
-    let rows = st.query_map(p, from_row)?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    let rows = rows(
+        c,
+        &format!("SELECT {COLUMNS} FROM jobs WHERE {filter}"),
+        p,
+        from_row,
+    )?;
+    Ok(rows)
 }
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
+fn from_row(r: &super::db::Row) -> Result<Job, StoreError> {
     {
         let action: String = r.get(4)?;
-        let action = ActionKind::parse(&action).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                4,
-                rusqlite::types::Type::Text,
-                Box::new(StoreError(format!("unknown action {action:?}"))),
-            )
-        })?;
+        let action = ActionKind::parse(&action)
+            .ok_or_else(|| StoreError(format!("unknown action {action:?} in a stored job")))?;
         Ok(Job {
             id: r.get(0)?,
             accepted_at: r.get(1)?,
@@ -328,14 +325,14 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
                 action,
                 target: r.get(5)?,
                 subject: r.get(6)?,
-                selection: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or_default(),
+                selection: serde_json::from_str(&r.get::<String>(7)?).unwrap_or_default(),
                 fingerprint: r.get(8)?,
                 starts_at: r.get(9)?,
-                labels: serde_json::from_str(&r.get::<_, String>(10)?).unwrap_or_default(),
-                annotations: serde_json::from_str(&r.get::<_, String>(11)?).unwrap_or_default(),
+                labels: serde_json::from_str(&r.get::<String>(10)?).unwrap_or_default(),
+                annotations: serde_json::from_str(&r.get::<String>(11)?).unwrap_or_default(),
             },
             incident: r.get(12)?,
-            retry: r.get::<_, i64>(13)? != 0,
+            retry: r.get::<i64>(13)? != 0,
             started_at: r.get(14)?,
             due_at: r.get(15)?,
             postponed: r.get(16)?,
@@ -345,17 +342,17 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Job> {
 
 /// Inserts a job and returns it with its id.
 pub(super) fn insert(
-    c: &Connection,
+    c: &dyn Db,
     new: NewJob,
     incident: Option<i64>,
     retry: bool,
     now: f64,
 ) -> Result<Job, StoreError> {
-    exec(
-c,
+    let id: i64 = row(
+        c,
         "INSERT INTO jobs (accepted_at, not_before, rule, action, target, subject, selection, fingerprint, starts_at, labels, annotations, state, incident_id, retry, due_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?2)",
-        params![
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?2) RETURNING id",
+        args![
             now,
             new.not_before,
             new.rule,
@@ -371,9 +368,10 @@ c,
             incident,
             i64::from(retry),
         ],
+        |r| r.get(0),
     )?;
     Ok(Job {
-        id: c.last_insert_rowid(),
+        id,
         accepted_at: now,
         due_at: new.not_before,
         new,

@@ -15,6 +15,7 @@
 
 mod audit;
 mod controls;
+pub mod db;
 mod endings;
 pub mod escalations;
 mod holds;
@@ -53,22 +54,9 @@ pub use views::{
 /// parsed once per connection, not per call.
 const STATEMENT_CACHE: usize = 256;
 
-/// Executes `sql` through the connection's statement cache.
-pub(crate) fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
-    c.prepare_cached(sql)?.execute(p)
-}
+pub(crate) use db::{args, exec, row, row_opt, rows, Db};
 
-/// Reads one row of `sql` through the connection's statement cache.
-pub(crate) fn row<T>(
-    c: &Connection,
-    sql: &str,
-    p: impl rusqlite::Params,
-    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-) -> rusqlite::Result<T> {
-    c.prepare_cached(sql)?.query_row(p, f)
-}
-
-/// A store failure; the message is SQLite's.
+/// A store failure; the message is the database's.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("store: {0}")]
 pub struct StoreError(pub String);
@@ -278,8 +266,8 @@ impl Store {
         self.run(move |c| {
             exec(
                 c,
-                "INSERT OR REPLACE INTO health (id, at) VALUES (1, ?1)",
-                [now],
+                "INSERT INTO health (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                args![now],
             )?;
             Ok(())
         })
@@ -294,7 +282,7 @@ impl Store {
     pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&dyn Db) -> Result<T, StoreError> + Send + 'static,
     {
         self.readers.read(f).await
     }
@@ -307,10 +295,10 @@ impl Store {
     pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&dyn Db) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let op: writer::Op = Box::new(move |c: &Connection| {
+        let op: writer::Op = Box::new(move |c: &dyn Db| {
             let r = f(c);
             let ok = r.is_ok();
             let finish: writer::Finish = Box::new(move |commit: Result<(), String>| {

@@ -2,12 +2,10 @@
 //! after the heal is verified again; a heal that did not hold is a failed attempt of the same
 //! incident (the model's `recheck`).
 
-use rusqlite::{params, Connection};
-
 use super::audit::{self, About};
 use super::endings::{close_incident, open_by_id};
 use super::incidents::{follow, Conditions, Finished};
-use super::{exec, jobs, Job, Store, StoreError};
+use super::{args, exec, jobs, rows, Db, Job, Store, StoreError};
 use crate::incident::{self, Input, Transition};
 use crate::vocab::{Event, IncidentState};
 
@@ -50,24 +48,23 @@ impl Store {
     }
 }
 
-fn due_checks(c: &Connection, now: f64, limit: usize) -> Result<Vec<DueCheck>, StoreError> {
-    let mut st = c.prepare_cached(
+fn due_checks(c: &dyn Db, now: f64, limit: usize) -> Result<Vec<DueCheck>, StoreError> {
+    let due: Vec<(i64, String, u32)> = rows(
+        c,
         "SELECT id, subject, rechecks FROM incidents WHERE closed_at IS NULL AND state = ?1 \
          AND next_check_at <= ?2 ORDER BY next_check_at LIMIT ?3",
-    )?;
-    let due: Vec<(i64, String, u32)> = st
-        .query_map(
-            params![IncidentState::Healed.as_str(), now, limit as i64],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?
-        .collect::<Result<_, _>>()?;
+        args![IncidentState::Healed.as_str(), now, limit as i64],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?
+    .into_iter()
+    .collect();
     let mut out = Vec::with_capacity(due.len());
     for (id, subject, rechecks) in due {
         // The attempt that healed it: its rule, target and selection are what is verified.
         let job = jobs::load(
             c,
             "incident_id = ?1 AND started_at IS NOT NULL ORDER BY id DESC LIMIT 1",
-            [id],
+            args![id],
         )?
         .pop();
         match job {
@@ -82,7 +79,7 @@ fn due_checks(c: &Connection, now: f64, limit: usize) -> Result<Vec<DueCheck>, S
                 exec(
                     c,
                     "UPDATE incidents SET next_check_at = NULL WHERE id = ?1",
-                    [id],
+                    args![id],
                 )?;
             }
         }
@@ -91,7 +88,7 @@ fn due_checks(c: &Connection, now: f64, limit: usize) -> Result<Vec<DueCheck>, S
 }
 
 fn recheck(
-    c: &Connection,
+    c: &dyn Db,
     check: &DueCheck,
     verified: bool,
     detail: &str,
