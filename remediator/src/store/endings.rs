@@ -94,7 +94,7 @@ pub(super) fn load_one(
     filter: &str,
     p: &[super::db::Value],
 ) -> Result<Option<Row>, StoreError> {
-    Ok(row_opt(
+    row_opt(
 c,
         &format!(
             "SELECT id, subject, target, rule, action, alertname, fingerprint, state, attempts, max_attempts, \
@@ -124,7 +124,6 @@ c,
             })
         },
     )
-    ?)
 }
 
 /// `None` while an alert of incident `id` fires; once every one resolved, how the last one was

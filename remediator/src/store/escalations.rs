@@ -88,12 +88,12 @@ impl Store {
     /// On a database failure.
     pub async fn resume_escalations(&self, now: f64) -> Result<usize, StoreError> {
         self.run(move |c| {
-            Ok(exec(
+            exec(
                 c,
                 "UPDATE escalations SET next_try_at = ?1 \
                  WHERE state = ?2 AND delivered_at IS NOT NULL AND next_try_at > ?1",
                 args![now, EscalationState::Firing.as_str()],
-            )?)
+            )
         })
         .await
     }
@@ -104,7 +104,7 @@ impl Store {
     /// On a database failure.
     pub async fn next_escalation_at(&self) -> Result<Option<f64>, StoreError> {
         self.run(|c| {
-            Ok(row(
+            row(
                 c,
                 "SELECT MIN(next_try_at) FROM escalations WHERE state IN (?1, ?2)",
                 args![
@@ -112,7 +112,7 @@ impl Store {
                     EscalationState::Resolving.as_str()
                 ],
                 |r| r.get::<Option<f64>>(0),
-            )?)
+            )
         })
         .await
     }
@@ -260,7 +260,7 @@ pub(super) fn resolve_for_incident(
     reason: CloseReason,
     now: f64,
 ) -> Result<usize, StoreError> {
-    Ok(exec(
+    exec(
         c,
         "UPDATE escalations SET state = ?2, resolve_reason = ?3, next_try_at = ?4, failures = 0 \
          WHERE incident_id = ?1 AND state = ?5",
@@ -271,7 +271,7 @@ pub(super) fn resolve_for_incident(
             now,
             EscalationState::Firing.as_str()
         ],
-    )?)
+    )
 }
 
 fn posted(

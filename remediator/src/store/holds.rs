@@ -47,18 +47,18 @@ pub struct Pause {
 
 /// A subject failing: its open incident is not healed, or an alert of it waits to be decided.
 fn failing(c: &dyn Db, subject: &str) -> Result<bool, StoreError> {
-    Ok(row(
+    row(
         c,
         "SELECT EXISTS (SELECT 1 FROM incidents WHERE subject = ?1 AND closed_at IS NULL AND state != ?2) \
          OR EXISTS (SELECT 1 FROM jobs WHERE subject = ?1 AND state = ?3 AND incident_id IS NULL)",
         args![subject, IncidentState::Healed.as_str(), JobState::Queued.as_str()],
         |r| r.get(0),
-    )?)
+    )
 }
 
 /// The pause in force, if any.
 pub(super) fn paused(c: &dyn Db) -> Result<Option<Pause>, StoreError> {
-    Ok(row_opt(
+    row_opt(
         c,
         "SELECT reason, since, until FROM pause WHERE id = 1",
         args![],
@@ -69,7 +69,7 @@ pub(super) fn paused(c: &dyn Db) -> Result<Option<Pause>, StoreError> {
                 until: r.get(2)?,
             })
         },
-    )?)
+    )
 }
 
 /// Whether, and why, an action on `subject` must wait now.
@@ -286,7 +286,7 @@ fn group_page(
 /// Resolves the group pages of targets with no incident held by the guard or the engine any
 /// more; returns how many started resolving.
 pub(crate) fn resolve_group_pages(c: &dyn Db, now: f64) -> Result<usize, StoreError> {
-    Ok(exec(
+    exec(
         c,
         "UPDATE escalations SET state = ?1, resolve_reason = ?2, next_try_at = ?3, failures = 0 \
          WHERE state = ?4 AND hold_group IS NOT NULL AND NOT EXISTS (SELECT 1 FROM incidents \
@@ -299,7 +299,7 @@ pub(crate) fn resolve_group_pages(c: &dyn Db, now: f64) -> Result<usize, StoreEr
             EscalationState::Firing.as_str(),
             IncidentState::Held.as_str()
         ],
-    )?)
+    )
 }
 
 /// What a release did.

@@ -200,13 +200,13 @@ fn healed_in_window(
     now: f64,
 ) -> Result<u32, StoreError> {
     let since = now - policy.flapping.window.as_secs_f64();
-    Ok(row(
+    row(
         c,
         "SELECT COUNT(*) FROM incidents WHERE subject = ?1 AND healed_at >= ?2 \
          AND healed_at >= COALESCE((SELECT reset_at FROM subjects WHERE subject = ?1), 0)",
         args![subject, since],
         |r| r.get(0),
-    )?)
+    )
 }
 
 /// Whether `job` is picked up later than `max_age` after it was due.
