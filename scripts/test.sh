@@ -57,6 +57,9 @@ PEERS=(
     "prometheus-blackbox-exporter:prometheus-blackbox-exporter"
     "caddy:caddy"
     "logrotate:logrotate"
+    # PostgreSQL: tests run clusters of their own (initdb in a temporary folder as the user
+    # postgres, the server's programs from /usr/lib/postgresql/<version>/bin, checked below).
+    "postgresql:psql:pg_isready"
     # DNS probes: dnsmasq without the system service of the package `dnsmasq`.
     "dnsmasq-base:dnsmasq"
     # A real systemd as PID 1 in a container: its Debian root filesystem is made by debootstrap
@@ -97,6 +100,11 @@ install_peers() {
     # busybox-static must provide the static /bin/busybox the Docker test image is built from.
     if [[ ! -x /bin/busybox ]] && [[ " ${missing[*]} " != *" busybox-static "* ]]; then
         missing+=(busybox-static)
+    fi
+    # postgresql must provide a server (psql and pg_isready alone come with the client package).
+    if ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null \
+        && [[ " ${missing[*]} " != *" postgresql "* ]]; then
+        missing+=(postgresql)
     fi
 
     if [[ ${#missing[@]} -gt 0 ]]; then
@@ -140,7 +148,8 @@ install_cargo_deb() {
 stop_system_services() {
     section "Stopping system services installed with the peers (tests start their own)"
     local service pidfile pid
-    for service in nginx prometheus prometheus-alertmanager prometheus-blackbox-exporter caddy; do
+    for service in nginx prometheus prometheus-alertmanager prometheus-blackbox-exporter caddy \
+        postgresql; do
         if [[ -x "/etc/init.d/$service" ]] || systemctl cat "$service.service" >/dev/null 2>&1; then
             if command -v service >/dev/null 2>&1; then
                 service "$service" stop >/dev/null 2>&1 || true
@@ -150,9 +159,9 @@ stop_system_services() {
         fi
     done
     # Without an init system the stop above may not reach a daemon started by hand: use the pid
-    # files the Debian packages write.
+    # files the Debian packages write (PostgreSQL's: one per cluster, /run/postgresql/15-main.pid).
     for pidfile in /run/nginx.pid /run/prometheus.pid /run/prometheus-alertmanager.pid \
-        /run/prometheus-blackbox-exporter.pid; do
+        /run/prometheus-blackbox-exporter.pid /run/postgresql/*.pid; do
         [[ -s "$pidfile" ]] || continue
         pid="$(head -n 1 "$pidfile" | tr -dc '0-9')"
         if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then

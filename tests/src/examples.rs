@@ -588,27 +588,6 @@ pub fn examples_dir() -> PathBuf {
     repo_root().join("examples")
 }
 
-#[cfg(test)]
-mod tests {
-    use super::replace_word;
-
-    #[test]
-    fn whole_words_only() {
-        let (t, n) = replace_word(
-            "name_pattern: '^(owui|backend)$'\nexpected: [owui]\nowui-data owui.example.ts.net x-owui",
-            "owui",
-            "c1",
-        );
-        assert_eq!(
-            t,
-            "name_pattern: '^(c1|backend)$'\nexpected: [c1]\nowui-data c1.example.ts.net x-owui"
-        );
-        assert_eq!(n, 3);
-        let (t, n) = replace_word("a: http://127.0.0.1:3000/", "127.0.0.1:3000", "127.0.0.1:9");
-        assert_eq!((t.as_str(), n), ("a: http://127.0.0.1:9/", 1));
-    }
-}
-
 /// The shipped loop, set up as its tests use it: the example set copied with only its documented
 /// values changed, the watched container serving its page, the on-call sink and the camera app's
 /// recorder, and the four processes started, with Prometheus having seen the container run.
@@ -703,5 +682,26 @@ impl ShippedLoop {
     /// The loop's folder.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_word;
+
+    #[test]
+    fn whole_words_only() {
+        let (t, n) = replace_word(
+            "name_pattern: '^(owui|backend)$'\nexpected: [owui]\nowui-data owui.example.ts.net x-owui",
+            "owui",
+            "c1",
+        );
+        assert_eq!(
+            t,
+            "name_pattern: '^(c1|backend)$'\nexpected: [c1]\nowui-data c1.example.ts.net x-owui"
+        );
+        assert_eq!(n, 3);
+        let (t, n) = replace_word("a: http://127.0.0.1:3000/", "127.0.0.1:3000", "127.0.0.1:9");
+        assert_eq!((t.as_str(), n), ("a: http://127.0.0.1:9/", 1));
     }
 }

@@ -13,6 +13,9 @@
 //!   paths of `promtool` and `amtool`;
 //! * [`metrics`]: a small parser of the Prometheus text exposition format and a scraper;
 //! * [`http`]: a tiny blocking HTTP/1.1 client for loopback URLs;
+//! * [`postgres`]: a private PostgreSQL cluster (`initdb` in a temporary directory, run as the
+//!   system user `postgres` on a loopback port, optionally with TLS), stopped, killed and
+//!   started again for fault tests;
 //! * [`process`]: the [`Process`] guard every helper uses to own a child process;
 //! * [`hostile`]: misbehaving clients (idle, trickling, HTTP/2 preface only, endless bodies)
 //!   and measurements of the server process (file descriptors, peak memory);
@@ -63,6 +66,7 @@ pub mod http;
 pub mod metrics;
 pub mod nginx;
 pub mod packaging;
+pub mod postgres;
 pub mod process;
 pub mod prometheus;
 pub mod remediator;
