@@ -4,10 +4,11 @@
 //! resolution does not undo it), ended by a delivered resolving post (audited), and resumed
 //! after a restart.
 
+#[macro_use]
 mod common;
+use common::Ctx;
 
 use common::{escalated, NOW};
-use stackmedic_remediator::open_store;
 use stackmedic_remediator::store::{ActiveAlert, Batch, OverviewLimits, PostResult};
 use stackmedic_remediator::vocab::{EscalationState, IncidentState};
 
@@ -22,10 +23,8 @@ fn limits() -> OverviewLimits {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reposted_while_active_then_resolved_by_the_alerts_resolve() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path()).unwrap();
+async fn reposted_while_active_then_resolved_by_the_alerts_resolve(ctx: &Ctx) {
+    let store = ctx.open();
     escalated(&store, "f1", START, NOW).await;
 
     let due = store.due_escalations(NOW).await.unwrap();
@@ -134,11 +133,9 @@ async fn reposted_while_active_then_resolved_by_the_alerts_resolve() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resumed_after_a_restart_and_resolved_by_reconciliation() {
-    let dir = tempfile::tempdir().unwrap();
+async fn resumed_after_a_restart_and_resolved_by_reconciliation(ctx: &Ctx) {
     {
-        let store = open_store(dir.path()).unwrap();
+        let store = ctx.open();
         escalated(&store, "f2", START, NOW).await;
         let id = store.due_escalations(NOW).await.unwrap()[0].id;
         store
@@ -154,7 +151,7 @@ async fn resumed_after_a_restart_and_resolved_by_reconciliation() {
             .unwrap();
     }
     // A new process on the same database: the active escalation is posted again at once.
-    let store = open_store(dir.path()).unwrap();
+    let store = ctx.open();
     assert_eq!(store.resume_escalations(NOW + 10.0).await.unwrap(), 1);
     let due = store.due_escalations(NOW + 10.0).await.unwrap();
     assert!(due.len() == 1 && !due[0].resolving && !due[0].first);
@@ -188,3 +185,8 @@ async fn resumed_after_a_restart_and_resolved_by_reconciliation() {
         Some("reconciled: the alert is no longer active in Alertmanager")
     );
 }
+
+on_both_engines!(
+    reposted_while_active_then_resolved_by_the_alerts_resolve,
+    resumed_after_a_restart_and_resolved_by_reconciliation,
+);

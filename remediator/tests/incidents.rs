@@ -5,11 +5,12 @@
 //! subject escalates without acting and a new outage joins its page, and incidents end when
 //! their alerts resolve.
 
+#[macro_use]
 mod common;
+use common::Ctx;
 
 use common::{accept, attempt, decide, escalated, new_job, policy, NOW};
 use stackmedic_remediator::incident::{Decision, Why};
-use stackmedic_remediator::open_store;
 use stackmedic_remediator::store::{Batch, Outcome, OverviewLimits, Store};
 use stackmedic_remediator::vocab::{CloseReason, IncidentState};
 
@@ -39,11 +40,9 @@ async fn results(store: &Store) -> Vec<(Option<i64>, String)> {
     r
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_attempt_counts_when_it_starts_so_a_crash_loses_no_decided_job() {
-    let dir = tempfile::tempdir().unwrap();
+async fn an_attempt_counts_when_it_starts_so_a_crash_loses_no_decided_job(ctx: &Ctx) {
     let (a, b) = {
-        let store = open_store(dir.path()).unwrap();
+        let store = ctx.open();
         let p = policy(3);
         let a = accept(&store, new_job("a", START), NOW).await;
         let mut b = new_job("b", START);
@@ -79,7 +78,7 @@ async fn an_attempt_counts_when_it_starts_so_a_crash_loses_no_decided_job() {
         ));
         (a, b)
     };
-    let store = open_store(dir.path()).unwrap();
+    let store = ctx.open();
     let resumed = store.resume().await.unwrap();
     let ids: Vec<(i64, bool)> = resumed
         .jobs
@@ -142,10 +141,8 @@ async fn an_attempt_counts_when_it_starts_so_a_crash_loses_no_decided_job() {
     assert_eq!((inc.state, inc.attempts), (IncidentState::Healed, 1));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_attempts_are_retried_at_their_stored_time_then_escalated() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path()).unwrap();
+async fn failed_attempts_are_retried_at_their_stored_time_then_escalated(ctx: &Ctx) {
+    let store = ctx.open();
     let p = policy(3);
     let job = accept(&store, new_job("f", START), NOW).await;
     assert!(matches!(
@@ -207,10 +204,10 @@ async fn failed_attempts_are_retried_at_their_stored_time_then_escalated() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resolve_ends_a_waiting_incident_at_its_next_attempt_unless_the_alert_fires_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path()).unwrap();
+async fn a_resolve_ends_a_waiting_incident_at_its_next_attempt_unless_the_alert_fires_again(
+    ctx: &Ctx,
+) {
+    let store = ctx.open();
     let p = policy(3);
     let job = accept(&store, new_job("w", START), NOW).await;
     decide(&store, &job, p, NOW).await;
@@ -272,10 +269,10 @@ async fn a_resolve_ends_a_waiting_incident_at_its_next_attempt_unless_the_alert_
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn healed_incidents_join_slow_alerts_supersede_on_a_new_outage_and_flapping_escalates() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path()).unwrap();
+async fn healed_incidents_join_slow_alerts_supersede_on_a_new_outage_and_flapping_escalates(
+    ctx: &Ctx,
+) {
+    let store = ctx.open();
     let p = policy(3);
     // Outage 1: healed.
     let one = accept(&store, new_job("o1", START), NOW).await;
@@ -414,10 +411,8 @@ async fn healed_incidents_join_slow_alerts_supersede_on_a_new_outage_and_flappin
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_attempt_found_late_escalates_its_incident_and_keeps_its_attempts() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path()).unwrap();
+async fn an_attempt_found_late_escalates_its_incident_and_keeps_its_attempts(ctx: &Ctx) {
+    let store = ctx.open();
     let p = policy(3);
     let job = accept(&store, new_job("x", START), NOW).await;
     decide(&store, &job, p, NOW).await;
@@ -465,10 +460,8 @@ async fn an_attempt_found_late_escalates_its_incident_and_keeps_its_attempts() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn at_most_one_open_incident_per_subject() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path()).unwrap();
+async fn at_most_one_open_incident_per_subject(ctx: &Ctx) {
+    let store = ctx.open();
     escalated(&store, "e1", START, NOW).await;
     let second = accept(&store, new_job("e2", START), NOW + 1.0).await;
     assert!(matches!(
@@ -497,10 +490,8 @@ async fn at_most_one_open_incident_per_subject() {
     assert_eq!(i.flapping.count, 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_heal_verified_after_its_alert_resolved_counts_for_flapping() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open_store(dir.path()).unwrap();
+async fn a_heal_verified_after_its_alert_resolved_counts_for_flapping(ctx: &Ctx) {
+    let store = ctx.open();
     let p = policy(3);
     // Twice: the action starts, its alert resolves while the outcome is verified (the subject
     // is back, so the alert goes), then the verification passes: healed and closed.
@@ -559,3 +550,13 @@ async fn a_heal_verified_after_its_alert_resolved_counts_for_flapping() {
         "{d:?}"
     );
 }
+
+on_both_engines!(
+    an_attempt_counts_when_it_starts_so_a_crash_loses_no_decided_job,
+    failed_attempts_are_retried_at_their_stored_time_then_escalated,
+    a_resolve_ends_a_waiting_incident_at_its_next_attempt_unless_the_alert_fires_again,
+    healed_incidents_join_slow_alerts_supersede_on_a_new_outage_and_flapping_escalates,
+    an_attempt_found_late_escalates_its_incident_and_keeps_its_attempts,
+    at_most_one_open_incident_per_subject,
+    a_heal_verified_after_its_alert_resolved_counts_for_flapping,
+);

@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 
+use super::db::Engine;
 use super::{args, exec, row_opt, Db, Job, StoreError};
 use crate::limits;
 use crate::vocab::Event;
@@ -54,8 +55,8 @@ pub(super) fn write(c: &dyn Db, row: &Row<'_>) -> Result<(), StoreError> {
     let started = row.duration.map(|d| row.at - d);
     exec(
 c,
-        "INSERT INTO audit (at, job_id, incident_id, rule, action, target, subject, alertname, fingerprint, result, detail, duration_seconds, accepted_at, started_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        "INSERT INTO audit (at, job_id, incident_id, rule, action, target, subject, alertname, fingerprint, result, detail, duration_seconds, accepted_at, started_at, replica) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
         args![
             row.at,
             a.job,
@@ -70,7 +71,8 @@ c,
             detail,
             row.duration,
             a.accepted_at,
-            started
+            started,
+            c.replica()
         ],
     )?;
     Ok(())
@@ -121,12 +123,18 @@ pub(super) fn deny(c: &dyn Db, row: &Row<'_>) -> Result<(), StoreError> {
     let Some(id) = same else {
         return write(c, row);
     };
-    // Every right-hand side reads the row as it was: `first_at` keeps the old `at`.
-    exec(
-        c,
-        "UPDATE audit SET id = (SELECT MAX(id) + 1 FROM audit), count = count + 1, \
-         first_at = COALESCE(first_at, at), at = ?2, fingerprint = ?3 WHERE id = ?1",
-        args![id, row.at, a.fingerprint],
-    )?;
+    // Every right-hand side reads the row as it was: `first_at` keeps the old `at`. The new id
+    // comes from PostgreSQL's sequence, so no later row is given it again.
+    let sql = match c.engine() {
+        Engine::Sqlite => {
+            "UPDATE audit SET id = (SELECT MAX(id) + 1 FROM audit), count = count + 1, \
+             first_at = COALESCE(first_at, at), at = ?2, fingerprint = ?3, replica = ?4 WHERE id = ?1"
+        }
+        Engine::Postgres => {
+            "UPDATE audit SET id = nextval(pg_get_serial_sequence('audit', 'id')), count = count + 1, \
+             first_at = COALESCE(first_at, at), at = ?2, fingerprint = ?3, replica = ?4 WHERE id = ?1"
+        }
+    };
+    exec(c, sql, args![id, row.at, a.fingerprint, c.replica()])?;
     Ok(())
 }

@@ -201,6 +201,9 @@ pub trait Db {
     /// # Errors
     /// What the engine reports.
     fn batch(&self, sql: &str) -> Result<(), StoreError>;
+
+    /// The name of the replica this transaction runs on (audit rows name it).
+    fn replica(&self) -> &str;
 }
 
 /// Executes `sql`.
@@ -277,17 +280,26 @@ fn from_sqlite(v: rusqlite::types::ValueRef<'_>) -> Value {
     }
 }
 
-impl Db for rusqlite::Connection {
+/// A transaction (or read snapshot) of SQLite, on the replica `replica`.
+pub struct Sqlite<'a> {
+    /// The connection, inside its transaction.
+    pub conn: &'a rusqlite::Connection,
+    /// This replica's name.
+    pub replica: &'a str,
+}
+
+impl Db for Sqlite<'_> {
     fn exec(&self, sql: &str, params: &[Value]) -> Result<usize, StoreError> {
         let p: Vec<rusqlite::types::Value> = params.iter().map(to_sqlite).collect();
         Ok(self
+            .conn
             .prepare_cached(sql)?
             .execute(rusqlite::params_from_iter(p))?)
     }
 
     fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
         let p: Vec<rusqlite::types::Value> = params.iter().map(to_sqlite).collect();
-        let mut st = self.prepare_cached(sql)?;
+        let mut st = self.conn.prepare_cached(sql)?;
         let n = st.column_count();
         let rows = st.query_map(rusqlite::params_from_iter(p), |r| {
             (0..n)
@@ -303,6 +315,10 @@ impl Db for rusqlite::Connection {
     }
 
     fn batch(&self, sql: &str) -> Result<(), StoreError> {
-        Ok(self.execute_batch(sql)?)
+        Ok(self.conn.execute_batch(sql)?)
+    }
+
+    fn replica(&self) -> &str {
+        self.replica
     }
 }

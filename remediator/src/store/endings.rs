@@ -99,7 +99,7 @@ c,
         &format!(
             "SELECT id, subject, target, rule, action, alertname, fingerprint, state, attempts, max_attempts, \
              current_job, healed_at, next_attempt_at, \
-             COALESCE((SELECT started_at IS NOT NULL FROM jobs WHERE jobs.id = incidents.current_job), 0), \
+             COALESCE((SELECT CASE WHEN started_at IS NOT NULL THEN 1 ELSE 0 END FROM jobs WHERE jobs.id = incidents.current_job), 0), \
              rechecks FROM incidents WHERE {filter}"
         ),
         p,

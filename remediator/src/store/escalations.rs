@@ -130,7 +130,7 @@ impl Store {
         result: PostResult,
         now: f64,
     ) -> Result<bool, StoreError> {
-        self.run(move |c| posted(c, id, resolving, result, now))
+        self.run(move |c| posted(c, id, resolving, result.clone(), now))
             .await
     }
 }

@@ -528,14 +528,15 @@ fn release_one(c: &dyn Db, inc: &Row, cond: &Conditions, now: f64) -> Result<Job
     exec(
         c,
         "UPDATE incidents SET state = ?2, hold = NULL, current_job = ?3, max_attempts = ?4, updated_at = ?5, \
-         detail = 'released: attempt ' || (attempts + 1) || ' of ' || ?4 || ' waits for the subject''s lock and the global limit' \
+         detail = 'released: attempt ' || (attempts + 1) || ' of ' || ?6 || ' waits for the subject''s lock and the global limit' \
          WHERE id = ?1",
         args![
             inc.id,
             IncidentState::Acting.as_str(),
             job.id,
             cond.policy.max_attempts,
-            now
+            now,
+            cond.policy.max_attempts.to_string()
         ],
     )?;
     audit::write(

@@ -147,7 +147,7 @@ impl Store {
     /// # Errors
     /// On a database failure; nothing is changed then.
     pub async fn decide(&self, input: DecideInput, now: f64) -> Result<Decision, StoreError> {
-        self.run(move |c| decide(c, input, now)).await
+        self.run(move |c| decide(c, input.clone(), now)).await
     }
 
     /// Marks an attempt's action as started and counts the attempt, if the job is still its
@@ -188,7 +188,7 @@ impl Store {
     /// # Errors
     /// On a database failure.
     pub async fn finish(&self, input: FinishInput, now: f64) -> Result<Finished, StoreError> {
-        self.run(move |c| finish(c, input, now)).await
+        self.run(move |c| finish(c, input.clone(), now)).await
     }
 }
 
@@ -255,9 +255,15 @@ fn decide(c: &dyn Db, input: DecideInput, now: f64) -> Result<Decision, StoreErr
                 exec(
                     c,
                     "UPDATE incidents SET state = ?2, next_attempt_at = NULL, max_attempts = ?3, updated_at = ?4, \
-                     detail = 'attempt ' || (attempts + 1) || ' of ' || ?3 || ': waiting for the subject''s lock and the global limit' \
+                     detail = 'attempt ' || (attempts + 1) || ' of ' || ?5 || ': waiting for the subject''s lock and the global limit' \
                      WHERE id = ?1",
-                    args![id, IncidentState::Acting.as_str(), cond.policy.max_attempts, now],
+                    args![
+                        id,
+                        IncidentState::Acting.as_str(),
+                        cond.policy.max_attempts,
+                        now,
+                        cond.policy.max_attempts.to_string()
+                    ],
                 )?;
                 Ok(Decision::Act {
                     incident: id,

@@ -73,7 +73,7 @@ impl Store {
     /// # Errors
     /// When nothing could be stored; then nothing was.
     pub async fn accept(&self, batch: Batch, now: f64) -> Result<Accepted, StoreError> {
-        self.run(move |c| accept(c, batch, now)).await
+        self.run(move |c| accept(c, batch.clone(), now)).await
     }
 
     /// The stored jobs after a start: a job whose action had started is returned to be

@@ -21,6 +21,7 @@ pub mod escalations;
 mod holds;
 pub mod incidents;
 pub mod jobs;
+pub mod pg;
 pub mod readers;
 mod rechecks;
 pub mod schema;
@@ -71,9 +72,55 @@ impl From<rusqlite::Error> for StoreError {
 #[derive(Clone)]
 pub struct Store {
     tx: std_mpsc::Sender<writer::Op>,
-    readers: Arc<readers::Readers>,
+    readers: Arc<Reads>,
     /// Whether operations succeed, as the last ones found.
     pub health: Arc<Health>,
+    /// This process.
+    pub replica: Arc<Replica>,
+    engine: db::Engine,
+    /// Transactions run again after a conflict with another replica (PostgreSQL).
+    pub conflicts: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The read connections of the store's engine.
+enum Reads {
+    Sqlite(readers::Readers),
+    Postgres(Arc<pg::Readers>),
+}
+
+/// This remediator process among the replicas sharing a store.
+#[derive(Debug, Clone)]
+pub struct Replica {
+    /// Its name (`--replica.name`, the host name by default): on the page, in metrics and logs.
+    pub name: String,
+    /// This process: the name, the process id and the start time. Jobs are held by an
+    /// instance, so a replica restarted under the same name does not mistake its previous
+    /// process's claims for live ones.
+    pub instance: String,
+}
+
+impl Replica {
+    /// This process, as replica `name`.
+    #[must_use]
+    pub fn new(name: &str) -> Replica {
+        let started = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Replica {
+            name: name.to_string(),
+            instance: format!("{name}/{}/{started:x}", std::process::id()),
+        }
+    }
+
+    /// The host's name, the default replica name.
+    #[must_use]
+    pub fn host_name() -> String {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "remediator".into())
+    }
 }
 
 /// Whether the store can write: the outcome of its latest operation (or probe). Readiness,
@@ -237,6 +284,15 @@ impl Store {
     /// # Errors
     /// When the database cannot be opened, created or migrated.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_sqlite(path, Replica::new(&Replica::host_name()))
+    }
+
+    /// Opens the SQLite database at `path` for replica `replica` (the only one: SQLite is one
+    /// process's store).
+    ///
+    /// # Errors
+    /// When the database cannot be opened, created or migrated.
+    pub fn open_sqlite(path: &Path, replica: Replica) -> Result<Store, StoreError> {
         let mut conn = Connection::open(path)?;
         schema::prepare(&mut conn, crate::clock::now())?;
         check(&conn, path)?;
@@ -244,18 +300,72 @@ impl Store {
         // Commits write the log without waiting for the disk; the writer's sync thread flushes
         // it before any caller is answered (see `writer`).
         conn.execute_batch("PRAGMA synchronous = NORMAL")?;
-        let readers = Arc::new(readers::Readers::open(path)?);
+        let readers = Arc::new(Reads::Sqlite(readers::Readers::open(path, &replica.name)?));
         let (tx, rx) = std_mpsc::channel::<writer::Op>();
         let db = path.to_owned();
+        let name = replica.name.clone();
         std::thread::Builder::new()
             .name("stackmedic-store".into())
-            .spawn(move || writer::run(conn, &db, rx))
+            .spawn(move || writer::run(conn, &db, &name, rx))
             .map_err(|e| StoreError(format!("cannot start the store thread: {e}")))?;
         Ok(Store {
             tx,
             readers,
             health: Arc::new(Health::default()),
+            replica: Arc::new(replica),
+            engine: db::Engine::Sqlite,
+            conflicts: Arc::default(),
         })
+    }
+
+    /// Connects to PostgreSQL, creates the schema if the database has none, checks that a
+    /// write works, and starts the store thread.
+    ///
+    /// # Errors
+    /// When the database cannot be reached, is of a newer schema, or refuses a write.
+    pub fn open_postgres(options: &pg::Options, replica: Replica) -> Result<Store, StoreError> {
+        // The blocking client runs a runtime of its own: off this (possibly async) thread.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut client = pg::connect(options)?;
+                schema::prepare_postgres(&mut client)?;
+                client
+                    .execute(
+                        "INSERT INTO health (id, at) VALUES (1, $1) \
+                         ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                        &[&crate::clock::now()],
+                    )
+                    .map_err(|e| StoreError(format!("cannot write to {}: {e}", options.url)))?;
+                Ok::<(), StoreError>(())
+            })
+            .join()
+            .unwrap_or_else(|_| Err(StoreError("the store's start check panicked".into())))
+        })?;
+        let readers = Arc::new(Reads::Postgres(Arc::new(pg::Readers::new(
+            options.clone(),
+            replica.name.clone(),
+        ))));
+        let (tx, rx) = std_mpsc::channel::<writer::Op>();
+        let conflicts: Arc<std::sync::atomic::AtomicU64> = Arc::default();
+        let (opts, name, counted) = (options.clone(), replica.name.clone(), conflicts.clone());
+        std::thread::Builder::new()
+            .name("stackmedic-store".into())
+            .spawn(move || pg::run(&opts, &name, &counted, &rx))
+            .map_err(|e| StoreError(format!("cannot start the store thread: {e}")))?;
+        Ok(Store {
+            tx,
+            readers,
+            health: Arc::new(Health::default()),
+            replica: Arc::new(replica),
+            engine: db::Engine::Postgres,
+            conflicts,
+        })
+    }
+
+    /// The engine behind this store.
+    #[must_use]
+    pub fn engine(&self) -> db::Engine {
+        self.engine
     }
 
     /// A small write (the `health` row), to learn whether the store writes again.
@@ -284,33 +394,26 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&dyn Db) -> Result<T, StoreError> + Send + 'static,
     {
-        self.readers.read(f).await
+        match &*self.readers {
+            Reads::Sqlite(r) => r.read(f).await,
+            Reads::Postgres(r) => r.read(f).await,
+        }
     }
 
     /// Runs `f` on the store thread inside the next committed batch and returns its value once
-    /// committed.
+    /// committed. On PostgreSQL `f` runs again when its transaction has to be retried (another
+    /// replica changed what it read): it must only read and write through the [`Db`] it is
+    /// given.
     ///
     /// # Errors
     /// When `f` fails, the commit fails, or the store thread is gone.
     pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&dyn Db) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&dyn Db) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let op: writer::Op = Box::new(move |c: &dyn Db| {
-            let r = f(c);
-            let ok = r.is_ok();
-            let finish: writer::Finish = Box::new(move |commit: Result<(), String>| {
-                let out = match (r, commit) {
-                    (Ok(v), Ok(())) => Ok(v),
-                    (Err(e), _) => Err(e),
-                    (Ok(_), Err(e)) => Err(StoreError(e)),
-                };
-                let _ = tx.send(out);
-            });
-            (ok, finish)
-        });
+        let op: writer::Op = Box::new(Pending { f, out: None, tx });
         let result = match self.tx.send(op) {
             Ok(()) => rx
                 .await
@@ -319,6 +422,36 @@ impl Store {
         };
         self.health.record(&result);
         result
+    }
+}
+
+/// An operation waiting on the store thread: its function, its latest result and its caller.
+struct Pending<T, F> {
+    f: F,
+    out: Option<Result<T, StoreError>>,
+    tx: oneshot::Sender<Result<T, StoreError>>,
+}
+
+impl<T, F> writer::Operation for Pending<T, F>
+where
+    T: Send + 'static,
+    F: Fn(&dyn Db) -> Result<T, StoreError> + Send + 'static,
+{
+    fn run(&mut self, db: &dyn Db) -> bool {
+        let r = (self.f)(db);
+        let ok = r.is_ok();
+        self.out = Some(r);
+        ok
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), String>) {
+        let out = match (self.out, commit) {
+            (Some(Ok(v)), Ok(())) => Ok(v),
+            (Some(Err(e)), _) => Err(e),
+            (_, Err(e)) => Err(StoreError(e)),
+            (None, Ok(())) => Err(StoreError("the operation did not run".into())),
+        };
+        let _ = self.tx.send(out);
     }
 }
 

@@ -18,18 +18,20 @@ pub const READERS: usize = 2;
 /// The pool of read-only connections.
 pub(super) struct Readers {
     path: PathBuf,
+    replica: String,
     idle: Mutex<Vec<Connection>>,
     permits: Semaphore,
 }
 
 impl Readers {
     /// Opens [`READERS`] read-only connections to the database the writer prepared.
-    pub(super) fn open(path: &Path) -> Result<Readers, StoreError> {
+    pub(super) fn open(path: &Path, replica: &str) -> Result<Readers, StoreError> {
         let idle = (0..READERS)
             .map(|_| connect(path))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Readers {
             path: path.to_owned(),
+            replica: replica.to_string(),
             idle: Mutex::new(idle),
             permits: Semaphore::new(READERS),
         })
@@ -52,8 +54,9 @@ impl Readers {
             Some(c) => c,
             None => connect(&self.path)?,
         };
+        let replica = self.replica.clone();
         let (conn, out) = tokio::task::spawn_blocking(move || {
-            let out = snapshot(&conn, f);
+            let out = snapshot(&conn, &replica, f);
             (conn, out)
         })
         .await
@@ -78,10 +81,11 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
 
 fn snapshot<T>(
     c: &Connection,
+    replica: &str,
     f: impl FnOnce(&dyn super::Db) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     let tx = c.unchecked_transaction()?;
-    let out = f(&*tx);
+    let out = f(&super::db::Sqlite { conn: &tx, replica });
     // Nothing was written: ending the transaction only releases the snapshot.
     let _ = tx.rollback();
     out

@@ -3,9 +3,10 @@
 //! `PRAGMA user_version` holds the schema version: 0 is an empty database or one written by
 //! a release before the incident model (cooldowns, attempt windows and circuits), 2 the first
 //! release of the incident model, 3 the one that counts repeated denials on one audit row, 4
-//! this one (re-checks of heals, canonical subjects per real thing, on-call resets, resolves
-//! that arrive before their firing). A database of an earlier release is migrated in one
-//! transaction when it is opened:
+//! the one with re-checks of heals, canonical subjects per real thing, on-call resets and
+//! resolves that arrive before their firing, 5 this one (replicas: the owner of each job, the
+//! replica named on each audit row, the replicas' leases and the leader). A database of an
+//! earlier release is migrated in one transaction when it is opened:
 //! its occurrences are kept (so a re-sent alert stays a duplicate), each open circuit and each
 //! active escalation becomes an escalated incident that ends when its alert resolves, queued
 //! jobs stay queued, and the audit history is kept as it was written.
@@ -16,7 +17,7 @@ use super::StoreError;
 use crate::vocab::{CloseReason, EscalationState, IncidentState, JobState, ResolvedBy};
 
 /// The schema version this code writes.
-pub const VERSION: i64 = 4;
+pub const VERSION: i64 = 5;
 
 const PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
@@ -47,7 +48,8 @@ CREATE TABLE jobs (
   started_at REAL,
   due_at REAL,
   postponed INTEGER NOT NULL DEFAULT 0,
-  note TEXT
+  note TEXT,
+  owner TEXT
 );
 ";
 
@@ -137,7 +139,8 @@ CREATE TABLE audit (
   accepted_at REAL,
   started_at REAL,
   count INTEGER NOT NULL DEFAULT 1,
-  first_at REAL
+  first_at REAL,
+  replica TEXT
 );
 ";
 
@@ -179,6 +182,31 @@ CREATE TABLE IF NOT EXISTS pause (
 );
 ";
 
+/// The replicas: each process holds a lease on its work (`lease_until`) and renews it; a
+/// replica whose lease ran out is gone, and its jobs are taken over.
+const REPLICAS: &str = "
+CREATE TABLE IF NOT EXISTS replicas (
+  instance TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  started_at REAL NOT NULL,
+  renewed_at REAL NOT NULL,
+  lease_until REAL NOT NULL,
+  stopped_at REAL
+);
+";
+
+/// The replica that runs the work belonging to no one (escalation posts, reconciliation,
+/// re-checks, releases of held incidents, pruning) while its lease lasts.
+const LEADER: &str = "
+CREATE TABLE IF NOT EXISTS leader (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  instance TEXT NOT NULL,
+  name TEXT NOT NULL,
+  since REAL NOT NULL,
+  until REAL NOT NULL
+);
+";
+
 const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_alert ON jobs(fingerprint, starts_at);
@@ -192,7 +220,23 @@ CREATE INDEX IF NOT EXISTS early_resolves_at ON early_resolves(at);
 CREATE INDEX IF NOT EXISTS escalations_state ON escalations(state, next_try_at);
 CREATE INDEX IF NOT EXISTS escalations_incident ON escalations(incident_id);
 CREATE INDEX IF NOT EXISTS audit_denials ON audit(rule, subject) WHERE result = 'denied';
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner, state);
 ";
+
+/// Every table of this version, as created on an empty database.
+const TABLES: [&str; 11] = [
+    JOBS,
+    OCCURRENCES,
+    INCIDENTS,
+    ESCALATIONS,
+    AUDIT,
+    SUBJECTS,
+    EARLY_RESOLVES,
+    HEALTH,
+    PAUSE,
+    REPLICAS,
+    LEADER,
+];
 
 /// Brings the database to [`VERSION`]: creates it, or migrates the previous release's.
 ///
@@ -210,27 +254,22 @@ pub fn prepare(conn: &mut Connection, now: f64) -> Result<(), StoreError> {
         return Ok(());
     }
     let tx = conn.transaction()?;
-    if version == 3 {
+    if version == 4 {
+        to_v5(&tx)?;
+    } else if version == 3 {
         to_v4(&tx, now)?;
+        to_v5(&tx)?;
     } else if version == 2 {
         add_audit_counts(&tx)?;
         to_v4(&tx, now)?;
+        to_v5(&tx)?;
     } else if has_table(&tx, "jobs")? {
         migrate_from_circuits(&tx, now)?;
         add_audit_counts(&tx)?;
         to_v4(&tx, now)?;
+        to_v5(&tx)?;
     } else {
-        for table in [
-            JOBS,
-            OCCURRENCES,
-            INCIDENTS,
-            ESCALATIONS,
-            AUDIT,
-            SUBJECTS,
-            EARLY_RESOLVES,
-            HEALTH,
-            PAUSE,
-        ] {
+        for table in TABLES {
             tx.execute_batch(table)?;
         }
     }
@@ -305,6 +344,80 @@ fn to_v4(c: &Connection, now: f64) -> Result<(), StoreError> {
         params![IncidentState::Healed.as_str(), now],
     )?;
     Ok(())
+}
+
+/// Version 5: replicas. Each job names the replica process that holds it (`owner`), each audit
+/// row the replica that wrote it; the replicas' leases and the leader have tables of their own.
+fn to_v5(c: &Connection) -> Result<(), StoreError> {
+    for (table, name) in [("jobs", "owner"), ("audit", "replica")] {
+        if !has_column(c, table, name)? {
+            c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {name} TEXT"))?;
+        }
+    }
+    for table in [REPLICAS, LEADER] {
+        c.execute_batch(table)?;
+    }
+    Ok(())
+}
+
+/// The schema on PostgreSQL: the tables of this version in PostgreSQL's types (64-bit
+/// integers, double-precision times, identity ids), created once under an advisory lock so
+/// replicas starting together do not race. `schema_version` holds the version.
+///
+/// # Errors
+/// When the database is of a newer version, or a statement fails (nothing is changed then).
+pub(super) fn prepare_postgres(client: &mut postgres::Client) -> Result<(), StoreError> {
+    let e =
+        |e: postgres::Error| StoreError(format!("preparing the schema: {}", super::pg::chain(&e)));
+    let mut tx = client.transaction().map_err(e)?;
+    // Any constant of our own: replicas starting together take turns here.
+    tx.batch_execute("SELECT pg_advisory_xact_lock(7310201905)")
+        .map_err(e)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)")
+        .map_err(e)?;
+    let version: Option<i64> = tx
+        .query_opt("SELECT version FROM schema_version", &[])
+        .map_err(e)?
+        .map(|r| r.get(0));
+    match version {
+        Some(v) if v > VERSION => {
+            return Err(StoreError(format!(
+                "the database has schema version {v}, newer than this release's {VERSION}"
+            )))
+        }
+        Some(v) if v == VERSION => return Ok(()),
+        Some(v) => {
+            return Err(StoreError(format!(
+                "the database has schema version {v}, which this release cannot migrate"
+            )))
+        }
+        None => {}
+    }
+    for table in TABLES {
+        tx.batch_execute(&postgres_types(table)).map_err(e)?;
+    }
+    tx.batch_execute(INDEXES).map_err(e)?;
+    tx.execute(
+        "INSERT INTO schema_version (version) VALUES ($1)",
+        &[&VERSION],
+    )
+    .map_err(e)?;
+    tx.commit().map_err(e)?;
+    Ok(())
+}
+
+/// A table of SQLite's schema in PostgreSQL's types.
+fn postgres_types(ddl: &str) -> String {
+    ddl.replace(
+        "id INTEGER PRIMARY KEY CHECK",
+        "id BIGINT PRIMARY KEY CHECK",
+    )
+    .replace(
+        "id INTEGER PRIMARY KEY,",
+        "id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,",
+    )
+    .replace(" REAL", " DOUBLE PRECISION")
+    .replace(" INTEGER", " BIGINT")
 }
 
 fn has_table(c: &Connection, name: &str) -> Result<bool, StoreError> {

@@ -22,23 +22,33 @@ use std::sync::mpsc as std_mpsc;
 
 use rusqlite::Connection;
 
+use super::Db;
+
 /// Most operations committed together.
 const MAX_BATCH: usize = 512;
 
-/// Called with the commit's result once the batch is on disk.
-pub(super) type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
-/// Runs on the store thread; says whether it succeeded (a failed one is rolled back alone).
-pub(super) type Op = Box<dyn FnOnce(&dyn super::Db) -> (bool, Finish) + Send>;
+/// An operation sent to the store thread.
+pub(super) trait Operation: Send {
+    /// Runs it inside the batch's transaction; says whether it succeeded (a failed one is
+    /// rolled back alone). PostgreSQL may run it again when the transaction has to be retried:
+    /// each run replaces the previous one's result.
+    fn run(&mut self, db: &dyn Db) -> bool;
+    /// Answers its caller with the commit's result, once the batch is durable.
+    fn finish(self: Box<Self>, commit: Result<(), String>);
+}
+
+/// A boxed [`Operation`].
+pub(super) type Op = Box<dyn Operation>;
 
 /// A committed batch waiting for its flush: its callers, or the commit's error.
 struct Committed {
-    finishes: Vec<Finish>,
+    finishes: Vec<Op>,
     commit: Result<(), String>,
 }
 
 /// Starts the sync thread for the database at `path` and runs operations until every sender is
 /// gone.
-pub(super) fn run(mut conn: Connection, path: &Path, rx: std_mpsc::Receiver<Op>) {
+pub(super) fn run(mut conn: Connection, path: &Path, replica: &str, rx: std_mpsc::Receiver<Op>) {
     let (to_sync, committed) = std_mpsc::channel::<Committed>();
     let wal = wal_path(path);
     let syncer = std::thread::Builder::new()
@@ -58,16 +68,16 @@ pub(super) fn run(mut conn: Connection, path: &Path, rx: std_mpsc::Receiver<Op>)
         let mut finishes = Vec::with_capacity(ops.len());
         let commit = match conn.transaction() {
             Ok(tx) => {
-                for op in ops {
+                let db = super::db::Sqlite { conn: &tx, replica };
+                for mut op in ops {
                     // A savepoint per operation: a failing one is rolled back alone and the
                     // others of the batch still commit.
                     let _ = tx.execute_batch("SAVEPOINT op");
-                    let (ok, finish) = op(&*tx);
-                    if !ok {
+                    if !op.run(&db) {
                         let _ = tx.execute_batch("ROLLBACK TO op");
                     }
                     let _ = tx.execute_batch("RELEASE op");
-                    finishes.push(finish);
+                    finishes.push(op);
                 }
                 tx.commit().map_err(|e| e.to_string())
             }
@@ -84,7 +94,7 @@ pub(super) fn run(mut conn: Connection, path: &Path, rx: std_mpsc::Receiver<Op>)
         if let Err(std_mpsc::SendError(batch)) = to_sync.send(Committed { finishes, commit }) {
             // No sync thread: nothing can be confirmed as on disk.
             for f in batch.finishes {
-                f(Err("the store's sync thread stopped".into()));
+                f.finish(Err("the store's sync thread stopped".into()));
             }
         }
     }
@@ -122,7 +132,7 @@ fn sync(wal: &Path, committed: &std_mpsc::Receiver<Committed>) {
                 (Ok(()), Ok(())) => Ok(()),
             };
             for f in b.finishes {
-                f(result.clone());
+                f.finish(result.clone());
             }
         }
     }

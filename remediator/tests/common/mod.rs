@@ -14,6 +14,79 @@ use stackmedic_remediator::store::{
     Start, Store,
 };
 
+/// The engine a store test runs on: every store test runs on both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// SQLite in a temporary directory.
+    Sqlite,
+    /// A private PostgreSQL cluster (the Debian package's server, started by the test).
+    Postgres,
+}
+
+/// A store test's database: opened, and opened again as after a restart.
+pub struct Ctx {
+    /// The engine.
+    pub engine: Engine,
+    /// SQLite's directory.
+    pub dir: tempfile::TempDir,
+    /// PostgreSQL's cluster, while the test runs.
+    pub pg: Option<stackmedic_tests::postgres::Postgres>,
+}
+
+impl Ctx {
+    /// A new, empty database on `engine`.
+    pub fn new(engine: Engine) -> Ctx {
+        Ctx {
+            engine,
+            dir: tempfile::tempdir().unwrap(),
+            pg: (engine == Engine::Postgres).then(stackmedic_tests::postgres::Postgres::start),
+        }
+    }
+
+    /// Opens the store (again).
+    pub fn open(&self) -> Store {
+        self.open_as("test")
+    }
+
+    /// Opens the store (again) as replica `name`.
+    pub fn open_as(&self, name: &str) -> Store {
+        let replica = stackmedic_remediator::store::Replica::new(name);
+        match &self.pg {
+            None => {
+                let path = self.dir.path().join(stackmedic_remediator::DATABASE_FILE);
+                Store::open_sqlite(&path, replica).unwrap()
+            }
+            Some(pg) => {
+                let options = stackmedic_remediator::store::pg::Options::new(
+                    &pg.url(),
+                    Some(&pg.password_file()),
+                    None,
+                    name,
+                )
+                .unwrap();
+                Store::open_postgres(&options, replica).unwrap()
+            }
+        }
+    }
+}
+
+/// Runs each named `async fn NAME(ctx: &Ctx)` as two tests, `NAME::sqlite` and
+/// `NAME::postgres`.
+macro_rules! on_both_engines {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(&$crate::common::Ctx::new($crate::common::Engine::Sqlite)).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(&$crate::common::Ctx::new($crate::common::Engine::Postgres)).await;
+            }
+        }
+    )*};
+}
+
 /// A fixed "now" for store tests (2027-01-15T08:00:00Z).
 pub const NOW: f64 = 1_800_000_000.0;
 

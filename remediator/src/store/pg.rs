@@ -1,0 +1,614 @@
+//! PostgreSQL: the store that replicas share.
+//!
+//! Its shape follows SQLite's ([`super::writer`], [`super::readers`]): one store thread per
+//! replica owns a writing connection and runs operations in batches, each batch one
+//! transaction at `SERIALIZABLE` isolation with a savepoint per operation; reads run on a small
+//! pool of connections in read-only snapshots. A commit returns once PostgreSQL has made it
+//! durable (`synchronous_commit`), so callers are answered after it.
+//!
+//! Two replicas deciding on the same subject, or accepting the same alert, at the same moment
+//! conflict: PostgreSQL aborts one transaction with a serialization failure, and its batch runs
+//! again from the start against what the other committed. So every operation sees the store
+//! as if replicas took turns, which is what makes an occurrence stored once and an attempt
+//! started once (the store's operations were written for one writer; serializable isolation
+//! keeps them correct with several).
+//!
+//! A lost connection fails the batch (its callers get an error: webhooks 503, stored work
+//! waits) and the next batch connects again.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use postgres::error::SqlState;
+use postgres::types::{IsNull, ToSql, Type};
+use postgres::{Client, IsolationLevel, Statement};
+use tokio::sync::Semaphore;
+
+use super::db::{Db, Engine, Row, Value};
+use super::writer::Op;
+use super::StoreError;
+
+/// Most operations committed together: smaller than SQLite's, as a conflict with another
+/// replica runs the whole batch again.
+const MAX_BATCH: usize = 64;
+
+/// Times a batch runs again after conflicts before its callers get an error.
+const MAX_TRIES: u32 = 30;
+
+/// Read connections, hence reads running at once.
+pub const READERS: usize = 2;
+
+/// How to reach the database: what `--storage.url` and its companions say.
+#[derive(Clone)]
+pub struct Options {
+    /// The URL as given, for messages (it holds no password).
+    pub url: String,
+    /// The connection settings.
+    config: postgres::Config,
+    /// TLS to the server, when the URL asks for it.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("url", &self.url)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Options {
+    /// Reads `url` (`postgres://user@host:port/db?sslmode=…`), the password from
+    /// `password_file` or else the environment's `PGPASSWORD`, and the server's CA from
+    /// `ca_file`. `application_name` names the replica in `pg_stat_activity`.
+    ///
+    /// # Errors
+    /// A message naming what is wrong: the URL, a password inside it, an unreadable file.
+    pub fn new(
+        url: &str,
+        password_file: Option<&Path>,
+        ca_file: Option<&Path>,
+        application_name: &str,
+    ) -> Result<Options, StoreError> {
+        let mut config: postgres::Config = url
+            .parse()
+            .map_err(|e| StoreError(format!("--storage.url {url:?}: {e}")))?;
+        if config.get_password().is_some() {
+            return Err(StoreError(
+                "--storage.url holds a password, which every process listing shows: put it in \
+                 --storage.password-file or the environment variable PGPASSWORD"
+                    .into(),
+            ));
+        }
+        if config.get_user().is_none() {
+            return Err(StoreError(format!(
+                "--storage.url {url:?} names no user (postgres://USER@HOST:PORT/DATABASE)"
+            )));
+        }
+        let password = match password_file {
+            Some(path) => Some(
+                stackmedic_common::config::read_secret(Some(path), None)
+                    .map_err(|e| StoreError(format!("--storage.password-file: {e}")))?,
+            ),
+            None => std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty()),
+        };
+        if let Some(p) = password {
+            config.password(p);
+        }
+        config.application_name(&format!("stackmedic-remediator {application_name}"));
+        config.connect_timeout(Duration::from_secs(5));
+        // A server that vanishes without closing the connection (host gone, network cut) is
+        // noticed within seconds, not at the kernel's default of hours.
+        config.keepalives(true);
+        config.keepalives_idle(Duration::from_secs(5));
+        config.keepalives_interval(Duration::from_secs(2));
+        config.keepalives_retries(3);
+        config.tcp_user_timeout(Duration::from_secs(10));
+        let tls = match config.get_ssl_mode() {
+            postgres::config::SslMode::Disable => None,
+            _ => Some(tls(ca_file)?),
+        };
+        Ok(Options {
+            url: url.to_string(),
+            config,
+            tls,
+        })
+    }
+
+    fn connect(&self) -> Result<Client, StoreError> {
+        let c = match &self.tls {
+            Some(tls) => self.config.connect(tls.clone()),
+            None => self.config.connect(postgres::NoTls),
+        };
+        c.map_err(|e| StoreError(format!("cannot connect to {}: {}", self.url, chain(&e))))
+    }
+}
+
+/// TLS to the server: its certificate verified against the system's roots and `ca_file`'s.
+fn tls(ca_file: Option<&Path>) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    let mut extra = Vec::new();
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| StoreError(format!("--storage.tls-ca-file {}: {e}", path.display())))?;
+        use rustls_pki_types::pem::PemObject as _;
+        for c in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+            extra.push(c.map_err(|e| {
+                StoreError(format!(
+                    "--storage.tls-ca-file {}: not a PEM certificate: {e}",
+                    path.display()
+                ))
+            })?);
+        }
+        if extra.is_empty() {
+            return Err(StoreError(format!(
+                "--storage.tls-ca-file {} holds no PEM certificate",
+                path.display()
+            )));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+            .map_err(|e| StoreError(format!("cannot set up certificate verification: {e}")))?;
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| StoreError(format!("TLS: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// An error with its causes, as one line.
+pub(super) fn chain(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
+    }
+    stackmedic_common::errors::error_chain(e)
+}
+
+/// Whether `e` means "run the transaction again": a serialization failure or a deadlock.
+fn retryable(e: &postgres::Error) -> bool {
+    matches!(
+        e.code(),
+        Some(c) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED
+    )
+}
+
+// --- values ---------------------------------------------------------------------------------
+
+impl ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(i) => match *ty {
+                Type::INT8 => i.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(*i)?.to_sql(ty, out),
+                Type::FLOAT8 => (*i as f64).to_sql(ty, out),
+                Type::BOOL => (*i != 0).to_sql(ty, out),
+                _ => i.to_string().as_str().to_sql(ty, out),
+            },
+            Value::Real(f) => match *ty {
+                Type::FLOAT8 => f.to_sql(ty, out),
+                Type::FLOAT4 => (*f as f32).to_sql(ty, out),
+                Type::INT8 if f.fract() == 0.0 => (*f as i64).to_sql(ty, out),
+                _ => Err(format!("a number where {ty} was expected").into()),
+            },
+            Value::Text(s) => s.as_str().to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+fn value(row: &postgres::Row, i: usize) -> Result<Value, postgres::Error> {
+    let ty = row.columns()[i].type_();
+    Ok(match *ty {
+        Type::INT8 => row
+            .try_get::<_, Option<i64>>(i)?
+            .map_or(Value::Null, Value::Int),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(i)?
+            .map_or(Value::Null, |v| Value::Int(v.into())),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(i)?
+            .map_or(Value::Null, |v| Value::Int(v.into())),
+        Type::BOOL => row
+            .try_get::<_, Option<bool>>(i)?
+            .map_or(Value::Null, |v| Value::Int(v.into())),
+        Type::FLOAT8 => row
+            .try_get::<_, Option<f64>>(i)?
+            .map_or(Value::Null, Value::Real),
+        Type::FLOAT4 => row
+            .try_get::<_, Option<f32>>(i)?
+            .map_or(Value::Null, |v| Value::Real(v.into())),
+        _ => row
+            .try_get::<_, Option<String>>(i)?
+            .map_or(Value::Null, Value::Text),
+    })
+}
+
+/// `?1`-style placeholders as PostgreSQL's `$1`.
+fn placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut quoted = false;
+    for ch in sql.chars() {
+        match ch {
+            '\'' => {
+                quoted = !quoted;
+                out.push(ch);
+            }
+            '?' if !quoted => out.push('$'),
+            _ => out.push(ch),
+        }
+    }
+    out
+}
+
+// --- transactions ---------------------------------------------------------------------------
+
+/// A connection and the statements prepared on it.
+pub(super) struct Conn {
+    client: Client,
+    statements: HashMap<String, Statement>,
+}
+
+impl Conn {
+    fn open(options: &Options) -> Result<Conn, StoreError> {
+        Ok(Conn {
+            client: options.connect()?,
+            statements: HashMap::new(),
+        })
+    }
+}
+
+/// A transaction of PostgreSQL as the store's operations see it.
+pub(super) struct Tx<'t, 'c> {
+    tx: RefCell<&'t mut postgres::Transaction<'c>>,
+    statements: RefCell<&'t mut HashMap<String, Statement>>,
+    replica: &'t str,
+    /// A serialization failure or deadlock was met: the transaction must run again.
+    conflict: Cell<bool>,
+}
+
+impl Tx<'_, '_> {
+    fn statement(&self, sql: &str) -> Result<Statement, StoreError> {
+        if let Some(s) = self.statements.borrow().get(sql) {
+            return Ok(s.clone());
+        }
+        let st = self
+            .tx
+            .borrow_mut()
+            .prepare(&placeholders(sql))
+            .map_err(|e| self.error(&e, sql))?;
+        self.statements
+            .borrow_mut()
+            .insert(sql.to_string(), st.clone());
+        Ok(st)
+    }
+
+    fn error(&self, e: &postgres::Error, sql: &str) -> StoreError {
+        if retryable(e) {
+            self.conflict.set(true);
+        }
+        StoreError(format!(
+            "{} (in: {})",
+            chain(e),
+            sql.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
+        ))
+    }
+}
+
+fn params(p: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
+    p.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
+}
+
+impl Db for Tx<'_, '_> {
+    fn exec(&self, sql: &str, p: &[Value]) -> Result<usize, StoreError> {
+        let st = self.statement(sql)?;
+        let n = self
+            .tx
+            .borrow_mut()
+            .execute(&st, &params(p))
+            .map_err(|e| self.error(&e, sql))?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn query(&self, sql: &str, p: &[Value]) -> Result<Vec<Row>, StoreError> {
+        let st = self.statement(sql)?;
+        let rows = self
+            .tx
+            .borrow_mut()
+            .query(&st, &params(p))
+            .map_err(|e| self.error(&e, sql))?;
+        rows.iter()
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| value(r, i))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Row)
+                    .map_err(|e| self.error(&e, sql))
+            })
+            .collect()
+    }
+
+    fn engine(&self) -> Engine {
+        Engine::Postgres
+    }
+
+    fn batch(&self, sql: &str) -> Result<(), StoreError> {
+        self.tx
+            .borrow_mut()
+            .batch_execute(sql)
+            .map_err(|e| self.error(&e, sql))
+    }
+
+    fn replica(&self) -> &str {
+        self.replica
+    }
+}
+
+/// Runs `f` in a transaction of `conn` at `isolation`; `Err(None)` when it must run again.
+fn transaction<T>(
+    conn: &mut Conn,
+    replica: &str,
+    isolation: IsolationLevel,
+    read_only: bool,
+    f: impl FnOnce(&Tx<'_, '_>) -> Result<T, StoreError>,
+) -> Result<T, Option<StoreError>> {
+    let mut tx = conn
+        .client
+        .build_transaction()
+        .isolation_level(isolation)
+        .read_only(read_only)
+        .start()
+        .map_err(|e| Some(StoreError(chain(&e))))?;
+    let (out, conflict) = {
+        let db = Tx {
+            tx: RefCell::new(&mut tx),
+            statements: RefCell::new(&mut conn.statements),
+            replica,
+            conflict: Cell::new(false),
+        };
+        let out = f(&db);
+        (out, db.conflict.get())
+    };
+    if conflict {
+        return Err(None);
+    }
+    let out = out.map_err(Some)?;
+    let end = if read_only {
+        tx.rollback()
+    } else {
+        tx.commit()
+    };
+    match end {
+        Ok(()) => Ok(out),
+        Err(e) if retryable(&e) => Err(None),
+        Err(e) => Err(Some(StoreError(format!("commit: {}", chain(&e))))),
+    }
+}
+
+// --- the store thread -------------------------------------------------------------------
+
+/// Runs operations until every sender is gone, connecting (again) when needed.
+pub(super) fn run(
+    options: &Options,
+    replica: &str,
+    conflicts: &Arc<std::sync::atomic::AtomicU64>,
+    rx: &std_mpsc::Receiver<Op>,
+) {
+    let mut conn: Option<Conn> = None;
+    while let Ok(first) = rx.recv() {
+        let mut ops = vec![first];
+        while ops.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let result = run_batch(options, replica, conflicts, &mut conn, &mut ops);
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "store commit failed");
+        }
+        for op in ops {
+            op.finish(result.clone());
+        }
+    }
+}
+
+fn run_batch(
+    options: &Options,
+    replica: &str,
+    conflicts: &Arc<std::sync::atomic::AtomicU64>,
+    conn: &mut Option<Conn>,
+    ops: &mut [Op],
+) -> Result<(), String> {
+    for tries in 0..MAX_TRIES {
+        if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
+            *conn = Some(Conn::open(options).map_err(|e| e.0)?);
+        }
+        let Some(c) = conn.as_mut() else {
+            return Err("no connection".into());
+        };
+        let single = ops.len() == 1;
+        let r = transaction(c, replica, IsolationLevel::Serializable, false, |db| {
+            for op in ops.iter_mut() {
+                if !single {
+                    db.batch("SAVEPOINT op")?;
+                }
+                let ok = op.run(db);
+                if db.conflict.get() {
+                    return Err(StoreError("conflict".into()));
+                }
+                if !ok {
+                    if single {
+                        // Its error is its answer; nothing of it is committed.
+                        return Err(StoreError("the operation failed".into()));
+                    }
+                    db.batch("ROLLBACK TO SAVEPOINT op")?;
+                }
+                if !single {
+                    db.batch("RELEASE SAVEPOINT op")?;
+                }
+            }
+            Ok(())
+        });
+        match r {
+            Ok(()) => return Ok(()),
+            Err(None) => {
+                conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // Another replica committed first: run again after a short, random pause so
+                // the two do not meet again at once.
+                let pause = 1 + (rand_u64() % (2u64 << tries.min(6)));
+                std::thread::sleep(Duration::from_millis(pause));
+            }
+            Err(Some(e)) if single && e.0 == "the operation failed" => return Ok(()),
+            Err(Some(e)) => {
+                if c.client.is_closed() {
+                    *conn = None;
+                }
+                return Err(e.0);
+            }
+        }
+    }
+    Err(format!(
+        "gave up after {MAX_TRIES} conflicts with other replicas in a row"
+    ))
+}
+
+/// A cheap random number for the pause after a conflict.
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+// --- reads ------------------------------------------------------------------------------
+
+impl Drop for Readers {
+    fn drop(&mut self) {
+        // A blocking client cannot be dropped inside an async runtime (it shuts its own one
+        // down): the idle connections close on a thread of their own.
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|p| p.into_inner()));
+        if !idle.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("stackmedic-store-close".into())
+                .spawn(move || drop(idle));
+        }
+    }
+}
+
+/// The pool of read connections.
+pub(super) struct Readers {
+    options: Options,
+    replica: String,
+    idle: Mutex<Vec<Conn>>,
+    permits: Semaphore,
+}
+
+impl Readers {
+    pub(super) fn new(options: Options, replica: String) -> Readers {
+        Readers {
+            options,
+            replica,
+            idle: Mutex::new(Vec::new()),
+            permits: Semaphore::new(READERS),
+        }
+    }
+
+    /// Runs `f` in a read-only snapshot on a blocking thread.
+    pub(super) async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn Db) -> Result<T, StoreError> + Send + 'static,
+    {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError("the readers are closed".into()))?;
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = this.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let mut conn = match conn {
+                Some(c) if !c.client.is_closed() => c,
+                _ => Conn::open(&this.options)?,
+            };
+            let out = transaction(
+                &mut conn,
+                &this.replica,
+                IsolationLevel::RepeatableRead,
+                true,
+                |db| f(db),
+            )
+            .map_err(|e| e.unwrap_or_else(|| StoreError("a read conflicted".into())));
+            if !conn.client.is_closed() {
+                this.idle
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError(format!("a read failed: {e}")))?
+    }
+}
+
+/// Opens a connection for the schema and the start check.
+pub(super) fn connect(options: &Options) -> Result<Client, StoreError> {
+    options.connect()
+}
+
+/// Where a database path given as `sqlite:///DIR` points.
+#[must_use]
+pub fn sqlite_dir(url: &str) -> Option<PathBuf> {
+    url.strip_prefix("sqlite://").map(PathBuf::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_become_dollars_outside_quotes() {
+        assert_eq!(
+            placeholders("SELECT '?' , x FROM t WHERE a = ?1 AND b = ?12"),
+            "SELECT '?' , x FROM t WHERE a = $1 AND b = $12"
+        );
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_refused() {
+        let e = Options::new("postgres://u:secret@127.0.0.1:5432/db", None, None, "r").unwrap_err();
+        assert!(e.0.contains("--storage.password-file"), "{e}");
+        assert!(!e.0.contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn a_url_without_user_is_refused() {
+        let e = Options::new("postgres://127.0.0.1:5432/db", None, None, "r").unwrap_err();
+        assert!(e.0.contains("names no user"), "{e}");
+    }
+}
