@@ -248,13 +248,17 @@ async fn reads_answer_while_the_writer_thread_is_busy() {
     // The writer thread is held inside an operation until the reads are done.
     let (release, held) = std::sync::mpsc::channel::<()>();
     let (entered, inside) = tokio::sync::oneshot::channel::<()>();
+    let entered = std::sync::Mutex::new(Some(entered));
+    let held = std::sync::Mutex::new(held);
     let busy = {
         let store = store.clone();
         tokio::spawn(async move {
             store
                 .run(move |_| {
-                    let _ = entered.send(());
-                    let _ = held.recv();
+                    if let Some(e) = entered.lock().unwrap().take() {
+                        let _ = e.send(());
+                    }
+                    let _ = held.lock().unwrap().recv();
                     Ok(())
                 })
                 .await

@@ -72,6 +72,7 @@ impl Ctx {
 
 /// Runs each named `async fn NAME(ctx: &Ctx)` as two tests, `NAME::sqlite` and
 /// `NAME::postgres`.
+#[allow(unused_macros)]
 macro_rules! on_both_engines {
     ($($name:ident),* $(,)?) => {$(
         mod $name {
