@@ -47,19 +47,37 @@ pub struct Escalator {
     pub config: Live,
     /// Woken when an escalation is stored or starts resolving.
     pub wake: Arc<Notify>,
+    /// Posting is the leader's work.
+    pub replica: Arc<crate::replica::ReplicaState>,
 }
 
 /// Posts the outbox until shutdown.
 pub async fn run(e: Escalator, shutdown: CancellationToken) {
-    match e.store.resume_escalations(now()).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(
-            escalations = n,
-            "active escalations found at start: posting them again"
-        ),
-        Err(err) => tracing::error!(error = %err, "cannot resume escalations"),
-    }
+    let mut leading = false;
     loop {
+        // The leader posts; a replica that becomes the leader posts every active escalation
+        // again at once (Alertmanager may have lost them with a restart, and the previous
+        // leader may have died between two posts).
+        if !e.replica.is_leader() {
+            leading = false;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = e.wake.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            continue;
+        }
+        if !leading {
+            leading = true;
+            match e.store.resume_escalations(now()).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(
+                    escalations = n,
+                    "active escalations found by a new leader (or at start): posting them again"
+                ),
+                Err(err) => tracing::error!(error = %err, "cannot resume escalations"),
+            }
+        }
         let cfg = e.config.get();
         if let Some(esc) = &cfg.escalation {
             match e.store.due_escalations(now()).await {

@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod paging;
 pub mod pipeline;
 pub mod reconcile;
+pub mod replica;
 pub mod store;
 pub mod systemd_bus;
 pub mod unmatched;
@@ -52,10 +53,68 @@ pub const DATABASE_FILE: &str = "remediator.sqlite";
 pub struct Options {
     /// The configuration file to reload from; `None` means the embedded default.
     pub config_file: Option<PathBuf>,
-    /// Directory of the database.
-    pub storage_path: PathBuf,
+    /// Where the store is.
+    pub storage: Storage,
+    /// This replica's name (`--replica.name`).
+    pub replica_name: String,
+    /// How long this replica's claim on its work lasts without renewal (`--replica.lease`).
+    pub lease: std::time::Duration,
     /// TLS and basic auth of the web interface.
     pub security: WebSecurity,
+}
+
+/// Where the store is: a SQLite database in a directory (one remediator), or PostgreSQL
+/// (shared by replicas).
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// The directory of the SQLite database (`--storage.path`, or `--storage.url=sqlite:///DIR`).
+    Sqlite(PathBuf),
+    /// PostgreSQL (`--storage.url=postgres://…`).
+    Postgres(Box<store::pg::Options>),
+}
+
+impl Storage {
+    /// The store `url` names (`sqlite:///DIR` or `postgres://USER@HOST:PORT/DB`), with the
+    /// password from `password_file` (else `PGPASSWORD`) and the server's CA from `ca_file`.
+    ///
+    /// # Errors
+    /// A message naming what is wrong.
+    pub fn from_url(
+        url: &str,
+        password_file: Option<&Path>,
+        ca_file: Option<&Path>,
+        replica: &str,
+    ) -> anyhow::Result<Storage> {
+        if let Some(dir) = store::pg::sqlite_dir(url) {
+            if dir.as_os_str().is_empty() {
+                anyhow::bail!("--storage.url {url:?} names no directory (sqlite:///DIR)");
+            }
+            return Ok(Storage::Sqlite(dir));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Storage::Postgres(Box::new(store::pg::Options::new(
+                url,
+                password_file,
+                ca_file,
+                replica,
+            )?)));
+        }
+        anyhow::bail!(
+            "--storage.url {url:?}: expected sqlite:///DIR or postgres://USER@HOST:PORT/DATABASE"
+        )
+    }
+
+    /// Opens the store as replica `replica`.
+    ///
+    /// # Errors
+    /// When it cannot be opened.
+    pub fn open(&self, replica: store::Replica) -> anyhow::Result<store::Store> {
+        match self {
+            Storage::Sqlite(dir) => open_store_as(dir, replica),
+            Storage::Postgres(o) => store::Store::open_postgres(o, replica)
+                .with_context(|| format!("cannot open the store at {}", o.url)),
+        }
+    }
 }
 
 /// Refuses a configuration without webhook authentication on a non-loopback listener.
@@ -78,6 +137,14 @@ pub fn check_exposure(config: &Config, listener: &TcpListener) -> anyhow::Result
 /// # Errors
 /// When the directory or database cannot be created.
 pub fn open_store(dir: &Path) -> anyhow::Result<store::Store> {
+    open_store_as(dir, store::Replica::new(&store::Replica::host_name()))
+}
+
+/// Opens the store in `dir` as replica `replica`, creating the directory.
+///
+/// # Errors
+/// When the directory or database cannot be created.
+pub fn open_store_as(dir: &Path, replica: store::Replica) -> anyhow::Result<store::Store> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create storage directory {}", dir.display()))?;
     // SQLite needs to write beside the database (its log): a directory it cannot write to is
@@ -87,7 +154,8 @@ pub fn open_store(dir: &Path) -> anyhow::Result<store::Store> {
         .and_then(|()| std::fs::remove_file(&probe))
         .with_context(|| format!("cannot write the storage directory {}", dir.display()))?;
     let path = dir.join(DATABASE_FILE);
-    store::Store::open(&path).with_context(|| format!("cannot open {}", path.display()))
+    store::Store::open_sqlite(&path, replica)
+        .with_context(|| format!("cannot open {}", path.display()))
 }
 
 /// While the store fails, probes it with a small write (1 s, doubled to 10 s apart) until it
@@ -117,10 +185,13 @@ async fn watch_store(engine: Arc<pipeline::Engine>, shutdown: CancellationToken)
 async fn prune_history(engine: Arc<pipeline::Engine>, shutdown: CancellationToken) {
     loop {
         let retention = engine.config().global.retention.as_secs_f64();
-        match engine.store.prune(clock::now() - retention).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(rows = n, "old history deleted"),
-            Err(e) => tracing::error!(error = %e, "cannot delete old history"),
+        // The leader prunes; another replica looks again in an hour.
+        if engine.replica.is_leader() {
+            match engine.store.prune(clock::now() - retention).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(rows = n, "old history deleted"),
+                Err(e) => tracing::error!(error = %e, "cannot delete old history"),
+            }
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -142,10 +213,23 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     check_exposure(&config, &listener)?;
-    let store = open_store(&options.storage_path)?;
+    let store = options
+        .storage
+        .open(store::Replica::new(&options.replica_name))?;
     let metrics = metrics::Metrics::new()?;
     let reload_metrics = ReloadMetrics::register(&metrics.registry, "stackmedic_remediator")?;
     let engine = pipeline::Engine::new(config, store, Arc::new(metrics), shutdown.clone())?;
+    engine.replica.set_lease(options.lease);
+    // The lease first: on SQLite it takes over every job of the previous process, on
+    // PostgreSQL those of replicas whose lease ran out; then this replica's jobs are resumed.
+    replica::renew_once(&engine).await;
+    tracing::info!(
+        replica = %engine.store.replica.name,
+        engine = ?engine.store.engine(),
+        lease = %humantime::format_duration(options.lease),
+        leader = engine.replica.is_leader(),
+        "store opened"
+    );
 
     let resumed = engine
         .store
@@ -168,6 +252,7 @@ pub async fn run(
     for job in resumed.jobs {
         engine.spawn(job);
     }
+    tokio::spawn(replica::run(engine.clone(), shutdown.clone()));
     tokio::spawn(escalation::run(engine.escalator(), shutdown.clone()));
     tokio::spawn(reconcile::run(engine.reconciler(), shutdown.clone()));
     tokio::spawn(engine.clone().sweeper(shutdown.clone()));
@@ -208,6 +293,8 @@ pub async fn run(
     let mut security = options.security;
     security.own_auth = Some(web::own_auth(engine.clone()));
     tracing::info!(address = %local, "stackmedic-remediator listening");
-    server::serve(listener, security, handler, shutdown).await?;
+    let served = server::serve(listener, security, handler, shutdown).await;
+    replica::leave(&engine).await;
+    served?;
     Ok(())
 }

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use stackmedic_common::cli::CommonArgs;
 use stackmedic_common::include::Included;
 use stackmedic_common::{healthcheck, runtime};
-use stackmedic_remediator::{config, contract, Options, DEFAULT_LISTEN_ADDRESS};
+use stackmedic_remediator::{config, contract, Options, Storage, DEFAULT_LISTEN_ADDRESS};
 use tokio_util::sync::CancellationToken;
 
 /// Acts on Alertmanager webhooks with scoped, durable, audited recovery actions.
@@ -26,6 +26,19 @@ struct Cli {
     /// Directory of the durable store (jobs, incidents, escalations, audit history).
     #[arg(long = "storage.path", value_name = "DIR", default_value = "data")]
     storage_path: PathBuf,
+
+    #[command(flatten)]
+    storage: StorageArgs,
+
+    /// This replica's name among those sharing a store: on the page, in the audit history,
+    /// logs and metrics. Default: the host name.
+    #[arg(long = "replica.name", value_name = "NAME")]
+    replica_name: Option<String>,
+
+    /// How long this replica's claim on its jobs (and the leadership) lasts without renewal:
+    /// another replica takes its jobs over after it. Renewed every third of it.
+    #[arg(long = "replica.lease", value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    replica_lease: std::time::Duration,
 
     /// With --config.check: a Prometheus rule file, or a glob pattern of them as Prometheus'
     /// rule_files take it (repeatable), whose alerts the configuration must agree with; every
@@ -68,6 +81,59 @@ enum Command {
     /// End the pause: held incidents act again, one subject of a target at a time
     /// (POST /api/resume).
     Resume(Remote),
+    /// The store itself.
+    #[command(subcommand)]
+    Storage(StorageCommand),
+}
+
+/// Commands on a store (run with the remediators stopped).
+#[derive(Debug, Subcommand)]
+enum StorageCommand {
+    /// Copy a store into an empty one: jobs, incidents, escalations, occurrences and the audit
+    /// history, such as from one host's SQLite to the PostgreSQL a pair of replicas shares.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    /// The store to copy: sqlite:///DIR or postgres://USER@HOST:PORT/DATABASE.
+    #[arg(long, value_name = "URL")]
+    from: String,
+
+    /// The store to copy into (empty, or without jobs, incidents and history).
+    #[arg(long, value_name = "URL")]
+    to: String,
+
+    #[command(flatten)]
+    storage: StorageArgs,
+}
+
+/// How to reach the store.
+#[derive(Debug, Args, Clone)]
+struct StorageArgs {
+    /// The store as a URL instead of --storage.path: sqlite:///DIR, or
+    /// postgres://USER@HOST:PORT/DATABASE[?sslmode=require] for replicas sharing one
+    /// PostgreSQL.
+    #[arg(long = "storage.url", value_name = "URL")]
+    url: Option<String>,
+
+    /// A file holding PostgreSQL's password (else the environment variable PGPASSWORD; never
+    /// in the URL).
+    #[arg(long = "storage.password-file", value_name = "PATH")]
+    password_file: Option<PathBuf>,
+
+    /// A CA certificate (PEM) to trust for PostgreSQL's server certificate, besides the
+    /// system's.
+    #[arg(long = "storage.tls-ca-file", value_name = "PATH")]
+    tls_ca_file: Option<PathBuf>,
+}
+
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < std::time::Duration::from_secs(1) {
+        return Err("at least 1s".into());
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Args)]
@@ -221,6 +287,7 @@ fn main() -> ExitCode {
             return remote(&a.remote, "/api/pause", &body);
         }
         Some(Command::Resume(r)) => return remote(r, "/api/resume", &serde_json::json!({})),
+        Some(Command::Storage(StorageCommand::Migrate(m))) => return migrate(m),
         None => {}
     }
     if cli.common.config_print_default {
@@ -345,18 +412,74 @@ async fn start(
         .common
         .web_security()
         .map_err(|errs| anyhow::anyhow!("invalid web configuration:\n{errs}"))?;
+    let replica_name = cli
+        .replica_name
+        .clone()
+        .unwrap_or_else(stackmedic_remediator::store::Replica::host_name);
+    let storage = match &cli.storage.url {
+        Some(url) => Storage::from_url(
+            url,
+            cli.storage.password_file.as_deref(),
+            cli.storage.tls_ca_file.as_deref(),
+            &replica_name,
+        )?,
+        None => Storage::Sqlite(cli.storage_path.clone()),
+    };
     let listener = cli.common.bind(DEFAULT_LISTEN_ADDRESS).await?;
     stackmedic_remediator::run(
         listener,
         config,
         Options {
             config_file: cli.common.config_file,
-            storage_path: cli.storage_path,
+            storage,
+            replica_name,
+            lease: cli.replica_lease,
             security,
         },
         shutdown,
     )
     .await
+}
+
+/// `storage migrate`: copies one store into another.
+fn migrate(m: &MigrateArgs) -> ExitCode {
+    let open = |url: &str| -> anyhow::Result<stackmedic_remediator::store::Store> {
+        Storage::from_url(
+            url,
+            m.storage.password_file.as_deref(),
+            m.storage.tls_ca_file.as_deref(),
+            "storage-migrate",
+        )?
+        .open(stackmedic_remediator::store::Replica::new(
+            "storage-migrate",
+        ))
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("failed: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let from = open(&m.from)?;
+        let to = open(&m.to)?;
+        Ok::<_, anyhow::Error>(stackmedic_remediator::store::migrate::copy(&from, &to).await?)
+    });
+    match result {
+        Ok(copied) => {
+            println!("copied {} into {}: {copied}", m.from, m.to);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// One of on-call's commands: POSTs `body` to `path` of the running remediator and prints its

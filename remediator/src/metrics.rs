@@ -74,6 +74,18 @@ pub struct Metrics {
     pub paused: IntGauge,
     /// The planned end of the pause (0 without one, or when not paused).
     pub pause_until: prometheus::Gauge,
+    /// 1 while this replica is the leader.
+    pub leader: IntGauge,
+    /// Replicas whose lease runs, as the latest renewal found.
+    pub replicas: IntGauge,
+    /// Unfinished jobs this replica holds.
+    pub jobs_held: IntGauge,
+    /// Jobs taken over from replicas whose lease ran out.
+    pub takeovers: IntCounter,
+    /// Lease renewals by result.
+    pub lease_renewals: IntCounterVec,
+    /// Store transactions run again after a conflict with another replica.
+    pub store_conflicts: IntCounter,
 }
 
 impl Metrics {
@@ -230,6 +242,42 @@ impl Metrics {
             format!("{NS}_pause_until_timestamp_seconds"),
             "The planned end of the pause in force (0 when not paused, or paused without an end).",
         )?;
+        let leader = IntGauge::new(
+            format!("{NS}_leader"),
+            "1 while this replica is the leader: it posts escalations, reconciles with Alertmanager, re-checks heals, releases held incidents and prunes the history.",
+        )?;
+        let replicas = IntGauge::new(
+            format!("{NS}_replicas"),
+            "Replicas sharing the store whose lease runs, this one included, as its latest lease renewal found.",
+        )?;
+        let jobs_held = IntGauge::new(
+            format!("{NS}_jobs_held"),
+            "Unfinished jobs this replica holds under its lease (accepted here or taken over).",
+        )?;
+        let takeovers = IntCounter::new(
+            format!("{NS}_takeovers_total"),
+            "Unfinished jobs this replica took over from replicas whose lease ran out (a started action is verified, not run again).",
+        )?;
+        let lease_renewals = IntCounterVec::new(
+            Opts::new(
+                format!("{NS}_lease_renewals_total"),
+                "Renewals of this replica's lease, by result (ok, failed: the store could not be written; the lease runs out if it goes on).",
+            ),
+            &["result"],
+        )?;
+        let store_conflicts = IntCounter::new(
+            format!("{NS}_store_conflicts_total"),
+            "Store transactions run again because another replica changed what they read at the same moment (PostgreSQL).",
+        )?;
+        for r in ["ok", "failed"] {
+            lease_renewals.with_label_values(&[r]);
+        }
+        registry.register(Box::new(leader.clone()))?;
+        registry.register(Box::new(replicas.clone()))?;
+        registry.register(Box::new(jobs_held.clone()))?;
+        registry.register(Box::new(takeovers.clone()))?;
+        registry.register(Box::new(lease_renewals.clone()))?;
+        registry.register(Box::new(store_conflicts.clone()))?;
         registry.register(Box::new(paused.clone()))?;
         registry.register(Box::new(pause_until.clone()))?;
         registry.register(Box::new(store_errors.clone()))?;
@@ -305,6 +353,12 @@ impl Metrics {
             store_writable,
             paused,
             pause_until,
+            leader,
+            replicas,
+            jobs_held,
+            takeovers,
+            lease_renewals,
+            store_conflicts,
         })
     }
 

@@ -43,6 +43,8 @@ pub struct Reconciler {
     pub config: Live,
     /// Woken when escalations start resolving.
     pub escalations: Arc<Notify>,
+    /// Reconciling is the leader's work.
+    pub replica: Arc<crate::replica::ReplicaState>,
 }
 
 /// What one round did.
@@ -63,6 +65,7 @@ pub async fn run(r: Reconciler, shutdown: CancellationToken) {
         let cfg = r.config.get();
         let interval = cfg.global.reconcile_interval;
         let wait = match &cfg.reconciliation {
+            Some(_) if !r.replica.is_leader() => Duration::from_secs(1),
             Some(rec) if !interval.is_zero() => {
                 match once(&r, rec).await {
                     Ok(Outcome::Reconciled(res)) => {

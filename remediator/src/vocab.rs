@@ -107,6 +107,8 @@ vocabulary! {
         Held = "held",
         /// A held incident was released: its attempt runs now.
         Released = "released",
+        /// A replica took over the unfinished jobs of a replica whose lease ran out.
+        TakenOver = "taken_over",
     }
 }
 

@@ -156,8 +156,10 @@ async fn a_database_of_the_previous_release_opens_and_is_migrated() {
             "health",
             "incidents",
             "jobs",
+            "leader",
             "occurrences",
             "pause",
+            "replicas",
             "subjects"
         ]
     );

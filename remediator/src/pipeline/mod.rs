@@ -75,6 +75,8 @@ pub struct Engine {
     sweep: Notify,
     /// Firing alerts no rule matched, for the page.
     pub unmatched: Unmatched,
+    /// This replica's lease and leadership.
+    pub replica: Arc<crate::replica::ReplicaState>,
 }
 
 /// Most jobs held in memory at once. Further accepted jobs stay in the database only and are
@@ -106,7 +108,9 @@ impl Engine {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("stackmedic-remediator/", env!("CARGO_PKG_VERSION")))
             .build()?;
+        let replica = Arc::new(crate::replica::ReplicaState::new(store.engine()));
         Ok(Arc::new(Self {
+            replica,
             docker: DockerClient::default(),
             systemd: SystemdBuses::new(),
             permits: Semaphore::new(config.global.max_concurrent_actions),
@@ -147,6 +151,7 @@ impl Engine {
             http: self.http.clone(),
             config: self.config.clone(),
             wake: self.escalations.clone(),
+            replica: self.replica.clone(),
         }
     }
 
@@ -159,6 +164,7 @@ impl Engine {
             http: self.http.clone(),
             config: self.config.clone(),
             escalations: self.escalations.clone(),
+            replica: self.replica.clone(),
         }
     }
 
@@ -545,6 +551,10 @@ impl Engine {
                 }
                 Err(e) => tracing::error!(error = %e, "cannot load stored jobs"),
             }
+        }
+        // What belongs to no job is the leader's.
+        if !self.replica.is_leader() {
+            return;
         }
         self.release_held().await;
         match self.store.due_checks(now(), CHECKS_PER_SWEEP).await {

@@ -72,7 +72,7 @@ c,
             row.duration,
             a.accepted_at,
             started,
-            c.replica()
+            &c.replica().name
         ],
     )?;
     Ok(())
@@ -135,6 +135,6 @@ pub(super) fn deny(c: &dyn Db, row: &Row<'_>) -> Result<(), StoreError> {
              first_at = COALESCE(first_at, at), at = ?2, fingerprint = ?3, replica = ?4 WHERE id = ?1"
         }
     };
-    exec(c, sql, args![id, row.at, a.fingerprint, c.replica()])?;
+    exec(c, sql, args![id, row.at, a.fingerprint, c.replica().name])?;
     Ok(())
 }

@@ -129,6 +129,12 @@ impl FromValue for i64 {
     }
 }
 
+impl FromValue for usize {
+    fn from_value(v: &Value) -> Option<Self> {
+        i64::from_value(v).and_then(|i| usize::try_from(i).ok())
+    }
+}
+
 impl FromValue for u32 {
     fn from_value(v: &Value) -> Option<Self> {
         i64::from_value(v).and_then(|i| u32::try_from(i).ok())
@@ -202,8 +208,8 @@ pub trait Db {
     /// What the engine reports.
     fn batch(&self, sql: &str) -> Result<(), StoreError>;
 
-    /// The name of the replica this transaction runs on (audit rows name it).
-    fn replica(&self) -> &str;
+    /// The replica this transaction runs on (audit rows name it, jobs it stores are its).
+    fn replica(&self) -> &super::Replica;
 }
 
 /// Executes `sql`.
@@ -284,8 +290,8 @@ fn from_sqlite(v: rusqlite::types::ValueRef<'_>) -> Value {
 pub struct Sqlite<'a> {
     /// The connection, inside its transaction.
     pub conn: &'a rusqlite::Connection,
-    /// This replica's name.
-    pub replica: &'a str,
+    /// This replica.
+    pub replica: &'a super::Replica,
 }
 
 impl Db for Sqlite<'_> {
@@ -318,7 +324,7 @@ impl Db for Sqlite<'_> {
         Ok(self.conn.execute_batch(sql)?)
     }
 
-    fn replica(&self) -> &str {
+    fn replica(&self) -> &super::Replica {
         self.replica
     }
 }

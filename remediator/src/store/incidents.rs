@@ -613,16 +613,17 @@ pub(super) fn escalate(
 }
 
 fn start(c: &dyn Db, job: &Job, cond: &Conditions, now: f64) -> Result<Start, StoreError> {
-    let stored: Option<(String, Option<i64>)> = row_opt(
+    let stored: Option<(String, Option<i64>, Option<String>)> = row_opt(
         c,
-        "SELECT state, incident_id FROM jobs WHERE id = ?1",
+        "SELECT state, incident_id, owner FROM jobs WHERE id = ?1",
         args![job.id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
-    let Some((state, Some(incident))) = stored else {
+    let Some((state, Some(incident), owner)) = stored else {
         return Ok(Start::Gone);
     };
-    if state != JobState::Queued.as_str() {
+    // Another replica took the job over (this one's lease ran out): it acts, not this one.
+    if state != JobState::Queued.as_str() || owner.as_deref() != Some(&c.replica().instance) {
         return Ok(Start::Gone);
     }
     let mut job = job.clone();

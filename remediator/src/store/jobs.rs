@@ -76,19 +76,25 @@ impl Store {
         self.run(move |c| accept(c, batch.clone(), now)).await
     }
 
-    /// The stored jobs after a start: a job whose action had started is returned to be
-    /// verified, not run again; the others to run once (by the model: one found late is
-    /// escalated when it is decided).
+    /// The stored jobs after a start: this replica's, once it took over those of earlier
+    /// processes and of replicas whose lease ran out. A job whose action had started is
+    /// returned to be verified, not run again; the others to run once (by the model: one found
+    /// late is escalated when it is decided).
     ///
     /// # Errors
     /// On a database failure.
     pub async fn resume(&self) -> Result<Resumed, StoreError> {
         self.run(move |c| {
+            super::replicas::take_over(c, crate::clock::now())?;
             Ok(Resumed {
                 jobs: load(
                     c,
-                    "state IN (?1, ?2) ORDER BY id",
-                    args![JobState::Queued.as_str(), JobState::Running.as_str()],
+                    "state IN (?1, ?2) AND owner = ?3 ORDER BY id",
+                    args![
+                        JobState::Queued.as_str(),
+                        JobState::Running.as_str(),
+                        c.replica().instance
+                    ],
                 )?,
             })
         })
@@ -112,9 +118,9 @@ impl Store {
             let rows = rows(
         c,
         &format!(
-                "SELECT {COLUMNS} FROM jobs WHERE (state = ?1 AND not_before <= ?2) OR state = ?3 ORDER BY id"
+                "SELECT {COLUMNS} FROM jobs WHERE ((state = ?1 AND not_before <= ?2) OR state = ?3) AND owner = ?4 ORDER BY id"
             ),
-        args![JobState::Queued.as_str(), now, JobState::Running.as_str()],
+        args![JobState::Queued.as_str(), now, JobState::Running.as_str(), c.replica().instance],
         from_row,
     )?;
             for job in rows {
@@ -350,8 +356,8 @@ pub(super) fn insert(
 ) -> Result<Job, StoreError> {
     let id: i64 = row(
         c,
-        "INSERT INTO jobs (accepted_at, not_before, rule, action, target, subject, selection, fingerprint, starts_at, labels, annotations, state, incident_id, retry, due_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?2) RETURNING id",
+        "INSERT INTO jobs (accepted_at, not_before, rule, action, target, subject, selection, fingerprint, starts_at, labels, annotations, state, incident_id, retry, due_at, owner) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?2, ?15) RETURNING id",
         args![
             now,
             new.not_before,
@@ -367,6 +373,7 @@ pub(super) fn insert(
             JobState::Queued.as_str(),
             incident,
             i64::from(retry),
+            c.replica().instance,
         ],
         |r| r.get(0),
     )?;

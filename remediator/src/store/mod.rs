@@ -21,9 +21,11 @@ pub mod escalations;
 mod holds;
 pub mod incidents;
 pub mod jobs;
+pub mod migrate;
 pub mod pg;
 pub mod readers;
 mod rechecks;
+mod replicas;
 pub mod schema;
 pub mod views;
 mod writer;
@@ -46,6 +48,7 @@ pub use holds::{Guard, Pause, Released};
 pub use incidents::{Conditions, DecideInput, FinishInput, Finished, Outcome, Start};
 pub use jobs::{Accepted, Batch, Denial, ResolvedAlert, Resumed};
 pub use rechecks::DueCheck;
+pub use replicas::Renewal;
 pub use views::{
     AlertRef, AuditRow, EscalationView, FlappingView, Gauges, IncidentView, Overview,
     OverviewLimits, PendingJob,
@@ -300,19 +303,23 @@ impl Store {
         // Commits write the log without waiting for the disk; the writer's sync thread flushes
         // it before any caller is answered (see `writer`).
         conn.execute_batch("PRAGMA synchronous = NORMAL")?;
-        let readers = Arc::new(Reads::Sqlite(readers::Readers::open(path, &replica.name)?));
+        let replica = Arc::new(replica);
+        let readers = Arc::new(Reads::Sqlite(readers::Readers::open(
+            path,
+            replica.clone(),
+        )?));
         let (tx, rx) = std_mpsc::channel::<writer::Op>();
         let db = path.to_owned();
-        let name = replica.name.clone();
+        let me = replica.clone();
         std::thread::Builder::new()
             .name("stackmedic-store".into())
-            .spawn(move || writer::run(conn, &db, &name, rx))
+            .spawn(move || writer::run(conn, &db, &me, rx))
             .map_err(|e| StoreError(format!("cannot start the store thread: {e}")))?;
         Ok(Store {
             tx,
             readers,
             health: Arc::new(Health::default()),
-            replica: Arc::new(replica),
+            replica,
             engine: db::Engine::Sqlite,
             conflicts: Arc::default(),
         })
@@ -341,22 +348,23 @@ impl Store {
             .join()
             .unwrap_or_else(|_| Err(StoreError("the store's start check panicked".into())))
         })?;
+        let replica = Arc::new(replica);
         let readers = Arc::new(Reads::Postgres(Arc::new(pg::Readers::new(
             options.clone(),
-            replica.name.clone(),
+            replica.clone(),
         ))));
         let (tx, rx) = std_mpsc::channel::<writer::Op>();
         let conflicts: Arc<std::sync::atomic::AtomicU64> = Arc::default();
-        let (opts, name, counted) = (options.clone(), replica.name.clone(), conflicts.clone());
+        let (opts, me, counted) = (options.clone(), replica.clone(), conflicts.clone());
         std::thread::Builder::new()
             .name("stackmedic-store".into())
-            .spawn(move || pg::run(&opts, &name, &counted, &rx))
+            .spawn(move || pg::run(&opts, &me, &counted, &rx))
             .map_err(|e| StoreError(format!("cannot start the store thread: {e}")))?;
         Ok(Store {
             tx,
             readers,
             health: Arc::new(Health::default()),
-            replica: Arc::new(replica),
+            replica,
             engine: db::Engine::Postgres,
             conflicts,
         })

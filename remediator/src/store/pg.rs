@@ -281,7 +281,7 @@ impl Conn {
 pub(super) struct Tx<'t, 'c> {
     tx: RefCell<&'t mut postgres::Transaction<'c>>,
     statements: RefCell<&'t mut HashMap<String, Statement>>,
-    replica: &'t str,
+    replica: &'t super::Replica,
     /// A serialization failure or deadlock was met: the transaction must run again.
     conflict: Cell<bool>,
 }
@@ -358,7 +358,7 @@ impl Db for Tx<'_, '_> {
             .map_err(|e| self.error(&e, sql))
     }
 
-    fn replica(&self) -> &str {
+    fn replica(&self) -> &super::Replica {
         self.replica
     }
 }
@@ -366,7 +366,7 @@ impl Db for Tx<'_, '_> {
 /// Runs `f` in a transaction of `conn` at `isolation`; `Err(None)` when it must run again.
 fn transaction<T>(
     conn: &mut Conn,
-    replica: &str,
+    replica: &super::Replica,
     isolation: IsolationLevel,
     read_only: bool,
     f: impl FnOnce(&Tx<'_, '_>) -> Result<T, StoreError>,
@@ -409,7 +409,7 @@ fn transaction<T>(
 /// Runs operations until every sender is gone, connecting (again) when needed.
 pub(super) fn run(
     options: &Options,
-    replica: &str,
+    replica: &super::Replica,
     conflicts: &Arc<std::sync::atomic::AtomicU64>,
     rx: &std_mpsc::Receiver<Op>,
 ) {
@@ -434,7 +434,7 @@ pub(super) fn run(
 
 fn run_batch(
     options: &Options,
-    replica: &str,
+    replica: &super::Replica,
     conflicts: &Arc<std::sync::atomic::AtomicU64>,
     conn: &mut Option<Conn>,
     ops: &mut [Op],
@@ -522,13 +522,13 @@ impl Drop for Readers {
 /// The pool of read connections.
 pub(super) struct Readers {
     options: Options,
-    replica: String,
+    replica: Arc<super::Replica>,
     idle: Mutex<Vec<Conn>>,
     permits: Semaphore,
 }
 
 impl Readers {
-    pub(super) fn new(options: Options, replica: String) -> Readers {
+    pub(super) fn new(options: Options, replica: Arc<super::Replica>) -> Readers {
         Readers {
             options,
             replica,

@@ -18,20 +18,23 @@ pub const READERS: usize = 2;
 /// The pool of read-only connections.
 pub(super) struct Readers {
     path: PathBuf,
-    replica: String,
+    replica: std::sync::Arc<super::Replica>,
     idle: Mutex<Vec<Connection>>,
     permits: Semaphore,
 }
 
 impl Readers {
     /// Opens [`READERS`] read-only connections to the database the writer prepared.
-    pub(super) fn open(path: &Path, replica: &str) -> Result<Readers, StoreError> {
+    pub(super) fn open(
+        path: &Path,
+        replica: std::sync::Arc<super::Replica>,
+    ) -> Result<Readers, StoreError> {
         let idle = (0..READERS)
             .map(|_| connect(path))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Readers {
             path: path.to_owned(),
-            replica: replica.to_string(),
+            replica,
             idle: Mutex::new(idle),
             permits: Semaphore::new(READERS),
         })
@@ -81,7 +84,7 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
 
 fn snapshot<T>(
     c: &Connection,
-    replica: &str,
+    replica: &super::Replica,
     f: impl FnOnce(&dyn super::Db) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     let tx = c.unchecked_transaction()?;

@@ -223,6 +223,27 @@ CREATE INDEX IF NOT EXISTS audit_denials ON audit(rule, subject) WHERE result = 
 CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner, state);
 ";
 
+/// The tables `storage migrate` copies, in an order that keeps references valid.
+pub(super) const COPIED: [(&str, &str); 8] = [
+    ("jobs", JOBS),
+    ("occurrences", OCCURRENCES),
+    ("incidents", INCIDENTS),
+    ("escalations", ESCALATIONS),
+    ("audit", AUDIT),
+    ("subjects", SUBJECTS),
+    ("early_resolves", EARLY_RESOLVES),
+    ("pause", PAUSE),
+];
+
+/// The columns a table's definition declares, in order.
+pub(super) fn columns(ddl: &str) -> Vec<&str> {
+    ddl.lines()
+        .filter(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| *w != "PRIMARY")
+        .collect()
+}
+
 /// Every table of this version, as created on an empty database.
 const TABLES: [&str; 11] = [
     JOBS,

@@ -48,7 +48,12 @@ struct Committed {
 
 /// Starts the sync thread for the database at `path` and runs operations until every sender is
 /// gone.
-pub(super) fn run(mut conn: Connection, path: &Path, replica: &str, rx: std_mpsc::Receiver<Op>) {
+pub(super) fn run(
+    mut conn: Connection,
+    path: &Path,
+    replica: &super::Replica,
+    rx: std_mpsc::Receiver<Op>,
+) {
     let (to_sync, committed) = std_mpsc::channel::<Committed>();
     let wal = wal_path(path);
     let syncer = std::thread::Builder::new()

@@ -195,6 +195,13 @@ pub async fn handle(
                 .inc_by(errors.saturating_sub(m.store_errors.get()));
             m.store_writable
                 .set(i64::from(engine.store.health.failing().is_none()));
+            let conflicts = engine
+                .store
+                .conflicts
+                .load(std::sync::atomic::Ordering::Relaxed);
+            m.store_conflicts
+                .inc_by(conflicts.saturating_sub(m.store_conflicts.get()));
+            m.leader.set(i64::from(engine.replica.is_leader()));
             if let Ok(p) = engine.store.paused().await {
                 m.paused.set(i64::from(p.is_some()));
                 m.pause_until.set(p.and_then(|p| p.until).unwrap_or(0.0));
