@@ -6,10 +6,87 @@
 //!
 //! A probe's series change only when it runs, so they are rendered into text once per run
 //! ([`Rendered`], on the first scrape after the run) and a scrape only copies those texts under
-//! one `# HELP`/`# TYPE` header per family ([`Exposition`]).
+//! one `# HELP`/`# TYPE` header per family ([`Exposition`]). The series lines are the same in
+//! the Prometheus text format and in OpenMetrics ([`Format`]); only the headers differ (and
+//! OpenMetrics ends with `# EOF`).
 
 use std::ops::Range;
 use std::sync::Arc;
+
+/// An exposition format `/metrics` answers in, chosen by the scraper's `Accept` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The Prometheus text format, version 0.0.4.
+    Text,
+    /// OpenMetrics text, version 1.0.0.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The `Content-Type` of a response in this format.
+    #[must_use]
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+
+    /// The format an `Accept` header prefers: OpenMetrics when it is asked for with at least
+    /// the weight of the text format (as Prometheus asks by default), the text format
+    /// otherwise.
+    #[must_use]
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let Some(accept) = accept else {
+            return Format::Text;
+        };
+        let (mut open_metrics, mut text) = (None::<f32>, None::<f32>);
+        for range in accept.split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+            let mut q = 1.0_f32;
+            let mut version_ok = true;
+            for p in parts {
+                let Some((k, v)) = p.split_once('=') else {
+                    continue;
+                };
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "q" => q = v.trim().parse().unwrap_or(0.0),
+                    "version" if media == "application/openmetrics-text" => {
+                        version_ok = matches!(v.trim(), "1.0.0" | "0.0.1");
+                    }
+                    _ => {}
+                }
+            }
+            let slot = match media.as_str() {
+                "application/openmetrics-text" if version_ok => &mut open_metrics,
+                "text/plain" | "text/*" | "*/*" => &mut text,
+                _ => continue,
+            };
+            *slot = Some(slot.map_or(q, |old: f32| old.max(q)));
+        }
+        match open_metrics {
+            Some(om) if om > 0.0 && om >= text.unwrap_or(0.0) => Format::OpenMetrics,
+            _ => Format::Text,
+        }
+    }
+}
+
+/// Whether an `Accept-Encoding` header accepts gzip (with a weight above zero).
+#[must_use]
+pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
+    accept_encoding.is_some_and(|header| {
+        header.split(',').any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let q = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .map_or(1.0, |(_, v)| v.trim().parse::<f32>().unwrap_or(0.0));
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && q > 0.0
+        })
+    })
+}
 
 /// Whether a family is a gauge or a counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,9 +267,12 @@ impl RenderedBuilder {
         }
     }
 
-    /// The rendered series.
+    /// The rendered series, holding no more memory than they need (they are kept until the
+    /// probe runs again, for every probe).
     #[must_use]
-    pub fn finish(self) -> Rendered {
+    pub fn finish(mut self) -> Rendered {
+        self.rendered.text.shrink_to_fit();
+        self.rendered.parts.shrink_to_fit();
         self.rendered
     }
 }
@@ -206,13 +286,21 @@ pub struct Exposition {
 }
 
 impl Exposition {
+    /// An exposition with room for `probes` probes.
+    #[must_use]
+    pub fn with_capacity(probes: usize) -> Self {
+        Self {
+            probes: Vec::with_capacity(probes),
+        }
+    }
+
     /// Adds a probe's rendered series.
     pub fn add(&mut self, rendered: Arc<Rendered>) {
         self.probes.push(rendered);
     }
 
-    /// Appends the text to `out`.
-    pub fn write(&self, out: &mut Vec<u8>) {
+    /// Appends the text to `out` in `format` (without OpenMetrics' final `# EOF`).
+    pub fn write(&self, out: &mut Vec<u8>, format: Format) {
         // A handful of families, each a `static` told apart by address; linear scans over
         // them cost less than hashing thousands of parts.
         let mut families: Vec<&'static Family> = Vec::new();
@@ -234,7 +322,7 @@ impl Exposition {
         families.sort_unstable_by_key(|f| f.name);
         out.reserve(len + families.len() * 160);
         for family in families {
-            write_header(out, family);
+            write_header(out, family, format);
             for r in &self.probes {
                 for (f, range) in &r.parts {
                     if std::ptr::eq(*f, family) {
@@ -253,17 +341,81 @@ fn same_families(
     a.len() == b.len() && a.iter().zip(b).all(|((f, _), (g, _))| std::ptr::eq(*f, *g))
 }
 
-fn write_header(out: &mut Vec<u8>, family: &Family) {
+fn write_header(out: &mut Vec<u8>, family: &Family, format: Format) {
+    // OpenMetrics names a counter family without the `_total` its samples carry.
+    let name = match (format, family.kind) {
+        (Format::OpenMetrics, Kind::Counter) => {
+            family.name.strip_suffix("_total").unwrap_or(family.name)
+        }
+        _ => family.name,
+    };
     out.extend_from_slice(b"# HELP ");
-    out.extend_from_slice(family.name.as_bytes());
+    out.extend_from_slice(name.as_bytes());
     out.push(b' ');
-    escape_help(out, family.help);
+    escape_help(out, family.help, format);
     out.extend_from_slice(b"\n# TYPE ");
-    out.extend_from_slice(family.name.as_bytes());
+    out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(match family.kind {
         Kind::Gauge => b" gauge\n",
         Kind::Counter => b" counter\n",
     });
+}
+
+/// The registry's own families in OpenMetrics, for a scrape that asked for it. The registry
+/// holds gauges and counters only; a family of another type would be left out.
+pub fn write_registry_open_metrics(
+    families: &[prometheus::proto::MetricFamily],
+    out: &mut Vec<u8>,
+) {
+    use prometheus::proto::MetricType;
+    for mf in families {
+        let counter = match mf.get_field_type() {
+            MetricType::COUNTER => true,
+            MetricType::GAUGE => false,
+            _ => continue,
+        };
+        let full = mf.name();
+        let name = if counter {
+            full.strip_suffix("_total").unwrap_or(full)
+        } else {
+            full
+        };
+        out.extend_from_slice(b"# HELP ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b' ');
+        escape_help(out, mf.help(), Format::OpenMetrics);
+        let kind = if counter { "counter" } else { "gauge" };
+        out.extend_from_slice(format!("\n# TYPE {name} {kind}\n").as_bytes());
+        for m in mf.get_metric() {
+            let value = if counter {
+                m.get_counter().get_value()
+            } else {
+                m.get_gauge().get_value()
+            };
+            let mut line = String::new();
+            line.push_str(name);
+            if counter {
+                line.push_str("_total");
+            }
+            if !m.get_label().is_empty() {
+                line.push('{');
+                for (i, l) in m.get_label().iter().enumerate() {
+                    if i > 0 {
+                        line.push(',');
+                    }
+                    line.push_str(l.name());
+                    line.push_str("=\"");
+                    escape_label(&mut line, l.value());
+                    line.push('"');
+                }
+                line.push('}');
+            }
+            line.push(' ');
+            write_value(&mut line, value);
+            line.push('\n');
+            out.extend_from_slice(line.as_bytes());
+        }
+    }
 }
 
 /// One line; `probe` is escaped already.
@@ -323,12 +475,14 @@ fn escape_label(text: &mut String, value: &str) {
     }
 }
 
-/// Help text with `\\` and line feeds escaped (quotes stay as they are).
-fn escape_help(out: &mut Vec<u8>, help: &str) {
+/// Help text with `\\` and line feeds escaped; in OpenMetrics also `"` (the text format
+/// leaves quotes as they are).
+fn escape_help(out: &mut Vec<u8>, help: &str, format: Format) {
     for b in help.bytes() {
         match b {
             b'\\' => out.extend_from_slice(b"\\\\"),
             b'\n' => out.extend_from_slice(b"\\n"),
+            b'"' if format == Format::OpenMetrics => out.extend_from_slice(b"\\\""),
             b => out.push(b),
         }
     }
@@ -414,12 +568,58 @@ mod tests {
         exposition.add(Arc::new(Rendered::new("a", &a)));
         exposition.add(Arc::new(Rendered::new("b", &b)));
         let mut out = Vec::new();
-        exposition.write(&mut out);
+        exposition.write(&mut out, Format::Text);
         let text = String::from_utf8(out).unwrap();
         assert_eq!(text, reference(&[("a", &a), ("b", &b)]));
         // Each family's header appears once, before all of its series.
         assert_eq!(text.matches("# TYPE t_up gauge").count(), 1);
         assert!(text.contains("# HELP t_up Whether it is \\\\ up\\nor not.\n"));
+    }
+
+    #[test]
+    fn open_metrics_headers_and_negotiation() {
+        let s = [
+            sample(&RUNS, &[], 3.0),
+            sample(&UP, &[("kind", "a\"b")], 1.0),
+        ];
+        let mut exposition = Exposition::default();
+        exposition.add(Arc::new(Rendered::new("p", &s)));
+        let mut out = Vec::new();
+        exposition.write(&mut out, Format::OpenMetrics);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "# HELP t_runs Runs.\n# TYPE t_runs counter\nt_runs_total{probe=\"p\"} 3\n\
+             # HELP t_up Whether it is \\\\ up\\nor not.\n# TYPE t_up gauge\nt_up{probe=\"p\",kind=\"a\\\"b\"} 1\n"
+        );
+        // What Prometheus sends by default, and other clients.
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
+        for (accept, want) in [
+            (None, Format::Text),
+            (Some("*/*"), Format::Text),
+            (Some("text/plain;version=0.0.4;q=1,*/*;q=0.1"), Format::Text),
+            (
+                Some("application/openmetrics-text; version=1.0.0"),
+                Format::OpenMetrics,
+            ),
+            (
+                Some("application/openmetrics-text;version=2.0.0"),
+                Format::Text,
+            ),
+            (Some("application/openmetrics-text;q=0"), Format::Text),
+            (
+                Some("text/plain;q=0.9,application/openmetrics-text;q=0.5"),
+                Format::Text,
+            ),
+        ] {
+            assert_eq!(Format::negotiate(accept), want, "{accept:?}");
+        }
+        assert!(accepts_gzip(Some("gzip")));
+        assert!(accepts_gzip(Some("identity;q=0.5, GZIP;q=0.8")));
+        assert!(!accepts_gzip(Some("gzip;q=0")));
+        assert!(!accepts_gzip(Some("br, deflate")));
+        assert!(!accepts_gzip(None));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::{Config, ProbeSpec};
-use crate::metrics::{Exposition, Family, Rendered, Samples};
+use crate::metrics::{Exposition, Family, Format, Rendered, Samples};
 use crate::probe::fetch::TlsOptions;
 use crate::probe::{certificate, Items, Probe, ProbeError, Reason, RunContext, Shared};
 use crate::support::{lock, truncate};
@@ -255,6 +255,8 @@ pub struct Runner {
     shutdown: CancellationToken,
     /// The runtime the probes run on (see [`Runner::new`]).
     probes: tokio::runtime::Handle,
+    /// Bytes of the last exposition, to size the next one's buffer.
+    last_size: std::sync::atomic::AtomicUsize,
 }
 
 struct Generation {
@@ -303,6 +305,7 @@ impl Runner {
             }),
             shutdown,
             probes,
+            last_size: std::sync::atomic::AtomicUsize::new(64 * 1024),
         })
     }
 
@@ -375,13 +378,25 @@ impl Runner {
             .clone()
     }
 
-    /// Appends every probe's latest series to `out` in the text format.
-    pub fn render(&self, out: &mut Vec<u8>) {
-        let mut exposition = Exposition::default();
-        for slot in self.slots() {
+    /// Appends every probe's latest series to `out` in `format`.
+    pub fn render(&self, out: &mut Vec<u8>, format: Format) {
+        let start = out.len();
+        let slots = self.slots();
+        let mut exposition = Exposition::with_capacity(slots.len());
+        for slot in &slots {
             exposition.add(slot.rendered());
         }
-        exposition.write(out);
+        exposition.write(out, format);
+        self.last_size
+            .store(out.len() - start, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// About how many bytes the next `/metrics` answer needs: the size of the last one and a
+    /// little more, so that its buffer is allocated once.
+    #[must_use]
+    pub fn exposition_size_hint(&self) -> usize {
+        let last = self.last_size.load(std::sync::atomic::Ordering::Relaxed);
+        last + last / 16 + 16 * 1024
     }
 }
 
@@ -407,10 +422,14 @@ async fn run_when_due(
             () = &mut cancelled => return,
             p = limit.acquire() => match p { Ok(p) => p, Err(_) => return },
         };
+        // The run's future is as large as the largest probe kind's, and lives on the heap only
+        // while the run does: a waiting task holds a few hundred bytes, not that (memory per
+        // probe, `docs/benchmarks.md`).
+        let run = Box::pin(slot.run_once(&shared).instrument(slot.span.clone()));
         tokio::select! {
             biased;
             () = &mut cancelled => return,
-            () = slot.run_once(&shared).instrument(slot.span.clone()) => {}
+            () = run => {}
         }
         drop(permit);
     }

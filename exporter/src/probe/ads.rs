@@ -160,6 +160,8 @@ pub struct RouteStatusConfig {
 impl AdsConfig {
     /// Checks the mode, the addresses, the expected state and the pointers.
     pub fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
+        // A key with a problem of its own is at its default here; what depends on it is not
+        // checked again (the problem was reported).
         if parse_state(&self.expected_state).is_none() {
             errs.push(
                 join(path, "expected_state"),
@@ -177,18 +179,25 @@ impl AdsConfig {
                     "set either `host` (native ADS) or `route_status`, not both",
                 );
             }
-            (None, None) => errs.push(path, "set `host` (native ADS) or `route_status`"),
+            (None, None) => {
+                if !errs.has_any(&[&join(path, "host"), &join(path, "route_status")]) {
+                    errs.push(path, "set `host` (native ADS) or `route_status`");
+                }
+            }
             (Some(host), None) => {
                 if host.trim().is_empty() {
                     errs.push(join(path, "host"), "must not be empty");
                 }
                 match &self.ams_net_id {
+                    None if errs.has(&join(path, "ams_net_id")) => {}
                     None => errs.push(join(path, "ams_net_id"), "is required with `host`"),
                     Some(id) => check_net_id(id, &join(path, "ams_net_id"), errs),
                 }
                 if let Some(id) = &self.source_ams_net_id {
                     check_net_id(id, &join(path, "source_ams_net_id"), errs);
-                } else if self.source_ams_port.is_some() {
+                } else if self.source_ams_port.is_some()
+                    && !errs.has(&join(path, "source_ams_net_id"))
+                {
                     errs.push(join(path, "source_ams_port"), "needs `source_ams_net_id`");
                 }
                 if self.port == Some(0) {
@@ -230,7 +239,9 @@ impl RouteStatusConfig {
         self.tls.load(&join(path, "tls"), errs);
         fetch::validate_headers(&self.headers, &join(path, "headers"), errs);
         let pointers = self.pointers();
-        if pointers.iter().all(|(_, p)| p.is_none()) {
+        if pointers.iter().all(|(_, p)| p.is_none())
+            && !pointers.iter().any(|(name, _)| errs.has(&join(path, name)))
+        {
             errs.push(path, "names no field; set at least one pointer");
         }
         for (name, p) in pointers {

@@ -1,9 +1,10 @@
 //! HTTP requests for probes: one client per distinct TLS and redirect setting, shared by every
 //! probe that uses it; each request bounded by the time left of its run; bodies read up to a
 //! limit; errors classified into failure reasons. [`plain`] is the lean client of the `http`
-//! probe for plain HTTP targets.
+//! probe for plain HTTP targets; [`scoped`] follows redirects only within a probe's scope.
 
 pub mod plain;
+pub mod scoped;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

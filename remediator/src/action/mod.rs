@@ -64,6 +64,23 @@ impl ActionKind {
         }
     }
 
+    /// This kind's rule keys, besides the keys every rule has.
+    #[must_use]
+    pub fn rule_keys(self) -> &'static [&'static str] {
+        match self {
+            ActionKind::ContainerRestart | ActionKind::ContainerStart => {
+                common::field_names::<container::RuleParams>()
+            }
+            ActionKind::HttpSequence => common::field_names::<http_sequence::RuleParams>(),
+            ActionKind::AdsRouteAdd => common::field_names::<ads_route::RuleParams>(),
+            ActionKind::ComposeUp => common::field_names::<compose::RuleParams>(),
+            ActionKind::SystemdRestart | ActionKind::SystemdStart => {
+                common::field_names::<systemd::RuleParams>()
+            }
+            ActionKind::Cleanup => common::field_names::<cleanup::RuleParams>(),
+        }
+    }
+
     /// Parses this kind's rule keys (everything of the rule but the keys every rule has),
     /// recording problems under `path`.
     pub fn parse_params(

@@ -169,8 +169,13 @@ impl Default for Verify {
 }
 
 /// Parses one target at `path`. `retention` bounds the flapping window (older healed
-/// incidents are deleted).
-pub fn load(v: &Value, path: &str, retention: Duration, errs: &mut ConfigErrors) -> Option<Target> {
+/// incidents are deleted); `None` when `global.retention` has a problem of its own.
+pub fn load(
+    v: &Value,
+    path: &str,
+    retention: Option<Duration>,
+    errs: &mut ConfigErrors,
+) -> Option<Target> {
     let Some(map) = v.as_object() else {
         errs.push(
             path,
@@ -208,20 +213,26 @@ pub fn load(v: &Value, path: &str, retention: Duration, errs: &mut ConfigErrors)
     if f.backoff.is_zero() {
         errs.push(common::join(path, "backoff"), "must be greater than 0s");
     }
-    if f.max_backoff < f.backoff {
+    if f.max_backoff < f.backoff
+        && !errs.has_any(&[
+            &common::join(path, "backoff"),
+            &common::join(path, "max_backoff"),
+        ])
+    {
         errs.push(
             common::join(path, "max_backoff"),
             "must not be shorter than backoff",
         );
     }
-    if f.flapping.window > retention {
-        errs.push(
+    match retention {
+        Some(retention) if f.flapping.window > retention => errs.push(
             common::join(path, "flapping.window"),
             format!(
                 "must not be longer than global.retention ({}), which deletes the healed incidents it counts",
                 humantime::format_duration(retention)
             ),
-        );
+        ),
+        _ => {}
     }
     if !sections_keys.iter().any(|k| map.contains_key(*k)) {
         errs.push(
@@ -242,7 +253,9 @@ pub fn load(v: &Value, path: &str, retention: Duration, errs: &mut ConfigErrors)
     }
     if let Some(u) = &f.verify.url {
         check_http_url(u, &common::join(path, "verify.url"), errs);
-    } else if f.verify.body_matches.is_some() || f.verify.body_not_matches.is_some() {
+    } else if (f.verify.body_matches.is_some() || f.verify.body_not_matches.is_some())
+        && !errs.has(&common::join(path, "verify.url"))
+    {
         errs.push(
             common::join(path, "verify"),
             "body_matches and body_not_matches need `url`",
