@@ -459,12 +459,13 @@ impl Model {
             .any(|t| t.file == file)
     }
 
-    fn remember(&mut self, world: &World, file: usize, offset: usize) {
+    /// Remembers a file as accounted for up to `offset`, known by its first `read` bytes.
+    fn remember(&mut self, world: &World, file: usize, offset: usize, read: usize) {
         self.memory.insert(
             file,
             Known {
                 offset,
-                head: offset.min(FINGERPRINT_BYTES),
+                head: read.min(FINGERPRINT_BYTES),
                 truncations: world.files[file].truncations,
             },
         );
@@ -480,7 +481,8 @@ impl Model {
         if previous.is_none() {
             // The rotated files already there are history.
             for &f in &siblings {
-                self.remember(world, f, world.files[f].content.len());
+                let len = world.files[f].content.len();
+                self.remember(world, f, len, len);
             }
             if let Some(f) = world.at_path {
                 let offset = if self.start_at == StartAt::End {
@@ -522,7 +524,9 @@ impl Model {
                 let file = &world.files[f];
                 let len = file.content.len();
                 if let Some(k) = self.memory.get(&f) {
-                    let same = k.head > 0 && k.truncations == file.truncations && len >= k.head;
+                    // The same file as remembered: nothing of it was known but its identity, or
+                    // it still begins as it did.
+                    let same = k.head == 0 || (k.truncations == file.truncations && len >= k.head);
                     if same {
                         if len > k.offset {
                             let offset = k.offset;
@@ -544,7 +548,7 @@ impl Model {
                         Track::new(world, f, 0),
                     ));
                 } else {
-                    self.remember(world, f, len);
+                    self.remember(world, f, len, len);
                 }
             }
             found.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
@@ -591,8 +595,15 @@ impl Model {
         }
         while kept.len() > MAX_ROTATED {
             let t = kept.pop_front().expect("more than the cap");
-            seen.skipped_rotated += (world.files[t.file].content.len() - t.offset) as u64;
-            self.release(world, t, &mut seen);
+            let len = world.files[t.file].content.len();
+            if len > t.offset {
+                // Let go unread: what it holds, and the unfinished line whose end is in it, are
+                // skipped, and it is accounted for up to its length.
+                seen.skipped_rotated += (len - t.offset + t.partial.len()) as u64;
+                self.remember(world, t.file, len, t.offset);
+            } else {
+                self.release(world, t, &mut seen);
+            }
         }
         self.rotated = kept;
         seen.rotated_open = self.rotated.len();
@@ -604,7 +615,7 @@ impl Model {
         if !t.partial.is_empty() {
             seen.lines.push(t.partial);
         }
-        self.remember(world, t.file, t.offset);
+        self.remember(world, t.file, t.offset, t.offset);
     }
 }
 

@@ -37,6 +37,9 @@ pub(super) struct Sibling {
     pub(super) path: PathBuf,
     pub(super) dev: u64,
     pub(super) ino: u64,
+    /// When the file was created, where the file system says: with the inode, it tells a
+    /// file from a later one that got the same inode.
+    pub(super) born: Option<SystemTime>,
     pub(super) len: u64,
     pub(super) modified: SystemTime,
     pub(super) compression: Compression,
@@ -55,6 +58,18 @@ impl Sibling {
         };
         head.truncate(n);
         Some(head)
+    }
+
+    /// The length of a gzip file's content as its trailer says (modulo 4 GiB, of the last
+    /// member); `None` when it cannot be read.
+    pub(super) fn gzip_size(&self) -> Option<u64> {
+        if self.compression != Compression::Gzip || self.len < 18 {
+            return None;
+        }
+        let file = File::open(&self.path).ok()?;
+        let mut trailer = [0u8; 4];
+        file.read_exact_at(&mut trailer, self.len - 4).ok()?;
+        Some(u64::from(u32::from_le_bytes(trailer)))
     }
 }
 
@@ -131,6 +146,7 @@ pub(super) fn siblings(log: &Path) -> Vec<Sibling> {
         out.push(Sibling {
             dev: meta.dev(),
             ino: meta.ino(),
+            born: meta.created().ok(),
             len: meta.len(),
             modified: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
             compression: compression_of(name),
@@ -143,6 +159,8 @@ pub(super) fn siblings(log: &Path) -> Vec<Sibling> {
 /// What the tailer accounted for of a file it no longer follows.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Known {
+    /// When it was created, where the file system says.
+    born: Option<SystemTime>,
     /// A fingerprint of its first `head_len` bytes.
     head_hash: u64,
     head_len: usize,
@@ -162,10 +180,26 @@ pub(super) struct Memory {
 }
 
 impl Memory {
-    /// Remembers a file, with its first bytes and how much of it is accounted for.
-    pub(super) fn remember(&mut self, dev: u64, ino: u64, head: &[u8], offset: u64, len: u64) {
+    /// Remembers a file found in the folder, with its first bytes and how much of it is
+    /// accounted for.
+    pub(super) fn remember(&mut self, s: &Sibling, head: &[u8], offset: u64) {
+        self.remember_file(s.dev, s.ino, s.born, head, offset, s.len);
+    }
+
+    /// Remembers a file by identity, with its first bytes, how much of it is accounted for
+    /// and its length.
+    pub(super) fn remember_file(
+        &mut self,
+        dev: u64,
+        ino: u64,
+        born: Option<SystemTime>,
+        head: &[u8],
+        offset: u64,
+        len: u64,
+    ) {
         let key = (dev, ino);
         let known = Known {
+            born,
             head_hash: fingerprint(head),
             head_len: head.len(),
             offset,
@@ -193,10 +227,18 @@ impl Memory {
         }
     }
 
-    /// A remembered file whose content begins as `head` does: the file `head` was taken from,
-    /// or a copy of it (a compressed or copied rotated file). An empty beginning matches none.
-    pub(super) fn same_content(&self, head: &[u8]) -> Option<Known> {
-        self.files.values().find(|k| k.matches(head)).copied()
+    /// A remembered plain file, not among `claimed`, whose content begins as `head` does: the
+    /// file a compressed rotated file was made from. An empty beginning matches none.
+    pub(super) fn same_content(
+        &self,
+        head: &[u8],
+        claimed: &[(u64, u64)],
+    ) -> Option<((u64, u64), Known)> {
+        self.order
+            .iter()
+            .filter(|key| !claimed.contains(key))
+            .filter_map(|key| Some((*key, *self.files.get(key)?)))
+            .find(|(_, k)| k.offset != u64::MAX && k.matches(head))
     }
 
     /// Files remembered.
@@ -207,6 +249,16 @@ impl Memory {
 }
 
 impl Known {
+    /// Whether the file found as `s`, beginning with `head`, is this one: created at the same
+    /// time (where known) and beginning as it did.
+    pub(super) fn is(&self, s: &Sibling, head: &[u8]) -> bool {
+        let same_birth = match (self.born, s.born) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        same_birth && (self.head_len == 0 || self.matches(head))
+    }
+
     /// Whether a content beginning with `head` is this file's (or a copy of it).
     pub(super) fn matches(&self, head: &[u8]) -> bool {
         self.head_len > 0
@@ -273,17 +325,20 @@ mod tests {
     #[test]
     fn memory_matches_by_beginning_and_stays_bounded() {
         let mut m = Memory::default();
-        m.remember(1, 1, b"2026-12-06 GET /a", 40, 40);
-        assert!(m.same_content(b"2026-12-06 GET /a and more").is_some());
-        assert!(m.same_content(b"2026-12-06 GET /b").is_none());
+        m.remember_file(1, 1, None, b"2026-12-06 GET /a", 40, 40);
+        assert!(m.same_content(b"2026-12-06 GET /a and more", &[]).is_some());
+        assert!(m
+            .same_content(b"2026-12-06 GET /a and more", &[(1, 1)])
+            .is_none());
+        assert!(m.same_content(b"2026-12-06 GET /b", &[]).is_none());
         assert!(
-            m.same_content(b"2026").is_none(),
+            m.same_content(b"2026", &[]).is_none(),
             "shorter than what is known"
         );
-        m.remember(1, 2, b"", 0, 0);
-        assert!(m.same_content(b"anything").is_none());
+        m.remember_file(1, 2, None, b"", 0, 0);
+        assert!(m.same_content(b"anything", &[]).is_none());
         for i in 0..2000 {
-            m.remember(2, i, b"x", 1, 1);
+            m.remember_file(2, i, None, b"x", 1, 1);
         }
         assert_eq!(m.len(), MAX_KNOWN);
         assert!(m.get(1, 1).is_none(), "the earliest is forgotten first");

@@ -310,12 +310,13 @@ impl Tailer {
                 Compression::None => s.len,
                 Compression::Gzip | Compression::Other => u64::MAX,
             };
-            self.memory.remember(s.dev, s.ino, &head, offset, s.len);
+            self.memory.remember(&s, &head, offset);
         }
     }
 
     /// Searches the log's folder for rotated files to read: those modified since `since` that
-    /// were never seen, and those let go that grew since.
+    /// were never seen, those let go that grew since, and the rest of a file let go from its
+    /// compressed form.
     fn find_rotated(
         &mut self,
         since: SystemTime,
@@ -323,90 +324,127 @@ impl Tailer {
         report: &mut PollReport,
     ) -> io::Result<()> {
         let mut found: Vec<(SystemTime, PathBuf, Tracked)> = Vec::new();
+        let mut compressed: Vec<(Sibling, Vec<u8>)> = Vec::new();
         for s in folder::siblings(&self.path) {
             if self.tracks(s.dev, s.ino) {
                 continue;
             }
-            if let Some(t) = self.rotated_to_read(&s, since, now, report)? {
-                report.found += 1;
-                found.push((s.modified, s.path, t));
+            let known = self.memory.get(s.dev, s.ino);
+            let recent = s.modified >= since;
+            match s.compression {
+                Compression::None => {
+                    let Some(head) = s.head() else { continue };
+                    // Known by identity, and still the same file (an inode may be used again
+                    // by a new file): read on from where it was let go if it grew.
+                    if let Some(k) = known.filter(|k| k.is(&s, &head)) {
+                        if s.len > k.offset {
+                            self.memory.forget(s.dev, s.ino);
+                            if let Some(t) = self.open_sibling(&s, k.offset, &head, now)? {
+                                found.push((s.modified, s.path.clone(), t));
+                            }
+                        }
+                        continue;
+                    }
+                    // Never seen: rotated since the previous poll if modified since then,
+                    // history otherwise.
+                    if recent {
+                        self.memory.forget(s.dev, s.ino);
+                        if let Some(t) = self.open_sibling(&s, 0, &head, now)? {
+                            found.push((s.modified, s.path.clone(), t));
+                        }
+                    } else {
+                        self.memory.remember(&s, &head, s.len);
+                    }
+                }
+                Compression::Gzip => {
+                    if known.is_some_and(|k| k.len == s.len) {
+                        continue;
+                    }
+                    let Some(head) = s.head() else { continue };
+                    compressed.push((s, head));
+                }
+                Compression::Other => {
+                    if known.is_some_and(|k| k.len == s.len) {
+                        continue;
+                    }
+                    if recent {
+                        report.skipped.compressed += s.len;
+                    }
+                    self.memory.remember(&s, &[], u64::MAX);
+                }
             }
         }
+        self.match_compressed(compressed, since, now, &mut found)?;
+        report.found += found.len() as u64;
         found.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
         self.rotated.extend(found.into_iter().map(|(_, _, t)| t));
         Ok(())
     }
 
-    /// Whether and from where a rotated file found in the folder is read; remembers it when
-    /// it is not.
-    fn rotated_to_read(
+    /// Tells the compressed forms of files the tailer read from rotated files it never saw.
+    ///
+    /// A file is compressed once, after it was rotated, and removed: so a removed file that
+    /// is followed, or a file let go, has at most one compressed form, the earliest written
+    /// gzip file that begins as it does (and is not longer). Of a followed file nothing of it
+    /// is read again; of a file let go, only what was not read. Every other gzip file is read
+    /// whole if it was written since the previous poll, and is history otherwise.
+    fn match_compressed(
         &mut self,
-        s: &Sibling,
+        mut candidates: Vec<(Sibling, Vec<u8>)>,
         since: SystemTime,
         now: Instant,
-        report: &mut PollReport,
-    ) -> io::Result<Option<Tracked>> {
-        let recent = s.modified >= since;
-        let head = match s.compression {
-            Compression::Other => Vec::new(),
-            _ => match s.head() {
-                Some(h) => h,
-                None => return Ok(None),
-            },
-        };
-        // Known by identity, and still the same file (an inode may be used again by a new
-        // file): a plain one that grew is read on from where it was let go.
-        if let Some(k) = self.memory.get(s.dev, s.ino) {
-            match s.compression {
-                Compression::None if k.matches(&head) => {
-                    if s.len <= k.offset {
-                        return Ok(None);
-                    }
-                    self.memory.forget(s.dev, s.ino);
-                    return self.open_sibling(s, k.offset, &head, now);
-                }
-                Compression::Gzip | Compression::Other if k.len == s.len => return Ok(None),
-                _ => {}
-            }
-        }
-        let done = match s.compression {
-            Compression::None => s.len,
-            _ => u64::MAX,
-        };
-        if s.compression == Compression::Other {
-            if recent {
-                report.skipped.compressed += s.len;
-            }
-            self.memory.remember(s.dev, s.ino, &[], done, s.len);
-            return Ok(None);
-        }
-        // A copy of a file being read (compressed, or copied for `copytruncate`): its
-        // content arrives through the file's own handle. Its first bytes are compared as they
-        // are now, also where nothing of it was read yet.
-        if self
+        found: &mut Vec<(SystemTime, PathBuf, Tracked)>,
+    ) -> io::Result<()> {
+        candidates.sort_by(|a, b| {
+            a.0.modified
+                .cmp(&b.0.modified)
+                .then_with(|| a.0.path.cmp(&b.0.path))
+        });
+        // Followed files that are removed: their compressed form may be here.
+        let mut followed: Vec<(Vec<u8>, u64)> = self
             .rotated
             .iter()
             .chain(self.current.as_ref())
-            .any(|t| same_beginning(&t.content_head(), &head))
-        {
-            self.memory.remember(s.dev, s.ino, &head, done, s.len);
-            return Ok(None);
-        }
-        // A copy of a file let go: only what was not read of it.
-        if let Some(k) = self.memory.same_content(&head) {
-            if k.offset == u64::MAX || (s.compression == Compression::None && s.len <= k.offset) {
-                self.memory.remember(s.dev, s.ino, &head, done, s.len);
-                return Ok(None);
+            .filter(|t| t.is_plain() && !t.linked)
+            .map(|t| (t.content_head(), t.seen_len))
+            .collect();
+        let mut claimed = Vec::new();
+        for (s, head) in candidates {
+            let size = s.gzip_size();
+            let fits = |len: u64| size.is_none_or(|n| n <= len);
+            if let Some(i) = followed
+                .iter()
+                .position(|(h, len)| same_beginning(h, &head) && fits(*len))
+            {
+                followed.remove(i);
+                self.memory.remember(&s, &head, u64::MAX);
+                continue;
             }
-            self.memory.forget(s.dev, s.ino);
-            return self.open_sibling(s, k.offset, &head, now);
+            if let Some((key, k)) = self
+                .memory
+                .same_content(&head, &claimed)
+                .filter(|(_, k)| fits(k.len))
+            {
+                claimed.push(key);
+                let offset = k.offset;
+                self.memory.remember(&s, &head, u64::MAX);
+                if size.is_none_or(|n| n > offset) {
+                    if let Some(t) = self.open_sibling(&s, offset, &head, now)? {
+                        found.push((s.modified, s.path.clone(), t));
+                    }
+                }
+                continue;
+            }
+            if s.modified >= since {
+                self.memory.forget(s.dev, s.ino);
+                if let Some(t) = self.open_sibling(&s, 0, &head, now)? {
+                    found.push((s.modified, s.path.clone(), t));
+                }
+            } else {
+                self.memory.remember(&s, &head, u64::MAX);
+            }
         }
-        if recent {
-            self.memory.forget(s.dev, s.ino);
-            return self.open_sibling(s, 0, &head, now);
-        }
-        self.memory.remember(s.dev, s.ino, &head, done, s.len);
-        Ok(None)
+        Ok(())
     }
 
     /// Opens a rotated file found in the folder to read it from `offset` of its content.
@@ -499,7 +537,14 @@ impl Tailer {
         while kept.len() > self.options.max_rotated {
             let Some(mut t) = kept.pop_front() else { break };
             t.look()?;
-            report.skipped.too_many_rotated += t.unread();
+            let unread = t.unread();
+            if unread > 0 {
+                // What it holds unread, and the unfinished line whose end is in it, is skipped
+                // and counted: it is accounted for up to its length now.
+                report.skipped.too_many_rotated += unread + t.partial_len() as u64;
+                t.drop_partial();
+                t.offset = t.offset.max(t.seen_len);
+            }
             release(&mut self.memory, t, on_line, report);
         }
         self.rotated = kept;
@@ -516,7 +561,7 @@ fn release(
 ) {
     t.finish(on_line, report);
     let offset = if t.is_plain() { t.offset } else { u64::MAX };
-    memory.remember(t.dev, t.ino, &t.head, offset, t.seen_len);
+    memory.remember_file(t.dev, t.ino, t.born, &t.head, offset, t.seen_len);
 }
 
 /// A copy of the truncated file `t` in the folder (a rotated file that begins with what `t`

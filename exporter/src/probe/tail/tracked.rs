@@ -6,7 +6,7 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use flate2::read::MultiGzDecoder;
 
@@ -53,6 +53,8 @@ pub(super) struct Tracked {
     pub(super) source: Source,
     pub(super) dev: u64,
     pub(super) ino: u64,
+    /// When the file was created, where the file system says.
+    pub(super) born: Option<SystemTime>,
     /// Bytes consumed from the start of the content.
     pub(super) offset: u64,
     /// The content's first `min(offset, FINGERPRINT_BYTES)` bytes, as read.
@@ -78,6 +80,7 @@ impl Tracked {
         Ok(Self {
             dev: meta.dev(),
             ino: meta.ino(),
+            born: meta.created().ok(),
             source: Source::Plain(file),
             offset,
             head,
@@ -96,6 +99,7 @@ impl Tracked {
         Ok(Self {
             dev: meta.dev(),
             ino: meta.ino(),
+            born: meta.created().ok(),
             source: Source::Gzip {
                 decoder: Box::new(MultiGzDecoder::new(file)),
                 skip,
@@ -173,6 +177,12 @@ impl Tracked {
     /// Bytes of the line whose end has not been read yet.
     pub(super) fn partial_len(&self) -> usize {
         self.partial.len()
+    }
+
+    /// Forgets the unfinished line (its end will not be read).
+    pub(super) fn drop_partial(&mut self) {
+        self.partial.clear();
+        self.skipping = false;
     }
 
     /// Takes over the unfinished line of `other`, whose content this file continues.
