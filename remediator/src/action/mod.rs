@@ -135,8 +135,8 @@ pub struct Sections {
     pub systemd: Option<Arc<systemd::SystemdTarget>>,
     /// A folder to clean up.
     pub cleanup: Option<Arc<cleanup::CleanupTarget>>,
-    /// Sections present in the file that failed to load (their problems are reported): a rule
-    /// needing one is not reported again as lacking it.
+    /// Sections present in the file that have problems of their own (reported): a rule needing
+    /// one is not reported again as lacking it or as not fitting it.
     pub failed: Vec<&'static str>,
 }
 
@@ -182,7 +182,9 @@ impl Sections {
                     s.cleanup.is_some()
                 }
             };
-            if !loaded && !s.failed.contains(&key) {
+            // A section with a problem of its own (loaded or not) is not reported again by the
+            // rules that act through it.
+            if (!loaded || errs.has(&p)) && !s.failed.contains(&key) {
                 s.failed.push(key);
             }
         }
