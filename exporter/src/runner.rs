@@ -156,15 +156,22 @@ impl Slot {
         let mut samples = Samples::default();
         let mut certificate = Samples::default();
         // The certificate facts of a probe's `https` endpoint are read beside its run, on a
-        // handshake of their own, so a slow body does not leave them without time.
+        // handshake of their own, so a slow body does not leave them without time; while the
+        // facts kept from an earlier run are fresh and the run meets the same leaf, they are
+        // used again instead (no second handshake per run).
+        let endpoint = self.spec.kind.https_endpoint();
+        let cached = endpoint.and_then(|(url, tls)| certificate::cached_for_url(&cx, url, tls));
         let run = async {
-            let endpoint = self.spec.kind.https_endpoint();
             let facts = async {
-                if let Some((url, tls)) = endpoint {
+                if let (Some((url, tls)), None) = (endpoint, &cached) {
                     certificate::inspect_url(&cx, url, tls, &mut certificate).await;
                 }
             };
-            tokio::join!(self.probe.run(&cx, &mut samples), facts).0
+            let result = tokio::join!(self.probe.run(&cx, &mut samples), facts).0;
+            if let (Some((url, tls)), Some(facts)) = (endpoint, cached) {
+                certificate::use_cached(&cx, url, tls, facts, &mut certificate).await;
+            }
+            result
         };
         // Probes end their own work by the context's deadline and then report what they learned
         // (a status of 0, partial counts); the runner's limit is a backstop a little later, for
@@ -364,6 +371,7 @@ impl Runner {
         // otherwise stay for the life of the process, one set per reload that changed them.
         let used: Vec<&TlsOptions> = config.probes.iter().filter_map(|p| p.kind.tls()).collect();
         self.shared.certificates.retain(|t| used.contains(&t));
+        self.shared.facts.retain(|t| used.contains(&t));
         self.shared.http.retain(|t| used.contains(&t));
         Ok(())
     }

@@ -145,6 +145,8 @@ pub struct Shared {
     pub ads: ads::AdsConnections,
     /// Certificate verifiers of the TLS inspection, one per distinct TLS setting.
     pub certificates: certificate::Verifiers,
+    /// The certificate facts of each probed `https` endpoint, kept between runs.
+    pub facts: certificate::FactsCache,
 }
 
 /// What a run gets besides its probe: its deadline, the process's shared resources, and where
@@ -155,6 +157,8 @@ pub struct RunContext {
     /// Process-wide resources.
     pub shared: Arc<Shared>,
     items: report::Collector,
+    /// The leaf certificates the run's HTTPS responses came with, by host and port.
+    peer_leaves: std::sync::Mutex<Vec<(String, u16, bytes::Bytes)>>,
 }
 
 impl RunContext {
@@ -166,7 +170,25 @@ impl RunContext {
             timeout,
             shared,
             items: report::Collector::default(),
+            peer_leaves: std::sync::Mutex::default(),
         }
+    }
+
+    /// Notes the leaf certificate an HTTPS response of this run came with.
+    pub fn note_peer_leaf(&self, host: &str, port: u16, leaf: &[u8]) {
+        let mut leaves = crate::support::lock(&self.peer_leaves);
+        if !leaves.iter().any(|(h, p, _)| h == host && *p == port) && leaves.len() < 8 {
+            leaves.push((host.to_string(), port, bytes::Bytes::copy_from_slice(leaf)));
+        }
+    }
+
+    /// The leaf certificate a response of this run from `host:port` came with, if any.
+    #[must_use]
+    pub fn peer_leaf(&self, host: &str, port: u16) -> Option<bytes::Bytes> {
+        crate::support::lock(&self.peer_leaves)
+            .iter()
+            .find(|(h, p, _)| h == host && *p == port)
+            .map(|(_, _, leaf)| leaf.clone())
     }
 
     /// Reports one watched thing and how it is, for the status page.
