@@ -158,7 +158,10 @@ impl FactsCache {
     }
 
     fn put(&self, host: &str, port: u16, tls: &TlsOptions, facts: Facts) {
-        lock(&self.entries).insert((host.to_string(), port, tls.clone()), (facts, Instant::now()));
+        lock(&self.entries).insert(
+            (host.to_string(), port, tls.clone()),
+            (facts, Instant::now()),
+        );
     }
 
     fn forget(&self, host: &str, port: u16, tls: &TlsOptions) {

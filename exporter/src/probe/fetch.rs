@@ -317,7 +317,8 @@ pub async fn open(
         .get::<reqwest::tls::TlsInfo>()
         .and_then(reqwest::tls::TlsInfo::peer_certificate)
     {
-        if let (Some(host), Some(port)) = (resp.url().host_str(), resp.url().port_or_known_default())
+        if let (Some(host), Some(port)) =
+            (resp.url().host_str(), resp.url().port_or_known_default())
         {
             cx.note_peer_leaf(host, port, leaf);
         }
