@@ -91,9 +91,10 @@ pub struct ProbeSpec {
     pub timeout: Duration,
     /// Kind and kind-specific settings.
     pub kind: ProbeKindConfig,
-    /// The entry as written, to tell an unchanged probe on reload (its state is kept); see
-    /// [`ProbeSpec::unchanged`].
-    pub raw: Value,
+    /// The entry as written, in compact JSON (a few dozen bytes where the parsed tree takes a
+    /// kilobyte, for every probe), to tell an unchanged probe on reload (its state is kept);
+    /// see [`ProbeSpec::unchanged`].
+    pub raw: Box<str>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -302,7 +303,7 @@ fn probe_spec(
         interval,
         timeout,
         kind: kind?,
-        raw: entry.clone(),
+        raw: entry.to_string().into_boxed_str(),
     })
 }
 

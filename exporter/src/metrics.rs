@@ -184,10 +184,27 @@ pub struct Rendered {
     text: String,
     /// Runs of lines of one family in `text`, in the order the samples came; a family whose
     /// samples were not given together has several.
-    parts: Vec<(&'static Family, Range<usize>)>,
+    parts: Vec<(&'static Family, Range<u32>)>,
+    /// Whether each family has one part only (the usual case), so that a scrape takes the
+    /// first part of a family it finds.
+    one_part_each: bool,
 }
 
 impl Rendered {
+    /// Starts the series of `probe` again in the memory of `self` (its previous series): a
+    /// probe renders once per run, and reusing its text keeps the allocator from churning.
+    #[must_use]
+    pub fn rebuild(mut self, probe: &str) -> RenderedBuilder {
+        self.text.clear();
+        self.parts.clear();
+        let mut escaped = String::with_capacity(probe.len());
+        escape_label(&mut escaped, probe);
+        RenderedBuilder {
+            probe: escaped,
+            rendered: self,
+        }
+    }
+
     /// Starts the series of `probe`, each with the label `probe="<probe>"` first.
     #[must_use]
     pub fn builder(probe: &str) -> RenderedBuilder {
@@ -198,6 +215,7 @@ impl Rendered {
             rendered: Rendered {
                 text: String::with_capacity(1024),
                 parts: Vec::with_capacity(16),
+                one_part_each: false,
             },
         }
     }
@@ -261,6 +279,9 @@ impl RenderedBuilder {
 
     fn extend_part(&mut self, family: &'static Family, start: usize) {
         let end = self.rendered.text.len();
+        // A probe's text is far below 4 GiB: offsets fit in 32 bits, which halves the parts
+        // that every probe keeps.
+        let (start, end) = (offset(start), offset(end));
         match self.rendered.parts.last_mut() {
             Some((f, range)) if std::ptr::eq(*f, family) => range.end = end,
             _ => self.rendered.parts.push((family, start..end)),
@@ -271,8 +292,21 @@ impl RenderedBuilder {
     /// probe runs again, for every probe).
     #[must_use]
     pub fn finish(mut self) -> Rendered {
-        self.rendered.text.shrink_to_fit();
-        self.rendered.parts.shrink_to_fit();
+        let parts = &self.rendered.parts;
+        self.rendered.one_part_each = parts
+            .iter()
+            .enumerate()
+            .all(|(i, (f, _))| !parts[..i].iter().any(|(g, _)| std::ptr::eq(*f, *g)));
+        // Kept until the probe runs again: no more memory than it needs, give or take a
+        // quarter so that the next run's text, about as long, fits in it.
+        let text = &mut self.rendered.text;
+        if text.capacity() > text.len() + text.len() / 4 + 64 {
+            text.shrink_to(text.len() + text.len() / 8);
+        }
+        let parts = &mut self.rendered.parts;
+        if parts.capacity() > parts.len() + 2 {
+            parts.shrink_to(parts.len());
+        }
         self.rendered
     }
 }
@@ -305,7 +339,7 @@ impl Exposition {
         // them cost less than hashing thousands of parts.
         let mut families: Vec<&'static Family> = Vec::new();
         let mut len = 0;
-        let mut previous: &[(&'static Family, Range<usize>)] = &[];
+        let mut previous: &[(&'static Family, Range<u32>)] = &[];
         for r in &self.probes {
             len += r.text.len();
             // Probes of one kind have the same families: skip the scan when nothing is new.
@@ -323,10 +357,25 @@ impl Exposition {
         out.reserve(len + families.len() * 160);
         for family in families {
             write_header(out, family, format);
+            // Probes of one kind list their families in the same order: the position of the
+            // family in the previous probe's parts is tried first.
+            let mut hint = 0;
             for r in &self.probes {
-                for (f, range) in &r.parts {
-                    if std::ptr::eq(*f, family) {
-                        out.extend_from_slice(&r.text.as_bytes()[range.clone()]);
+                let text = r.text.as_bytes();
+                if r.one_part_each {
+                    let at = match r.parts.get(hint) {
+                        Some((f, _)) if std::ptr::eq(*f, family) => Some(hint),
+                        _ => r.parts.iter().position(|(f, _)| std::ptr::eq(*f, family)),
+                    };
+                    if let Some(i) = at {
+                        hint = i;
+                        out.extend_from_slice(&text[span(&r.parts[i].1)]);
+                    }
+                } else {
+                    for (f, range) in &r.parts {
+                        if std::ptr::eq(*f, family) {
+                            out.extend_from_slice(&text[span(range)]);
+                        }
                     }
                 }
             }
@@ -334,10 +383,17 @@ impl Exposition {
     }
 }
 
-fn same_families(
-    a: &[(&'static Family, Range<usize>)],
-    b: &[(&'static Family, Range<usize>)],
-) -> bool {
+/// A text offset as kept in a part.
+fn offset(at: usize) -> u32 {
+    u32::try_from(at).unwrap_or(u32::MAX)
+}
+
+/// A part's range of the text.
+fn span(range: &Range<u32>) -> Range<usize> {
+    range.start as usize..range.end as usize
+}
+
+fn same_families(a: &[(&'static Family, Range<u32>)], b: &[(&'static Family, Range<u32>)]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|((f, _), (g, _))| std::ptr::eq(*f, *g))
 }
 

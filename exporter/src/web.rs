@@ -4,8 +4,9 @@
 //! format, or OpenMetrics as Prometheus asks by default) and gzip-compressed when its
 //! `Accept-Encoding` allows, as Prometheus' client libraries do.
 
-use std::io::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
 
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use prometheus::{Encoder, TextEncoder};
@@ -13,7 +14,7 @@ use stackmedic_common::reload::{lifecycle, ReloadHandle};
 use stackmedic_common::server::{self, Handler, Request, Response};
 
 use crate::metrics::{accepts_gzip, write_registry_open_metrics, Format};
-use crate::{status_page, App};
+use crate::{gzip, status_page, App};
 
 pub(crate) fn handler(app: Arc<App>, reload: ReloadHandle) -> Handler {
     Arc::new(move |req: Request| {
@@ -25,7 +26,7 @@ pub(crate) fn handler(app: Arc<App>, reload: ReloadHandle) -> Handler {
                 Err(req) => req,
             };
             match (req.method(), req.uri().path()) {
-                (&Method::GET | &Method::HEAD, "/metrics") => metrics(&app, req.headers()),
+                (&Method::GET | &Method::HEAD, "/metrics") => metrics(&app, req.headers()).await,
                 (&Method::GET | &Method::HEAD, "/") => status_page::response(&app.runner),
                 (_, "/metrics" | "/") => {
                     server::text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
@@ -39,7 +40,60 @@ pub(crate) fn handler(app: Arc<App>, reload: ReloadHandle) -> Handler {
 /// Below this size a body is sent as it is: compressing it saves less than it costs.
 const MIN_GZIP_BYTES: usize = 1024;
 
-fn metrics(app: &App, headers: &HeaderMap) -> Response {
+/// Most buffers kept for later answers.
+const POOLED_BODIES: usize = 1;
+
+/// The buffers of earlier `/metrics` answers, kept for the next ones: the text of ten thousand
+/// probes takes 4.4 MB, which would otherwise be allocated, faulted in and freed by each
+/// scrape, and left behind in the allocator's arena of each thread that served one.
+#[derive(Default)]
+pub(crate) struct BodyPool(Arc<Mutex<Vec<Vec<u8>>>>);
+
+impl BodyPool {
+    /// An empty buffer with room for `size` bytes.
+    fn take(&self, size: usize) -> Vec<u8> {
+        let mut buf = crate::support::lock(&self.0).pop().unwrap_or_default();
+        buf.clear();
+        buf.reserve(size);
+        buf
+    }
+
+    /// Keeps `buf` for a later answer.
+    fn give(pool: &Mutex<Vec<Vec<u8>>>, buf: Vec<u8>) {
+        let mut pool = crate::support::lock(pool);
+        if pool.len() < POOLED_BODIES {
+            pool.push(buf);
+        }
+    }
+
+    /// A response body that gives its buffer back when the server is done with it.
+    fn body(&self, buf: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Pooled {
+            buf,
+            pool: self.0.clone(),
+        })
+    }
+}
+
+/// A body whose buffer goes back to its pool when it is dropped.
+struct Pooled {
+    buf: Vec<u8>,
+    pool: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        BodyPool::give(&self.pool, std::mem::take(&mut self.buf));
+    }
+}
+
+async fn metrics(app: &App, headers: &HeaderMap) -> Response {
     let header_str = |name| {
         headers
             .get(name)
@@ -47,7 +101,7 @@ fn metrics(app: &App, headers: &HeaderMap) -> Response {
     };
     let format = Format::negotiate(header_str(header::ACCEPT));
     let families = app.registry.gather();
-    let mut buf = Vec::with_capacity(app.runner.exposition_size_hint());
+    let mut buf = app.bodies.take(app.runner.exposition_size_hint());
     match format {
         Format::Text => {
             if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
@@ -67,30 +121,42 @@ fn metrics(app: &App, headers: &HeaderMap) -> Response {
         buf.extend_from_slice(b"# EOF\n");
     }
     let gzip = accepts_gzip(header_str(header::ACCEPT_ENCODING)) && buf.len() >= MIN_GZIP_BYTES;
-    let body = if gzip { compress(&buf) } else { None };
-    let mut resp = match body {
+    // Compressing takes milliseconds of CPU: on the blocking pool, so this runtime's workers
+    // keep serving other requests meanwhile. If it fails, the body goes as it is.
+    let (buf, compressed) = if gzip {
+        tokio::task::spawn_blocking(move || {
+            let compressed = gzip::compress(&buf);
+            (buf, compressed)
+        })
+        .await
+        .unwrap_or_else(|_| (Vec::new(), None))
+    } else {
+        (buf, None)
+    };
+    let (buf, compressed) = match compressed {
+        Some(c) => {
+            BodyPool::give(&app.bodies.0, buf);
+            (Vec::new(), Some(c))
+        }
+        None => (buf, None),
+    };
+    let mut resp = match compressed {
         Some(compressed) => {
             let mut r = server::with_type(StatusCode::OK, format.content_type(), compressed.into());
             r.headers_mut()
                 .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             r
         }
-        None => server::with_type(StatusCode::OK, format.content_type(), buf.into()),
+        None if buf.is_empty() => {
+            return server::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot compress the metrics\n",
+            )
+        }
+        None => server::with_type(StatusCode::OK, format.content_type(), app.bodies.body(buf)),
     };
     // Caches between the exporter and the scraper must keep the encodings apart.
     resp.headers_mut()
         .insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     resp
-}
-
-/// The gzip form of `body`, at the fastest level: a scrape is answered in time, and the text
-/// is repetitive enough to shrink about tenfold anyway. `None` if compressing fails (the body
-/// is then sent as it is).
-fn compress(body: &[u8]) -> Option<Vec<u8>> {
-    let mut e = flate2::write::GzEncoder::new(
-        Vec::with_capacity(body.len() / 8),
-        flate2::Compression::fast(),
-    );
-    e.write_all(body).ok()?;
-    e.finish().ok()
 }

@@ -144,8 +144,11 @@ pub const FACTS_MAX_AGE: Duration = Duration::from_secs(3600);
 /// were read.
 #[derive(Default)]
 pub struct FactsCache {
-    entries: Mutex<HashMap<(String, u16, TlsOptions), (Facts, Instant)>>,
+    entries: Mutex<HashMap<Endpoint, (Facts, Instant)>>,
 }
+
+/// An endpoint's host, port and the TLS settings it is verified with.
+type Endpoint = (String, u16, TlsOptions);
 
 impl FactsCache {
     /// The facts of an endpoint, if they were read less than [`FACTS_MAX_AGE`] ago and the

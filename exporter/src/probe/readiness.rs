@@ -121,7 +121,7 @@ pub struct HttpConfig {
     #[serde(default = "default_max_body")]
     pub max_body_bytes: u64,
     /// Fields of a JSON body to export.
-    pub json: Option<SummaryFields>,
+    pub json: Option<Box<SummaryFields>>,
 }
 
 fn default_states() -> Vec<String> {
