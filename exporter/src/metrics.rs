@@ -185,6 +185,9 @@ pub struct Rendered {
     /// Runs of lines of one family in `text`, in the order the samples came; a family whose
     /// samples were not given together has several.
     parts: Vec<(&'static Family, Range<u32>)>,
+    /// Whether each family has one part only (the usual case), so that a scrape takes the
+    /// first part of a family it finds.
+    one_part_each: bool,
 }
 
 impl Rendered {
@@ -212,6 +215,7 @@ impl Rendered {
             rendered: Rendered {
                 text: String::with_capacity(1024),
                 parts: Vec::with_capacity(16),
+                one_part_each: false,
             },
         }
     }
@@ -288,6 +292,11 @@ impl RenderedBuilder {
     /// probe runs again, for every probe).
     #[must_use]
     pub fn finish(mut self) -> Rendered {
+        let parts = &self.rendered.parts;
+        self.rendered.one_part_each = parts
+            .iter()
+            .enumerate()
+            .all(|(i, (f, _))| !parts[..i].iter().any(|(g, _)| std::ptr::eq(*f, *g)));
         // Kept until the probe runs again: no more memory than it needs, give or take a
         // quarter so that the next run's text, about as long, fits in it.
         let text = &mut self.rendered.text;
@@ -326,72 +335,49 @@ impl Exposition {
 
     /// Appends the text to `out` in `format` (without OpenMetrics' final `# EOF`).
     pub fn write(&self, out: &mut Vec<u8>, format: Format) {
-        // Each probe's text is read once, from start to end, and its parts are put where
-        // their families' blocks are: going family by family instead would read every probe
-        // once per family, and with ten thousand probes the texts no longer sit in the cache
-        // (three times slower, `docs/benchmarks.md`).
-        //
-        // First the families, each a `static` told apart by address (a linear scan over a
-        // handful costs less than hashing seventy thousand parts), the bytes of each, and the
-        // family of each part in order.
-        let mut families: Vec<(&'static Family, usize)> = Vec::new();
-        let mut of_part: Vec<u8> = Vec::new();
+        // A handful of families, each a `static` told apart by address; linear scans over
+        // them cost less than hashing thousands of parts.
+        let mut families: Vec<&'static Family> = Vec::new();
+        let mut len = 0;
         let mut previous: &[(&'static Family, Range<u32>)] = &[];
-        let mut previous_at = 0;
         for r in &self.probes {
-            // Probes of one kind have the same families in the same order.
-            let same = same_families(&r.parts, previous);
-            for (i, (family, range)) in r.parts.iter().enumerate() {
-                let index = if same {
-                    of_part[previous_at + i]
-                } else if let Some(at) =
-                    families.iter().position(|(f, _)| std::ptr::eq(*f, *family))
-                {
-                    // At most 255 families: far more than the exporter has.
-                    u8::try_from(at).unwrap_or(u8::MAX)
-                } else {
-                    families.push((family, 0));
-                    u8::try_from(families.len() - 1).unwrap_or(u8::MAX)
-                };
-                of_part.push(index);
-                if let Some((_, size)) = families.get_mut(usize::from(index)) {
-                    *size += range.len();
+            len += r.text.len();
+            // Probes of one kind have the same families: skip the scan when nothing is new.
+            if same_families(&r.parts, previous) {
+                continue;
+            }
+            for (family, _) in &r.parts {
+                if !families.iter().any(|f| std::ptr::eq(*f, *family)) {
+                    families.push(family);
                 }
             }
-            if !same {
-                previous = &r.parts;
-            }
-            previous_at = of_part.len() - r.parts.len();
+            previous = &r.parts;
         }
-        // The blocks in name order: each family's header, then its lines.
-        let mut order: Vec<usize> = (0..families.len()).collect();
-        order.sort_unstable_by_key(|i| families[*i].0.name);
-        let mut cursor = vec![0usize; families.len()];
-        let base = out.len();
-        let mut headers = Vec::with_capacity(families.len() * 200);
-        let mut at = base;
-        let mut header_spans = Vec::with_capacity(families.len());
-        for i in &order {
-            let start = headers.len();
-            write_header(&mut headers, families[*i].0, format);
-            header_spans.push((at, start..headers.len()));
-            at += headers.len() - start;
-            cursor[*i] = at;
-            at += families[*i].1;
-        }
-        out.resize(at, 0);
-        for (at, span) in header_spans {
-            out[at..at + span.len()].copy_from_slice(&headers[span]);
-        }
-        let mut parts = of_part.iter();
-        for r in &self.probes {
-            let text = r.text.as_bytes();
-            for (_, range) in &r.parts {
-                let Some(index) = parts.next() else { return };
-                let piece = &text[span(range)];
-                let at = &mut cursor[usize::from(*index)];
-                out[*at..*at + piece.len()].copy_from_slice(piece);
-                *at += piece.len();
+        families.sort_unstable_by_key(|f| f.name);
+        out.reserve(len + families.len() * 160);
+        for family in families {
+            write_header(out, family, format);
+            // Probes of one kind list their families in the same order: the position of the
+            // family in the previous probe's parts is tried first.
+            let mut hint = 0;
+            for r in &self.probes {
+                let text = r.text.as_bytes();
+                if r.one_part_each {
+                    let at = match r.parts.get(hint) {
+                        Some((f, _)) if std::ptr::eq(*f, family) => Some(hint),
+                        _ => r.parts.iter().position(|(f, _)| std::ptr::eq(*f, family)),
+                    };
+                    if let Some(i) = at {
+                        hint = i;
+                        out.extend_from_slice(&text[span(&r.parts[i].1)]);
+                    }
+                } else {
+                    for (f, range) in &r.parts {
+                        if std::ptr::eq(*f, family) {
+                            out.extend_from_slice(&text[span(range)]);
+                        }
+                    }
+                }
             }
         }
     }
