@@ -1,27 +1,62 @@
 #!/usr/bin/env bash
 # The fuzz campaign: ./scripts/fuzz-campaign.sh [target…] (all targets of fuzz/Cargo.toml when
-# none are named).
+# none are named), or ./scripts/fuzz-campaign.sh --pack [target…].
 #
 # Runs each target, one at a time and at the lowest CPU priority, until 10 million executions or
 # 30 minutes, whichever comes first (FUZZ_RUNS and FUZZ_SECONDS change the budget), then prints
 # one line of figures per target for docs/fuzzing.md. Needs the nightly toolchain and cargo-fuzz
 # (see docs/fuzzing.md).
 #
+# The corpora are committed as one archive per target, fuzz/corpus/<target>.tar.gz, so that the
+# tree stays readable. Before a target runs, its archive is unpacked into fuzz/corpus/<target>/
+# (ignored by git) when that folder is empty; libFuzzer adds new units there; after the run the
+# folder is minimized (`cargo fuzz cmin`) and packed into the archive again. --pack only packs
+# the folders as they are (after a cmin of your own). Crashes go to fuzz/artifacts/<target>/: a
+# fixed crash's input becomes a file of fuzz/regressions/<target>/, which stays a file.
+#
 # The target binaries are built once and copied to fuzz/target/campaign/ before the first run,
 # so editing the sources while the campaign runs does not change what it fuzzes
-# (FUZZ_BUILD=0 copies the binaries last built instead of building). New corpus
-# units go to fuzz/corpus/<target>/ (minimize them afterwards with `cargo fuzz cmin`), crashes to
-# fuzz/artifacts/<target>/, and each run's libFuzzer output to fuzz/target/campaign/<target>.log.
+# (FUZZ_BUILD=0 copies the binaries last built instead of building). Each run's libFuzzer
+# output goes to fuzz/target/campaign/<target>.log.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../fuzz"
 
 runs="${FUZZ_RUNS:-10000000}"
 seconds="${FUZZ_SECONDS:-1800}"
+pack_only=0
+if [[ "${1:-}" == --pack ]]; then
+    pack_only=1
+    shift
+fi
 if [[ $# -gt 0 ]]; then
     targets=("$@")
 else
     mapfile -t targets < <(cargo +nightly fuzz list)
+fi
+
+# The archive of a target's corpus, reproducible: names sorted, no times or owners.
+pack() {
+    local target="$1"
+    tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C "corpus/$target" -cf - . \
+        | gzip -9n >"corpus/$target.tar.gz.new"
+    mv "corpus/$target.tar.gz.new" "corpus/$target.tar.gz"
+    echo "corpus/$target.tar.gz: $(find "corpus/$target" -type f | wc -l) units"
+}
+
+unpack() {
+    local target="$1"
+    mkdir -p "corpus/$target"
+    if [[ -z "$(ls -A "corpus/$target")" && -f "corpus/$target.tar.gz" ]]; then
+        tar -C "corpus/$target" -xzf "corpus/$target.tar.gz"
+    fi
+}
+
+if [[ "$pack_only" == 1 ]]; then
+    for target in "${targets[@]}"; do
+        pack "$target"
+    done
+    exit 0
 fi
 
 if [[ "${FUZZ_BUILD:-1}" != 0 ]]; then
@@ -38,7 +73,8 @@ for target in "${targets[@]}"; do
 done
 
 for target in "${targets[@]}"; do
-    mkdir -p "corpus/$target" "artifacts/$target"
+    unpack "$target"
+    mkdir -p "artifacts/$target"
     log="$campaign/$target.log"
     extra=()
     if [[ "$target" == ads ]]; then
@@ -63,4 +99,6 @@ for target in "${targets[@]}"; do
     printf '%s %s: %s s, %s executions, %s exec/s, %s new units, exit %s, %s artifacts\n' \
         "$(date +%F)" "$target" "$elapsed" "$(stat number_of_executed_units)" \
         "$(stat average_exec_per_sec)" "$(stat new_units_added)" "$status" "$crashes"
+    ASAN_OPTIONS="${ASAN_OPTIONS:-}${extra:+:detect_leaks=0}" nice -n 19 cargo +nightly fuzz cmin "$target" >>"$log" 2>&1
+    pack "$target"
 done

@@ -116,19 +116,52 @@ write_config() {
 
 EOF
         "$TARGET_DIR/release/$binary" --config.print-default
+        cat <<EOF
+
+# Stacks: every file of /etc/stackmedic/$short.d/ adds its ${lists[$short]}. Copy
+# a stack's file there from /usr/share/doc/$binary/examples/$short.d/, change its
+# values (examples/README.md) and reload; delete it to remove the stack.
+include:
+  - $short.d/*.yml
+EOF
     } >"$out"
+    cat >"$STAGE/etc/stackmedic/$short.d/README" <<EOF
+The stacks of $binary on this host: /etc/stackmedic/$short.yml includes every
+file of this folder whose name ends in .yml (include: [$short.d/*.yml]), each holding the
+${lists[$short]} of one stack. Enable a stack by copying its file here from
+/usr/share/doc/$binary/examples/$short.d/ and changing its values (the examples'
+README.md lists them), remove it by deleting the file; then
+
+    $binary --config.check --config.file /etc/stackmedic/$short.yml
+    systemctl reload $binary
+
+A problem in one of these files is reported with the file's name and the path in it.
+EOF
     # What a package installs must load: check it with the binary it ships with.
     "$TARGET_DIR/release/$binary" --config.check --config.file "$out" >/dev/null \
         || fail "the written-out default configuration $out does not load"
     echo "$out"
 }
 
+# What an included file of each configuration holds.
+declare -A lists=([exporter]="probes" [remediator]="targets and rules")
+
 section "Default configurations"
 rm -rf "$STAGE"
-mkdir -p "$STAGE/etc/stackmedic"
+mkdir -p "$STAGE/etc/stackmedic/exporter.d" "$STAGE/etc/stackmedic/remediator.d"
 for binary in "${BINARIES[@]}"; do
     write_config "$binary"
 done
+
+# The example set as the packages install it (/usr/share/doc/<package>/examples/): the
+# repository's files, except that the rule files prometheus.yml names relative to the
+# repository (../alerts/) are named where the exporter's package installs them.
+section "Example set"
+cp -r examples "$STAGE/examples"
+sed -i 's|\.\./alerts/|/usr/share/stackmedic/alerts/|g' "$STAGE/examples/prometheus.yml"
+grep -q '/usr/share/stackmedic/alerts/stackmedic.rules.yml' "$STAGE/examples/prometheus.yml" \
+    || fail "the staged prometheus.yml does not name the installed rules"
+echo "$STAGE/examples"
 
 # --- 3. Debian packages -------------------------------------------------------------------------
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command of stackmedic: sudo ./scripts/test.sh [nextest arguments…]
 #
-# 1. installs the real peers the integration tests run against (Debian packages, pyads) and the
-#    packaging tool cargo-deb,
+# 1. installs the real peers the integration tests run against (Debian packages, pyads), the
+#    packaging tool cargo-deb and, when missing, the test runner cargo-nextest,
 # 2. stops the services those packages start, so nothing system-wide occupies their ports,
 # 3. starts dockerd when no Docker daemon answers,
 # 4. runs cargo fmt --check, cargo clippy -D warnings, builds the workspace binaries, runs
@@ -57,6 +57,9 @@ PEERS=(
     "prometheus-blackbox-exporter:prometheus-blackbox-exporter"
     "caddy:caddy"
     "logrotate:logrotate"
+    # PostgreSQL: tests run clusters of their own (initdb in a temporary folder as the user
+    # postgres, the server's programs from /usr/lib/postgresql/<version>/bin, checked below).
+    "postgresql:psql:pg_isready"
     # DNS probes: dnsmasq without the system service of the package `dnsmasq`.
     "dnsmasq-base:dnsmasq"
     # A real systemd as PID 1 in a container: its Debian root filesystem is made by debootstrap
@@ -98,6 +101,11 @@ install_peers() {
     if [[ ! -x /bin/busybox ]] && [[ " ${missing[*]} " != *" busybox-static "* ]]; then
         missing+=(busybox-static)
     fi
+    # postgresql must provide a server (psql and pg_isready alone come with the client package).
+    if ! compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null \
+        && [[ " ${missing[*]} " != *" postgresql "* ]]; then
+        missing+=(postgresql)
+    fi
 
     if [[ ${#missing[@]} -gt 0 ]]; then
         is_root || fail "missing packages (${missing[*]}): run this script as root (sudo ./scripts/test.sh)"
@@ -121,6 +129,9 @@ install_peers() {
     fi
 }
 
+# The test runner: installed from crates.io when missing (a fresh machine has only Rust).
+CARGO_NEXTEST_VERSION=0.9.143
+
 # The version scripts/package.sh requires, read from it so that it is written once.
 CARGO_DEB_VERSION="$(sed -n 's/^CARGO_DEB_VERSION=//p' scripts/package.sh)"
 
@@ -137,7 +148,8 @@ install_cargo_deb() {
 stop_system_services() {
     section "Stopping system services installed with the peers (tests start their own)"
     local service pidfile pid
-    for service in nginx prometheus prometheus-alertmanager prometheus-blackbox-exporter caddy; do
+    for service in nginx prometheus prometheus-alertmanager prometheus-blackbox-exporter caddy \
+        postgresql; do
         if [[ -x "/etc/init.d/$service" ]] || systemctl cat "$service.service" >/dev/null 2>&1; then
             if command -v service >/dev/null 2>&1; then
                 service "$service" stop >/dev/null 2>&1 || true
@@ -147,9 +159,9 @@ stop_system_services() {
         fi
     done
     # Without an init system the stop above may not reach a daemon started by hand: use the pid
-    # files the Debian packages write.
+    # files the Debian packages write (PostgreSQL's: one per cluster, /run/postgresql/15-main.pid).
     for pidfile in /run/nginx.pid /run/prometheus.pid /run/prometheus-alertmanager.pid \
-        /run/prometheus-blackbox-exporter.pid; do
+        /run/prometheus-blackbox-exporter.pid /run/postgresql/*.pid; do
         [[ -s "$pidfile" ]] || continue
         pid="$(head -n 1 "$pidfile" | tr -dc '0-9')"
         if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
@@ -203,7 +215,11 @@ fi
 # --- 3. checks and tests ------------------------------------------------------------------------
 
 command -v cargo >/dev/null 2>&1 || fail "cargo is not in PATH (install Rust stable for this user)"
-cargo nextest --version >/dev/null 2>&1 || fail "cargo-nextest is missing (cargo install --locked cargo-nextest)"
+if ! cargo nextest --version >/dev/null 2>&1; then
+    section "Installing cargo-nextest $CARGO_NEXTEST_VERSION (crates.io)"
+    cargo install --locked cargo-nextest --version "$CARGO_NEXTEST_VERSION"
+    cargo nextest --version >/dev/null 2>&1 || fail "cargo-nextest is still missing after cargo install"
+fi
 
 section "cargo fmt --all -- --check"
 cargo fmt --all -- --check

@@ -65,11 +65,21 @@ pub struct CommonArgs {
     #[arg(long = "web.enable-lifecycle")]
     pub enable_lifecycle: bool,
 
-    /// Most connections open at once; a new connection beyond it closes the one idle the
-    /// longest.
+    /// Most connections open at once; a new connection beyond it closes the one that has made
+    /// no progress (bytes moved) the longest.
     #[arg(long = "web.max-connections", value_name = "N", default_value_t = 512,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
+
+    /// Most connections open at once from one client address, unless the listen address is a
+    /// loopback address (0: no limit); a new connection beyond it closes that address's
+    /// connection with the least recent progress.
+    #[arg(
+        long = "web.max-connections-per-address",
+        value_name = "N",
+        default_value_t = 64
+    )]
+    pub max_connections_per_address: u32,
 
     /// Time a client gets from connecting until its request head is complete (TLS handshake
     /// included), and again to send a request body.
@@ -103,6 +113,7 @@ impl CommonArgs {
     pub fn limits(&self) -> Limits {
         Limits {
             max_connections: self.max_connections as usize,
+            max_connections_per_address: self.max_connections_per_address as usize,
             read_timeout: self.read_timeout,
             idle_timeout: self.idle_timeout,
             body_bytes_in_flight: self.body_bytes_in_flight,

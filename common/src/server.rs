@@ -8,8 +8,19 @@
 //!   request in progress is closed after the idle timeout; HTTP/2 connections are pinged;
 //! * request bodies are read through [`read_body`], which bounds their size, the time they may
 //!   take, and the bytes of all bodies in flight in the process together ([`BodyBudget`]);
-//! * at the connection limit, a new connection closes the connection that has been idle the
-//!   longest instead of waiting, so clients that connect and send nothing cannot lock others out.
+//! * a connection's progress is measured by the bytes it moves: it last made progress when
+//!   the bytes it read and wrote since then reached [`MIN_PROGRESS_RATE`] per second of the
+//!   time since. A connection with a request in progress that waits on its client (a body that
+//!   stopped arriving, an HTTP/2 stream whose flow-control window stays at zero) and makes no
+//!   progress for the read timeout is closed;
+//! * at the connection limit, a new connection closes the connection that has made no progress
+//!   the longest instead of waiting (a new connection counts as having made progress when it
+//!   was accepted), so clients that connect and send nothing, stop sending a body or stop
+//!   reading cannot lock others out; a connection whose request the server itself is still
+//!   working on is closed only when every connection is;
+//! * where the listener is not loopback-only, one client address holds at most
+//!   [`Limits::max_connections_per_address`] connections: a new one beyond it closes that
+//!   address's own connection with the least recent progress.
 //!
 //! **Invariant:** no client can hold a connection slot, a file descriptor or body memory for
 //! longer than the limits in [`Limits`] say, whatever it sends or does not send.
@@ -17,6 +28,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,6 +76,14 @@ const H2_CONNECTION_WINDOW: u32 = 128 * 1024;
 const H1_MAX_BUFFER: usize = 64 * 1024;
 /// How long a connection that is being closed gets to finish a graceful shutdown.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// A connection has made progress when the bytes it moved (read and written) since it last made
+/// progress reach this many per second of the time since. A client trickling a byte now and then
+/// stays below it; any client that is really sending or reading stays far above it.
+pub const MIN_PROGRESS_RATE: u64 = 256;
+/// A connection waiting on its client with a request in progress is closed after the read
+/// timeout plus this without progress: the handler's own 408 for a body that did not arrive
+/// (after the read timeout) comes first.
+const STALL_GRACE: Duration = Duration::from_secs(1);
 /// At most one warning about shed connections per this interval.
 const SHED_WARN_INTERVAL: Duration = Duration::from_secs(60);
 /// Seconds a client is asked to wait before retrying a request refused for lack of body memory.
@@ -72,8 +92,13 @@ pub const RETRY_AFTER_SECONDS: u32 = 1;
 /// The server's limits against slow, idle and greedy clients. Set by the `--web.*` flags.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Most connections open at once; a new one beyond it closes the longest-idle one.
+    /// Most connections open at once; a new one beyond it closes the one that has made no
+    /// progress the longest.
     pub max_connections: usize,
+    /// Most connections open at once from one client address, where the listener is not
+    /// loopback-only (0: no limit); a new one beyond it closes that address's connection with
+    /// the least recent progress.
+    pub max_connections_per_address: usize,
     /// Time from accept until the first request head is complete, and time to read a body.
     pub read_timeout: Duration,
     /// Time a connection may stay open with no request in progress after its last response.
@@ -86,6 +111,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_connections: 512,
+            max_connections_per_address: 64,
             read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             body_bytes_in_flight: 8 << 20,
@@ -228,6 +254,12 @@ pub fn retry_after(resp: &mut Response) {
 /// See [`BodyError`].
 pub async fn read_body(req: Request, limit: usize) -> Result<Body, BodyError> {
     let context = req.extensions().get::<RequestContext>().cloned();
+    // While the body is awaited, the request waits on its client, not on the server: the
+    // connection is judged by its progress like one with nothing in progress.
+    let _waiting = req
+        .extensions()
+        .get::<ConnHandle>()
+        .map(|c| WaitingOnClient::start(c.0.clone()));
     let (timeout, budget) = match context {
         Some(c) => (c.read_timeout, Some(c.budget)),
         None => (Limits::default().read_timeout, None),
@@ -301,7 +333,15 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let security = Arc::new(security);
     let limits = security.limits.clone();
-    let tracker = Arc::new(Tracker::new(limits.max_connections.max(1)));
+    // Behind a loopback-only listener every client has the same address (a local Prometheus,
+    // Alertmanager or proxy): a cap per address would be a second global limit.
+    let loopback_only = listener.local_addr()?.ip().is_loopback();
+    let per_address = if loopback_only {
+        0
+    } else {
+        limits.max_connections_per_address
+    };
+    let tracker = Arc::new(Tracker::new(limits.max_connections.max(1), per_address));
     let context = RequestContext {
         enable_lifecycle: security.enable_lifecycle,
         read_timeout: limits.read_timeout,
@@ -321,7 +361,7 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let registration = tracker.register();
+        let registration = tracker.register(remote.ip());
         let conn = Connection {
             security: security.clone(),
             handler: handler.clone(),
@@ -373,6 +413,11 @@ struct Connection {
     epoch: Instant,
 }
 
+/// The connection a request came on, as a request extension, so that [`read_body`] can say
+/// that the request waits on its client.
+#[derive(Clone)]
+struct ConnHandle(Arc<ConnState>);
+
 impl Connection {
     async fn run(
         self,
@@ -402,15 +447,26 @@ impl Connection {
             state,
             epoch,
         } = self;
+        let stream = Metered {
+            inner: stream,
+            state: state.clone(),
+            epoch,
+        };
         let service = {
             let security = security.clone();
+            let state = state.clone();
             hyper::service::service_fn(move |mut req: Request| {
                 let guard = RequestGuard::start(state.clone(), epoch);
                 let security = security.clone();
                 let handler = handler.clone();
                 req.extensions_mut().insert(context.clone());
+                req.extensions_mut().insert(ConnHandle(state.clone()));
                 async move {
-                    let resp = respond(&security, &handler, req).await;
+                    let resp = {
+                        // The server works on the request until the response is handed over.
+                        let _working = Working::start(&guard);
+                        respond(&security, &handler, req).await
+                    };
                     Ok::<_, Infallible>(resp.map(|body| TrackedBody {
                         inner: body,
                         _guard: guard,
@@ -438,19 +494,108 @@ impl Connection {
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin> Io for T {}
 
+/// The TCP stream of a connection, counting the bytes it moves as the connection's progress
+/// (below TLS, so a handshake counts too).
+struct Metered {
+    inner: TcpStream,
+    state: Arc<ConnState>,
+    epoch: Instant,
+}
+
+impl Metered {
+    /// Counts what a write moved.
+    fn written(&self, r: &Poll<std::io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = r {
+            if *n > 0 {
+                self.state.moved(*n, millis_since(self.epoch));
+            }
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for Metered {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.state.moved(n, millis_since(this.epoch));
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Metered {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.written(&r);
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.written(&r);
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
 /// Waits until the connection has broken one of the limits, and says which.
 async fn watchdog(state: &ConnState, limits: &Limits, epoch: Instant) -> &'static str {
     loop {
         let now = epoch.elapsed();
         let (since, limit, why) = if state.active.load(Ordering::Acquire) > 0 {
-            (
-                state.busy_since_ms.load(Ordering::Acquire),
+            let oldest = state.oldest_request_ms();
+            let backstop = (
+                oldest,
                 limits.read_timeout + REQUEST_BACKSTOP,
                 "a request took too long (the client does not read its response)",
-            )
+            );
+            if state.server_working() {
+                backstop
+            } else {
+                // The requests in progress wait on the client: a body to arrive, or a response
+                // to be read. Without progress, the client has stalled.
+                let stalled = (
+                    state.progress_ms.load(Ordering::Acquire),
+                    limits.read_timeout + STALL_GRACE,
+                    "a request in progress made no progress within the read timeout (a body that stopped arriving or a response the client does not read)",
+                );
+                if stalled.0 + millis(stalled.1) <= backstop.0 + millis(backstop.1) {
+                    stalled
+                } else {
+                    backstop
+                }
+            }
         } else if state.requests.load(Ordering::Acquire) == 0 {
             (
-                state.idle_since_ms.load(Ordering::Acquire),
+                state.accepted_ms,
                 limits.read_timeout,
                 "no complete request head within the read timeout",
             )
@@ -465,7 +610,8 @@ async fn watchdog(state: &ConnState, limits: &Limits, epoch: Instant) -> &'stati
         if now >= deadline {
             return why;
         }
-        // A request that starts or ends changes the deadline: wake up and compute it again.
+        // A request that starts or ends, and progress, change the deadline: wake up and
+        // compute it again (progress is looked at when the deadline comes, which is enough).
         tokio::select! {
             () = tokio::time::sleep(deadline - now) => {}
             () = state.changed.notified() => {}
@@ -473,10 +619,17 @@ async fn watchdog(state: &ConnState, limits: &Limits, epoch: Instant) -> &'stati
     }
 }
 
-/// The open connections, so that a new one can close the longest-idle one at the limit.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The open connections, so that a new one can close the one with the least recent progress at
+/// the limit.
 struct Tracker {
     epoch: Instant,
     max: usize,
+    /// Most connections per client address; 0 for no limit.
+    per_address: usize,
     next_id: AtomicU64,
     conns: Mutex<HashMap<u64, Arc<ConnState>>>,
     last_shed_warning: Mutex<Option<Instant>>,
@@ -484,19 +637,92 @@ struct Tracker {
 
 /// What the tracker and the watchdog know about one connection.
 struct ConnState {
+    /// The client's address.
+    peer: IpAddr,
+    /// Milliseconds after the tracker's epoch when the connection was accepted.
+    accepted_ms: u64,
     /// Requests whose head is complete and whose response has not been handed over yet.
     active: AtomicUsize,
+    /// Requests the server is working on (authentication, the handler), not waiting on the
+    /// client: from the request head until the response is handed over, less the time spent
+    /// waiting for a body.
+    working: AtomicUsize,
     /// Requests seen on this connection.
     requests: AtomicU64,
-    /// Milliseconds after the tracker's epoch when the connection last became idle (accept or
-    /// the end of its last request).
+    /// Milliseconds after the tracker's epoch when the connection last became idle (the end of
+    /// its last request).
     idle_since_ms: AtomicU64,
-    /// Milliseconds after the epoch when the connection last became busy.
-    busy_since_ms: AtomicU64,
+    /// Milliseconds after the epoch when the connection last made progress (see
+    /// [`MIN_PROGRESS_RATE`]); the time it was accepted until then.
+    progress_ms: AtomicU64,
+    /// Bytes moved since `progress_ms`.
+    moved_since_progress: AtomicU64,
+    /// Start times (milliseconds after the epoch) of the requests in progress, by request.
+    in_progress: Mutex<HashMap<u64, u64>>,
     /// Cancelled to close the connection to make room.
     shed: CancellationToken,
     /// Notified when a request starts or ends, so the watchdog recomputes its deadline.
     changed: tokio::sync::Notify,
+}
+
+impl ConnState {
+    fn new(peer: IpAddr, now_ms: u64) -> Self {
+        Self {
+            peer,
+            accepted_ms: now_ms,
+            active: AtomicUsize::new(0),
+            working: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
+            idle_since_ms: AtomicU64::new(now_ms),
+            progress_ms: AtomicU64::new(now_ms),
+            moved_since_progress: AtomicU64::new(0),
+            in_progress: Mutex::new(HashMap::new()),
+            shed: CancellationToken::new(),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Counts `n` bytes moved at `now_ms`; progress when the bytes since the last progress
+    /// reach [`MIN_PROGRESS_RATE`] per second of the time since.
+    fn moved(&self, n: usize, now_ms: u64) {
+        let moved = self
+            .moved_since_progress
+            .fetch_add(n as u64, Ordering::AcqRel)
+            .saturating_add(n as u64);
+        let last = self.progress_ms.load(Ordering::Acquire);
+        let needed = now_ms
+            .saturating_sub(last)
+            .saturating_mul(MIN_PROGRESS_RATE)
+            / 1000;
+        if moved >= needed {
+            self.progress_ms.store(now_ms, Ordering::Release);
+            self.moved_since_progress.store(0, Ordering::Release);
+        }
+    }
+
+    /// Whether the server is working on a request of this connection (rather than waiting on
+    /// its client).
+    fn server_working(&self) -> bool {
+        self.working.load(Ordering::Acquire) > 0
+    }
+
+    /// When the oldest request in progress started (now when there is none).
+    fn oldest_request_ms(&self) -> u64 {
+        self.in_progress
+            .lock()
+            .ok()
+            .and_then(|m| m.values().min().copied())
+            .unwrap_or(self.idle_since_ms.load(Ordering::Acquire))
+    }
+
+    /// How the tracker orders victims, first to close first: connections the server is working
+    /// on last, then by least recent progress.
+    fn shed_order(&self) -> (bool, u64) {
+        (
+            self.server_working(),
+            self.progress_ms.load(Ordering::Acquire),
+        )
+    }
 }
 
 /// A connection's entry in the tracker, removed when the connection task ends.
@@ -520,43 +746,44 @@ fn millis_since(epoch: Instant) -> u64 {
 }
 
 impl Tracker {
-    fn new(max: usize) -> Self {
+    fn new(max: usize, per_address: usize) -> Self {
         Self {
             epoch: Instant::now(),
             max,
+            per_address,
             next_id: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
             last_shed_warning: Mutex::new(None),
         }
     }
 
-    /// Registers a new connection; at the limit, first closes the one idle the longest (or,
-    /// when every connection has a request in progress, the one busy the longest).
-    fn register(self: &Arc<Self>) -> Registration {
+    /// Registers a new connection from `peer`. At the per-address limit it first closes that
+    /// address's connection with the least recent progress; at the global limit, the one of
+    /// all (a connection the server is working on only when every connection is one).
+    fn register(self: &Arc<Self>, peer: IpAddr) -> Registration {
         let now = millis_since(self.epoch);
-        let state = Arc::new(ConnState {
-            active: AtomicUsize::new(0),
-            requests: AtomicU64::new(0),
-            idle_since_ms: AtomicU64::new(now),
-            busy_since_ms: AtomicU64::new(now),
-            shed: CancellationToken::new(),
-            changed: tokio::sync::Notify::new(),
-        });
+        let state = Arc::new(ConnState::new(peer, now));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut shed = 0usize;
         if let Ok(mut conns) = self.conns.lock() {
+            if self.per_address > 0 {
+                while conns.values().filter(|c| c.peer == peer).count() >= self.per_address {
+                    let victim = conns
+                        .iter()
+                        .filter(|(_, c)| c.peer == peer)
+                        .min_by_key(|(_, c)| c.shed_order())
+                        .map(|(id, _)| *id);
+                    let Some(victim) = victim else { break };
+                    if let Some(c) = conns.remove(&victim) {
+                        c.shed.cancel();
+                        shed += 1;
+                    }
+                }
+            }
             while conns.len() >= self.max {
                 let victim = conns
                     .iter()
-                    .min_by_key(|(_, c)| {
-                        let busy = c.active.load(Ordering::Acquire) > 0;
-                        let since = if busy {
-                            c.busy_since_ms.load(Ordering::Acquire)
-                        } else {
-                            c.idle_since_ms.load(Ordering::Acquire)
-                        };
-                        (busy, since)
-                    })
+                    .min_by_key(|(_, c)| c.shed_order())
                     .map(|(id, _)| *id);
                 let Some(victim) = victim else { break };
                 if let Some(c) = conns.remove(&victim) {
@@ -585,7 +812,8 @@ impl Tracker {
             *last = Some(Instant::now());
             tracing::warn!(
                 max_connections = self.max,
-                "connection limit reached: closing the longest-idle connections to accept new ones (--web.max-connections)"
+                max_connections_per_address = self.per_address,
+                "connection limit reached: closing the connections with the least recent progress to accept new ones (--web.max-connections, --web.max-connections-per-address)"
             );
         }
     }
@@ -595,18 +823,18 @@ impl Tracker {
 struct RequestGuard {
     state: Arc<ConnState>,
     epoch: Instant,
+    id: u64,
 }
 
 impl RequestGuard {
     fn start(state: Arc<ConnState>, epoch: Instant) -> Self {
-        state.requests.fetch_add(1, Ordering::AcqRel);
-        if state.active.fetch_add(1, Ordering::AcqRel) == 0 {
-            state
-                .busy_since_ms
-                .store(millis_since(epoch), Ordering::Release);
+        let id = state.requests.fetch_add(1, Ordering::AcqRel);
+        state.active.fetch_add(1, Ordering::AcqRel);
+        if let Ok(mut m) = state.in_progress.lock() {
+            m.insert(id, millis_since(epoch));
         }
         state.changed.notify_one();
-        Self { state, epoch }
+        Self { state, epoch, id }
     }
 }
 
@@ -617,8 +845,46 @@ impl Drop for RequestGuard {
         self.state
             .idle_since_ms
             .store(millis_since(self.epoch), Ordering::Release);
+        if let Ok(mut m) = self.state.in_progress.lock() {
+            m.remove(&self.id);
+        }
         self.state.active.fetch_sub(1, Ordering::AcqRel);
         self.state.changed.notify_one();
+    }
+}
+
+/// Marks the server as working on a request (authentication, the handler) while it lives.
+struct Working(Arc<ConnState>);
+
+impl Working {
+    fn start(guard: &RequestGuard) -> Self {
+        guard.state.working.fetch_add(1, Ordering::AcqRel);
+        Working(guard.state.clone())
+    }
+}
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        self.0.working.fetch_sub(1, Ordering::AcqRel);
+        self.0.changed.notify_one();
+    }
+}
+
+/// Marks a request as waiting on its client for a body while it lives: the server is not
+/// working on it meanwhile.
+struct WaitingOnClient(Arc<ConnState>);
+
+impl WaitingOnClient {
+    fn start(state: Arc<ConnState>) -> Self {
+        state.working.fetch_sub(1, Ordering::AcqRel);
+        state.changed.notify_one();
+        WaitingOnClient(state)
+    }
+}
+
+impl Drop for WaitingOnClient {
+    fn drop(&mut self) {
+        self.0.working.fetch_add(1, Ordering::AcqRel);
     }
 }
 
@@ -754,19 +1020,86 @@ mod tests {
         assert_eq!(budget.available(), 0);
     }
 
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     #[test]
-    fn the_longest_idle_connection_is_shed_first() {
-        let tracker = Arc::new(Tracker::new(2));
-        let first = tracker.register();
-        let second = tracker.register();
-        // The first connection is busy, so the second (idle) one goes.
-        let _busy = RequestGuard::start(first.state.clone(), tracker.epoch);
-        let third = tracker.register();
-        assert!(!first.state.shed.is_cancelled());
-        assert!(second.state.shed.is_cancelled());
-        assert!(!third.state.shed.is_cancelled());
-        assert_eq!(tracker.conns.lock().unwrap().len(), 2);
-        drop(second);
-        assert_eq!(tracker.conns.lock().unwrap().len(), 2);
+    fn progress_needs_a_rate_not_a_byte_now_and_then() {
+        let c = ConnState::new(LOCAL, 0);
+        // A request head at once is progress.
+        c.moved(80, 5);
+        assert_eq!(c.progress_ms.load(Ordering::Acquire), 5);
+        // One byte every 250 ms is 4 bytes per second: never progress.
+        for i in 1..=40 {
+            c.moved(1, 5 + i * 250);
+        }
+        assert_eq!(c.progress_ms.load(Ordering::Acquire), 5);
+        // A burst that makes up for the time since is.
+        c.moved(4096, 10_005);
+        assert_eq!(c.progress_ms.load(Ordering::Acquire), 10_005);
+    }
+
+    #[test]
+    fn the_connection_with_the_least_recent_progress_is_shed_first() {
+        let tracker = Arc::new(Tracker::new(3, 0));
+        let stalled = tracker.register(LOCAL);
+        let working = tracker.register(LOCAL);
+        let fresh = tracker.register(LOCAL);
+        // `stalled` sent a request head long ago and has waited on its client since (a body
+        // that stopped, a zero window); the server works on `working`'s request, which made
+        // no progress for even longer; `fresh` just connected.
+        stalled.state.progress_ms.store(1_000, Ordering::Release);
+        working.state.progress_ms.store(0, Ordering::Release);
+        fresh.state.progress_ms.store(5_000, Ordering::Release);
+        let _stalled_request = RequestGuard::start(stalled.state.clone(), tracker.epoch);
+        let busy = RequestGuard::start(working.state.clone(), tracker.epoch);
+        let _working = Working::start(&busy);
+        let fourth = tracker.register(LOCAL);
+        assert!(stalled.state.shed.is_cancelled());
+        assert!(!working.state.shed.is_cancelled());
+        assert!(!fresh.state.shed.is_cancelled());
+        // Next the one without progress for the longest that the server is not working on.
+        fourth.state.progress_ms.store(6_000, Ordering::Release);
+        let _fifth = tracker.register(LOCAL);
+        assert!(fresh.state.shed.is_cancelled());
+        assert!(!working.state.shed.is_cancelled());
+        assert_eq!(tracker.conns.lock().unwrap().len(), 3);
+        drop(stalled);
+        assert_eq!(tracker.conns.lock().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn one_address_is_capped_without_touching_others() {
+        let other: IpAddr = "127.0.0.2".parse().unwrap();
+        let tracker = Arc::new(Tracker::new(10, 2));
+        let theirs = tracker.register(other);
+        theirs.state.progress_ms.store(0, Ordering::Release);
+        let first = tracker.register(LOCAL);
+        first.state.progress_ms.store(1, Ordering::Release);
+        let second = tracker.register(LOCAL);
+        second.state.progress_ms.store(2, Ordering::Release);
+        let _third = tracker.register(LOCAL);
+        // The address's own stalest connection goes, not the older one of another address.
+        assert!(first.state.shed.is_cancelled());
+        assert!(!second.state.shed.is_cancelled());
+        assert!(!theirs.state.shed.is_cancelled());
+        assert_eq!(tracker.conns.lock().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn waiting_for_a_body_is_not_the_server_working() {
+        let c = Arc::new(ConnState::new(LOCAL, 0));
+        let guard = RequestGuard::start(c.clone(), Instant::now());
+        let working = Working::start(&guard);
+        assert!(c.server_working());
+        {
+            let _waiting = WaitingOnClient::start(c.clone());
+            assert!(!c.server_working());
+        }
+        assert!(c.server_working());
+        drop(working);
+        assert!(!c.server_working());
+        assert_eq!(c.active.load(Ordering::Acquire), 1);
+        drop(guard);
+        assert_eq!(c.active.load(Ordering::Acquire), 0);
     }
 }

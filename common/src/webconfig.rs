@@ -119,30 +119,51 @@ impl std::fmt::Debug for WebSecurity {
 /// Basic auth against bcrypt hashes, with a cache of verified credentials so that bcrypt's
 /// deliberate slowness is paid once per credential rather than on every scrape.
 ///
-/// An unknown user is checked against a dummy hash of the highest configured cost, so a wrong
-/// user name takes as long as a wrong password and names cannot be told apart by timing.
+/// Every rejection costs the same bcrypt work, whatever the costs of the configured hashes, so
+/// user names cannot be told apart by timing: an unknown user is checked against a dummy hash
+/// of the highest configured cost, and a wrong password of a user whose hash is cheaper is
+/// followed by checks against dummy hashes of that cost up to one below the highest. bcrypt's
+/// work doubles with each cost step, so `2^c + 2^c + 2^(c+1) + … + 2^(max-1) = 2^max`: the
+/// same work as one check at the highest cost.
 pub struct BasicAuth {
     users: BTreeMap<String, String>,
-    dummy_hash: String,
+    /// Hashes of [`DUMMY_PASSWORD`] by cost, from the lowest configured cost to the highest.
+    dummies: BTreeMap<u32, String>,
+    max_cost: u32,
     verified: Mutex<HashSet<[u8; 32]>>,
     verifying: Semaphore,
 }
 
 impl BasicAuth {
-    /// Users and their bcrypt hashes; computes the dummy hash (one bcrypt run).
+    /// Users and their bcrypt hashes; computes the dummy hashes (together about twice the work
+    /// of one check at the highest cost).
     #[must_use]
     pub fn new(users: BTreeMap<String, String>) -> Self {
-        let cost = users
-            .values()
-            .filter_map(|h| bcrypt_cost(h))
-            .max()
-            .unwrap_or(bcrypt::DEFAULT_COST);
-        let dummy_hash = bcrypt::hash(DUMMY_PASSWORD, cost).unwrap_or_default();
+        let costs: Vec<u32> = users.values().filter_map(|h| bcrypt_cost(h)).collect();
+        let max_cost = costs.iter().copied().max().unwrap_or(bcrypt::DEFAULT_COST);
+        let min_cost = costs.iter().copied().min().unwrap_or(max_cost).max(4);
+        let dummies = (min_cost..=max_cost)
+            .filter_map(|c| Some((c, bcrypt::hash(DUMMY_PASSWORD, c).ok()?)))
+            .collect();
         Self {
             users,
-            dummy_hash,
+            dummies,
+            max_cost,
             verified: Mutex::new(HashSet::new()),
             verifying: Semaphore::new(CONCURRENT_VERIFICATIONS),
+        }
+    }
+
+    /// The dummy hashes checked after a wrong password for a hash of cost `cost` (none for an
+    /// unknown user, who is checked against the highest-cost dummy instead of a hash).
+    fn padding(&self, cost: Option<u32>) -> Vec<String> {
+        match cost {
+            Some(c) if c < self.max_cost => self
+                .dummies
+                .range(c..self.max_cost)
+                .map(|(_, h)| h.clone())
+                .collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -153,7 +174,13 @@ impl BasicAuth {
         };
         let (hash, known) = match self.users.get(&user) {
             Some(h) => (h.clone(), true),
-            None => (self.dummy_hash.clone(), false),
+            None => (
+                self.dummies
+                    .get(&self.max_cost)
+                    .cloned()
+                    .unwrap_or_default(),
+                false,
+            ),
         };
         let key: [u8; 32] = Sha256::new()
             .chain_update(user.as_bytes())
@@ -166,15 +193,28 @@ impl BasicAuth {
         if known && self.verified.lock().is_ok_and(|v| v.contains(&key)) {
             return true;
         }
+        let padding = if known {
+            self.padding(bcrypt_cost(&hash))
+        } else {
+            Vec::new()
+        };
         let Ok(Ok(_turn)) =
             tokio::time::timeout(VERIFY_QUEUE_TIMEOUT, self.verifying.acquire()).await
         else {
             return false;
         };
-        let matched =
-            tokio::task::spawn_blocking(move || bcrypt::verify(pass, &hash).unwrap_or(false))
-                .await
-                .unwrap_or(false);
+        let matched = tokio::task::spawn_blocking(move || {
+            let matched = bcrypt::verify(&pass, &hash).unwrap_or(false);
+            if !matched {
+                for dummy in &padding {
+                    // Only the time it takes matters.
+                    let _ = bcrypt::verify(&pass, dummy);
+                }
+            }
+            matched
+        })
+        .await
+        .unwrap_or(false);
         let ok = known && matched;
         if ok {
             if let Ok(mut v) = self.verified.lock() {
@@ -428,7 +468,7 @@ mod tests {
         let auth = Arc::new(BasicAuth::new(
             [("low".to_string(), low), ("high".to_string(), high)].into(),
         ));
-        assert_eq!(bcrypt_cost(&auth.dummy_hash), Some(6));
+        assert_eq!(bcrypt_cost(&auth.dummies[&auth.max_cost]), Some(6));
         let hv = |s: &str| {
             let v = base64::engine::general_purpose::STANDARD.encode(s);
             http::HeaderValue::from_str(&format!("Basic {v}")).unwrap()
@@ -440,6 +480,76 @@ mod tests {
                 .await
         );
         assert!(auth.check(Some(&hv("high:b"))).await);
+    }
+
+    /// bcrypt's work for a hash of cost `c`, in units of the cheapest (cost 4).
+    fn work(cost: u32) -> u64 {
+        1 << (cost - 4)
+    }
+
+    #[test]
+    fn every_rejection_costs_the_work_of_the_highest_cost() {
+        let users: BTreeMap<String, String> = [("a", 4), ("b", 5), ("c", 7), ("d", 7)]
+            .into_iter()
+            .map(|(u, c)| (u.to_string(), bcrypt::hash("pw", c).unwrap()))
+            .collect();
+        let auth = BasicAuth::new(users.clone());
+        assert_eq!(auth.max_cost, 7);
+        let unknown = work(bcrypt_cost(&auth.dummies[&auth.max_cost]).unwrap());
+        assert_eq!(unknown, work(7));
+        for (user, hash) in &users {
+            let cost = bcrypt_cost(hash).unwrap();
+            let padded: u64 = work(cost)
+                + auth
+                    .padding(Some(cost))
+                    .iter()
+                    .map(|h| work(bcrypt_cost(h).unwrap()))
+                    .sum::<u64>();
+            assert_eq!(padded, unknown, "a wrong password for {user} (cost {cost})");
+        }
+    }
+
+    /// Measured, with a margin far wider than a busy machine's noise and far narrower than the
+    /// difference without padding (cost 4 against cost 10 is 64 times the work).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn known_and_unknown_users_are_rejected_in_about_the_same_time() {
+        let auth = Arc::new(BasicAuth::new(
+            [
+                ("cheap".to_string(), bcrypt::hash("right", 4).unwrap()),
+                ("dear".to_string(), bcrypt::hash("right", 10).unwrap()),
+            ]
+            .into(),
+        ));
+        let hv = |s: &str| {
+            let v = base64::engine::general_purpose::STANDARD.encode(s);
+            http::HeaderValue::from_str(&format!("Basic {v}")).unwrap()
+        };
+        let median = |credentials: &'static str| {
+            let auth = auth.clone();
+            async move {
+                let mut times = Vec::new();
+                for _ in 0..5 {
+                    let started = std::time::Instant::now();
+                    assert!(!auth.check(Some(&hv(credentials))).await);
+                    times.push(started.elapsed());
+                }
+                times.sort();
+                times[2]
+            }
+        };
+        let cheap = median("cheap:wrong").await;
+        let unknown = median("nobody:wrong").await;
+        let dear = median("dear:wrong").await;
+        eprintln!(
+            "rejections: cost-4 user {cheap:?}, unknown user {unknown:?}, cost-10 user {dear:?}"
+        );
+        for (what, t) in [("cost-4 user", cheap), ("cost-10 user", dear)] {
+            let ratio = t.as_secs_f64() / unknown.as_secs_f64();
+            assert!(
+                (1.0 / 3.0..3.0).contains(&ratio),
+                "a wrong password of the {what} took {t:?}, an unknown user {unknown:?}"
+            );
+        }
     }
 
     #[test]

@@ -19,6 +19,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::Value;
 use stackmedic_common::config::{self as cfg, ConfigErrors};
+use stackmedic_common::include;
 
 use crate::probe::ProbeKindConfig;
 
@@ -109,20 +110,23 @@ struct Common {
 
 const COMMON_KEYS: &[&str] = &["name", "interval", "timeout"];
 
-/// Loads and validates a configuration file, or the embedded default when `path` is `None`.
+/// Loads and validates a configuration file with the probes of the files it includes, or the
+/// embedded default when `path` is `None`.
 ///
 /// # Errors
 /// Every problem found, each with its path.
 pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
-    let value = match path {
-        Some(p) => cfg::read_yaml_file(p)?,
-        None => cfg::parse_yaml(EMBEDDED_DEFAULT).map_err(|e| {
+    let Some(path) = path else {
+        let value = cfg::parse_yaml(EMBEDDED_DEFAULT).map_err(|e| {
             let mut errs = ConfigErrors::default();
             errs.push("", e);
             errs
-        })?,
+        })?;
+        return from_value(&value);
     };
-    from_value(&value)
+    // `include: [exporter.d/*.yml]`: the probes of one file per stack.
+    let doc = include::read(path, &["probes"])?;
+    from_value(&doc.value).map_err(|errs| doc.locate(errs))
 }
 
 /// Validates a parsed document.

@@ -51,10 +51,12 @@ Environment:
 
 Files of the Debian package:
   /etc/stackmedic/exporter.yml           the configuration (the embedded default, written out)
+  /etc/stackmedic/exporter.d/            one file per stack (*.yml): its probes
   /etc/default/stackmedic-exporter       ARGS: further flags for the systemd unit
   /usr/share/doc/stackmedic-exporter/    docs/configuration.md, docs/metrics.md and
                                          docker-socket.conf, the drop-in that grants the
                                          Docker socket (opt-in)
+  /usr/share/doc/stackmedic-exporter/examples/  the example set and its README
 
 Exit status: 0 after a clean stop, a valid --config.check or a healthy --healthcheck; 1 otherwise.";
 

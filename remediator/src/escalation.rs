@@ -1,6 +1,6 @@
 //! Escalation to on-call through Alertmanager: the `StackmedicRemediationFailed` alert of an
-//! escalated incident, and the task that posts the outbox as Prometheus sends its alerts — a
-//! new escalation at once, an active one again every `resend_interval` with
+//! escalated incident, and the task that posts the outbox as Prometheus sends its alerts — to
+//! every member of the Alertmanager cluster, a new escalation at once, an active one again every `resend_interval` with
 //! `endsAt = now + alert_duration` (so it resolves on its own when the remediator stops), and
 //! once more with `endsAt = now` when its incident closed. A failed post is retried with
 //! exponential backoff (at most `resend_interval` apart while the escalation is active).
@@ -9,89 +9,18 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::alertmanager::Cluster;
 use crate::clock::{now, rfc3339_millis};
-use crate::config::{Config, Escalation, Live};
+use crate::config::{Escalation, Live};
 use crate::metrics::Metrics;
-use crate::store::{Job, PendingEscalation, PostResult, Store};
+use crate::store::{PendingEscalation, PostResult, Store};
 use crate::vocab::PostOutcome;
 
-/// The name of the alert the remediator posts when it gives up; it never acts on it.
-pub const ALERTNAME: &str = "StackmedicRemediationFailed";
-
-/// The labels the remediator sets on every escalation, which `escalation.labels` may not
-/// change: `alertname` is what keeps the remediator from acting on its own escalation, the
-/// others say what was escalated (the page, the outbox's views and Alertmanager's grouping
-/// read them).
-pub const GUARD_LABELS: [&str; 5] = [
-    "alertname",
-    "original_alertname",
-    "remediation_rule",
-    "remediation_target",
-    "remediation_action",
-];
-
-/// Whether `name` is a Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`), as Alertmanager
-/// requires of every label of a posted alert.
-#[must_use]
-pub fn is_label_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
-
-/// What an escalation is about.
-pub struct About<'a> {
-    /// The job the incident was escalated on (its alert's labels are the page's).
-    pub job: &'a Job,
-    /// The rule.
-    pub rule: &'a str,
-    /// The canonical subject.
-    pub subject: &'a str,
-    /// Why: what the last attempt did and why it failed, or the flapping count.
-    pub why: &'a str,
-}
-
-/// The alert posted to Alertmanager for an escalated incident, or `None` when no Alertmanager
-/// is configured. Its labels and `startsAt` are fixed here, so every post is the same alert;
-/// `endsAt` is set at each post.
-#[must_use]
-pub fn alert(cfg: &Config, about: &About<'_>) -> Option<Value> {
-    let esc = cfg.escalation.as_ref()?;
-    let job = about.job;
-    let mut labels = job.new.labels.clone();
-    // Alertmanager refuses a whole alert for one invalid label name, and a refused escalation
-    // would be retried forever: a sender's label that is not a label name is left out.
-    labels.retain(|name, _| is_label_name(name));
-    let original = labels.get("alertname").cloned().unwrap_or_default();
-    labels.insert("alertname".into(), ALERTNAME.into());
-    labels.insert("severity".into(), "page".into());
-    labels.insert("original_alertname".into(), original.clone());
-    labels.insert("remediation_rule".into(), about.rule.to_string());
-    labels.insert("remediation_target".into(), job.new.target.clone());
-    labels.insert("remediation_action".into(), job.new.action.as_str().into());
-    for (k, v) in &esc.labels {
-        labels.insert(k.clone(), v.clone());
-    }
-    Some(json!([{
-        "labels": labels,
-        "annotations": {
-            "summary": format!("stackmedic-remediator could not fix {original} on {}", about.subject),
-            "description": format!(
-                "Rule {} ran {} on {} and gave up: {}. No more actions are taken on this subject until its alerts resolve; a human must look.",
-                about.rule, job.new.action, about.subject, about.why
-            ),
-            "remediation_tried": about.why,
-            "alerts": format!("{original} since {}", job.new.starts_at),
-        },
-        "startsAt": rfc3339_millis(SystemTime::now()),
-    }]))
-}
+pub use crate::paging::{is_label_name, ALERTNAME, GUARD_LABELS};
 
 /// The stored escalation with `endsAt` set for this post.
 fn with_ends_at(payload: &Value, ends_at: SystemTime) -> Value {
@@ -159,7 +88,8 @@ async fn post(e: &Escalator, esc: &Escalation, p: PendingEscalation) {
     } else {
         sent + esc.alert_duration
     };
-    let result = deliver(&e.http, esc, &with_ends_at(&p.payload, ends_at)).await;
+    let repost = !p.first && !p.resolving;
+    let result = deliver(e, esc, &with_ends_at(&p.payload, ends_at), repost).await;
     let t = now();
     let (outcome, posted) = match result {
         Ok(()) if p.resolving => {
@@ -221,91 +151,43 @@ async fn post(e: &Escalator, esc: &Escalation, p: PendingEscalation) {
     }
 }
 
-/// Bytes of Alertmanager's answer kept in `last_error` when it refuses a post.
-const ERROR_BODY_BYTES: usize = 200;
-
-/// Posts `payload`; on failure says why in the words on-call reads on the page and in the JSON:
-/// the connection was refused, no answer came in time, or the HTTP status with the start of
-/// Alertmanager's answer.
-async fn deliver(http: &reqwest::Client, esc: &Escalation, payload: &Value) -> Result<(), String> {
-    let url = esc.alerts_url();
-    let req = http.post(url.clone()).json(payload).timeout(esc.timeout);
-    let mut r = esc
-        .credentials
-        .apply(req)
-        .send()
-        .await
-        .map_err(|e| describe(&e, &url, esc.timeout))?;
-    if r.status().is_success() {
+/// Posts `payload` to every member of the cluster at once, as Prometheus sends its alerts, and
+/// succeeds when at least one accepted it: members share what they notify, and the next post
+/// reaches a member that missed this one. A member that refused is logged and counted; when
+/// none accepted, the error says why for each. A member that misses a re-post is logged at
+/// debug only: it is counted, and a dead member would otherwise log every `resend_interval`.
+async fn deliver(
+    e: &Escalator,
+    esc: &Escalation,
+    payload: &Value,
+    repost: bool,
+) -> Result<(), String> {
+    let cluster = Cluster {
+        http: &e.http,
+        members: &esc.alertmanagers,
+        metrics: &e.metrics,
+    };
+    let results = futures_util::future::join_all(
+        esc.alertmanagers
+            .urls
+            .iter()
+            .map(|url| cluster.post_alerts(url, payload)),
+    )
+    .await;
+    let failures: Vec<String> = results
+        .into_iter()
+        .filter_map(Result::err)
+        .map(|f| f.to_string())
+        .collect();
+    if failures.len() < esc.alertmanagers.urls.len() {
+        for f in &failures {
+            if repost {
+                tracing::debug!(error = %f, "an Alertmanager did not accept the escalation; another did");
+            } else {
+                tracing::warn!(error = %f, "an Alertmanager did not accept the escalation; another did");
+            }
+        }
         return Ok(());
     }
-    let status = r.status();
-    // Only the start of the answer is read: an error page can be large.
-    let mut body = Vec::new();
-    while body.len() < 4 * ERROR_BODY_BYTES {
-        match r.chunk().await {
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-            Ok(None) | Err(_) => break,
-        }
-    }
-    let text = String::from_utf8_lossy(&body);
-    let text: String = text
-        .trim()
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    let excerpt = crate::limits::cut(&text, ERROR_BODY_BYTES);
-    Err(if excerpt.is_empty() {
-        format!("HTTP {status} from Alertmanager at {}", origin(&url))
-    } else {
-        format!(
-            "HTTP {status} from Alertmanager at {}: {excerpt}",
-            origin(&url)
-        )
-    })
-}
-
-/// Why a request got no answer: `connection refused`, `timeout`, or the transport's words.
-fn describe(e: &reqwest::Error, url: &url::Url, timeout: Duration) -> String {
-    let at = origin(url);
-    let mut causes = Vec::new();
-    let mut refused = false;
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            refused |= io.kind() == std::io::ErrorKind::ConnectionRefused;
-        }
-        let text = s.to_string();
-        if !causes.contains(&text) {
-            causes.push(text);
-        }
-        source = s.source();
-    }
-    if e.is_timeout() && e.is_connect() {
-        return format!("timeout: no connection to Alertmanager at {at} could be opened in time");
-    }
-    if e.is_timeout() {
-        return format!(
-            "timeout: Alertmanager at {at} did not answer within {}",
-            humantime::format_duration(timeout)
-        );
-    }
-    if refused {
-        return format!("connection refused: nothing accepts connections at {at}");
-    }
-    let detail = if causes.is_empty() {
-        e.to_string()
-    } else {
-        causes.join(": ")
-    };
-    if e.is_connect() {
-        format!("cannot connect to Alertmanager at {at}: {detail}")
-    } else {
-        format!("cannot post to Alertmanager at {at}: {detail}")
-    }
-}
-
-/// `scheme://host:port` of a URL: never its path, query or credentials.
-fn origin(url: &url::Url) -> String {
-    url.origin().ascii_serialization()
+    Err(failures.join("; "))
 }

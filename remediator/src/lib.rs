@@ -9,6 +9,7 @@
 //! flags and calls [`run`].
 
 pub mod action;
+pub mod alertmanager;
 pub mod clock;
 pub mod config;
 pub mod contract;
@@ -19,6 +20,7 @@ pub mod incident;
 pub mod limits;
 pub mod matcher;
 pub mod metrics;
+pub mod paging;
 pub mod pipeline;
 pub mod reconcile;
 pub mod store;
@@ -78,8 +80,37 @@ pub fn check_exposure(config: &Config, listener: &TcpListener) -> anyhow::Result
 pub fn open_store(dir: &Path) -> anyhow::Result<store::Store> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create storage directory {}", dir.display()))?;
+    // SQLite needs to write beside the database (its log): a directory it cannot write to is
+    // refused here with the operating system's reason, not later as "unable to open".
+    let probe = dir.join(".stackmedic-write-test");
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .with_context(|| format!("cannot write the storage directory {}", dir.display()))?;
     let path = dir.join(DATABASE_FILE);
     store::Store::open(&path).with_context(|| format!("cannot open {}", path.display()))
+}
+
+/// While the store fails, probes it with a small write (1 s, doubled to 10 s apart) until it
+/// writes again; the sweeper then picks up the stored work that waited.
+async fn watch_store(engine: Arc<pipeline::Engine>, shutdown: CancellationToken) {
+    let mut wait = std::time::Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+        if engine.store.health.failing().is_none() {
+            wait = std::time::Duration::from_secs(1);
+            continue;
+        }
+        match engine.store.probe(clock::now()).await {
+            Ok(()) => {
+                wait = std::time::Duration::from_secs(1);
+                engine.wake_sweeper();
+            }
+            Err(_) => wait = (wait * 2).min(std::time::Duration::from_secs(10)),
+        }
+    }
 }
 
 /// Deletes history older than `global.retention` at start and every hour.
@@ -114,15 +145,14 @@ pub async fn run(
     let store = open_store(&options.storage_path)?;
     let metrics = metrics::Metrics::new()?;
     let reload_metrics = ReloadMetrics::register(&metrics.registry, "stackmedic_remediator")?;
-    let resume_max_age = config.global.resume_max_age.as_secs_f64();
     let engine = pipeline::Engine::new(config, store, Arc::new(metrics), shutdown.clone())?;
 
     let resumed = engine
         .store
-        .resume(resume_max_age, clock::now())
+        .resume()
         .await
         .context("cannot resume stored jobs")?;
-    if !resumed.jobs.is_empty() || !resumed.expired.is_empty() {
+    if !resumed.jobs.is_empty() {
         let interrupted = resumed
             .jobs
             .iter()
@@ -131,16 +161,10 @@ pub async fn run(
         tracing::info!(
             resumed = resumed.jobs.len(),
             interrupted,
-            expired = resumed.expired.len(),
-            "stored jobs resumed (an interrupted action is verified, not run again)"
+            "stored jobs resumed (an interrupted action is verified, not run again; one found later than global.resume_max_age after it was due escalates its incident)"
         );
     }
-    for job in &resumed.expired {
-        engine.metrics.job(job.new.action, vocab::Event::Expired);
-    }
-    for c in &resumed.closed {
-        tracing::info!(incident = c.id, subject = %c.subject, reason = %c.reason, "incident closed");
-    }
+    engine.apply_config().await;
     for job in resumed.jobs {
         engine.spawn(job);
     }
@@ -148,6 +172,7 @@ pub async fn run(
     tokio::spawn(reconcile::run(engine.reconciler(), shutdown.clone()));
     tokio::spawn(engine.clone().sweeper(shutdown.clone()));
     tokio::spawn(prune_history(engine.clone(), shutdown.clone()));
+    tokio::spawn(watch_store(engine.clone(), shutdown.clone()));
 
     let local = listener.local_addr()?;
     let reload_fn: reload::ReloadFn = {
@@ -167,6 +192,7 @@ pub async fn run(
                     tracing::warn!("{}", config::NO_RULES);
                 }
                 engine.set_config(cfg);
+                engine.apply_config().await;
                 Ok(())
             })
         })
@@ -174,10 +200,12 @@ pub async fn run(
     let reload_handle = reload::spawn(reload_fn, reload_metrics, shutdown.clone());
     let handler: Handler = {
         let engine = engine.clone();
+        let web_auth = options.security.auth.clone();
         Arc::new(move |req| {
             let engine = engine.clone();
             let reload_handle = reload_handle.clone();
-            Box::pin(async move { web::handle(engine, reload_handle, req).await })
+            let web_auth = web_auth.clone();
+            Box::pin(async move { web::handle(engine, reload_handle, web_auth, req).await })
         })
     };
     let mut security = options.security;

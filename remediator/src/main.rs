@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use stackmedic_common::cli::CommonArgs;
+use stackmedic_common::include::Included;
 use stackmedic_common::{healthcheck, runtime};
 use stackmedic_remediator::{config, contract, Options, DEFAULT_LISTEN_ADDRESS};
 use tokio_util::sync::CancellationToken;
@@ -26,8 +27,9 @@ struct Cli {
     #[arg(long = "storage.path", value_name = "DIR", default_value = "data")]
     storage_path: PathBuf,
 
-    /// With --config.check: a Prometheus rule file whose alerts the configuration must agree
-    /// with (repeatable); every remediable alert must have a rule, every rule an alert.
+    /// With --config.check: a Prometheus rule file, or a glob pattern of them as Prometheus'
+    /// rule_files take it (repeatable), whose alerts the configuration must agree with; every
+    /// remediable alert must have a rule, every rule an alert.
     #[arg(long = "rules.file", value_name = "PATH", requires = "config_check")]
     rules_files: Vec<PathBuf>,
 
@@ -48,6 +50,91 @@ struct Cli {
         requires = "rules_files"
     )]
     exporter_config_files: Vec<PathBuf>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// On-call's commands against a running remediator.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Reset an escalated or flapping subject and re-arm it: its escalated incident closes (the
+    /// page resolves), its flapping history is cleared, and its alerts still firing are acted
+    /// on again (POST /api/subjects/{subject}/reset).
+    Reset(ResetArgs),
+    /// Pause the remediator: no action starts until `resume`; alerts are still recorded and
+    /// incidents opened, held (POST /api/pause).
+    Pause(PauseArgs),
+    /// End the pause: held incidents act again, one subject of a target at a time
+    /// (POST /api/resume).
+    Resume(Remote),
+}
+
+#[derive(Debug, Args)]
+struct ResetArgs {
+    /// The subject as the page and /api/actions show it, such as container:owui.
+    subject: String,
+
+    /// Why, kept in the audit history.
+    #[arg(long, default_value = "")]
+    note: String,
+
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(Debug, Args)]
+struct PauseArgs {
+    /// Why (required), shown on the page and kept in the audit history.
+    #[arg(long)]
+    reason: String,
+
+    /// The planned end, RFC 3339 (an alert fires when the pause lasts longer).
+    #[arg(long, conflicts_with = "length")]
+    until: Option<String>,
+
+    /// The planned length instead of --until, such as 2h.
+    #[arg(long = "for", value_name = "DURATION")]
+    length: Option<String>,
+
+    #[command(flatten)]
+    remote: Remote,
+}
+
+/// How to reach a running remediator.
+#[derive(Debug, Args)]
+struct Remote {
+    /// The remediator's base URL.
+    #[arg(
+        long = "remediator.url",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8791"
+    )]
+    url: String,
+
+    /// A file holding the webhook's bearer token.
+    #[arg(long = "bearer-token-file", value_name = "PATH")]
+    bearer_token_file: Option<PathBuf>,
+
+    /// An environment variable holding the webhook's bearer token.
+    #[arg(long = "bearer-token-env", value_name = "NAME")]
+    bearer_token_env: Option<String>,
+
+    /// A basic-auth user name (the webhook's, or a web user's).
+    #[arg(long = "basic-auth.username", value_name = "NAME")]
+    username: Option<String>,
+
+    /// A file holding the basic-auth password.
+    #[arg(long = "basic-auth.password-file", value_name = "PATH")]
+    password_file: Option<PathBuf>,
+
+    /// An environment variable holding the basic-auth password.
+    #[arg(long = "basic-auth.password-env", value_name = "NAME")]
+    password_env: Option<String>,
+
+    /// A CA certificate (PEM) to trust for an https:// URL.
+    #[arg(long = "tls.ca-file", value_name = "PATH")]
+    ca_file: Option<PathBuf>,
 }
 
 const LONG_ABOUT: &str = "\
@@ -72,6 +159,9 @@ Endpoints:
   /-/healthy       200 while the process serves
   /-/ready         200 when ready to accept webhooks
   /-/reload        POST: reload the configuration file (with --web.enable-lifecycle)
+  /api/subjects/{subject}/reset
+                   POST: reset an escalated or flapping subject (webhook credentials or a
+                   web user); the same as `stackmedic-remediator reset SUBJECT`
 
 Signals:
   SIGHUP           reload the configuration file; a bad file keeps the running configuration
@@ -85,25 +175,54 @@ Environment:
 
 Files of the Debian package:
   /etc/stackmedic/remediator.yml           the configuration (the embedded default, written out)
+  /etc/stackmedic/remediator.d/            one file per stack (*.yml): its targets and rules
   /etc/default/stackmedic-remediator       ARGS: further flags for the systemd unit
   /var/lib/stackmedic-remediator/          the store (--storage.path)
   /usr/share/doc/stackmedic-remediator/    docs/remediator.md, docs/configuration.md and
                                            docker-socket.conf, the drop-in that grants the
                                            Docker socket (opt-in)
+  /usr/share/doc/stackmedic-remediator/examples/  the example set and its README
 
-Contract check (reads files only):
+Contract check (reads files only, and the files the configurations include):
   stackmedic-remediator --config.check --config.file remediator.yml \\
-      --rules.file stackmedic.rules.yml --alertmanager.config.file alertmanager.yml \\
-      --exporter.config.file exporter.yml
+      --rules.file stackmedic.rules.yml --rules.file 'stacks/*.rules.yml' \\
+      --alertmanager.config.file alertmanager.yml --exporter.config.file exporter.yml
   reports every remediable alert (one with a `remediation` label) no rule matches, every rule
   whose alertname matcher names no alert, every allow-list naming values the alert's labels
-  cannot take, and every Alertmanager route or inhibition that would keep a remediable alert
-  or its resolve from the remediator, each with its file.
+  cannot take, every Alertmanager route or inhibition that would keep a remediable alert or
+  its resolve from the remediator, and every remediable alert whose ...Persistent twin and
+  escalation would both page, each with its file. --rules.file takes globs like rule_files.
 
 Exit status: 0 after a clean stop, a valid --config.check or a healthy --healthcheck; 1 otherwise.";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::Reset(a)) => {
+            let subject: String = percent_encoding::utf8_percent_encode(
+                &a.subject,
+                percent_encoding::NON_ALPHANUMERIC,
+            )
+            .collect();
+            return remote(
+                &a.remote,
+                &format!("/api/subjects/{subject}/reset"),
+                &serde_json::json!({ "note": a.note }),
+            );
+        }
+        Some(Command::Pause(a)) => {
+            let mut body = serde_json::json!({ "reason": a.reason });
+            if let Some(u) = &a.until {
+                body["until"] = u.clone().into();
+            }
+            if let Some(l) = &a.length {
+                body["for"] = l.clone().into();
+            }
+            return remote(&a.remote, "/api/pause", &body);
+        }
+        Some(Command::Resume(r)) => return remote(r, "/api/resume", &serde_json::json!({})),
+        None => {}
+    }
     if cli.common.config_print_default {
         print!("{}", config::DEFAULT_CONFIG);
         return ExitCode::SUCCESS;
@@ -116,7 +235,7 @@ fn main() -> ExitCode {
     }
     // The configuration is checked before anything starts, so `--config.check` and a normal
     // start report the same problems the same way.
-    let config = match config::load(cli.common.config_file.as_deref()) {
+    let (config, origins) = match config::load_included(cli.common.config_file.as_deref()) {
         Ok(c) => c,
         Err(errs) => {
             for p in &errs.problems {
@@ -130,10 +249,10 @@ fn main() -> ExitCode {
         }
     };
     if cli.common.config_check {
-        return check(&cli, &config);
+        return check(&cli, &config, &origins);
     }
     for warning in config::check_host(&config).warnings {
-        eprintln!("warning: {warning}");
+        eprintln!("warning: {}", located(&origins, &warning));
     }
     if config.rules.is_empty() {
         eprintln!("warning: {}", config::NO_RULES);
@@ -144,17 +263,26 @@ fn main() -> ExitCode {
     })
 }
 
+/// A host check's message (`targets[2].compose.file: …`) with its path as written: in the
+/// configuration file, or in the file it includes.
+fn located(origins: &Included, message: &str) -> String {
+    match message.split_once(": ") {
+        Some((path, rest)) => format!("{}: {rest}", origins.locate_path(path)),
+        None => message.to_string(),
+    }
+}
+
 /// `--config.check` past loading: the web configuration, the host (a compose command that
 /// does not exist), and with `--rules.file` the contract with the rules, Alertmanager and the
 /// exporter.
-fn check(cli: &Cli, config: &config::Config) -> ExitCode {
+fn check(cli: &Cli, config: &config::Config, origins: &Included) -> ExitCode {
     let mut ok = cli.common.check_web_config();
     let host = config::check_host(config);
     for e in &host.errors {
-        eprintln!("{e}");
+        eprintln!("{}", located(origins, e));
     }
     for w in &host.warnings {
-        eprintln!("warning: {w}");
+        eprintln!("warning: {}", located(origins, w));
     }
     if config.rules.is_empty() {
         eprintln!("warning: {}", config::NO_RULES);
@@ -181,6 +309,7 @@ fn check(cli: &Cli, config: &config::Config) -> ExitCode {
     let report = contract::check(&contract::Sources {
         remediator_file: &file,
         config,
+        remediator_origins: origins,
         rule_files: &cli.rules_files,
         alertmanager_file: cli.alertmanager_config_file.as_deref(),
         exporter_files: &cli.exporter_config_files,
@@ -234,4 +363,71 @@ async fn start(
         shutdown,
     )
     .await
+}
+
+/// One of on-call's commands: POSTs `body` to `path` of the running remediator and prints its
+/// answer; exit 0 when it was done.
+fn remote(args: &Remote, path: &str, body: &serde_json::Value) -> ExitCode {
+    match remote_request(args, path, body) {
+        Ok((true, text)) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Ok((false, text)) => {
+            eprintln!("{text}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("failed: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sends the request; returns whether it was done and what to print.
+fn remote_request(
+    args: &Remote,
+    path: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<(bool, String)> {
+    use stackmedic_common::config::read_secret;
+    let mut builder = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(ca) = &args.ca_file {
+        let pem =
+            std::fs::read(ca).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", ca.display()))?;
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem)?);
+    }
+    let client = builder.build()?;
+    let url = format!("{}{path}", args.url.trim_end_matches('/'));
+    let mut req = client.post(&url).json(body);
+    if args.bearer_token_file.is_some() || args.bearer_token_env.is_some() {
+        let token = read_secret(
+            args.bearer_token_file.as_deref(),
+            args.bearer_token_env.as_deref(),
+        )
+        .map_err(|e| anyhow::anyhow!("bearer token: {e}"))?;
+        req = req.bearer_auth(token);
+    } else if let Some(user) = &args.username {
+        let password = read_secret(args.password_file.as_deref(), args.password_env.as_deref())
+            .map_err(|e| anyhow::anyhow!("basic-auth password: {e}"))?;
+        req = req.basic_auth(user, Some(password));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let resp = req.send().await.map_err(|e| {
+            anyhow::anyhow!("POST {url}: {}", stackmedic_common::errors::error_chain(&e))
+        })?;
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.unwrap_or_default();
+        let text = body
+            .get("message")
+            .or_else(|| body.get("error"))
+            .and_then(serde_json::Value::as_str)
+            .map_or_else(|| body.to_string(), str::to_string);
+        Ok((status.is_success(), format!("{status}: {text}")))
+    })
 }

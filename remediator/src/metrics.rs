@@ -54,8 +54,26 @@ pub struct Metrics {
     pub reconciliations: IntCounterVec,
     /// Alert occurrences found resolved by reconciliation.
     pub reconciled_alerts: IntCounter,
+    /// Requests to each Alertmanager, by request and result.
+    pub alertmanager_requests: IntCounterVec,
+    /// What the memory of unmatched alerts forgot or did not log, by what.
+    pub unmatched_dropped: IntCounterVec,
     /// Duration of webhook handling.
     pub webhook_duration: Histogram,
+    /// Re-checks of heals whose alert still fired, by result.
+    pub rechecks: IntCounterVec,
+    /// Decisions put off because a subject could not be made canonical.
+    pub postponed: IntCounter,
+    /// On-call resets of subjects.
+    pub resets: IntCounter,
+    /// Store operations that failed.
+    pub store_errors: IntCounter,
+    /// Whether the store writes (1) or its latest operation failed (0).
+    pub store_writable: IntGauge,
+    /// 1 while on-call has paused the remediator.
+    pub paused: IntGauge,
+    /// The planned end of the pause (0 without one, or when not paused).
+    pub pause_until: prometheus::Gauge,
 }
 
 impl Metrics {
@@ -150,13 +168,27 @@ impl Metrics {
         let reconciliations = IntCounterVec::new(
             Opts::new(
                 format!("{NS}_reconciliations_total"),
-                "Reconciliations of open incidents with Alertmanager's alerts, by result (ok, failed).",
+                "Reconciliations of open incidents with Alertmanager's alerts, by result (ok; held: a member started less than twice Prometheus' resend delay ago, so nothing was resolved; failed: no member could be asked).",
             ),
             &["result"],
         )?;
         let reconciled_alerts = IntCounter::new(
             format!("{NS}_reconciled_alerts_total"),
             "Alert occurrences found resolved by reconciliation: their resolve never reached the remediator.",
+        )?;
+        let alertmanager_requests = IntCounterVec::new(
+            Opts::new(
+                format!("{NS}_alertmanager_requests_total"),
+                "Requests to each configured Alertmanager (scheme://host:port), by request (post: an escalation post; status, alerts: reconciliation) and result (ok, failed).",
+            ),
+            &["alertmanager", "request", "result"],
+        )?;
+        let unmatched_dropped = IntCounterVec::new(
+            Opts::new(
+                format!("{NS}_unmatched_dropped_total"),
+                "What the remediator did not keep of unmatched alerts, by what (name: an alert name forgotten before its hour ended, to stay within 200 names and 256 KiB; log_line: a 'no rule matches' line not written, beyond 10 a minute).",
+            ),
+            &["what"],
         )?;
         let webhook_duration = Histogram::with_opts(
             HistogramOpts::new(
@@ -167,6 +199,47 @@ impl Metrics {
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0,
             ]),
         )?;
+        let rechecks = IntCounterVec::new(
+            Opts::new(
+                format!("{NS}_rechecks_total"),
+                "Re-checks of healed incidents whose alert still fired verify.resolve_within after the heal, by result (passed, failed: a failed attempt of the same incident).",
+            ),
+            &["result"],
+        )?;
+        let postponed = IntCounter::new(
+            format!("{NS}_subject_postponed_total"),
+            "Decisions put off because the subject could not be made canonical (the Docker Engine or the bus could not be asked); the job is tried again.",
+        )?;
+        let resets = IntCounter::new(
+            format!("{NS}_resets_total"),
+            "Subjects reset by on-call (POST /api/subjects/{subject}/reset).",
+        )?;
+        let store_errors = IntCounter::new(
+            format!("{NS}_store_errors_total"),
+            "Store operations that failed (a full or read-only disk, I/O errors); webhooks got 503 and stored work waited to be tried again.",
+        )?;
+        let store_writable = IntGauge::new(
+            format!("{NS}_store_writable"),
+            "1 while the store writes, 0 from a failed operation until a later one (or the write probe) succeeds.",
+        )?;
+        let paused = IntGauge::new(
+            format!("{NS}_paused"),
+            "1 while on-call has paused the remediator (POST /api/pause): no action starts; alerts are recorded and incidents held.",
+        )?;
+        let pause_until = prometheus::Gauge::new(
+            format!("{NS}_pause_until_timestamp_seconds"),
+            "The planned end of the pause in force (0 when not paused, or paused without an end).",
+        )?;
+        registry.register(Box::new(paused.clone()))?;
+        registry.register(Box::new(pause_until.clone()))?;
+        registry.register(Box::new(store_errors.clone()))?;
+        registry.register(Box::new(store_writable.clone()))?;
+        registry.register(Box::new(rechecks.clone()))?;
+        registry.register(Box::new(postponed.clone()))?;
+        registry.register(Box::new(resets.clone()))?;
+        for r in ["passed", "failed"] {
+            rechecks.with_label_values(&[r]);
+        }
         registry.register(Box::new(webhooks.clone()))?;
         registry.register(Box::new(alerts.clone()))?;
         registry.register(Box::new(unmatched.clone()))?;
@@ -180,6 +253,8 @@ impl Metrics {
         registry.register(Box::new(escalations_active.clone()))?;
         registry.register(Box::new(reconciliations.clone()))?;
         registry.register(Box::new(reconciled_alerts.clone()))?;
+        registry.register(Box::new(alertmanager_requests.clone()))?;
+        registry.register(Box::new(unmatched_dropped.clone()))?;
         registry.register(Box::new(webhook_duration.clone()))?;
         for r in WebhookResult::ALL {
             webhooks.with_label_values(&[r.as_str()]);
@@ -198,7 +273,10 @@ impl Metrics {
         for r in PostOutcome::ALL {
             escalations.with_label_values(&[r.as_str()]);
         }
-        for r in ["ok", "failed"] {
+        for w in ["name", "log_line"] {
+            unmatched_dropped.with_label_values(&[w]);
+        }
+        for r in ["ok", "held", "failed"] {
             reconciliations.with_label_values(&[r]);
         }
         Ok(Self {
@@ -217,8 +295,28 @@ impl Metrics {
             escalations_active,
             reconciliations,
             reconciled_alerts,
+            alertmanager_requests,
+            unmatched_dropped,
             webhook_duration,
+            rechecks,
+            postponed,
+            resets,
+            store_errors,
+            store_writable,
+            paused,
+            pause_until,
         })
+    }
+
+    /// Brings `…_unmatched_dropped_total` up to what the memory of unmatched alerts counted.
+    pub fn set_unmatched_dropped(&self, dropped: crate::unmatched::Dropped) {
+        for (what, total) in [("name", dropped.names), ("log_line", dropped.log_lines)] {
+            let c = self.unmatched_dropped.with_label_values(&[what]);
+            let have = c.get();
+            if total > have {
+                c.inc_by(total - have);
+            }
+        }
     }
 
     /// Counts a webhook request.

@@ -89,7 +89,8 @@ vocabulary! {
         /// The alert resolved (or the incident closed) before the action started, or its rule
         /// or target was removed.
         Cancelled = "cancelled",
-        /// Found at start later than `global.resume_max_age` after it was due.
+        /// Found later than `global.resume_max_age` after it was due: not run blindly, its
+        /// incident is escalated.
         Expired = "expired",
         /// An incident was escalated: `StackmedicRemediationFailed` is stored for Alertmanager.
         Escalated = "escalated",
@@ -97,6 +98,15 @@ vocabulary! {
         EscalationResolved = "escalation_resolved",
         /// An incident closed (its alerts resolved, reconciliation, …).
         Resolved = "resolved",
+        /// A healed incident whose alert still fired was verified again and passed.
+        Rechecked = "rechecked",
+        /// On-call reset a subject: its escalated incident closed, its flapping history cleared.
+        Reset = "reset",
+        /// The job's action was held (the blast-radius guard, an unreachable engine, a failing
+        /// dependency, a pause): its incident is `held` and acts when the hold ends.
+        Held = "held",
+        /// A held incident was released: its attempt runs now.
+        Released = "released",
     }
 }
 
@@ -112,6 +122,7 @@ impl Event {
         Event::SkippedFlapping,
         Event::Cancelled,
         Event::Expired,
+        Event::Held,
     ];
 }
 
@@ -130,6 +141,10 @@ vocabulary! {
         Healed = "healed",
         /// No more actions: a page is active until the incident's alerts resolve.
         Escalated = "escalated",
+        /// Its action waits: most of its target's subjects are failing or their engine cannot be
+        /// reached (one page for the group), a dependency is being remediated, or on-call paused
+        /// the remediator. It acts by itself when the hold ends.
+        Held = "held",
         /// Closed.
         Resolved = "resolved",
     }
@@ -143,6 +158,7 @@ impl IncidentState {
         IncidentState::Waiting,
         IncidentState::Healed,
         IncidentState::Escalated,
+        IncidentState::Held,
     ];
 
     /// Whether this is an open state.
@@ -161,12 +177,17 @@ vocabulary! {
         Reconciled = "reconciled",
         /// It had healed and a new outage of the subject began: a new incident replaced it.
         Superseded = "superseded",
-        /// The action was refused when it was about to run.
+        /// The action was refused when it was about to run (written by earlier releases; a
+        /// refusal now escalates).
         Refused = "refused",
-        /// Its rule or target is no longer configured.
+        /// Its rule or target is no longer configured (a healed incident; one still being
+        /// remediated is escalated).
         Unconfigured = "unconfigured",
-        /// Its next attempt was found at start too long after it was due.
+        /// Its next attempt was found at start too long after it was due (written by earlier
+        /// releases; such an attempt now escalates).
         Expired = "expired",
+        /// On-call reset the subject.
+        Reset = "reset",
     }
 }
 
@@ -181,6 +202,7 @@ impl CloseReason {
             CloseReason::Refused => "the action was refused",
             CloseReason::Unconfigured => "its rule or target is no longer configured",
             CloseReason::Expired => "its next attempt was found too late at start",
+            CloseReason::Reset => "reset by on-call",
         }
     }
 }
@@ -256,22 +278,13 @@ vocabulary! {
 vocabulary! {
     /// How an occurrence was found resolved.
     pub enum ResolvedBy {
-        /// Alertmanager delivered its resolve: final for this occurrence.
+        /// Alertmanager delivered its resolve. Every resolve is final: a later firing of the
+        /// same occurrence never acts.
         Alert = "alert",
-        /// Reconciliation did not find it active in Alertmanager; a firing re-send opens it
-        /// again.
+        /// Reconciliation did not find it active in Alertmanager.
         Reconciled = "reconciled",
-        /// Its job expired at start; a firing re-send opens it again.
+        /// Its job expired at start (written by earlier releases).
         Expired = "expired",
-    }
-}
-
-impl ResolvedBy {
-    /// Whether a firing notification of the occurrence is a duplicate (final) or opens it again
-    /// (inferred).
-    #[must_use]
-    pub fn is_final(self) -> bool {
-        self == ResolvedBy::Alert
     }
 }
 

@@ -140,17 +140,17 @@ async fn finish_with(store: &Store, subject: &str, detail: String) {
                 job: job.clone(),
                 subject: subject.into(),
                 selection: job.new.selection.clone(),
-                policy: policy(3),
-                dry_run: false,
-                dry_run_note: None,
-                flapping_page: None,
+                cond: common::cond(policy(3)),
             },
             NOW,
         )
         .await
         .unwrap();
     assert!(matches!(d, Decision::Act { .. }), "{d:?}");
-    let s = store.start(job.clone(), NOW + 1.0).await.unwrap();
+    let s = store
+        .start(job.clone(), common::cond(common::policy(3)), NOW + 1.0)
+        .await
+        .unwrap();
     assert!(matches!(s, Start::Started { .. }), "{s:?}");
     store
         .finish(
@@ -159,8 +159,7 @@ async fn finish_with(store: &Store, subject: &str, detail: String) {
                 outcome: Outcome::Succeeded,
                 detail,
                 duration: 1.0,
-                policy: policy(3),
-                page: None,
+                cond: common::cond(policy(3)),
             },
             NOW + 2.0,
         )

@@ -58,7 +58,7 @@ async fn reposted_while_active_then_resolved_by_the_alerts_resolve() {
 
     // The original alert resolves: the incident closes and the resolving post is due at once.
     let batch = Batch {
-        resolved: vec![("f1".into(), START.into())],
+        resolved: vec![common::resolved("f1", START)],
         ..Batch::default()
     };
     let accepted = store.accept(batch, NOW + 62.0).await.unwrap();

@@ -8,7 +8,7 @@
 mod common;
 
 use common::{accept, attempt, decide, escalated, new_job, policy, NOW};
-use stackmedic_remediator::incident::Decision;
+use stackmedic_remediator::incident::{Decision, Why};
 use stackmedic_remediator::open_store;
 use stackmedic_remediator::store::{Batch, Outcome, OverviewLimits, Store};
 use stackmedic_remediator::vocab::{CloseReason, IncidentState};
@@ -59,10 +59,7 @@ async fn an_attempt_counts_when_it_starts_so_a_crash_loses_no_decided_job() {
                     job: b.clone(),
                     subject: "t/other".into(),
                     selection: b.new.selection.clone(),
-                    policy: p,
-                    dry_run: false,
-                    dry_run_note: None,
-                    flapping_page: None,
+                    cond: common::cond(p),
                 },
                 NOW,
             )
@@ -71,7 +68,10 @@ async fn an_attempt_counts_when_it_starts_so_a_crash_loses_no_decided_job() {
         assert!(matches!(d, Decision::Act { attempt: 1, .. }), "{d:?}");
         // a's action starts; b is decided but waits for the global limit when the process dies.
         assert!(matches!(
-            store.start(a.clone(), NOW + 1.0).await.unwrap(),
+            store
+                .start(a.clone(), common::cond(common::policy(3)), NOW + 1.0)
+                .await
+                .unwrap(),
             stackmedic_remediator::store::Start::Started {
                 attempt: 1,
                 max_attempts: 3
@@ -80,8 +80,7 @@ async fn an_attempt_counts_when_it_starts_so_a_crash_loses_no_decided_job() {
         (a, b)
     };
     let store = open_store(dir.path()).unwrap();
-    let resumed = store.resume(900.0, NOW + 2.0).await.unwrap();
-    assert!(resumed.expired.is_empty());
+    let resumed = store.resume().await.unwrap();
     let ids: Vec<(i64, bool)> = resumed
         .jobs
         .iter()
@@ -99,10 +98,7 @@ async fn an_attempt_counts_when_it_starts_so_a_crash_loses_no_decided_job() {
                 job: resumed.jobs[1].clone(),
                 subject: "t/other".into(),
                 selection: b.new.selection.clone(),
-                policy: policy(3),
-                dry_run: false,
-                dry_run_note: None,
-                flapping_page: None,
+                cond: common::cond(policy(3)),
             },
             NOW + 2.0,
         )
@@ -117,8 +113,7 @@ async fn an_attempt_counts_when_it_starts_so_a_crash_loses_no_decided_job() {
                 outcome: Outcome::Succeeded,
                 detail: "verified".into(),
                 duration: 0.5,
-                policy: policy(3),
-                page: None,
+                cond: common::cond(policy(3)),
             },
             NOW + 3.0,
         )
@@ -213,7 +208,7 @@ async fn failed_attempts_are_retried_at_their_stored_time_then_escalated() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_resolve_cancels_the_waiting_attempt_and_closes_the_incident() {
+async fn a_resolve_ends_a_waiting_incident_at_its_next_attempt_unless_the_alert_fires_again() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path()).unwrap();
     let p = policy(3);
@@ -223,10 +218,12 @@ async fn a_resolve_cancels_the_waiting_attempt_and_closes_the_incident() {
         .await
         .retry
         .unwrap();
+    // The alert resolves while the next attempt waits (a crash loop's alert does, for a moment,
+    // after each restart): the incident stays, its attempt stored.
     let r = store
         .accept(
             Batch {
-                resolved: vec![("w".into(), START.into())],
+                resolved: vec![common::resolved("w", START)],
                 ..Batch::default()
             },
             NOW + 5.0,
@@ -234,14 +231,45 @@ async fn a_resolve_cancels_the_waiting_attempt_and_closes_the_incident() {
         .await
         .unwrap()
         .resolution;
-    assert_eq!(
-        r.cancelled.iter().map(|j| j.id).collect::<Vec<_>>(),
-        vec![retry.id]
-    );
-    assert_eq!(r.closed[0].reason, CloseReason::AlertResolved);
-    assert_eq!(decide(&store, &retry, p, NOW + 10.0).await, Decision::Gone);
+    assert!(r.cancelled.is_empty() && r.closed.is_empty(), "{r:?}");
+    // No alert fired again by the attempt's time: the outage ended, nothing is executed.
+    assert!(matches!(
+        decide(&store, &retry, p, NOW + 10.0).await,
+        Decision::Cancelled { .. }
+    ));
     let rows: Vec<String> = results(&store).await.into_iter().map(|(_, r)| r).collect();
     assert_eq!(rows, ["failed", "cancelled", "resolved"], "{rows:?}");
+
+    // The same, but the alert fires again (a new occurrence) before the attempt's time: it joins
+    // the incident, and the attempt runs, as attempt 2 of the same incident.
+    let job = accept(&store, new_job("x", START), NOW + 20.0).await;
+    decide(&store, &job, p, NOW + 20.0).await;
+    let retry = attempt(&store, &job, Outcome::Failed, p, NOW + 20.0)
+        .await
+        .retry
+        .unwrap();
+    store
+        .accept(
+            Batch {
+                resolved: vec![common::resolved("x", START)],
+                ..Batch::default()
+            },
+            NOW + 21.0,
+        )
+        .await
+        .unwrap();
+    let again = accept(&store, new_job("x", LATER), NOW + 22.0).await;
+    assert!(matches!(
+        decide(&store, &again, p, NOW + 22.0).await,
+        Decision::Joined {
+            state: IncidentState::Waiting,
+            ..
+        }
+    ));
+    assert!(matches!(
+        decide(&store, &retry, p, NOW + 30.0).await,
+        Decision::Act { attempt: 2, .. }
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,7 +305,16 @@ async fn healed_incidents_join_slow_alerts_supersede_on_a_new_outage_and_flappin
     // Outage 3: two incidents healed within the window: flapping, escalated without acting.
     let three = accept(&store, new_job("o3", "2027-01-15T10:00:00Z"), NOW + 4.0).await;
     let d = decide(&store, &three, p, NOW + 4.0).await;
-    assert!(matches!(d, Decision::Flapping { healed: 2, .. }), "{d:?}");
+    assert!(
+        matches!(
+            d,
+            Decision::Escalated {
+                why: Why::Flapping { healed: 2 },
+                ..
+            }
+        ),
+        "{d:?}"
+    );
     assert_eq!(store.due_escalations(NOW + 4.0).await.unwrap().len(), 1);
     // A new outage while escalated joins the page: no action, the page lists both alerts.
     let four = accept(&store, new_job("o4", "2027-01-15T11:00:00Z"), NOW + 5.0).await;
@@ -305,7 +342,7 @@ async fn healed_incidents_join_slow_alerts_supersede_on_a_new_outage_and_flappin
         let r = store
             .accept(
                 Batch {
-                    resolved: vec![(fp.into(), start.into())],
+                    resolved: vec![common::resolved(fp, start)],
                     ..Batch::default()
                 },
                 NOW + 6.0,
@@ -322,7 +359,7 @@ async fn healed_incidents_join_slow_alerts_supersede_on_a_new_outage_and_flappin
     let r = store
         .accept(
             Batch {
-                resolved: vec![("o4".into(), "2027-01-15T11:00:00Z".into())],
+                resolved: vec![common::resolved("o4", "2027-01-15T11:00:00Z")],
                 ..Batch::default()
             },
             NOW + 7.0,
@@ -378,7 +415,7 @@ async fn healed_incidents_join_slow_alerts_supersede_on_a_new_outage_and_flappin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_expired_attempt_closes_its_incident_and_a_resend_opens_it_again() {
+async fn an_attempt_found_late_escalates_its_incident_and_keeps_its_attempts() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(dir.path()).unwrap();
     let p = policy(3);
@@ -388,28 +425,44 @@ async fn an_expired_attempt_closes_its_incident_and_a_resend_opens_it_again() {
         .await
         .retry
         .unwrap();
-    let resumed = store
-        .resume(60.0, retry.new.not_before + 61.0)
-        .await
-        .unwrap();
-    assert_eq!((resumed.expired.len(), resumed.jobs.len()), (1, 0));
-    assert_eq!(resumed.closed[0].reason, CloseReason::Expired);
-    // Alertmanager sends the alert again: it is acted on again, not a duplicate.
+    let resumed = store.resume().await.unwrap();
+    assert_eq!(resumed.jobs.len(), 1);
+    // Found longer than resume_max_age (900 s) after it was due: not run blindly, paged.
+    let d = decide(&store, &resumed.jobs[0], p, retry.new.not_before + 901.0).await;
+    assert!(
+        matches!(d, Decision::Escalated { why: Why::Late, .. }),
+        "{d:?}"
+    );
+    assert_eq!(store.due_escalations(NOW + 1000.0).await.unwrap().len(), 1);
+    // Alertmanager sends the alert again: a duplicate; the incident keeps its attempt.
     let again = store
         .accept(
             Batch {
                 jobs: vec![new_job("x", START)],
                 ..Batch::default()
             },
-            NOW + 100.0,
+            NOW + 1000.0,
         )
         .await
         .unwrap();
-    assert_eq!((again.queued.len(), again.duplicates), (1, 0));
-    assert!(matches!(
-        decide(&store, &again.queued[0], p, NOW + 100.0).await,
-        Decision::Act { attempt: 1, .. }
-    ));
+    assert_eq!((again.queued.len(), again.duplicates), (0, 1));
+    let o = store
+        .overview(
+            OverviewLimits {
+                actions: 10,
+                before: None,
+                closed_incidents: 10,
+                escalations: 10,
+            },
+            NOW + 1000.0,
+        )
+        .await
+        .unwrap();
+    let i = &o.incidents[0];
+    assert_eq!(
+        (i.state, i.attempts, i.page_active),
+        (IncidentState::Escalated, 1, true)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,11 +503,14 @@ async fn a_heal_verified_after_its_alert_resolved_counts_for_flapping() {
     let store = open_store(dir.path()).unwrap();
     let p = policy(3);
     // Twice: the action starts, its alert resolves while the outcome is verified (the subject
-    // is back, so the alert goes), then the verification passes.
+    // is back, so the alert goes), then the verification passes: healed and closed.
     for (fp, start, t) in [("r1", START, NOW), ("r2", LATER, NOW + 10.0)] {
         let job = accept(&store, new_job(fp, start), t).await;
         decide(&store, &job, p, t).await;
-        let s = store.start(job.clone(), t).await.unwrap();
+        let s = store
+            .start(job.clone(), common::cond(common::policy(3)), t)
+            .await
+            .unwrap();
         assert!(
             matches!(s, stackmedic_remediator::store::Start::Started { .. }),
             "{s:?}"
@@ -462,7 +518,7 @@ async fn a_heal_verified_after_its_alert_resolved_counts_for_flapping() {
         let closed = store
             .accept(
                 Batch {
-                    resolved: vec![(fp.into(), start.into())],
+                    resolved: vec![common::resolved(fp, start)],
                     ..Batch::default()
                 },
                 t + 1.0,
@@ -471,7 +527,10 @@ async fn a_heal_verified_after_its_alert_resolved_counts_for_flapping() {
             .unwrap()
             .resolution
             .closed;
-        assert_eq!(closed.len(), 1, "the resolve closes the incident");
+        assert!(
+            closed.is_empty(),
+            "the attempt in progress decides; the resolve does not close the incident"
+        );
         store
             .finish(
                 stackmedic_remediator::store::FinishInput {
@@ -479,8 +538,7 @@ async fn a_heal_verified_after_its_alert_resolved_counts_for_flapping() {
                     outcome: Outcome::Succeeded,
                     detail: "verified".into(),
                     duration: 1.0,
-                    policy: p,
-                    page: Some(common::page("no attempts left")),
+                    cond: common::cond(p),
                 },
                 t + 5.0,
             )
@@ -490,5 +548,14 @@ async fn a_heal_verified_after_its_alert_resolved_counts_for_flapping() {
     // The next outage: two heals within the window make the subject flapping.
     let three = accept(&store, new_job("r3", "2027-01-15T10:00:00Z"), NOW + 20.0).await;
     let d = decide(&store, &three, p, NOW + 20.0).await;
-    assert!(matches!(d, Decision::Flapping { healed: 2, .. }), "{d:?}");
+    assert!(
+        matches!(
+            d,
+            Decision::Escalated {
+                why: Why::Flapping { healed: 2 },
+                ..
+            }
+        ),
+        "{d:?}"
+    );
 }

@@ -111,15 +111,15 @@ async fn a_database_of_the_previous_release_opens_and_is_migrated() {
     assert_eq!((again.queued.len(), again.duplicates), (0, 3));
 
     // Resumed at start: the queued job is due in ten years, so it is kept.
-    let resumed = store.resume(900.0, NOW).await.unwrap();
-    assert_eq!((resumed.jobs.len(), resumed.expired.len()), (1, 0));
+    let resumed = store.resume().await.unwrap();
+    assert_eq!(resumed.jobs.len(), 1);
     assert!(resumed.jobs[0].started_at.is_none());
 
     // The ghost's alert resolves: its incident closes and its escalation resolves.
     let r = store
         .accept(
             Batch {
-                resolved: vec![("b2b2b2b2b2b2b2b2".into(), "2026-11-28T09:00:00Z".into())],
+                resolved: vec![common::resolved("b2b2b2b2b2b2b2b2", "2026-11-28T09:00:00Z")],
                 ..Batch::default()
             },
             NOW + 1.0,
@@ -149,7 +149,17 @@ async fn a_database_of_the_previous_release_opens_and_is_migrated() {
         .unwrap();
     assert_eq!(
         tables,
-        ["audit", "escalations", "incidents", "jobs", "occurrences"]
+        [
+            "audit",
+            "early_resolves",
+            "escalations",
+            "health",
+            "incidents",
+            "jobs",
+            "occurrences",
+            "pause",
+            "subjects"
+        ]
     );
     // Opening it again changes nothing.
     let store = open_store(dir.path()).unwrap();
@@ -204,7 +214,7 @@ async fn a_database_from_before_the_escalation_lifecycle_is_migrated() {
     assert_eq!(o.incidents[0].state, IncidentState::Escalated);
     assert_eq!(e.incident_id, Some(o.incidents[0].id));
     // A job the old release had decided (running) runs once after the migration.
-    let resumed = store.resume(1e9, NOW).await.unwrap();
+    let resumed = store.resume().await.unwrap();
     assert_eq!(
         resumed
             .jobs

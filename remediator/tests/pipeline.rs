@@ -1,14 +1,16 @@
 //! The pipeline's bookkeeping through the library API: a resolve cancels a job still waiting for
-//! its rule's delay, the same occurrence firing again after its resolve is a duplicate, and
-//! stored jobs found too old at start are expired, not run.
+//! its rule's delay, the same occurrence firing again after its resolve is a duplicate, and a
+//! stored job found too old at start is not run blindly: its incident is escalated.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use stackmedic_common::config::parse_yaml;
 use stackmedic_remediator::clock::now;
+use stackmedic_remediator::incident::{Decision, Policy, Why};
+use stackmedic_remediator::paging::PageSpec;
 use stackmedic_remediator::pipeline::Engine;
-use stackmedic_remediator::store::{OverviewLimits, Store};
+use stackmedic_remediator::store::{Conditions, DecideInput, OverviewLimits, Store};
 use stackmedic_remediator::{config, metrics, open_store, webhook};
 use tokio_util::sync::CancellationToken;
 
@@ -72,7 +74,7 @@ async fn a_resolve_cancels_a_waiting_job() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn old_stored_jobs_are_expired_at_start() {
+async fn an_old_stored_job_is_not_run_blindly_but_escalated() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (e, shutdown) = engine(dir.path(), CONFIG);
@@ -83,9 +85,34 @@ async fn old_stored_jobs_are_expired_at_start() {
         shutdown.cancel();
     }
     let store = open_store(dir.path()).unwrap();
-    let resumed = store.resume(60.0, now() + 3600.0).await.unwrap();
-    assert_eq!((resumed.jobs.len(), resumed.expired.len()), (0, 1));
-    assert_eq!(results(&store).await, vec!["expired"]);
+    let resumed = store.resume().await.unwrap();
+    assert_eq!(resumed.jobs.len(), 1);
+    let job = resumed.jobs[0].clone();
+    let d = store
+        .decide(
+            DecideInput {
+                subject: "t".into(),
+                selection: job.new.selection.clone(),
+                job,
+                cond: Conditions {
+                    policy: Policy::default(),
+                    dry_run: false,
+                    dry_run_note: None,
+                    configured: true,
+                    resume_max_age: 60.0,
+                    page: Some(PageSpec::default()),
+                    guard: Default::default(),
+                },
+            },
+            now() + 3600.0,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(d, Decision::Escalated { why: Why::Late, .. }),
+        "{d:?}"
+    );
+    assert_eq!(results(&store).await, vec!["expired", "escalated"]);
     let o = store
         .overview(
             OverviewLimits {
@@ -99,4 +126,6 @@ async fn old_stored_jobs_are_expired_at_start() {
         .await
         .unwrap();
     assert!(o.pending_jobs.is_empty());
+    assert_eq!(o.incidents.len(), 1, "the late job's incident is escalated");
+    assert!(o.incidents[0].page_active);
 }

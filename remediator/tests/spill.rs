@@ -66,11 +66,17 @@ async fn jobs_beyond_memory_bound_are_swept_from_the_database() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let dry = engine
-        .metrics
-        .actions
-        .with_label_values(&[ActionKind::HttpSequence.as_str(), Event::DryRun.as_str()])
-        .get();
-    assert_eq!(dry as usize, total);
+    // Each job's task counts its result right after its decision is stored: wait for the last.
+    let dry = || {
+        engine
+            .metrics
+            .actions
+            .with_label_values(&[ActionKind::HttpSequence.as_str(), Event::DryRun.as_str()])
+            .get() as usize
+    };
+    while dry() < total && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(dry(), total);
     shutdown.cancel();
 }

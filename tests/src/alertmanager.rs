@@ -7,6 +7,10 @@
 //! disables clustering, so nothing listens besides the web port), then waits until `/-/ready`
 //! answers 200. Placeholders replaced in the configuration: `{port}` and `{dir}`.
 //!
+//! [`Alertmanager::start_cluster`] starts members clustered with each other on loopback ports
+//! (a highly available pair); [`Alertmanager::restart`] brings a member back empty, as after a
+//! restart in production, and [`Alertmanager::kill`] kills one.
+//!
 //! ```text
 //! let am = Alertmanager::start(&format!(
 //!     "route: {{receiver: remediator, group_wait: 0s}}\n\
@@ -48,6 +52,10 @@ pub struct Alertmanager {
     // Field order matters: the process is stopped before its directory is deleted.
     process: Process,
     port: u16,
+    /// The cluster flags it was started with (`--cluster.listen-address=` alone when it is
+    /// not clustered), kept for [`Alertmanager::restart`].
+    cluster_args: Vec<String>,
+    starts: u32,
     dir: TempDir,
 }
 
@@ -58,6 +66,58 @@ impl Alertmanager {
     /// When Alertmanager is not installed, rejects the configuration, or is not ready within
     /// 60 s; the message includes its log.
     pub fn start(config_yaml: &str) -> Alertmanager {
+        Self::start_with_cluster(config_yaml, vec!["--cluster.listen-address=".to_owned()])
+    }
+
+    /// Starts `n` Alertmanagers with configuration `config_yaml`, clustered with each other on
+    /// `127.0.0.1` (each one's `--cluster.peer` names the others), as a highly available pair
+    /// or more is run. Gossip and the wait for a peer's notification are shortened so that a
+    /// test does not wait the production defaults (`--cluster.gossip-interval=50ms`,
+    /// `--cluster.pushpull-interval=1s`, `--cluster.peer-timeout=1s`).
+    ///
+    /// Alertmanager keeps alerts in memory and does not share them between members: each one
+    /// holds what was posted to it (Prometheus posts to every member). Members share silences
+    /// and which notifications were sent.
+    pub fn start_cluster(config_yaml: &str, n: usize) -> Vec<Alertmanager> {
+        let ports: Vec<u16> = (0..n).map(|_| crate::free_port()).collect();
+        ports
+            .iter()
+            .map(|own| {
+                let mut args = vec![
+                    format!("--cluster.listen-address=127.0.0.1:{own}"),
+                    format!("--cluster.advertise-address=127.0.0.1:{own}"),
+                    "--cluster.gossip-interval=50ms".to_owned(),
+                    "--cluster.pushpull-interval=1s".to_owned(),
+                    "--cluster.peer-timeout=1s".to_owned(),
+                    "--cluster.settle-timeout=5s".to_owned(),
+                    "--cluster.reconnect-interval=1s".to_owned(),
+                ];
+                args.extend(
+                    ports
+                        .iter()
+                        .filter(|p| *p != own)
+                        .map(|p| format!("--cluster.peer=127.0.0.1:{p}")),
+                );
+                Self::start_with_cluster(config_yaml, args)
+            })
+            .collect()
+    }
+
+    fn command(binary: &Path, dir: &Path, port: u16, cluster_args: &[String]) -> Command {
+        let mut command = Command::new(binary);
+        command
+            .arg(format!(
+                "--config.file={}",
+                dir.join("alertmanager.yml").display()
+            ))
+            .arg(format!("--storage.path={}", dir.join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg(format!("--web.external-url=http://127.0.0.1:{port}/"))
+            .args(cluster_args);
+        command
+    }
+
+    fn start_with_cluster(config_yaml: &str, cluster_args: Vec<String>) -> Alertmanager {
         let binary = crate::require_program(&[ALERTMANAGER], "prometheus-alertmanager");
         let dir = tempfile::Builder::new()
             .prefix("stackmedic-alertmanager-")
@@ -74,20 +134,69 @@ impl Alertmanager {
                     .replace("{dir}", &dir.path().display().to_string());
                 std::fs::write(&config_path, &text)
                     .unwrap_or_else(|e| panic!("cannot write {}: {e}", config_path.display()));
-                let mut command = Command::new(&binary);
-                command
-                    .arg(format!("--config.file={}", config_path.display()))
-                    .arg(format!(
-                        "--storage.path={}",
-                        dir.path().join("data").display()
-                    ))
-                    .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-                    .arg(format!("--web.external-url=http://127.0.0.1:{port}/"))
-                    .arg("--cluster.listen-address=");
-                (command, text)
+                (
+                    Self::command(&binary, dir.path(), port, &cluster_args),
+                    text,
+                )
             },
         );
-        Alertmanager { process, port, dir }
+        Alertmanager {
+            process,
+            port,
+            cluster_args,
+            starts: 1,
+            dir,
+        }
+    }
+
+    /// Stops Alertmanager (SIGTERM) and starts it again on the same ports, configuration and
+    /// storage: it comes back without any alert (they are kept in memory only), as after a
+    /// restart in production.
+    ///
+    /// # Panics
+    /// When it is not ready again within 60 s.
+    pub fn restart(&mut self) {
+        self.process.stop();
+        self.start_again();
+    }
+
+    /// Kills Alertmanager (SIGKILL) at once: a member that died.
+    pub fn kill(&mut self) {
+        self.process.kill();
+    }
+
+    /// Starts a stopped or killed Alertmanager again, as [`Alertmanager::restart`] does.
+    ///
+    /// # Panics
+    /// When it is not ready within 60 s.
+    pub fn start_again(&mut self) {
+        let binary = crate::require_program(&[ALERTMANAGER], "prometheus-alertmanager");
+        self.starts += 1;
+        let command = Self::command(&binary, self.dir.path(), self.port, &self.cluster_args);
+        self.process = Process::spawn(
+            &format!("alertmanager-start{}", self.starts),
+            command,
+            self.dir.path(),
+        );
+        if !self.process.wait_ready(self.port, Duration::from_secs(60)) {
+            panic!(
+                "alertmanager was not ready again at {}:\n{}",
+                self.url("/-/ready"),
+                self.process.describe()
+            );
+        }
+    }
+
+    /// When this Alertmanager started, from `GET /api/v2/status` (`uptime`, RFC 3339).
+    pub fn started_at(&self) -> Result<String> {
+        let status = crate::http::get(&self.url("/api/v2/status"))?
+            .error_for_status()
+            .context("reading Alertmanager's status")?
+            .json()?;
+        status["uptime"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("no uptime in {status}"))
     }
 
     /// The port Alertmanager listens on (on `127.0.0.1`).

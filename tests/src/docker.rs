@@ -89,7 +89,7 @@ pub fn busybox_image() -> &'static str {
                 Ok(()) => {
                     let result = std::panic::catch_unwind(|| {
                         if !image_exists() {
-                            import_busybox();
+                            import_busybox(&[]);
                         }
                     });
                     let _ = std::fs::remove_dir(IMPORT_LOCK);
@@ -136,7 +136,9 @@ fn image_exists() -> bool {
         .success()
 }
 
-fn import_busybox() {
+/// Imports [`BUSYBOX_IMAGE`] into the engine the `docker` CLI reaches with the global options
+/// `host` (none: the default engine; `["--host", "unix:///…"]`: another one).
+pub(crate) fn import_busybox(host: &[&str]) {
     let busybox = crate::require_program(&[BUSYBOX_BINARY], "busybox-static");
     let work = tempfile::Builder::new()
         .prefix("stackmedic-busybox-")
@@ -164,7 +166,8 @@ fn import_busybox() {
         );
     }
     let tarball = tarball.display().to_string();
-    docker_ok(&[
+    let mut args: Vec<&str> = host.to_vec();
+    args.extend([
         "import",
         "--message",
         "stackmedic test image: Debian busybox-static",
@@ -175,6 +178,7 @@ fn import_busybox() {
         &tarball,
         BUSYBOX_IMAGE,
     ]);
+    docker_ok(&args);
 }
 
 fn build_rootfs(busybox: &Path, rootfs: &Path) {

@@ -1,6 +1,8 @@
 //! The shipped example set (`examples/README.md`) as tests run it: a copy of `examples/` and
-//! `alerts/` in which only the values the README's "The values to change" table lists are
-//! replaced, and the whole loop started from that copy — stackmedic-exporter, stackmedic-remediator
+//! `alerts/` (with the per-stack files of `examples/exporter.d/`, `examples/remediator.d/` and
+//! `alerts/stacks/`, of which a test may keep only some stacks) in which only the values the
+//! README's "The values to change" tables list are replaced, and the whole loop started from
+//! that copy — stackmedic-exporter, stackmedic-remediator
 //! (with the secrets of `examples/stackmedic.env`), Prometheus and Alertmanager, each with its
 //! file of the copy and otherwise its defaults, on the ports the copy names.
 //!
@@ -21,15 +23,40 @@ use crate::alerting::{read_repo_file, repo_root};
 use crate::docker::{run_busybox, Container};
 use crate::process::Process;
 
-/// The files of the set, below the repository root; copied with their folders.
-const FILES: [&str; 6] = [
-    "examples/exporter.yml",
-    "examples/remediator.yml",
-    "examples/prometheus.yml",
-    "examples/stackmedic.env",
-    "alerts/stackmedic.rules.yml",
-    "alerts/alertmanager.example.yml",
+/// The folders of the set, below the repository root; copied whole, with their subfolders
+/// (`examples/exporter.d/`, `examples/remediator.d/`, `alerts/stacks/`).
+const FOLDERS: [&str; 2] = ["examples", "alerts"];
+
+/// The stacks of the set, each with its files (`examples/exporter.d/<stack>.yml`, and where
+/// the stack has them `examples/remediator.d/<stack>.yml` and `alerts/stacks/<stack>.rules.yml`).
+pub const STACKS: [&str; 5] = [
+    "open-webui",
+    "assistant-backend",
+    "gateway",
+    "backups",
+    "camera-plc",
 ];
+
+/// The files of `folder` (relative to the repository root) and its subfolders, relative to
+/// the root, by name.
+fn files_below(folder: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut pending = vec![folder.to_owned()];
+    while let Some(dir) = pending.pop() {
+        let entries = std::fs::read_dir(repo_root().join(&dir))
+            .unwrap_or_else(|e| panic!("cannot read {dir}: {e}"));
+        for entry in entries.filter_map(Result::ok) {
+            let name = format!("{dir}/{}", entry.file_name().to_string_lossy());
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => pending.push(name),
+                Ok(t) if t.is_file() => out.push(name),
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
 
 /// The values `examples/README.md` lists under "The values to change" (the first column, each
 /// backticked value of it).
@@ -81,7 +108,8 @@ impl ExampleSet {
             .tempdir()
             .unwrap_or_else(|e| panic!("cannot create a temporary directory: {e}"));
         let mut used = BTreeSet::new();
-        for file in FILES {
+        for file in FOLDERS.iter().flat_map(|f| files_below(f)) {
+            let file = file.as_str();
             let mut text = read_repo_file(file);
             for (value, with) in &ordered {
                 let (replaced, n) = replace_word(&text, value, with);
@@ -103,6 +131,33 @@ impl ExampleSet {
             );
         }
         ExampleSet { dir }
+    }
+
+    /// Deletes the files of every stack but `keep` from the copy, as a user removes a stack
+    /// from a host: its exporter, remediator and rule files.
+    ///
+    /// # Panics
+    /// When `keep` names no stack of [`STACKS`], or a file cannot be deleted.
+    pub fn keep_stacks(&self, keep: &[&str]) {
+        for stack in keep {
+            assert!(
+                STACKS.contains(stack),
+                "{stack:?} is not a stack of the set"
+            );
+        }
+        for stack in STACKS.iter().filter(|s| !keep.contains(s)) {
+            for file in [
+                format!("examples/exporter.d/{stack}.yml"),
+                format!("examples/remediator.d/{stack}.yml"),
+                format!("alerts/stacks/{stack}.rules.yml"),
+            ] {
+                let path = self.path(&file);
+                if path.exists() {
+                    std::fs::remove_file(&path)
+                        .unwrap_or_else(|e| panic!("cannot delete {}: {e}", path.display()));
+                }
+            }
+        }
     }
 
     /// The copy of `relative` (such as `examples/remediator.yml`).
@@ -237,6 +292,9 @@ impl LoopValues<'_> {
             ("127.0.0.1:3000", format!("127.0.0.1:{}", self.web_port)),
             ("owui", self.container.to_owned()),
             ("owui.example.ts.net", self.closed.to_owned()),
+            // The gateway's name: this host's, so its DNS, port and health probes ask
+            // nothing beyond loopback.
+            ("leitstand.heimgewebe.home.arpa", "localhost".to_owned()),
             ("127.0.0.1:8080", self.closed.to_owned()),
             ("assistant.example.org", self.closed.to_owned()),
             ("app.example.org", self.closed.to_owned()),
@@ -455,6 +513,32 @@ impl Stack {
             .unwrap_or_default()
     }
 
+    /// Whether Prometheus evaluated every rule group whose name matches `group` (all with
+    /// `""`) at or after `unix` seconds (`GET /api/v1/rules`, each group's `lastEvaluation`).
+    pub fn rule_groups_evaluated_after(&self, group: &str, unix: f64) -> bool {
+        let Some(groups) = crate::http::get(&self.prometheus_url("/api/v1/rules"))
+            .ok()
+            .and_then(|r| r.json().ok())
+            .and_then(|v| v["data"]["groups"].as_array().cloned())
+        else {
+            return false;
+        };
+        let chosen: Vec<&serde_json::Value> = groups
+            .iter()
+            .filter(|g| g["name"].as_str().is_some_and(|n| n.contains(group)))
+            .collect();
+        !chosen.is_empty()
+            && chosen.iter().all(|g| {
+                g["lastEvaluation"]
+                    .as_str()
+                    .and_then(|t| {
+                        humantime::parse_rfc3339_weak(t.split('.').next().unwrap_or(t)).ok()
+                    })
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .is_some_and(|t| t.as_secs_f64() >= unix)
+            })
+    }
+
     /// Whether Prometheus has `alertname` firing with `label` = `value`.
     pub fn firing(&self, alertname: &str, label: &str, value: &str) -> bool {
         self.prometheus_alerts().iter().any(|a| {
@@ -502,6 +586,103 @@ impl Stack {
 /// The repository's `examples/` folder.
 pub fn examples_dir() -> PathBuf {
     repo_root().join("examples")
+}
+
+/// The shipped loop, set up as its tests use it: the example set copied with only its documented
+/// values changed, the watched container serving its page, the on-call sink and the camera app's
+/// recorder, and the four processes started, with Prometheus having seen the container run.
+pub struct ShippedLoop {
+    /// The watched container's name (a documented value).
+    pub name: String,
+    /// Its page, `http://127.0.0.1:<port>/`.
+    pub web: String,
+    /// The folder the container serves.
+    pub www: PathBuf,
+    /// Its port.
+    pub web_port: u16,
+    /// The receivers of the Alertmanager example (`/page`, `/ticket`, …).
+    pub sink: crate::webhook_sink::WebhookSink,
+    /// The camera app's admin API (the recorder fixture: the app has no real peer).
+    pub camera_app: crate::admin_api::AdminApi,
+    /// The four processes; `stack.dir()` has their files.
+    pub stack: Stack,
+    /// The watched container.
+    pub container: Option<Container>,
+    /// The copied example set.
+    pub set: ExampleSet,
+    // Last: the folder goes after everything that uses it.
+    dir: TempDir,
+}
+
+impl ShippedLoop {
+    /// Sets up and starts the shipped loop; `prefix` names its folder and container.
+    ///
+    /// # Panics
+    /// When a peer cannot start, the container does not serve, or Prometheus never sees it.
+    pub fn start(prefix: &str) -> ShippedLoop {
+        crate::docker::ensure_docker();
+        let dir = loop_dir(&format!("{prefix}-"));
+        let d = dir.path();
+        let name = crate::unique_name(&format!("{prefix}-owui"));
+        let www = d.join("www");
+        std::fs::create_dir(d.join("stack")).unwrap();
+        let web_port = crate::free_port();
+        let web = format!("http://127.0.0.1:{web_port}/");
+        let sink = crate::webhook_sink::WebhookSink::start();
+        let camera_app = crate::admin_api::AdminApi::start(&[]);
+        let closed = format!("127.0.0.1:{}", crate::free_port());
+        let ports = Ports::pick();
+        let token_file = d.join("stackmedic-remediator.token");
+        let mut values = LoopValues {
+            container: &name,
+            web_port,
+            closed: &closed,
+            access_log: &d.join("access.log"),
+            compose_file: &d.join("stack/docker-compose.yml"),
+            camera_app: &camera_app.url("").replace("http://", ""),
+            sink_port: sink.port(),
+            token_file: &token_file,
+        }
+        .replacements(&ports);
+        values.push((
+            "replace-with-a-long-random-token",
+            crate::unique_name("loop-token"),
+        ));
+        let set = ExampleSet::copy(&values);
+        let container = run_watched(&name, &www, web_port);
+        let serves = || crate::http::get(&web).is_ok_and(|r| r.status == 200);
+        assert!(
+            crate::wait_until(Duration::from_secs(10), Duration::from_millis(100), serves),
+            "the watched container does not serve {web}: {}",
+            container.logs()
+        );
+        let mut stack = Stack::start(&set, ports, &token_file);
+        let seen = format!("stackmedic_container_running{{container=\"{name}\"}} == 1");
+        assert!(
+            crate::wait_until(Duration::from_secs(60), Duration::from_millis(500), || {
+                stack.query(&seen).is_some()
+            }),
+            "Prometheus never saw the container running:\n{}",
+            stack.describe()
+        );
+        ShippedLoop {
+            name,
+            web,
+            www,
+            web_port,
+            sink,
+            camera_app,
+            stack,
+            container: Some(container),
+            set,
+            dir,
+        }
+    }
+
+    /// The loop's folder.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
 }
 
 #[cfg(test)]

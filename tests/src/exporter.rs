@@ -40,6 +40,9 @@ pub struct Options<'a> {
     pub disable_lifecycle: bool,
     /// Further flags, such as `--web.max-connections=64`.
     pub args: Vec<String>,
+    /// Listen on this host instead of `127.0.0.1`: `0.0.0.0` for what applies only to a
+    /// listener that is not loopback-only. Tests still connect to `127.0.0.1` only.
+    pub listen_host: Option<&'a str>,
     /// Run as this user and group id (the test must run as root), for what file modes deny:
     /// its directory and configuration are made readable to it.
     pub run_as: Option<u32>,
@@ -89,7 +92,10 @@ impl Exporter {
             let mut cmd = Command::new(&bin);
             cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
             cmd.arg("--web.listen-address")
-                .arg(format!("127.0.0.1:{port}"))
+                .arg(format!(
+                    "{}:{port}",
+                    opts.listen_host.unwrap_or("127.0.0.1")
+                ))
                 .arg("--log.level")
                 .arg("debug")
                 .args(&opts.args);

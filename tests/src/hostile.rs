@@ -7,7 +7,7 @@
 //! is dropped; its trickle thread stops with it.
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -17,6 +17,42 @@ use std::time::{Duration, Instant};
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// An empty SETTINGS frame: length 0, type 4, no flags, stream 0.
 pub const H2_EMPTY_SETTINGS: [u8; 9] = [0, 0, 0, 4, 0, 0, 0, 0, 0];
+
+/// Requests a [`Kind::H2ZeroWindow`] connection opens.
+pub const H2_ZERO_WINDOW_STREAMS: u32 = 3;
+
+/// An HTTP/2 frame: 24-bit length, type, flags, stream id, payload (RFC 9113, section 4.1).
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len())
+        .expect("small frame")
+        .to_be_bytes();
+    let mut f = vec![len[1], len[2], len[3], kind, flags];
+    f.extend_from_slice(&(stream & 0x7fff_ffff).to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// The HPACK block of `GET <path>` on `http://127.0.0.1` (RFC 7541): `:method GET` and
+/// `:scheme http` from the static table, `:path` and `:authority` as literals without indexing.
+fn h2_get_block(path: &str, headers: &[(String, String)]) -> Vec<u8> {
+    fn literal(block: &mut Vec<u8>, value: &str) {
+        let len = u8::try_from(value.len()).expect("short header value");
+        assert!(len < 127, "header value too long for this encoder");
+        block.push(len);
+        block.extend_from_slice(value.as_bytes());
+    }
+    let mut block = vec![0x82, 0x86, 0x04];
+    literal(&mut block, path);
+    block.push(0x01);
+    literal(&mut block, "127.0.0.1");
+    for (name, value) in headers {
+        // A literal without indexing with a new name (lower case, as HTTP/2 requires).
+        block.push(0x00);
+        literal(&mut block, &name.to_ascii_lowercase());
+        literal(&mut block, value);
+    }
+    block
+}
 
 /// How a flood's connections misbehave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,6 +64,10 @@ pub enum Kind {
     Trickle,
     /// Send the HTTP/2 preface and an empty SETTINGS frame, then nothing.
     H2Preface,
+    /// Send the HTTP/2 preface, SETTINGS with an initial stream window of zero, and
+    /// [`H2_ZERO_WINDOW_STREAMS`] complete `GET` requests of the path; never read a byte nor
+    /// open the window, so every response stalls after its headers.
+    H2ZeroWindow,
     /// Send a complete `POST` head with `Content-Length: 1000000` and ten bytes of body.
     BodyContentLength,
     /// Send a complete chunked `POST` head and one chunk, never the last chunk.
@@ -47,7 +87,49 @@ impl Flood {
     /// Opens `n` connections of `kind` to `127.0.0.1:port`. `path` and `headers` (full lines
     /// without CRLF) go into the request heads of the body kinds and the trickled head.
     pub fn open(port: u16, n: usize, kind: Kind, path: &str, headers: &[String]) -> Flood {
+        Self::open_from(None, port, n, kind, path, headers)
+    }
+
+    /// Like [`Flood::open`], from the local address `from` (another loopback address such as
+    /// `127.0.0.2`, so that the server sees a second client address), or the system's choice.
+    ///
+    /// # Panics
+    /// When `from` is not a loopback address.
+    pub fn open_from(
+        from: Option<Ipv4Addr>,
+        port: u16,
+        n: usize,
+        kind: Kind,
+        path: &str,
+        headers: &[String],
+    ) -> Flood {
+        assert!(
+            from.is_none_or(|a| a.is_loopback()),
+            "floods come from loopback addresses only"
+        );
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let runtime = from.map(|_| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_io()
+                .enable_time()
+                .build()
+                .expect("a runtime to connect from a chosen address")
+        });
+        let connect = || -> std::io::Result<TcpStream> {
+            match (from, &runtime) {
+                (Some(local), Some(rt)) => rt.block_on(async {
+                    let socket = tokio::net::TcpSocket::new_v4()?;
+                    socket.bind(SocketAddr::from((local, 0)))?;
+                    let stream = tokio::time::timeout(Duration::from_secs(2), socket.connect(addr))
+                        .await
+                        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+                    let stream = stream.into_std()?;
+                    stream.set_nonblocking(false)?;
+                    Ok(stream)
+                }),
+                _ => TcpStream::connect_timeout(&addr, Duration::from_secs(2)),
+            }
+        };
         let mut conns = Vec::with_capacity(n);
         let mut failed_connects = 0;
         let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
@@ -55,6 +137,21 @@ impl Flood {
             Kind::Idle => Vec::new(),
             Kind::Trickle => format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ").into(),
             Kind::H2Preface => [H2_PREFACE, &H2_EMPTY_SETTINGS[..]].concat(),
+            Kind::H2ZeroWindow => {
+                let pairs: Vec<(String, String)> = headers
+                    .iter()
+                    .filter_map(|h| h.split_once(':'))
+                    .map(|(n, v)| (n.trim().to_owned(), v.trim().to_owned()))
+                    .collect();
+                // SETTINGS_INITIAL_WINDOW_SIZE (0x4) = 0.
+                let mut bytes = [H2_PREFACE, &h2_frame(4, 0, 0, &[0, 4, 0, 0, 0, 0])].concat();
+                let block = h2_get_block(path, &pairs);
+                for i in 0..H2_ZERO_WINDOW_STREAMS {
+                    // END_STREAM | END_HEADERS on client streams 1, 3, 5, …
+                    bytes.extend(h2_frame(1, 0x5, 2 * i + 1, &block));
+                }
+                bytes
+            }
             Kind::BodyContentLength => format!(
                 "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n{extra}Content-Length: 1000000\r\n\r\n{{\"version\""
             )
@@ -65,7 +162,7 @@ impl Flood {
             .into(),
         };
         for _ in 0..n {
-            match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
+            match connect() {
                 Ok(mut s) => {
                     if !opening.is_empty() {
                         let _ = s.write_all(&opening);

@@ -7,10 +7,15 @@
 //! * [`caddy`]: a private Caddy writing its JSON access log;
 //! * [`dnsmasq`]: a private dnsmasq answering DNS on a loopback port;
 //! * [`docker`]: the Docker CLI, a `busybox` image built with `docker import`, container guards;
+//! * [`dockerd`]: a second, private Docker Engine on a socket of its own and on a loopback TCP
+//!   port with TLS and client certificates (made by `openssl`);
 //! * [`prometheus`] / [`alertmanager`]: private Prometheus and Alertmanager servers, plus the
 //!   paths of `promtool` and `amtool`;
 //! * [`metrics`]: a small parser of the Prometheus text exposition format and a scraper;
 //! * [`http`]: a tiny blocking HTTP/1.1 client for loopback URLs;
+//! * [`postgres`]: a private PostgreSQL cluster (`initdb` in a temporary directory, run as the
+//!   system user `postgres` on a loopback port, optionally with TLS), stopped, killed and
+//!   started again for fault tests;
 //! * [`process`]: the [`Process`] guard every helper uses to own a child process;
 //! * [`hostile`]: misbehaving clients (idle, trickling, HTTP/2 preface only, endless bodies)
 //!   and measurements of the server process (file descriptors, peak memory);
@@ -52,6 +57,7 @@ pub mod caddy;
 pub mod chromium;
 pub mod dnsmasq;
 pub mod docker;
+pub mod dockerd;
 pub mod examples;
 pub mod exporter;
 pub mod ffmpeg;
@@ -60,6 +66,7 @@ pub mod http;
 pub mod metrics;
 pub mod nginx;
 pub mod packaging;
+pub mod postgres;
 pub mod process;
 pub mod prometheus;
 pub mod remediator;

@@ -367,3 +367,91 @@ pub fn docker_socket_gid() -> String {
         .unwrap_or_else(|e| panic!("cannot stat /var/run/docker.sock: {e}"));
     meta.gid().to_string()
 }
+
+/// Where [`dependency_repo`] keeps the Debian packages it fetched, one folder per set of
+/// dependencies.
+pub const DEPENDENCY_CACHE: &str = "/var/cache/stackmedic-tests/debian-deps";
+
+/// The names of the packages `debs` depend on (their `Depends:`, the first of alternatives,
+/// versions dropped), sorted.
+pub fn dependencies(debs: &[PathBuf]) -> Vec<String> {
+    let mut names = Vec::new();
+    for deb in debs {
+        let depends = run_ok("dpkg-deb", &["-f", &deb.display().to_string(), "Depends"]);
+        for part in depends.split(',') {
+            let first = part.split('|').next().unwrap_or_default().trim();
+            let name = first
+                .split(|c: char| c.is_whitespace() || c == '(' || c == ':')
+                .next()
+                .unwrap_or_default()
+                .trim();
+            if !name.is_empty() && !names.iter().any(|n| n == name) {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    names.sort();
+    names
+}
+
+/// A local apt repository (a folder with the `.deb` files and a `Packages` index) of what a
+/// clean root of [`crate::systemd::systemd_image`] lacks to install `debs`: the packages apt
+/// would fetch from the release's mirror for their dependencies, and nothing else. It is
+/// fetched once per set of dependencies, like the image's root filesystem, by apt in a
+/// container of that image (with the image's own mirror), and cached in
+/// [`DEPENDENCY_CACHE`]; a test then installs offline from it, so apt resolves exactly the
+/// dependencies the packages declare.
+///
+/// # Panics
+/// When apt cannot fetch them or the index cannot be written.
+pub fn dependency_repo(debs: &[PathBuf]) -> PathBuf {
+    let image = crate::systemd::systemd_image();
+    let names = dependencies(debs);
+    let repo = Path::new(DEPENDENCY_CACHE).join(names.join("+"));
+    if repo.join("Packages").is_file() {
+        return repo;
+    }
+    let partial = repo.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir_all(partial.join("partial"))
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", partial.display()));
+    let mount = format!("{}:/out", partial.display());
+    let script = format!(
+        "apt-get update -qq && apt-get install -y -qq --download-only --no-install-recommends \
+         -o Dir::Cache::archives=/out {}",
+        names.join(" ")
+    );
+    let out = crate::docker::docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "host",
+        "-v",
+        &mount,
+        image,
+        "sh",
+        "-c",
+        &script,
+    ]);
+    assert!(
+        out.status.success(),
+        "apt could not fetch the dependencies {names:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(partial.join("partial"));
+    let _ = std::fs::remove_file(partial.join("lock"));
+    let index = Command::new("dpkg-scanpackages")
+        .args(["--multiversion", "."])
+        .current_dir(&partial)
+        .stderr(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run dpkg-scanpackages (package dpkg-dev): {e}"));
+    assert!(index.status.success(), "dpkg-scanpackages failed");
+    std::fs::write(partial.join("Packages"), &index.stdout)
+        .unwrap_or_else(|e| panic!("cannot write the index: {e}"));
+    let _ = std::fs::remove_dir_all(&repo);
+    std::fs::rename(&partial, &repo)
+        .unwrap_or_else(|e| panic!("cannot move {} into place: {e}", partial.display()));
+    repo
+}

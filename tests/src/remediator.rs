@@ -42,6 +42,8 @@ pub struct Flags {
     pub web_config: Option<PathBuf>,
     /// Further flags, such as `--web.max-connections=64`.
     pub args: Vec<String>,
+    /// `--storage.path` instead of `<dir>/data` (a small filesystem, a read-only one).
+    pub storage: Option<PathBuf>,
 }
 
 impl Remediator {
@@ -277,7 +279,10 @@ impl Remediator {
 
 /// Whether an audit result ends a job (the others are escalation and incident events).
 fn is_job_result(result: &str) -> bool {
-    !matches!(result, "escalated" | "escalation_resolved" | "resolved")
+    !matches!(
+        result,
+        "escalated" | "escalation_resolved" | "resolved" | "rechecked" | "reset" | "released"
+    )
 }
 
 fn spawn(config: Option<&Path>, dir: &Path, port: u16, n: u32, flags: &Flags) -> Process {
@@ -287,7 +292,14 @@ fn spawn(config: Option<&Path>, dir: &Path, port: u16, n: u32, flags: &Flags) ->
         command.arg(format!("--config.file={}", config.display()));
     }
     command
-        .arg(format!("--storage.path={}", dir.join("data").display()))
+        .arg(format!(
+            "--storage.path={}",
+            flags
+                .storage
+                .clone()
+                .unwrap_or_else(|| dir.join("data"))
+                .display()
+        ))
         .arg(format!("--web.listen-address=127.0.0.1:{port}"))
         .arg("--log.level=debug")
         .args(&flags.args);

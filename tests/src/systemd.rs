@@ -231,7 +231,16 @@ impl SystemdContainer {
     /// When the image cannot be built, `docker run` fails or systemd does not come up within
     /// 60 s.
     pub fn start(units: &[(&str, &str)]) -> SystemdContainer {
-        let image = systemd_image();
+        Self::start_image(systemd_image(), units, &[])
+    }
+
+    /// [`SystemdContainer::start`] of `image` (one made from [`systemd_image`], such as a
+    /// commit of it with packages installed), with `extra` arguments for `docker run` before
+    /// the image (capabilities a test's units need, say).
+    ///
+    /// # Panics
+    /// As [`SystemdContainer::start`].
+    pub fn start_image(image: &str, units: &[(&str, &str)], extra: &[&str]) -> SystemdContainer {
         let dir = tempfile::Builder::new()
             .prefix("stackmedic-systemd-")
             .tempdir()
@@ -279,8 +288,10 @@ impl SystemdContainer {
             &dbus_mount,
             "-v",
             &shared_mount,
-            image,
         ];
+        let mut args: Vec<&str> = args.to_vec();
+        args.extend_from_slice(extra);
+        args.push(image);
         docker_ok(&args);
         let container = Container::adopt(&name);
         let me = SystemdContainer { container, dir };
@@ -338,6 +349,13 @@ impl SystemdContainer {
     pub fn property(&self, unit: &str, name: &str) -> String {
         let out = self.systemctl(&["show", "-p", name, "--value", unit]);
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// `command` inside the container (`docker exec`), for the test's own checks.
+    pub fn exec(&self, command: &[&str]) -> Output {
+        let mut all = vec!["exec", self.container.name()];
+        all.extend_from_slice(command);
+        docker(&all)
     }
 
     /// `journalctl -u UNIT` inside the container, for failure messages.

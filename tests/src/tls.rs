@@ -107,6 +107,57 @@ pub fn make_certificates_valid_for(dir: &Path, days: u32) {
     );
 }
 
+/// Makes, in `dir` (which [`make_certificates`] filled), a client certificate `client.crt` with
+/// its key `client.key`, signed by the CA there, for TLS client authentication (EC P-256,
+/// `extendedKeyUsage=clientAuth`, valid two days).
+///
+/// # Panics
+/// When `openssl` is missing or fails.
+pub fn make_client_certificate(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            "client.key",
+            "-out",
+            "client.csr",
+            "-subj",
+            "/CN=stackmedic test client",
+        ],
+    );
+    std::fs::write(
+        dir.join("client.ext"),
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+    )
+    .expect("write client.ext");
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "client.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "client.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "client.ext",
+        ],
+    );
+}
+
 /// The SRI digest of a file, `<alg>-<base64>`, by `openssl dgst -<alg> -binary FILE | openssl base64 -A`, as two processes joined by us.
 ///
 /// # Panics

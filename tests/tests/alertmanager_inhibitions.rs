@@ -287,3 +287,290 @@ fn shipped_inhibitions_mute_targets_but_nothing_the_remediator_needs() {
         delivered(&sink, "/webhook")
     );
 }
+
+/// One remediable alert's subjects: its labels as the remediation tier yields them for the
+/// subject the remediator escalated and for another subject of the same kind (`None` where
+/// the kind has one subject only), the name of its `...Persistent` twin and the twin's severity.
+struct Cause {
+    alert: &'static [(&'static str, &'static str)],
+    other: Option<&'static [(&'static str, &'static str)]>,
+    twin: &'static str,
+    twin_severity: &'static str,
+}
+
+/// Every remediable alert of the shipped set with a `...Persistent` twin. Two subjects of one
+/// probe where the kind allows it (containers of one docker probe, streams and Ring cameras of
+/// the app's one json probe), so that only the subject label tells them apart.
+const CAUSES: &[Cause] = &[
+    Cause {
+        alert: &[
+            ("alertname", "ContainerDown"),
+            ("remediation", "container_restart"),
+            ("probe", "owui-containers"),
+            ("container", "owui"),
+        ],
+        other: Some(&[
+            ("alertname", "ContainerDown"),
+            ("remediation", "container_restart"),
+            ("probe", "owui-containers"),
+            ("container", "owui-pipelines"),
+        ]),
+        twin: "ContainerDownPersistent",
+        twin_severity: "page",
+    },
+    Cause {
+        alert: &[
+            ("alertname", "ContainerMissing"),
+            ("remediation", "compose_up"),
+            ("probe", "owui-containers"),
+            ("container", "owui"),
+        ],
+        other: Some(&[
+            ("alertname", "ContainerMissing"),
+            ("remediation", "compose_up"),
+            ("probe", "owui-containers"),
+            ("container", "owui-pipelines"),
+        ]),
+        twin: "ContainerMissingPersistent",
+        twin_severity: "page",
+    },
+    Cause {
+        alert: &[
+            ("alertname", "ContainerUnhealthy"),
+            ("remediation", "container_restart"),
+            ("probe", "owui-containers"),
+            ("container", "owui"),
+            ("status", "unhealthy"),
+        ],
+        other: Some(&[
+            ("alertname", "ContainerUnhealthy"),
+            ("remediation", "container_restart"),
+            ("probe", "owui-containers"),
+            ("container", "owui-pipelines"),
+            ("status", "unhealthy"),
+        ]),
+        twin: "ContainerUnhealthyPersistent",
+        twin_severity: "ticket",
+    },
+    Cause {
+        alert: &[
+            ("alertname", "HlsPlaylistStale"),
+            ("remediation", "stream_restart"),
+            ("probe", "cam-entrance"),
+            ("stream", "cam-entrance"),
+        ],
+        other: Some(&[
+            ("alertname", "HlsPlaylistStale"),
+            ("remediation", "stream_restart"),
+            ("probe", "cam-yard"),
+            ("stream", "cam-yard"),
+        ]),
+        twin: "HlsPlaylistStalePersistent",
+        twin_severity: "ticket",
+    },
+    Cause {
+        alert: &[
+            ("alertname", "StreamUnhealthy"),
+            ("remediation", "stream_restart"),
+            ("probe", "camera-streams"),
+            ("element", "cam-entrance"),
+            ("field", "healthy"),
+            ("stream", "cam-entrance"),
+        ],
+        other: Some(&[
+            ("alertname", "StreamUnhealthy"),
+            ("remediation", "stream_restart"),
+            ("probe", "camera-streams"),
+            ("element", "cam-yard"),
+            ("field", "healthy"),
+            ("stream", "cam-yard"),
+        ]),
+        twin: "StreamUnhealthyPersistent",
+        twin_severity: "ticket",
+    },
+    Cause {
+        alert: &[
+            ("alertname", "RingWebrtcStuck"),
+            ("remediation", "webrtc_restart"),
+            ("probe", "camera-streams"),
+            ("element", "front-door"),
+            ("field", "webrtc_connecting"),
+            ("camera", "front-door"),
+        ],
+        other: Some(&[
+            ("alertname", "RingWebrtcStuck"),
+            ("remediation", "webrtc_restart"),
+            ("probe", "camera-streams"),
+            ("element", "garage"),
+            ("field", "webrtc_connecting"),
+            ("camera", "garage"),
+        ]),
+        twin: "RingWebrtcStuckPersistent",
+        twin_severity: "ticket",
+    },
+    Cause {
+        alert: &[
+            ("alertname", "PlcAdsNoRoute"),
+            ("remediation", "ads_route_add"),
+            ("probe", "plc-line1"),
+            ("plc", "plc-line1"),
+        ],
+        other: Some(&[
+            ("alertname", "PlcAdsNoRoute"),
+            ("remediation", "ads_route_add"),
+            ("probe", "plc-line2"),
+            ("plc", "plc-line2"),
+        ]),
+        twin: "PlcAdsNoRoutePersistent",
+        twin_severity: "page",
+    },
+    Cause {
+        alert: &[
+            ("alertname", "CameraDaemonUnhealthy"),
+            ("remediation", "daemon_restart"),
+            ("probe", "camera-system"),
+            ("field", "daemon_healthy"),
+        ],
+        other: None,
+        twin: "CameraDaemonUnhealthyPersistent",
+        twin_severity: "ticket",
+    },
+];
+
+/// The `...Persistent` twin of a remediation alert: the same series, its own name and
+/// severity, no `remediation` label.
+fn twin(cause: &Cause, labels: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = labels
+        .iter()
+        .filter(|(k, _)| *k != "remediation" && *k != "alertname")
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    out.push(("alertname".into(), cause.twin.into()));
+    out.push(("severity".into(), cause.twin_severity.into()));
+    out
+}
+
+/// The escalation the remediator posts when it gives up on an alert with `labels`
+/// (remediator/src/escalation.rs): the alert's labels, its name moved to `original_alertname`,
+/// severity page, the rule, target and action, and the example's `escalation.labels`.
+fn escalation(labels: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = labels
+        .iter()
+        .filter(|(k, _)| *k != "alertname")
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let original = labels.iter().find(|(k, _)| *k == "alertname").unwrap().1;
+    let action = labels.iter().find(|(k, _)| *k == "remediation").unwrap().1;
+    out.extend([
+        ("alertname".into(), "StackmedicRemediationFailed".into()),
+        ("severity".into(), "page".into()),
+        ("original_alertname".into(), original.into()),
+        ("remediation_rule".into(), "the-rule".into()),
+        ("remediation_target".into(), "the-target".into()),
+        ("remediation_action".into(), action.into()),
+        ("team".into(), "ops".into()),
+    ]);
+    out
+}
+
+fn owned_alert(labels: &[(String, String)]) -> Value {
+    let borrowed: Vec<(&str, &str)> = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    alert(&borrowed, None)
+}
+
+/// One page per cause: while the remediator's escalation of a subject fires, the
+/// `...Persistent` twin of the same subject is muted and never reaches on-call or the tickets,
+/// while the twin of another subject of the same kind (same probe where the kind allows) still
+/// does.
+#[test]
+fn an_escalation_mutes_its_subjects_persistent_twin_and_no_other() {
+    let sink = WebhookSink::start();
+    let port = sink.port();
+    let token = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(token.path(), "inhibition-test-token\n").unwrap();
+    let set = ExampleSet::copy(&[
+        ("127.0.0.1:8791", format!("127.0.0.1:{port}")),
+        ("127.0.0.1:9095", format!("127.0.0.1:{port}")),
+        (
+            "/etc/prometheus/stackmedic-remediator.token",
+            token.path().display().to_string(),
+        ),
+    ]);
+    let am = Alertmanager::start(&set.read("alerts/alertmanager.example.yml"));
+
+    let mut posted = Vec::new();
+    let mut muted = Vec::new();
+    let mut paging = Vec::new();
+    for cause in CAUSES {
+        posted.push(owned_alert(&escalation(cause.alert)));
+        let own = twin(cause, cause.alert);
+        posted.push(owned_alert(&own));
+        muted.push(own);
+        if let Some(other) = cause.other {
+            let theirs = twin(cause, other);
+            posted.push(owned_alert(&theirs));
+            paging.push(theirs);
+        }
+    }
+    am.post_alerts(&json!(posted)).unwrap();
+
+    let state_of = |labels: &[(String, String)]| -> Option<(String, usize)> {
+        am.alerts().ok()?.as_array()?.iter().find_map(|a| {
+            labels.iter().all(|(k, v)| a["labels"][k] == *v).then(|| {
+                (
+                    a["status"]["state"].as_str().unwrap_or_default().to_owned(),
+                    a["status"]["inhibitedBy"].as_array().map_or(0, Vec::len),
+                )
+            })
+        })
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), Duration::from_millis(200), || {
+            muted
+                .iter()
+                .all(|t| state_of(t).is_some_and(|(s, by)| s == "suppressed" && by > 0))
+        }),
+        "not every escalated subject's twin is muted: {:#}",
+        am.alerts().unwrap_or_default()
+    );
+    for other in &paging {
+        assert_eq!(
+            state_of(other),
+            Some(("active".to_owned(), 0)),
+            "another subject's twin is muted: {other:?}"
+        );
+    }
+
+    // Past the paging and ticket routes' group_wait (30 s): each escalation paged, no muted twin
+    // reached anyone, every other subject's twin did.
+    let seen = |labels: &[(String, String)], path: &str| {
+        sink.alerts(path)
+            .iter()
+            .any(|(a, _)| labels.iter().all(|(k, v)| a["labels"][k] == *v))
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
+            paging
+                .iter()
+                .all(|t| seen(t, "/page") || seen(t, "/ticket"))
+        }),
+        "another subject's twin did not reach on-call or the tickets: pages {:?} tickets {:?}",
+        delivered(&sink, "/page"),
+        delivered(&sink, "/ticket")
+    );
+    for t in &muted {
+        assert!(
+            !seen(t, "/page") && !seen(t, "/ticket"),
+            "{t:?} reached a human although its subject's escalation fires"
+        );
+    }
+    let escalations = sink
+        .alerts("/page")
+        .iter()
+        .filter(|(a, _)| a["labels"]["alertname"] == "StackmedicRemediationFailed")
+        .count();
+    assert_eq!(escalations, CAUSES.len(), "{:?}", delivered(&sink, "/page"));
+}

@@ -34,12 +34,17 @@ fn assert_success(what: &str, output: &Output) {
     );
 }
 
+/// The core rule files (`alerts/*.rules.yml`) and the stacks' (`alerts/stacks/*.rules.yml`).
 fn rule_files() -> Vec<String> {
     let files: Vec<String> = alerting::repo_files("alerts", ".rules.yml")
         .iter()
+        .chain(&alerting::repo_files("alerts/stacks", ".rules.yml"))
         .map(|p| p.display().to_string())
         .collect();
-    assert!(!files.is_empty(), "no alerts/*.rules.yml");
+    assert!(
+        files.iter().any(|f| f.contains("/stacks/")),
+        "no alerts/stacks/*.rules.yml: {files:?}"
+    );
     files
 }
 

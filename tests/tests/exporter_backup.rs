@@ -266,7 +266,8 @@ fn max_age_and_world_readable_permission_change() {
 
 #[test]
 fn example_loads() {
-    let path: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/backups.yml");
+    let path: PathBuf =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/exporter.d/backups.yml");
     let config = stackmedic_exporter::config::load(Some(&path))
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let text = std::fs::read_to_string(&path).unwrap();

@@ -12,6 +12,7 @@ use stackmedic_tests::unique_name;
 
 const RUNNING: &str = "stackmedic_container_running";
 const STARTED: &str = "stackmedic_container_started_timestamp_seconds";
+const FINISHED: &str = "stackmedic_container_finished_timestamp_seconds";
 
 #[test]
 fn container_states_show_in_metrics() {
@@ -98,10 +99,10 @@ fn container_states_show_in_metrics() {
         0.0
     );
     let first_start = value(&s, STARTED, &[box_, w]);
-    let now = now();
+    let at = now();
     assert!(
-        first_start > now - 120.0 && first_start <= now + 1.0,
-        "started at {first_start}, now {now}"
+        first_start > at - 120.0 && first_start <= at + 1.0,
+        "started at {first_start}, now {at}"
     );
 
     // A failing health check.
@@ -125,9 +126,24 @@ fn container_states_show_in_metrics() {
         "unhealthy is still running"
     );
 
+    // A container that never stopped reports its creation as its last stop.
+    let created = value(&s, FINISHED, &[box_, w]);
+    assert!(
+        created <= first_start && created > first_start - 120.0,
+        "never stopped: finished {created}, started {first_start}"
+    );
+
     // Stopped: `docker stop -t 0` kills the sleep, exit code 137.
+    let before_stop = now();
     docker_ok(&["stop", "-t", "0", web.name()]);
+    let after_stop = now();
     let s = exporter.wait_value(RUNNING, &[box_, w], 0.0);
+    // The time of the stop by the Engine's clock (ContainerDown counts from it).
+    let finished = value(&s, FINISHED, &[box_, w]);
+    assert!(
+        finished >= before_stop - 1.0 && finished <= after_stop + 1.0,
+        "stopped between {before_stop} and {after_stop}, finished {finished}"
+    );
     assert_eq!(
         value(
             &s,

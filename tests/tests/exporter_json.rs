@@ -1,4 +1,4 @@
-//! `json` probes of the camera/PLC app's admin API, exactly as `examples/camera-app.yml` ships
+//! `json` probes of the camera/PLC app's admin API, exactly as `examples/exporter.d/camera-plc.yml` ships
 //! them, and the shipped alerts over them in a real Prometheus: RingWebrtcStuck with the
 //! `camera` label and CameraDaemonUnhealthy fire, as the rules of `examples/remediator.yml`
 //! expect, and so do StreamUnhealthy (label `stream`) and RestartErrorsBurst.
@@ -74,10 +74,10 @@ fn admin_api() -> Nginx {
     nginx
 }
 
-/// The shipped example, pointed at the stand-in, with its token from a file and runs every
-/// half second.
-fn example_config(port: u16) -> String {
-    alerting::read_repo_file("examples/camera-app.yml")
+/// The json probes of the shipped camera/PLC app's stack file, pointed at the stand-in, with
+/// their token from a file and runs every half second.
+fn example_probes(port: u16) -> Vec<serde_json::Value> {
+    let text = alerting::read_repo_file("examples/exporter.d/camera-plc.yml")
         .replace(
             "http://127.0.0.1:8000/",
             &format!("http://127.0.0.1:{port}/"),
@@ -99,18 +99,32 @@ fn example_config(port: u16) -> String {
             }
         })
         .collect::<Vec<_>>()
-        .join("\n")
-        + "\n"
+        .join("\n");
+    let doc: serde_json::Value = serde_saphyr::from_str(&text).expect("the stack file is YAML");
+    doc["probes"]
+        .as_array()
+        .expect("probes")
+        .iter()
+        .filter(|p| p.get("json").is_some())
+        .cloned()
+        .collect()
 }
 
 #[test]
 fn the_example_reads_the_admin_api_and_the_shipped_alerts_fire() {
     let api = admin_api();
-    let mut config = example_config(api.port());
-    config.push_str(&format!(
-        "  - name: wrong-token\n    interval: 500ms\n    timeout: 450ms\n    json:\n      url: http://127.0.0.1:{}/api/system/status\n      headers: {{Authorization: 'Bearer wrong'}}\n      values: [{{field: daemon_healthy, pointer: /daemon/healthy}}]\n",
-        api.port()
-    ));
+    let mut probes = example_probes(api.port());
+    probes.push(serde_json::json!({
+        "name": "wrong-token",
+        "interval": "500ms",
+        "timeout": "450ms",
+        "json": {
+            "url": format!("http://127.0.0.1:{}/api/system/status", api.port()),
+            "headers": {"Authorization": "Bearer wrong"},
+            "values": [{"field": "daemon_healthy", "pointer": "/daemon/healthy"}]
+        }
+    }));
+    let config = serde_json::json!({ "probes": probes }).to_string();
     let mut exporter = Exporter::start_with(Options {
         config: Some(&config),
         files: vec![("token", format!("{TOKEN}\n").into_bytes())],
@@ -221,6 +235,10 @@ fn the_example_reads_the_admin_api_and_the_shipped_alerts_fire() {
         &alerting::read_repo_file("alerts/stackmedic.rules.yml"),
         "2s",
     );
+    let camera_rules = alerting::with_for(
+        &alerting::read_repo_file("alerts/stacks/camera-plc.rules.yml"),
+        "2s",
+    );
     let prom = Prometheus::start_with_rules(
         &format!(
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
@@ -228,7 +246,10 @@ fn the_example_reads_the_admin_api_and_the_shipped_alerts_fire() {
              - {{job_name: stackmedic-exporter, static_configs: [{{targets: ['127.0.0.1:{}']}}]}}\n",
             exporter.port()
         ),
-        &[("stackmedic.rules.yml", &rules)],
+        &[
+            ("stackmedic.rules.yml", &rules),
+            ("camera-plc.rules.yml", &camera_rules),
+        ],
     );
     let expected: [(&str, &[(&str, &str)]); 4] = [
         (

@@ -6,7 +6,8 @@
 //!   auth (and TLS) protect its page, API and metrics: a real Alertmanager delivers over TLS
 //!   with the token while `/`, `/api/actions` and `/metrics` ask for the basic auth user;
 //! * without webhook credentials, the web configuration's basic auth protects the webhook too;
-//! * a wrong user name takes as long as a wrong password (bcrypt runs for unknown users).
+//! * a wrong user name takes as long as a wrong password (bcrypt runs for unknown users), also
+//!   when the configured hashes have different costs (every rejection costs the highest).
 
 use std::time::{Duration, Instant};
 
@@ -220,6 +221,52 @@ fn an_unknown_user_takes_as_long_as_a_wrong_password() {
             "{url}: an unknown user took {u:?}, a known user with a wrong password {k:?}"
         );
     }
+}
+
+/// With hashes of mixed costs in the web configuration (4 and 10), a wrong password of the
+/// cheap user is rejected as slowly as an unknown user: every rejection costs the work of the
+/// highest cost, so user names cannot be told apart by timing. Without it the cheap user's
+/// rejection would take about 1/64 of the time.
+#[test]
+fn rejections_take_as_long_whatever_the_costs_of_the_hashes() {
+    let cheap = bcrypt::hash(PASSWORD, 4).unwrap();
+    let dear = bcrypt::hash(PASSWORD, 10).unwrap();
+    let web = format!("basic_auth_users:\n  cheap: '{cheap}'\n  {USER}: '{dear}'\n");
+    let exp = Exporter::start_with(exporter::Options {
+        config: Some("probes: []\n"),
+        web_config: Some(&web),
+        ..exporter::Options::default()
+    });
+    let url = exp.url("/metrics");
+    let (mut low, mut high, mut unknown) = (Vec::new(), Vec::new(), Vec::new());
+    // Interleaved rounds, so that a change in machine load hits all alike.
+    for _ in 0..3 {
+        low.push(median_401(&url, &basic("cheap", "wrong password"), 3));
+        high.push(median_401(&url, &basic(USER, "wrong password"), 3));
+        unknown.push(median_401(&url, &basic("nobody", "wrong password"), 3));
+    }
+    for v in [&mut low, &mut high, &mut unknown] {
+        v.sort();
+    }
+    let (l, h, u) = (low[1], high[1], unknown[1]);
+    eprintln!("median 401 time: cost-4 user {l:?}, cost-10 user {h:?}, unknown user {u:?}");
+    for (what, t) in [("cost-4 user", l), ("cost-10 user", h)] {
+        let ratio = t.as_secs_f64() / u.as_secs_f64();
+        assert!(
+            (0.5..=2.0).contains(&ratio),
+            "a wrong password of the {what} took {t:?}, an unknown user {u:?}"
+        );
+    }
+    // The right password still works for the cheap user.
+    let r = http::request_with_timeout(
+        "GET",
+        &url,
+        &[("Authorization", &basic("cheap", PASSWORD))],
+        None,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert_eq!(r.status, 200);
 }
 
 /// An HTTPS request with reqwest (trusting only `ca`), returning the status.

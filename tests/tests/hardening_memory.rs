@@ -210,3 +210,121 @@ fn parallel_large_webhooks_stay_within_the_body_budget() {
     assert_eq!(count("accepted") as usize, PARALLEL);
     assert_eq!(count("busy") as usize, PARALLEL - accepted + refusals);
 }
+
+/// Distinct unmatched alert names sent, in webhooks of [`NAMES_PER_WEBHOOK`] alerts.
+const DISTINCT_NAMES: usize = 100_000;
+const NAMES_PER_WEBHOOK: usize = 1_000;
+/// The goal: resident memory grows by less than this over the names after the first batches.
+const UNMATCHED_GROWTH_LIMIT: u64 = 20 << 20;
+
+/// 100,000 distinct alert names no rule matches, through the real binary: the memory of
+/// unmatched alerts stays within its bounds (200 names, 256 KiB), the "no rule matches" log
+/// lines within 10 a minute, and what was forgotten or not logged is counted. Resident memory
+/// is read after a warm-up of 10,000 names (allocator pools, the database's pages) and at the
+/// end.
+#[test]
+fn distinct_unmatched_alert_names_do_not_grow_memory() {
+    let dir = tempfile::Builder::new()
+        .prefix("stackmedic-remediator-")
+        .tempdir()
+        .unwrap();
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    let mut rem = Remediator::start_with(
+        dir,
+        "global: {max_body_bytes: 2097152, reconcile_interval: 0s}\nwebhook: {bearer_token_file: '{dir}/token'}\nrules: []\n",
+        Flags::default(),
+    );
+    let pid = rem.process().pid();
+    let url = rem.url("/webhook");
+    let auth = format!("Bearer {TOKEN}");
+    let headers = [
+        ("Content-Type", "application/json"),
+        ("Authorization", auth.as_str()),
+    ];
+    let mut warm = 0;
+    let started = std::time::Instant::now();
+    for batch in 0..DISTINCT_NAMES / NAMES_PER_WEBHOOK {
+        let alerts = (0..NAMES_PER_WEBHOOK)
+            .map(|i| {
+                let name = format!("UnmatchedName{:06}", batch * NAMES_PER_WEBHOOK + i);
+                alert(
+                    "firing",
+                    &[("alertname", &name), ("instance", "host-1")],
+                    "2026-11-22T10:00:00Z",
+                )
+            })
+            .collect();
+        let body = serde_json::to_vec(&payload(alerts)).unwrap();
+        let r = http::request("POST", &url, &headers, Some(&body)).unwrap();
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            r.json().unwrap()["unmatched"],
+            NAMES_PER_WEBHOOK,
+            "{}",
+            r.text()
+        );
+        if batch == 9 {
+            warm = status_bytes(pid, "VmRSS");
+        }
+    }
+    let took = started.elapsed();
+    let end = status_bytes(pid, "VmRSS");
+    let growth = end.saturating_sub(warm);
+    let samples = stackmedic_tests::metrics::scrape(&rem.url("/metrics")).unwrap();
+    let find = |name: &str, labels: &[(&str, &str)]| {
+        stackmedic_tests::metrics::find(&samples, name, labels).unwrap_or(0.0)
+    };
+    let dropped_names = find(
+        "stackmedic_remediator_unmatched_dropped_total",
+        &[("what", "name")],
+    );
+    let dropped_lines = find(
+        "stackmedic_remediator_unmatched_dropped_total",
+        &[("what", "log_line")],
+    );
+    let log = rem.process().stderr();
+    let logged = log.matches("no rule matches this alert").count();
+    eprintln!(
+        "{DISTINCT_NAMES} unmatched names in {took:?}: RSS after 10,000 {} KiB, at the end {} KiB \
+         (growth {} KiB); {logged} log lines, {dropped_lines} not logged; {dropped_names} names forgotten",
+        warm >> 10,
+        end >> 10,
+        growth >> 10
+    );
+    assert!(
+        growth < UNMATCHED_GROWTH_LIMIT,
+        "resident memory grew by {} MiB over 90,000 unmatched names\n{}",
+        growth >> 20,
+        rem.process().describe()
+    );
+    // Every alert is counted, by name for the first 200 names and as __other__ beyond.
+    assert_eq!(
+        find(
+            "stackmedic_remediator_alerts_total",
+            &[("decision", "unmatched")]
+        ),
+        DISTINCT_NAMES as f64
+    );
+    assert_eq!(
+        find(
+            "stackmedic_remediator_unmatched_alerts_total",
+            &[("alertname", "__other__")]
+        ),
+        (DISTINCT_NAMES - 200) as f64
+    );
+    // What is remembered is bounded and what is forgotten counted.
+    assert_eq!(dropped_names, (DISTINCT_NAMES - 200) as f64);
+    let history = rem.history();
+    assert_eq!(
+        history["unmatched"].as_array().map(Vec::len),
+        Some(200),
+        "the page's memory keeps the latest 200 names"
+    );
+    // At most 10 lines a minute (plus one per minute saying how many were not logged).
+    let minutes = took.as_secs() / 60 + 2;
+    assert!(
+        logged as u64 <= 10 * minutes,
+        "{logged} 'no rule matches' lines in {took:?}"
+    );
+    assert_eq!(logged as f64 + dropped_lines, DISTINCT_NAMES as f64);
+}

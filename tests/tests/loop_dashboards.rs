@@ -70,6 +70,36 @@ fn yaml_file(relative: &str) -> Value {
         .unwrap_or_else(|e| panic!("{relative} is not YAML: {e}"))
 }
 
+/// `examples/<base>.yml` with the lists of every file it includes (`examples/<base>.d/*.yml`)
+/// appended, as the binaries read it.
+fn with_included(base: &str, lists: &[&str]) -> Value {
+    let mut doc = yaml_file(&format!("examples/{base}.yml"));
+    let folder = alerting::repo_root().join(format!("examples/{base}.d"));
+    let mut files: Vec<_> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for file in files {
+        let part: Value = serde_saphyr::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        for list in lists {
+            if let Some(entries) = part[*list].as_array() {
+                let merged = doc
+                    .as_object_mut()
+                    .unwrap()
+                    .entry(*list)
+                    .or_insert_with(|| json!([]));
+                merged
+                    .as_array_mut()
+                    .unwrap()
+                    .extend(entries.iter().cloned());
+            }
+        }
+    }
+    doc.as_object_mut().unwrap().remove("include");
+    doc
+}
+
 fn probe(config: &Value, name: &str) -> Value {
     config["probes"]
         .as_array()
@@ -78,10 +108,10 @@ fn probe(config: &Value, name: &str) -> Value {
         .unwrap_or_else(|| panic!("no probe {name} in the example"))
 }
 
-/// The exporter examples (exporter.yml, backups.yml, sri.yml, gateway.yml, disk.yml,
-/// camera-app.yml) adapted to the loop.
+/// The exporter examples (exporter.yml with the stacks' files it includes, sri.yml, disk.yml)
+/// adapted to the loop.
 fn exporter_config(container: &str, web: &str, dir: &Path, ads_port: u16) -> String {
-    let example = yaml_file("examples/exporter.yml");
+    let example = with_included("exporter", &["probes"]);
     let mut probes = Vec::new();
     let mut owui = probe(&example, "owui-local");
     owui["http"]["url"] = json!(format!("{web}/index.html"));
@@ -95,12 +125,12 @@ fn exporter_config(container: &str, web: &str, dir: &Path, ads_port: u16) -> Str
     let mut log = probe(&example, "status-path-log");
     log["access_log"]["path"] = json!(dir.join("access.log"));
     probes.push(log);
-    let mut containers = probe(&example, "containers");
+    let mut containers = probe(&example, "owui-containers");
     containers["docker"]["name_pattern"] = json!(format!("^{container}$"));
     containers["docker"]["expected"] = json!([container]);
     probes.push(containers);
 
-    let mut backups = probe(&yaml_file("examples/backups.yml"), "ai-stack-backups");
+    let mut backups = probe(&example, "ai-stack-backups");
     for folder in backups["backup"]["folders"].as_array_mut().unwrap() {
         folder["path"] = json!(dir.join("backups"));
     }
@@ -123,12 +153,12 @@ fn exporter_config(container: &str, web: &str, dir: &Path, ads_port: u16) -> Str
 
     // The gateway's checks, on this host: the system resolver's `localhost`, and a port that
     // stays open through both scenarios (the ADS server's).
-    let gateway = yaml_file("examples/gateway.yml");
-    let mut dns = probe(&gateway, "leitstand-dns");
+    let gateway = &example;
+    let mut dns = probe(gateway, "leitstand-dns");
     dns["dns"]["name"] = json!("localhost");
     dns["dns"]["expected"] = json!(["127.0.0.1"]);
     probes.push(dns);
-    let mut port = probe(&gateway, "gateway-80");
+    let mut port = probe(gateway, "gateway-80");
     port["tcp"]["address"] = json!(format!("127.0.0.1:{ads_port}"));
     probes.push(port);
     let disk = yaml_file("examples/disk.yml");
@@ -142,7 +172,7 @@ fn exporter_config(container: &str, web: &str, dir: &Path, ads_port: u16) -> Str
     probes.push(probe(&disk, "docker-disk"));
     // The camera/PLC app's admin API: its answers as files the watched container serves, all
     // healthy (so no camera alert sends the remediator to the app, which does not run here).
-    let camera = yaml_file("examples/camera-app.yml");
+    let camera = &example;
     std::fs::write(dir.join("camera-token"), "unused\n").unwrap();
     for (name, file) in [
         ("camera-streams", "streams.json"),
@@ -150,7 +180,7 @@ fn exporter_config(container: &str, web: &str, dir: &Path, ads_port: u16) -> Str
         ("camera-system", "system-status.json"),
         ("camera-slo", "slo.json"),
     ] {
-        let mut p = probe(&camera, name);
+        let mut p = probe(camera, name);
         let json = p["json"].as_object_mut().unwrap();
         json.insert("url".into(), json!(format!("{web}/{file}")));
         json.remove("bearer_token_env");
@@ -173,12 +203,9 @@ fn exporter_config(container: &str, web: &str, dir: &Path, ads_port: u16) -> Str
 /// examples/remediator.yml adapted to the loop (escalation URL added once Alertmanager runs).
 fn remediator_config(container: &str, web: &str, dir: &Path, alertmanager: &str) -> String {
     // The container is the example's `owui` under the test's name (a documented value).
-    let (text, _) = replace_word(
-        &alerting::read_repo_file("examples/remediator.yml"),
-        "owui",
-        container,
-    );
-    let mut c: Value = serde_saphyr::from_str(&text).expect("examples/remediator.yml is YAML");
+    let merged = with_included("remediator", &["targets", "rules"]).to_string();
+    let (text, _) = replace_word(&merged, "owui", container);
+    let mut c: Value = serde_json::from_str(&text).expect("examples/remediator.yml is YAML");
     // Secrets from files in the test's directory instead of the environment.
     fn env_to_file(v: &mut Value, dir: &Path) {
         if let Value::Object(map) = v {
@@ -204,7 +231,7 @@ fn remediator_config(container: &str, web: &str, dir: &Path, alertmanager: &str)
         }
     }
     env_to_file(&mut c, dir);
-    c["escalation"]["alertmanager_url"] = json!(alertmanager);
+    c["escalation"]["alertmanager_urls"] = json!([alertmanager]);
     c["escalation"]["min_backoff"] = json!("200ms");
     for target in c["targets"].as_array_mut().unwrap() {
         // Read with get(): indexing a serde_json value mutably inserts missing keys.
@@ -295,7 +322,7 @@ fn every_dashboard_panel_has_data_in_a_running_loop() {
         r#"{"ready": true, "llm": {"path": "primary", "primary_model_present": true}, "status": {"fallback": false}, "build": {"sha": "0a1b2c3"}}"#,
     )
     .unwrap();
-    // The camera/PLC app's admin API answers, in the shapes examples/camera-app.yml describes.
+    // The camera/PLC app's admin API answers, in the shapes examples/exporter.d/camera-plc.yml describes.
     std::fs::write(
         www.join("streams.json"),
         r#"{"streams": [{"name": "cam-entrance", "kind": "rtsp", "healthy": true, "restarts": 0},
@@ -391,10 +418,25 @@ fn every_dashboard_panel_has_data_in_a_running_loop() {
     );
 
     let exporter = Exporter::start(&exporter_config(&name, &web, d, ads_port));
-    let rules = alerting::with_for(
-        &alerting::read_repo_file("alerts/stackmedic.rules.yml"),
-        "2s",
-    );
+    // The core rules and every stack's.
+    let mut rules = vec![(
+        "stackmedic.rules.yml".to_owned(),
+        alerting::with_for(
+            &alerting::read_repo_file("alerts/stackmedic.rules.yml"),
+            "2s",
+        ),
+    )];
+    for file in alerting::repo_files("alerts/stacks", ".rules.yml") {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        rules.push((
+            name,
+            alerting::with_for(&std::fs::read_to_string(&file).unwrap(), "2s"),
+        ));
+    }
+    let rules: Vec<(&str, &str)> = rules
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
     let prom = Prometheus::start_with_rules(
         &format!(
             "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
@@ -406,7 +448,7 @@ fn every_dashboard_panel_has_data_in_a_running_loop() {
             exp = exporter.port(),
             rem = rem.port(),
         ),
-        &[("stackmedic.rules.yml", &rules)],
+        &rules,
     );
     let healthy = format!("stackmedic_container_running{{container=\"{name}\"}} == 1");
     assert!(

@@ -1,4 +1,5 @@
-//! Every rule of the shipped `examples/remediator.yml` fired once, end to end, by the alert meant
+//! Every rule of the shipped `examples/remediator.yml` (the rules of the per-stack files it
+//! includes, `examples/remediator.d/`) fired once, end to end, by the alert meant
 //! to fire it: the example set with only its documented values changed, real dockerd,
 //! Prometheus, Alertmanager, stackmedic-exporter and stackmedic-remediator.
 //!
@@ -192,9 +193,21 @@ fn every_shipped_rule_fires_once_and_a_restart_loop_raises_container_restarting(
     assert_eq!(recreated.status().as_deref(), Some("running"));
     assert!(http::get(&web).is_ok_and(|r| r.status == 200));
 
-    // Every rule of the shipped example ran (or, as shipped, dry-ran).
-    let shipped: Value = serde_saphyr::from_str(&set.read("examples/remediator.yml")).unwrap();
-    for rule in shipped["rules"].as_array().unwrap() {
+    // Every rule of the shipped example ran (or, as shipped, dry-ran): the rules of every file
+    // examples/remediator.yml includes.
+    let mut rules = Vec::new();
+    for entry in std::fs::read_dir(set.path("examples/remediator.d")).unwrap() {
+        let shipped: Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap())
+                .unwrap();
+        rules.extend(shipped["rules"].as_array().cloned().unwrap_or_default());
+    }
+    assert_eq!(
+        rules.len(),
+        7,
+        "the rules of examples/remediator.d/: {rules:#?}"
+    );
+    for rule in &rules {
         let rule = rule["name"].as_str().unwrap();
         assert!(
             rows_of(&stack, rule)

@@ -11,6 +11,8 @@
 //!   one from a healthy stack, one as soon as the remediator recorded the previous heal, one
 //!   while the previous restart is still being verified, and two more from a healthy stack.
 //!   Nobody touches anything, and on-call is never paged for them.
+//! - A blip: the container killed and started again within a second (by the Engine's clock), as a deployment or a restart by hand does: no alert reaches the
+//!   remediator and nothing acts (`loop: blip …`).
 //! - The unfixable case: the container is removed; `ContainerMissing` fires and the remediator's
 //!   `docker compose up -d` cannot bring it back (the compose file does not exist here, and on a
 //!   host without the Compose plugin the message says so); after its attempts the remediator
@@ -75,6 +77,102 @@ fn restarts(stack: &Stack) -> Vec<Value> {
     rows
 }
 
+/// The Engine's times of a container's last stop and start, as Unix seconds.
+fn stop_and_start(name: &str) -> Option<(f64, f64)> {
+    let out = docker(&[
+        "inspect",
+        "--format",
+        "{{.State.FinishedAt}} {{.State.StartedAt}}",
+        name,
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut times = text.split_whitespace().map(|t| {
+        humantime::parse_rfc3339_weak(t)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64())
+    });
+    Some((times.next()??, times.next()??))
+}
+
+/// Stops the watched container for about a second (killed, then started again), until the
+/// Engine reports a stop of a second at most (a loaded machine may take longer to start it:
+/// that try is no blip, and is made again once the stack settled); then waits until Prometheus evaluated the remediation
+/// tier on a scrape of the container running again, 5 s after it came back (longer than
+/// ContainerDown's 2 s), and asserts that no alert reached the remediator meanwhile. Returns
+/// the stop's length by the Engine's clock.
+fn blip(stack: &Stack, name: &str, web: &str) -> Duration {
+    for _ in 0..5 {
+        let rows_before = stack.history()["actions"].as_array().map_or(0, Vec::len);
+        let before = unix_now();
+        // `docker stop -t 0` returns once the container is stopped (killed at once).
+        docker(&["stop", "-t", "0", name]);
+        assert!(!running(name), "docker stop did not stop {name}");
+        // The blip's length (with `docker start`'s own): the scenario, not a wait for a
+        // condition.
+        std::thread::sleep(Duration::from_millis(300));
+        docker(&["start", name]);
+        assert!(
+            wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
+                running(name) && serves(web)
+            }),
+            "{name} did not start again"
+        );
+        let Some((stopped, started)) = stop_and_start(name) else {
+            panic!("the Engine reports no stop and start of {name}");
+        };
+        let down = started - stopped;
+        if down > 1.0 {
+            // The Engine was slow to start it: an outage of over a second, which may be acted
+            // on. Let whatever it caused end before the next try.
+            println!("loop: blip of {down:.2} s is longer than a second: again");
+            assert!(
+                wait_until(Duration::from_secs(120), Duration::from_millis(250), || {
+                    settled(stack, &format!("container:{name}"))
+                        && stack
+                            .rule_groups_evaluated_after("stackmedic-remediation", started + 5.0)
+                        && !stack.firing("ContainerDown", "container", name)
+                }),
+                "the stack did not settle after a slow blip: {:#}",
+                stack.history()
+            );
+            continue;
+        }
+        // The remediation tier evaluated a scrape of the container running again, well after
+        // the moment ContainerDown would have fired for a real outage.
+        let evaluated_after = started + 5.0;
+        let seen_again = format!(
+            "stackmedic_container_running{{container=\"{name}\"}} == 1 and on (instance, job, probe, container) timestamp(stackmedic_container_running{{container=\"{name}\"}}) > {evaluated_after}"
+        );
+        assert!(
+            wait_until(Duration::from_secs(60), Duration::from_millis(250), || {
+                stack.query(&seen_again).is_some()
+                    && stack.rule_groups_evaluated_after("stackmedic-remediation", evaluated_after)
+            }),
+            "Prometheus did not see {name} running again after the blip"
+        );
+        let rows = stack.history()["actions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let new: Vec<&Value> = rows
+            .iter()
+            .filter(|r| r["accepted_at"].as_f64().is_some_and(|t| t >= before))
+            .collect();
+        assert!(
+            new.is_empty() && rows.len() == rows_before,
+            "a blip of {down:.2} s was acted on: {new:#?}"
+        );
+        assert!(
+            !stack.firing("ContainerDown", "container", name),
+            "ContainerDown fires for a blip: {:#?}",
+            stack.prometheus_alerts()
+        );
+        return Duration::from_secs_f64(down);
+    }
+    panic!("the Engine never restarted {name} within a second: no blip could be made");
+}
+
 #[test]
 fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
     ensure_docker();
@@ -108,15 +206,25 @@ fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
         unique_name("loop-token"),
     ));
     let set = ExampleSet::copy(&values);
-    // Everything the loop talks to is on this machine now.
-    for file in [
+    // Everything the loop talks to is on this machine now: the files it runs and the per-stack
+    // files they include.
+    let mut files: Vec<String> = [
         "examples/exporter.yml",
         "examples/remediator.yml",
         "examples/prometheus.yml",
         "alerts/alertmanager.example.yml",
-    ] {
+    ]
+    .map(str::to_owned)
+    .into();
+    for folder in ["examples/exporter.d", "examples/remediator.d"] {
+        for entry in std::fs::read_dir(set.path(folder)).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            files.push(format!("{folder}/{name}"));
+        }
+    }
+    for file in &files {
         let text = set.read(file);
-        for outside in ["example.org", "example.ts.net", "192.0.2."] {
+        for outside in ["example.org", "example.ts.net", "192.0.2.", "home.arpa"] {
             let active = text
                 .lines()
                 .filter(|l| !l.trim_start().starts_with('#'))
@@ -145,10 +253,12 @@ fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
         "Prometheus never saw the container running:\n{}",
         stack.describe()
     );
-    let subject = format!("{name}/{name}");
+    let subject = format!("container:{name}");
 
     // ---- Five outages in a row; nobody touches anything. ----
-    let mut outages: Vec<(f64, f64, Duration)> = Vec::new();
+    // Per outage: `docker stop` issued, back, the time to recovery, and the Engine's stop and
+    // start of the container after `docker stop` was issued.
+    let mut outages: Vec<(f64, f64, Duration, (f64, f64))> = Vec::new();
     for outage in 1..=5 {
         match outage {
             // Right after the remediator recorded the previous restart as verified (healed).
@@ -181,6 +291,11 @@ fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
             running(&name) && serves(&web)
         });
         let mttr = stopped.elapsed();
+        // Where the time went, by the Engine's clock: when the container stopped (busybox as
+        // PID 1 ignores SIGTERM, so `docker stop -t 1` kills it after a second) and started.
+        let engine = stop_and_start(&name).map_or((f64::NAN, f64::NAN), |(f, s)| {
+            (f - stopped_at, s - stopped_at)
+        });
         assert!(
             back,
             "outage {outage}: the container is not back after 120 s:\n{:#}\n{}",
@@ -192,7 +307,7 @@ fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
             mttr < Duration::from_secs(90),
             "outage {outage} took {mttr:?}"
         );
-        outages.push((stopped_at, unix_now(), mttr));
+        outages.push((stopped_at, unix_now(), mttr, engine));
     }
     assert!(
         wait_until(Duration::from_secs(90), Duration::from_millis(250), || {
@@ -206,7 +321,8 @@ fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
     // before, to run after the backoff) has no share of its own to show.
     let rows = restarts(&stack);
     let mut previous_incident = Value::Null;
-    for (n, (stopped_at, back_at, mttr)) in outages.iter().enumerate() {
+    for (n, (stopped_at, back_at, mttr, (engine_stop, engine_start))) in outages.iter().enumerate()
+    {
         let row = rows.iter().rev().find(|r| {
             r["started_at"]
                 .as_f64()
@@ -233,7 +349,7 @@ fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
             (a - stopped_at, s - stopped_at)
         });
         println!(
-            "loop: outage {} mttr_seconds={:.2} remediator_ms={share} accepted_after_s={accepted:.2} started_after_s={started:.2} incident={}",
+            "loop: outage {} mttr_seconds={:.2} remediator_ms={share} stopped_after_s={engine_stop:.2} accepted_after_s={accepted:.2} started_after_s={started:.2} running_after_s={engine_start:.2} incident={}",
             n + 1,
             mttr.as_secs_f64(),
             row["incident_id"]
@@ -252,6 +368,14 @@ fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
             .iter()
             .any(|a| a["alertname"] == "ContainerDown" && a["result"] == "denied"),
         "{history:#}"
+    );
+
+    // ---- A blip: the container down for about a second, as a deployment or a restart by
+    // hand does. Nothing may act on it. ----
+    let blip = blip(&stack, &name, &web);
+    println!(
+        "loop: blip down_seconds={:.2} actions=0",
+        blip.as_secs_f64()
     );
 
     // ---- The unfixable case: the container is gone and compose cannot bring it back. ----
@@ -343,7 +467,7 @@ fn shipped_loop_heals_five_outages_and_pages_the_unfixable_one() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|e| e["state"] == "resolved" && e["subject"] == name.as_str()),
+            .any(|e| e["state"] == "resolved" && e["subject"] == format!("container:{name}")),
         "{escalations:#}"
     );
     drop(container);

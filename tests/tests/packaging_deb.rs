@@ -31,13 +31,33 @@ fn expected_files(package: &str) -> Vec<String> {
         format!("{UNIT_DIR}/{package}.service"),
         format!("/usr/share/doc/{package}/docker-socket.conf"),
         format!("/usr/share/doc/{package}/configuration.md"),
+        // The stacks' folder the configuration includes, and the example set with its README,
+        // secrets file and stack files.
+        format!("/etc/stackmedic/{short}.d/README"),
+        format!("/usr/share/doc/{package}/examples/README.md"),
+        format!("/usr/share/doc/{package}/examples/stackmedic.env"),
+        format!("/usr/share/doc/{package}/examples/remediator.yml"),
+        format!("/usr/share/doc/{package}/examples/remediator.d/open-webui.yml"),
+        format!("/usr/share/doc/{package}/examples/remediator.d/camera-plc.yml"),
     ];
     if package == "stackmedic-exporter" {
         files.extend(
             [
                 "/usr/share/doc/stackmedic-exporter/metrics.md",
                 "/usr/share/doc/stackmedic-exporter/examples/exporter.yml",
+                "/usr/share/doc/stackmedic-exporter/examples/prometheus.yml",
+                "/usr/share/doc/stackmedic-exporter/examples/exporter.d/open-webui.yml",
+                "/usr/share/doc/stackmedic-exporter/examples/exporter.d/assistant-backend.yml",
+                "/usr/share/doc/stackmedic-exporter/examples/exporter.d/gateway.yml",
+                "/usr/share/doc/stackmedic-exporter/examples/exporter.d/backups.yml",
+                "/usr/share/doc/stackmedic-exporter/examples/exporter.d/camera-plc.yml",
+                "/usr/share/doc/stackmedic-exporter/runbooks/ContainerDown.md",
+                "/usr/share/doc/stackmedic-exporter/runbooks/StackmedicRemediationFailed.md",
                 "/usr/share/stackmedic/alerts/stackmedic.rules.yml",
+                "/usr/share/stackmedic/alerts/stacks/assistant-backend.rules.yml",
+                "/usr/share/stackmedic/alerts/stacks/backups.rules.yml",
+                "/usr/share/stackmedic/alerts/stacks/gateway.rules.yml",
+                "/usr/share/stackmedic/alerts/stacks/camera-plc.rules.yml",
                 "/usr/share/stackmedic/alerts/host-measures.rules.yml",
                 "/usr/share/stackmedic/alerts/alertmanager.example.yml",
                 "/usr/share/stackmedic/dashboards/stackmedic-overview.json",
@@ -49,8 +69,11 @@ fn expected_files(package: &str) -> Vec<String> {
         );
     } else {
         files.push("/usr/share/doc/stackmedic-remediator/remediator.md".to_owned());
-        files.push("/usr/share/doc/stackmedic-remediator/examples/remediator.yml".to_owned());
         files.push("/usr/share/doc/stackmedic-remediator/examples/remediator-host.yml".to_owned());
+        files.push(
+            "/usr/share/doc/stackmedic-remediator/runbooks/StackmedicRemediationFailed.md"
+                .to_owned(),
+        );
     }
     files
 }
@@ -92,6 +115,26 @@ const COPIES: &[(&str, &str)] = &[
     (
         "/usr/share/stackmedic/alerts/host-measures.rules.yml",
         "alerts/host-measures.rules.yml",
+    ),
+    (
+        "/usr/share/stackmedic/alerts/stacks/camera-plc.rules.yml",
+        "alerts/stacks/camera-plc.rules.yml",
+    ),
+    (
+        "/usr/share/doc/stackmedic-exporter/examples/exporter.d/open-webui.yml",
+        "examples/exporter.d/open-webui.yml",
+    ),
+    (
+        "/usr/share/doc/stackmedic-remediator/examples/remediator.d/open-webui.yml",
+        "examples/remediator.d/open-webui.yml",
+    ),
+    (
+        "/usr/share/doc/stackmedic-exporter/examples/README.md",
+        "examples/README.md",
+    ),
+    (
+        "/usr/share/doc/stackmedic-exporter/runbooks/ContainerDown.md",
+        "docs/runbooks/ContainerDown.md",
     ),
 ];
 
@@ -162,9 +205,19 @@ fn debian_packages_install_run_and_purge() {
             conffiles,
             BTreeSet::from([
                 format!("/etc/default/{package}"),
-                format!("/etc/stackmedic/{short}.yml")
+                format!("/etc/stackmedic/{short}.yml"),
+                format!("/etc/stackmedic/{short}.d/README"),
             ]),
             "conffiles of {package}"
+        );
+        // Enabled on installation although no systemd runs here (as in a chroot or an image
+        // being built): the [Install] link exists, and nothing was started.
+        assert!(
+            Path::new(&format!(
+                "/etc/systemd/system/multi-user.target.wants/{package}.service"
+            ))
+            .exists(),
+            "{package} is not enabled after installation without a running systemd"
         );
         listed.extend(files);
     }
@@ -194,8 +247,50 @@ fn debian_packages_install_run_and_purge() {
             "{installed}"
         );
         assert!(
-            installed.ends_with(&printed),
+            installed.contains(&printed),
             "/etc/stackmedic/{short}.yml is not the embedded default:\n{installed}"
+        );
+        // …and includes the stacks' folder.
+        assert!(
+            installed.ends_with(&format!("include:\n  - {short}.d/*.yml\n")),
+            "/etc/stackmedic/{short}.yml does not include {short}.d/:\n{installed}"
+        );
+    }
+
+    // Paths in the installed examples resolve once installed: the rule files the example
+    // Prometheus configuration loads.
+    let prometheus =
+        std::fs::read_to_string("/usr/share/doc/stackmedic-exporter/examples/prometheus.yml")
+            .unwrap();
+    let rule_files: Vec<&str> = prometheus
+        .lines()
+        .skip_while(|l| !l.starts_with("rule_files:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  - "))
+        .map(|l| l.trim_start_matches("  - "))
+        .collect();
+    assert!(rule_files.len() >= 2, "{prometheus}");
+    for pattern in rule_files {
+        assert!(
+            pattern.starts_with("/usr/share/stackmedic/alerts/"),
+            "the installed prometheus.yml names {pattern}, which is not where the rules are"
+        );
+        let dir = Path::new(pattern).parent().unwrap();
+        let suffix = Path::new(pattern)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .trim_start_matches('*')
+            .to_owned();
+        let found = std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .any(|e| e.file_name().to_string_lossy().ends_with(&suffix))
+            })
+            .unwrap_or(false);
+        assert!(
+            found,
+            "{pattern} of the installed prometheus.yml matches no installed file"
         );
     }
 
@@ -260,7 +355,8 @@ fn debian_packages_install_run_and_purge() {
         assert_eq!(unit.service("User"), "stackmedic");
         assert_eq!(unit.service("Group"), "stackmedic");
         assert_eq!(unit.service("Restart"), "on-failure");
-        assert_eq!(unit.service("ExecReload"), "kill -HUP $MAINPID");
+        // procps's /bin/kill, a dependency of the package.
+        assert_eq!(unit.service("ExecReload"), "/bin/kill -HUP $MAINPID");
         assert_eq!(unit.service("NoNewPrivileges"), "yes");
         assert_eq!(unit.service("ProtectSystem"), "strict");
         assert_eq!(unit.service("PrivateTmp"), "yes");
@@ -444,14 +540,20 @@ fn debian_packages_install_run_and_purge() {
         .collect();
     assert!(left.is_empty(), "left behind after purge: {left:?}");
     for gone in [
+        "/etc/systemd/system/multi-user.target.wants/stackmedic-exporter.service",
+        "/etc/systemd/system/multi-user.target.wants/stackmedic-remediator.service",
+        // The masks of a removed package's units, gone with the purge.
+        "/etc/systemd/system/stackmedic-exporter.service",
+        "/etc/systemd/system/stackmedic-remediator.service",
         "/etc/stackmedic",
         "/var/lib/stackmedic-remediator",
         "/usr/share/stackmedic",
         "/usr/share/doc/stackmedic-exporter",
         "/usr/share/doc/stackmedic-remediator",
     ] {
+        // symlink_metadata: a link left behind counts, even when its target is gone.
         assert!(
-            !Path::new(gone).exists(),
+            std::fs::symlink_metadata(gone).is_err(),
             "{gone} is left behind after purge"
         );
     }

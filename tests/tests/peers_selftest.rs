@@ -2,13 +2,15 @@
 //! its peer and talk to it. A peer that cannot start fails the test (the helpers panic with its
 //! log); nothing here is ever skipped.
 
-use std::process::Command;
-use std::time::Duration;
+use std::os::unix::fs::PermissionsExt as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use stackmedic_tests::alertmanager::{amtool, Alertmanager};
 use stackmedic_tests::docker::{self, run_busybox, Container};
 use stackmedic_tests::metrics::{self, find};
 use stackmedic_tests::nginx::Nginx;
+use stackmedic_tests::postgres::{self, psql_client, Postgres};
 use stackmedic_tests::prometheus::{promtool, Prometheus};
 use stackmedic_tests::{free_port, http, unique_name, wait_until, wait_until_async};
 
@@ -386,4 +388,184 @@ fn prometheus_extra_flags_replace_the_defaults() {
     assert_eq!(flags["data"]["rules.alert.resend-delay"], "2s");
     assert_eq!(flags["data"]["query.lookback-delta"], "30s");
     assert!(prometheus.process().is_running());
+}
+
+#[test]
+fn postgres_cluster_keeps_committed_rows_across_stop_and_kill9_and_speaks_tls() {
+    let started = Instant::now();
+    let mut pg = Postgres::start();
+    println!(
+        "PostgreSQL cluster (initdb, start, role and database) ready in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    let port = pg.port();
+    assert!(pg.is_running());
+    assert_eq!(
+        pg.url(),
+        format!("postgres://stackmedic@127.0.0.1:{port}/stackmedic")
+    );
+    assert!(!pg.url().contains(pg.password()));
+    assert!(pg.password().len() >= 32, "{}", pg.password());
+    let file = pg.password_file();
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        format!("{}\n", pg.password())
+    );
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(pg.ca_file(), None);
+
+    // Loopback only, durable, and its socket in its own folder.
+    assert_eq!(pg.psql("SHOW listen_addresses"), "127.0.0.1");
+    assert_eq!(pg.psql("SHOW fsync"), "on");
+    assert_eq!(pg.psql("SHOW synchronous_commit"), "on");
+    assert_eq!(
+        pg.psql("SHOW unix_socket_directories"),
+        pg.socket_dir().display().to_string()
+    );
+    assert!(pg.socket_dir().join(format!(".s.PGSQL.{port}")).exists());
+
+    // The role logs in over TCP with its password, owns what it creates, and a wrong password
+    // is refused.
+    let url = pg.client_url();
+    let password = pg.password().to_owned();
+    let tcp = |sql: &str| psql_client(&url, &password, sql);
+    tcp(
+        "CREATE TABLE facts (id int PRIMARY KEY, what text NOT NULL);\n\
+         INSERT INTO facts VALUES (1, 'before stop');",
+    )
+    .expect("create and insert over TCP");
+    assert_eq!(
+        tcp("SELECT current_user, inet_server_addr(), what FROM facts").unwrap(),
+        "stackmedic|127.0.0.1|before stop"
+    );
+    assert_eq!(
+        pg.psql("SELECT tableowner FROM pg_tables WHERE tablename = 'facts'"),
+        "stackmedic"
+    );
+    let refused = psql_client(&url, "not-the-password", "SELECT 1").unwrap_err();
+    assert!(
+        refused.contains("password authentication failed"),
+        "{refused}"
+    );
+    let err = pg.try_psql("SELECT * FROM no_such_table").unwrap_err();
+    assert!(err.contains("no_such_table"), "{err}");
+
+    // A clean stop and start: same port, same data.
+    pg.stop();
+    assert!(!pg.is_running());
+    assert!(!stackmedic_tests::port_accepts(port));
+    assert!(pg.try_psql("SELECT 1").is_err());
+    pg.start_again();
+    assert_eq!(pg.port(), port);
+    assert_eq!(tcp("SELECT what FROM facts").unwrap(), "before stop");
+
+    // kill -9 of the whole server: a committed row survives, a transaction left open does not.
+    tcp("INSERT INTO facts VALUES (2, 'before kill');").unwrap();
+    let mut open = Command::new(postgres::program("psql"))
+        .env_clear()
+        .env("PGPASSWORD", &password)
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--dbname", &url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run psql");
+    std::io::Write::write_all(
+        open.stdin.as_mut().unwrap(),
+        b"BEGIN;\nINSERT INTO facts VALUES (3, 'never committed');\nSELECT pg_sleep(600);\n",
+    )
+    .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), Duration::from_millis(50), || {
+            pg.psql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%'")
+                == "1"
+        }),
+        "the open transaction never reached its sleep"
+    );
+    let postmaster = pg.process().pid();
+    pg.kill9();
+    assert!(!pg.is_running());
+    assert!(!std::path::Path::new(&format!("/proc/{postmaster}/status")).exists());
+    assert!(!stackmedic_tests::port_accepts(port));
+    let _ = open.kill();
+    let _ = open.wait();
+    pg.start_again();
+    assert!(
+        pg.log().contains("database system was interrupted")
+            || pg.log().contains("was not properly shut down"),
+        "no crash recovery after kill -9:\n{}",
+        pg.log()
+    );
+    assert_eq!(
+        tcp("SELECT id || ':' || what FROM facts ORDER BY id").unwrap(),
+        "1:before stop\n2:before kill"
+    );
+
+    // Dropping it stops the server and deletes its folder.
+    let dir = pg.dir().to_path_buf();
+    let postmaster = pg.process().pid();
+    drop(pg);
+    assert!(!dir.exists(), "{} left behind", dir.display());
+    assert!(!std::path::Path::new(&format!("/proc/{postmaster}/status")).exists());
+
+    // TLS: verify-full with the CA accepts the server for 127.0.0.1, and refuses it under
+    // another host name, with another CA, or without TLS.
+    let started = Instant::now();
+    let pg = Postgres::start_tls();
+    println!(
+        "PostgreSQL cluster with TLS (certificates, initdb, start, role and database) ready in \
+         {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    let ca = pg.ca_file().expect("a CA file with TLS");
+    let port = pg.port();
+    let verify_full = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        pg.url(),
+        ca.display()
+    );
+    assert_eq!(pg.client_url(), verify_full);
+    assert_eq!(
+        psql_client(
+            &verify_full,
+            pg.password(),
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
+        )
+        .unwrap(),
+        "t"
+    );
+    let wrong_host = format!(
+        "host=stackmedic.invalid hostaddr=127.0.0.1 port={port} dbname=stackmedic \
+         user=stackmedic sslmode=verify-full sslrootcert={}",
+        ca.display()
+    );
+    let refused = psql_client(&wrong_host, pg.password(), "SELECT 1").unwrap_err();
+    assert!(
+        refused.contains("does not match host name \"stackmedic.invalid\""),
+        "{refused}"
+    );
+    let other = tempfile::tempdir().unwrap();
+    stackmedic_tests::tls::make_certificates(other.path());
+    let other_ca = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        pg.url(),
+        other.path().join("ca.crt").display()
+    );
+    let refused = psql_client(&other_ca, pg.password(), "SELECT 1").unwrap_err();
+    assert!(refused.contains("certificate verify failed"), "{refused}");
+    let plain = format!("{}?sslmode=disable", pg.url());
+    let refused = psql_client(&plain, pg.password(), "SELECT 1").unwrap_err();
+    assert!(refused.contains("no encryption"), "{refused}");
+}
+
+#[test]
+#[should_panic(expected = "unrecognized configuration parameter \"no_such_setting\"")]
+fn postgres_fails_loudly_with_its_log_on_a_bad_setting() {
+    Postgres::start_with(&postgres::Options {
+        settings: vec![("no_such_setting".to_owned(), "1".to_owned())],
+        ..postgres::Options::default()
+    });
 }

@@ -146,7 +146,7 @@ fn remediator_alertmanager_webhook_restarts_container_and_escalates() {
         .unwrap()
         .contains(&ghost));
     let incident = rem.wait_incident(
-        &format!("ghost/{ghost}"),
+        &format!("container:{ghost}"),
         "escalated",
         Duration::from_secs(10),
     );

@@ -1,5 +1,6 @@
-//! The remediator binary's configuration handling: `examples/remediator.yml` passes
-//! `--config.check`; a broken file prints every problem with its path and exits non-zero; the
+//! The remediator binary's configuration handling: `examples/remediator.yml` (with the
+//! per-stack files it includes) passes `--config.check`; a broken file prints every problem
+//! with its path (and the included file it is in) and exits non-zero; the
 //! embedded default is valid; a non-loopback listener without webhook authentication is refused.
 
 use std::path::PathBuf;
@@ -73,12 +74,20 @@ fn remediator_config_check_names_the_keys_in_the_file_and_no_knock_on_problem() 
         .lines()
         .filter(|l| !l.starts_with("warning: ") && !l.starts_with("configuration is invalid"))
         .collect();
+    // The targets' problems are named in the stack's file that example() includes, where they
+    // are written.
+    let camera = example()
+        .with_file_name("remediator.d")
+        .join("camera-plc.yml")
+        .display()
+        .to_string();
     assert_eq!(
         problems,
         [
-            "webhook.bearer_token_env: environment variable STACKMEDIC_WEBHOOK_TOKEN is not set",
-            "targets[1].http.bearer_token_env: environment variable STACKMEDIC_CAMERA_APP_TOKEN is not set",
-            "targets[2].ads.password_env: environment variable STACKMEDIC_PLC_PASSWORD is not set",
+            "webhook.bearer_token_env: environment variable STACKMEDIC_WEBHOOK_TOKEN is not set"
+                .to_owned(),
+            format!("{camera}: targets[0].http.bearer_token_env: environment variable STACKMEDIC_CAMERA_APP_TOKEN is not set"),
+            format!("{camera}: targets[1].ads.password_env: environment variable STACKMEDIC_PLC_PASSWORD is not set"),
         ],
         "{text}"
     );

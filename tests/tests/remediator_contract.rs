@@ -1,9 +1,11 @@
 //! The contract check (`stackmedic-remediator --config.check --rules.file …
 //! --alertmanager.config.file … --exporter.config.file …`) run as a user runs it: it passes on
-//! the shipped set, and each broken set of the table (one edit to one shipped file) produces its
-//! finding, naming the file and the alert, rule, route or inhibition, with a non-zero exit. The
-//! opt-in host measures (`examples/remediator-host.yml` added to `examples/remediator.yml`) hold
-//! with their alerts (`alerts/host-measures.rules.yml`), and neither holds without the other.
+//! the shipped set (the configurations with the per-stack files they include, the core rules
+//! and the stacks' rules by a glob), and each broken set of the table (one edit to one shipped
+//! file) produces its finding, naming the file (the included one where the problem is) and the
+//! alert, rule, route or inhibition, with a non-zero exit. The opt-in host measures
+//! (`examples/remediator-host.yml` copied into `examples/remediator.d/`) hold with their alerts
+//! (`alerts/host-measures.rules.yml`), and neither holds without the other.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -13,8 +15,15 @@ use stackmedic_tests::bin_path;
 
 const REMEDIATOR: &str = "examples/remediator.yml";
 const RULES: &str = "alerts/stackmedic.rules.yml";
+/// The stacks' rule files, as Prometheus' rule_files and the check read them: a glob.
+const STACK_RULES: &str = "alerts/stacks/*.rules.yml";
 const ALERTMANAGER: &str = "alerts/alertmanager.example.yml";
 const EXPORTER: &str = "examples/exporter.yml";
+/// Files of the stacks, included by the files above.
+const CAMERA_REMEDIATOR: &str = "examples/remediator.d/camera-plc.yml";
+const CAMERA_RULES: &str = "alerts/stacks/camera-plc.rules.yml";
+const CAMERA_EXPORTER: &str = "examples/exporter.d/camera-plc.yml";
+const OWUI_EXPORTER: &str = "examples/exporter.d/open-webui.yml";
 /// The host measures, opt-in: their targets and rules, and their alerts.
 const HOST: &str = "examples/remediator-host.yml";
 const HOST_RULES: &str = "alerts/host-measures.rules.yml";
@@ -31,7 +40,7 @@ fn env() -> Vec<(String, String)> {
         .collect()
 }
 
-/// Runs the check in `root` over the four files there.
+/// Runs the check in `root` over the files there.
 fn check(root: &Path) -> Output {
     Command::new(bin_path("stackmedic-remediator"))
         .current_dir(root)
@@ -42,6 +51,8 @@ fn check(root: &Path) -> Output {
             REMEDIATOR,
             "--rules.file",
             RULES,
+            "--rules.file",
+            STACK_RULES,
             "--alertmanager.config.file",
             ALERTMANAGER,
             "--exporter.config.file",
@@ -52,7 +63,8 @@ fn check(root: &Path) -> Output {
 }
 
 /// One broken set: `file` with the first `from` replaced by `to` (or, when `to` starts with
-/// `CUT_UNTIL`, everything from `from` up to the text after it removed), and a finding expected.
+/// `CUT_UNTIL`, everything from `from` up to the text after it removed; when it is `DELETE`,
+/// the file deleted, as a stack is removed), and a finding expected.
 struct Broken {
     what: &'static str,
     file: &'static str,
@@ -62,6 +74,7 @@ struct Broken {
 }
 
 const CUT_UNTIL: &str = "cut until: ";
+const DELETE: &str = "delete the file";
 
 fn edit(text: &str, from: &str, to: &str) -> String {
     match to.strip_prefix(CUT_UNTIL) {
@@ -77,45 +90,52 @@ fn edit(text: &str, from: &str, to: &str) -> String {
 const TABLE: &[Broken] = &[
     Broken {
         what: "a rule removed",
-        file: REMEDIATOR,
+        file: CAMERA_REMEDIATOR,
         from: "  # The camera/PLC app's playbook A.1: restart a stale or unhealthy stream",
         to: "cut until:   # The camera/PLC app's playbook B.2",
-        finding: "alerts/stackmedic.rules.yml: alert HlsPlaylistStale: remediable (remediation=\"stream_restart\"), but no rule of examples/remediator.yml matches it",
+        finding: "alerts/stacks/camera-plc.rules.yml: alert HlsPlaylistStale: remediable (remediation=\"stream_restart\"), but no rule of examples/remediator.yml matches it",
+    },
+    Broken {
+        what: "a stack's remediator file deleted, its rules loaded",
+        file: CAMERA_REMEDIATOR,
+        from: "targets:",
+        to: DELETE,
+        finding: "alerts/stacks/camera-plc.rules.yml: alert PlcAdsNoRoute: remediable (remediation=\"ads_route_add\"), but no rule of examples/remediator.yml matches it, nor of the file it includes",
     },
     Broken {
         what: "a rule for an alert that does not exist",
-        file: REMEDIATOR,
+        file: CAMERA_REMEDIATOR,
         from: "alertname=~\"HlsPlaylistStale|StreamUnhealthy\"",
         to: "alertname=~\"HlsPlaylistStaled|StreamUnhealthy\"",
-        finding: "examples/remediator.yml: rules[2] \"stream-restart\": matcher alertname=~\"HlsPlaylistStaled|StreamUnhealthy\" names alert HlsPlaylistStaled, which no rule file defines",
+        finding: "examples/remediator.d/camera-plc.yml: rules[0] \"stream-restart\": matcher alertname=~\"HlsPlaylistStaled|StreamUnhealthy\" names alert HlsPlaylistStaled, which no rule file defines",
     },
     Broken {
         what: "a label renamed in the rule",
-        file: RULES,
+        file: CAMERA_RULES,
         from: "\"stream\", \"$1\", \"probe\"",
         to: "\"camera\", \"$1\", \"probe\"",
-        finding: "examples/remediator.yml: rules[2] \"stream-restart\": params.stream.allowed chooses by the label stream, which alert HlsPlaylistStale (alerts/stackmedic.rules.yml) never carries",
+        finding: "examples/remediator.d/camera-plc.yml: rules[0] \"stream-restart\": params.stream.allowed chooses by the label stream, which alert HlsPlaylistStale (alerts/stacks/camera-plc.rules.yml) never carries",
     },
     Broken {
         what: "an allow-list naming a stream no probe has",
-        file: EXPORTER,
+        file: CAMERA_EXPORTER,
         from: "- name: cam-entrance",
         to: "- name: camera-entrance",
-        finding: "examples/remediator.yml: rules[2] \"stream-restart\": params.stream.allowed names \"cam-entrance\", which the label stream of alert HlsPlaylistStale (alerts/stackmedic.rules.yml) cannot take: it is \"camera-entrance\"",
+        finding: "examples/remediator.d/camera-plc.yml: rules[0] \"stream-restart\": params.stream.allowed names \"cam-entrance\", which the label stream of alert HlsPlaylistStale (alerts/stacks/camera-plc.rules.yml) cannot take: it is \"camera-entrance\"",
     },
     Broken {
         what: "a container allow-list naming a container no probe watches",
-        file: EXPORTER,
-        from: "name_pattern: '^(owui|backend|nginx|cloudflared|leitstand|caddy)$'\n      expected: [owui,",
-        to: "name_pattern: '^(open-webui|backend|nginx|cloudflared|leitstand|caddy)$'\n      expected: [open-webui,",
-        finding: "examples/remediator.yml: rules[0] \"container-restart\": targets names \"owui\", which the label container of alert ContainerDown (alerts/stackmedic.rules.yml) cannot take",
+        file: OWUI_EXPORTER,
+        from: "name_pattern: '^(owui)$'\n      expected: [owui]",
+        to: "name_pattern: '^(open-webui)$'\n      expected: [open-webui]",
+        finding: "examples/remediator.d/open-webui.yml: rules[0] \"container-restart\": targets names \"owui\", which the label container of alert ContainerDown (alerts/stackmedic.rules.yml) cannot take",
     },
     Broken {
         what: "a rule matcher on a value the label cannot take",
-        file: REMEDIATOR,
+        file: CAMERA_REMEDIATOR,
         from: "matchers: ['alertname=\"PlcAdsNoRoute\"']\n    action: http_sequence",
         to: "matchers: ['alertname=\"PlcAdsNoRoute\"', 'plc=\"line1\"']\n    action: http_sequence",
-        finding: "examples/remediator.yml: rules[3] \"plc-route-add-and-connect\": can never match alert PlcAdsNoRoute (alerts/stackmedic.rules.yml): plc=\"line1\", but plc is \"plc-line1\"",
+        finding: "examples/remediator.d/camera-plc.yml: rules[1] \"plc-route-add-and-connect\": can never match alert PlcAdsNoRoute (alerts/stacks/camera-plc.rules.yml): plc=\"line1\", but plc is \"plc-line1\"",
     },
     Broken {
         what: "an inhibition muting a remediable alert",
@@ -127,9 +147,30 @@ const TABLE: &[Broken] = &[
     Broken {
         what: "the escalation's inhibition aimed at the remediation tier",
         file: ALERTMANAGER,
-        from: "target_matchers: ['alertname=~\".+Persistent\"']",
+        from: "target_matchers: ['alertname=~\".+Persistent|BackupTooOld|ModelMissing\"']",
         to: "target_matchers: ['remediation=~\".+\"']",
-        finding: "alerts/alertmanager.example.yml: inhibit_rules[3]: mutes alert HlsPlaylistStale (alerts/stackmedic.rules.yml)",
+        finding: "alerts/alertmanager.example.yml: inhibit_rules[3]: mutes alert HlsPlaylistStale (alerts/stacks/camera-plc.rules.yml)",
+    },
+    Broken {
+        what: "the escalation's inhibition removed: a persistent twin and the escalation both page",
+        file: ALERTMANAGER,
+        from: "  # One page per cause",
+        to: "cut until:   # A specific SEV-1/SEV-2 alert",
+        finding: "alerts/alertmanager.example.yml: inhibit_rules: alert ContainerDown (alerts/stackmedic.rules.yml): its paging twin ContainerDownPersistent (alerts/stackmedic.rules.yml, to oncall-page) and the remediator's escalation StackmedicRemediationFailed (to oncall-page) both reach on-call for one cause",
+    },
+    Broken {
+        what: "the escalation's inhibition blind to the stream: one stream's escalation mutes every stream's page",
+        file: ALERTMANAGER,
+        from: "equal: [instance, probe, container, stream, camera, plc]",
+        to: "equal: [instance, probe, container]",
+        finding: "alerts/alertmanager.example.yml: inhibit_rules[3]: mutes StreamUnhealthyPersistent (alerts/stacks/camera-plc.rules.yml) of every stream while the escalation of one alert StreamUnhealthy (alerts/stacks/camera-plc.rules.yml) fires: add stream to its equal",
+    },
+    Broken {
+        what: "the escalation's inhibition on a label the twin sets otherwise",
+        file: ALERTMANAGER,
+        from: "equal: [instance, probe, container, stream, camera, plc]",
+        to: "equal: [instance, probe, container, stream, camera, plc, severity]",
+        finding: "alerts/alertmanager.example.yml: inhibit_rules: alert ContainerUnhealthy (alerts/stackmedic.rules.yml): its paging twin ContainerUnhealthyPersistent (alerts/stackmedic.rules.yml, to ops-tickets) and the remediator's escalation StackmedicRemediationFailed (to oncall-page) both reach on-call for one cause",
     },
     Broken {
         what: "a route catching remediable alerts before the remediator's",
@@ -148,17 +189,28 @@ const TABLE: &[Broken] = &[
     Broken {
         what: "the remediation route muted at night",
         file: ALERTMANAGER,
-        from: "      group_interval: 5s\n",
-        to: "      group_interval: 5s\n      mute_time_intervals: [night]\n",
+        from: "      group_interval: 1s\n",
+        to: "      group_interval: 1s\n      mute_time_intervals: [night]\n",
         finding: "alerts/alertmanager.example.yml: route.routes[1]: mute_time_intervals night keep alert ContainerDown",
     },
 ];
 
+/// Copies the example set and the rules (with their per-stack folders) into `root`.
 fn copy_set(root: &Path) {
-    for file in [REMEDIATOR, RULES, ALERTMANAGER, EXPORTER] {
-        let to = root.join(file);
-        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::write(&to, read_repo_file(file)).unwrap();
+    for folder in ["examples", "alerts"] {
+        let mut pending = vec![folder.to_owned()];
+        while let Some(dir) = pending.pop() {
+            std::fs::create_dir_all(root.join(&dir)).unwrap();
+            for entry in std::fs::read_dir(repo_root().join(&dir)).unwrap() {
+                let entry = entry.unwrap();
+                let name = format!("{dir}/{}", entry.file_name().to_string_lossy());
+                if entry.file_type().unwrap().is_dir() {
+                    pending.push(name);
+                } else {
+                    std::fs::write(root.join(&name), read_repo_file(&name)).unwrap();
+                }
+            }
+        }
     }
 }
 
@@ -192,7 +244,9 @@ fn shipped_set_holds_and_every_broken_set_is_found() {
             case.file,
             case.from
         );
-        if case.file == ALERTMANAGER && case.to.contains("mute_time_intervals") {
+        if case.to == DELETE {
+            std::fs::remove_file(&path).unwrap();
+        } else if case.file == ALERTMANAGER && case.to.contains("mute_time_intervals") {
             // The interval must exist for Alertmanager; the contract reads routes regardless.
             std::fs::write(
                 &path,
@@ -220,29 +274,25 @@ fn shipped_set_holds_and_every_broken_set_is_found() {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-/// `examples/remediator.yml` with the targets and rules of `examples/remediator-host.yml`
-/// appended, as that file says to add them, written as JSON (which is YAML) to `to`.
-fn with_host_measures(to: &Path) {
-    let base: serde_json::Value = serde_saphyr::from_str(&read_repo_file(REMEDIATOR)).unwrap();
-    let host: serde_json::Value = serde_saphyr::from_str(&read_repo_file(HOST)).unwrap();
-    let mut merged = base.clone();
-    for key in ["targets", "rules"] {
-        let list = merged[key].as_array_mut().unwrap();
-        let extra = host[key].as_array().unwrap();
-        assert!(!extra.is_empty(), "{HOST} has no {key}");
-        list.extend(extra.iter().cloned());
-    }
-    std::fs::write(to, merged.to_string()).unwrap();
+/// A copy of the set in `root` with `examples/remediator-host.yml` copied into
+/// `examples/remediator.d/`, as its comment says to add it.
+fn with_host_measures(root: &Path) {
+    copy_set(root);
+    std::fs::copy(
+        root.join(HOST),
+        root.join("examples/remediator.d/host-measures.yml"),
+    )
+    .unwrap();
 }
 
-/// Runs the check on `config` with the given rule files and the shipped Alertmanager and
-/// exporter configurations (the example host's and its media disk's).
-fn check_with(config: &Path, rule_files: &[&str]) -> Output {
+/// Runs the check in `root` on the set's remediator configuration with the given rule files
+/// and the shipped Alertmanager and exporter configurations (the example host's and its media
+/// disk's).
+fn check_with(root: &Path, rule_files: &[&str]) -> Output {
     let mut cmd = Command::new(bin_path("stackmedic-remediator"));
-    cmd.current_dir(repo_root())
+    cmd.current_dir(root)
         .envs(env())
-        .arg("--config.check");
-    cmd.arg("--config.file").arg(config);
+        .args(["--config.check", "--config.file", REMEDIATOR]);
     for f in rule_files {
         cmd.args(["--rules.file", f]);
     }
@@ -260,11 +310,11 @@ fn check_with(config: &Path, rule_files: &[&str]) -> Output {
 #[test]
 fn host_measures_hold_with_their_alerts_and_only_with_them() {
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("remediator.yml");
-    with_host_measures(&config);
+    let root = dir.path();
+    with_host_measures(root);
 
     // Every host alert is matched by a rule of the addition, and every rule of it by an alert.
-    let out = check_with(&config, &[RULES, HOST_RULES]);
+    let out = check_with(root, &[RULES, STACK_RULES, HOST_RULES]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -274,7 +324,7 @@ fn host_measures_hold_with_their_alerts_and_only_with_them() {
     assert!(stdout.contains("contract holds: "), "{stdout}");
 
     // The rules of the addition without their alerts' file: each names an alert no file has.
-    let out = check_with(&config, &[RULES]);
+    let out = check_with(root, &[RULES, STACK_RULES]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     for alert in [
@@ -291,16 +341,48 @@ fn host_measures_hold_with_their_alerts_and_only_with_them() {
             "{alert}: {stderr}"
         );
     }
+    // Named in the included file, where the rule is.
+    assert!(
+        stderr.contains("examples/remediator.d/host-measures.yml: rules["),
+        "{stderr}"
+    );
 
     // The alerts' file without the addition's rules: each host alert is remediable, but no
-    // rule of examples/remediator.yml matches it.
-    let out = check_with(&repo_root().join(REMEDIATOR), &[RULES, HOST_RULES]);
+    // rule of examples/remediator.yml and its files matches it.
+    std::fs::remove_file(root.join("examples/remediator.d/host-measures.yml")).unwrap();
+    let out = check_with(root, &[RULES, STACK_RULES, HOST_RULES]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
         stderr.contains(
             "alerts/host-measures.rules.yml: alert FilesystemCleanupDue: remediable (remediation=\"cleanup\"), but no rule of "
         ),
+        "{stderr}"
+    );
+}
+
+/// A rule-file pattern that matches nothing is a finding: the check never passes on rules it
+/// did not read.
+#[test]
+fn a_rule_file_pattern_matching_nothing_is_a_finding() {
+    let out = Command::new(bin_path("stackmedic-remediator"))
+        .current_dir(repo_root())
+        .envs(env())
+        .args([
+            "--config.check",
+            "--config.file",
+            REMEDIATOR,
+            "--rules.file",
+            RULES,
+            "--rules.file",
+            "alerts/stack/*.rules.yml",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("alerts/stack/*.rules.yml: rule file: the pattern matches no file"),
         "{stderr}"
     );
 }

@@ -107,7 +107,7 @@ fn remediator_kill9_runs_every_decided_job_once() {
     let api = AdminApi::start(&[Rule::slow("/api/streams/", Duration::from_secs(2))]);
     let config = format!(
         "global: {{max_concurrent_actions: 1, reconcile_interval: 0s}}\n\
-         targets:\n- name: camera-app\n  backoff: 10m\n  max_backoff: 10m\n  http: {{base_url: '{}'}}\n\
+         targets:\n- name: camera-app\n  blast_radius: {{enabled: false}}\n  backoff: 10m\n  max_backoff: 10m\n  http: {{base_url: '{}'}}\n\
          rules:\n- name: stream-restart\n  matchers: ['alertname=\"HlsPlaylistStale\"']\n  action: http_sequence\n  target: camera-app\n\
          \x20 params: {{stream: {{label: stream, allowed: [a, b, c]}}}}\n  steps: [{{path: '/api/streams/{{stream}}/restart'}}]\n",
         api.url("/")
@@ -173,7 +173,7 @@ fn remediator_kill9_runs_every_decided_job_once() {
 fn streams_config(api: &AdminApi, streams: &[String], global: &str, extra: &str) -> String {
     format!(
         "global: {{reconcile_interval: 0s{global}}}\n\
-         targets:\n- name: camera-app\n  http: {{base_url: '{}'}}\n{extra}\
+         targets:\n- name: camera-app\n  blast_radius: {{enabled: false}}\n  http: {{base_url: '{}'}}\n{extra}\
          rules:\n- name: stream-restart\n  matchers: ['alertname=\"HlsPlaylistStale\"']\n  action: http_sequence\n  target: camera-app\n\
          \x20 params: {{stream: {{label: stream, allowed: [{}]}}}}\n  steps: [{{path: '/api/streams/{{stream}}/restart'}}]\n",
         api.url("/"),

@@ -37,10 +37,7 @@ fn remediator_default_config_is_dry_run_and_opt_in() {
     let r = rem.webhook(&p, None).unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     let dry = rem.wait_for("dry_run", 1, Duration::from_secs(30));
-    assert_eq!(
-        dry[0]["subject"],
-        format!("opted-in-containers/{}", opted.name())
-    );
+    assert_eq!(dry[0]["subject"], format!("container:{}", opted.name()));
     let denied = rem.wait_for("denied", 1, Duration::from_secs(30));
     assert!(
         denied[0]["detail"]

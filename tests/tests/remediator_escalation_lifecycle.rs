@@ -269,14 +269,20 @@ fn remediator_escalation_reposting_resumes_after_kill9_and_ends_by_reconciliatio
     // The failed attempt is not repeated after the restart: its incident is escalated.
     assert_eq!(rem.actions_with("failed").len(), 1);
     rem.wait_incident(
-        &format!("ghost/{ghost}"),
+        &format!("container:{ghost}"),
         "escalated",
         Duration::from_secs(1),
     );
 
     // Reconciliation is turned on: Alertmanager does not hold GhostDown, so the incident ends
-    // within one interval and its escalation is resolved in Alertmanager.
-    let on = format!("{}{}", ghost_config(&ghost, "1s"), escalation_section(&am));
+    // within one interval and its escalation is resolved in Alertmanager. No Prometheus sends
+    // to this Alertmanager: a resend delay of 1s makes it settled after 2s of uptime.
+    let on = format!(
+        "{}{}reconciliation: {{alertmanager_url: '{}', prometheus_resend_delay: 1s}}\n",
+        ghost_config(&ghost, "1s"),
+        escalation_section(&am),
+        am.url("")
+    );
     assert_eq!(rem.reconfigure(&on).status, 200);
     let audited = rem.wait_for("escalation_resolved", 1, Duration::from_secs(15));
     assert!(

@@ -157,3 +157,36 @@ fn remediator_fixtures_http_sequence_and_ads_route_add() {
     let ok = rem.wait_for("succeeded", 2, Duration::from_secs(30));
     assert_eq!(ok[0]["action"], "ads_route_add");
 }
+
+/// A step whose target does not listen fails with the cause, not only the HTTP client's
+/// "error sending request": the attempt's detail (shown on the page and in the page's
+/// escalation) says the connection was refused.
+#[test]
+fn remediator_http_sequence_failure_names_its_cause() {
+    let closed = stackmedic_tests::free_port();
+    let config = format!(
+        "targets:\n\
+         - name: camera-app\n  max_attempts: 1\n  http: {{base_url: 'http://127.0.0.1:{closed}/'}}\n\
+         rules:\n\
+         - name: daemon-restart\n  matchers: ['alertname=\"CameraDaemonUnhealthy\"']\n  action: http_sequence\n  target: camera-app\n  steps:\n\
+         \x20 - {{method: POST, path: /api/admin/service/restart}}\n"
+    );
+    let dir = tempfile::Builder::new()
+        .prefix("stackmedic-remediator-")
+        .tempdir()
+        .unwrap();
+    let mut rem = Remediator::start_in(dir, &config);
+    let p = payload(vec![alert(
+        "firing",
+        &[("alertname", "CameraDaemonUnhealthy")],
+        "2026-11-22T10:00:00Z",
+    )]);
+    assert_eq!(rem.webhook(&p, None).unwrap().status, 200);
+    let failed = rem.wait_for("failed", 1, Duration::from_secs(30));
+    let detail = failed[0]["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("step 0 POST /api/admin/service/restart: error sending request")
+            && detail.contains("Connection refused"),
+        "{failed:#?}"
+    );
+}

@@ -39,7 +39,7 @@ fn remediator_retries_at_the_stored_time_without_a_resend() {
     assert_eq!(rem.webhook(&p, None).unwrap().status, 200);
     // The container does not exist yet: the first attempt fails, the next one is stored.
     let failed = rem.wait_for("failed", 1, Duration::from_secs(30));
-    let subject = format!("late/{ghost}");
+    let subject = format!("container:{ghost}");
     let waiting = rem.wait_incident(&subject, "waiting", Duration::from_secs(10));
     let next = waiting["next_attempt_at"]
         .as_f64()
@@ -118,7 +118,7 @@ fn remediator_flapping_escalates_once_and_a_new_outage_joins_the_page() {
         app.name()
     );
     let mut rem = Remediator::start(&config);
-    let subject = format!("app/{}", app.name());
+    let subject = format!("container:{}", app.name());
     // Two outages, each restarted and healed, each resolved.
     for n in 1..=2 {
         let start = rfc3339(unix_now());

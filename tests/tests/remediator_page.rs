@@ -145,8 +145,8 @@ fn remediator_page_renders_in_chromium() {
     );
 
     let text = chromium::rendered_text(&rem.url("/"), rem.dir());
-    let ghost_subject = format!("ghost/{ghost}");
-    let gone_subject = format!("gone/{gone}");
+    let ghost_subject = format!("container:{ghost}");
+    let gone_subject = format!("container:{gone}");
     let heads = [
         "Incidents",
         "Unmatched alerts",
@@ -167,9 +167,10 @@ fn remediator_page_renders_in_chromium() {
     assert_in(
         incidents,
         &[
-            "2 open incident(s): 1 waiting, 1 escalated. 1 escalated: no more actions on it until the alert resolves.",
+            "2 open incident(s): 1 waiting, 1 escalated. 1 escalated: no more actions on it until the alert resolves or on-call resets the subject ( stackmedic-remediator reset SUBJECT ).",
             &format!(
                 "{ghost_subject} ghost-restart · container_restart escalated no more actions; on-call is paged until the alert resolves \
+                 or on-call resets the subject reset: stackmedic-remediator reset {ghost_subject} \
                  1 of 1 none: escalated 0 of 3 healed within 1h active GhostDown since 2026-11-22T10:00:00Z"
             ),
             "waiter waiter-fix · http_sequence waiting the last attempt failed; the next one runs at its time 1 of 3",
@@ -221,7 +222,7 @@ fn remediator_page_renders_in_chromium() {
     assert_in(
         decisions,
         &[
-            "dry_run OwuiDown owui-restart container_restart apps/owui",
+            "dry_run OwuiDown owui-restart container_restart container:owui",
             "denied OwuiDown owui-restart container_restart apps",
             "label container=\"<script>alert(1)</script>\" is not a valid container name",
             "failed GhostDown ghost-restart container_restart",

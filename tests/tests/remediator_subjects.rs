@@ -41,7 +41,7 @@ fn remediator_id_prefix_and_name_of_one_container_are_one_subject() {
     rem.wait_for("joined", 3, Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(2));
 
-    let subject = format!("opted/{}", app.name());
+    let subject = format!("container:{}", app.name());
     let results = rem.job_results();
     assert_eq!(results.len(), 4, "{results:?}");
     let history = rem.history();

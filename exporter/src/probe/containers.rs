@@ -48,6 +48,10 @@ static STARTED: Family = Family::gauge(
     "stackmedic_container_started_timestamp_seconds",
     "Unix time at which the container last started.",
 );
+static FINISHED: Family = Family::gauge(
+    "stackmedic_container_finished_timestamp_seconds",
+    "Unix time at which the container last stopped, by the Docker Engine's clock; its creation time while it has never run.",
+);
 static EXIT_CODE: Family = Family::gauge(
     "stackmedic_container_last_exit_code",
     "Exit code of the container's last run (0 while it has not exited).",
@@ -256,6 +260,16 @@ fn export(name: &str, info: &ContainerInspectResponse, out: &mut Samples) {
         .and_then(parse_time)
     {
         out.push(&STARTED, &labels, t);
+    }
+    // The Engine's own time of the stop, so that "stopped for 2 s" does not depend on when this
+    // probe, a scrape or a rule evaluation happened to run (alerts/stackmedic.rules.yml,
+    // ContainerDown). A container that never ran reports the zero time: its creation counts.
+    if let Some(t) = state
+        .and_then(|s| s.finished_at.as_deref())
+        .and_then(parse_time)
+        .or_else(|| info.created.as_deref().and_then(parse_time))
+    {
+        out.push(&FINISHED, &labels, t);
     }
     out.push(
         &EXIT_CODE,

@@ -74,16 +74,134 @@ impl ComposeTarget {
     }
 }
 
-/// The rule keys of `compose_up`: none.
+/// The rule keys of `compose_up`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RuleParams {}
+pub struct RuleParams {
+    /// The label naming the container the stack brings back, among the target's
+    /// `docker.containers`: the compose up then acts on that container's subject (one incident
+    /// and one lock with a restart of it) and verifies it.
+    pub container_label: Option<String>,
+}
 
 /// A `compose up` of a rule on one stack.
 #[derive(Debug, Clone)]
 pub struct ComposeUp {
     /// The stack.
     pub target: Arc<ComposeTarget>,
+    /// The label choosing the container it brings back, and the allow-list it chooses from.
+    pub container: Option<(String, Vec<String>)>,
+}
+
+impl ComposeTarget {
+    /// The container dependencies the compose file declares (`depends_on` of its services,
+    /// the short list or the long form), as `(container, container it depends on)`, with
+    /// container names as Compose gives them (`container_name`, or `PROJECT-SERVICE-1`).
+    /// Empty when the file cannot be read here (`--config.check` warns of it).
+    #[must_use]
+    pub fn dependencies(&self) -> Vec<(String, String)> {
+        let Ok(text) = std::fs::read_to_string(&self.file) else {
+            return Vec::new();
+        };
+        let Ok(doc) = common::parse_yaml(&text) else {
+            return Vec::new();
+        };
+        let Some(services) = doc.get("services").and_then(Value::as_object) else {
+            return Vec::new();
+        };
+        let project = self.project();
+        let name = |service: &str| {
+            services
+                .get(service)
+                .and_then(|s| s.get("container_name"))
+                .and_then(Value::as_str)
+                .map_or_else(|| format!("{project}-{service}-1"), str::to_string)
+        };
+        let mut out = Vec::new();
+        for (service, def) in services {
+            let deps: Vec<String> = match def.get("depends_on") {
+                Some(Value::Array(list)) => list
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect(),
+                Some(Value::Object(map)) => map.keys().cloned().collect(),
+                _ => Vec::new(),
+            };
+            for d in deps {
+                out.push((name(service), name(&d)));
+            }
+        }
+        out
+    }
+
+    /// The Compose project: `project_name`, or as Compose names it, the compose file's folder
+    /// name in lower case without the characters a project name may not have.
+    #[must_use]
+    pub fn project(&self) -> String {
+        if let Some(p) = &self.project_name {
+            return p.clone();
+        }
+        let folder = self
+            .file
+            .parent()
+            .and_then(Path::file_name)
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default();
+        folder
+            .chars()
+            .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'))
+            .skip_while(|c| !c.is_ascii_alphanumeric())
+            .collect()
+    }
+}
+
+impl ComposeUp {
+    /// The allow-list the container label chooses from.
+    pub(super) fn allow_list(&self) -> Option<super::AllowList> {
+        self.container
+            .as_ref()
+            .map(|(label, values)| super::AllowList {
+                key: "docker.containers".into(),
+                label: label.clone(),
+                values: values.clone(),
+            })
+    }
+
+    /// Every selection it can make: each allow-listed container, or the stack.
+    pub(super) fn selections(&self) -> Vec<super::Selection> {
+        match &self.container {
+            Some((_, allowed)) => allowed
+                .iter()
+                .map(|c| super::Selection {
+                    container: Some(c.clone()),
+                    ..super::Selection::default()
+                })
+                .collect(),
+            None => vec![super::Selection::default()],
+        }
+    }
+
+    /// Lets the alert's label choose the container among the allow-list (exactly: the
+    /// container may be gone, so it cannot be resolved through the Engine).
+    pub(super) fn select(
+        &self,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<super::Selection, String> {
+        let Some((label, allowed)) = &self.container else {
+            return Ok(super::Selection::default());
+        };
+        let v = labels.get(label).cloned().unwrap_or_default();
+        if !allowed.contains(&v) {
+            return Err(format!(
+                "label {label}={v:?} names a container outside the allow-list"
+            ));
+        }
+        Ok(super::Selection {
+            container: Some(v),
+            ..super::Selection::default()
+        })
+    }
 }
 
 /// Most characters of the command's output kept in a failure message.
@@ -141,13 +259,30 @@ impl ComposeTarget {
             && self.lead.first().is_some_and(|a| a == "compose")
     }
 
-    /// Checks, by reading the file system only, that the command exists on this host: the
-    /// program in `PATH` (or at its absolute path), and for `docker compose` the Compose plugin
-    /// in one of the Docker CLI's plugin folders (a warning only, since the CLI can be told of
-    /// further folders).
+    /// Checks, by reading the file system only, that the command can run on this host: the
+    /// compose file readable (a warning: it may appear later), the program in `PATH` (or at its
+    /// absolute path), and for `docker compose` the Compose plugin in one of the Docker CLI's
+    /// plugin folders (a warning only, since the CLI can be told of further folders).
     #[must_use]
     pub fn check_host(&self) -> HostCheck {
         let mut check = HostCheck::default();
+        // The command runs with this process's view of the file system: a service sandboxed
+        // away from /home (ProtectHome=yes, as the packaged unit has) cannot read a compose
+        // file there, and compose up would fail on every attempt.
+        if let Err(e) = std::fs::File::open(&self.file) {
+            let hint = if self.file.starts_with("/home") {
+                " (a service whose unit has ProtectHome=yes sees no /home: give it the stack's \
+                 folder with a drop-in, as docs/remediator.md shows, or keep the compose file \
+                 elsewhere)"
+            } else {
+                ""
+            };
+            check.warnings.push(format!(
+                "{}: {} cannot be read by this process: {e}; compose_up would fail{hint}",
+                common::join(&self.path, "file"),
+                self.file.display()
+            ));
+        }
         let command = common::join(&self.path, "command");
         if find_program(&self.program).is_none() {
             check.errors.push(format!(
@@ -312,6 +447,7 @@ mod tests {
     async fn a_failure_shows_the_real_argv_and_its_output() {
         // `sh -f … up -d` fails with sh's own message; the argv shown is the one that ran.
         let up = ComposeUp {
+            container: None,
             target: Arc::new(target(&["/bin/sh", "-c", "echo broken >&2; exit 3", "sh"])),
         };
         let e = up.run().await.unwrap_err().to_string();
@@ -321,6 +457,7 @@ mod tests {
         );
         assert!(e.contains("(broken)"), "{e}");
         let missing = ComposeUp {
+            container: None,
             target: Arc::new(target(&["stackmedic-no-such-compose"])),
         };
         let e = missing.run().await.unwrap_err().to_string();

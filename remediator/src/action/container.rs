@@ -4,19 +4,24 @@
 //! A container named by full ID, ID prefix or name is one subject: before the incident is
 //! decided the label's value is resolved through the Engine to the name it reports, and that
 //! name is what the allow-list, the opt-in label, the incident and the lock apply to.
+//!
+//! A target's containers live on its engine (`docker.host`, else the default engine): a
+//! container on another engine than the default is the subject `container:NAME@ADDRESS`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bollard::models::{ContainerInspectResponse, HealthStatusEnum};
-use bollard::query_parameters::{RestartContainerOptions, StartContainerOptions};
+use bollard::query_parameters::{LogsOptions, RestartContainerOptions, StartContainerOptions};
 use bollard::Docker;
 use serde::Deserialize;
 use serde_json::Value;
 use stackmedic_common::config::{self as common, duration, ConfigErrors};
+use stackmedic_common::errors::error_chain;
 
 use super::{ActionError, AllowList, Context, Selection};
+use crate::docker::{Engine, EngineKeys};
 
 /// The target section key.
 pub const SECTION: &str = "docker";
@@ -30,6 +35,10 @@ pub struct DockerTarget {
     pub require_label: Option<(String, String)>,
     /// Grace time before Docker kills the container on restart.
     pub stop_timeout: Duration,
+    /// Containers each allow-listed container depends on: they are healed first.
+    pub depends_on: BTreeMap<String, Vec<String>>,
+    /// The engine the containers run on.
+    pub engine: Arc<Engine>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -40,6 +49,13 @@ struct DockerTargetFile {
     require_label: Option<String>,
     #[serde(default = "default_stop_timeout", with = "duration")]
     stop_timeout: Duration,
+    #[serde(default)]
+    depends_on: BTreeMap<String, Vec<String>>,
+    host: Option<String>,
+    ca_file: Option<std::path::PathBuf>,
+    cert_file: Option<std::path::PathBuf>,
+    key_file: Option<std::path::PathBuf>,
+    tls_server_name: Option<String>,
 }
 
 fn default_stop_timeout() -> Duration {
@@ -47,9 +63,27 @@ fn default_stop_timeout() -> Duration {
 }
 
 impl DockerTarget {
-    /// Parses and checks the section at `path`.
-    pub fn load(v: &Value, path: &str, errs: &mut ConfigErrors) -> Option<Self> {
+    /// Parses and checks the section at `path`; `default` is the engine of a section that
+    /// names none.
+    pub fn load(
+        v: &Value,
+        path: &str,
+        default: &Arc<Engine>,
+        errs: &mut ConfigErrors,
+    ) -> Option<Self> {
         let f: DockerTargetFile = common::typed(v, path, errs)?;
+        let engine = Engine::load(
+            EngineKeys {
+                host: f.host,
+                ca_file: f.ca_file,
+                cert_file: f.cert_file,
+                key_file: f.key_file,
+                tls_server_name: f.tls_server_name,
+            },
+            path,
+            default,
+            errs,
+        );
         for (i, c) in f.containers.iter().enumerate() {
             if !valid_container_name(c) {
                 errs.push(
@@ -84,10 +118,26 @@ impl DockerTarget {
                 }
             },
         };
+        for (app, deps) in &f.depends_on {
+            let p = format!("{path}.depends_on.{app}");
+            if !f.containers.contains(app) {
+                errs.push(&p, format!("{app:?} is not in this target's `containers`"));
+            }
+            for (i, d) in deps.iter().enumerate() {
+                if !valid_container_name(d) {
+                    errs.push(
+                        format!("{p}[{i}]"),
+                        format!("{d:?} is not a valid container name"),
+                    );
+                }
+            }
+        }
         Some(DockerTarget {
             containers: f.containers,
             require_label,
             stop_timeout: f.stop_timeout,
+            depends_on: f.depends_on,
+            engine,
         })
     }
 
@@ -166,6 +216,24 @@ impl ContainerAction {
         }
     }
 
+    /// Every selection the allow-list permits; `None` in opt-in mode (any labelled container).
+    pub(super) fn selections(&self) -> Option<Vec<Selection>> {
+        let names: Vec<String> = match &self.choice {
+            Choice::Fixed(name) => vec![name.clone()],
+            Choice::Label(_) if self.target.containers.is_empty() => return None,
+            Choice::Label(_) => self.target.containers.clone(),
+        };
+        Some(
+            names
+                .into_iter()
+                .map(|n| Selection {
+                    container: Some(n),
+                    ..Selection::default()
+                })
+                .collect(),
+        )
+    }
+
     pub(super) fn select(&self, labels: &BTreeMap<String, String>) -> Result<Selection, String> {
         let name = match &self.choice {
             Choice::Fixed(name) => name.clone(),
@@ -193,7 +261,37 @@ impl ContainerAction {
         cx: &Context<'_>,
         selection: &Selection,
     ) -> Result<Selection, ActionError> {
-        let (_, name) = self.inspect_checked(cx, selection).await?;
+        let raw = container_of(selection)?;
+        let docker = cx
+            .docker
+            .get(&self.target.engine)
+            .await
+            .map_err(ActionError::Failed)?;
+        let info = match docker.inspect_container(raw, None).await {
+            Ok(info) => info,
+            // Gone: the Engine has nothing to resolve it to, so the allow-listed name stands
+            // (and the action will fail on it, a failed attempt). Any other error means the
+            // Engine could not be asked: the caller waits and tries again.
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
+                return if self.target.containers.iter().any(|c| c == raw) {
+                    Ok(selection.clone())
+                } else {
+                    Err(ActionError::Denied(format!(
+                        "container {raw:?} does not exist, so it cannot be checked against the target's allow-list or opt-in label"
+                    )))
+                };
+            }
+            Err(e) => {
+                return Err(ActionError::Failed(format!(
+                    "docker inspect {raw}{}: {}",
+                    self.target.engine.on(),
+                    error_chain(&e)
+                )))
+            }
+        };
+        let name = self.check(raw, &info)?;
         Ok(Selection {
             container: Some(name),
             ..selection.clone()
@@ -208,11 +306,18 @@ impl ContainerAction {
         selection: &Selection,
     ) -> Result<(Docker, String), ActionError> {
         let raw = container_of(selection)?;
-        let docker = cx.docker.get().await.map_err(ActionError::Failed)?;
-        let info = docker
-            .inspect_container(raw, None)
+        let docker = cx
+            .docker
+            .get(&self.target.engine)
             .await
-            .map_err(|e| ActionError::Failed(format!("docker inspect {raw}: {e}")))?;
+            .map_err(ActionError::Failed)?;
+        let info = docker.inspect_container(raw, None).await.map_err(|e| {
+            ActionError::Failed(format!(
+                "docker inspect {raw}{}: {}",
+                self.target.engine.on(),
+                error_chain(&e)
+            ))
+        })?;
         let name = self.check(raw, &info)?;
         Ok((docker, name))
     }
@@ -250,11 +355,20 @@ impl ContainerAction {
         Ok(name)
     }
 
+    /// The subject of the selected container: `container:NAME`, with `@ADDRESS` on an engine
+    /// other than the default.
+    pub(super) fn subject(&self, selection: &Selection) -> String {
+        self.target
+            .engine
+            .container_subject(selection.container.as_deref().unwrap_or(""))
+    }
+
     pub(super) async fn run(
         &self,
         cx: &Context<'_>,
         selection: &Selection,
     ) -> Result<String, ActionError> {
+        let on = self.target.engine.on();
         // The Engine's record is checked again right before acting: the label or the name may
         // have changed since the incident was decided.
         let (docker, name) = self.inspect_checked(cx, selection).await?;
@@ -268,15 +382,24 @@ impl ContainerAction {
                 docker
                     .restart_container(&name, Some(options))
                     .await
-                    .map_err(|e| ActionError::Failed(format!("docker restart {name}: {e}")))?;
-                Ok(format!("restarted container {name} (stop timeout {stop}s)"))
+                    .map_err(|e| {
+                        ActionError::Failed(format!(
+                            "docker restart {name}{on}: {}",
+                            error_chain(&e)
+                        ))
+                    })?;
+                Ok(format!(
+                    "restarted container {name}{on} (stop timeout {stop}s)"
+                ))
             }
             Mode::Start => {
                 docker
                     .start_container(&name, None::<StartContainerOptions>)
                     .await
-                    .map_err(|e| ActionError::Failed(format!("docker start {name}: {e}")))?;
-                Ok(format!("started container {name}"))
+                    .map_err(|e| {
+                        ActionError::Failed(format!("docker start {name}{on}: {}", error_chain(&e)))
+                    })?;
+                Ok(format!("started container {name}{on}"))
             }
         }
     }
@@ -305,23 +428,61 @@ pub struct Running {
     pub started_at: String,
 }
 
+/// Why a container is not good.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bad {
+    /// Not good yet, and it may still become good: starting or unhealthy per its health check,
+    /// paused, or the Engine could not be asked.
+    NotYet(String),
+    /// Down: it exited, is restarting, was never started, or is gone. Waiting does not help:
+    /// verification fails at once, with its exit code and last log lines.
+    Down(String),
+}
+
+/// Most log lines, and bytes of them, quoted from a container that went down.
+const LOG_LINES: &str = "5";
+const LOG_BYTES: usize = 600;
+
 /// Checks that a container runs and, if it has a health check, is healthy.
 ///
 /// # Errors
-/// A message describing its state.
-pub async fn check_running(docker: &Docker, name: &str) -> Result<Running, String> {
-    let info: ContainerInspectResponse = docker
-        .inspect_container(name, None)
-        .await
-        .map_err(|e| format!("container {name}: {e}"))?;
+/// Its state in words: [`Bad::Down`] when waiting cannot help, [`Bad::NotYet`] otherwise.
+pub async fn check_running(docker: &Docker, name: &str) -> Result<Running, Bad> {
+    let info: ContainerInspectResponse = match docker.inspect_container(name, None).await {
+        Ok(i) => i,
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => return Err(Bad::Down(format!("container {name} is gone (removed)"))),
+        Err(e) => return Err(Bad::NotYet(format!("container {name}: {e}"))),
+    };
     let state = info.state.unwrap_or_default();
-    if state.running != Some(true) || state.restarting == Some(true) {
-        return Err(format!(
-            "container {name} is {}",
+    let status = state
+        .status
+        .map_or_else(|| "not running".to_string(), |s| s.to_string());
+    if state.restarting == Some(true) || state.running != Some(true) {
+        if state.paused == Some(true) {
+            return Err(Bad::NotYet(format!("container {name} is paused")));
+        }
+        let mut why = format!("container {name} is {status}");
+        if let Some(code) = state.exit_code.filter(|_| {
             state
-                .status
-                .map_or_else(|| "not running".to_string(), |s| s.to_string())
-        ));
+                .started_at
+                .as_deref()
+                .is_some_and(|s| !s.starts_with("0001"))
+        }) {
+            why.push_str(&format!(", exit code {code}"));
+        }
+        if state.oom_killed == Some(true) {
+            why.push_str(", killed for lack of memory");
+        }
+        if let Some(err) = state.error.filter(|e| !e.is_empty()) {
+            why.push_str(&format!(", {err}"));
+        }
+        let logs = last_logs(docker, name).await;
+        if !logs.is_empty() {
+            why.push_str(&format!("; last log lines: {logs}"));
+        }
+        return Err(Bad::Down(why));
     }
     match state.health.and_then(|h| h.status) {
         None
@@ -330,8 +491,46 @@ pub async fn check_running(docker: &Docker, name: &str) -> Result<Running, Strin
                 started_at: state.started_at.unwrap_or_default(),
             })
         }
-        Some(s) => Err(format!("container {name} is running but {s}")),
+        Some(s) => Err(Bad::NotYet(format!("container {name} is running but {s}"))),
     }
+}
+
+/// The container's last log lines, joined by ` | ` and bounded; empty when there are none or
+/// they cannot be read.
+async fn last_logs(docker: &Docker, name: &str) -> String {
+    use futures_util::StreamExt as _;
+    let options = LogsOptions {
+        stdout: true,
+        stderr: true,
+        tail: LOG_LINES.into(),
+        ..Default::default()
+    };
+    let mut stream = docker.logs(name, Some(options));
+    let mut text = String::new();
+    let read = async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            text.push_str(&chunk.to_string());
+            if text.len() > 4 * LOG_BYTES {
+                break;
+            }
+        }
+    };
+    // Logs are a courtesy of the failure message: never wait long for them.
+    let _ = tokio::time::timeout(Duration::from_secs(2), read).await;
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let joined = lines.join(" | ");
+    if joined.len() <= LOG_BYTES {
+        return joined;
+    }
+    let mut cut = joined.len() - LOG_BYTES;
+    while !joined.is_char_boundary(cut) {
+        cut += 1;
+    }
+    format!("…{}", &joined[cut..])
 }
 
 #[cfg(test)]
@@ -343,6 +542,8 @@ mod tests {
             containers: containers.iter().map(|c| (*c).to_string()).collect(),
             require_label: None,
             stop_timeout: Duration::from_secs(1),
+            depends_on: BTreeMap::new(),
+            engine: Arc::default(),
         });
         ContainerAction::bind(
             Mode::Restart,
@@ -381,6 +582,8 @@ mod tests {
             containers: vec!["a".into(), "b".into()],
             require_label: None,
             stop_timeout: Duration::from_secs(1),
+            depends_on: BTreeMap::new(),
+            engine: Arc::default(),
         });
         assert!(ContainerAction::bind(Mode::Start, target, &RuleParams::default()).is_err());
     }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::Value;
 use stackmedic_common::config::{self as common, duration, ConfigErrors};
+use stackmedic_common::errors::error_chain;
 use url::Url;
 
 use super::{pause, ActionError, AllowList, Context, Selection};
@@ -202,6 +203,24 @@ impl Sequence {
         }
     }
 
+    /// Every selection the parameters' allowed values permit (their product).
+    pub(super) fn selections(&self) -> Vec<Selection> {
+        let mut out = vec![Selection::default()];
+        for (name, p) in &self.params {
+            out = out
+                .into_iter()
+                .flat_map(|s| {
+                    p.allowed.iter().map(move |v| {
+                        let mut s = s.clone();
+                        s.params.insert(name.clone(), v.clone());
+                        s
+                    })
+                })
+                .collect();
+        }
+        out
+    }
+
     /// One allow-list per path parameter.
     pub(super) fn allow_lists(&self) -> Vec<AllowList> {
         self.params
@@ -251,10 +270,11 @@ impl Sequence {
                 req = req.timeout(t);
             }
             let started = Instant::now();
-            let resp = req
-                .send()
-                .await
-                .map_err(|e| ActionError::Failed(format!("step {i} {method} {path}: {e}")))?;
+            let resp = req.send().await.map_err(|e| {
+                // With its causes: "error sending request" alone does not say that the
+                // connection was refused or timed out.
+                ActionError::Failed(format!("step {i} {method} {path}: {}", error_chain(&e)))
+            })?;
             let status = resp.status().as_u16();
             let ok = if step.expect_status.is_empty() {
                 (200..300).contains(&status)

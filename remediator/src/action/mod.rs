@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use stackmedic_common::config::{self as common, ConfigErrors};
 
-use crate::docker::DockerClient;
+use crate::docker::{DockerClient, Engine};
 use crate::systemd_bus::SystemdBuses;
 use crate::vocab::vocabulary;
 
@@ -141,10 +141,12 @@ pub struct Sections {
 }
 
 impl Sections {
-    /// Parses the sections present in a target mapping at `path`.
+    /// Parses the sections present in a target mapping at `path`; `engine` is the default
+    /// Docker Engine, for a `docker` section that names none.
     pub fn load(
         target: &serde_json::Map<String, Value>,
         path: &str,
+        engine: &Arc<Engine>,
         errs: &mut ConfigErrors,
     ) -> Sections {
         let mut s = Sections::default();
@@ -155,7 +157,7 @@ impl Sections {
             let loaded = match kind {
                 ActionKind::ContainerRestart | ActionKind::ContainerStart => {
                     if s.docker.is_none() && !s.failed.contains(&key) {
-                        s.docker = container::DockerTarget::load(v, &p, errs).map(Arc::new);
+                        s.docker = container::DockerTarget::load(v, &p, engine, errs).map(Arc::new);
                     }
                     s.docker.is_some()
                 }
@@ -189,6 +191,28 @@ impl Sections {
             }
         }
         s
+    }
+}
+
+impl Sections {
+    /// The dependencies its sections declare, as subjects: `docker.depends_on`, and the
+    /// compose file's `depends_on`.
+    #[must_use]
+    pub fn dependencies(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        if let Some(d) = &self.docker {
+            for (app, deps) in &d.depends_on {
+                for dep in deps {
+                    out.push((format!("container:{app}"), format!("container:{dep}")));
+                }
+            }
+        }
+        if let Some(c) = &self.compose {
+            for (app, dep) in c.dependencies() {
+                out.push((format!("container:{app}"), format!("container:{dep}")));
+            }
+        }
+        out
     }
 }
 
@@ -272,12 +296,29 @@ impl RuleParams {
                     .ok_or_else(|| missing(ActionKind::AdsRouteAdd))?;
                 Action::AdsRouteAdd(ads_route::RouteAdd { target: a })
             }
-            RuleParams::ComposeUp(_) => {
+            RuleParams::ComposeUp(p) => {
                 let c = sections
                     .compose
                     .clone()
                     .ok_or_else(|| missing(ActionKind::ComposeUp))?;
-                Action::ComposeUp(compose::ComposeUp { target: c })
+                let container = match &p.container_label {
+                    None => None,
+                    Some(label) => {
+                        let allowed = sections
+                            .docker
+                            .as_ref()
+                            .map(|d| d.containers.clone())
+                            .filter(|c| !c.is_empty())
+                            .ok_or_else(|| {
+                                "compose_up with `container_label` needs the target's `docker.containers`, the allow-list the label chooses from".to_string()
+                            })?;
+                        Some((label.clone(), allowed))
+                    }
+                };
+                Action::ComposeUp(compose::ComposeUp {
+                    target: c,
+                    container,
+                })
             }
             RuleParams::SystemdRestart(p) => {
                 let t = sections
@@ -355,7 +396,7 @@ pub struct Selection {
 
 /// What an action may use besides its own data.
 pub struct Context<'a> {
-    /// The Docker Engine.
+    /// The Docker Engines' clients, one per engine.
     pub docker: &'a DockerClient,
     /// The process' shared HTTP client.
     pub http: &'a reqwest::Client,
@@ -401,7 +442,33 @@ impl Action {
             Action::SystemdRestart(a) | Action::SystemdStart(a) => {
                 a.allow_list().into_iter().collect()
             }
-            Action::AdsRouteAdd(_) | Action::ComposeUp(_) | Action::Cleanup(_) => Vec::new(),
+            Action::ComposeUp(a) => a.allow_list().into_iter().collect(),
+            Action::AdsRouteAdd(_) | Action::Cleanup(_) => Vec::new(),
+        }
+    }
+
+    /// Every selection its allow-lists permit, or `None` when they do not bound it (a
+    /// container chosen by an opt-in label).
+    #[must_use]
+    pub fn selections(&self) -> Option<Vec<Selection>> {
+        match self {
+            Action::ContainerRestart(a) | Action::ContainerStart(a) => a.selections(),
+            Action::HttpSequence(a) => Some(a.selections()),
+            Action::SystemdRestart(a) | Action::SystemdStart(a) => Some(a.selections()),
+            Action::ComposeUp(a) => Some(a.selections()),
+            Action::AdsRouteAdd(_) | Action::Cleanup(_) => Some(vec![Selection::default()]),
+        }
+    }
+
+    /// Whether the selection names a container that is allow-listed by name: then that name
+    /// is its subject even when the Engine cannot be asked.
+    #[must_use]
+    pub fn allow_listed(&self, selection: &Selection) -> bool {
+        match (self, &selection.container) {
+            (Action::ContainerRestart(_) | Action::ContainerStart(_), Some(c)) => self
+                .selections()
+                .is_some_and(|all| all.iter().any(|s| s.container.as_deref() == Some(c))),
+            _ => false,
         }
     }
 
@@ -414,23 +481,33 @@ impl Action {
             Action::ContainerRestart(a) | Action::ContainerStart(a) => a.select(labels),
             Action::HttpSequence(a) => a.select(labels),
             Action::SystemdRestart(a) | Action::SystemdStart(a) => a.select(labels),
-            Action::AdsRouteAdd(_) | Action::ComposeUp(_) | Action::Cleanup(_) => {
-                Ok(Selection::default())
-            }
+            Action::ComposeUp(a) => a.select(labels),
+            Action::AdsRouteAdd(_) | Action::Cleanup(_) => Ok(Selection::default()),
         }
     }
 
-    /// The subject of a selection on `target`: what incidents and locks apply to. A container
-    /// action's subject is `target/container`, a systemd action's `target/unit`, an
-    /// `http_sequence` with parameters `target?name=value&…`, any other the target.
+    /// The subject of a selection on `target`: what incidents and locks apply to, one per real
+    /// thing whatever target, rule or alias names it. A container is `container:NAME` (the name
+    /// the Engine reports), also for a `compose_up` that brings it back, with `@ADDRESS` when
+    /// the target's engine is not the default one (a `compose` target is always on the
+    /// default engine); a systemd unit
+    /// `unit:NAME` (its primary name), with `@BUS` when the target names a bus other than the
+    /// system bus; a `compose_up` without a container `compose:PROJECT`; an `http_sequence`
+    /// with parameters `target?name=value&…`; any other the target.
     #[must_use]
     pub fn subject(&self, target: &str, selection: &Selection) -> String {
         match self {
-            Action::ContainerRestart(_) | Action::ContainerStart(_) => {
-                format!("{target}/{}", selection.container.as_deref().unwrap_or(""))
-            }
-            Action::SystemdRestart(_) | Action::SystemdStart(_) => {
-                format!("{target}/{}", selection.unit.as_deref().unwrap_or(""))
+            Action::ContainerRestart(a) | Action::ContainerStart(a) => a.subject(selection),
+            Action::ComposeUp(a) => match &selection.container {
+                Some(c) => format!("container:{c}"),
+                None => format!("compose:{}", a.target.project()),
+            },
+            Action::SystemdRestart(a) | Action::SystemdStart(a) => {
+                let unit = selection.unit.as_deref().unwrap_or("");
+                match a.bus() {
+                    bus if bus == crate::systemd_bus::DEFAULT_SYSTEM_BUS => format!("unit:{unit}"),
+                    bus => format!("unit:{unit}@{bus}"),
+                }
             }
             Action::HttpSequence(_) if !selection.params.is_empty() => {
                 let parts: Vec<String> = selection
@@ -440,10 +517,9 @@ impl Action {
                     .collect();
                 format!("{target}?{}", parts.join("&"))
             }
-            Action::HttpSequence(_)
-            | Action::AdsRouteAdd(_)
-            | Action::ComposeUp(_)
-            | Action::Cleanup(_) => target.to_string(),
+            Action::HttpSequence(_) | Action::AdsRouteAdd(_) | Action::Cleanup(_) => {
+                target.to_string()
+            }
         }
     }
 
@@ -544,12 +620,11 @@ impl Action {
     #[must_use]
     pub fn acted_on(&self, selection: &Selection) -> Vec<String> {
         match self {
-            Action::ContainerRestart(_) | Action::ContainerStart(_) => {
+            Action::ContainerRestart(_) | Action::ContainerStart(_) | Action::ComposeUp(_) => {
                 selection.container.iter().cloned().collect()
             }
             Action::HttpSequence(_)
             | Action::AdsRouteAdd(_)
-            | Action::ComposeUp(_)
             | Action::SystemdRestart(_)
             | Action::SystemdStart(_)
             | Action::Cleanup(_) => Vec::new(),

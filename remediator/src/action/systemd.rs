@@ -130,6 +130,12 @@ enum Choice {
 }
 
 impl UnitAction {
+    /// The bus of the unit's systemd.
+    #[must_use]
+    pub fn bus(&self) -> &str {
+        &self.target.bus_address
+    }
+
     /// The action of a rule with `params` on the section `target`.
     ///
     /// # Errors
@@ -154,6 +160,21 @@ impl UnitAction {
     }
 
     /// The allow-list a unit label is checked against (none for a fixed unit).
+    /// Every selection the allow-list permits.
+    pub(super) fn selections(&self) -> Vec<Selection> {
+        let units = match &self.choice {
+            Choice::Fixed(u) => vec![u.clone()],
+            Choice::Label(_) => self.target.units.clone(),
+        };
+        units
+            .into_iter()
+            .map(|u| Selection {
+                unit: Some(u),
+                ..Selection::default()
+            })
+            .collect()
+    }
+
     pub(super) fn allow_list(&self) -> Option<super::AllowList> {
         match &self.choice {
             Choice::Label(label) => Some(super::AllowList {

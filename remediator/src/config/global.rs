@@ -1,7 +1,8 @@
-//! The process-wide sections: `global`, `webhook`, `escalation` and `docker`.
+//! The process-wide sections: `global`, `webhook`, `escalation`, `reconciliation` and `docker`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -11,6 +12,7 @@ use url::Url;
 
 use crate::action::http_sequence::check_http_url;
 use crate::credentials::{BasicAuthFile, Credentials, CredentialsFile};
+use crate::docker::{Engine, EngineKeys};
 
 /// Process-wide settings (`global:`).
 #[derive(Debug, Clone, Deserialize)]
@@ -32,10 +34,13 @@ pub struct Global {
     /// older than this are deleted (hourly).
     #[serde(default = "default_retention", with = "duration")]
     pub retention: Duration,
-    /// How often open incidents are reconciled with the alerts Alertmanager holds (the
-    /// Alertmanager of `escalation.alertmanager_url`); zero turns reconciliation off.
+    /// How often open incidents are reconciled with the alerts Alertmanager holds (the members
+    /// of `reconciliation`, or else of `escalation`); zero turns reconciliation off.
     #[serde(default = "default_reconcile_interval", with = "duration")]
     pub reconcile_interval: Duration,
+    /// The blast-radius guard's settings, for every target that does not override them.
+    #[serde(default)]
+    pub blast_radius: super::guard::BlastRadius,
 }
 
 fn default_retention() -> Duration {
@@ -63,6 +68,7 @@ impl Default for Global {
             resume_max_age: default_resume_max_age(),
             retention: default_retention(),
             reconcile_interval: default_reconcile_interval(),
+            blast_radius: super::guard::BlastRadius::default(),
         }
     }
 }
@@ -79,6 +85,7 @@ impl Global {
         if g.max_concurrent_actions == 0 {
             errs.push("global.max_concurrent_actions", "must be at least 1");
         }
+        g.blast_radius.check("global.blast_radius", errs);
         g
     }
 }
@@ -102,15 +109,100 @@ impl WebhookAuth {
     }
 }
 
-/// Where and how escalations are posted, and incidents reconciled (`escalation:`).
+/// The members of one Alertmanager cluster and how to reach them: `alertmanager_urls` (or the
+/// one-element form `alertmanager_url`), credentials and the timeout of one request.
+#[derive(Debug, Clone)]
+pub struct Alertmanagers {
+    /// Each member's base URL, in the order written; at least one, no two alike.
+    pub urls: Vec<Url>,
+    /// Credentials for every member.
+    pub credentials: Credentials,
+    /// Timeout of one request to one member.
+    pub timeout: Duration,
+}
+
+/// The keys of [`Alertmanagers`] as written in a section (each section repeats them: serde's
+/// `flatten` does not work with `deny_unknown_fields`).
+struct AlertmanagersFile {
+    alertmanager_url: Option<Url>,
+    alertmanager_urls: Option<Vec<Url>>,
+    bearer_token_file: Option<PathBuf>,
+    bearer_token_env: Option<String>,
+    basic_auth: Option<BasicAuthFile>,
+    timeout: Duration,
+}
+
+impl AlertmanagersFile {
+    fn load(self, section: &str, errs: &mut ConfigErrors) -> Alertmanagers {
+        let urls = match (self.alertmanager_url, self.alertmanager_urls) {
+            (Some(one), None) => {
+                check_http_url(&one, &format!("{section}.alertmanager_url"), errs);
+                vec![one]
+            }
+            (None, Some(list)) => {
+                if list.is_empty() {
+                    errs.push(
+                        format!("{section}.alertmanager_urls"),
+                        "must name at least one Alertmanager",
+                    );
+                }
+                for (i, u) in list.iter().enumerate() {
+                    let path = format!("{section}.alertmanager_urls[{i}]");
+                    check_http_url(u, &path, errs);
+                    if list[..i].contains(u) {
+                        errs.push(path, format!("{u} is listed twice"));
+                    }
+                }
+                list
+            }
+            (Some(_), Some(_)) => {
+                errs.push(
+                    format!("{section}.alertmanager_url"),
+                    "give alertmanager_url (one Alertmanager) or alertmanager_urls (every member of a cluster), not both",
+                );
+                Vec::new()
+            }
+            (None, None) => {
+                errs.push(
+                    format!("{section}.alertmanager_urls"),
+                    "missing: the Alertmanager (alertmanager_url) or every member of its cluster (alertmanager_urls)",
+                );
+                Vec::new()
+            }
+        };
+        Alertmanagers {
+            urls,
+            credentials: Credentials::load(
+                CredentialsFile {
+                    bearer_token_file: self.bearer_token_file,
+                    bearer_token_env: self.bearer_token_env,
+                    basic_auth: self.basic_auth,
+                },
+                section,
+                errs,
+            ),
+            timeout: self.timeout,
+        }
+    }
+}
+
+impl Alertmanagers {
+    /// `<url>/api/v2/<endpoint>` of member `url`.
+    #[must_use]
+    pub fn api_url(url: &Url, endpoint: &str) -> Url {
+        let mut url = url.clone();
+        let base = url.path().trim_end_matches('/').to_string();
+        url.set_path(&format!("{base}/api/v2/{endpoint}"));
+        url
+    }
+}
+
+/// Where and how escalations are posted (`escalation:`).
 #[derive(Debug, Clone)]
 pub struct Escalation {
-    /// Alertmanager's base URL; alerts go to `<url>/api/v2/alerts`.
-    pub alertmanager_url: Url,
-    /// Credentials for Alertmanager.
-    pub credentials: Credentials,
-    /// Timeout of one request.
-    pub timeout: Duration,
+    /// Every member of the Alertmanager cluster; each post goes to all of them, as Prometheus
+    /// sends its alerts.
+    pub alertmanagers: Alertmanagers,
     /// First retry delay; doubled after each failure up to `max_backoff`.
     pub min_backoff: Duration,
     /// Longest retry delay.
@@ -127,7 +219,8 @@ pub struct Escalation {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EscalationFile {
-    alertmanager_url: Url,
+    alertmanager_url: Option<Url>,
+    alertmanager_urls: Option<Vec<Url>>,
     bearer_token_file: Option<PathBuf>,
     bearer_token_env: Option<String>,
     basic_auth: Option<BasicAuthFile>,
@@ -153,7 +246,6 @@ impl Escalation {
     /// Parses `escalation:` when present, reading its secrets.
     pub fn load(v: Option<&Value>, errs: &mut ConfigErrors) -> Option<Escalation> {
         let f = common::typed::<EscalationFile>(v?, "escalation", errs)?;
-        check_http_url(&f.alertmanager_url, "escalation.alertmanager_url", errs);
         for name in f.labels.keys() {
             let path = format!("escalation.labels.{name}");
             if crate::escalation::GUARD_LABELS.contains(&name.as_str()) {
@@ -183,17 +275,15 @@ impl Escalation {
             }
         }
         Some(Escalation {
-            credentials: Credentials::load(
-                CredentialsFile {
-                    bearer_token_file: f.bearer_token_file,
-                    bearer_token_env: f.bearer_token_env,
-                    basic_auth: f.basic_auth,
-                },
-                "escalation",
-                errs,
-            ),
-            alertmanager_url: f.alertmanager_url,
-            timeout: f.timeout,
+            alertmanagers: AlertmanagersFile {
+                alertmanager_url: f.alertmanager_url,
+                alertmanager_urls: f.alertmanager_urls,
+                bearer_token_file: f.bearer_token_file,
+                bearer_token_env: f.bearer_token_env,
+                basic_auth: f.basic_auth,
+                timeout: f.timeout,
+            }
+            .load("escalation", errs),
             min_backoff: f.min_backoff,
             max_backoff: f.max_backoff.max(f.min_backoff),
             resend_interval: f.resend_interval,
@@ -201,29 +291,112 @@ impl Escalation {
             labels: f.labels,
         })
     }
+}
 
-    /// `<alertmanager_url>/api/v2/alerts`.
+/// Which Alertmanagers open incidents are reconciled with (`reconciliation:`, or else the
+/// members of `escalation:`), and when a member's list can be trusted.
+#[derive(Debug, Clone)]
+pub struct Reconciliation {
+    /// Every member of the Alertmanager cluster; each is asked.
+    pub alertmanagers: Alertmanagers,
+    /// Prometheus' `--rules.alert.resend-delay`: how long after an Alertmanager starts until
+    /// Prometheus has sent it every firing alert again, together with one evaluation interval.
+    pub prometheus_resend_delay: Duration,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReconciliationFile {
+    alertmanager_url: Option<Url>,
+    alertmanager_urls: Option<Vec<Url>>,
+    bearer_token_file: Option<PathBuf>,
+    bearer_token_env: Option<String>,
+    basic_auth: Option<BasicAuthFile>,
+    #[serde(default = "secs::<10>", with = "duration")]
+    timeout: Duration,
+    #[serde(default = "secs::<60>", with = "duration")]
+    prometheus_resend_delay: Duration,
+}
+
+impl Reconciliation {
+    /// Parses `reconciliation:`; without it, the members and credentials of `escalation`
+    /// (when there is one) with the default resend delay.
+    pub fn load(
+        v: Option<&Value>,
+        escalation: Option<&Escalation>,
+        errs: &mut ConfigErrors,
+    ) -> Option<Reconciliation> {
+        let Some(v) = v else {
+            return escalation.map(|e| Reconciliation {
+                alertmanagers: e.alertmanagers.clone(),
+                prometheus_resend_delay: secs::<60>(),
+            });
+        };
+        let f = common::typed::<ReconciliationFile>(v, "reconciliation", errs)?;
+        if f.prometheus_resend_delay.is_zero() {
+            errs.push(
+                "reconciliation.prometheus_resend_delay",
+                "must be greater than 0s (Prometheus' --rules.alert.resend-delay, default 1m)",
+            );
+        }
+        Some(Reconciliation {
+            alertmanagers: AlertmanagersFile {
+                alertmanager_url: f.alertmanager_url,
+                alertmanager_urls: f.alertmanager_urls,
+                bearer_token_file: f.bearer_token_file,
+                bearer_token_env: f.bearer_token_env,
+                basic_auth: f.basic_auth,
+                timeout: f.timeout,
+            }
+            .load("reconciliation", errs),
+            prometheus_resend_delay: f.prometheus_resend_delay,
+        })
+    }
+
+    /// How long a member must have been up before an alert missing from its list is news:
+    /// twice Prometheus' resend delay, which covers one resend and an evaluation interval no
+    /// longer than the delay. A member up for less may have started empty and not yet been
+    /// sent the alerts that fire.
     #[must_use]
-    pub fn alerts_url(&self) -> Url {
-        let mut url = self.alertmanager_url.clone();
-        let base = url.path().trim_end_matches('/').to_string();
-        url.set_path(&format!("{base}/api/v2/alerts"));
-        url
+    pub fn settle_time(&self) -> Duration {
+        self.prometheus_resend_delay * 2
     }
 }
 
-/// The Docker Engine connection (`docker:`).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The default Docker Engine (`docker:`): the engine of targets whose `docker` section names
+/// none, whose containers' subjects are `container:NAME`.
+#[derive(Debug, Clone, Default)]
 pub struct DockerSettings {
-    /// `unix:///path` or `http://host:port`; default: `DOCKER_HOST` or the local socket.
-    pub host: Option<String>,
+    /// `host` with its client TLS keys; else `DOCKER_HOST` (with `DOCKER_TLS_VERIFY` and
+    /// `DOCKER_CERT_PATH`); else the local socket.
+    pub engine: Arc<Engine>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DockerSettingsFile {
+    host: Option<String>,
+    ca_file: Option<PathBuf>,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    tls_server_name: Option<String>,
 }
 
 impl DockerSettings {
-    /// Parses `docker:` (defaults when absent).
+    /// Parses `docker:` (defaults when absent), reading its TLS files.
     pub fn load(v: Option<&Value>, errs: &mut ConfigErrors) -> DockerSettings {
-        v.and_then(|v| common::typed::<DockerSettings>(v, "docker", errs))
-            .unwrap_or_default()
+        let keys = v
+            .and_then(|v| common::typed::<DockerSettingsFile>(v, "docker", errs))
+            .map(|f| EngineKeys {
+                host: f.host,
+                ca_file: f.ca_file,
+                cert_file: f.cert_file,
+                key_file: f.key_file,
+                tls_server_name: f.tls_server_name,
+            })
+            .unwrap_or_default();
+        DockerSettings {
+            engine: Arc::new(Engine::load_default(keys, "docker", errs)),
+        }
     }
 }

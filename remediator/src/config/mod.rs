@@ -9,7 +9,8 @@
 //! routers — is written here. Alert labels may only choose among configured targets and
 //! allow-listed names.
 
-pub mod global;
+mod global;
+pub mod guard;
 pub mod rules;
 pub mod targets;
 
@@ -19,8 +20,9 @@ use std::sync::Arc;
 
 use serde_json::Value;
 use stackmedic_common::config::{self as common, ConfigErrors};
+use stackmedic_common::include::{self, Included};
 
-pub use global::{DockerSettings, Escalation, Global, WebhookAuth};
+pub use global::{Alertmanagers, DockerSettings, Escalation, Global, Reconciliation, WebhookAuth};
 pub use rules::{Rule, TargetChoice};
 pub use targets::{Target, Verify};
 
@@ -41,15 +43,22 @@ pub struct Config {
     pub global: Global,
     /// How `POST /webhook` authenticates Alertmanager.
     pub webhook: WebhookAuth,
-    /// Where escalations go and incidents are reconciled; without it failures are only logged
-    /// and audited.
+    /// Where escalations go; without it failures are only logged and audited.
     pub escalation: Option<Escalation>,
+    /// The Alertmanagers open incidents are reconciled with (`reconciliation`, or else the
+    /// members of `escalation`); without either there is nothing to reconcile with.
+    pub reconciliation: Option<Reconciliation>,
     /// The Docker Engine connection.
     pub docker: DockerSettings,
     /// Targets by name.
     pub targets: BTreeMap<String, Arc<Target>>,
     /// Rules in order.
     pub rules: Vec<Arc<Rule>>,
+    /// Each target's subjects, where its allow-lists bound them (what the blast-radius guard
+    /// counts).
+    pub subjects: BTreeMap<String, Arc<BTreeSet<String>>>,
+    /// Each subject's dependencies, healed before it.
+    pub dependencies: Arc<BTreeMap<String, BTreeSet<String>>>,
 }
 
 /// The configuration in force, shared by the tasks that read it; a reload swaps it whole, and
@@ -79,29 +88,46 @@ impl Live {
     }
 }
 
-const TOP_KEYS: [&str; 6] = [
+const TOP_KEYS: [&str; 7] = [
     "global",
     "webhook",
     "escalation",
+    "reconciliation",
     "docker",
     "targets",
     "rules",
 ];
 
-/// Loads the configuration from a file, or the embedded default without one.
+/// Loads the configuration from a file with the targets and rules of the files it includes, or
+/// the embedded default without one.
 ///
 /// # Errors
 /// Every problem found, each with its path.
 pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
-    let value = match path {
-        Some(p) => common::read_yaml_file(p)?,
-        None => common::parse_yaml(DEFAULT_CONFIG).map_err(|e| {
+    load_included(path).map(|(config, _)| config)
+}
+
+/// The lists an included file may hold (`include: [remediator.d/*.yml]`, one file per stack).
+pub const INCLUDED_LISTS: [&str; 2] = ["targets", "rules"];
+
+/// [`load`], with where each target and rule was written (the contract check names the
+/// included file of a rule).
+///
+/// # Errors
+/// Every problem found, each with its file (when included) and path.
+pub fn load_included(path: Option<&Path>) -> Result<(Config, Included), ConfigErrors> {
+    let doc = match path {
+        Some(p) => include::read(p, &INCLUDED_LISTS)?,
+        None => Included::single(common::parse_yaml(DEFAULT_CONFIG).map_err(|e| {
             let mut errs = ConfigErrors::default();
             errs.push("", format!("embedded default: {e}"));
             errs
-        })?,
+        })?),
     };
-    from_value(&value)
+    match from_value(&doc.value) {
+        Ok(config) => Ok((config, doc)),
+        Err(errs) => Err(doc.locate(errs)),
+    }
 }
 
 /// Builds the configuration from a parsed YAML tree.
@@ -114,6 +140,8 @@ pub fn from_value(value: &Value) -> Result<Config, ConfigErrors> {
     let global = Global::load(value.get("global"), &mut errs);
     let webhook = WebhookAuth::load(value.get("webhook"), &mut errs);
     let escalation = Escalation::load(value.get("escalation"), &mut errs);
+    let reconciliation =
+        Reconciliation::load(value.get("reconciliation"), escalation.as_ref(), &mut errs);
     let docker = DockerSettings::load(value.get("docker"), &mut errs);
 
     let mut targets = BTreeMap::new();
@@ -122,7 +150,14 @@ pub fn from_value(value: &Value) -> Result<Config, ConfigErrors> {
     let mut unusable = BTreeSet::new();
     for (path, v) in common::list_entries(value.get("targets"), "targets", &mut errs) {
         let retention = (!errs.has("global.retention")).then_some(global.retention);
-        let loaded = targets::load(v, &path, retention, &mut errs);
+        let loaded = targets::load(
+            v,
+            &path,
+            retention,
+            &global.blast_radius,
+            &docker.engine,
+            &mut errs,
+        );
         if loaded.is_none() {
             if let Some(name) = v.get("name").and_then(Value::as_str) {
                 unusable.insert(name.to_string());
@@ -152,13 +187,21 @@ pub fn from_value(value: &Value) -> Result<Config, ConfigErrors> {
             rules.push(Arc::new(r));
         }
     }
+    let subjects = guard::subjects(&rules)
+        .into_iter()
+        .map(|(t, s)| (t, Arc::new(s)))
+        .collect();
+    let dependencies = Arc::new(guard::dependencies(&targets, &mut errs));
     errs.into_result(Config {
         global,
         webhook,
         escalation,
+        reconciliation,
         docker,
         targets,
         rules,
+        subjects,
+        dependencies,
     })
 }
 
@@ -286,13 +329,19 @@ mod tests {
             "escalation: {alertmanager_url: 'http://127.0.0.1:9093', resend_interval: 30s}\n",
         )
         .unwrap();
-        let esc = from_value(&v).unwrap().escalation.unwrap();
+        let c = from_value(&v).unwrap();
+        let esc = c.escalation.unwrap();
         assert_eq!(esc.resend_interval, Duration::from_secs(30));
         assert_eq!(esc.alert_duration, Duration::from_secs(120));
+        assert_eq!(esc.alertmanagers.urls.len(), 1);
         assert_eq!(
-            esc.alerts_url().as_str(),
+            Alertmanagers::api_url(&esc.alertmanagers.urls[0], "alerts").as_str(),
             "http://127.0.0.1:9093/api/v2/alerts"
         );
+        // Without a reconciliation section, reconciliation asks the escalation's Alertmanager.
+        let rec = c.reconciliation.unwrap();
+        assert_eq!(rec.alertmanagers.urls, esc.alertmanagers.urls);
+        assert_eq!(rec.settle_time(), Duration::from_secs(120));
         let text = problems(
             "escalation: {alertmanager_url: 'http://127.0.0.1:9093', resend_interval: 1m, alert_duration: 1m}\n",
         )
@@ -306,6 +355,63 @@ mod tests {
         )
         .join("\n");
         assert!(text.contains("escalation.resend_interval:"), "{text}");
+    }
+
+    #[test]
+    fn alertmanager_clusters_in_escalation_and_reconciliation() {
+        let v = common::parse_yaml(
+            "escalation: {alertmanager_urls: ['http://127.0.0.1:9093', 'http://127.0.0.1:9094/am/']}\n\
+             reconciliation: {alertmanager_url: 'http://127.0.0.1:9095', prometheus_resend_delay: 10s, timeout: 2s}\n",
+        )
+        .unwrap();
+        let c = from_value(&v).unwrap();
+        let esc = c.escalation.unwrap();
+        assert_eq!(esc.alertmanagers.urls.len(), 2);
+        assert_eq!(
+            Alertmanagers::api_url(&esc.alertmanagers.urls[1], "status").as_str(),
+            "http://127.0.0.1:9094/am/api/v2/status"
+        );
+        let rec = c.reconciliation.unwrap();
+        assert_eq!(rec.alertmanagers.urls.len(), 1);
+        assert_eq!(rec.alertmanagers.timeout, Duration::from_secs(2));
+        assert_eq!(rec.settle_time(), Duration::from_secs(20));
+        // Reconciliation works without an escalation section.
+        let v =
+            common::parse_yaml("reconciliation: {alertmanager_urls: ['http://127.0.0.1:9093']}\n")
+                .unwrap();
+        let c = from_value(&v).unwrap();
+        assert!(c.escalation.is_none());
+        assert_eq!(
+            c.reconciliation.unwrap().prometheus_resend_delay,
+            Duration::from_secs(60)
+        );
+        assert!(from_value(&common::parse_yaml("rules: []\n").unwrap())
+            .unwrap()
+            .reconciliation
+            .is_none());
+        let text = problems(
+            "escalation: {alertmanager_url: 'http://127.0.0.1:9093', alertmanager_urls: ['http://127.0.0.1:9094']}\n\
+             reconciliation: {alertmanager_urls: ['http://127.0.0.1:9093', 'ftp://x', 'http://127.0.0.1:9093'], prometheus_resend_delay: 0s}\n",
+        )
+        .join("\n");
+        for expected in [
+            "escalation.alertmanager_url: give alertmanager_url (one Alertmanager) or alertmanager_urls",
+            "reconciliation.alertmanager_urls[1]: ftp://x",
+            "reconciliation.alertmanager_urls[2]: http://127.0.0.1:9093/ is listed twice",
+            "reconciliation.prometheus_resend_delay: must be greater than 0s",
+        ] {
+            assert!(text.contains(expected), "{expected:?} not in:\n{text}");
+        }
+        let text = problems("escalation: {alertmanager_urls: []}\nreconciliation: {timeout: 1s}\n")
+            .join("\n");
+        assert!(
+            text.contains("escalation.alertmanager_urls: must name at least one Alertmanager"),
+            "{text}"
+        );
+        assert!(
+            text.contains("reconciliation.alertmanager_urls: missing"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -324,5 +430,43 @@ mod tests {
             assert!(text.contains(want), "missing {want:?} in {text}");
         }
         assert_eq!(p.len(), 3, "{text}");
+    }
+
+    #[test]
+    fn containers_on_another_engine_are_subjects_of_their_own_and_verified_there() {
+        use crate::action::Selection;
+        let c = from_value(
+            &common::parse_yaml(
+                "docker: {host: 'unix:///run/default/docker.sock'}\n\
+                 targets:\n\
+                 - {name: other, docker: {host: 'unix:///run/other/docker.sock', containers: [x]}, verify: {containers: [side]}}\n\
+                 - {name: named-default, docker: {host: '/run/default/docker.sock', containers: [x]}}\n\
+                 - {name: plain, docker: {containers: [x]}, verify: {containers: [side]}}\n\
+                 rules:\n\
+                 - {name: r, matchers: ['alertname=\"X\"'], action: container_restart, target_label: t, targets: [other, named-default, plain]}\n",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let selection = Selection {
+            container: Some("x".into()),
+            ..Selection::default()
+        };
+        let subject = |t: &str| c.rules[0].actions[t].subject(t, &selection);
+        assert_eq!(
+            subject("other"),
+            "container:x@unix:///run/other/docker.sock"
+        );
+        assert_eq!(subject("named-default"), "container:x");
+        assert_eq!(subject("plain"), "container:x");
+        assert_eq!(
+            c.targets["other"].verify.engine.address(),
+            "unix:///run/other/docker.sock"
+        );
+        assert_eq!(
+            c.targets["plain"].verify.engine.address(),
+            "unix:///run/default/docker.sock"
+        );
+        assert!(c.targets["plain"].verify.engine.is_default());
     }
 }

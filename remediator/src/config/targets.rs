@@ -2,6 +2,7 @@
 //! how an action's outcome is verified. The kind sections (`docker`, `http`, `ads`,
 //! `compose`) are parsed by the action kinds that use them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -12,7 +13,10 @@ use url::Url;
 use crate::action::container::valid_container_name;
 use crate::action::http_sequence::check_http_url;
 use crate::action::{section_keys, Sections};
+use crate::docker::Engine;
 use crate::incident::{Flapping, Policy};
+
+use super::guard::{BlastRadius, BlastRadiusFile};
 
 /// A place actions may touch, with its safety limits (`targets[]`).
 #[derive(Debug, Clone)]
@@ -27,10 +31,12 @@ pub struct Target {
     pub verify: Verify,
     /// The kind sections, each parsed by its kind.
     pub sections: Sections,
+    /// The blast-radius guard's settings for its subjects (`blast_radius`, over the global).
+    pub guard: BlastRadius,
 }
 
 /// Keys every target has besides its kind sections.
-const COMMON_KEYS: [&str; 7] = [
+const COMMON_KEYS: [&str; 8] = [
     "name",
     "max_attempts",
     "backoff",
@@ -38,6 +44,7 @@ const COMMON_KEYS: [&str; 7] = [
     "flapping",
     "timeout",
     "verify",
+    "blast_radius",
 ];
 
 /// Keys of the previous safety model, with what replaced them.
@@ -72,6 +79,8 @@ struct TargetFile {
     timeout: Duration,
     #[serde(default)]
     verify: Verify,
+    #[serde(default)]
+    blast_radius: BlastRadiusFile,
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,6 +135,11 @@ pub struct Verify {
     /// unhealthy or restarts in that time fails the verification.
     #[serde(default = "default_stable_for", with = "duration")]
     pub stable_for: Duration,
+    /// How long after a heal the incident's alerts must have resolved: a healed incident whose
+    /// alert still fires then is verified again, and a heal that did not hold is a failed
+    /// attempt of the same incident.
+    #[serde(default = "default_resolve_within", with = "duration")]
+    pub resolve_within: Duration,
     /// A URL that must answer 2xx (or one of `expect_status`).
     pub url: Option<Url>,
     /// Accepted statuses of `url`; default any 2xx.
@@ -141,6 +155,10 @@ pub struct Verify {
     /// that do not name a container themselves, such as `compose_up`.
     #[serde(default)]
     pub containers: Vec<String>,
+    /// The engine `containers` and the containers an action acted on are checked on: the
+    /// target's `docker.host`, else the default engine. Set by the loader.
+    #[serde(skip)]
+    pub engine: Arc<Engine>,
 }
 
 fn default_deadline() -> Duration {
@@ -152,6 +170,11 @@ fn default_interval() -> Duration {
 fn default_stable_for() -> Duration {
     Duration::from_secs(5)
 }
+/// A little over the time the shipped remediation tier needs to see a subject back and deliver
+/// the resolve (probe, scrape and evaluation every 5 s or less, Alertmanager's group interval).
+fn default_resolve_within() -> Duration {
+    Duration::from_secs(30)
+}
 
 impl Default for Verify {
     fn default() -> Self {
@@ -159,21 +182,26 @@ impl Default for Verify {
             deadline: default_deadline(),
             interval: default_interval(),
             stable_for: default_stable_for(),
+            resolve_within: default_resolve_within(),
             url: None,
             expect_status: Vec::new(),
             body_matches: None,
             body_not_matches: None,
             containers: Vec::new(),
+            engine: Arc::default(),
         }
     }
 }
 
 /// Parses one target at `path`. `retention` bounds the flapping window (older healed
-/// incidents are deleted); `None` when `global.retention` has a problem of its own.
+/// incidents are deleted), `None` when `global.retention` has a problem of its own; `guard` is
+/// the global blast-radius guard, `engine` the default Docker Engine.
 pub fn load(
     v: &Value,
     path: &str,
     retention: Option<Duration>,
+    guard: &BlastRadius,
+    engine: &Arc<Engine>,
     errs: &mut ConfigErrors,
 ) -> Option<Target> {
     let Some(map) = v.as_object() else {
@@ -202,8 +230,22 @@ pub fn load(
             );
         }
     }
-    let sections = Sections::load(map, path, errs);
-    let f: TargetFile = common::typed(&Value::Object(common_part), path, errs)?;
+    let sections = Sections::load(map, path, engine, errs);
+    let mut f: TargetFile = common::typed(&Value::Object(common_part), path, errs)?;
+    f.verify.engine = sections
+        .docker
+        .as_ref()
+        .map_or_else(|| engine.clone(), |d| d.engine.clone());
+    if sections.compose.is_some() && !f.verify.engine.is_default() {
+        // The Docker CLI that `compose_up` runs reaches the default engine only.
+        errs.push(
+            common::join(path, "docker.host"),
+            format!(
+                "names {}, another engine than the default, but compose_up runs the Docker CLI on the default engine: put the compose stack in a target of its own",
+                f.verify.engine.address()
+            ),
+        );
+    }
     if f.name.is_empty() {
         errs.push(common::join(path, "name"), "must not be empty");
     }
@@ -261,13 +303,22 @@ pub fn load(
             "body_matches and body_not_matches need `url`",
         );
     }
+    if f.verify.resolve_within.is_zero() {
+        errs.push(
+            common::join(path, "verify.resolve_within"),
+            "must be greater than 0s",
+        );
+    }
     if f.verify.interval.is_zero() {
         errs.push(
             common::join(path, "verify.interval"),
             "must be greater than 0s",
         );
     }
+    let guard = guard.with(&f.blast_radius);
+    guard.check(&common::join(path, "blast_radius"), errs);
     Some(Target {
+        guard,
         name: f.name,
         policy: Policy {
             max_attempts: f.max_attempts,
@@ -277,6 +328,7 @@ pub fn load(
                 count: f.flapping.count,
                 window: f.flapping.window,
             },
+            resolve_within: f.verify.resolve_within,
         },
         timeout: f.timeout,
         verify: f.verify,

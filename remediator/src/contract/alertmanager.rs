@@ -44,10 +44,14 @@ pub struct RemediatorWebhook {
 pub struct Inhibition {
     /// Where it is (`inhibit_rules[3]`).
     pub path: String,
+    /// Its source matchers.
+    pub source: Vec<Matcher>,
     /// Its target matchers.
     pub target: Vec<Matcher>,
     /// Its target matchers as written, for messages.
     pub target_text: String,
+    /// The labels whose values source and target must share (`equal`).
+    pub equal: Vec<String>,
 }
 
 /// The parts of an Alertmanager configuration the contract checks.
@@ -143,16 +147,31 @@ impl Config {
             .enumerate()
         {
             let path = format!("inhibit_rules[{i}]");
+            let (source, _) = matchers(
+                rule,
+                ["source_matchers", "source_match", "source_match_re"],
+                &path,
+                &mut errors,
+            );
             let (target, text) = matchers(
                 rule,
                 ["target_matchers", "target_match", "target_match_re"],
                 &path,
                 &mut errors,
             );
+            let equal = rule
+                .get("equal")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|l| l.as_str().map(str::to_string))
+                .collect();
             inhibitions.push(Inhibition {
                 path,
+                source,
                 target,
                 target_text: text,
+                equal,
             });
         }
         match route {

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde_json::Value;
-use stackmedic_common::config as common;
+use stackmedic_common::include;
 
 use super::domain::{Domain, Values};
 use super::promql::Hints;
@@ -65,9 +65,11 @@ impl Exporters {
         let mut errors = Vec::new();
         for file in files {
             let shown = file.display().to_string();
-            match common::read_yaml_file(file) {
-                Ok(v) => match v.get("probes").and_then(Value::as_array) {
+            // The probes of the files it includes too (`include: [exporter.d/*.yml]`).
+            match include::read(file, &["probes"]) {
+                Ok(doc) => match doc.value.get("probes").and_then(Value::as_array) {
                     Some(list) => out.probes.extend(list.iter().filter_map(probe)),
+                    None if !doc.files.is_empty() => {}
                     None => errors.push(format!("{shown}: no `probes` list")),
                 },
                 Err(e) => errors.extend(e.problems.iter().map(|p| format!("{shown}: {p}"))),

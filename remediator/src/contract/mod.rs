@@ -12,7 +12,11 @@
 //!   that is knowable: from the rule's labels and expression, and from the exporter's probe names
 //!   and watched containers; or a label the alert never carries;
 //! - an Alertmanager route, receiver or inhibition that would keep a remediable alert, or its
-//!   resolve, from the remediator.
+//!   resolve, from the remediator;
+//! - a remediable alert whose paging twin (the `…Persistent` alert of the same condition) and
+//!   the remediator's escalation (`StackmedicRemediationFailed`) would both reach on-call for
+//!   one cause: no inhibition mutes one of them while the other fires for the same subject, or
+//!   one mutes it for every subject.
 //!
 //! Every finding names the file and the alert, rule, route or inhibition it is about.
 
@@ -29,8 +33,9 @@ use std::path::{Path, PathBuf};
 use crate::action::AllowList;
 use crate::config::{Config, Rule, TargetChoice};
 use crate::matcher::{Matcher, Op};
-use domain::{literal_values, Tri};
+use domain::{literal_values, Domain, Labels, Tri};
 use rules_file::Alert;
+use stackmedic_common::include::Included;
 
 /// The files the contract is checked over.
 pub struct Sources<'a> {
@@ -38,7 +43,10 @@ pub struct Sources<'a> {
     pub remediator_file: &'a Path,
     /// The remediator's configuration, loaded from it.
     pub config: &'a Config,
-    /// Prometheus rule files.
+    /// Where each of its targets and rules was written: the file itself or one it includes.
+    pub remediator_origins: &'a Included,
+    /// Prometheus rule files, or glob patterns of them (`alerts/*.rules.yml`, as Prometheus'
+    /// `rule_files` take them).
     pub rule_files: &'a [PathBuf],
     /// Alertmanager's configuration file.
     pub alertmanager_file: Option<&'a Path>,
@@ -118,8 +126,10 @@ pub fn check(sources: &Sources<'_>) -> Report {
         None => &promql::NoHints,
     };
 
+    guard_notes(sources, &mut report.notes);
     let mut alerts: Vec<Alert> = Vec::new();
-    for file in sources.rule_files {
+    let rule_files = expand_rule_files(&mut report, sources.rule_files);
+    for file in &rule_files {
         match rules_file::read(file, hints, &mut report.notes) {
             Ok(a) => alerts.extend(a),
             Err(e) => report.push(&file.display().to_string(), "rule file", e),
@@ -128,27 +138,30 @@ pub fn check(sources: &Sources<'_>) -> Report {
     report.alerts = alerts.len();
     report.remediable = alerts.iter().filter(|a| a.remediation.is_some()).count();
     let names: BTreeSet<&str> = alerts.iter().map(|a| a.name.as_str()).collect();
-    let rule_files_text = sources
-        .rule_files
+    let rule_files_text = rule_files
         .iter()
         .map(|f| f.display().to_string())
         .collect::<Vec<_>>()
         .join(", ");
 
     for (i, rule) in sources.config.rules.iter().enumerate() {
-        let subject = format!("rules[{i}] {:?}", rule.name);
-        check_rule_names(
-            &mut report,
-            &rem_file,
-            &subject,
-            rule,
-            &names,
-            &rule_files_text,
-        );
+        // Named where it was written: the remediator's file, or the file it includes.
+        let origin = sources.remediator_origins.origin("rules", i);
+        let file = origin
+            .file
+            .as_ref()
+            .map_or_else(|| rem_file.clone(), |f| f.display().to_string());
+        let subject = format!("rules[{}] {:?}", origin.index, rule.name);
+        check_rule_names(&mut report, &file, &subject, rule, &names, &rule_files_text);
         for alert in &alerts {
-            check_rule_on_alert(&mut report, &rem_file, &subject, rule, alert);
+            check_rule_on_alert(&mut report, &file, &subject, rule, alert);
         }
     }
+    let included = match sources.remediator_origins.files.len() {
+        0 => String::new(),
+        1 => ", nor of the file it includes".to_string(),
+        n => format!(", nor of the {n} files it includes"),
+    };
 
     for alert in alerts.iter().filter(|a| a.remediation.is_some()) {
         let matched = sources
@@ -161,7 +174,7 @@ pub fn check(sources: &Sources<'_>) -> Report {
                 &alert.file,
                 format!("alert {}", alert.name),
                 format!(
-                    "remediable (remediation={:?}), but no rule of {rem_file} matches it",
+                    "remediable (remediation={:?}), but no rule of {rem_file} matches it{included}",
                     alert.remediation.as_deref().unwrap_or_default()
                 ),
             );
@@ -170,7 +183,10 @@ pub fn check(sources: &Sources<'_>) -> Report {
 
     if let Some(path) = sources.alertmanager_file {
         match alertmanager::Config::read(path) {
-            Ok(am) => check_alertmanager(&mut report, &am, &alerts),
+            Ok(am) => {
+                check_alertmanager(&mut report, &am, &alerts);
+                check_one_page_per_cause(&mut report, &am, &alerts, sources.config);
+            }
             Err(errors) => {
                 for e in errors {
                     report.push(&path.display().to_string(), "configuration", e);
@@ -179,6 +195,42 @@ pub fn check(sources: &Sources<'_>) -> Report {
         }
     }
     report
+}
+
+/// The rule files named by `given`, each pattern expanded like Prometheus' `rule_files`: in
+/// name order, a file named twice read once. A pattern that matches no file is a finding (a
+/// rule file is never optional to the check).
+fn expand_rule_files(report: &mut Report, given: &[PathBuf]) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for pattern in given {
+        let text = pattern.display().to_string();
+        if !text.contains(['*', '?', '[']) {
+            if !files.contains(pattern) {
+                files.push(pattern.clone());
+            }
+            continue;
+        }
+        let matched: Vec<PathBuf> = match glob::glob(&text) {
+            Ok(paths) => {
+                let mut m: Vec<PathBuf> = paths.filter_map(Result::ok).collect();
+                m.sort();
+                m
+            }
+            Err(e) => {
+                report.push(&text, "rule file", format!("invalid pattern: {e}"));
+                continue;
+            }
+        };
+        if matched.is_empty() {
+            report.push(&text, "rule file", "the pattern matches no file");
+        }
+        for file in matched {
+            if !files.contains(&file) {
+                files.push(file);
+            }
+        }
+    }
+    files
 }
 
 /// The rule's `alertname` matchers name alerts the rule files define.
@@ -398,6 +450,172 @@ fn check_alertmanager(report: &mut Report, am: &alertmanager::Config, alerts: &[
                     ),
                 );
             }
+        }
+    }
+}
+
+/// The labels of the escalation the remediator posts when it gives up on `alert`
+/// (`crate::escalation`): the alert's own, its name moved to `original_alertname`, paging
+/// severity, the rule, target and action, and `escalation.labels`.
+fn escalation_labels(alert: &Alert, config: &Config) -> Option<Labels> {
+    let esc = config.escalation.as_ref()?;
+    let mut labels = alert.labels.clone();
+    let one = |v: &str| Domain::one_of([v.to_string()], "set by the remediator's escalation");
+    labels
+        .known
+        .insert("alertname".into(), one(crate::escalation::ALERTNAME));
+    labels.known.insert("severity".into(), one("page"));
+    labels
+        .known
+        .insert("original_alertname".into(), one(&alert.name));
+    for set in [
+        "remediation_rule",
+        "remediation_target",
+        "remediation_action",
+    ] {
+        labels.known.insert(set.into(), Domain::any());
+    }
+    for (k, v) in &esc.labels {
+        labels.known.insert(k.clone(), one(v));
+    }
+    Some(labels)
+}
+
+/// The labels by which the rules that may match `alert` choose its subject: a rule's
+/// `target_label` and the labels of its allow-lists.
+fn subject_labels(alert: &Alert, config: &Config) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for rule in config
+        .rules
+        .iter()
+        .filter(|r| alert.labels.matches_all(&r.matchers).possible())
+    {
+        if let TargetChoice::Label { label, .. } = &rule.choice {
+            out.insert(label.clone());
+        }
+        for action in rule.actions.values() {
+            out.extend(action.allow_lists().into_iter().map(|l| l.label));
+        }
+    }
+    out
+}
+
+/// Whether `inhibition` surely mutes `target` while `source` fires, both of the same subject:
+/// every label of its `equal` can have the same value on both.
+fn inhibits(inhibition: &alertmanager::Inhibition, source: &Labels, target: &Labels) -> bool {
+    source.matches_all(&inhibition.source) == Tri::Yes
+        && target.matches_all(&inhibition.target) == Tri::Yes
+        && inhibition
+            .equal
+            .iter()
+            .all(|l| match (source.domain(l), target.domain(l)) {
+                (Some(a), Some(b)) => match (&a.values, &b.values) {
+                    (domain::Values::OneOf(x), domain::Values::OneOf(y)) => !x.is_disjoint(y),
+                    _ => true,
+                },
+                // Absent on both sides is equal for Alertmanager (both empty).
+                (None, None) => true,
+                // Carried by one side only: never equal, unless the other side is open.
+                (Some(_), None) => target.open,
+                (None, Some(_)) => source.open,
+            })
+}
+
+/// One page per cause: for each remediable alert with a `…Persistent` twin, the twin and the
+/// remediator's escalation must not both reach a human for the same subject.
+fn check_one_page_per_cause(
+    report: &mut Report,
+    am: &alertmanager::Config,
+    alerts: &[Alert],
+    config: &Config,
+) {
+    let humans = |labels: &Labels| -> Vec<String> {
+        let mut r: Vec<String> = am
+            .ways(labels)
+            .iter()
+            .flatten()
+            .filter(|l| !am.remediator.contains_key(&l.receiver))
+            .map(|l| l.receiver.clone())
+            .collect();
+        r.sort();
+        r.dedup();
+        r
+    };
+    for alert in alerts.iter().filter(|a| a.remediation.is_some()) {
+        let Some(escalation) = escalation_labels(alert, config) else {
+            // Without escalation the remediator pages nobody: the twin is the only page.
+            return;
+        };
+        let escalation_to = humans(&escalation);
+        if escalation_to.is_empty() {
+            continue;
+        }
+        let persistent = format!("{}Persistent", alert.name);
+        let twins = alerts.iter().filter(|t| {
+            t.remediation.is_none()
+                && (t.name == persistent || (!alert.expr.is_empty() && t.expr == alert.expr))
+        });
+        for twin in twins {
+            let twin_to = humans(&twin.labels);
+            if twin_to.is_empty() {
+                continue;
+            }
+            let about = format!("alert {} ({})", alert.name, alert.file);
+            let muting: Vec<&alertmanager::Inhibition> = am
+                .inhibitions
+                .iter()
+                .filter(|i| {
+                    inhibits(i, &escalation, &twin.labels) || inhibits(i, &twin.labels, &escalation)
+                })
+                .collect();
+            let Some(first) = muting.first() else {
+                report.push(
+                    &am.file,
+                    "inhibit_rules",
+                    format!(
+                        "{about}: its paging twin {} ({}, to {}) and the remediator's escalation {} (to {}) both reach on-call for one cause: no inhibition mutes one of them while the other fires for the same subject",
+                        twin.name,
+                        twin.file,
+                        twin_to.join(", "),
+                        crate::escalation::ALERTNAME,
+                        escalation_to.join(", "),
+                    ),
+                );
+                continue;
+            };
+            let missing: Vec<String> = subject_labels(alert, config)
+                .into_iter()
+                .filter(|l| !first.equal.contains(l))
+                .collect();
+            if !missing.is_empty() {
+                report.push(
+                    &am.file,
+                    &first.path,
+                    format!(
+                        "mutes {} ({}) of every {} while the escalation of one {about} fires: add {} to its equal",
+                        twin.name,
+                        twin.file,
+                        missing.join(", "),
+                        missing.join(", "),
+                    ),
+                );
+            }
+        }
+    }
+}
+
+/// A note for each target whose blast-radius guard can never hold an action: it has fewer
+/// subjects than the guard's minimum (or no bounded set of them). Not a finding: a target of one
+/// container is common and right.
+fn guard_notes(sources: &Sources<'_>, notes: &mut Vec<String>) {
+    let file = sources.remediator_file.display();
+    for (name, target) in &sources.config.targets {
+        let n = sources.config.subjects.get(name).map_or(0, |s| s.len());
+        if target.guard.enabled && !target.guard.can_hold(n) {
+            notes.push(format!(
+                "{file}: target {name}: {n} subject(s), fewer than blast_radius.min_subjects ({}): the blast-radius guard can never hold its actions",
+                target.guard.min_subjects
+            ));
         }
     }
 }

@@ -1,11 +1,18 @@
-//! Enough of PromQL to tell which labels an alerting rule's expression yields and, where the
-//! expression or the exporter's configuration says so, which values they take: vector
-//! selectors with their matchers, aggregations with `by`/`without`, vector matching with
-//! `on`/`ignoring`/`group_left`/`group_right`, set operators, `label_replace` and the common
-//! functions. Anything it does not understand makes the result open (more labels, any values),
-//! so it can miss a finding but never invent one.
+//! What an alerting rule's expression says about the labels it yields and, where the expression
+//! or the exporter's configuration says so, which values they take. The expression is read by
+//! the `promql-parser` crate; this module only walks its syntax tree: vector selectors with their
+//! matchers, aggregations with `by`/`without`, vector matching with `on`/`ignoring`/
+//! `group_left`/`group_right`, set operators, `label_replace` and the common functions.
+//! Anything it does not understand makes the result open (more labels, any values), so it can
+//! miss a finding but never invent one.
 
 use std::collections::{BTreeMap, BTreeSet};
+
+use promql_parser::label::MatchOp;
+use promql_parser::parser::{
+    self as ast, AggregateExpr, BinaryExpr, Call, Expr, LabelModifier, VectorMatchCardinality,
+    VectorSelector,
+};
 
 use super::domain::{Domain, Labels, Values};
 use crate::matcher::{Matcher, Op};
@@ -31,356 +38,64 @@ impl Hints for NoHints {
 /// # Errors
 /// A message when the expression cannot be read (`promtool check rules` says more).
 pub fn labels_of(expr: &str, hints: &dyn Hints) -> Result<Labels, String> {
-    let tokens = lex(expr)?;
-    let mut p = Parser {
-        tokens,
-        pos: 0,
-        hints,
-    };
-    let v = p.expr(0)?;
-    if p.pos < p.tokens.len() {
-        return Err(format!("unexpected {:?}", p.tokens[p.pos]));
-    }
-    Ok(match v {
+    let tree = ast::parse(expr).map_err(|e| e.trim_end_matches('.').to_string())?;
+    Ok(match value(&tree, hints) {
         Val::Scalar => Labels::default(),
         Val::Vector(l) => l,
     })
 }
 
-#[derive(Debug, Clone, PartialEq)]
-enum Tok {
-    Ident(String),
-    Str(String),
-    Num,
-    Op(&'static str),
-}
-
-/// Operators and punctuation, longer ones first where they share a beginning.
-const OPS: [&str; 22] = [
-    "==", "!=", ">=", "<=", "=~", "!~", "<", ">", "(", ")", "{", "}", "[", "]", ",", "+", "-", "*",
-    "/", "%", "^", "=",
-];
-
-fn lex(src: &str) -> Result<Vec<Tok>, String> {
-    let chars: Vec<char> = src.chars().collect();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        if c.is_whitespace() {
-            i += 1;
-        } else if c == '#' {
-            while i < chars.len() && chars[i] != '\n' {
-                i += 1;
-            }
-        } else if c == '"' || c == '\'' || c == '`' {
-            let mut s = String::new();
-            i += 1;
-            loop {
-                let Some(&d) = chars.get(i) else {
-                    return Err("unterminated string".into());
-                };
-                i += 1;
-                if d == c {
-                    break;
-                }
-                if d == '\\' && c != '`' {
-                    let e = chars.get(i).copied().unwrap_or('\\');
-                    i += 1;
-                    s.push(match e {
-                        'n' => '\n',
-                        't' => '\t',
-                        other => other,
-                    });
-                } else {
-                    s.push(d);
-                }
-            }
-            out.push(Tok::Str(s));
-        } else if c.is_ascii_digit()
-            || (c == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit))
-        {
-            // Numbers, hex numbers and durations (5m, 1h30m) are one token each.
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
-                i += 1;
-            }
-            out.push(Tok::Num);
-        } else if c.is_ascii_alphabetic() || c == '_' || c == ':' {
-            let start = i;
-            while i < chars.len()
-                && (chars[i].is_ascii_alphanumeric() || matches!(chars[i], '_' | ':'))
-            {
-                i += 1;
-            }
-            out.push(Tok::Ident(chars[start..i].iter().collect()));
-        } else if let Some(op) = OPS.iter().find(|op| {
-            op.chars()
-                .enumerate()
-                .all(|(k, oc)| chars.get(i + k) == Some(&oc))
-        }) {
-            i += op.len();
-            out.push(Tok::Op(op));
-        } else if c == '@' {
-            i += 1;
-            out.push(Tok::Op("@"));
-        } else {
-            return Err(format!("unexpected character {c:?}"));
-        }
-    }
-    Ok(out)
-}
-
+/// What an expression yields: a scalar (or a string), or a vector with what is known of its
+/// labels.
 #[derive(Debug, Clone)]
 enum Val {
     Scalar,
     Vector(Labels),
 }
 
-const AGGREGATIONS: [&str; 14] = [
-    "sum",
-    "min",
-    "max",
-    "avg",
-    "group",
-    "stddev",
-    "stdvar",
-    "count",
-    "count_values",
-    "bottomk",
-    "topk",
-    "quantile",
-    "limitk",
-    "limit_ratio",
-];
-
-/// Aggregations whose result keeps the series (and so their labels) it selects.
-const SELECTING: [&str; 4] = ["topk", "bottomk", "limitk", "limit_ratio"];
-
-struct Parser<'a> {
-    tokens: Vec<Tok>,
-    pos: usize,
-    hints: &'a dyn Hints,
-}
-
-/// Binary operators by precedence, lowest first.
-fn precedence(op: &str) -> Option<u8> {
-    Some(match op {
-        "or" => 1,
-        "and" | "unless" => 2,
-        "==" | "!=" | "<=" | "<" | ">=" | ">" => 3,
-        "+" | "-" => 4,
-        "*" | "/" | "%" | "atan2" => 5,
-        "^" => 6,
-        _ => return None,
+/// A vector about whose labels nothing is known.
+fn unknown() -> Val {
+    Val::Vector(Labels {
+        known: BTreeMap::new(),
+        open: true,
     })
 }
 
-impl Parser<'_> {
-    fn peek(&self) -> Option<&Tok> {
-        self.tokens.get(self.pos)
+fn value(expr: &Expr, hints: &dyn Hints) -> Val {
+    match expr {
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) => Val::Scalar,
+        Expr::Paren(p) => value(&p.expr, hints),
+        Expr::Unary(u) => value(&u.expr, hints),
+        // A range or a subquery keeps the labels of what it selects.
+        Expr::Subquery(s) => value(&s.expr, hints),
+        Expr::MatrixSelector(m) => selector(&m.vs, hints),
+        Expr::VectorSelector(v) => selector(v, hints),
+        Expr::Aggregate(a) => aggregation(a, hints),
+        Expr::Binary(b) => binary(b, hints),
+        Expr::Call(c) => function(c, hints),
+        Expr::Extension(_) => unknown(),
     }
+}
 
-    fn next(&mut self) -> Option<Tok> {
-        let t = self.tokens.get(self.pos).cloned();
-        self.pos += 1;
-        t
-    }
-
-    fn eat(&mut self, op: &str) -> bool {
-        if matches!(self.peek(), Some(Tok::Op(o)) if *o == op) {
-            self.pos += 1;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn eat_ident(&mut self, word: &str) -> bool {
-        if matches!(self.peek(), Some(Tok::Ident(w)) if w.eq_ignore_ascii_case(word)) {
-            self.pos += 1;
-            true
-        } else {
-            false
-        }
-    }
-
-    fn expect(&mut self, op: &str) -> Result<(), String> {
-        if self.eat(op) {
-            Ok(())
-        } else {
-            Err(format!("expected {op:?}, found {:?}", self.peek()))
-        }
-    }
-
-    /// The binary operator at the cursor, as text.
-    fn binary_op(&self) -> Option<String> {
-        match self.peek()? {
-            Tok::Op(o) => precedence(o).map(|_| (*o).to_string()),
-            Tok::Ident(w) => {
-                let w = w.to_ascii_lowercase();
-                precedence(&w).map(|_| w)
-            }
-            _ => None,
-        }
-    }
-
-    fn expr(&mut self, min_prec: u8) -> Result<Val, String> {
-        let mut lhs = self.unary()?;
-        while let Some(op) = self.binary_op() {
-            let prec = precedence(&op).unwrap_or(0);
-            if prec < min_prec.max(1) {
-                break;
-            }
-            self.pos += 1;
-            self.eat_ident("bool");
-            let matching = self.matching()?;
-            // `^` is right-associative, the others left-associative.
-            let next = if op == "^" { prec } else { prec + 1 };
-            let rhs = self.expr(next)?;
-            lhs = combine(&op, lhs, rhs, &matching);
-        }
-        Ok(lhs)
-    }
-
-    fn label_list(&mut self) -> Result<Vec<String>, String> {
-        self.expect("(")?;
-        let mut names = Vec::new();
-        while !self.eat(")") {
-            match self.next() {
-                Some(Tok::Ident(n) | Tok::Str(n)) => names.push(n),
-                Some(Tok::Op(",")) => {}
-                other => return Err(format!("unexpected {other:?} in a label list")),
-            }
-        }
-        Ok(names)
-    }
-
-    fn matching(&mut self) -> Result<Matching, String> {
-        let mut m = Matching::default();
-        if self.eat_ident("on") {
-            m.on = Some(self.label_list()?);
-        } else if self.eat_ident("ignoring") {
-            m.ignoring = self.label_list()?;
-        }
-        for (word, side) in [("group_left", Side::Left), ("group_right", Side::Right)] {
-            if self.eat_ident(word) {
-                let extra = if matches!(self.peek(), Some(Tok::Op("("))) {
-                    self.label_list()?
-                } else {
-                    Vec::new()
-                };
-                m.group = Some((side, extra));
-            }
-        }
-        Ok(m)
-    }
-
-    fn unary(&mut self) -> Result<Val, String> {
-        if self.eat("-") || self.eat("+") {
-            return self.unary();
-        }
-        let v = self.primary()?;
-        self.postfix(v)
-    }
-
-    fn postfix(&mut self, v: Val) -> Result<Val, String> {
-        loop {
-            if self.eat("[") {
-                // A range or subquery: the labels stay.
-                while !self.eat("]") {
-                    if self.next().is_none() {
-                        return Err("unterminated range".into());
-                    }
-                }
-            } else if self.eat_ident("offset") {
-                self.eat("-");
-                self.next();
-            } else if self.eat("@") {
-                self.next();
-                if self.eat("(") {
-                    self.eat(")");
-                }
-            } else {
-                return Ok(v);
-            }
-        }
-    }
-
-    fn primary(&mut self) -> Result<Val, String> {
-        match self.next() {
-            Some(Tok::Num | Tok::Str(_)) => Ok(Val::Scalar),
-            Some(Tok::Op("(")) => {
-                let v = self.expr(0)?;
-                self.expect(")")?;
-                Ok(v)
-            }
-            Some(Tok::Op("{")) => {
-                let matchers = self.selector_matchers()?;
-                Ok(Val::Vector(self.selector(None, &matchers)))
-            }
-            Some(Tok::Ident(word)) => {
-                let lower = word.to_ascii_lowercase();
-                if (lower == "inf" || lower == "nan")
-                    && !matches!(self.peek(), Some(Tok::Op("(" | "{")))
-                {
-                    return Ok(Val::Scalar);
-                }
-                if AGGREGATIONS.contains(&lower.as_str())
-                    && matches!(self.peek(), Some(Tok::Op("(")) | Some(Tok::Ident(_)))
-                {
-                    return self.aggregation(&lower);
-                }
-                if self.eat("(") {
-                    return self.function(&lower);
-                }
-                let matchers = if self.eat("{") {
-                    self.selector_matchers()?
-                } else {
-                    Vec::new()
-                };
-                Ok(Val::Vector(self.selector(Some(&word), &matchers)))
-            }
-            other => Err(format!("unexpected {other:?}")),
-        }
-    }
-
-    fn selector_matchers(&mut self) -> Result<Vec<Matcher>, String> {
-        let mut out = Vec::new();
-        loop {
-            match self.next() {
-                Some(Tok::Op("}")) => return Ok(out),
-                Some(Tok::Op(",")) => {}
-                Some(Tok::Ident(name)) => {
-                    let op = match self.next() {
-                        Some(Tok::Op(o @ ("=" | "!=" | "=~" | "!~"))) => o,
-                        other => {
-                            return Err(format!("expected a matcher operator, found {other:?}"))
-                        }
-                    };
-                    let Some(Tok::Str(value)) = self.next() else {
-                        return Err("expected a quoted matcher value".into());
-                    };
-                    let text = format!("{name}{op}{}", serde_json::Value::String(value));
-                    out.push(Matcher::parse(&text)?);
-                }
-                other => return Err(format!("unexpected {other:?} in a selector")),
-            }
-        }
-    }
-
-    fn selector(&self, metric: Option<&str>, matchers: &[Matcher]) -> Labels {
-        let metric = metric.map(str::to_string).or_else(|| {
-            matchers.iter().find_map(|m| match &m.op {
-                Op::Equal(v) if m.name == "__name__" => Some(v.clone()),
-                _ => None,
-            })
-        });
-        let mut known: BTreeMap<String, Domain> = metric
-            .as_deref()
-            .map(|m| self.hints.for_metric(m))
-            .unwrap_or_default();
-        for m in matchers.iter().filter(|m| m.name != "__name__") {
-            if let Some(values) = super::domain::literal_values(m) {
+fn selector(vs: &VectorSelector, hints: &dyn Hints) -> Val {
+    let metric = vs.name.clone().or_else(|| {
+        vs.matchers.matchers.iter().find_map(|m| {
+            (m.name == "__name__" && matches!(m.op, MatchOp::Equal)).then(|| m.value.clone())
+        })
+    });
+    let mut known: BTreeMap<String, Domain> = metric
+        .as_deref()
+        .map(|m| hints.for_metric(m))
+        .unwrap_or_default();
+    // Alternatives (`{a="x" or b="y"}`) constrain no label for every series: only what the
+    // hints know is kept.
+    if vs.matchers.or_matchers.is_empty() {
+        for m in vs.matchers.matchers.iter().filter(|m| m.name != "__name__") {
+            let Some(m) = matcher(m) else {
+                known.remove(&m.name);
+                continue;
+            };
+            if let Some(values) = super::domain::literal_values(&m) {
                 known.insert(
                     m.name.clone(),
                     Domain::one_of(values, "the expression's selector"),
@@ -398,174 +113,155 @@ impl Parser<'_> {
                 );
             }
         }
-        Labels { known, open: true }
     }
+    Val::Vector(Labels { known, open: true })
+}
 
-    fn aggregation(&mut self, op: &str) -> Result<Val, String> {
-        let mut grouping = self.grouping()?;
-        self.expect("(")?;
-        let mut args = vec![self.expr(0)?];
-        while self.eat(",") {
-            args.push(self.expr(0)?);
-        }
-        self.expect(")")?;
-        if grouping.is_none() {
-            grouping = self.grouping()?;
-        }
-        let Some(Val::Vector(inner)) = args.last().cloned() else {
-            return Ok(Val::Vector(Labels {
-                known: BTreeMap::new(),
-                open: true,
-            }));
-        };
-        if SELECTING.contains(&op) {
-            return Ok(Val::Vector(inner));
-        }
-        let mut out = match grouping {
-            Some((true, by)) => Labels {
-                known: by
-                    .iter()
-                    .filter_map(|l| inner.domain(l).map(|d| (l.clone(), d)))
-                    .collect(),
-                open: false,
-            },
-            Some((false, without)) => {
-                let mut l = inner;
-                for w in &without {
-                    l.known.remove(w);
-                }
-                l
+/// The selector's matcher as the remediator's matchers read it, so that both agree on what a
+/// value matches.
+fn matcher(m: &promql_parser::label::Matcher) -> Option<Matcher> {
+    let op = match &m.op {
+        MatchOp::Equal => "=",
+        MatchOp::NotEqual => "!=",
+        MatchOp::Re(_) => "=~",
+        MatchOp::NotRe(_) => "!~",
+    };
+    let text = format!(
+        "{}{op}{}",
+        m.name,
+        serde_json::Value::String(m.value.clone())
+    );
+    Matcher::parse(&text).ok()
+}
+
+fn aggregation(a: &AggregateExpr, hints: &dyn Hints) -> Val {
+    let op = a.op.to_string();
+    let Val::Vector(inner) = value(&a.expr, hints) else {
+        return unknown();
+    };
+    // topk, bottomk, limitk and limit_ratio keep the series (and so the labels) they select.
+    if matches!(op.as_str(), "topk" | "bottomk" | "limitk" | "limit_ratio") {
+        return Val::Vector(inner);
+    }
+    let mut out = match &a.modifier {
+        Some(LabelModifier::Include(by)) => Labels {
+            known: by
+                .labels
+                .iter()
+                .filter_map(|l| inner.domain(l).map(|d| (l.clone(), d)))
+                .collect(),
+            open: false,
+        },
+        Some(LabelModifier::Exclude(without)) => {
+            let mut l = inner;
+            for w in &without.labels {
+                l.known.remove(w);
             }
-            None => Labels {
-                known: BTreeMap::new(),
-                open: false,
-            },
-        };
-        if op == "count_values" {
-            // Adds the label named by its first argument.
-            out.open = true;
+            l
         }
-        Ok(Val::Vector(out))
+        None => Labels {
+            known: BTreeMap::new(),
+            open: false,
+        },
+    };
+    if op == "count_values" {
+        // Adds the label named by its parameter.
+        out.open = true;
     }
+    Val::Vector(out)
+}
 
-    /// `by (…)` (true) or `without (…)` (false).
-    fn grouping(&mut self) -> Result<Option<(bool, Vec<String>)>, String> {
-        if self.eat_ident("by") {
-            return Ok(Some((true, self.label_list()?)));
-        }
-        if self.eat_ident("without") {
-            return Ok(Some((false, self.label_list()?)));
-        }
-        Ok(None)
+/// The text of a string literal argument.
+fn literal(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::StringLiteral(s) => Some(s.val.clone()),
+        Expr::Paren(p) => literal(&p.expr),
+        _ => None,
     }
+}
 
-    fn function(&mut self, name: &str) -> Result<Val, String> {
-        let mut args: Vec<(Val, Option<String>)> = Vec::new();
-        while !self.eat(")") {
-            let literal = match self.peek() {
-                Some(Tok::Str(s)) => Some(s.clone()),
-                _ => None,
+fn function(call: &Call, hints: &dyn Hints) -> Val {
+    let args: Vec<&Expr> = call.args.args.iter().map(AsRef::as_ref).collect();
+    let first_vector = args.iter().find_map(|a| match value(a, hints) {
+        Val::Vector(l) => Some(l),
+        Val::Scalar => None,
+    });
+    match call.func.name {
+        "time" | "scalar" | "pi" => Val::Scalar,
+        "vector" => Val::Vector(Labels::default()),
+        "absent" | "absent_over_time" => Val::Vector(Labels {
+            known: first_vector
+                .map(|l| {
+                    l.known
+                        .into_iter()
+                        .filter(|(_, d)| matches!(&d.values, Values::OneOf(s) if s.len() == 1))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            open: false,
+        }),
+        "label_replace" => {
+            let Some(mut l) = first_vector else {
+                return Val::Scalar;
             };
-            let v = self.expr(0)?;
-            args.push((v, literal));
-            if !self.eat(",") {
-                self.expect(")")?;
-                break;
-            }
-        }
-        let first_vector = args.iter().find_map(|(v, _)| match v {
-            Val::Vector(l) => Some(l.clone()),
-            Val::Scalar => None,
-        });
-        Ok(match name {
-            "time" | "scalar" | "pi" => Val::Scalar,
-            "vector" => Val::Vector(Labels::default()),
-            "absent" | "absent_over_time" => Val::Vector(Labels {
-                known: first_vector
-                    .map(|l| {
-                        l.known
-                            .into_iter()
-                            .filter(|(_, d)| matches!(&d.values, Values::OneOf(s) if s.len() == 1))
-                            .collect()
-                    })
-                    .unwrap_or_default(),
-                open: false,
-            }),
-            "label_replace" => {
-                let Some(mut l) = first_vector else {
-                    return Ok(Val::Scalar);
-                };
-                let text = |i: usize| args.get(i).and_then(|(_, s)| s.clone());
-                if let (Some(dst), Some(repl), Some(src), Some(re)) =
-                    (text(1), text(2), text(3), text(4))
-                {
-                    let copied = (repl == "$1" && re == "(.*)")
-                        .then(|| l.domain(&src))
-                        .flatten();
-                    let domain = match copied {
-                        Some(d) => Domain {
-                            values: d.values,
-                            source: if d.source.is_empty() {
-                                String::new()
-                            } else {
-                                format!("{} (copied from {src})", d.source)
-                            },
+            let text = |i: usize| args.get(i).and_then(|a| literal(a));
+            if let (Some(dst), Some(repl), Some(src), Some(re)) =
+                (text(1), text(2), text(3), text(4))
+            {
+                let copied = (repl == "$1" && re == "(.*)")
+                    .then(|| l.domain(&src))
+                    .flatten();
+                let domain = match copied {
+                    Some(d) => Domain {
+                        values: d.values,
+                        source: if d.source.is_empty() {
+                            String::new()
+                        } else {
+                            format!("{} (copied from {src})", d.source)
                         },
-                        None => Domain::any(),
-                    };
-                    l.known.insert(dst, domain);
-                } else {
-                    l.open = true;
-                }
-                Val::Vector(l)
-            }
-            "label_join" => {
-                let Some(mut l) = first_vector else {
-                    return Ok(Val::Scalar);
+                    },
+                    None => Domain::any(),
                 };
-                match args.get(1).and_then(|(_, s)| s.clone()) {
-                    Some(dst) => {
-                        l.known.insert(dst, Domain::any());
-                    }
-                    None => l.open = true,
+                l.known.insert(dst, domain);
+            } else {
+                l.open = true;
+            }
+            Val::Vector(l)
+        }
+        "label_join" => {
+            let Some(mut l) = first_vector else {
+                return Val::Scalar;
+            };
+            match args.get(1).and_then(|a| literal(a)) {
+                Some(dst) => {
+                    l.known.insert(dst, Domain::any());
                 }
-                Val::Vector(l)
+                None => l.open = true,
             }
-            "histogram_quantile" => {
-                let Some(mut l) = first_vector else {
-                    return Ok(Val::Scalar);
-                };
-                l.known.remove("le");
-                Val::Vector(l)
-            }
-            _ => match first_vector {
-                Some(l) => Val::Vector(l),
-                None => Val::Scalar,
-            },
-        })
+            Val::Vector(l)
+        }
+        "histogram_quantile" => {
+            let Some(mut l) = first_vector else {
+                return Val::Scalar;
+            };
+            l.known.remove("le");
+            Val::Vector(l)
+        }
+        _ => match first_vector {
+            Some(l) => Val::Vector(l),
+            None => Val::Scalar,
+        },
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
-    Left,
-    Right,
-}
-
-#[derive(Debug, Clone, Default)]
-struct Matching {
-    on: Option<Vec<String>>,
-    ignoring: Vec<String>,
-    group: Option<(Side, Vec<String>)>,
-}
-
-fn combine(op: &str, lhs: Val, rhs: Val, m: &Matching) -> Val {
-    let (l, r) = match (lhs, rhs) {
+fn binary(b: &BinaryExpr, hints: &dyn Hints) -> Val {
+    let (l, r) = match (value(&b.lhs, hints), value(&b.rhs, hints)) {
         (Val::Scalar, Val::Scalar) => return Val::Scalar,
         (Val::Vector(l), Val::Scalar) | (Val::Scalar, Val::Vector(l)) => return Val::Vector(l),
         (Val::Vector(l), Val::Vector(r)) => (l, r),
     };
-    match op {
+    let op = b.op.to_string();
+    match op.as_str() {
         "or" => {
             let mut known = BTreeMap::new();
             for (k, d) in &l.known {
@@ -591,12 +287,16 @@ fn combine(op: &str, lhs: Val, rhs: Val, m: &Matching) -> Val {
             })
         }
         "and" | "unless" => Val::Vector(l),
-        _ => match &m.group {
-            Some((side, extra)) => {
-                let (mut one, other) = match side {
-                    Side::Left => (l, r),
-                    Side::Right => (r, l),
-                };
+        _ => {
+            let modifier = b.modifier.as_ref();
+            let group = modifier.and_then(|m| match &m.card {
+                VectorMatchCardinality::ManyToOne(extra) => Some((true, &extra.labels)),
+                VectorMatchCardinality::OneToMany(extra) => Some((false, &extra.labels)),
+                _ => None,
+            });
+            if let Some((left, extra)) = group {
+                // The "many" side keeps its labels and takes the listed ones from the other.
+                let (mut one, other) = if left { (l, r) } else { (r, l) };
                 for e in extra {
                     match other.domain(e) {
                         Some(d) => {
@@ -607,25 +307,27 @@ fn combine(op: &str, lhs: Val, rhs: Val, m: &Matching) -> Val {
                         }
                     }
                 }
-                Val::Vector(one)
+                return Val::Vector(one);
             }
-            None => match &m.on {
-                Some(on) => Val::Vector(Labels {
+            match modifier.and_then(|m| m.matching.as_ref()) {
+                Some(LabelModifier::Include(on)) => Val::Vector(Labels {
                     known: on
+                        .labels
                         .iter()
                         .filter_map(|k| l.domain(k).map(|d| (k.clone(), d)))
                         .collect(),
                     open: false,
                 }),
-                None => {
+                Some(LabelModifier::Exclude(ignoring)) => {
                     let mut one = l;
-                    for i in &m.ignoring {
+                    for i in &ignoring.labels {
                         one.known.remove(i);
                     }
                     Val::Vector(one)
                 }
-            },
-        },
+                None => Val::Vector(l),
+            }
+        }
     }
 }
 

@@ -26,6 +26,9 @@ pub struct Alert {
     pub labels: Labels,
     /// Its `remediation` label, when it has one.
     pub remediation: Option<String>,
+    /// Its expression with runs of white space made one space, to tell alerts of the same
+    /// condition (a remediable alert and its `…Persistent` twin).
+    pub expr: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,6 +112,7 @@ pub fn read(path: &Path, hints: &dyn Hints, notes: &mut Vec<String>) -> Result<V
                 name,
                 labels,
                 remediation,
+                expr: expr.split_whitespace().collect::<Vec<_>>().join(" "),
             });
         }
     }

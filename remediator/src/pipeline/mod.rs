@@ -11,7 +11,7 @@ mod select;
 mod verify;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -27,7 +27,9 @@ use crate::limits;
 use crate::matcher;
 use crate::metrics::Metrics;
 use crate::reconcile::Reconciler;
-use crate::store::{Batch, Denial, Job, NewJob, Resolution, Store, StoreError};
+use crate::store::{
+    Batch, Denial, Job, NewJob, ResetOutcome, Resolution, ResolvedAlert, Store, StoreError,
+};
 use crate::systemd_bus::SystemdBuses;
 use crate::unmatched::Unmatched;
 use crate::vocab::{AlertDecision, Event};
@@ -69,7 +71,7 @@ pub struct Engine {
     shutdown: CancellationToken,
     inflight: Arc<Semaphore>,
     in_memory: Mutex<HashSet<i64>>,
-    spilled: AtomicBool,
+    rechecking: Mutex<HashSet<i64>>,
     sweep: Notify,
     /// Firing alerts no rule matched, for the page.
     pub unmatched: Unmatched,
@@ -78,6 +80,14 @@ pub struct Engine {
 /// Most jobs held in memory at once. Further accepted jobs stay in the database only and are
 /// picked up by the sweeper as room frees, so memory stays flat through a storm.
 pub const MAX_JOBS_IN_MEMORY: usize = 1024;
+
+/// How often the sweeper looks for work nobody holds: jobs left in the database (a storm beyond
+/// [`MAX_JOBS_IN_MEMORY`], a job whose task ended on a store error, one put off) and due
+/// re-checks of heals.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Re-checks started per sweep at most.
+const CHECKS_PER_SWEEP: usize = 64;
 
 impl Engine {
     /// Creates the engine.
@@ -97,7 +107,7 @@ impl Engine {
             .user_agent(concat!("stackmedic-remediator/", env!("CARGO_PKG_VERSION")))
             .build()?;
         Ok(Arc::new(Self {
-            docker: DockerClient::new(config.docker.host.clone()),
+            docker: DockerClient::default(),
             systemd: SystemdBuses::new(),
             permits: Semaphore::new(config.global.max_concurrent_actions),
             config: Live::new(config),
@@ -110,7 +120,7 @@ impl Engine {
             shutdown,
             inflight: Arc::new(Semaphore::new(MAX_JOBS_IN_MEMORY)),
             in_memory: Mutex::new(HashSet::new()),
-            spilled: AtomicBool::new(false),
+            rechecking: Mutex::new(HashSet::new()),
             sweep: Notify::new(),
             unmatched: Unmatched::default(),
         }))
@@ -172,7 +182,19 @@ impl Engine {
             let (fingerprint, starts_at) = alert.occurrence();
             if alert.status == AlertStatus::Resolved {
                 summary.resolved += 1;
-                batch.resolved.push((fingerprint, starts_at));
+                // A resolve of an alert a rule matches is remembered when it arrives before its
+                // firing, so the late firing never acts.
+                let matched = alert.labels.get("alertname").map(String::as_str)
+                    != Some(escalation::ALERTNAME)
+                    && cfg
+                        .rules
+                        .iter()
+                        .any(|r| matcher::all_match(&r.matchers, &alert.labels));
+                batch.resolved.push(ResolvedAlert {
+                    fingerprint,
+                    starts_at,
+                    matched,
+                });
                 continue;
             }
             // What is stored, logged and shown of an alert is bounded (`limits`); matching and
@@ -192,18 +214,33 @@ impl Engine {
             {
                 matched = true;
                 match select::select(&cfg, rule, &alert.labels) {
-                    Ok(s) => batch.jobs.push(NewJob {
-                        rule: rule.name.clone(),
-                        action: rule.kind,
-                        subject: s.action.subject(&s.target.name, &s.selection),
-                        target: s.target.name.clone(),
-                        selection: s.selection,
-                        fingerprint: fingerprint.clone(),
-                        starts_at: starts_at.clone(),
-                        labels: limits::map(&alert.labels),
-                        annotations: limits::map(&alert.annotations),
-                        not_before: accepted_at + rule.delay.as_secs_f64(),
-                    }),
+                    Ok(s) => {
+                        let subject = s.action.subject(&s.target.name, &s.selection);
+                        // Alerts of one mass outage, or of a subject and its dependency, arrive
+                        // over a few seconds: where the guard or the order can hold, the job
+                        // waits `settle` so it is decided seeing them together.
+                        let guarded =
+                            s.target.guard.can_hold(
+                                cfg.subjects.get(&s.target.name).map_or(0, |set| set.len()),
+                            ) || cfg.dependencies.contains_key(&subject);
+                        let settle = if guarded {
+                            s.target.guard.settle
+                        } else {
+                            Duration::ZERO
+                        };
+                        batch.jobs.push(NewJob {
+                            rule: rule.name.clone(),
+                            action: rule.kind,
+                            subject,
+                            target: s.target.name.clone(),
+                            selection: s.selection,
+                            fingerprint: fingerprint.clone(),
+                            starts_at: starts_at.clone(),
+                            labels: limits::map(&alert.labels),
+                            annotations: limits::map(&alert.annotations),
+                            not_before: accepted_at + rule.delay.max(settle).as_secs_f64(),
+                        });
+                    }
                     Err(mut d) => {
                         d.reason = limits::value(&d.reason);
                         tracing::warn!(rule = %rule.name, target = %d.target, fingerprint = %fingerprint, reason = %d.reason, "denied");
@@ -252,7 +289,7 @@ impl Engine {
 
     /// Logs and counts what resolving alerts changed, and wakes the escalator when an
     /// escalation is to be resolved.
-    fn report(&self, r: &Resolution, why: &str) {
+    pub(crate) fn report(&self, r: &Resolution, why: &str) {
         for job in &r.cancelled {
             tracing::info!(job = job.id, rule = %job.new.rule, subject = %job.new.subject, result = %Event::Cancelled, "job cancelled: {why}");
             self.metrics.job(job.new.action, Event::Cancelled);
@@ -267,20 +304,113 @@ impl Engine {
             );
             self.escalations.notify_one();
         }
+        if r.escalated > 0 {
+            tracing::error!(
+                incidents = r.escalated,
+                "incidents escalated: {why}; on-call is paged"
+            );
+            self.escalations.notify_one();
+        }
+        if r.remembered > 0 {
+            tracing::info!(
+                alerts = r.remembered,
+                "resolves arrived before their firing: remembered, a later firing will not act"
+            );
+        }
+    }
+
+    /// Applies the configuration in force to open incidents: one whose rule or target is gone
+    /// is escalated when an attempt of it is pending, and closed when it healed. Run at start
+    /// and after each reload.
+    pub async fn apply_config(&self) {
+        let cfg = self.config();
+        let configured: Vec<(String, String)> = cfg
+            .rules
+            .iter()
+            .flat_map(|r| {
+                r.actions
+                    .keys()
+                    .map(|t| (r.name.clone(), t.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        match self
+            .store
+            .unconfigured(configured, execute::page_spec(&cfg), now())
+            .await
+        {
+            Ok(r) => self.report(
+                &r,
+                "their rule or target was removed from the configuration",
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot apply the configuration to open incidents")
+            }
+        }
+    }
+
+    /// On-call resets `subject`: an escalated incident closes and its alerts still firing are
+    /// handled again; the flapping history is cleared.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn reset(
+        self: &Arc<Self>,
+        subject: &str,
+        note: &str,
+    ) -> Result<ResetOutcome, StoreError> {
+        let out = self
+            .store
+            .reset(subject.to_string(), note.to_string(), now())
+            .await?;
+        match &out {
+            ResetOutcome::Reset { closed, requeued } => {
+                self.metrics.resets.inc();
+                tracing::warn!(
+                    subject,
+                    incident = closed.id,
+                    requeued = requeued.len(),
+                    note,
+                    "reset by on-call: the escalated incident closed and the subject is re-armed"
+                );
+                self.escalations.notify_one();
+                for job in requeued {
+                    self.spawn(job.clone());
+                }
+            }
+            ResetOutcome::Forgotten => {
+                self.metrics.resets.inc();
+                tracing::warn!(
+                    subject,
+                    note,
+                    "reset by on-call: the flapping history is cleared"
+                );
+            }
+            ResetOutcome::Busy(state) => {
+                tracing::info!(subject, state = %state, "reset refused: the subject is being remediated");
+            }
+        }
+        Ok(out)
     }
 
     /// Starts a stored job's task, or leaves the job to the sweeper when too many are in
     /// memory.
     pub fn spawn(self: &Arc<Self>, job: Job) {
         let Ok(permit) = self.inflight.clone().try_acquire_owned() else {
-            self.spilled.store(true, Ordering::SeqCst);
+            // Left in the database: the sweeper starts it as room frees.
             return;
         };
         let id = job.id;
-        self.in_memory
+        // Already in memory (the sweeper read it while its task was being started): one task
+        // per job.
+        if !self
+            .in_memory
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(id);
+            .insert(id)
+        {
+            return;
+        }
         let engine = self.clone();
         let span = tracing::info_span!("job", job = job.id, rule = %job.new.rule, action = %job.new.action, target = %job.new.target);
         tokio::spawn(
@@ -292,53 +422,160 @@ impl Engine {
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&id);
                 drop(permit);
-                if engine.spilled.load(Ordering::SeqCst) {
-                    engine.sweep.notify_one();
-                }
+                engine.sweep.notify_one();
             }
             .instrument(span),
         );
     }
 
-    /// Loads jobs left in the database by [`Engine::spawn`] as room frees; runs until shutdown.
+    /// Starts the work nobody holds, every [`SWEEP_INTERVAL`] and when room frees, until
+    /// shutdown: jobs left in the database (beyond [`MAX_JOBS_IN_MEMORY`], put off, or whose
+    /// task ended on a store error — a running one is verified, not run again) and due
+    /// re-checks of heals. So no stored work waits for a restart.
     pub async fn sweeper(self: Arc<Self>, shutdown: CancellationToken) {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = self.sweep.notified() => {}
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = tokio::time::sleep(SWEEP_INTERVAL) => {}
             }
-            if !self.spilled.swap(false, Ordering::SeqCst) {
+            self.sweep_once().await;
+        }
+    }
+
+    /// Releases held incidents whose hold ended, one subject of a target at a time: the guard's
+    /// group fell below its threshold, the engine answers again, a dependency healed, the pause
+    /// ended. The released attempt starts at once.
+    async fn release_held(self: &Arc<Self>) {
+        let held = match self.store.held_targets().await {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read held incidents");
+                return;
+            }
+        };
+        for (target, engine) in held {
+            let cfg = self.config();
+            let Some(t) = cfg.targets.get(&target) else {
                 continue;
+            };
+            let mut guard = execute::guard(&cfg, &target);
+            if engine {
+                if let Err(e) = self.engine_reachable(&t.verify.engine).await {
+                    guard.engine_down = true;
+                    guard.engine_error = Some(e);
+                }
             }
-            let room = self.inflight.available_permits();
-            let exclude = self
-                .in_memory
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            if room == 0 {
-                self.spilled.store(true, Ordering::SeqCst);
-                continue;
-            }
-            match self.store.queued(room + exclude.len()).await {
-                Ok(jobs) => {
-                    let fresh: Vec<Job> = jobs
-                        .into_iter()
-                        .filter(|j| !exclude.contains(&j.id))
-                        .collect();
-                    if fresh.len() >= room {
-                        self.spilled.store(true, Ordering::SeqCst);
-                    }
-                    for job in fresh.into_iter().take(room) {
+            let cond = crate::store::Conditions {
+                policy: t.policy,
+                dry_run: cfg.global.dry_run,
+                dry_run_note: None,
+                configured: true,
+                resume_max_age: cfg.global.resume_max_age.as_secs_f64(),
+                page: execute::page_spec(&cfg),
+                guard,
+            };
+            match self.store.release(target.clone(), cond, now()).await {
+                Ok(r) => {
+                    if let Some(job) = r.job {
+                        tracing::info!(target = %target, subject = %job.new.subject, "the hold ended: one held incident is released");
                         self.spawn(job);
+                    }
+                    if r.escalated || r.resolving > 0 {
+                        self.escalations.notify_one();
                     }
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot load queued jobs");
-                    self.spilled.store(true, Ordering::SeqCst);
+                    tracing::error!(error = %e, target = %target, "cannot release held incidents")
                 }
             }
+        }
+    }
+
+    /// On-call pauses the remediator: no action starts until [`Engine::resume`].
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn pause(
+        &self,
+        reason: &str,
+        until: Option<f64>,
+    ) -> Result<crate::store::Pause, StoreError> {
+        let p = self.store.pause(reason.to_string(), until, now()).await?;
+        tracing::warn!(reason, until = ?until.map(crate::clock::rfc3339), "paused by on-call: no action starts until it is resumed");
+        Ok(p)
+    }
+
+    /// On-call ends the pause; the sweeper releases held incidents.
+    ///
+    /// # Errors
+    /// When the store fails.
+    pub async fn resume(&self) -> Result<Option<crate::store::Pause>, StoreError> {
+        let p = self.store.resume_actions(now()).await?;
+        tracing::warn!(was_paused = p.is_some(), "resumed by on-call");
+        self.sweep.notify_one();
+        Ok(p)
+    }
+
+    /// Wakes the sweeper now (the store writes again).
+    pub fn wake_sweeper(&self) {
+        self.sweep.notify_one();
+    }
+
+    /// One round of the sweeper. While the store cannot write it waits: the store's watcher
+    /// probes it and wakes the sweeper when it writes again.
+    pub async fn sweep_once(self: &Arc<Self>) {
+        if self.store.health.failing().is_some() {
+            return;
+        }
+        let room = self.inflight.available_permits();
+        if room > 0 {
+            let exclude: Vec<i64> = self
+                .in_memory
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .copied()
+                .collect();
+            match self.store.orphans(now(), exclude, room).await {
+                Ok(jobs) => {
+                    for job in jobs {
+                        self.spawn(job);
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "cannot load stored jobs"),
+            }
+        }
+        self.release_held().await;
+        match self.store.due_checks(now(), CHECKS_PER_SWEEP).await {
+            Ok(checks) => {
+                for check in checks {
+                    let fresh = self
+                        .rechecking
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(check.incident);
+                    if !fresh {
+                        continue;
+                    }
+                    let engine = self.clone();
+                    let id = check.incident;
+                    let span =
+                        tracing::info_span!("recheck", incident = id, subject = %check.subject);
+                    tokio::spawn(
+                        async move {
+                            engine.clone().recheck(check).await;
+                            engine
+                                .rechecking
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .remove(&id);
+                        }
+                        .instrument(span),
+                    );
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot load due re-checks"),
         }
     }
 

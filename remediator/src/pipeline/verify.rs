@@ -1,15 +1,33 @@
 //! Verification after an action: the containers it acted on (and the target's `verify`
 //! containers) run and are healthy, the action's own check passes (a systemd unit is active, or
 //! a oneshot's last run succeeded), and the `verify.url` answers as expected — first within
-//! `deadline`, then without a break for `stable_for`. A container or unit that stops, turns
-//! unhealthy or restarts in that time fails the verification at once.
+//! `deadline`, then without a break for `stable_for`.
+//!
+//! It fails at once, whether or not the outcome was good before, when waiting cannot help: a
+//! container that exited, is restarting, was never started or is gone, or that started again
+//! since verification began (a crash loop). Its exit code and last log lines are in the
+//! message, which the attempt's detail and the page carry. A check that is only not good yet
+//! (a health check starting, a URL not answering) is waited for until `deadline`; once good, any
+//! break within `stable_for` fails it.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::Engine;
-use crate::action::container::check_running;
+use crate::action::container::{check_running, Bad};
 use crate::action::{Action, Context, Selection};
 use crate::config::Verify;
+
+/// One round of checks that did not pass.
+enum Round {
+    /// Not good yet.
+    NotYet(String),
+    /// Down: waiting cannot help.
+    Down(String),
+}
+
+/// Rounds a re-check may take before it counts as failed.
+const RECHECK_ROUNDS: u32 = 3;
 
 impl Engine {
     /// Waits until the outcome is good and stays good, or says why not.
@@ -19,37 +37,22 @@ impl Engine {
         selection: &Selection,
         v: &Verify,
     ) -> Result<String, String> {
-        let mut containers = action.acted_on(selection);
-        for c in &v.containers {
-            if !containers.contains(c) {
-                containers.push(c.clone());
-            }
-        }
-        let own = action.checks(selection);
-        if containers.is_empty() && v.url.is_none() && own.is_none() {
+        let containers = containers(action, selection, v);
+        let Some(what) = what(action, selection, v, &containers) else {
             return Ok("nothing to verify".into());
-        }
-        let mut what = containers.join(", ");
-        if let Some(o) = &own {
-            if !what.is_empty() {
-                what.push_str(", ");
-            }
-            what.push_str(o);
-        }
-        if let Some(u) = &v.url {
-            if !what.is_empty() {
-                what.push_str(", ");
-            }
-            what.push_str(u.as_str());
-        }
+        };
         let deadline = Instant::now() + v.deadline;
-        // When the checks first passed, with each container's start time then.
+        let mut first_starts: BTreeMap<String, String> = BTreeMap::new();
+        // When the checks first passed, with each token (container start, unit invocation) then.
         let mut good: Option<(Instant, Vec<String>)> = None;
         loop {
-            match (
-                self.check_once(action, selection, &containers, v).await,
-                &good,
-            ) {
+            let round = self
+                .check_once(action, selection, &containers, v, &mut first_starts)
+                .await;
+            match (round, &good) {
+                (Err(Round::Down(e)), _) => {
+                    return Err(format!("verification failed: {e}"));
+                }
                 (Ok(started), None) => {
                     if v.stable_for.is_zero() {
                         return Ok(format!("verified {what}"));
@@ -70,43 +73,89 @@ impl Engine {
                         ));
                     }
                 }
-                (Err(e), Some((since, _))) => {
+                (Err(Round::NotYet(e)), Some((since, _))) => {
                     return Err(format!(
                         "verification failed: {e}, {} after it was good",
                         human(since.elapsed())
                     ))
                 }
-                (Err(e), None) if Instant::now() + v.interval >= deadline => {
+                (Err(Round::NotYet(e)), None) if Instant::now() + v.interval >= deadline => {
                     return Err(format!(
                         "verification failed within {}: {e}",
                         human(v.deadline)
                     ))
                 }
-                (Err(_), None) => {}
+                (Err(Round::NotYet(_)), None) => {}
             }
             tokio::time::sleep(v.interval).await;
         }
     }
 
+    /// The re-check of a heal: is the outcome good now? A few rounds `interval` apart, so one
+    /// slow answer does not fail it; a container that is down fails it at once.
+    pub(super) async fn check_now(
+        &self,
+        action: &Action,
+        selection: &Selection,
+        v: &Verify,
+    ) -> Result<String, String> {
+        let containers = containers(action, selection, v);
+        let Some(what) = what(action, selection, v, &containers) else {
+            return Ok("nothing to verify".into());
+        };
+        let mut starts = BTreeMap::new();
+        let mut last = String::new();
+        for round in 0..RECHECK_ROUNDS {
+            if round > 0 {
+                tokio::time::sleep(v.interval).await;
+            }
+            match self
+                .check_once(action, selection, &containers, v, &mut starts)
+                .await
+            {
+                Ok(_) => return Ok(format!("verified {what}")),
+                Err(Round::Down(e)) => return Err(e),
+                Err(Round::NotYet(e)) => last = e,
+            }
+        }
+        Err(last)
+    }
+
     /// One round of checks; returns each container's start time and the action's own token.
+    /// `first_starts` remembers each container's start when first seen running: a later
+    /// different one means it restarted meanwhile.
     async fn check_once(
         &self,
         action: &Action,
         selection: &Selection,
         containers: &[String],
         v: &Verify,
-    ) -> Result<Vec<String>, String> {
+        first_starts: &mut BTreeMap<String, String>,
+    ) -> Result<Vec<String>, Round> {
         let mut started = Vec::with_capacity(containers.len() + 1);
         let cx = Context {
             docker: &self.docker,
             http: &self.http,
             systemd: &self.systemd,
         };
-        started.push(action.check(&cx, selection).await?);
+        started.push(action.check(&cx, selection).await.map_err(Round::NotYet)?);
         if !containers.is_empty() {
-            let docker = self.docker.get().await?;
+            let docker = self.docker.get(&v.engine).await.map_err(Round::NotYet)?;
             for c in containers {
-                started.push(check_running(&docker, c).await?.started_at);
+                let running = check_running(&docker, c).await.map_err(|b| match b {
+                    Bad::NotYet(e) => Round::NotYet(e),
+                    Bad::Down(e) => Round::Down(e),
+                })?;
+                let first = first_starts
+                    .entry(c.clone())
+                    .or_insert_with(|| running.started_at.clone());
+                if *first != running.started_at {
+                    return Err(Round::Down(format!(
+                        "container {c} started again during verification (at {}, first seen started at {first}): it keeps exiting",
+                        running.started_at
+                    )));
+                }
+                started.push(running.started_at);
             }
         }
         if let Some(u) = &v.url {
@@ -116,7 +165,12 @@ impl Engine {
                 .timeout(v.interval.max(Duration::from_secs(2)))
                 .send()
                 .await
-                .map_err(|e| format!("GET {u}: {e}"))?;
+                .map_err(|e| {
+                    Round::NotYet(format!(
+                        "GET {u}: {}",
+                        stackmedic_common::errors::error_chain(&e)
+                    ))
+                })?;
             let s = r.status().as_u16();
             let ok = if v.expect_status.is_empty() {
                 (200..300).contains(&s)
@@ -124,30 +178,61 @@ impl Engine {
                 v.expect_status.contains(&s)
             };
             if !ok {
-                return Err(format!("GET {u} answered {s}"));
+                return Err(Round::NotYet(format!("GET {u} answered {s}")));
             }
             if v.body_matches.is_some() || v.body_not_matches.is_some() {
                 let body = r
                     .text()
                     .await
-                    .map_err(|e| format!("GET {u}: reading the body: {e}"))?;
+                    .map_err(|e| Round::NotYet(format!("GET {u}: reading the body: {e}")))?;
                 if let Some(re) = &v.body_matches {
                     if !re.get().is_match(&body) {
-                        return Err(format!(
+                        return Err(Round::NotYet(format!(
                             "GET {u}: the body does not match {:?}",
                             re.get().as_str()
-                        ));
+                        )));
                     }
                 }
                 if let Some(re) = &v.body_not_matches {
                     if re.get().is_match(&body) {
-                        return Err(format!("GET {u}: the body matches {:?}", re.get().as_str()));
+                        return Err(Round::NotYet(format!(
+                            "GET {u}: the body matches {:?}",
+                            re.get().as_str()
+                        )));
                     }
                 }
             }
         }
         Ok(started)
     }
+}
+
+/// The containers verification checks: those the action acted on, then the target's.
+fn containers(action: &Action, selection: &Selection, v: &Verify) -> Vec<String> {
+    let mut containers = action.acted_on(selection);
+    for c in &v.containers {
+        if !containers.contains(c) {
+            containers.push(c.clone());
+        }
+    }
+    containers
+}
+
+/// What is verified, in words; `None` when there is nothing to verify.
+fn what(
+    action: &Action,
+    selection: &Selection,
+    v: &Verify,
+    containers: &[String],
+) -> Option<String> {
+    let own = action.checks(selection);
+    if containers.is_empty() && v.url.is_none() && own.is_none() {
+        return None;
+    }
+    let mut parts: Vec<String> = containers.to_vec();
+    parts.extend(own);
+    parts.extend(v.url.as_ref().map(|u| u.as_str().to_string()));
+    Some(parts.join(", "))
 }
 
 /// A duration for a person, to the millisecond at most: `1.5s`, `2m`.

@@ -3,9 +3,7 @@
 
 use std::borrow::Cow;
 
-use rusqlite::{params, Connection, OptionalExtension};
-
-use super::{exec, Job, StoreError};
+use super::{args, exec, row_opt, Db, Job, StoreError};
 use crate::limits;
 use crate::vocab::Event;
 
@@ -49,7 +47,7 @@ pub(super) struct Row<'a> {
     pub duration: Option<f64>,
 }
 
-pub(super) fn write(c: &Connection, row: &Row<'_>) -> Result<(), StoreError> {
+pub(super) fn write(c: &dyn Db, row: &Row<'_>) -> Result<(), StoreError> {
     let a = &row.about;
     let detail = bounded(row.detail, detail_bytes(row.event));
     let alertname = bounded(a.alertname, limits::VALUE_BYTES);
@@ -58,7 +56,7 @@ pub(super) fn write(c: &Connection, row: &Row<'_>) -> Result<(), StoreError> {
 c,
         "INSERT INTO audit (at, job_id, incident_id, rule, action, target, subject, alertname, fingerprint, result, detail, duration_seconds, accepted_at, started_at) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        params![
+        args![
             row.at,
             a.job,
             a.incident,
@@ -101,15 +99,15 @@ fn bounded(s: &str, max: usize) -> Cow<'_, str> {
 /// name and reason) does not add a row: the existing one counts it, moves to the top of the
 /// history (a new id) and takes its time and fingerprint, keeping the first time in
 /// `first_at`. A flood of one refused alert is then one row, however long it lasts.
-pub(super) fn deny(c: &Connection, row: &Row<'_>) -> Result<(), StoreError> {
+pub(super) fn deny(c: &dyn Db, row: &Row<'_>) -> Result<(), StoreError> {
     let a = &row.about;
     let detail = bounded(row.detail, detail_bytes(row.event));
     let alertname = bounded(a.alertname, limits::VALUE_BYTES);
-    let same: Option<i64> = super::row(
+    let same: Option<i64> = row_opt(
         c,
         "SELECT id FROM audit WHERE result = ?1 AND rule = ?2 AND subject = ?3 AND action = ?4 \
              AND target = ?5 AND alertname = ?6 AND detail = ?7 ORDER BY id DESC LIMIT 1",
-        params![
+        args![
             Event::Denied.as_str(),
             a.rule,
             a.subject,
@@ -119,8 +117,7 @@ pub(super) fn deny(c: &Connection, row: &Row<'_>) -> Result<(), StoreError> {
             detail
         ],
         |r| r.get(0),
-    )
-    .optional()?;
+    )?;
     let Some(id) = same else {
         return write(c, row);
     };
@@ -129,7 +126,7 @@ pub(super) fn deny(c: &Connection, row: &Row<'_>) -> Result<(), StoreError> {
         c,
         "UPDATE audit SET id = (SELECT MAX(id) + 1 FROM audit), count = count + 1, \
          first_at = COALESCE(first_at, at), at = ?2, fingerprint = ?3 WHERE id = ?1",
-        params![id, row.at, a.fingerprint],
+        args![id, row.at, a.fingerprint],
     )?;
     Ok(())
 }

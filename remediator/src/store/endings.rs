@@ -4,12 +4,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use rusqlite::{params, Connection, OptionalExtension};
-
 use super::audit::{self, About};
 use super::escalations;
 use super::jobs::{self, close};
-use super::{exec, row, Closed, Resolution, Store, StoreError};
+use super::{args, exec, row, row_opt, rows, Closed, Db, Resolution, Store, StoreError};
+use crate::incident::{self, Facts, Input, Open, Policy, Transition};
 use crate::vocab::{CloseReason, Event, IncidentState, JobState, ResolvedBy};
 
 /// An alert Alertmanager holds as active, suppressed or unprocessed.
@@ -59,9 +58,23 @@ pub(super) struct Row {
     pub current_job: Option<i64>,
     pub healed_at: Option<f64>,
     pub next_attempt_at: Option<f64>,
+    /// Whether the current job's action has started.
+    pub running: bool,
+    pub rechecks: u32,
 }
 
 impl Row {
+    /// The incident as the model reads it.
+    pub fn open(&self) -> Open {
+        Open {
+            state: self.state,
+            attempts: self.attempts,
+            running: self.running,
+            healed_at: self.healed_at,
+            rechecks: self.rechecks,
+        }
+    }
+
     fn about(&self) -> About<'_> {
         About {
             incident: Some(self.id),
@@ -77,15 +90,17 @@ impl Row {
 }
 
 pub(super) fn load_one(
-    c: &Connection,
+    c: &dyn Db,
     filter: &str,
-    p: impl rusqlite::Params,
+    p: &[super::db::Value],
 ) -> Result<Option<Row>, StoreError> {
-    Ok(row(
+    row_opt(
 c,
         &format!(
             "SELECT id, subject, target, rule, action, alertname, fingerprint, state, attempts, max_attempts, \
-             current_job, healed_at, next_attempt_at FROM incidents WHERE {filter}"
+             current_job, healed_at, next_attempt_at, \
+             COALESCE((SELECT started_at IS NOT NULL FROM jobs WHERE jobs.id = incidents.current_job), 0), \
+             rechecks FROM incidents WHERE {filter}"
         ),
         p,
         |r| {
@@ -104,39 +119,51 @@ c,
                 current_job: r.get(10)?,
                 healed_at: r.get(11)?,
                 next_attempt_at: r.get(12)?,
+                running: r.get(13)?,
+                rechecks: r.get(14)?,
             })
         },
     )
-    .optional()?)
+}
+
+/// `None` while an alert of incident `id` fires; once every one resolved, how the last one was
+/// found resolved.
+pub(super) fn quiet(c: &dyn Db, id: i64) -> Result<Option<CloseReason>, StoreError> {
+    let (firing, total): (i64, i64) = row(
+        c,
+        "SELECT COUNT(*) FILTER (WHERE resolved_at IS NULL), COUNT(*) FROM occurrences WHERE incident_id = ?1",
+        args![id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if firing > 0 || total == 0 {
+        return Ok(None);
+    }
+    let by: Option<String> = row(
+        c,
+        "SELECT resolved_by FROM occurrences WHERE incident_id = ?1 ORDER BY resolved_at DESC LIMIT 1",
+        args![id],
+        |r| r.get(0),
+    )?;
+    Ok(Some(
+        if by.as_deref() == Some(ResolvedBy::Reconciled.as_str()) {
+            CloseReason::Reconciled
+        } else {
+            CloseReason::AlertResolved
+        },
+    ))
 }
 
 /// The open incident with this id.
-pub(super) fn open_by_id(c: &Connection, id: i64) -> Result<Option<Row>, StoreError> {
-    load_one(c, "id = ?1 AND closed_at IS NULL", [id])
-}
-
-/// Closes incident `id` when `job` is its pending attempt.
-pub(super) fn close_if_current(
-    c: &Connection,
-    id: i64,
-    job: i64,
-    reason: CloseReason,
-    now: f64,
-) -> Result<Option<Closed>, StoreError> {
-    match open_by_id(c, id)? {
-        Some(row) if row.current_job == Some(job) => {
-            Ok(close_incident(c, id, reason, now)?.closed.pop())
-        }
-        _ => Ok(None),
-    }
+pub(super) fn open_by_id(c: &dyn Db, id: i64) -> Result<Option<Row>, StoreError> {
+    load_one(c, "id = ?1 AND closed_at IS NULL", args![id])
 }
 
 /// Closes an open incident: its pending attempt is cancelled, its escalation switched to
 /// resolving, and the closing audited.
 pub(super) fn close_incident(
-    c: &Connection,
+    c: &dyn Db,
     id: i64,
-    reason: CloseReason,
+    reason: crate::vocab::CloseReason,
     now: f64,
 ) -> Result<Resolution, StoreError> {
     let mut out = Resolution::default();
@@ -146,32 +173,25 @@ pub(super) fn close_incident(
     exec(
 c,
         "UPDATE incidents SET state = ?2, closed_at = ?3, updated_at = ?3, close_reason = ?4, current_job = NULL, \
-         next_attempt_at = NULL WHERE id = ?1",
-        params![id, IncidentState::Resolved.as_str(), now, reason.as_str()],
+         next_attempt_at = NULL, next_check_at = NULL WHERE id = ?1",
+        args![id, IncidentState::Resolved.as_str(), now, reason.as_str()],
     )?;
     if let Some(pending) = row.current_job {
         for job in jobs::load(
             c,
             "id = ?1 AND state = ?2",
-            params![pending, JobState::Queued.as_str()],
+            args![pending, JobState::Queued.as_str()],
         )? {
             let detail = format!(
                 "the incident closed before its next attempt: {}",
                 reason.describe()
             );
-            close(c, &job, Event::Cancelled, &detail, None, now)?;
+            close(c, &job, Event::Cancelled, &detail, now)?;
             out.cancelled.push(job);
         }
     }
-    if reason == CloseReason::Expired {
-        // Inferred, not seen: a re-sent alert opens the occurrence again.
-        exec(
-c,
-            "UPDATE occurrences SET resolved_at = ?2, resolved_by = ?3 WHERE incident_id = ?1 AND resolved_at IS NULL",
-            params![id, now, ResolvedBy::Expired.as_str()],
-        )?;
-    }
     out.escalations_resolving += escalations::resolve_for_incident(c, id, reason, now)?;
+    out.escalations_resolving += super::holds::resolve_group_pages(c, now)?;
     audit::write(
         c,
         &audit::Row {
@@ -191,31 +211,36 @@ c,
 }
 
 /// Marks an alert occurrence (every rule's) resolved, cancels its undecided jobs, and closes
-/// the incidents it leaves without an unresolved alert.
+/// the incidents it leaves without an unresolved alert. A delivered resolve of an occurrence
+/// not seen yet is remembered when `remember` (its alert matches a rule): a firing of it that
+/// arrives later never acts.
 pub(super) fn resolve_alert(
-    c: &Connection,
+    c: &dyn Db,
     fingerprint: &str,
     starts_at: &str,
     by: ResolvedBy,
+    remember: bool,
     now: f64,
 ) -> Result<Resolution, StoreError> {
     let mut out = Resolution::default();
-    let mut st = c.prepare_cached(
+    let incidents: BTreeSet<i64> = rows(
+        c,
         "SELECT DISTINCT incident_id FROM occurrences WHERE fingerprint = ?1 AND starts_at = ?2 \
          AND resolved_at IS NULL AND incident_id IS NOT NULL",
-    )?;
-    let incidents: BTreeSet<i64> = st
-        .query_map(params![fingerprint, starts_at], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
+        args![fingerprint, starts_at],
+        |r| r.get(0),
+    )?
+    .into_iter()
+    .collect();
     out.occurrences = exec(
 c,
         "UPDATE occurrences SET resolved_at = ?3, resolved_by = ?4 WHERE fingerprint = ?1 AND starts_at = ?2 AND resolved_at IS NULL",
-        params![fingerprint, starts_at, now, by.as_str()],
+        args![fingerprint, starts_at, now, by.as_str()],
     )?;
     let undecided = jobs::load(
         c,
         "state = ?1 AND fingerprint = ?2 AND starts_at = ?3 AND incident_id IS NULL ORDER BY id",
-        params![JobState::Queued.as_str(), fingerprint, starts_at],
+        args![JobState::Queued.as_str(), fingerprint, starts_at],
     )?;
     for job in undecided {
         close(
@@ -223,24 +248,54 @@ c,
             &job,
             Event::Cancelled,
             "the alert resolved before the action ran",
-            None,
             now,
         )?;
         out.cancelled.push(job);
     }
-    let reason = match by {
-        ResolvedBy::Alert => CloseReason::AlertResolved,
-        ResolvedBy::Reconciled => CloseReason::Reconciled,
-        ResolvedBy::Expired => CloseReason::Expired,
+    if out.occurrences == 0 && remember && by == ResolvedBy::Alert {
+        let seen: i64 = row(
+            c,
+            "SELECT COUNT(*) FROM occurrences WHERE fingerprint = ?1 AND starts_at = ?2",
+            args![fingerprint, starts_at],
+            |r| r.get(0),
+        )?;
+        if seen == 0 {
+            exec(
+                c,
+                "INSERT INTO early_resolves (fingerprint, starts_at, at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                args![fingerprint, starts_at, now],
+            )?;
+            out.remembered += 1;
+        }
+    }
+    let facts = Facts {
+        now,
+        policy: Policy::default(),
+        dry_run: false,
+        configured: true,
+        late: false,
+        healed_in_window: 0,
+        hold: None,
+        quiet: None,
+    };
+    let input = Input::Resolved {
+        delivered: by == ResolvedBy::Alert,
     };
     for id in incidents {
         let firing: i64 = row(
             c,
             "SELECT COUNT(*) FROM occurrences WHERE incident_id = ?1 AND resolved_at IS NULL",
-            [id],
+            args![id],
             |r| r.get(0),
         )?;
-        if firing == 0 {
+        if firing > 0 {
+            continue;
+        }
+        let Some(inc) = open_by_id(c, id)? else {
+            continue;
+        };
+        // An attempt in progress or stored decides (`Await`); the others close now.
+        if let Some(Transition::Close(reason)) = incident::step(Some(&inc.open()), input, &facts) {
             out.merge(close_incident(c, id, reason, now)?);
         }
     }
@@ -248,7 +303,7 @@ c,
 }
 
 fn reconcile(
-    c: &Connection,
+    c: &dyn Db,
     active: &[ActiveAlert],
     listed_before: f64,
     now: f64,
@@ -260,13 +315,15 @@ fn reconcile(
             .or_default()
             .push(a.starts_at);
     }
-    let mut st = c.prepare_cached(
+    let open: Vec<(String, String, Option<f64>)> = rows(
+        c,
         "SELECT DISTINCT fingerprint, starts_at, starts_at_s FROM occurrences \
          WHERE resolved_at IS NULL AND first_seen < ?1",
-    )?;
-    let open: Vec<(String, String, Option<f64>)> = st
-        .query_map([listed_before], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<_, _>>()?;
+        args![listed_before],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?
+    .into_iter()
+    .collect();
     let mut out = Resolution::default();
     for (fingerprint, starts_at, start) in open {
         let listed = by_fingerprint
@@ -283,6 +340,7 @@ fn reconcile(
                 &fingerprint,
                 &starts_at,
                 ResolvedBy::Reconciled,
+                false,
                 now,
             )?);
         }

@@ -1,12 +1,12 @@
 //! The escalation outbox: one `StackmedicRemediationFailed` per escalated incident, posted,
 //! re-posted while the incident is escalated, and resolved when it closes.
 
-use rusqlite::{params, Connection, OptionalExtension};
 use serde_json::Value;
 
 use super::audit::{self, About};
 use super::views::ALERTS_SHOWN;
-use super::{exec, jobs, row, Job, Store, StoreError};
+use super::{args, exec, jobs, row, row_opt, rows, Db, Job, Store, StoreError};
+use crate::paging::{self, PageSpec};
 use crate::vocab::{CloseReason, EscalationState, Event};
 
 /// An escalation alert due to be posted: its first post, a re-post while it is active, or its
@@ -54,17 +54,16 @@ impl Store {
     /// On a database failure.
     pub async fn due_escalations(&self, now: f64) -> Result<Vec<PendingEscalation>, StoreError> {
         self.run(move |c| {
-            let mut st = c.prepare_cached(
-                "SELECT id, payload, failures, state, delivered_at, resolve_reason FROM escalations \
+            let rows = rows(
+        c,
+        "SELECT id, payload, failures, state, delivered_at, resolve_reason FROM escalations \
                  WHERE state IN (?2, ?3) AND next_try_at <= ?1 ORDER BY id LIMIT 50",
-            )?;
-            let rows = st.query_map(
-                params![
+        args![
                     now,
                     EscalationState::Firing.as_str(),
                     EscalationState::Resolving.as_str()
                 ],
-                |r| {
+        |r| {
                     let state: String = r.get(3)?;
                     let payload: String = r.get(1)?;
                     Ok(PendingEscalation {
@@ -72,12 +71,12 @@ impl Store {
                         payload: serde_json::from_str(&payload).unwrap_or(Value::Null),
                         failures: r.get(2)?,
                         resolving: state == EscalationState::Resolving.as_str(),
-                        first: r.get::<_, Option<f64>>(4)?.is_none(),
+                        first: r.get::<Option<f64>>(4)?.is_none(),
                         resolve_reason: r.get(5)?,
                     })
                 },
-            )?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    )?;
+            Ok(rows)
         })
         .await
     }
@@ -89,12 +88,12 @@ impl Store {
     /// On a database failure.
     pub async fn resume_escalations(&self, now: f64) -> Result<usize, StoreError> {
         self.run(move |c| {
-            Ok(exec(
+            exec(
                 c,
                 "UPDATE escalations SET next_try_at = ?1 \
                  WHERE state = ?2 AND delivered_at IS NOT NULL AND next_try_at > ?1",
-                params![now, EscalationState::Firing.as_str()],
-            )?)
+                args![now, EscalationState::Firing.as_str()],
+            )
         })
         .await
     }
@@ -105,15 +104,15 @@ impl Store {
     /// On a database failure.
     pub async fn next_escalation_at(&self) -> Result<Option<f64>, StoreError> {
         self.run(|c| {
-            Ok(row(
+            row(
                 c,
                 "SELECT MIN(next_try_at) FROM escalations WHERE state IN (?1, ?2)",
-                params![
+                args![
                     EscalationState::Firing.as_str(),
                     EscalationState::Resolving.as_str()
                 ],
-                |r| r.get::<_, Option<f64>>(0),
-            )?)
+                |r| r.get::<Option<f64>>(0),
+            )
         })
         .await
     }
@@ -137,22 +136,36 @@ impl Store {
 }
 
 /// Stores the escalation of incident `incident` (decided on `job`) and audits it. Without a
-/// payload (no `escalation` section) only the audit row says that nobody is paged.
+/// page spec (no `escalation` section) only the audit row says that nobody is paged.
 pub(super) fn insert(
-    c: &Connection,
+    c: &dyn Db,
     job: &Job,
     incident: i64,
-    payload: Option<&Value>,
+    page: Option<&PageSpec>,
     why: &str,
     now: f64,
 ) -> Result<(), StoreError> {
-    let detail = match payload {
+    let payload = page.map(|spec| {
+        paging::alert(
+            spec,
+            &paging::About {
+                labels: &job.new.labels,
+                starts_at: &job.new.starts_at,
+                rule: &job.new.rule,
+                target: &job.new.target,
+                action: job.new.action,
+                subject: &job.new.subject,
+                why,
+            },
+        )
+    });
+    let detail = match &payload {
         Some(p) => {
             exec(
 c,
                 "INSERT INTO escalations (job_id, incident_id, created_at, payload, next_try_at, subject, fingerprint, starts_at, state) \
                  VALUES (?1, ?2, ?3, ?4, ?3, ?5, ?6, ?7, ?8)",
-                params![
+                args![
                     job.id,
                     incident,
                     now,
@@ -181,31 +194,31 @@ c,
 
 /// Updates the active escalation of `incident` with every alert of the incident (annotation
 /// `alerts`) and posts it again now: a new outage of an escalated subject is part of its page.
-pub(super) fn refresh_page(c: &Connection, incident: i64, now: f64) -> Result<(), StoreError> {
-    let Some((id, payload)): Option<(i64, String)> = row(
+pub(super) fn refresh_page(c: &dyn Db, incident: i64, now: f64) -> Result<(), StoreError> {
+    let Some((id, payload)): Option<(i64, String)> = row_opt(
         c,
             "SELECT id, payload FROM escalations WHERE incident_id = ?1 AND state = ?2 ORDER BY id DESC LIMIT 1",
-            params![incident, EscalationState::Firing.as_str()],
+            args![incident, EscalationState::Firing.as_str()],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
-        .optional()?
+        ?
     else {
         return Ok(());
     };
     let total: i64 = row(
         c,
         "SELECT COUNT(*) FROM occurrences WHERE incident_id = ?1",
-        [incident],
+        args![incident],
         |r| r.get(0),
     )?;
     // The latest ones, oldest first: an incident that keeps gaining alerts keeps a bounded page.
-    let mut st = c.prepare_cached(
+    let mut alerts: Vec<String> = rows(
+        c,
         "SELECT alertname, starts_at, resolved_at FROM \
          (SELECT alertname, starts_at, resolved_at, first_seen FROM occurrences WHERE incident_id = ?1 \
-          ORDER BY first_seen DESC LIMIT ?2) ORDER BY first_seen",
-    )?;
-    let mut alerts: Vec<String> = st
-        .query_map(params![incident, ALERTS_SHOWN as i64], |r| {
+          ORDER BY first_seen DESC LIMIT ?2) AS latest ORDER BY first_seen",
+        args![incident, ALERTS_SHOWN as i64],
+        |r| {
             let (name, start, resolved): (String, String, Option<f64>) =
                 (r.get(0)?, r.get(1)?, r.get(2)?);
             Ok(format!(
@@ -216,8 +229,10 @@ pub(super) fn refresh_page(c: &Connection, incident: i64, now: f64) -> Result<()
                     ""
                 }
             ))
-        })?
-        .collect::<Result<_, _>>()?;
+        },
+    )?
+    .into_iter()
+    .collect();
     let shown = alerts.len() as i64;
     if total > shown {
         alerts.insert(0, format!("{} earlier alert(s)", total - shown));
@@ -232,35 +247,35 @@ pub(super) fn refresh_page(c: &Connection, incident: i64, now: f64) -> Result<()
     }
     exec(
         c,
-        "UPDATE escalations SET payload = ?2, next_try_at = MIN(next_try_at, ?3) WHERE id = ?1",
-        params![id, payload.to_string(), now],
+        "UPDATE escalations SET payload = ?2, next_try_at = CASE WHEN next_try_at <= ?3 THEN next_try_at ELSE ?3 END WHERE id = ?1",
+        args![id, payload.to_string(), now],
     )?;
     Ok(())
 }
 
 /// Switches the active escalations of a closing incident to resolving; returns how many.
 pub(super) fn resolve_for_incident(
-    c: &Connection,
+    c: &dyn Db,
     incident: i64,
     reason: CloseReason,
     now: f64,
 ) -> Result<usize, StoreError> {
-    Ok(exec(
+    exec(
         c,
         "UPDATE escalations SET state = ?2, resolve_reason = ?3, next_try_at = ?4, failures = 0 \
          WHERE incident_id = ?1 AND state = ?5",
-        params![
+        args![
             incident,
             EscalationState::Resolving.as_str(),
             reason.describe(),
             now,
             EscalationState::Firing.as_str()
         ],
-    )?)
+    )
 }
 
 fn posted(
-    c: &Connection,
+    c: &dyn Db,
     id: i64,
     resolving: bool,
     result: PostResult,
@@ -278,7 +293,7 @@ c,
                 "UPDATE escalations SET delivered_at = COALESCE(delivered_at, ?2), last_post_at = ?2, \
                  tries = tries + 1, posts = posts + 1, failures = 0, last_error = NULL, \
                  next_try_at = CASE WHEN state = ?4 THEN ?3 ELSE next_try_at END WHERE id = ?1",
-                params![id, now, next_post_at, EscalationState::Firing.as_str()],
+                args![id, now, next_post_at, EscalationState::Firing.as_str()],
             )?;
             Ok(false)
         }
@@ -287,7 +302,7 @@ c,
 c,
                 "UPDATE escalations SET tries = tries + 1, failures = failures + 1, last_error = ?3, \
                  next_try_at = CASE WHEN state = ?4 THEN ?2 ELSE next_try_at END WHERE id = ?1",
-                params![id, retry_at, error, posted_state.as_str()],
+                args![id, retry_at, error, posted_state.as_str()],
             )?;
             Ok(false)
         }
@@ -297,7 +312,7 @@ c,
                 "UPDATE escalations SET state = ?3, resolved_at = ?2, last_post_at = ?2, \
                  tries = tries + 1, posts = posts + 1, failures = 0, last_error = NULL \
                  WHERE id = ?1 AND state = ?4",
-                params![
+                args![
                     id,
                     now,
                     EscalationState::Resolved.as_str(),
@@ -310,11 +325,11 @@ c,
             let (job_id, reason): (Option<i64>, Option<String>) = row(
                 c,
                 "SELECT job_id, resolve_reason FROM escalations WHERE id = ?1",
-                [id],
+                args![id],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
             let job = match job_id {
-                Some(j) => jobs::load(c, "id = ?1", [j])?.pop(),
+                Some(j) => jobs::load(c, "id = ?1", args![j])?.pop(),
                 None => None,
             };
             let detail = format!(

@@ -1,13 +1,11 @@
 //! Jobs: durable acceptance of a webhook (one job per new alert occurrence and rule), resume
 //! after a start, closing a job without an attempt, and pruning old history.
 
-use rusqlite::{params, Connection, OptionalExtension};
-
 use super::audit::{self, About};
-use super::endings::{self, resolve_alert};
-use super::{exec, row, Closed, Job, NewJob, Resolution, Store, StoreError};
+use super::endings::resolve_alert;
+use super::{args, exec, row, row_opt, rows, Db, Job, NewJob, Resolution, Store, StoreError};
 use crate::action::ActionKind;
-use crate::vocab::{CloseReason, Event, JobState, ResolvedBy};
+use crate::vocab::{Event, JobState, ResolvedBy};
 
 /// A refusal decided while accepting a webhook.
 #[derive(Debug, Clone)]
@@ -33,8 +31,20 @@ pub struct Batch {
     pub jobs: Vec<NewJob>,
     /// Refusals to audit.
     pub denials: Vec<Denial>,
-    /// `(fingerprint, starts_at)` of resolved alerts.
-    pub resolved: Vec<(String, String)>,
+    /// Resolved alerts.
+    pub resolved: Vec<ResolvedAlert>,
+}
+
+/// A resolved alert of a webhook.
+#[derive(Debug, Clone)]
+pub struct ResolvedAlert {
+    /// Its fingerprint.
+    pub fingerprint: String,
+    /// Its start, as Alertmanager wrote it.
+    pub starts_at: String,
+    /// Whether a rule matches it: a resolve that arrives before its firing is then remembered,
+    /// so the late firing never acts.
+    pub matched: bool,
 }
 
 /// What became of a [`Batch`].
@@ -42,7 +52,8 @@ pub struct Batch {
 pub struct Accepted {
     /// Newly queued jobs.
     pub queued: Vec<Job>,
-    /// Jobs not queued because their occurrence was seen before (a re-send).
+    /// Jobs not queued because their occurrence was seen before (a re-send), or had resolved
+    /// already (a late firing).
     pub duplicates: usize,
     /// What the resolved alerts changed.
     pub resolution: Resolution,
@@ -51,12 +62,9 @@ pub struct Accepted {
 /// Stored jobs found at start.
 #[derive(Debug, Default)]
 pub struct Resumed {
-    /// Jobs to run (queued) or to verify (their action had started).
+    /// Jobs to run (queued) or to verify (their action had started). One found later than
+    /// `global.resume_max_age` after it was due is escalated when it is decided.
     pub jobs: Vec<Job>,
-    /// Jobs expired: due longer ago than the allowed age.
-    pub expired: Vec<Job>,
-    /// Incidents closed because their next attempt expired.
-    pub closed: Vec<Closed>,
 }
 
 impl Store {
@@ -68,34 +76,61 @@ impl Store {
         self.run(move |c| accept(c, batch, now)).await
     }
 
-    /// Prepares stored jobs after a start. A job due longer than `max_age` ago is expired (its
-    /// incident, when it was the next attempt, closes; a re-sent alert opens it again). A job
-    /// whose action had started is returned to be verified, not run again; the others are
-    /// returned to run once.
+    /// The stored jobs after a start: a job whose action had started is returned to be
+    /// verified, not run again; the others to run once (by the model: one found late is
+    /// escalated when it is decided).
     ///
     /// # Errors
     /// On a database failure.
-    pub async fn resume(&self, max_age: f64, now: f64) -> Result<Resumed, StoreError> {
-        self.run(move |c| resume(c, max_age, now)).await
-    }
-
-    /// The oldest queued jobs, at most `limit`.
-    ///
-    /// # Errors
-    /// On a database failure.
-    pub async fn queued(&self, limit: usize) -> Result<Vec<Job>, StoreError> {
+    pub async fn resume(&self) -> Result<Resumed, StoreError> {
         self.run(move |c| {
-            load(
-                c,
-                "state = ?1 ORDER BY id LIMIT ?2",
-                params![JobState::Queued.as_str(), limit as i64],
-            )
+            Ok(Resumed {
+                jobs: load(
+                    c,
+                    "state IN (?1, ?2) ORDER BY id",
+                    args![JobState::Queued.as_str(), JobState::Running.as_str()],
+                )?,
+            })
         })
         .await
     }
 
-    /// Ends a job without an attempt (`event`: cancelled, denied, dry_run, expired). When the
-    /// job is its incident's next attempt, the incident closes for `reason`.
+    /// Jobs nobody works on: queued ones due by `now` and running ones (whose task ended on a
+    /// store error), leaving out `exclude` (those in memory), oldest first, at most `limit`.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn orphans(
+        &self,
+        now: f64,
+        exclude: Vec<i64>,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.read(move |c| {
+            let exclude: std::collections::HashSet<i64> = exclude.into_iter().collect();
+            let mut out = Vec::new();
+            let rows = rows(
+        c,
+        &format!(
+                "SELECT {COLUMNS} FROM jobs WHERE (state = ?1 AND not_before <= ?2) OR state = ?3 ORDER BY id"
+            ),
+        args![JobState::Queued.as_str(), now, JobState::Running.as_str()],
+        from_row,
+    )?;
+            for job in rows {
+                if !exclude.contains(&job.id) {
+                    out.push(job);
+                    if out.len() >= limit {
+                        break;
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Ends a job that never became an incident's attempt (`event`: cancelled, denied).
     ///
     /// # Errors
     /// On a database failure.
@@ -104,11 +139,32 @@ impl Store {
         job: Job,
         event: Event,
         detail: String,
-        reason: CloseReason,
         now: f64,
-    ) -> Result<Option<Closed>, StoreError> {
-        self.run(move |c| close(c, &job, event, &detail, Some(reason), now))
+    ) -> Result<(), StoreError> {
+        self.run(move |c| close(c, &job, event, &detail, now).map(|_| ()))
             .await
+    }
+
+    /// Puts off a job's decision until `at`, saying why (its subject cannot be made canonical
+    /// now: the Docker Engine cannot be asked). Returns whether the job was still queued.
+    ///
+    /// # Errors
+    /// On a database failure.
+    pub async fn postpone(&self, job: i64, at: f64, note: String) -> Result<bool, StoreError> {
+        self.run(move |c| {
+            Ok(exec(
+                c,
+                "UPDATE jobs SET not_before = ?2, postponed = postponed + 1, note = ?3 \
+                 WHERE id = ?1 AND state = ?4 AND incident_id IS NULL",
+                args![
+                    job,
+                    at,
+                    crate::limits::value(&note),
+                    JobState::Queued.as_str()
+                ],
+            )? > 0)
+        })
+        .await
     }
 
     /// Deletes history older than `before`: finished jobs, audit rows, closed incidents,
@@ -126,8 +182,9 @@ impl Store {
                 "DELETE FROM incidents WHERE closed_at IS NOT NULL AND closed_at < ?1",
                 "DELETE FROM occurrences WHERE first_seen < ?1 AND (resolved_at IS NOT NULL OR incident_id IS NULL \
                    OR incident_id NOT IN (SELECT id FROM incidents WHERE closed_at IS NULL))",
+                "DELETE FROM early_resolves WHERE at < ?1",
             ] {
-                n += exec(c, sql, [before])?;
+                n += exec(c, sql, args![before])?;
             }
             Ok(n)
         })
@@ -135,7 +192,7 @@ impl Store {
     }
 }
 
-fn accept(c: &Connection, batch: Batch, now: f64) -> Result<Accepted, StoreError> {
+fn accept(c: &dyn Db, batch: Batch, now: f64) -> Result<Accepted, StoreError> {
     let mut out = Accepted::default();
     for d in &batch.denials {
         audit::deny(
@@ -157,117 +214,66 @@ fn accept(c: &Connection, batch: Batch, now: f64) -> Result<Accepted, StoreError
             },
         )?;
     }
-    for (fp, start) in &batch.resolved {
-        out.resolution
-            .merge(resolve_alert(c, fp, start, ResolvedBy::Alert, now)?);
+    for r in &batch.resolved {
+        out.resolution.merge(resolve_alert(
+            c,
+            &r.fingerprint,
+            &r.starts_at,
+            ResolvedBy::Alert,
+            r.matched,
+            now,
+        )?);
     }
     for new in batch.jobs {
-        let seen: Option<Option<String>> = row(
+        // Every occurrence is acted on once: a re-send, or a firing of an occurrence that
+        // resolved already (a late notification of a second Alertmanager, a resolve that
+        // arrived first), is a duplicate.
+        let seen: Option<i64> = row_opt(
             c,
-                "SELECT resolved_by FROM occurrences WHERE rule = ?1 AND fingerprint = ?2 AND starts_at = ?3",
-                params![new.rule, new.fingerprint, new.starts_at],
-                |r| r.get(0),
-            )
-            .optional()?;
-        match seen {
-            None => {
-                exec(
-c,
-                    "INSERT INTO occurrences (rule, fingerprint, starts_at, starts_at_s, alertname, first_seen) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![
-                        new.rule,
-                        new.fingerprint,
-                        new.starts_at,
-                        crate::clock::parse_rfc3339(&new.starts_at),
-                        new.alertname(),
-                        now
-                    ],
-                )?;
-            }
-            // Resolved by inference (reconciliation, expiry) and firing after all: it counts
-            // again, as a new occurrence.
-            Some(Some(by)) if ResolvedBy::parse(&by).is_some_and(|b| !b.is_final()) => {
-                exec(
-c,
-                    "UPDATE occurrences SET resolved_at = NULL, resolved_by = NULL, incident_id = NULL, first_seen = ?4 \
-                     WHERE rule = ?1 AND fingerprint = ?2 AND starts_at = ?3",
-                    params![new.rule, new.fingerprint, new.starts_at, now],
-                )?;
-            }
-            Some(_) => {
-                out.duplicates += 1;
-                continue;
-            }
+            "SELECT 1 FROM occurrences WHERE rule = ?1 AND fingerprint = ?2 AND starts_at = ?3 \
+             UNION ALL SELECT 1 FROM early_resolves WHERE fingerprint = ?2 AND starts_at = ?3 LIMIT 1",
+            args![new.rule, new.fingerprint, new.starts_at],
+            |r| r.get(0),
+        )
+        ?;
+        if seen.is_some() {
+            out.duplicates += 1;
+            continue;
         }
+        exec(
+            c,
+            "INSERT INTO occurrences (rule, fingerprint, starts_at, starts_at_s, alertname, first_seen) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            args![
+                new.rule,
+                new.fingerprint,
+                new.starts_at,
+                crate::clock::parse_rfc3339(&new.starts_at),
+                new.alertname(),
+                now
+            ],
+        )?;
         out.queued.push(insert(c, new, None, false, now)?);
     }
     Ok(out)
 }
 
-fn resume(c: &Connection, max_age: f64, now: f64) -> Result<Resumed, StoreError> {
-    let jobs = load(
-        c,
-        "state IN (?1, ?2) ORDER BY id",
-        params![JobState::Queued.as_str(), JobState::Running.as_str()],
-    )?;
-    let mut out = Resumed::default();
-    for job in jobs {
-        let due = job.accepted_at.max(job.new.not_before);
-        if job.started_at.is_none() && now - due > max_age {
-            let detail = format!(
-                "due {:.0}s before this start, more than global.resume_max_age",
-                now - due
-            );
-            if let Some(closed) = close(
-                c,
-                &job,
-                Event::Expired,
-                &detail,
-                Some(CloseReason::Expired),
-                now,
-            )? {
-                out.closed.push(closed);
-            }
-            if job.incident.is_none() {
-                exec(
-c,
-                    "UPDATE occurrences SET resolved_at = ?4, resolved_by = ?5 \
-                     WHERE rule = ?1 AND fingerprint = ?2 AND starts_at = ?3 AND resolved_at IS NULL",
-                    params![
-                        job.new.rule,
-                        job.new.fingerprint,
-                        job.new.starts_at,
-                        now,
-                        ResolvedBy::Expired.as_str()
-                    ],
-                )?;
-            }
-            out.expired.push(job);
-        } else {
-            out.jobs.push(job);
-        }
-    }
-    Ok(out)
-}
-
-/// Ends `job` with `event`; closes its incident for `reason` when the job is the incident's
-/// pending attempt.
+/// Ends `job` with `event` and audits it; returns whether it was still open. The caller sees
+/// to its incident.
 pub(super) fn close(
-    c: &Connection,
+    c: &dyn Db,
     job: &Job,
     event: Event,
     detail: &str,
-    reason: Option<CloseReason>,
     now: f64,
-) -> Result<Option<Closed>, StoreError> {
+) -> Result<bool, StoreError> {
     let n = exec(
         c,
         "UPDATE jobs SET state = ?2, result = ?3 WHERE id = ?1 AND state != ?2",
-        params![job.id, JobState::Done.as_str(), event.as_str()],
+        args![job.id, JobState::Done.as_str(), event.as_str()],
     )?;
     if n == 0 {
-        return Ok(None);
+        return Ok(false);
     }
     audit::write(
         c,
@@ -279,10 +285,7 @@ pub(super) fn close(
             duration: None,
         },
     )?;
-    let (Some(reason), Some(incident)) = (reason, job.incident) else {
-        return Ok(None);
-    };
-    endings::close_if_current(c, incident, job.id, reason, now)
+    Ok(true)
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> String {
@@ -291,24 +294,28 @@ fn to_json<T: serde::Serialize>(v: &T) -> String {
 
 const COLUMNS: &str =
     "id, accepted_at, not_before, rule, action, target, subject, selection, fingerprint, \
-                       starts_at, labels, annotations, incident_id, retry, started_at";
+     starts_at, labels, annotations, incident_id, retry, started_at, COALESCE(due_at, not_before), postponed";
 
 /// Jobs selected by `filter` (the SQL after `WHERE`).
 pub(super) fn load(
-    c: &Connection,
+    c: &dyn Db,
     filter: &str,
-    p: impl rusqlite::Params,
+    p: &[super::db::Value],
 ) -> Result<Vec<Job>, StoreError> {
-    let mut st = c.prepare_cached(&format!("SELECT {COLUMNS} FROM jobs WHERE {filter}"))?;
-    let rows = st.query_map(p, |r| {
+    let rows = rows(
+        c,
+        &format!("SELECT {COLUMNS} FROM jobs WHERE {filter}"),
+        p,
+        from_row,
+    )?;
+    Ok(rows)
+}
+
+fn from_row(r: &super::db::Row) -> Result<Job, StoreError> {
+    {
         let action: String = r.get(4)?;
-        let action = ActionKind::parse(&action).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                4,
-                rusqlite::types::Type::Text,
-                Box::new(StoreError(format!("unknown action {action:?}"))),
-            )
-        })?;
+        let action = ActionKind::parse(&action)
+            .ok_or_else(|| StoreError(format!("unknown action {action:?} in a stored job")))?;
         Ok(Job {
             id: r.get(0)?,
             accepted_at: r.get(1)?,
@@ -318,33 +325,34 @@ pub(super) fn load(
                 action,
                 target: r.get(5)?,
                 subject: r.get(6)?,
-                selection: serde_json::from_str(&r.get::<_, String>(7)?).unwrap_or_default(),
+                selection: serde_json::from_str(&r.get::<String>(7)?).unwrap_or_default(),
                 fingerprint: r.get(8)?,
                 starts_at: r.get(9)?,
-                labels: serde_json::from_str(&r.get::<_, String>(10)?).unwrap_or_default(),
-                annotations: serde_json::from_str(&r.get::<_, String>(11)?).unwrap_or_default(),
+                labels: serde_json::from_str(&r.get::<String>(10)?).unwrap_or_default(),
+                annotations: serde_json::from_str(&r.get::<String>(11)?).unwrap_or_default(),
             },
             incident: r.get(12)?,
-            retry: r.get::<_, i64>(13)? != 0,
+            retry: r.get::<i64>(13)? != 0,
             started_at: r.get(14)?,
+            due_at: r.get(15)?,
+            postponed: r.get(16)?,
         })
-    })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
 }
 
 /// Inserts a job and returns it with its id.
 pub(super) fn insert(
-    c: &Connection,
+    c: &dyn Db,
     new: NewJob,
     incident: Option<i64>,
     retry: bool,
     now: f64,
 ) -> Result<Job, StoreError> {
-    exec(
-c,
-        "INSERT INTO jobs (accepted_at, not_before, rule, action, target, subject, selection, fingerprint, starts_at, labels, annotations, state, incident_id, retry) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
-        params![
+    let id: i64 = row(
+        c,
+        "INSERT INTO jobs (accepted_at, not_before, rule, action, target, subject, selection, fingerprint, starts_at, labels, annotations, state, incident_id, retry, due_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?2) RETURNING id",
+        args![
             now,
             new.not_before,
             new.rule,
@@ -360,13 +368,16 @@ c,
             incident,
             i64::from(retry),
         ],
+        |r| r.get(0),
     )?;
     Ok(Job {
-        id: c.last_insert_rowid(),
+        id,
         accepted_at: now,
+        due_at: new.not_before,
         new,
         incident,
         retry,
         started_at: None,
+        postponed: 0,
     })
 }

@@ -14,11 +14,15 @@
 //! counted in the same transaction that marks its job's action as started, never before.
 
 mod audit;
+mod controls;
+pub mod db;
 mod endings;
 pub mod escalations;
+mod holds;
 pub mod incidents;
 pub mod jobs;
 pub mod readers;
+mod rechecks;
 pub mod schema;
 pub mod views;
 mod writer;
@@ -34,10 +38,13 @@ use tokio::sync::oneshot;
 use crate::action::{ActionKind, Selection};
 use crate::vocab::CloseReason;
 
+pub use controls::ResetOutcome;
 pub use endings::ActiveAlert;
 pub use escalations::{PendingEscalation, PostResult};
-pub use incidents::{DecideInput, FinishInput, Finished, Outcome, Start};
-pub use jobs::{Accepted, Batch, Denial, Resumed};
+pub use holds::{Guard, Pause, Released};
+pub use incidents::{Conditions, DecideInput, FinishInput, Finished, Outcome, Start};
+pub use jobs::{Accepted, Batch, Denial, ResolvedAlert, Resumed};
+pub use rechecks::DueCheck;
 pub use views::{
     AlertRef, AuditRow, EscalationView, FlappingView, Gauges, IncidentView, Overview,
     OverviewLimits, PendingJob,
@@ -47,22 +54,9 @@ pub use views::{
 /// parsed once per connection, not per call.
 const STATEMENT_CACHE: usize = 256;
 
-/// Executes `sql` through the connection's statement cache.
-pub(crate) fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
-    c.prepare_cached(sql)?.execute(p)
-}
+pub(crate) use db::{args, exec, row, row_opt, rows, Db};
 
-/// Reads one row of `sql` through the connection's statement cache.
-pub(crate) fn row<T>(
-    c: &Connection,
-    sql: &str,
-    p: impl rusqlite::Params,
-    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-) -> rusqlite::Result<T> {
-    c.prepare_cached(sql)?.query_row(p, f)
-}
-
-/// A store failure; the message is SQLite's.
+/// A store failure; the message is the database's.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("store: {0}")]
 pub struct StoreError(pub String);
@@ -78,6 +72,67 @@ impl From<rusqlite::Error> for StoreError {
 pub struct Store {
     tx: std_mpsc::Sender<writer::Op>,
     readers: Arc<readers::Readers>,
+    /// Whether operations succeed, as the last ones found.
+    pub health: Arc<Health>,
+}
+
+/// Whether the store can write: the outcome of its latest operation (or probe). Readiness,
+/// the sweeper and the metrics read it.
+#[derive(Debug, Default)]
+pub struct Health {
+    failing: std::sync::Mutex<Option<Failing>>,
+    errors: std::sync::atomic::AtomicU64,
+}
+
+/// Since when the store fails, and its latest error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failing {
+    /// When the first failure of this run of failures happened.
+    pub since: f64,
+    /// The latest error.
+    pub error: String,
+}
+
+impl Health {
+    fn record<T>(&self, result: &Result<T, StoreError>) {
+        let mut failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(_) => {
+                if let Some(f) = failing.take() {
+                    tracing::info!(failing_since = %crate::clock::rfc3339(f.since), "the store writes again");
+                }
+            }
+            Err(e) => {
+                self.errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match failing.as_mut() {
+                    Some(f) => f.error = e.0.clone(),
+                    None => {
+                        tracing::error!(error = %e, "the store cannot write: webhooks get 503, stored work waits and is tried again");
+                        *failing = Some(Failing {
+                            since: crate::clock::now(),
+                            error: e.0.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Since when, and why, the store fails; `None` while it works.
+    #[must_use]
+    pub fn failing(&self) -> Option<Failing> {
+        self.failing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Failed operations since the start.
+    #[must_use]
+    pub fn errors(&self) -> u64 {
+        self.errors.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// A job about to be stored.
@@ -128,6 +183,11 @@ pub struct Job {
     pub retry: bool,
     /// When its action started, if it did (then it is verified after a crash, not run again).
     pub started_at: Option<f64>,
+    /// When it was first due (its `not_before` when stored); a job picked up longer than
+    /// `global.resume_max_age` after this is not run blindly.
+    pub due_at: f64,
+    /// How often its decision was put off because its subject could not be made canonical.
+    pub postponed: u32,
 }
 
 /// An incident that closed, for logs and metrics.
@@ -152,6 +212,10 @@ pub struct Resolution {
     pub closed: Vec<Closed>,
     /// Active escalations now waiting for their resolving post.
     pub escalations_resolving: usize,
+    /// Incidents escalated (their rule or target was removed).
+    pub escalated: usize,
+    /// Resolves remembered because they arrived before any firing of their occurrence.
+    pub remembered: usize,
 }
 
 impl Resolution {
@@ -161,6 +225,8 @@ impl Resolution {
         self.cancelled.extend(other.cancelled);
         self.closed.extend(other.closed);
         self.escalations_resolving += other.escalations_resolving;
+        self.escalated += other.escalated;
+        self.remembered += other.remembered;
     }
 }
 
@@ -173,6 +239,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let mut conn = Connection::open(path)?;
         schema::prepare(&mut conn, crate::clock::now())?;
+        check(&conn, path)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         // Commits write the log without waiting for the disk; the writer's sync thread flushes
         // it before any caller is answered (see `writer`).
@@ -184,7 +251,27 @@ impl Store {
             .name("stackmedic-store".into())
             .spawn(move || writer::run(conn, &db, rx))
             .map_err(|e| StoreError(format!("cannot start the store thread: {e}")))?;
-        Ok(Store { tx, readers })
+        Ok(Store {
+            tx,
+            readers,
+            health: Arc::new(Health::default()),
+        })
+    }
+
+    /// A small write (the `health` row), to learn whether the store writes again.
+    ///
+    /// # Errors
+    /// When it cannot write.
+    pub async fn probe(&self, now: f64) -> Result<(), StoreError> {
+        self.run(move |c| {
+            exec(
+                c,
+                "INSERT INTO health (id, at) VALUES (1, ?1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                args![now],
+            )?;
+            Ok(())
+        })
+        .await
     }
 
     /// Runs `f` on a read-only connection (not the store thread), inside one read transaction,
@@ -195,7 +282,7 @@ impl Store {
     pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&dyn Db) -> Result<T, StoreError> + Send + 'static,
     {
         self.readers.read(f).await
     }
@@ -208,10 +295,10 @@ impl Store {
     pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&dyn Db) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel();
-        let op: writer::Op = Box::new(move |c: &Connection| {
+        let op: writer::Op = Box::new(move |c: &dyn Db| {
             let r = f(c);
             let ok = r.is_ok();
             let finish: writer::Finish = Box::new(move |commit: Result<(), String>| {
@@ -224,10 +311,37 @@ impl Store {
             });
             (ok, finish)
         });
-        self.tx
-            .send(op)
-            .map_err(|_| StoreError("store thread stopped".into()))?;
-        rx.await
-            .map_err(|_| StoreError("store thread stopped".into()))?
+        let result = match self.tx.send(op) {
+            Ok(()) => rx
+                .await
+                .unwrap_or_else(|_| Err(StoreError("store thread stopped".into()))),
+            Err(_) => Err(StoreError("store thread stopped".into())),
+        };
+        self.health.record(&result);
+        result
     }
+}
+
+/// Checks a database at start: SQLite's `quick_check` finds no corruption, and a write works.
+/// A store that fails either is refused, so the remediator never starts and reports ready on a
+/// store that loses every webhook.
+fn check(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let mut st = conn.prepare("PRAGMA quick_check(10)")?;
+    let problems: Vec<String> = st
+        .query_map([], |r| r.get::<_, String>(0))
+        .and_then(|rows| rows.collect())
+        .map_err(|e| StoreError(format!("{} is corrupt: {e}", path.display())))?;
+    if problems != ["ok"] {
+        return Err(StoreError(format!(
+            "{} is corrupt ({}); restore it from a backup, or move it away to start with an empty store",
+            path.display(),
+            problems.join("; ")
+        )));
+    }
+    conn.execute(
+        "INSERT OR REPLACE INTO health (id, at) VALUES (1, ?1)",
+        [crate::clock::now()],
+    )
+    .map_err(|e| StoreError(format!("cannot write {}: {e}", path.display())))?;
+    Ok(())
 }

@@ -39,7 +39,7 @@ impl Readers {
     pub(super) async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&dyn super::Db) -> Result<T, StoreError> + Send + 'static,
     {
         let _permit = self
             .permits
@@ -78,10 +78,10 @@ fn connect(path: &Path) -> Result<Connection, StoreError> {
 
 fn snapshot<T>(
     c: &Connection,
-    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    f: impl FnOnce(&dyn super::Db) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     let tx = c.unchecked_transaction()?;
-    let out = f(&tx);
+    let out = f(&*tx);
     // Nothing was written: ending the transaction only releases the snapshot.
     let _ = tx.rollback();
     out

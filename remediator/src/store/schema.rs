@@ -2,7 +2,10 @@
 //!
 //! `PRAGMA user_version` holds the schema version: 0 is an empty database or one written by
 //! a release before the incident model (cooldowns, attempt windows and circuits), 2 the first
-//! release of the incident model, 3 this one (repeated denials counted on one audit row). A database of the previous release is migrated in one transaction when it is opened:
+//! release of the incident model, 3 the one that counts repeated denials on one audit row, 4
+//! this one (re-checks of heals, canonical subjects per real thing, on-call resets, resolves
+//! that arrive before their firing). A database of an earlier release is migrated in one
+//! transaction when it is opened:
 //! its occurrences are kept (so a re-sent alert stays a duplicate), each open circuit and each
 //! active escalation becomes an escalated incident that ends when its alert resolves, queued
 //! jobs stay queued, and the audit history is kept as it was written.
@@ -13,7 +16,7 @@ use super::StoreError;
 use crate::vocab::{CloseReason, EscalationState, IncidentState, JobState, ResolvedBy};
 
 /// The schema version this code writes.
-pub const VERSION: i64 = 3;
+pub const VERSION: i64 = 4;
 
 const PRAGMAS: &str = "
 PRAGMA journal_mode = WAL;
@@ -41,7 +44,10 @@ CREATE TABLE jobs (
   incident_id INTEGER,
   retry INTEGER NOT NULL DEFAULT 0,
   attempt INTEGER,
-  started_at REAL
+  started_at REAL,
+  due_at REAL,
+  postponed INTEGER NOT NULL DEFAULT 0,
+  note TEXT
 );
 ";
 
@@ -82,7 +88,10 @@ CREATE TABLE incidents (
   escalated_at REAL,
   detail TEXT NOT NULL DEFAULT '',
   closed_at REAL,
-  close_reason TEXT
+  close_reason TEXT,
+  next_check_at REAL,
+  rechecks INTEGER NOT NULL DEFAULT 0,
+  hold TEXT
 );
 ";
 
@@ -105,7 +114,8 @@ CREATE TABLE escalations (
   posts INTEGER NOT NULL DEFAULT 0,
   last_post_at REAL,
   resolve_reason TEXT,
-  resolved_at REAL
+  resolved_at REAL,
+  hold_group TEXT
 );
 ";
 
@@ -131,6 +141,44 @@ CREATE TABLE audit (
 );
 ";
 
+/// On-call resets: healed incidents before `reset_at` no longer count as flapping.
+const SUBJECTS: &str = "
+CREATE TABLE IF NOT EXISTS subjects (
+  subject TEXT PRIMARY KEY,
+  reset_at REAL NOT NULL,
+  reset_note TEXT NOT NULL DEFAULT ''
+);
+";
+
+/// Resolves that arrived before any firing of their occurrence: a later firing never acts.
+const EARLY_RESOLVES: &str = "
+CREATE TABLE IF NOT EXISTS early_resolves (
+  fingerprint TEXT NOT NULL,
+  starts_at TEXT NOT NULL,
+  at REAL NOT NULL,
+  PRIMARY KEY (fingerprint, starts_at)
+);
+";
+
+/// The row a write probe updates: at start, and while the store fails, to learn whether it
+/// writes again.
+const HEALTH: &str = "
+CREATE TABLE IF NOT EXISTS health (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  at REAL NOT NULL
+);
+";
+
+/// On-call's pause: while its row exists, no action starts.
+const PAUSE: &str = "
+CREATE TABLE IF NOT EXISTS pause (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  reason TEXT NOT NULL,
+  since REAL NOT NULL,
+  until REAL
+);
+";
+
 const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
 CREATE INDEX IF NOT EXISTS jobs_alert ON jobs(fingerprint, starts_at);
@@ -139,6 +187,8 @@ CREATE INDEX IF NOT EXISTS occurrences_incident ON occurrences(incident_id);
 CREATE INDEX IF NOT EXISTS occurrences_open ON occurrences(first_seen) WHERE resolved_at IS NULL;
 CREATE UNIQUE INDEX IF NOT EXISTS incidents_one_open ON incidents(subject) WHERE closed_at IS NULL;
 CREATE INDEX IF NOT EXISTS incidents_healed ON incidents(subject, healed_at);
+CREATE INDEX IF NOT EXISTS incidents_checks ON incidents(next_check_at) WHERE closed_at IS NULL;
+CREATE INDEX IF NOT EXISTS early_resolves_at ON early_resolves(at);
 CREATE INDEX IF NOT EXISTS escalations_state ON escalations(state, next_try_at);
 CREATE INDEX IF NOT EXISTS escalations_incident ON escalations(incident_id);
 CREATE INDEX IF NOT EXISTS audit_denials ON audit(rule, subject) WHERE result = 'denied';
@@ -160,13 +210,27 @@ pub fn prepare(conn: &mut Connection, now: f64) -> Result<(), StoreError> {
         return Ok(());
     }
     let tx = conn.transaction()?;
-    if version == 2 {
+    if version == 3 {
+        to_v4(&tx, now)?;
+    } else if version == 2 {
         add_audit_counts(&tx)?;
+        to_v4(&tx, now)?;
     } else if has_table(&tx, "jobs")? {
         migrate_from_circuits(&tx, now)?;
         add_audit_counts(&tx)?;
+        to_v4(&tx, now)?;
     } else {
-        for table in [JOBS, OCCURRENCES, INCIDENTS, ESCALATIONS, AUDIT] {
+        for table in [
+            JOBS,
+            OCCURRENCES,
+            INCIDENTS,
+            ESCALATIONS,
+            AUDIT,
+            SUBJECTS,
+            EARLY_RESOLVES,
+            HEALTH,
+            PAUSE,
+        ] {
             tx.execute_batch(table)?;
         }
     }
@@ -186,6 +250,60 @@ fn add_audit_counts(c: &Connection) -> Result<(), StoreError> {
             c.execute_batch(&format!("ALTER TABLE audit ADD COLUMN {name} {decl}"))?;
         }
     }
+    Ok(())
+}
+
+/// Version 4: re-checks of heals, each job's original due time and postponements, on-call
+/// resets, early resolves, and one subject per real thing — a container `container:NAME`, a
+/// unit `unit:NAME` (on the default engine and bus, which every earlier release used) —
+/// whatever target named it. Of two open incidents that become one subject the newer stays
+/// open and the older closes as superseded.
+fn to_v4(c: &Connection, now: f64) -> Result<(), StoreError> {
+    for (table, name, decl) in [
+        ("jobs", "due_at", "REAL"),
+        ("jobs", "postponed", "INTEGER NOT NULL DEFAULT 0"),
+        ("jobs", "note", "TEXT"),
+        ("incidents", "next_check_at", "REAL"),
+        ("incidents", "rechecks", "INTEGER NOT NULL DEFAULT 0"),
+        ("incidents", "hold", "TEXT"),
+        ("escalations", "hold_group", "TEXT"),
+    ] {
+        if !has_column(c, table, name)? {
+            c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {name} {decl}"))?;
+        }
+    }
+    c.execute_batch("UPDATE jobs SET due_at = MAX(accepted_at, not_before) WHERE due_at IS NULL")?;
+    for table in [SUBJECTS, EARLY_RESOLVES, HEALTH, PAUSE] {
+        c.execute_batch(table)?;
+    }
+    c.execute_batch("DROP INDEX IF EXISTS incidents_one_open")?;
+    for (actions, prefix) in [
+        ("('container_restart', 'container_start')", "container:"),
+        ("('systemd_restart', 'systemd_start')", "unit:"),
+    ] {
+        for table in ["incidents", "jobs", "audit"] {
+            c.execute_batch(&format!(
+                "UPDATE {table} SET subject = '{prefix}' || substr(subject, instr(subject, '/') + 1) \
+                 WHERE action IN {actions} AND instr(subject, '/') > 0"
+            ))?;
+        }
+    }
+    // Two open incidents of what is now one subject: the newer stays open.
+    c.execute(
+        "UPDATE incidents SET state = ?1, closed_at = ?2, updated_at = ?2, close_reason = ?3, current_job = NULL, \
+           next_attempt_at = NULL WHERE closed_at IS NULL AND EXISTS (SELECT 1 FROM incidents n \
+           WHERE n.subject = incidents.subject AND n.closed_at IS NULL AND n.id > incidents.id)",
+        params![
+            IncidentState::Resolved.as_str(),
+            now,
+            CloseReason::Superseded.as_str()
+        ],
+    )?;
+    // A healed incident is re-checked as a new heal would be.
+    c.execute(
+        "UPDATE incidents SET next_check_at = ?2 WHERE closed_at IS NULL AND state = ?1",
+        params![IncidentState::Healed.as_str(), now],
+    )?;
     Ok(())
 }
 

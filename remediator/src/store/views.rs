@@ -1,11 +1,12 @@
 //! Typed read views of the store, for `GET /api/actions` (serialized as they are), the on-call
 //! page and the gauges.
 
-use rusqlite::{params, Connection};
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{row, Store, StoreError};
+use super::{args, row, rows, Db, Store, StoreError};
 use crate::vocab::{CloseReason, EscalationState, IncidentState, JobState};
 
 /// One row of the audit history.
@@ -100,6 +101,11 @@ pub struct IncidentView {
     pub next_attempt_at: Option<f64>,
     /// When it healed.
     pub healed_at: Option<f64>,
+    /// While healed: when it is verified again if an alert of it still fires then
+    /// (`verify.resolve_within` after the heal).
+    pub next_check_at: Option<f64>,
+    /// Re-checks that passed while its alert still fired.
+    pub rechecks: u32,
     /// When it was escalated.
     pub escalated_at: Option<f64>,
     /// What happened last, in words.
@@ -145,6 +151,10 @@ pub struct PendingJob {
     pub incident_id: Option<i64>,
     /// Whether it is an incident's next attempt.
     pub retry: bool,
+    /// Why it waits, when its decision was put off (its subject could not be made canonical).
+    pub note: Option<String>,
+    /// How often its decision was put off.
+    pub postponed: u32,
 }
 
 /// An escalation in the outbox.
@@ -259,20 +269,20 @@ impl Store {
                 incidents: incidents(
                     c,
                     "closed_at IS NULL ORDER BY opened_at DESC, id DESC",
-                    [],
+                    args![],
                     now,
                 )?,
                 recent_incidents: incidents(
                     c,
                     "closed_at IS NOT NULL ORDER BY closed_at DESC, id DESC LIMIT ?1",
-                    [limits.closed_incidents as i64],
+                    args![limits.closed_incidents as i64],
                     now,
                 )?,
                 pending_jobs: pending(c)?,
                 escalations: escalations(
                     c,
                     "ORDER BY id DESC LIMIT ?1",
-                    [limits.escalations as i64],
+                    args![limits.escalations as i64],
                 )?,
             })
         })
@@ -292,12 +302,12 @@ impl Store {
             let active = escalations(
                 c,
                 "WHERE state != ?1 ORDER BY id DESC",
-                [EscalationState::Resolved.as_str()],
+                args![EscalationState::Resolved.as_str()],
             )?;
             let done = escalations(
                 c,
                 "WHERE state = ?1 ORDER BY resolved_at DESC, id DESC LIMIT ?2",
-                params![EscalationState::Resolved.as_str(), resolved as i64],
+                args![EscalationState::Resolved.as_str(), resolved as i64],
             )?;
             Ok((active, done))
         })
@@ -313,7 +323,7 @@ impl Store {
             let due_jobs = row(
                 c,
                 "SELECT COUNT(*) FROM jobs WHERE state = ?1 OR (state = ?2 AND not_before <= ?3)",
-                params![JobState::Running.as_str(), JobState::Queued.as_str(), now],
+                args![JobState::Running.as_str(), JobState::Queued.as_str(), now],
                 |r| r.get(0),
             )?;
             let mut incidents = Vec::new();
@@ -321,7 +331,7 @@ impl Store {
                 let n: i64 = row(
                     c,
                     "SELECT COUNT(*) FROM incidents WHERE closed_at IS NULL AND state = ?1",
-                    [state.as_str()],
+                    args![state.as_str()],
                     |r| r.get(0),
                 )?;
                 incidents.push((*state, n));
@@ -330,7 +340,7 @@ impl Store {
                 c,
                 "SELECT COUNT(*) FROM escalations WHERE state = ?1 \
                  OR (state = ?2 AND (delivered_at IS NULL OR failures > 0))",
-                params![
+                args![
                     EscalationState::Resolving.as_str(),
                     EscalationState::Firing.as_str()
                 ],
@@ -339,7 +349,7 @@ impl Store {
             let escalations_active = row(
                 c,
                 "SELECT COUNT(*) FROM escalations WHERE state = ?1",
-                [EscalationState::Firing.as_str()],
+                args![EscalationState::Firing.as_str()],
                 |r| r.get(0),
             )?;
             Ok(Gauges {
@@ -354,17 +364,18 @@ impl Store {
 }
 
 fn audit_rows(
-    c: &Connection,
+    c: &dyn Db,
     limit: usize,
     before: Option<i64>,
 ) -> Result<(Vec<AuditRow>, Option<i64>), StoreError> {
     let limit = limit.clamp(1, MAX_ACTIONS);
-    let mut st = c.prepare_cached(
+    let rows = rows(
+        c,
         "SELECT id, at, job_id, incident_id, rule, action, target, subject, alertname, fingerprint, result, detail, \
          duration_seconds, accepted_at, started_at, count, first_at FROM audit WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
-    )?;
-    // One row more than asked tells whether an older page exists.
-    let rows = st.query_map(params![before.unwrap_or(i64::MAX), limit as i64 + 1], |r| {
+        // One row more than asked tells whether an older page exists.
+        args![before.unwrap_or(i64::MAX), limit as i64 + 1],
+        |r| {
         Ok(AuditRow {
             id: r.get(0)?,
             time: r.get(1)?,
@@ -384,11 +395,11 @@ fn audit_rows(
             count: r.get(15)?,
             first_time: r.get(16)?,
         })
-    })?;
+        },
+    )?;
     let mut out = Vec::new();
     let mut text = 0;
     for row in rows {
-        let row = row?;
         let size = row.rule.len()
             + row.action.len()
             + row.target.len()
@@ -408,17 +419,20 @@ fn audit_rows(
 }
 
 fn incidents(
-    c: &Connection,
+    c: &dyn Db,
     filter: &str,
-    p: impl rusqlite::Params,
+    p: &[super::db::Value],
     now: f64,
 ) -> Result<Vec<IncidentView>, StoreError> {
-    let mut st = c.prepare_cached(&format!(
+    let mut out = rows(
+        c,
+        &format!(
         "SELECT id, subject, target, rule, action, alertname, state, opened_at, updated_at, attempts, max_attempts, \
-         next_attempt_at, healed_at, escalated_at, detail, closed_at, close_reason, flapping_count, flapping_window \
-         FROM incidents WHERE {filter}"
-    ))?;
-    let rows = st.query_map(p, |r| {
+         next_attempt_at, healed_at, escalated_at, detail, closed_at, close_reason, flapping_count, flapping_window, \
+         next_check_at, rechecks FROM incidents WHERE {filter}"
+    ),
+        p,
+        |r| {
         let state: String = r.get(6)?;
         let reason: Option<String> = r.get(16)?;
         Ok(IncidentView {
@@ -435,6 +449,8 @@ fn incidents(
             max_attempts: r.get(10)?,
             next_attempt_at: r.get(11)?,
             healed_at: r.get(12)?,
+            next_check_at: r.get(19)?,
+            rechecks: r.get(20)?,
             escalated_at: r.get(13)?,
             detail: r.get(14)?,
             closed_at: r.get(15)?,
@@ -449,40 +465,41 @@ fn incidents(
             page_active: false,
             escalation_id: None,
         })
-    })?;
-    let mut out = rows.collect::<Result<Vec<_>, _>>()?;
+    },
+    )?;
     for i in &mut out {
         i.alerts_total = row(
             c,
             "SELECT COUNT(*) FROM occurrences WHERE incident_id = ?1",
-            [i.id],
+            args![i.id],
             |r| r.get(0),
         )?;
         // The latest ones, listed oldest first.
-        let mut st = c.prepare_cached(
+        i.alerts = rows(
+            c,
             "SELECT alertname, starts_at, resolved_at FROM \
              (SELECT alertname, starts_at, resolved_at, first_seen FROM occurrences WHERE incident_id = ?1 \
-              ORDER BY first_seen DESC LIMIT ?2) ORDER BY first_seen",
-        )?;
-        i.alerts = st
-            .query_map(params![i.id, ALERTS_SHOWN as i64], |r| {
+              ORDER BY first_seen DESC LIMIT ?2) AS latest ORDER BY first_seen",
+            args![i.id, ALERTS_SHOWN as i64],
+            |r| {
                 Ok(AlertRef {
                     alertname: r.get(0)?,
                     starts_at: r.get(1)?,
                     resolved_at: r.get(2)?,
                 })
-            })?
-            .collect::<Result<_, _>>()?;
+            },
+        )?;
         i.flapping.healed_in_window = row(
             c,
-            "SELECT COUNT(*) FROM incidents WHERE subject = ?1 AND healed_at >= ?2",
-            params![i.subject, now - i.flapping.window_seconds],
+            "SELECT COUNT(*) FROM incidents WHERE subject = ?1 AND healed_at >= ?2 \
+             AND healed_at >= COALESCE((SELECT reset_at FROM subjects WHERE subject = ?1), 0)",
+            args![i.subject, now - i.flapping.window_seconds],
             |r| r.get(0),
         )?;
         let page: Option<(i64, String)> = row(
             c,
             "SELECT id, state FROM escalations WHERE incident_id = ?1 ORDER BY id DESC LIMIT 1",
-            [i.id],
+            args![i.id],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .ok();
@@ -494,14 +511,13 @@ fn incidents(
     Ok(out)
 }
 
-fn pending(c: &Connection) -> Result<Vec<PendingJob>, StoreError> {
-    let mut st = c.prepare_cached(
+fn pending(c: &dyn Db) -> Result<Vec<PendingJob>, StoreError> {
+    let rows = rows(
+        c,
         "SELECT id, state, accepted_at, not_before, rule, action, target, subject, \
-         COALESCE(json_extract(labels, '$.alertname'), ''), incident_id, retry \
+         labels, incident_id, retry, note, postponed \
          FROM jobs WHERE state IN (?1, ?2) ORDER BY not_before, id LIMIT 100",
-    )?;
-    let rows = st.query_map(
-        params![JobState::Queued.as_str(), JobState::Running.as_str()],
+        args![JobState::Queued.as_str(), JobState::Running.as_str()],
         |r| {
             let state: String = r.get(1)?;
             Ok(PendingJob {
@@ -513,28 +529,36 @@ fn pending(c: &Connection) -> Result<Vec<PendingJob>, StoreError> {
                 action: r.get(5)?,
                 target: r.get(6)?,
                 subject: r.get(7)?,
-                alertname: r.get(8)?,
+                alertname: serde_json::from_str::<BTreeMap<String, String>>(&r.get::<String>(8)?)
+                    .ok()
+                    .and_then(|mut l| l.remove("alertname"))
+                    .unwrap_or_default(),
                 incident_id: r.get(9)?,
-                retry: r.get::<_, i64>(10)? != 0,
+                retry: r.get::<i64>(10)? != 0,
+                note: r.get(11)?,
+                postponed: r.get(12)?,
             })
         },
     )?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    Ok(rows)
 }
 
 fn escalations(
-    c: &Connection,
+    c: &dyn Db,
     filter: &str,
-    p: impl rusqlite::Params,
+    p: &[super::db::Value],
 ) -> Result<Vec<EscalationView>, StoreError> {
-    let mut st = c.prepare_cached(&format!(
+    let rows = rows(
+        c,
+        &format!(
         "SELECT id, job_id, incident_id, created_at, tries, delivered_at, last_error, subject, state, posts, \
          last_post_at, next_try_at, resolve_reason, resolved_at, failures, payload FROM escalations {filter}"
-    ))?;
-    let rows = st.query_map(p, |r| {
+    ),
+        p,
+        |r| {
         let state: String = r.get(8)?;
         let state = EscalationState::parse(&state).unwrap_or(EscalationState::Firing);
-        let payload: Value = serde_json::from_str(&r.get::<_, String>(15)?).unwrap_or(Value::Null);
+        let payload: Value = serde_json::from_str(&r.get::<String>(15)?).unwrap_or(Value::Null);
         let label = |name: &str| payload[0]["labels"][name].as_str().map(str::to_owned);
         Ok(EscalationView {
             id: r.get(0)?,
@@ -560,6 +584,7 @@ fn escalations(
                 .as_str()
                 .map(str::to_owned),
         })
-    })?;
-    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    },
+    )?;
+    Ok(rows)
 }

@@ -28,7 +28,7 @@ const MAX_BATCH: usize = 512;
 /// Called with the commit's result once the batch is on disk.
 pub(super) type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// Runs on the store thread; says whether it succeeded (a failed one is rolled back alone).
-pub(super) type Op = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+pub(super) type Op = Box<dyn FnOnce(&dyn super::Db) -> (bool, Finish) + Send>;
 
 /// A committed batch waiting for its flush: its callers, or the commit's error.
 struct Committed {
@@ -61,12 +61,12 @@ pub(super) fn run(mut conn: Connection, path: &Path, rx: std_mpsc::Receiver<Op>)
                 for op in ops {
                     // A savepoint per operation: a failing one is rolled back alone and the
                     // others of the batch still commit.
-                    let _ = super::exec(&tx, "SAVEPOINT op", []);
-                    let (ok, finish) = op(&tx);
+                    let _ = tx.execute_batch("SAVEPOINT op");
+                    let (ok, finish) = op(&*tx);
                     if !ok {
-                        let _ = super::exec(&tx, "ROLLBACK TO op", []);
+                        let _ = tx.execute_batch("ROLLBACK TO op");
                     }
-                    let _ = super::exec(&tx, "RELEASE op", []);
+                    let _ = tx.execute_batch("RELEASE op");
                     finishes.push(finish);
                 }
                 tx.commit().map_err(|e| e.to_string())

@@ -1,6 +1,7 @@
 //! HTTP routes: `POST /webhook`, `GET /api/actions`, `GET /` (the on-call page, [`page`]),
 //! `GET /metrics`, and the lifecycle endpoints from the shared crate.
 
+pub mod control;
 mod format;
 mod page;
 
@@ -13,6 +14,7 @@ use serde::Serialize;
 use serde_json::json;
 use stackmedic_common::reload::{self, ReloadHandle};
 use stackmedic_common::server::{self, BodyError, Request, Response};
+use stackmedic_common::webconfig::BasicAuth;
 
 use crate::clock::now;
 use crate::limits;
@@ -36,6 +38,8 @@ struct Api {
     #[serde(flatten)]
     overview: Overview,
     unmatched: Vec<Recent>,
+    /// On-call's pause in force, if any.
+    pause: Option<crate::store::Pause>,
     /// The URL of the next (older) page of `actions`, when there is one.
     next: Option<String>,
     limits: Limits,
@@ -106,12 +110,33 @@ impl PageQuery {
     }
 }
 
-/// Answers one request.
-pub async fn handle(engine: Arc<Engine>, reload_handle: ReloadHandle, req: Request) -> Response {
+/// Answers one request. `web_auth` is the web configuration's basic auth, which on-call's
+/// controls accept beside the webhook's credentials.
+pub async fn handle(
+    engine: Arc<Engine>,
+    reload_handle: ReloadHandle,
+    web_auth: Option<Arc<BasicAuth>>,
+    req: Request,
+) -> Response {
+    if req.uri().path() == "/-/ready" {
+        if let Some(f) = engine.store.health.failing() {
+            return server::text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "Not ready: the store cannot write since {}: {}\n",
+                    crate::clock::rfc3339(f.since),
+                    f.error
+                ),
+            );
+        }
+    }
     let req = match reload::lifecycle(req, &reload_handle, true).await {
         Ok(resp) => return resp,
         Err(req) => req,
     };
+    if control::is_control(req.uri().path()) {
+        return control::handle(&engine, web_auth.as_ref(), req).await;
+    }
     match (req.method(), req.uri().path()) {
         (&Method::POST, "/webhook") => {
             let started = Instant::now();
@@ -142,6 +167,7 @@ pub async fn handle(engine: Arc<Engine>, reload_handle: ReloadHandle, req: Reque
                         .map(|b| format!("/api/actions?limit={}&before={b}", page.limit));
                     let api = Api {
                         overview,
+                        pause: engine.store.paused().await.ok().flatten(),
                         unmatched: engine.unmatched.recent(t),
                         next,
                         limits: Limits::IN_FORCE,
@@ -163,6 +189,16 @@ pub async fn handle(engine: Arc<Engine>, reload_handle: ReloadHandle, req: Reque
             }
         }
         (&Method::GET, "/metrics") => {
+            let m = &engine.metrics;
+            let errors = engine.store.health.errors();
+            m.store_errors
+                .inc_by(errors.saturating_sub(m.store_errors.get()));
+            m.store_writable
+                .set(i64::from(engine.store.health.failing().is_none()));
+            if let Ok(p) = engine.store.paused().await {
+                m.paused.set(i64::from(p.is_some()));
+                m.pause_until.set(p.and_then(|p| p.until).unwrap_or(0.0));
+            }
             if let Ok(g) = engine.store.gauges(now()).await {
                 let m = &engine.metrics;
                 m.queue_depth.set(g.due_jobs);
@@ -172,6 +208,9 @@ pub async fn handle(engine: Arc<Engine>, reload_handle: ReloadHandle, req: Reque
                 m.escalations_pending.set(g.escalations_pending);
                 m.escalations_active.set(g.escalations_active);
             }
+            engine
+                .metrics
+                .set_unmatched_dropped(engine.unmatched.dropped());
             server::with_type(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",
@@ -193,10 +232,11 @@ pub async fn handle(engine: Arc<Engine>, reload_handle: ReloadHandle, req: Reque
                     .store
                     .escalation_overview(page::RESOLVED_SHOWN)
                     .await?;
-                Ok::<_, StoreError>((overview, escalations))
+                let pause = engine.store.paused().await?;
+                Ok::<_, StoreError>((overview, escalations, pause))
             };
             match read.await {
-                Ok((overview, (active, resolved))) => {
+                Ok((overview, (active, resolved), pause)) => {
                     let cfg = engine.config();
                     let view = page::View {
                         cfg: &cfg,
@@ -206,6 +246,7 @@ pub async fn handle(engine: Arc<Engine>, reload_handle: ReloadHandle, req: Reque
                         unmatched: &engine.unmatched.recent(t),
                         before: page_query.before,
                         now: t,
+                        pause,
                     };
                     server::html(StatusCode::OK, page::render(&view))
                 }
@@ -221,7 +262,8 @@ pub async fn handle(engine: Arc<Engine>, reload_handle: ReloadHandle, req: Reque
 /// configured. Without them, the web configuration's basic auth protects the webhook too.
 pub fn own_auth(engine: Arc<Engine>) -> server::OwnAuth {
     Arc::new(move |req: &Request| {
-        req.uri().path() == "/webhook" && engine.config().webhook.credentials.is_set()
+        (req.uri().path() == "/webhook" && engine.config().webhook.credentials.is_set())
+            || control::own_auth(&engine, req)
     })
 }
 

@@ -31,16 +31,18 @@ pub(super) struct View<'a> {
     /// The page of history asked for: decisions older than this id (`/?before=…`).
     pub before: Option<i64>,
     pub now: f64,
+    /// On-call's pause, if one is in force.
+    pub pause: Option<crate::store::Pause>,
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d232a;background:#f7f8fa}\
 h1{font-size:1.4rem;margin:0 0 .3rem}h2{font-size:1.1rem;margin-top:1.6rem}h3{font-size:.95rem;margin:1rem 0 .4rem}\
 table{border-collapse:collapse;width:100%;background:#fff;font-size:.9rem}\
-th,td{border:1px solid #d5d9df;padding:.35rem .5rem;text-align:left;vertical-align:top}\
+th,td{border:1px solid #d5d9df;padding:.35rem .5rem;text-align:left;vertical-align:top;overflow-wrap:anywhere}\
 th{background:#e9edf2}.t{white-space:nowrap}.r{font-weight:600}.m{color:#5a6270;font-size:.85em}\
 .succeeded,.healed,.resolved,.escalation_resolved{color:#17692f}\
 .failed,.escalated,.firing,.skipped_escalated,.skipped_flapping{color:#b3261e}\
-.acting,.verifying,.waiting,.resolving,.pending,.denied{color:#8a4b00}\
+.acting,.verifying,.waiting,.resolving,.pending,.denied,.held{color:#8a4b00}\
 .dry_run,.joined,.cancelled,.expired{color:#5a6270}\
 .banner{padding:.5rem .8rem;border-radius:4px;margin:.6rem 0}.open{background:#fde2e0;border:1px solid #b3261e}\
 .ok{background:#e3f4e8;border:1px solid #17692f}.dry{background:#fff4d6;border:1px solid #8a6d00}\
@@ -61,6 +63,21 @@ pub(super) fn render(v: &View<'_>) -> String {
     ));
     if v.cfg.global.dry_run {
         out.push_str("<div class=\"banner dry\">Dry run: decisions are recorded, no action is executed.</div>");
+    }
+    if let Some(p) = &v.pause {
+        let until = match p.until {
+            Some(u) if u < v.now => format!(
+                ", planned until {}: <strong>longer than planned</strong>",
+                when(Some(u), v.now)
+            ),
+            Some(u) => format!(", planned until {}", when(Some(u), v.now)),
+            None => ", with no planned end".into(),
+        };
+        out.push_str(&format!(
+            "<div class=\"banner open\">Paused by on-call since {}{until}: {}. No action starts; alerts are recorded and incidents are opened, held. Resume with <code>stackmedic-remediator resume</code>.</div>",
+            when(Some(p.since), v.now),
+            escape_html(&p.reason)
+        ));
     }
     incidents_section(&mut out, v);
     unmatched_section(&mut out, v.unmatched);
@@ -83,8 +100,13 @@ fn state_words(i: &IncidentView) -> &'static str {
         IncidentState::Acting => "an attempt is running or about to run",
         IncidentState::Verifying => "the action ran; its outcome is being verified",
         IncidentState::Waiting => "the last attempt failed; the next one runs at its time",
-        IncidentState::Healed => "fixed and verified; waiting for the alert to resolve",
-        IncidentState::Escalated => "no more actions; on-call is paged until the alert resolves",
+        IncidentState::Healed => {
+            "fixed and verified; waiting for the alert to resolve (verified again if it still fires)"
+        }
+        IncidentState::Escalated => {
+            "no more actions; on-call is paged until the alert resolves or on-call resets the subject"
+        }
+        IncidentState::Held => "its action waits (see what happened); it acts by itself when the hold ends",
         IncidentState::Resolved => "closed",
     }
 }
@@ -108,15 +130,23 @@ fn incidents_section(out: &mut String, v: &View<'_>) {
         let mut text = format!("{} open incident(s): {}.", open.len(), parts.join(", "));
         if escalated > 0 {
             text.push_str(&format!(
-                " {escalated} escalated: no more actions on {} until the alert resolves.",
+                " {escalated} escalated: no more actions on {} until the alert resolves or on-call resets the subject (<code>stackmedic-remediator reset SUBJECT</code>).",
                 if escalated == 1 { "it" } else { "them" }
             ));
         }
         out.push_str(&format!("<div class=\"banner {class}\">{text}</div>"));
         out.push_str("<table><tr><th>Subject</th><th>State</th><th>Attempts</th><th>Next attempt</th><th>Flapping</th><th>Page</th><th>Alerts</th><th>Since (UTC)</th><th>What happened</th></tr>");
         for i in open {
+            let reset = if i.state == IncidentState::Escalated {
+                format!(
+                    "<br><span class=\"m\">reset: <code>stackmedic-remediator reset {}</code></span>",
+                    escape_html(&shell_word(&i.subject))
+                )
+            } else {
+                String::new()
+            };
             out.push_str(&format!(
-                "<tr><td>{}<br><span class=\"m\">{} · {}</span></td><td><span class=\"r {state}\">{state}</span><br><span class=\"m\">{}</span></td><td>{} of {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}<br><span class=\"m\">{} · {}</span></td><td><span class=\"r {state}\">{state}</span><br><span class=\"m\">{}</span>{reset}</td><td>{} of {}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 escape_html(&i.subject),
                 escape_html(&i.rule),
                 escape_html(&i.action),
@@ -158,7 +188,26 @@ fn next_attempt(i: &IncidentView, now: f64) -> String {
         (IncidentState::Waiting, Some(t)) => when(Some(t), now),
         (IncidentState::Acting, _) => "now".into(),
         (IncidentState::Escalated, _) => "none: escalated".into(),
+        (IncidentState::Healed, _) => match i.next_check_at {
+            Some(t) => format!(
+                "none; verified again {} if the alert still fires",
+                when(Some(t), now)
+            ),
+            None => "none".into(),
+        },
         _ => "none".into(),
+    }
+}
+
+/// `s` as one word of a POSIX shell command line, quoted when it needs to be.
+fn shell_word(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '/' | '.' | '_' | '-' | '@'))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 
@@ -343,10 +392,10 @@ fn pending_section(out: &mut String, v: &View<'_>) {
     if pending.is_empty() {
         return;
     }
-    out.push_str("<h2>Pending jobs</h2><table><tr><th>Job</th><th>State</th><th>Accepted (UTC)</th><th>Not before</th><th>Rule</th><th>Action</th><th>Subject</th></tr>");
+    out.push_str("<h2>Pending jobs</h2><table><tr><th>Job</th><th>State</th><th>Accepted (UTC)</th><th>Not before</th><th>Rule</th><th>Action</th><th>Subject</th><th>Waiting for</th></tr>");
     for j in pending {
         out.push_str(&format!(
-            "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             j.job_id,
             if j.retry { " (next attempt)" } else { "" },
             j.state,
@@ -355,6 +404,10 @@ fn pending_section(out: &mut String, v: &View<'_>) {
             escape_html(&j.rule),
             escape_html(&j.action),
             escape_html(&j.subject),
+            match &j.note {
+                Some(n) => format!("{} (tried {} time(s))", escape_html(n), j.postponed),
+                None => String::new(),
+            },
         ));
     }
     out.push_str("</table>");
@@ -576,6 +629,7 @@ mod tests {
             resolved: &[],
             unmatched: &[],
             before,
+            pause: None,
             now: NOW,
         };
         let mut html = String::new();

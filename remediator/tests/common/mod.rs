@@ -6,11 +6,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde_json::json;
 use stackmedic_remediator::action::{ActionKind, Selection};
 use stackmedic_remediator::incident::{Decision, Flapping, Policy};
+use stackmedic_remediator::paging::PageSpec;
 use stackmedic_remediator::store::{
-    Batch, DecideInput, FinishInput, Finished, Job, NewJob, Outcome, Start, Store,
+    Batch, Conditions, DecideInput, FinishInput, Finished, Job, NewJob, Outcome, ResolvedAlert,
+    Start, Store,
 };
 
 /// A fixed "now" for store tests (2027-01-15T08:00:00Z).
@@ -26,6 +27,7 @@ pub fn policy(max_attempts: u32) -> Policy {
             count: 2,
             window: Duration::from_secs(3600),
         },
+        resolve_within: Duration::from_secs(30),
     }
 }
 
@@ -74,10 +76,7 @@ pub async fn decide(store: &Store, job: &Job, policy: Policy, now: f64) -> Decis
                 job: job.clone(),
                 subject: "t/ghost".into(),
                 selection: job.new.selection.clone(),
-                policy,
-                dry_run: false,
-                dry_run_note: None,
-                flapping_page: Some(page("flapping")),
+                cond: cond(policy),
             },
             now,
         )
@@ -93,7 +92,7 @@ pub async fn attempt(
     policy: Policy,
     now: f64,
 ) -> Finished {
-    let s = store.start(job.clone(), now).await.unwrap();
+    let s = store.start(job.clone(), cond(policy), now).await.unwrap();
     assert!(matches!(s, Start::Started { .. }), "{s:?}");
     store
         .finish(
@@ -102,8 +101,7 @@ pub async fn attempt(
                 outcome,
                 detail: format!("{outcome:?}"),
                 duration: 1.0,
-                policy,
-                page: Some(page("no attempts left")),
+                cond: cond(policy),
             },
             now,
         )
@@ -111,15 +109,17 @@ pub async fn attempt(
         .unwrap()
 }
 
-/// An escalation payload as the pipeline builds it.
-pub fn page(why: &str) -> serde_json::Value {
-    json!([{"labels": {
-        "alertname": "StackmedicRemediationFailed",
-        "original_alertname": "GhostDown",
-        "remediation_rule": "r",
-        "remediation_target": "t",
-        "remediation_action": "container_start",
-    }, "annotations": {"remediation_tried": why}}])
+/// The conditions of a job under `policy`: configured, no dry run, escalations labelled.
+pub fn cond(policy: Policy) -> Conditions {
+    Conditions {
+        policy,
+        dry_run: false,
+        dry_run_note: None,
+        configured: true,
+        resume_max_age: 900.0,
+        page: Some(PageSpec::default()),
+        guard: stackmedic_remediator::store::Guard::default(),
+    }
 }
 
 /// Accepts and fails one attempt of a `max_attempts: 1` policy: the incident is escalated.
@@ -132,4 +132,13 @@ pub async fn escalated(store: &Store, fingerprint: &str, starts_at: &str, now: f
     ));
     attempt(store, &job, Outcome::Failed, p, now).await;
     job
+}
+
+/// A resolved alert of a webhook whose alert a rule matches.
+pub fn resolved(fingerprint: &str, starts_at: &str) -> ResolvedAlert {
+    ResolvedAlert {
+        fingerprint: fingerprint.into(),
+        starts_at: starts_at.into(),
+        matched: true,
+    }
 }
