@@ -16,9 +16,14 @@ callgrind (200 probes, user space only): a figure that does not move with the ma
 for before/after comparisons. --baseline BINARY measures another build of the exporter the
 same way in the same run (e.g. the release binary of an older commit).
 
+/metrics is scraped twice over: as the text format without compression, and as Prometheus
+asks (OpenMetrics preferred, gzip). --sizes 100,1000,3000,10000 instead measures, for each probe
+count, resident memory and /metrics latency (the growth table of docs/benchmarks.md).
+
 Usage: scripts/bench-exporter.py [--probes 1000] [--interval 10] [--window 30]
                                  [--blackbox-probes 3000] [--scrapes 200] [--cold-scrapes 5]
                                  [--baseline BINARY] [--callgrind] [--log-level info]
+                                 [--sizes N,N,...]
 Needs: a release build (cargo build --release -p stackmedic-exporter), nginx,
 prometheus-blackbox-exporter; valgrind for --callgrind. Talks to 127.0.0.1 only.
 """
@@ -162,23 +167,42 @@ def stop(proc):
         proc.wait()
 
 
-def scrape_latencies(url, n):
-    """Latency of n scrapes over one kept-alive connection, as Prometheus scrapes."""
+# What Prometheus sends: OpenMetrics preferred, gzip accepted.
+PROMETHEUS_HEADERS = {
+    "Accept": "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+              "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+    "Accept-Encoding": "gzip",
+}
+
+
+def scrape_latencies(url, n, headers=None, pause=0.05):
+    """Latency of n scrapes over one kept-alive connection, as Prometheus scrapes; with
+    PROMETHEUS_HEADERS the body comes gzip-compressed (it is not decompressed: Prometheus
+    does that on its side, and its time is not the exporter's)."""
     parsed = urllib.parse.urlparse(url)
     conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
     lat, body = [], b""
     for _ in range(n):
         t = time.perf_counter()
-        conn.request("GET", parsed.path)
+        conn.request("GET", parsed.path, headers=headers or {})
         r = conn.getresponse()
         body = r.read()
         lat.append((time.perf_counter() - t) * 1000)
         if r.status != 200:
             sys.exit(f"scrape answered {r.status}")
-        time.sleep(0.05)
+        time.sleep(pause)
     conn.close()
     lat.sort()
     return lat, body
+
+
+def compressed(body):
+    """Whether a body is gzip (an older build answers uncompressed whatever it is asked)."""
+    return body[:2] == b"\x1f\x8b"
+
+
+def percentile(lat, p):
+    return lat[max(int(len(lat) * p) - 1, 0)]
 
 
 def bench_stackmedic(binary, tmp, target, args, reuse, scrapes):
@@ -217,15 +241,23 @@ def bench_stackmedic(binary, tmp, target, args, reuse, scrapes):
         c0 = cpu_ns(proc.pid)
         lat, body = scrape_latencies(url, scrapes)
         c1 = cpu_ns(proc.pid)
+        glat, gbody = scrape_latencies(url, scrapes, PROMETHEUS_HEADERS)
+        c2 = cpu_ns(proc.pid)
         result.update({
             "metrics_p50_ms": statistics.median(lat),
-            "metrics_p99_ms": lat[max(int(len(lat) * 0.99) - 1, 0)],
+            "metrics_p99_ms": percentile(lat, 0.99),
             "metrics_max_ms": lat[-1],
             "metrics_bytes": len(body),
             "series": sum(1 for l in body.decode().splitlines() if l and not l.startswith("#")),
             "scrape_load": (load0 + loadavg()) / 2,
             # Includes the probes that ran meanwhile: an upper bound of a scrape's CPU time.
             "scrape_cpu_ms": (c1 - c0) / 1e6 / len(lat),
+            "gzip_p50_ms": statistics.median(glat),
+            "gzip_p99_ms": percentile(glat, 0.99),
+            "gzip_max_ms": glat[-1],
+            "gzip_bytes": len(gbody),
+            "gzip_answered": compressed(gbody),
+            "gzip_cpu_ms": (c2 - c1) / 1e6 / len(glat),
         })
     result["rss_mib"] = rss_kib(proc.pid) / 1024
     result["peak_rss_mib"] = rss_kib(proc.pid, "VmHWM") / 1024
@@ -299,6 +331,55 @@ def callgrind_per_run(name, binary, tmp, target, args, reuse):
     return {"runs": r1 - r0, "ir_per_run": total / max(r1 - r0, 1), "profile": kept}
 
 
+def bench_sizes(binary, tmp, target, args):
+    """Memory and /metrics latency for each probe count of --sizes (kept-alive probes): the
+    growth from a hundred probes to ten thousand."""
+    rows = []
+    for n in args.sizes:
+        proc, url = start_stackmedic(binary, tmp, target, n, args.interval, True, args.log_level)
+        # Every probe ran, and ran again (their rendered texts exist), before measuring.
+        time.sleep(2 * args.interval + 2)
+        load0 = loadavg()
+        cold = []
+        for _ in range(args.cold_scrapes):
+            time.sleep(args.interval)
+            lat, _ = scrape_latencies(url, 1)
+            cold.append(lat[0])
+        lat, body = scrape_latencies(url, args.scrapes)
+        glat, gbody = scrape_latencies(url, args.scrapes, PROMETHEUS_HEADERS)
+        rss = rss_kib(proc.pid)
+        rows.append({
+            "probes": n,
+            "rss_mib": rss / 1024,
+            "peak_mib": rss_kib(proc.pid, "VmHWM") / 1024,
+            "kib_per_probe": rss / n,
+            "series": sum(1 for l in body.decode().splitlines() if l and not l.startswith("#")),
+            "bytes": len(body),
+            "gzip_bytes": len(gbody),
+            "p50": statistics.median(lat), "p99": percentile(lat, 0.99), "max": lat[-1],
+            "gp50": statistics.median(glat), "gp99": percentile(glat, 0.99), "gmax": glat[-1],
+            "cold": sorted(cold),
+            "load": (load0 + loadavg()) / 2,
+        })
+        stop(proc)
+        print(f"  measured {n} probes", flush=True)
+    base = rows[0]
+    print(f"growth with the number of http probes (kept-alive, every {args.interval}s), "
+          f"{args.scrapes} scrapes 50 ms apart of each kind:")
+    print("| probes | series | text | gzip | resident | per probe | per added probe "
+          "| text p50 / p99 / max | OpenMetrics+gzip p50 / p99 / max | one interval apart | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        added = ((r["rss_mib"] - base["rss_mib"]) * 1024 / (r["probes"] - base["probes"])
+                 if r is not base else float("nan"))
+        cold = ", ".join(f"{x:.1f}" for x in r["cold"])
+        print(f"| {r['probes']:,} | {r['series']:,} | {r['bytes'] / 1e6:.2f} MB "
+              f"| {r['gzip_bytes'] / 1e3:.0f} KB | {r['rss_mib']:.1f} MiB (peak {r['peak_mib']:.1f}) "
+              f"| {r['kib_per_probe']:.2f} KiB | {added:.2f} KiB "
+              f"| {r['p50']:.2f} / {r['p99']:.2f} / {r['max']:.2f} ms "
+              f"| {r['gp50']:.2f} / {r['gp99']:.2f} / {r['gmax']:.2f} ms | {cold} ms | {r['load']:.1f} |")
+
+
 def modes(build):
     """Connection modes measured for a build: a baseline may predate `reuse_connections`."""
     return (True,) if build == "baseline" else (True, False)
@@ -317,6 +398,9 @@ def main():
     ap.add_argument("--callgrind", action="store_true",
                     help="count instructions per run under callgrind instead of CPU time")
     ap.add_argument("--log-level", default="info")
+    ap.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")],
+                    help="instead: memory and /metrics latency for each of these probe counts "
+                         "(e.g. 100,1000,3000,10000)")
     args = ap.parse_args()
     binary = os.path.join(ROOT, "target", "release", "stackmedic-exporter")
     if not os.path.exists(binary):
@@ -330,6 +414,9 @@ def main():
           f"{open('/proc/cpuinfo').read().split('model name')[1].split(':')[1].splitlines()[0].strip()}, "
           f"load {loadavg():.1f}")
     try:
+        if args.sizes:
+            bench_sizes(binary, tmp, target, args)
+            return
         if args.callgrind:
             print(f"instructions per probe run (callgrind, 200 http probes every "
                   f"{args.interval}s, {args.window}s window, log level {args.log_level}):")
@@ -372,6 +459,11 @@ def main():
               f"{args.scrapes} scrapes ({s['series']} series, {s['metrics_bytes']} bytes; "
               f"CPU at most {s['scrape_cpu_ms']:.2f} ms per scrape; load {s['scrape_load']:.1f});"
               f" resident {s['rss_mib']:.1f} MiB (peak {s['peak_rss_mib']:.1f} MiB)")
+        answered = "" if s["gzip_answered"] else ", answered uncompressed"
+        print(f"  {name:<11} /metrics as Prometheus asks (OpenMetrics, gzip): "
+              f"p50 {s['gzip_p50_ms']:.2f} ms, p99 {s['gzip_p99_ms']:.2f} ms, "
+              f"max {s['gzip_max_ms']:.2f} ms ({s['gzip_bytes']} bytes{answered}; CPU at most "
+              f"{s['gzip_cpu_ms']:.2f} ms per scrape)")
     if args.baseline:
         ratio = results["baseline", True]["cpu_us"] / results["stackmedic", True]["cpu_us"]
         print(f"  baseline/stackmedic CPU per probe, kept-alive: {ratio:.2f}")

@@ -50,6 +50,26 @@ impl ConfigErrors {
         });
     }
 
+    /// Whether a problem was recorded at `path` or inside it (`path.key`, `path[3]`).
+    ///
+    /// A check that relates several keys asks this first: when one of them already has a
+    /// problem, the value in hand is its default (see [`typed`]), and a complaint about it
+    /// would be a consequence of the first problem, not a problem of the document.
+    #[must_use]
+    pub fn has(&self, path: &str) -> bool {
+        self.problems.iter().any(|p| {
+            p.path
+                .strip_prefix(path)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['.', '[']))
+        })
+    }
+
+    /// Whether any of `paths` has a problem; see [`ConfigErrors::has`].
+    #[must_use]
+    pub fn has_any(&self, paths: &[&str]) -> bool {
+        paths.iter().any(|p| self.has(p))
+    }
+
     /// True when no problem was recorded.
     #[must_use]
     pub fn is_empty(&self) -> bool {
@@ -86,14 +106,24 @@ impl std::error::Error for ConfigErrors {}
 /// Reads and parses a YAML file into a generic tree.
 ///
 /// # Errors
-/// A file that cannot be read or is not valid YAML gives one problem naming the file.
+/// A file that cannot be read or is not valid YAML gives one problem naming the file; a
+/// mapping that has a key twice gives one problem per repeated key, each at its path with its
+/// line, and nothing else is checked until they are gone (which of the values was meant is not
+/// the loader's guess).
 pub fn read_yaml_file(path: &Path) -> Result<Value, ConfigErrors> {
     let mut errs = ConfigErrors::default();
     match std::fs::read_to_string(path) {
-        Ok(text) => parse_yaml(&text).map_err(|e| {
-            errs.push("", format!("{}: {e}", path.display()));
-            errs
-        }),
+        Ok(text) => match parse_tree(&text) {
+            Ok((value, duplicates)) if duplicates.is_empty() => Ok(value),
+            Ok((_, duplicates)) => {
+                errs.problems = duplicates;
+                Err(errs)
+            }
+            Err(e) => {
+                errs.push("", format!("{}: {e}", path.display()));
+                Err(errs)
+            }
+        },
         Err(e) => {
             errs.push("", format!("cannot read {}: {e}", path.display()));
             Err(errs)
@@ -104,16 +134,176 @@ pub fn read_yaml_file(path: &Path) -> Result<Value, ConfigErrors> {
 /// Parses YAML text into a generic tree; an empty document is an empty mapping.
 ///
 /// # Errors
-/// Returns the parser's message, which includes the line and column.
+/// Returns the parser's message, which includes the line and column, or one line per key that
+/// a mapping has twice.
 pub fn parse_yaml(text: &str) -> Result<Value, String> {
-    if text.trim().is_empty() {
-        return Ok(Value::Object(Default::default()));
+    let (value, duplicates) = parse_tree(text)?;
+    if duplicates.is_empty() {
+        Ok(value)
+    } else {
+        Err(duplicates
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"))
     }
-    let value: Value = serde_saphyr::from_str(text).map_err(|e| format!("invalid YAML: {e}"))?;
-    Ok(match value {
+}
+
+/// Parses YAML text into a generic tree and the keys that a mapping has more than once (the
+/// first value of such a key is kept). The parser is told to pass repeated keys on, so that
+/// every one of them is found, not only the first.
+fn parse_tree(text: &str) -> Result<(Value, Vec<Problem>), String> {
+    if text.trim().is_empty() {
+        return Ok((Value::Object(Default::default()), Vec::new()));
+    }
+    let options = serde_saphyr::options! {
+        duplicate_keys: serde_saphyr::DuplicateKeyPolicy::PassThrough,
+    };
+    DUPLICATES.with(|d| d.borrow_mut().clear());
+    let parsed = serde_saphyr::from_str_with_options::<Tree>(text, options);
+    let duplicates = DUPLICATES.with(|d| std::mem::take(&mut *d.borrow_mut()));
+    let Tree(value) = parsed.map_err(|e| format!("invalid YAML: {e}"))?;
+    let value = match value {
         Value::Null => Value::Object(Default::default()),
         v => v,
-    })
+    };
+    Ok((value, duplicates))
+}
+
+thread_local! {
+    /// The repeated keys [`Tree`] found in the document being parsed on this thread: the
+    /// parser's entry point takes a type, not a seed that could carry them.
+    static DUPLICATES: std::cell::RefCell<Vec<Problem>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A document as a generic tree; its repeated keys go to [`DUPLICATES`].
+struct Tree(Value);
+
+impl<'de> Deserialize<'de> for Tree {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::DeserializeSeed as _;
+        DUPLICATES.with(|duplicates| {
+            TreeSeed {
+                path: String::new(),
+                duplicates,
+            }
+            .deserialize(d)
+            .map(Tree)
+        })
+    }
+}
+
+/// Builds a generic tree, recording each repeated mapping key with its path.
+struct TreeSeed<'a> {
+    path: String,
+    duplicates: &'a std::cell::RefCell<Vec<Problem>>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for TreeSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for TreeSeed<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a YAML value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_i128<E>(self, v: i128) -> Result<Value, E> {
+        Ok(i64::try_from(v).map_or_else(|_| float(v as f64), Value::from))
+    }
+
+    fn visit_u128<E>(self, v: u128) -> Result<Value, E> {
+        Ok(u64::try_from(v).map_or_else(|_| float(v as f64), Value::from))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(float(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_string()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        loop {
+            let seed = TreeSeed {
+                path: format!("{}[{}]", self.path, items.len()),
+                duplicates: self.duplicates,
+            };
+            match seq.next_element_seed(seed)? {
+                Some(v) => items.push(v),
+                None => return Ok(Value::Array(items)),
+            }
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        // The line of each key's first appearance, for the message about a repeat.
+        let mut lines: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+        while let Some(key) = map.next_key::<serde_saphyr::Spanned<String>>()? {
+            let line = key.referenced.line();
+            let key = key.value;
+            let path = join(&self.path, &key);
+            let value = map.next_value_seed(TreeSeed {
+                path: path.clone(),
+                duplicates: self.duplicates,
+            })?;
+            match lines.get(&key) {
+                Some(first) => self.duplicates.borrow_mut().push(Problem {
+                    path,
+                    message: format!(
+                        "duplicate key at line {line}, first at line {first}; a key may appear once in a mapping"
+                    ),
+                }),
+                None => {
+                    lines.insert(key.clone(), line);
+                    out.insert(key, value);
+                }
+            }
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// A YAML float as JSON has it: the special values have no JSON form.
+fn float(v: f64) -> Value {
+    serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)
 }
 
 /// Joins a base path and a child path as `base.child` or `base[3]`.
@@ -133,7 +323,7 @@ pub fn join(base: &str, child: &str) -> String {
 /// Most problems [`typed`] reports for one value before it gives up on finding more.
 const MAX_PROBLEMS_PER_VALUE: usize = 64;
 
-/// Deserializes `value` into `T`, recording every problem with its full path on failure.
+/// Deserializes `value` into `T`, recording every problem with its full path.
 ///
 /// Serde stops at the first problem, so the value is deserialized again with each offending
 /// part taken out (an unknown key, a value of the wrong type or form), until it passes or no
@@ -141,6 +331,15 @@ const MAX_PROBLEMS_PER_VALUE: usize = 64;
 /// mapping unusable, which is then taken out in turn; the "missing field" that its removal
 /// causes is not reported, since the key is there and its real problem already was. Other
 /// required keys missing from that mapping are reported once its bad value is fixed.
+///
+/// What is left is returned even when problems were recorded, with the defaults of the parts
+/// taken out in their place, so that the caller's own checks of the other keys still run: a
+/// type error does not hide the other problems of its section. A list that lost an item is
+/// cut before that item, so that every index the caller reports is the document's (the items
+/// after it are checked by the caller once it is fixed). `None` when nothing usable is left: a
+/// required key had a problem. A check
+/// that relates several keys must skip a key that already has a problem
+/// ([`ConfigErrors::has`]): its value in hand is the default, not the document's.
 pub fn typed<T: DeserializeOwned>(value: &Value, path: &str, errs: &mut ConfigErrors) -> Option<T> {
     let mut current = value.clone();
     // Parts taken out so far, each as the path of the removed part in the coordinates of the
@@ -152,8 +351,14 @@ pub fn typed<T: DeserializeOwned>(value: &Value, path: &str, errs: &mut ConfigEr
     let mut reported = 0;
     loop {
         let e = match serde_path_to_error::deserialize::<_, T>(&current) {
-            Ok(v) if reported == 0 => return Some(v),
-            Ok(_) => return None,
+            Ok(v)
+                if !removed
+                    .iter()
+                    .any(|r| matches!(r.last(), Some(Step::Index(_)))) =>
+            {
+                return Some(v)
+            }
+            Ok(_) => return without_shortened_lists(value, &removed),
             Err(e) => e,
         };
         let Some(steps) = steps_of(e.path()) else {
@@ -190,6 +395,47 @@ pub fn typed<T: DeserializeOwned>(value: &Value, path: &str, errs: &mut ConfigEr
         removals.push(steps);
         removed.push(original);
     }
+}
+
+/// `value` as [`typed`] returns it once a list item had to be taken out: each part with a
+/// problem taken out, and each list that lost an item cut before that item, so that no later
+/// item of it moves to another index. `None` when that leaves no usable value.
+fn without_shortened_lists<T: DeserializeOwned>(value: &Value, removed: &[Vec<Step>]) -> Option<T> {
+    let mut tree = value.clone();
+    // The length each list is cut to: the index of its first item that had to go.
+    let mut cuts: Vec<(&[Step], usize)> = Vec::new();
+    for part in removed {
+        match part.split_last() {
+            Some((Step::Index(i), list)) => match cuts.iter_mut().find(|(l, _)| *l == list) {
+                Some((_, at)) => *at = (*at).min(*i),
+                None => cuts.push((list, *i)),
+            },
+            // A mapping key: taking it out moves nothing. One inside an item that a cut
+            // removes is no longer there to take out.
+            _ => {
+                remove(&mut tree, part);
+            }
+        }
+    }
+    for (list, at) in cuts {
+        if let Some(Value::Array(items)) = find_mut(&mut tree, list) {
+            items.truncate(at);
+        }
+    }
+    serde_path_to_error::deserialize::<_, T>(&tree).ok()
+}
+
+/// The part of the tree at `steps`.
+fn find_mut<'a>(tree: &'a mut Value, steps: &[Step]) -> Option<&'a mut Value> {
+    let mut node = tree;
+    for step in steps {
+        node = match (step, node) {
+            (Step::Key(k), Value::Object(m)) => m.get_mut(k)?,
+            (Step::Index(i), Value::Array(a)) => a.get_mut(*i)?,
+            _ => return None,
+        };
+    }
+    Some(node)
 }
 
 /// One step of a path into a YAML tree: a mapping key or a list index.
@@ -324,6 +570,62 @@ pub fn check_keys(value: &Value, path: &str, known: &[&str], errs: &mut ConfigEr
         }
     }
     ok
+}
+
+/// The keys of a struct that derives `Deserialize`, in declaration order, as serde's own
+/// messages name them; empty for a type that is not such a struct. For a message about a key
+/// that one of several structs of a mapping takes (the keys every rule has, and those of its
+/// action kind).
+#[must_use]
+pub fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {
+    let mut fields: &'static [&'static str] = &[];
+    let _ = T::deserialize(FieldNames(&mut fields));
+    fields
+}
+
+/// A deserializer that only notes the fields a struct asks for, then stops.
+struct FieldNames<'a>(&'a mut &'static [&'static str]);
+
+/// How [`FieldNames`] stops.
+#[derive(Debug)]
+struct Stop;
+
+impl fmt::Display for Stop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("field names noted")
+    }
+}
+
+impl std::error::Error for Stop {}
+
+impl serde::de::Error for Stop {
+    fn custom<T: fmt::Display>(_: T) -> Self {
+        Stop
+    }
+}
+
+impl<'de> Deserializer<'de> for FieldNames<'_> {
+    type Error = Stop;
+
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Stop> {
+        Err(Stop)
+    }
+
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _name: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Stop> {
+        *self.0 = fields;
+        Err(Stop)
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+        option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+        ignored_any
+    }
 }
 
 /// Describes a YAML value's kind for messages.
@@ -469,8 +771,10 @@ mod tests {
         assert!(typed::<Inner>(&v, "a", &mut errs).is_none());
         assert_eq!(errs.problems[0].path, "a.every");
         assert!(errs.problems[0].message.contains("invalid duration"));
+        // An unknown key is reported, and the rest is still of use.
         let v = parse_yaml("every: 1s\npattern: x\nextra: 1\n").unwrap();
-        assert!(typed::<Inner>(&v, "a", &mut errs).is_none());
+        let inner = typed::<Inner>(&v, "a", &mut errs).expect("the rest is usable");
+        assert_eq!(inner.every, Duration::from_secs(1));
         assert!(errs.problems[1].message.contains("unknown field `extra`"));
     }
 
@@ -492,7 +796,8 @@ mod tests {
     fn problems<T: DeserializeOwned + std::fmt::Debug>(yaml: &str) -> Vec<String> {
         let v = parse_yaml(yaml).unwrap();
         let mut errs = ConfigErrors::default();
-        assert!(typed::<T>(&v, "global", &mut errs).is_none(), "{yaml}");
+        typed::<T>(&v, "global", &mut errs);
+        assert!(!errs.is_empty(), "{yaml}");
         errs.problems.iter().map(ToString::to_string).collect()
     }
 
@@ -544,6 +849,106 @@ mod tests {
         // A missing required key is still reported.
         let p = problems::<Global>("{section: {every: 1s}}");
         assert_eq!(p, ["global.section: missing field `pattern`"]);
+    }
+
+    #[test]
+    fn what_is_left_of_a_bad_section_is_returned_with_defaults() {
+        let v =
+            parse_yaml("{interval: 10x, timeout: 5s, max_concurrency: lots, colour: red}").unwrap();
+        let mut errs = ConfigErrors::default();
+        let g = typed::<Global>(&v, "global", &mut errs).expect("usable without its bad keys");
+        assert_eq!(errs.problems.len(), 3, "{errs}");
+        // The good key keeps its value, the bad ones are at their defaults.
+        assert_eq!(g.timeout, Some(Duration::from_secs(5)));
+        assert_eq!(g.interval, None);
+        assert_eq!(g.max_concurrency, 0);
+        assert!(errs.has("global.interval") && errs.has("global.max_concurrency"));
+        assert!(!errs.has("global.timeout") && !errs.has("global.inter"));
+        assert!(errs.has("global"));
+        // A required key with a problem leaves nothing usable of its mapping.
+        let v = parse_yaml("{section: {every: soon, pattern: x}, timeout: 1s}").unwrap();
+        let mut errs = ConfigErrors::default();
+        let g = typed::<Global>(&v, "global", &mut errs).expect("the section is optional");
+        assert!(g.section.is_none());
+        assert_eq!(g.timeout, Some(Duration::from_secs(1)));
+        let v = parse_yaml("{every: soon, pattern: x}").unwrap();
+        assert!(typed::<Inner>(&v, "a", &mut ConfigErrors::default()).is_none());
+    }
+
+    #[test]
+    fn a_list_that_lost_an_item_is_cut_before_it() {
+        // Were `x` only taken out, 3 would move to index 1 and a caller's check of it would
+        // name the wrong item.
+        let v = parse_yaml("{codes: [1, x, 3, y], timeout: 2s}").unwrap();
+        let mut errs = ConfigErrors::default();
+        let g = typed::<Global>(&v, "global", &mut errs).expect("usable");
+        assert_eq!(g.codes, [1]);
+        assert_eq!(errs.problems.len(), 2, "{errs}");
+        assert_eq!(g.timeout, Some(Duration::from_secs(2)));
+        assert!(errs.has("global.codes"));
+        // Not a list item but a key inside one: the list keeps its items.
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Folders {
+            folders: Vec<Folder>,
+        }
+        #[derive(Debug, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Folder {
+            path: String,
+            #[serde(default)]
+            depth: u32,
+        }
+        let v = parse_yaml("folders: [{path: /a, depth: deep}, {path: /b}]").unwrap();
+        let mut errs = ConfigErrors::default();
+        let f = typed::<Folders>(&v, "p", &mut errs).expect("usable");
+        assert_eq!(f.folders.len(), 2);
+        assert_eq!(errs.to_string().lines().count(), 1, "{errs}");
+        // An unusable item: the items before it are kept.
+        let v = parse_yaml("folders: [{path: /a}, {path: [x]}, {path: /c}]").unwrap();
+        let mut errs = ConfigErrors::default();
+        let f = typed::<Folders>(&v, "p", &mut errs).expect("usable");
+        assert_eq!(f.folders.len(), 1);
+        assert_eq!(errs.problems.len(), 1, "{errs}");
+        assert_eq!(errs.problems[0].path, "p.folders[1].path");
+    }
+
+    #[test]
+    fn every_repeated_key_is_named_with_its_lines() {
+        let text = "a: 1\nb:\n  c: 1\n  c: 2\n  d: [ {e: 1, e: 2} ]\na: 3\nb: {}\n";
+        let (value, dups) = parse_tree(text).unwrap();
+        let lines: Vec<String> = dups.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "b.c: duplicate key at line 4, first at line 3; a key may appear once in a mapping",
+                "b.d[0].e: duplicate key at line 5, first at line 5; a key may appear once in a mapping",
+                "a: duplicate key at line 6, first at line 1; a key may appear once in a mapping",
+                "b: duplicate key at line 7, first at line 2; a key may appear once in a mapping",
+            ]
+        );
+        // The first value is kept.
+        assert_eq!(value["a"], 1);
+        assert_eq!(value["b"]["c"], 1);
+        assert!(parse_yaml(text).unwrap_err().lines().count() == 4);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.yml");
+        std::fs::write(&file, text).unwrap();
+        let errs = read_yaml_file(&file).unwrap_err();
+        assert_eq!(errs.problems, dups);
+    }
+
+    #[test]
+    fn yaml_values_keep_their_types() {
+        let v = parse_yaml(
+            "{a: 1, b: -2, c: 1.5, d: true, e: ~, f: 'x', g: [1], h: 18446744073709551615}",
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"a": 1, "b": -2, "c": 1.5, "d": true, "e": null, "f": "x", "g": [1], "h": 18_446_744_073_709_551_615_u64})
+        );
     }
 
     #[test]

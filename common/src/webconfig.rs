@@ -286,7 +286,10 @@ pub fn parse(text: &[u8]) -> Result<WebConfig, ConfigErrors> {
         }
     }
     if let Some(tls) = &file.tls_server_config {
-        if tls.client_auth_type != ClientAuthType::NoClientCert && tls.client_ca_file.is_none() {
+        if tls.client_auth_type != ClientAuthType::NoClientCert
+            && tls.client_ca_file.is_none()
+            && !errs.has("tls_server_config.client_ca_file")
+        {
             errs.push(
                 "tls_server_config.client_ca_file",
                 "required when client_auth_type asks for client certificates",

@@ -92,9 +92,10 @@ pub struct ProbeSpec {
     pub timeout: Duration,
     /// Kind and kind-specific settings.
     pub kind: ProbeKindConfig,
-    /// The entry as written, to tell an unchanged probe on reload (its state is kept); see
-    /// [`ProbeSpec::unchanged`].
-    pub raw: Value,
+    /// The entry as written, in compact JSON (a few dozen bytes where the parsed tree takes a
+    /// kilobyte, for every probe), to tell an unchanged probe on reload (its state is kept);
+    /// see [`ProbeSpec::unchanged`].
+    pub raw: Box<str>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,11 +146,17 @@ pub fn from_value(value: &Value) -> Result<Config, ConfigErrors> {
         if g.max_concurrency == 0 {
             errs.push("global.max_concurrency", "must be at least 1");
         }
-        if g.timeout > g.interval {
+        if g.timeout > g.interval && !errs.has_any(&["global.timeout", "global.interval"]) {
             errs.push("global.timeout", "must not be longer than global.interval");
         }
     }
     let global = global.unwrap_or_default();
+    // A probe that takes its interval or timeout from a global value with a problem is not
+    // checked against that value: it is the default, not what the file says.
+    let inherited = Inherited {
+        interval: errs.has("global.interval") || errs.has("global") && !value["global"].is_object(),
+        timeout: errs.has("global.timeout") || errs.has("global") && !value["global"].is_object(),
+    };
     let mut probes = Vec::new();
     let mut names = BTreeSet::new();
     for (path, entry) in cfg::list_entries(value.get("probes"), "probes", &mut errs) {
@@ -163,17 +170,25 @@ pub fn from_value(value: &Value) -> Result<Config, ConfigErrors> {
                 );
             }
         }
-        if let Some(spec) = probe_spec(entry, &path, &global, &mut errs) {
+        if let Some(spec) = probe_spec(entry, &path, &global, inherited, &mut errs) {
             probes.push(spec);
         }
     }
     errs.into_result(Config { global, probes })
 }
 
+/// Which global defaults of probes had a problem of their own.
+#[derive(Debug, Clone, Copy)]
+struct Inherited {
+    interval: bool,
+    timeout: bool,
+}
+
 fn probe_spec(
     entry: &Value,
     path: &str,
     global: &Global,
+    inherited: Inherited,
     errs: &mut ConfigErrors,
 ) -> Option<ProbeSpec> {
     let Some(map) = entry.as_object() else {
@@ -260,13 +275,25 @@ fn probe_spec(
     }
     let interval = common.interval.unwrap_or(global.interval);
     let timeout = common.timeout.unwrap_or(global.timeout.min(interval));
+    // A value that is the default because the file's own had a problem is not compared: the
+    // problem was reported, and a comparison with the default would be a second one.
+    let interval_known = if common.interval.is_some() {
+        true
+    } else {
+        !errs.has(&cfg::join(path, "interval")) && !inherited.interval
+    };
+    let timeout_known = if common.timeout.is_some() {
+        true
+    } else {
+        !errs.has(&cfg::join(path, "timeout")) && !inherited.timeout && interval_known
+    };
     if interval < Duration::from_millis(100) {
         errs.push(cfg::join(path, "interval"), "must be at least 100ms");
     }
     if timeout.is_zero() {
         errs.push(cfg::join(path, "timeout"), "must be longer than 0s");
     }
-    if timeout > interval {
+    if timeout > interval && interval_known && timeout_known {
         errs.push(
             cfg::join(path, "timeout"),
             format!(
@@ -280,7 +307,7 @@ fn probe_spec(
         interval,
         timeout,
         kind: kind?,
-        raw: entry.clone(),
+        raw: entry.to_string().into_boxed_str(),
     })
 }
 

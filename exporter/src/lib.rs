@@ -5,6 +5,8 @@
 //! exporter on `127.0.0.1:0`.
 
 pub mod config;
+pub mod gzip;
+pub mod memory;
 pub mod metrics;
 pub mod probe;
 pub mod runner;
@@ -44,6 +46,8 @@ pub(crate) struct App {
     pub registry: Registry,
     pub probes_configured: GaugeVec,
     pub config_file: Option<PathBuf>,
+    /// Buffers of earlier `/metrics` answers, used again (see `web`).
+    pub bodies: web::BodyPool,
 }
 
 impl App {
@@ -86,19 +90,28 @@ pub async fn run(
     registry.register(Box::new(probes_configured.clone()))?;
     let reload_metrics = ReloadMetrics::register(&registry, "stackmedic_exporter")?;
 
+    let Options {
+        config_file,
+        config,
+        web,
+    } = opts;
     let runner = Runner::new(shutdown.clone())?;
-    runner.apply(&opts.config).map_err(anyhow::Error::msg)?;
+    runner.apply(&config).map_err(anyhow::Error::msg)?;
     let app = Arc::new(App {
         runner,
         registry,
         probes_configured,
-        config_file: opts.config_file,
+        config_file,
+        bodies: web::BodyPool::default(),
     });
-    app.count_probes(&opts.config);
-    tracing::info!(probes = opts.config.probes.len(), "probes started");
-    if opts.config.probes.is_empty() {
+    app.count_probes(&config);
+    tracing::info!(probes = config.probes.len(), "probes started");
+    if config.probes.is_empty() {
         tracing::warn!("{}", config::NO_PROBES);
     }
+    // The probes hold what they need of it; kept until the server stops, the parsed
+    // configuration would double the memory of ten thousand probes.
+    drop(config);
 
     let reload_app = app.clone();
     let reload_fn: reload::ReloadFn = Arc::new(move || {
@@ -122,6 +135,6 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(address = %addr, "listening");
     }
-    server::serve(listener, opts.web, handler, shutdown).await?;
+    server::serve(listener, web, handler, shutdown).await?;
     Ok(())
 }

@@ -61,6 +61,7 @@ Files of the Debian package:
 Exit status: 0 after a clean stop, a valid --config.check or a healthy --healthcheck; 1 otherwise.";
 
 fn main() -> ExitCode {
+    stackmedic_exporter::memory::configure_allocator();
     let cli = Cli::parse();
     if cli.common.config_print_default {
         print!("{}", config::EMBEDDED_DEFAULT);

@@ -6,10 +6,87 @@
 //!
 //! A probe's series change only when it runs, so they are rendered into text once per run
 //! ([`Rendered`], on the first scrape after the run) and a scrape only copies those texts under
-//! one `# HELP`/`# TYPE` header per family ([`Exposition`]).
+//! one `# HELP`/`# TYPE` header per family ([`Exposition`]). The series lines are the same in
+//! the Prometheus text format and in OpenMetrics ([`Format`]); only the headers differ (and
+//! OpenMetrics ends with `# EOF`).
 
 use std::ops::Range;
 use std::sync::Arc;
+
+/// An exposition format `/metrics` answers in, chosen by the scraper's `Accept` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// The Prometheus text format, version 0.0.4.
+    Text,
+    /// OpenMetrics text, version 1.0.0.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The `Content-Type` of a response in this format.
+    #[must_use]
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+
+    /// The format an `Accept` header prefers: OpenMetrics when it is asked for with at least
+    /// the weight of the text format (as Prometheus asks by default), the text format
+    /// otherwise.
+    #[must_use]
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let Some(accept) = accept else {
+            return Format::Text;
+        };
+        let (mut open_metrics, mut text) = (None::<f32>, None::<f32>);
+        for range in accept.split(',') {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or_default().to_ascii_lowercase();
+            let mut q = 1.0_f32;
+            let mut version_ok = true;
+            for p in parts {
+                let Some((k, v)) = p.split_once('=') else {
+                    continue;
+                };
+                match k.trim().to_ascii_lowercase().as_str() {
+                    "q" => q = v.trim().parse().unwrap_or(0.0),
+                    "version" if media == "application/openmetrics-text" => {
+                        version_ok = matches!(v.trim(), "1.0.0" | "0.0.1");
+                    }
+                    _ => {}
+                }
+            }
+            let slot = match media.as_str() {
+                "application/openmetrics-text" if version_ok => &mut open_metrics,
+                "text/plain" | "text/*" | "*/*" => &mut text,
+                _ => continue,
+            };
+            *slot = Some(slot.map_or(q, |old: f32| old.max(q)));
+        }
+        match open_metrics {
+            Some(om) if om > 0.0 && om >= text.unwrap_or(0.0) => Format::OpenMetrics,
+            _ => Format::Text,
+        }
+    }
+}
+
+/// Whether an `Accept-Encoding` header accepts gzip (with a weight above zero).
+#[must_use]
+pub fn accepts_gzip(accept_encoding: Option<&str>) -> bool {
+    accept_encoding.is_some_and(|header| {
+        header.split(',').any(|coding| {
+            let mut parts = coding.split(';').map(str::trim);
+            let name = parts.next().unwrap_or_default();
+            let q = parts
+                .filter_map(|p| p.split_once('='))
+                .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+                .map_or(1.0, |(_, v)| v.trim().parse::<f32>().unwrap_or(0.0));
+            (name.eq_ignore_ascii_case("gzip") || name == "*") && q > 0.0
+        })
+    })
+}
 
 /// Whether a family is a gauge or a counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,10 +184,27 @@ pub struct Rendered {
     text: String,
     /// Runs of lines of one family in `text`, in the order the samples came; a family whose
     /// samples were not given together has several.
-    parts: Vec<(&'static Family, Range<usize>)>,
+    parts: Vec<(&'static Family, Range<u32>)>,
+    /// Whether each family has one part only (the usual case), so that a scrape takes the
+    /// first part of a family it finds.
+    one_part_each: bool,
 }
 
 impl Rendered {
+    /// Starts the series of `probe` again in the memory of `self` (its previous series): a
+    /// probe renders once per run, and reusing its text keeps the allocator from churning.
+    #[must_use]
+    pub fn rebuild(mut self, probe: &str) -> RenderedBuilder {
+        self.text.clear();
+        self.parts.clear();
+        let mut escaped = String::with_capacity(probe.len());
+        escape_label(&mut escaped, probe);
+        RenderedBuilder {
+            probe: escaped,
+            rendered: self,
+        }
+    }
+
     /// Starts the series of `probe`, each with the label `probe="<probe>"` first.
     #[must_use]
     pub fn builder(probe: &str) -> RenderedBuilder {
@@ -121,6 +215,7 @@ impl Rendered {
             rendered: Rendered {
                 text: String::with_capacity(1024),
                 parts: Vec::with_capacity(16),
+                one_part_each: false,
             },
         }
     }
@@ -184,15 +279,34 @@ impl RenderedBuilder {
 
     fn extend_part(&mut self, family: &'static Family, start: usize) {
         let end = self.rendered.text.len();
+        // A probe's text is far below 4 GiB: offsets fit in 32 bits, which halves the parts
+        // that every probe keeps.
+        let (start, end) = (offset(start), offset(end));
         match self.rendered.parts.last_mut() {
             Some((f, range)) if std::ptr::eq(*f, family) => range.end = end,
             _ => self.rendered.parts.push((family, start..end)),
         }
     }
 
-    /// The rendered series.
+    /// The rendered series, holding no more memory than they need (they are kept until the
+    /// probe runs again, for every probe).
     #[must_use]
-    pub fn finish(self) -> Rendered {
+    pub fn finish(mut self) -> Rendered {
+        let parts = &self.rendered.parts;
+        self.rendered.one_part_each = parts
+            .iter()
+            .enumerate()
+            .all(|(i, (f, _))| !parts[..i].iter().any(|(g, _)| std::ptr::eq(*f, *g)));
+        // Kept until the probe runs again: no more memory than it needs, give or take a
+        // quarter so that the next run's text, about as long, fits in it.
+        let text = &mut self.rendered.text;
+        if text.capacity() > text.len() + text.len() / 4 + 64 {
+            text.shrink_to(text.len() + text.len() / 8);
+        }
+        let parts = &mut self.rendered.parts;
+        if parts.capacity() > parts.len() + 2 {
+            parts.shrink_to(parts.len());
+        }
         self.rendered
     }
 }
@@ -206,18 +320,26 @@ pub struct Exposition {
 }
 
 impl Exposition {
+    /// An exposition with room for `probes` probes.
+    #[must_use]
+    pub fn with_capacity(probes: usize) -> Self {
+        Self {
+            probes: Vec::with_capacity(probes),
+        }
+    }
+
     /// Adds a probe's rendered series.
     pub fn add(&mut self, rendered: Arc<Rendered>) {
         self.probes.push(rendered);
     }
 
-    /// Appends the text to `out`.
-    pub fn write(&self, out: &mut Vec<u8>) {
+    /// Appends the text to `out` in `format` (without OpenMetrics' final `# EOF`).
+    pub fn write(&self, out: &mut Vec<u8>, format: Format) {
         // A handful of families, each a `static` told apart by address; linear scans over
         // them cost less than hashing thousands of parts.
         let mut families: Vec<&'static Family> = Vec::new();
         let mut len = 0;
-        let mut previous: &[(&'static Family, Range<usize>)] = &[];
+        let mut previous: &[(&'static Family, Range<u32>)] = &[];
         for r in &self.probes {
             len += r.text.len();
             // Probes of one kind have the same families: skip the scan when nothing is new.
@@ -234,11 +356,26 @@ impl Exposition {
         families.sort_unstable_by_key(|f| f.name);
         out.reserve(len + families.len() * 160);
         for family in families {
-            write_header(out, family);
+            write_header(out, family, format);
+            // Probes of one kind list their families in the same order: the position of the
+            // family in the previous probe's parts is tried first.
+            let mut hint = 0;
             for r in &self.probes {
-                for (f, range) in &r.parts {
-                    if std::ptr::eq(*f, family) {
-                        out.extend_from_slice(&r.text.as_bytes()[range.clone()]);
+                let text = r.text.as_bytes();
+                if r.one_part_each {
+                    let at = match r.parts.get(hint) {
+                        Some((f, _)) if std::ptr::eq(*f, family) => Some(hint),
+                        _ => r.parts.iter().position(|(f, _)| std::ptr::eq(*f, family)),
+                    };
+                    if let Some(i) = at {
+                        hint = i;
+                        out.extend_from_slice(&text[span(&r.parts[i].1)]);
+                    }
+                } else {
+                    for (f, range) in &r.parts {
+                        if std::ptr::eq(*f, family) {
+                            out.extend_from_slice(&text[span(range)]);
+                        }
                     }
                 }
             }
@@ -246,24 +383,95 @@ impl Exposition {
     }
 }
 
-fn same_families(
-    a: &[(&'static Family, Range<usize>)],
-    b: &[(&'static Family, Range<usize>)],
-) -> bool {
+/// A text offset as kept in a part.
+fn offset(at: usize) -> u32 {
+    u32::try_from(at).unwrap_or(u32::MAX)
+}
+
+/// A part's range of the text.
+fn span(range: &Range<u32>) -> Range<usize> {
+    range.start as usize..range.end as usize
+}
+
+fn same_families(a: &[(&'static Family, Range<u32>)], b: &[(&'static Family, Range<u32>)]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|((f, _), (g, _))| std::ptr::eq(*f, *g))
 }
 
-fn write_header(out: &mut Vec<u8>, family: &Family) {
+fn write_header(out: &mut Vec<u8>, family: &Family, format: Format) {
+    // OpenMetrics names a counter family without the `_total` its samples carry.
+    let name = match (format, family.kind) {
+        (Format::OpenMetrics, Kind::Counter) => {
+            family.name.strip_suffix("_total").unwrap_or(family.name)
+        }
+        _ => family.name,
+    };
     out.extend_from_slice(b"# HELP ");
-    out.extend_from_slice(family.name.as_bytes());
+    out.extend_from_slice(name.as_bytes());
     out.push(b' ');
-    escape_help(out, family.help);
+    escape_help(out, family.help, format);
     out.extend_from_slice(b"\n# TYPE ");
-    out.extend_from_slice(family.name.as_bytes());
+    out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(match family.kind {
         Kind::Gauge => b" gauge\n",
         Kind::Counter => b" counter\n",
     });
+}
+
+/// The registry's own families in OpenMetrics, for a scrape that asked for it. The registry
+/// holds gauges and counters only; a family of another type would be left out.
+pub fn write_registry_open_metrics(
+    families: &[prometheus::proto::MetricFamily],
+    out: &mut Vec<u8>,
+) {
+    use prometheus::proto::MetricType;
+    for mf in families {
+        let counter = match mf.get_field_type() {
+            MetricType::COUNTER => true,
+            MetricType::GAUGE => false,
+            _ => continue,
+        };
+        let full = mf.name();
+        let name = if counter {
+            full.strip_suffix("_total").unwrap_or(full)
+        } else {
+            full
+        };
+        out.extend_from_slice(b"# HELP ");
+        out.extend_from_slice(name.as_bytes());
+        out.push(b' ');
+        escape_help(out, mf.help(), Format::OpenMetrics);
+        let kind = if counter { "counter" } else { "gauge" };
+        out.extend_from_slice(format!("\n# TYPE {name} {kind}\n").as_bytes());
+        for m in mf.get_metric() {
+            let value = if counter {
+                m.get_counter().get_value()
+            } else {
+                m.get_gauge().get_value()
+            };
+            let mut line = String::new();
+            line.push_str(name);
+            if counter {
+                line.push_str("_total");
+            }
+            if !m.get_label().is_empty() {
+                line.push('{');
+                for (i, l) in m.get_label().iter().enumerate() {
+                    if i > 0 {
+                        line.push(',');
+                    }
+                    line.push_str(l.name());
+                    line.push_str("=\"");
+                    escape_label(&mut line, l.value());
+                    line.push('"');
+                }
+                line.push('}');
+            }
+            line.push(' ');
+            write_value(&mut line, value);
+            line.push('\n');
+            out.extend_from_slice(line.as_bytes());
+        }
+    }
 }
 
 /// One line; `probe` is escaped already.
@@ -323,12 +531,14 @@ fn escape_label(text: &mut String, value: &str) {
     }
 }
 
-/// Help text with `\\` and line feeds escaped (quotes stay as they are).
-fn escape_help(out: &mut Vec<u8>, help: &str) {
+/// Help text with `\\` and line feeds escaped; in OpenMetrics also `"` (the text format
+/// leaves quotes as they are).
+fn escape_help(out: &mut Vec<u8>, help: &str, format: Format) {
     for b in help.bytes() {
         match b {
             b'\\' => out.extend_from_slice(b"\\\\"),
             b'\n' => out.extend_from_slice(b"\\n"),
+            b'"' if format == Format::OpenMetrics => out.extend_from_slice(b"\\\""),
             b => out.push(b),
         }
     }
@@ -410,16 +620,76 @@ mod tests {
             sample(&UP, &[("kind", "http")], 0.25),
             sample(&INFO, &[("sha", "x")], 1_764_000_000.123_456),
         ];
+        // Probes of the same families in the same order (the usual case), and others.
+        let c = [
+            sample(&RUNS, &[], 4.0),
+            sample(&UP, &[("kind", "http")], 1.0),
+            sample(&INFO, &[("sha", "y")], 1.0),
+        ];
         let mut exposition = Exposition::default();
         exposition.add(Arc::new(Rendered::new("a", &a)));
         exposition.add(Arc::new(Rendered::new("b", &b)));
-        let mut out = Vec::new();
-        exposition.write(&mut out);
+        exposition.add(Arc::new(Rendered::new("c", &c)));
+        exposition.add(Arc::new(Rendered::new("a2", &a)));
+        let mut out = b"# kept\n".to_vec();
+        exposition.write(&mut out, Format::Text);
         let text = String::from_utf8(out).unwrap();
-        assert_eq!(text, reference(&[("a", &a), ("b", &b)]));
+        let text = text
+            .strip_prefix("# kept\n")
+            .expect("what was there is kept");
+        assert_eq!(
+            text,
+            reference(&[("a", &a), ("b", &b), ("c", &c), ("a2", &a)])
+        );
         // Each family's header appears once, before all of its series.
         assert_eq!(text.matches("# TYPE t_up gauge").count(), 1);
         assert!(text.contains("# HELP t_up Whether it is \\\\ up\\nor not.\n"));
+    }
+
+    #[test]
+    fn open_metrics_headers_and_negotiation() {
+        let s = [
+            sample(&RUNS, &[], 3.0),
+            sample(&UP, &[("kind", "a\"b")], 1.0),
+        ];
+        let mut exposition = Exposition::default();
+        exposition.add(Arc::new(Rendered::new("p", &s)));
+        let mut out = Vec::new();
+        exposition.write(&mut out, Format::OpenMetrics);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "# HELP t_runs Runs.\n# TYPE t_runs counter\nt_runs_total{probe=\"p\"} 3\n\
+             # HELP t_up Whether it is \\\\ up\\nor not.\n# TYPE t_up gauge\nt_up{probe=\"p\",kind=\"a\\\"b\"} 1\n"
+        );
+        // What Prometheus sends by default, and other clients.
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(Format::negotiate(Some(prometheus)), Format::OpenMetrics);
+        for (accept, want) in [
+            (None, Format::Text),
+            (Some("*/*"), Format::Text),
+            (Some("text/plain;version=0.0.4;q=1,*/*;q=0.1"), Format::Text),
+            (
+                Some("application/openmetrics-text; version=1.0.0"),
+                Format::OpenMetrics,
+            ),
+            (
+                Some("application/openmetrics-text;version=2.0.0"),
+                Format::Text,
+            ),
+            (Some("application/openmetrics-text;q=0"), Format::Text),
+            (
+                Some("text/plain;q=0.9,application/openmetrics-text;q=0.5"),
+                Format::Text,
+            ),
+        ] {
+            assert_eq!(Format::negotiate(accept), want, "{accept:?}");
+        }
+        assert!(accepts_gzip(Some("gzip")));
+        assert!(accepts_gzip(Some("identity;q=0.5, GZIP;q=0.8")));
+        assert!(!accepts_gzip(Some("gzip;q=0")));
+        assert!(!accepts_gzip(Some("br, deflate")));
+        assert!(!accepts_gzip(None));
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! The probe runner: schedules every probe on its own interval, spreads the first runs over the
 //! interval, bounds runs in flight, enforces timeouts, and keeps the latest result of each probe
-//! for `/metrics`.
+//! for `/metrics`, rendered into text at the end of each run, so that a scrape only copies
+//! texts, whenever it comes.
 //!
 //! The probes run on a thread and runtime of their own ([`Runner::new`]). One scheduler task
 //! per configuration holds every probe's next due time in a heap and sleeps on one timer until
-//! the earliest; it wakes the probe's own task, so a slow probe delays neither the schedule nor
-//! other probes. Probes due within a hundredth of their interval share one wake-up.
+//! the earliest; it starts a task for the probe's run, so a slow probe delays neither the
+//! schedule nor other probes, and a waiting probe holds no task of its own (its memory at ten
+//! thousand probes). Probes due within a hundredth of their interval share one wake-up.
 //!
 //! **Invariant:** a scrape only reads stored results; it never waits on a target.
 //! **Invariant:** a probe never runs twice at once; a run still going when the next is due is
@@ -18,12 +20,12 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::{Config, ProbeSpec};
-use crate::metrics::{Exposition, Family, Rendered, Samples};
+use crate::metrics::{Exposition, Family, Format, Rendered, Samples};
 use crate::probe::fetch::TlsOptions;
 use crate::probe::{certificate, Items, Probe, ProbeError, Reason, RunContext, Shared};
 use crate::support::{lock, truncate};
@@ -54,14 +56,56 @@ static FAILURE_REASON: Family = Family::gauge(
     "1 for the reason of the current failure; absent while the probe succeeds.",
 );
 
+/// What a slot keeps of its probe's configuration entry; the kind's settings live in the probe
+/// itself (ten thousand probes keep one copy of them, not two).
+struct SlotSpec {
+    name: String,
+    interval: Duration,
+    timeout: Duration,
+    kind: &'static str,
+    /// The entry as written (see [`ProbeSpec::unchanged`]).
+    raw: Box<str>,
+    /// The TLS settings as read, whose files' contents also tell a changed probe.
+    tls: Option<TlsOptions>,
+    /// The `https` endpoint whose certificate facts the runner exports (boxed: most probes
+    /// have none, and every probe keeps its slot).
+    https: Option<Box<(url::Url, TlsOptions)>>,
+}
+
+impl SlotSpec {
+    fn of(spec: &ProbeSpec) -> Self {
+        Self {
+            name: spec.name.clone(),
+            interval: spec.interval,
+            timeout: spec.timeout,
+            kind: spec.kind.name(),
+            raw: spec.raw.clone(),
+            tls: spec.kind.tls().cloned(),
+            https: spec
+                .kind
+                .https_endpoint()
+                .map(|(url, tls)| Box::new((url.clone(), tls.clone()))),
+        }
+    }
+
+    /// Whether `newer` is this probe as written and as read (see [`ProbeSpec::unchanged`]).
+    fn unchanged(&self, newer: &ProbeSpec) -> bool {
+        self.raw == newer.raw && self.tls.as_ref() == newer.kind.tls()
+    }
+}
+
 /// A probe with its schedule and results.
 pub struct Slot {
-    spec: ProbeSpec,
+    spec: SlotSpec,
     probe: Probe,
     /// The context of the probe's own log lines. At debug level, because probes log only at
     /// debug level and an enabled span costs every run its bookkeeping.
     span: tracing::Span,
     state: Mutex<SlotState>,
+    /// A task is running the probe (or waiting for its turn to).
+    busy: std::sync::atomic::AtomicBool,
+    /// The probe came due while it was busy: one more run follows right away.
+    again: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -69,8 +113,9 @@ struct SlotState {
     last: Option<LastRun>,
     runs: u64,
     failures: BTreeMap<Reason, u64>,
-    /// The series of the state above, rendered on the first scrape after a run.
-    rendered: Option<Arc<Rendered>>,
+    /// The series of the state above, rendered when the run ended (and when the probe was
+    /// built): a scrape never renders, and the run's samples are not kept beside their text.
+    rendered: Arc<Rendered>,
 }
 
 struct LastRun {
@@ -80,7 +125,6 @@ struct LastRun {
     reason: Option<Reason>,
     /// The failure's message, cut to a length fit for a status page.
     message: Option<String>,
-    samples: Samples,
     /// What the run reported of the things it watches, for the status page.
     items: Items,
 }
@@ -109,13 +153,17 @@ const BACKSTOP_GRACE: Duration = Duration::from_millis(100);
 const MAX_MESSAGE: usize = 300;
 
 impl Slot {
-    fn new(spec: ProbeSpec, probe: Probe) -> Self {
-        let span = tracing::debug_span!("probe", probe = %spec.name, kind = spec.kind.name());
+    fn new(spec: SlotSpec, probe: Probe) -> Self {
+        let span = tracing::debug_span!("probe", probe = %spec.name, kind = spec.kind);
+        let mut state = SlotState::default();
+        state.rendered = Arc::new(render(&spec, &state, &Samples::default()));
         Self {
             spec,
             probe,
             span,
-            state: Mutex::new(SlotState::default()),
+            state: Mutex::new(state),
+            busy: std::sync::atomic::AtomicBool::new(false),
+            again: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -128,7 +176,7 @@ impl Slot {
     /// The probe's kind name.
     #[must_use]
     pub fn kind(&self) -> &'static str {
-        self.spec.kind.name()
+        self.spec.kind
     }
 
     /// The probe's interval.
@@ -156,15 +204,22 @@ impl Slot {
         let mut samples = Samples::default();
         let mut certificate = Samples::default();
         // The certificate facts of a probe's `https` endpoint are read beside its run, on a
-        // handshake of their own, so a slow body does not leave them without time.
+        // handshake of their own, so a slow body does not leave them without time; while the
+        // facts kept from an earlier run are fresh and the run meets the same leaf, they are
+        // used again instead (no second handshake per run).
+        let endpoint = self.spec.https.as_deref().map(|(url, tls)| (url, tls));
+        let cached = endpoint.and_then(|(url, tls)| certificate::cached_for_url(&cx, url, tls));
         let run = async {
-            let endpoint = self.spec.kind.https_endpoint();
             let facts = async {
-                if let Some((url, tls)) = endpoint {
+                if let (Some((url, tls)), None) = (endpoint, &cached) {
                     certificate::inspect_url(&cx, url, tls, &mut certificate).await;
                 }
             };
-            tokio::join!(self.probe.run(&cx, &mut samples), facts).0
+            let result = tokio::join!(self.probe.run(&cx, &mut samples), facts).0;
+            if let (Some((url, tls)), Some(facts)) = (endpoint, cached) {
+                certificate::use_cached(&cx, url, tls, facts, &mut certificate).await;
+            }
+            result
         };
         // Probes end their own work by the context's deadline and then report what they learned
         // (a status of 0, partial counts); the runner's limit is a backstop a little later, for
@@ -207,44 +262,53 @@ impl Slot {
             finished_at: stackmedic_common::reload::unix_now(),
             reason,
             message: result.err().map(|e| truncate(&e.message, MAX_MESSAGE)),
-            samples,
             items: cx.take_items(),
         });
-        st.rendered = None;
+        // Rendered here, on the probes' thread, once per run: a scrape, which may come right
+        // after ten thousand runs, only copies texts. The previous text's memory is used again
+        // unless a scrape still holds it.
+        let old = std::mem::take(&mut st.rendered);
+        let reused = Arc::try_unwrap(old).unwrap_or_default();
+        let rendered = render_into(reused, &self.spec, &st, &samples);
+        st.rendered = Arc::new(rendered);
     }
 
-    /// The series of the last run, rendered once per run.
+    /// The series of the last run.
     fn rendered(&self) -> Arc<Rendered> {
-        let mut st = lock(&self.state);
-        if let Some(r) = &st.rendered {
-            return r.clone();
-        }
-        let kind = [("kind", self.kind())];
-        let mut b = Rendered::builder(&self.spec.name);
-        b.series(&INTERVAL, &kind, self.spec.interval.as_secs_f64());
-        b.series(&RUNS, &kind, st.runs as f64);
-        for (reason, n) in &st.failures {
-            b.series(
-                &FAILURES,
-                &[kind[0], ("reason", reason.as_str())],
-                *n as f64,
-            );
-        }
-        if let Some(last) = &st.last {
-            b.series(&SUCCESS, &kind, if last.success { 1.0 } else { 0.0 });
-            b.series(&DURATION, &kind, last.duration);
-            b.series(&LAST_RUN, &kind, last.finished_at);
-            if let Some(r) = last.reason {
-                b.series(&FAILURE_REASON, &[kind[0], ("reason", r.as_str())], 1.0);
-            }
-            for s in &last.samples.0 {
-                b.sample(s);
-            }
-        }
-        let rendered = Arc::new(b.finish());
-        st.rendered = Some(rendered.clone());
-        rendered
+        lock(&self.state).rendered.clone()
     }
+}
+
+/// The series of a probe in `state`, with the samples of its last run.
+fn render(spec: &SlotSpec, state: &SlotState, samples: &Samples) -> Rendered {
+    render_into(Rendered::default(), spec, state, samples)
+}
+
+/// [`render`] in the memory of `old`.
+fn render_into(old: Rendered, spec: &SlotSpec, state: &SlotState, samples: &Samples) -> Rendered {
+    let kind = [("kind", spec.kind)];
+    let mut b = old.rebuild(&spec.name);
+    b.series(&INTERVAL, &kind, spec.interval.as_secs_f64());
+    b.series(&RUNS, &kind, state.runs as f64);
+    for (reason, n) in &state.failures {
+        b.series(
+            &FAILURES,
+            &[kind[0], ("reason", reason.as_str())],
+            *n as f64,
+        );
+    }
+    if let Some(last) = &state.last {
+        b.series(&SUCCESS, &kind, if last.success { 1.0 } else { 0.0 });
+        b.series(&DURATION, &kind, last.duration);
+        b.series(&LAST_RUN, &kind, last.finished_at);
+        if let Some(r) = last.reason {
+            b.series(&FAILURE_REASON, &[kind[0], ("reason", r.as_str())], 1.0);
+        }
+        for s in &samples.0 {
+            b.sample(s);
+        }
+    }
+    b.finish()
 }
 
 /// Runs the probes of the current configuration.
@@ -255,6 +319,8 @@ pub struct Runner {
     shutdown: CancellationToken,
     /// The runtime the probes run on (see [`Runner::new`]).
     probes: tokio::runtime::Handle,
+    /// Bytes of the last exposition, to size the next one's buffer.
+    last_size: std::sync::atomic::AtomicUsize,
 }
 
 struct Generation {
@@ -303,6 +369,7 @@ impl Runner {
             }),
             shutdown,
             probes,
+            last_size: std::sync::atomic::AtomicUsize::new(64 * 1024),
         })
     }
 
@@ -328,7 +395,7 @@ impl Runner {
                 continue;
             }
             match Probe::build(&spec.kind, &self.shared) {
-                Ok(probe) => slots.push(Arc::new(Slot::new(spec.clone(), probe))),
+                Ok(probe) => slots.push(Arc::new(Slot::new(SlotSpec::of(spec), probe))),
                 Err(e) => problems.push(format!("probe {:?}: {e}", spec.name)),
             }
         }
@@ -336,20 +403,12 @@ impl Runner {
             return Err(problems.join("; "));
         }
         let cancel = self.shutdown.child_token();
-        let limit = Arc::new(Semaphore::new(config.global.max_concurrency.max(1)));
-        let mut wakers = Vec::with_capacity(slots.len());
-        for slot in &slots {
-            let due = Arc::new(Notify::new());
-            wakers.push((due.clone(), slot.spec.interval));
-            self.probes.spawn(run_when_due(
-                slot.clone(),
-                due,
-                self.shared.clone(),
-                limit.clone(),
-                cancel.clone(),
-            ));
-        }
-        self.probes.spawn(schedule(wakers, cancel.clone()));
+        let runs = Runs {
+            shared: self.shared.clone(),
+            limit: Arc::new(Semaphore::new(config.global.max_concurrency.max(1))),
+            cancel: cancel.clone(),
+        };
+        self.probes.spawn(schedule(slots.clone(), runs));
         let mut cur = self
             .current
             .write()
@@ -361,6 +420,7 @@ impl Runner {
         // otherwise stay for the life of the process, one set per reload that changed them.
         let used: Vec<&TlsOptions> = config.probes.iter().filter_map(|p| p.kind.tls()).collect();
         self.shared.certificates.retain(|t| used.contains(&t));
+        self.shared.facts.retain(|t| used.contains(&t));
         self.shared.http.retain(|t| used.contains(&t));
         Ok(())
     }
@@ -375,44 +435,84 @@ impl Runner {
             .clone()
     }
 
-    /// Appends every probe's latest series to `out` in the text format.
-    pub fn render(&self, out: &mut Vec<u8>) {
-        let mut exposition = Exposition::default();
-        for slot in self.slots() {
-            exposition.add(slot.rendered());
-        }
-        exposition.write(out);
+    /// Appends every probe's latest series to `out` in `format`.
+    pub fn render(&self, out: &mut Vec<u8>, format: Format) {
+        let start = out.len();
+        let exposition = {
+            let current = self
+                .current
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut e = Exposition::with_capacity(current.slots.len());
+            for slot in &current.slots {
+                e.add(slot.rendered());
+            }
+            e
+        };
+        exposition.write(out, format);
+        self.last_size
+            .store(out.len() - start, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// About how many bytes the next `/metrics` answer needs: the size of the last one and a
+    /// little more, so that its buffer is allocated once.
+    #[must_use]
+    pub fn exposition_size_hint(&self) -> usize {
+        let last = self.last_size.load(std::sync::atomic::Ordering::Relaxed);
+        last + last / 16 + 16 * 1024
     }
 }
 
-/// Runs a probe each time the scheduler says it is due, until `cancel`. A notification that
-/// arrives during a run is kept (at most one), so the next run follows right away.
-async fn run_when_due(
-    slot: Arc<Slot>,
-    due: Arc<Notify>,
+/// What the runs of one configuration share: the process's resources, the bound on runs in
+/// flight, and the cancellation of the configuration.
+#[derive(Clone)]
+struct Runs {
     shared: Arc<Shared>,
     limit: Arc<Semaphore>,
     cancel: CancellationToken,
-) {
-    let cancelled = cancel.cancelled();
-    tokio::pin!(cancelled);
-    loop {
-        tokio::select! {
-            biased;
-            () = &mut cancelled => return,
-            () = due.notified() => {}
+}
+
+impl Runs {
+    /// The probe is due: a task runs it, unless one is running it already; then one more run
+    /// follows that one right away (at most one is kept).
+    fn start(&self, slot: &Arc<Slot>) {
+        use std::sync::atomic::Ordering;
+        if slot.busy.swap(true, Ordering::AcqRel) {
+            slot.again.store(true, Ordering::Release);
+            return;
         }
-        let permit = tokio::select! {
-            biased;
-            () = &mut cancelled => return,
-            p = limit.acquire() => match p { Ok(p) => p, Err(_) => return },
-        };
-        tokio::select! {
-            biased;
-            () = &mut cancelled => return,
-            () = slot.run_once(&shared).instrument(slot.span.clone()) => {}
+        // A run starts now: one asked for while the probe was busy is this one.
+        slot.again.store(false, Ordering::Release);
+        tokio::spawn(self.clone().run(slot.clone()));
+    }
+
+    /// Runs the probe, and again while it came due meanwhile, until the configuration is
+    /// replaced.
+    async fn run(self, slot: Arc<Slot>) {
+        use std::sync::atomic::Ordering;
+        let cancelled = self.cancel.cancelled();
+        tokio::pin!(cancelled);
+        loop {
+            let permit = tokio::select! {
+                biased;
+                () = &mut cancelled => break,
+                p = self.limit.acquire() => match p { Ok(p) => p, Err(_) => break },
+            };
+            tokio::select! {
+                biased;
+                () = &mut cancelled => break,
+                () = slot.run_once(&self.shared).instrument(slot.span.clone()) => {}
+            }
+            drop(permit);
+            // Free for the scheduler first, then take a run that came due meanwhile, unless
+            // the scheduler has started a task for it already.
+            slot.busy.store(false, Ordering::Release);
+            if !slot.again.swap(false, Ordering::AcqRel) || slot.busy.swap(true, Ordering::AcqRel) {
+                return;
+            }
         }
-        drop(permit);
+        // Replaced: the next configuration's scheduler runs the probe from now on.
+        slot.busy.store(false, Ordering::Release);
     }
 }
 
@@ -421,11 +521,12 @@ async fn run_when_due(
 /// request of a fast target, so probes due at nearly the same time start together.
 const MAX_SLACK: Duration = Duration::from_millis(100);
 
-/// Tells each probe's task when its probe is due, until `cancel`: first runs are spread evenly
-/// over each probe's interval, so 1,000 probes with one interval do not all fire at once; after
-/// that a probe is due every interval, and starts at most a hundredth of its interval (at most
-/// [`MAX_SLACK`]) late. One timer serves all probes.
-async fn schedule(probes: Vec<(Arc<Notify>, Duration)>, cancel: CancellationToken) {
+/// Starts each probe's runs when it is due, until the configuration is replaced: first runs
+/// are spread evenly over each probe's interval, so 1,000 probes with one interval do not all
+/// fire at once; after that a probe is due every interval, and starts at most a hundredth of
+/// its interval (at most [`MAX_SLACK`]) late. One timer serves all probes.
+async fn schedule(probes: Vec<Arc<Slot>>, runs: Runs) {
+    let cancel = runs.cancel.clone();
     let slack = |interval: Duration| (interval / 100).min(MAX_SLACK);
     let start = tokio::time::Instant::now();
     let n = probes.len().max(1) as f64;
@@ -433,9 +534,10 @@ async fn schedule(probes: Vec<(Arc<Notify>, Duration)>, cancel: CancellationToke
     let mut due: BinaryHeap<Reverse<(tokio::time::Instant, usize)>> = probes
         .iter()
         .enumerate()
-        .map(|(i, (_, interval))| {
+        .map(|(i, slot)| {
+            let interval = slot.spec.interval;
             let at = start + interval.mul_f64(i as f64 / n);
-            Reverse((at + slack(*interval), i))
+            Reverse((at + slack(interval), i))
         })
         .collect();
     let cancelled = cancel.cancelled();
@@ -452,13 +554,14 @@ async fn schedule(probes: Vec<(Arc<Notify>, Duration)>, cancel: CancellationToke
         let now = tokio::time::Instant::now();
         // Start every probe whose latest start has come, and with them those already due.
         while let Some(&Reverse((latest, i))) = due.peek() {
-            let (notify, interval) = &probes[i];
+            let slot = &probes[i];
+            let interval = &slot.spec.interval;
             let at = latest - slack(*interval);
             if latest > now && at > now {
                 break;
             }
             due.pop();
-            notify.notify_one();
+            runs.start(slot);
             // A scheduler that woke late does not make up for missed runs.
             let next = if at + *interval > now {
                 at + *interval

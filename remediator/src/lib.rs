@@ -273,6 +273,9 @@ pub async fn run(
                         "the new configuration has no webhook authentication and {local} is not a loopback address"
                     ));
                 }
+                if cfg.rules.is_empty() {
+                    tracing::warn!("{}", config::NO_RULES);
+                }
                 engine.set_config(cfg);
                 engine.apply_config().await;
                 Ok(())

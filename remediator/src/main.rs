@@ -321,6 +321,9 @@ fn main() -> ExitCode {
     for warning in config::check_host(&config).warnings {
         eprintln!("warning: {}", located(&origins, &warning));
     }
+    if config.rules.is_empty() {
+        eprintln!("warning: {}", config::NO_RULES);
+    }
     let args = cli.common.clone();
     runtime::run_until_signal(&args, "stackmedic-remediator", |shutdown| {
         start(cli, config, shutdown)
@@ -347,6 +350,9 @@ fn check(cli: &Cli, config: &config::Config, origins: &Included) -> ExitCode {
     }
     for w in &host.warnings {
         eprintln!("warning: {}", located(origins, w));
+    }
+    if config.rules.is_empty() {
+        eprintln!("warning: {}", config::NO_RULES);
     }
     ok &= host.errors.is_empty();
     let summary = format!(

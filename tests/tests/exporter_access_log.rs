@@ -387,3 +387,264 @@ fn logrotate_create_compress_delaycompress_and_copytruncate() {
         1.0
     );
 }
+
+const SKIPPED: &str = "stackmedic_access_log_skipped_bytes_total";
+const FOUND: &str = "stackmedic_access_log_rotated_found_total";
+const ROTATED_FILES: &str = "stackmedic_access_log_rotated_files";
+
+fn skipped(s: &[Sample], probe: &str, reason: &str) -> f64 {
+    value(s, SKIPPED, &[("probe", probe), ("reason", reason)])
+}
+
+/// Waits until `probe` has run `n` more times with its counts unchanged at `want`.
+fn quiet_spell(e: &mut Exporter, probe: &str, n: u64, want: [u64; 4]) {
+    let r = runs(&e.scrape(), probe);
+    let s = e.wait_runs(probe, r + n);
+    assert_eq!(
+        counts(&s, probe),
+        want,
+        "{probe}: counts moved in a quiet spell"
+    );
+}
+
+#[test]
+fn caddy_with_logrotate_create_and_a_quiet_spell_loses_no_hit() {
+    // Caddy never reopens its log: with logrotate's `create` it keeps writing the renamed file
+    // for good, and a quiet night must not make the exporter let go of it.
+    let caddy = Caddy::start(
+        "\thandle /status/summary {\n\t\theader X-Status-Path legacy\n\t\trespond \"legacy\" 200\n\t}\n\
+         \thandle /api/status/summary {\n\t\theader X-Status-Path api\n\t\trespond \"api\" 200\n\t}\n",
+    );
+    let log = caddy.access_log();
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut e = Exporter::start(&format!(
+        "probes:\n{}",
+        probe("gateway", &log, "300ms", "      format: caddy\n")
+    ));
+    e.wait_runs("gateway", 1);
+    let hit = |path: &str, n: usize| {
+        for _ in 0..n {
+            get(&caddy.url(path));
+        }
+    };
+    hit("/status/summary", 3);
+    settle(&mut e, "gateway", [0, 3, 0, 0]);
+    logrotate(state.path(), &log, "    create");
+    assert_eq!(
+        names(caddy.dir()),
+        ["access.log", "access.log.1"],
+        "logrotate renamed the log and created a new one"
+    );
+    hit("/status/summary", 2);
+    hit("/api/status/summary", 1);
+    settle(&mut e, "gateway", [1, 5, 0, 0]);
+    // A quiet spell of many runs (the exporter used to let go of a rotated file after two).
+    quiet_spell(&mut e, "gateway", 8, [1, 5, 0, 0]);
+    hit("/status/summary", 4);
+    let s = settle(&mut e, "gateway", [1, 9, 0, 0]);
+    assert_eq!(
+        value(&s, ROTATED_FILES, &[("probe", "gateway")]),
+        1.0,
+        "Caddy's renamed log is still followed"
+    );
+    // The new, empty log written by nobody holds nothing; everything went to the renamed one.
+    assert_eq!(std::fs::metadata(&log).expect("stat").len(), 0);
+    // Rotated again: Caddy's file moves on to .2 and is still read by its handle.
+    logrotate(state.path(), &log, "    create");
+    hit("/api/status/summary", 2);
+    quiet_spell(&mut e, "gateway", 8, [3, 9, 0, 0]);
+    hit("/status/summary", 1);
+    let s = settle(&mut e, "gateway", [3, 10, 0, 0]);
+    assert_eq!(rotations(&s, "gateway", "rename"), 2.0);
+    for reason in ["too_many_rotated", "compressed", "truncated"] {
+        assert_eq!(skipped(&s, "gateway", reason), 0.0, "{reason}");
+    }
+    assert_eq!(
+        value(&s, "stackmedic_probe_success", &[("probe", "gateway")]),
+        1.0
+    );
+}
+
+#[test]
+fn nginx_reopening_late_after_a_quiet_spell_loses_no_hit() {
+    let logs = tempfile::tempdir().expect("tempdir");
+    let state = tempfile::tempdir().expect("tempdir");
+    let log = logs.path().join("access.log");
+    let mut nginx = Nginx::start_with_http(&locations(&log.display().to_string()), LOCAL_FORMAT);
+    let mut e = Exporter::start(&format!("probes:\n{}", probe("log", &log, "300ms", "")));
+    e.wait_runs("log", 1);
+    legacy(&nginx, 2);
+    settle(&mut e, "log", [0, 2, 0, 0]);
+    // Rotated, but nginx is told to reopen only much later: it writes the renamed file
+    // through a quiet spell.
+    logrotate(state.path(), &log, "    create");
+    legacy(&nginx, 3);
+    settle(&mut e, "log", [0, 5, 0, 0]);
+    quiet_spell(&mut e, "log", 8, [0, 5, 0, 0]);
+    legacy(&nginx, 4);
+    nginx.reopen();
+    api(&nginx, 2);
+    let s = settle(&mut e, "log", [2, 9, 0, 0]);
+    assert_eq!(rotations(&s, "log", "rename"), 1.0);
+}
+
+/// Runs logrotate with `directives` (and `rotate 30`) `rotations` times, each after `hits`
+/// requests, telling nginx to reopen after each; returns the hits made.
+fn rotate_often(
+    nginx: &mut Nginx,
+    state: &Path,
+    log: &Path,
+    directives: &str,
+    rotations: usize,
+) -> [u64; 4] {
+    let conf = format!("    rotate 30\n{directives}");
+    let mut made = [0u64; 4];
+    for i in 0..rotations {
+        legacy(nginx, 1 + i % 3);
+        api(nginx, 1);
+        made[1] += 1 + (i % 3) as u64;
+        made[0] += 1;
+        logrotate(state, log, &conf);
+        nginx.reopen();
+    }
+    made
+}
+
+/// A backlog of twenty rotations between two runs of the probe, in `directives`' way; every
+/// hit is counted.
+fn twenty_rotations_between_two_runs(directives: &str, files: &[&str]) {
+    let logs = tempfile::tempdir().expect("tempdir");
+    let state = tempfile::tempdir().expect("tempdir");
+    let log = logs.path().join("access.log");
+    let mut nginx = Nginx::start_with_http(&locations(&log.display().to_string()), LOCAL_FORMAT);
+    // A long interval: the twenty rotations take a few seconds and happen between two runs.
+    let mut e = Exporter::start(&format!(
+        "probes:\n{}",
+        probe("log", &log, "30s", "").replace(
+            "    interval: 30s\n",
+            "    interval: 30s\n    timeout: 10s\n"
+        )
+    ));
+    e.wait_runs("log", 1);
+    let before = runs(&e.scrape(), "log");
+    let made = rotate_often(&mut nginx, state.path(), &log, directives, 20);
+    let during = runs(&e.scrape(), "log");
+    let on_disk = names(logs.path());
+    for f in files {
+        assert!(on_disk.iter().any(|n| n == f), "{f} not in {on_disk:?}");
+    }
+    let s = e.wait_for(&format!("counts {made:?}"), Duration::from_secs(90), |s| {
+        counts(s, "log") == made
+    });
+    // Nothing more arrives, and nothing was skipped.
+    let r = runs(&s, "log");
+    let s = e.wait_for("the next run", Duration::from_secs(90), |s| {
+        runs(s, "log") > r
+    });
+    assert_eq!(counts(&s, "log"), made);
+    for reason in ["too_many_rotated", "compressed", "truncated"] {
+        assert_eq!(skipped(&s, "log", reason), 0.0, "{reason}");
+    }
+    eprintln!(
+        "runs before the rotations {before}, after them {during}; {} found in the folder",
+        value(&s, FOUND, &[("probe", "log")])
+    );
+    if during == before {
+        // The backlog case: the file followed at the last run, and the other nineteen found
+        // in the folder.
+        assert_eq!(rotations(&s, "log", "rename"), 1.0);
+        assert_eq!(value(&s, FOUND, &[("probe", "log")]), 19.0);
+    }
+}
+
+#[test]
+fn a_backlog_of_twenty_rotations_is_read_whole() {
+    twenty_rotations_between_two_runs("    create", &["access.log.1", "access.log.20"]);
+}
+
+#[test]
+fn a_backlog_of_twenty_compressed_rotations_is_read_whole() {
+    // Compressed at once (no delaycompress): each rotated file is gzip by the next run.
+    twenty_rotations_between_two_runs(
+        "    create\n    compress",
+        &["access.log.1.gz", "access.log.20.gz"],
+    );
+}
+
+#[test]
+fn rotated_files_of_another_compressor_are_counted_as_skipped() {
+    let logs = tempfile::tempdir().expect("tempdir");
+    let state = tempfile::tempdir().expect("tempdir");
+    let log = logs.path().join("access.log");
+    let mut nginx = Nginx::start_with_http(&locations(&log.display().to_string()), LOCAL_FORMAT);
+    let mut e = Exporter::start(&format!(
+        "probes:\n{}",
+        probe("log", &log, "30s", "").replace(
+            "    interval: 30s\n",
+            "    interval: 30s\n    timeout: 10s\n"
+        )
+    ));
+    e.wait_runs("log", 1);
+    let before = runs(&e.scrape(), "log");
+    let xz = stackmedic_tests::require_program(&["/usr/bin/xz"], "xz-utils");
+    rotate_often(
+        &mut nginx,
+        state.path(),
+        &log,
+        &format!(
+            "    create\n    compress\n    compresscmd {}\n    compressext .xz\n",
+            xz.display()
+        ),
+        3,
+    );
+    let during = runs(&e.scrape(), "log");
+    let xz_bytes: u64 = names(logs.path())
+        .iter()
+        .filter(|n| n.ends_with(".xz"))
+        .map(|n| std::fs::metadata(logs.path().join(n)).expect("stat").len())
+        .sum();
+    assert!(xz_bytes > 0);
+    let s = e.wait_for("the xz files counted", Duration::from_secs(90), |s| {
+        find(s, SKIPPED, &[("probe", "log"), ("reason", "compressed")]).unwrap_or(0.0) > 0.0
+    });
+    if during == before {
+        // The file followed at the last run arrives through its handle (the first rotation's
+        // two hits); the three xz files cannot be read here and are counted by their size,
+        // also the xz form of the followed file: the tailer cannot tell what it holds.
+        assert_eq!(counts(&s, "log"), [1, 1, 0, 0]);
+        assert_eq!(skipped(&s, "log", "compressed"), xz_bytes as f64);
+    }
+}
+
+#[test]
+fn copytruncate_reads_what_the_copy_holds_beyond_the_last_run() {
+    let logs = tempfile::tempdir().expect("tempdir");
+    let state = tempfile::tempdir().expect("tempdir");
+    let log = logs.path().join("access.log");
+    let nginx = Nginx::start_with_http(&locations(&log.display().to_string()), LOCAL_FORMAT);
+    let mut e = Exporter::start(&format!(
+        "probes:\n{}",
+        probe("log", &log, "30s", "").replace(
+            "    interval: 30s\n",
+            "    interval: 30s\n    timeout: 10s\n"
+        )
+    ));
+    e.wait_runs("log", 1);
+    legacy(&nginx, 2);
+    let r = runs(&e.scrape(), "log");
+    let s = e.wait_for("the next run", Duration::from_secs(90), |s| {
+        runs(s, "log") > r
+    });
+    assert_eq!(counts(&s, "log"), [0, 2, 0, 0]);
+    // Between two runs: more hits, then copytruncate; the hits before the copy are only in
+    // the copy (access.log.1), the ones after it in the truncated log.
+    legacy(&nginx, 5);
+    logrotate(state.path(), &log, "    copytruncate");
+    api(&nginx, 3);
+    let s = e.wait_for("every hit", Duration::from_secs(90), |s| {
+        counts(s, "log") == [3, 7, 0, 0]
+    });
+    assert_eq!(rotations(&s, "log", "truncate"), 1.0);
+    assert_eq!(skipped(&s, "log", "truncated"), 0.0);
+    assert_eq!(value(&s, FOUND, &[("probe", "log")]), 1.0, "the copy");
+}

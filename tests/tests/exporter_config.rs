@@ -123,6 +123,60 @@ const INVALID: &[(&str, &[&str])] = &[
             "probes[1].docker_disk.max_reported_volumes: must be at most 1000",
         ],
     ),
+    ("22-forty-problems.yml", FORTY),
+    (
+        "23-duplicate-keys.yml",
+        &[
+            "global.interval: duplicate key at line 4, first at line 2; a key may appear once in a mapping",
+            "probes[0].http.url: duplicate key at line 10, first at line 9; a key may appear once in a mapping",
+            "probes[1].interval: duplicate key at line 13, first at line 12; a key may appear once in a mapping",
+        ],
+    ),
+];
+
+/// Every problem of `22-forty-problems.yml`, also expected from `--config.check`: type errors
+/// beside other problems of their sections, and no problem that only follows from another.
+const FORTY: &[&str] = &[
+    "global.colour: unknown field `colour`, expected one of `interval`, `timeout`, `max_concurrency`",
+    "global.interval: invalid duration \"10x\"",
+    "global.max_concurrency: invalid type: string \"lots\", expected usize",
+    "probes[0].interval: invalid duration \"soon\"",
+    "probes[0].http.max_body_bytes: invalid type: string \"lots\", expected u64",
+    "probes[0].http.url: scheme must be http or https, found \"ftp\"",
+    "probes[0].http.valid_status_codes[1]: 99 is not an HTTP status code",
+    "probes[0].http.expect_headers[0]: invalid header name \"cf ray\"",
+    "probes[0].http.json: names no field; set at least one pointer",
+    "probes[1].name: duplicate probe name \"ready\"",
+    "probes[1].dns.transport: unknown variant `quic`, expected `udp` or `tcp`",
+    "probes[1].dns.name: \"leitstand..home.arpa\" is not a DNS name",
+    "probes[1].dns.expected[0]: 127.0.0.1 is not of ip_version ipv6",
+    "probes[2].sri.base_url: relative URL without a base: \"not a url\"",
+    "probes[2].sri.allowed_hosts[0]: \"http://cdn\" is not a host name or IP address",
+    "probes[2].sri.scan_html: needs `root`",
+    "probes[2].sri.max_entries_reported: must be at most 10000",
+    "probes[3].hls.max_variants: invalid type: string \"all\", expected usize",
+    "probes[3].hls.segment_method: unknown variant `POST`, expected `HEAD` or `GET`",
+    "probes[3].hls.url: invalid type: sequence, expected a string representing an URL",
+    "probes[3].hls.stale_multiplier: must be between 0.5 and 100",
+    "probes[4].access_log.format: unknown variant `apache`, expected `regex` or `caddy`",
+    "probes[4].access_log.rotated_idle_timeout: invalid duration \"forever\"",
+    "probes[4].access_log.max_read_bytes: must be at least 1",
+    "probes[4].access_log.max_rotated_files: must be 1 to 1000",
+    "probes[5].tcp.tls: invalid type: string \"maybe\", expected a boolean",
+    "probes[5].tcp.address: \"gateway\" is not host:port",
+    "probes[5].tcp.max_banner_bytes: must be 1 to 65536",
+    "probes[6].ads.host: invalid type: integer `42`, expected a string",
+    "probes[6].ads.expected_state: unknown ADS state \"Sleeping\"",
+    "probes[7].backup.folders[1].pattern: invalid regular expression: regex parse error:",
+    "probes[7].backup.folders[0].path: must be an absolute path",
+    "probes[7].backup.verify_timeout: must be positive",
+    "probes[8].filesystem.path: must be an absolute path",
+    "probes[8].filesystem.folders[0].name: must not be empty",
+    "probes[8].filesystem.max_entries: must be 1 to 10000000",
+    "probes[9].json.elements.counts[0].where[0].within: invalid duration \"sometime\"",
+    "probes[9].json.values[0].field: must be 1 to 64 characters",
+    "probes[9].json.values[0].pointer: \"streams\" is not a JSON pointer (it must start with `/`)",
+    "probes[9].json.elements.max_elements: must be 1 to 1000",
 ];
 
 /// Every problem of `15-several-problems.yml`, also expected from `--config.check`.
@@ -219,6 +273,24 @@ fn config_check_prints_every_problem_and_fails() {
         SEVERAL.len(),
         "one line per problem:\n{stderr}"
     );
+}
+
+#[test]
+fn config_check_prints_all_forty_problems_once() {
+    let file = fixtures().join("invalid/22-forty-problems.yml");
+    let out = config_check(&file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    // A problem is a line starting with its path; the regular expression parser's message
+    // continues on further lines.
+    let problems: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("global.") || l.starts_with("probes["))
+        .collect();
+    assert_eq!(problems.len(), FORTY.len(), "{stderr}");
+    for (line, want) in problems.iter().zip(FORTY) {
+        assert!(line.starts_with(want), "got {line:?}, expected {want:?}");
+    }
 }
 
 #[test]

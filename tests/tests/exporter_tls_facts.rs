@@ -203,3 +203,68 @@ fn plain_http_and_local_sources_export_no_certificate() {
         .is_empty());
     }
 }
+
+/// nginx's `accepts` count (connections accepted so far), read from its stub_status page; the
+/// request that reads it is one of them.
+fn accepts(status_url: &str) -> u64 {
+    let text = stackmedic_tests::http::get(status_url)
+        .expect("stub_status")
+        .text();
+    // "Active connections: 1 \nserver accepts handled requests\n 7 7 12 \n…"
+    let numbers = text.lines().nth(2).expect("the counts line");
+    numbers
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no accepts count in {text:?}"))
+}
+
+#[test]
+fn a_kept_alive_probe_makes_no_second_handshake_per_run() {
+    let (trusted, _unknown) = stackmedic_tests::tls::expiring_and_unknown();
+    let d = trusted.path().display();
+    let status_port = stackmedic_tests::free_port();
+    let nginx = Nginx::start_with_http(
+        &format!(
+            "listen 127.0.0.1:{{port}} ssl;\n\
+             ssl_certificate {d}/server.crt;\n\
+             ssl_certificate_key {d}/server.key;\n\
+             location = /ready {{ return 200 'ok'; }}\n"
+        ),
+        &format!(
+            "server {{ listen 127.0.0.1:{status_port}; location = /status {{ stub_status; }} }}"
+        ),
+    );
+    let status = format!("http://127.0.0.1:{status_port}/status");
+    let mut exporter = Exporter::start(&format!(
+        "probes:\n  - name: ready\n    interval: 200ms\n    timeout: 150ms\n    http:\n      url: https://127.0.0.1:{}/ready\n      tls: {{ca_file: '{d}/ca.crt'}}\n",
+        nginx.port()
+    ));
+    let s = exporter.wait_runs("ready", 2);
+    assert_eq!(
+        value(&s, "stackmedic_tls_chain_verified", &[("probe", "ready")]),
+        1.0
+    );
+    let before = accepts(&status);
+    let runs = value(&s, "stackmedic_probe_runs_total", &[("probe", "ready")]) as u64;
+    let s = exporter.wait_runs("ready", runs + 15);
+    let after = accepts(&status);
+    // Fifteen runs over the kept-alive connection, and the facts read once: no connection of
+    // their own per run (the second count is one more for its own request).
+    assert!(
+        after - before <= 2,
+        "{} connections for 15 runs",
+        after - before - 1
+    );
+    // The facts are still exported every run.
+    assert_eq!(
+        value(&s, "stackmedic_tls_chain_verified", &[("probe", "ready")]),
+        1.0
+    );
+    let left = value(
+        &s,
+        "stackmedic_tls_not_after_timestamp_seconds",
+        &[("probe", "ready")],
+    ) - now();
+    assert!(left > 2.0 * 86400.0, "{left}");
+}

@@ -195,3 +195,140 @@ fn remediator_config_refuses_non_loopback_without_auth() {
     assert!(!ok, "{text}");
     assert!(text.contains("without webhook authentication"), "{text}");
 }
+
+/// Each invalid fixture under `tests/fixtures/remediator-config/invalid/` and every problem
+/// `--config.check` must print for it, in order (a problem is a line starting with its path;
+/// each expected text starts its line). Nothing else may be printed as a problem: a problem
+/// that only follows from another one is not one.
+const INVALID: &[(&str, &[&str])] = &[
+    (
+        "01-duplicate-keys.yml",
+        &[
+            "global.dry_run: duplicate key at line 3, first at line 2; a key may appear once in a mapping",
+            "targets[0].docker: duplicate key at line 7, first at line 6; a key may appear once in a mapping",
+            "rules[0].action: duplicate key at line 12, first at line 10; a key may appear once in a mapping",
+        ],
+    ),
+    (
+        "02-keys-of-the-rule-kind.yml",
+        &[
+            "rules[0].steps: unknown field `steps`, expected one of `name`, `matchers`, `action`, `target`, `target_label`, `targets`, `dry_run`, `delay`, `container_label`",
+            "rules[1].container_label: unknown field `container_label`, expected one of `name`, `matchers`, `action`, `target`, `target_label`, `targets`, `dry_run`, `delay`",
+        ],
+    ),
+    (
+        "03-type-error-beside-other-problems.yml",
+        &[
+            "global.dry_run: invalid type: string \"maybe\", expected a boolean",
+            "global.max_concurrent_actions: must be at least 1",
+            "targets[0].docker.containers[0]: \"../etc\" is not a valid container name",
+            "targets[0].backoff: invalid duration \"soon\"",
+            "targets[0].max_attempts: must be at least 1",
+            "targets[0].verify.interval: must be greater than 0s",
+            "rules[0].delay: invalid duration \"later\"",
+            "rules[0].matchers[0]: matcher \"severity=~\\\"(\\\"\": invalid regular expression",
+            "rules[0].target: unknown target \"nowhere\"",
+        ],
+    ),
+    (
+        "04-no-knock-on-problems.yml",
+        &[
+            "global.retention: must be at least 1h",
+            "escalation.resend_interval: invalid duration \"often\"",
+            "targets[0].docker.containers: invalid type: integer `5`, expected a sequence",
+            "targets[1].max_backoff: invalid duration \"soon\"",
+            "rules[1].steps[0].method: invalid type: integer `7`, expected a string",
+            "rules[1].targets: unknown target \"gone\"",
+        ],
+    ),
+];
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/remediator-config")
+}
+
+#[test]
+fn remediator_config_every_invalid_fixture_prints_exactly_its_problems() {
+    let dir = fixtures().join("invalid");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .expect("list the fixtures")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yml"))
+        .collect();
+    on_disk.sort();
+    let in_table: Vec<&str> = INVALID.iter().map(|(f, _)| *f).collect();
+    assert_eq!(on_disk, in_table, "fixtures on disk and the table differ");
+    let mut failures = Vec::new();
+    for (file, expected) in INVALID {
+        let (ok, text) = run(&[
+            &format!("--config.file={}", dir.join(file).display()),
+            "--config.check",
+        ]);
+        if ok {
+            failures.push(format!("{file}: accepted"));
+            continue;
+        }
+        let problems: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                [
+                    "global.",
+                    "webhook.",
+                    "escalation.",
+                    "docker.",
+                    "targets[",
+                    "rules[",
+                ]
+                .iter()
+                .any(|p| l.starts_with(p))
+            })
+            .collect();
+        if problems.len() != expected.len()
+            || problems
+                .iter()
+                .zip(expected.iter())
+                .any(|(l, w)| !l.starts_with(w))
+            || !text.contains(&format!(
+                "configuration is invalid: {} problem(s)",
+                expected.len()
+            ))
+        {
+            failures.push(format!(
+                "{file}: got\n  {}\nexpected\n  {}",
+                problems.join("\n  "),
+                expected.join("\n  ")
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn remediator_config_check_warns_about_a_configuration_without_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("no-rules.yml");
+    std::fs::write(
+        &file,
+        "targets:\n- name: app\n  docker: {containers: [app]}\n",
+    )
+    .unwrap();
+    let (ok, text) = run(&[
+        &format!("--config.file={}", file.display()),
+        "--config.check",
+    ]);
+    assert!(ok, "valid, if idle: {text}");
+    assert!(
+        text.contains("configuration is valid: 0 rules, 1 targets"),
+        "{text}"
+    );
+    assert!(
+        text.contains("warning: no rules configured (0 rules): every alert is counted as unmatched and no action runs"),
+        "{text}"
+    );
+    // A configuration with rules has no such warning.
+    let (ok, text) = run(&[
+        &format!("--config.file={}", example().display()),
+        "--config.check",
+    ]);
+    assert!(ok && !text.contains("no rules configured"), "{text}");
+}

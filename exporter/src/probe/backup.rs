@@ -210,7 +210,7 @@ pub struct BackupConfig {
 impl BackupConfig {
     /// Checks captures, volume names and limits.
     pub fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
-        if self.folders.is_empty() {
+        if self.folders.is_empty() && !errs.has(&join(path, "folders")) {
             errs.push(join(path, "folders"), "must list at least one folder");
         }
         let mut seen = HashSet::new();
@@ -234,6 +234,7 @@ impl BackupConfig {
             let names: Vec<&str> = f.pattern.get().capture_names().flatten().collect();
             let has_volume = names.contains(&"volume");
             match (&f.volume, has_volume) {
+                (None, false) if errs.has(&join(&fp, "volume")) => {}
                 (None, false) => errs.push(
                     join(&fp, "pattern"),
                     "has no `volume` capture; add one or set `volume`",
@@ -940,7 +941,9 @@ mod tests {
         assert!(errs.to_string().contains("used twice"), "{errs}");
         let v = serde_json::json!({ "folders": [{ "path": "/x", "timestamp_format": "nope" }] });
         let mut errs = ConfigErrors::default();
-        assert!(stackmedic_common::config::typed::<BackupConfig>(&v, "b", &mut errs).is_none());
+        // The bad format is reported; the rest of the section is still checked.
+        let c = stackmedic_common::config::typed::<BackupConfig>(&v, "b", &mut errs);
+        assert!(c.is_some_and(|c| c.folders.len() == 1));
         assert!(errs.to_string().contains("strftime"), "{errs}");
     }
 }

@@ -5,10 +5,16 @@
 //! The facts come from a handshake of our own: its verifier runs the same platform verifier as
 //! the HTTP client, records the verdict and the leaf, and then lets the handshake finish, so an
 //! untrusted or expired certificate is still read. No byte is sent after the handshake.
+//!
+//! The facts of a probe's endpoint are kept ([`FactsCache`]) and used again while the probe's
+//! own requests meet the same leaf certificate, for at most [`FACTS_MAX_AGE`] and never past
+//! the certificate's validity: a probe with a kept-alive connection makes no second handshake
+//! per run, and a certificate replaced on the server is read again at the run that meets it.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -131,6 +137,46 @@ impl VerifyError {
     }
 }
 
+/// Longest time the facts of an endpoint are used again without a handshake of their own.
+pub const FACTS_MAX_AGE: Duration = Duration::from_secs(3600);
+
+/// The facts of each probed `https` endpoint (host, port and TLS settings), with when they
+/// were read.
+#[derive(Default)]
+pub struct FactsCache {
+    entries: Mutex<HashMap<Endpoint, (Facts, Instant)>>,
+}
+
+/// An endpoint's host, port and the TLS settings it is verified with.
+type Endpoint = (String, u16, TlsOptions);
+
+impl FactsCache {
+    /// The facts of an endpoint, if they were read less than [`FACTS_MAX_AGE`] ago and the
+    /// certificate is still within its validity at `now` (Unix time).
+    #[must_use]
+    pub fn fresh(&self, host: &str, port: u16, tls: &TlsOptions, now: f64) -> Option<Facts> {
+        let entries = lock(&self.entries);
+        let (facts, at) = entries.get(&(host.to_string(), port, tls.clone()))?;
+        (at.elapsed() < FACTS_MAX_AGE && facts.valid_at(now)).then(|| facts.clone())
+    }
+
+    fn put(&self, host: &str, port: u16, tls: &TlsOptions, facts: Facts) {
+        lock(&self.entries).insert(
+            (host.to_string(), port, tls.clone()),
+            (facts, Instant::now()),
+        );
+    }
+
+    fn forget(&self, host: &str, port: u16, tls: &TlsOptions) {
+        lock(&self.entries).remove(&(host.to_string(), port, tls.clone()));
+    }
+
+    /// Drops the facts of TLS settings for which `used` is false (a reload left them behind).
+    pub fn retain(&self, used: impl Fn(&TlsOptions) -> bool) {
+        lock(&self.entries).retain(|(_, _, tls), _| used(tls));
+    }
+}
+
 /// What one handshake showed of the server's certificate.
 #[derive(Debug, Clone)]
 pub struct Facts {
@@ -141,6 +187,15 @@ pub struct Facts {
 }
 
 impl Facts {
+    /// Whether `now` (Unix time) is within the leaf's validity, where the verdict, which
+    /// depends on the time, still holds.
+    fn valid_at(&self, now: f64) -> bool {
+        x509_parser::parse_x509_certificate(&self.leaf).is_ok_and(|(_, cert)| {
+            let v = cert.validity();
+            (v.not_before.timestamp() as f64) <= now && now < v.not_after.timestamp() as f64
+        })
+    }
+
     /// Exports the facts: validity, verdict and names.
     pub fn export(&self, out: &mut Samples) {
         match &self.verdict {
@@ -399,15 +454,29 @@ pub async fn inspect(
     Ok(facts)
 }
 
-/// Exports the certificate facts of the endpoint of an `https` URL: the runner calls it beside
-/// every run of a probe whose requests go to a configured `https` URL, so each such probe makes
-/// one handshake of this kind per run, to the URL's host and port. A failure is only logged:
-/// the probe's own request tells whether the endpoint works, and its reason says why not.
-pub async fn inspect_url(cx: &RunContext, url: &Url, tls: &TlsOptions, out: &mut Samples) {
+/// The host and port of an `https` URL.
+fn endpoint(url: &Url) -> Option<(&str, u16)> {
     if url.scheme() != "https" {
-        return;
+        return None;
     }
-    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+    Some((url.host_str()?, url.port_or_known_default()?))
+}
+
+/// Whether the facts of the endpoint of an `https` URL are kept and fresh, so that the run
+/// needs no handshake of its own for them (see [`FactsCache::fresh`]).
+#[must_use]
+pub fn cached_for_url(cx: &RunContext, url: &Url, tls: &TlsOptions) -> Option<Facts> {
+    let (host, port) = endpoint(url)?;
+    cx.shared
+        .facts
+        .fresh(host, port, tls, stackmedic_common::reload::unix_now())
+}
+
+/// Reads the certificate facts of the endpoint of an `https` URL with a handshake of its own,
+/// keeps them, and exports them. A failure is only logged: the probe's own request tells
+/// whether the endpoint works, and its reason says why not.
+pub async fn inspect_url(cx: &RunContext, url: &Url, tls: &TlsOptions, out: &mut Samples) {
+    let Some((host, port)) = endpoint(url) else {
         return;
     };
     if cx.remaining().is_zero() {
@@ -415,11 +484,39 @@ pub async fn inspect_url(cx: &RunContext, url: &Url, tls: &TlsOptions, out: &mut
     }
     match inspect(cx, host, port, tls).await {
         Ok(facts) => {
-            facts.export(out);
-            cx.report(facts.item(stackmedic_common::reload::unix_now()));
+            cx.shared.facts.put(host, port, tls, facts.clone());
+            export_facts(cx, &facts, out);
         }
         Err(e) => tracing::debug!(error = %e, "certificate not read"),
     }
+}
+
+/// Exports kept facts, unless the run's own requests met another leaf certificate at that
+/// endpoint (it was replaced): then they are read again with a handshake, time permitting.
+pub async fn use_cached(
+    cx: &RunContext,
+    url: &Url,
+    tls: &TlsOptions,
+    facts: Facts,
+    out: &mut Samples,
+) {
+    let Some((host, port)) = endpoint(url) else {
+        return;
+    };
+    let replaced = cx
+        .peer_leaf(host, port)
+        .is_some_and(|leaf| leaf.as_ref() != facts.leaf.as_ref());
+    if replaced {
+        cx.shared.facts.forget(host, port, tls);
+        inspect_url(cx, url, tls, out).await;
+    } else {
+        export_facts(cx, &facts, out);
+    }
+}
+
+fn export_facts(cx: &RunContext, facts: &Facts, out: &mut Samples) {
+    facts.export(out);
+    cx.report(facts.item(stackmedic_common::reload::unix_now()));
 }
 
 #[cfg(test)]

@@ -116,7 +116,10 @@ impl DnsConfig {
                 format!("{:?} is not a DNS name", self.name),
             );
         }
-        if self.server.is_none() && self.transport != Transport::Udp {
+        if self.server.is_none()
+            && self.transport != Transport::Udp
+            && !errs.has(&join(path, "server"))
+        {
             errs.push(join(path, "transport"), "needs `server`");
         }
         for (i, ip) in self.expected.iter().enumerate() {

@@ -1,9 +1,10 @@
 //! HTTP requests for probes: one client per distinct TLS and redirect setting, shared by every
 //! probe that uses it; each request bounded by the time left of its run; bodies read up to a
 //! limit; errors classified into failure reasons. [`plain`] is the lean client of the `http`
-//! probe for plain HTTP targets.
+//! probe for plain HTTP targets; [`scoped`] follows redirects only within a probe's scope.
 
 pub mod plain;
+pub mod scoped;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -167,7 +168,10 @@ impl HttpClients {
             } else {
                 reqwest::redirect::Policy::none()
             })
-            .tls_danger_accept_invalid_certs(tls.insecure_skip_verify);
+            .tls_danger_accept_invalid_certs(tls.insecure_skip_verify)
+            // The leaf certificate of each response, so that the certificate facts of an
+            // endpoint are read again only when it changes (see `certificate`).
+            .tls_info(true);
         for c in tls.roots()? {
             b = b.add_root_certificate(c);
         }
@@ -308,6 +312,17 @@ pub async fn open(
     let start = Instant::now();
     let resp = req.timeout(remaining).send().await.map_err(classify)?;
     let header_time = start.elapsed();
+    if let Some(leaf) = resp
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(reqwest::tls::TlsInfo::peer_certificate)
+    {
+        if let (Some(host), Some(port)) =
+            (resp.url().host_str(), resp.url().port_or_known_default())
+        {
+            cx.note_peer_leaf(host, port, leaf);
+        }
+    }
     Ok(Streaming {
         status: resp.status(),
         headers: resp.headers().clone(),

@@ -270,7 +270,7 @@ impl JsonConfig {
             if el.max_elements == 0 || el.max_elements > 1000 {
                 errs.push(join(&ep, "max_elements"), "must be 1 to 1000");
             }
-            if el.label.is_none() && !el.values.is_empty() {
+            if el.label.is_none() && !el.values.is_empty() && !errs.has(&join(&ep, "label")) {
                 errs.push(
                     join(&ep, "label"),
                     "element values need a label pointer to tell the elements apart",
@@ -293,7 +293,9 @@ impl JsonConfig {
                         cond.within.is_some(),
                         cond.older_than.is_some(),
                     ];
-                    if tests.iter().filter(|t| **t).count() != 1 {
+                    // A test with a problem of its own is not there now; its count is not
+                    // checked again.
+                    if tests.iter().filter(|t| **t).count() != 1 && !errs.has(&cp) {
                         errs.push(
                             cp.clone(),
                             "needs exactly one of `equals`, `not_equals`, `within`, `older_than`",
@@ -306,7 +308,9 @@ impl JsonConfig {
                     }
                 }
             }
-        } else if self.values.is_empty() {
+        } else if self.values.is_empty()
+            && !errs.has_any(&[&join(path, "values"), &join(path, "elements")])
+        {
             errs.push(path, "nothing to read: add `values`, `elements` or both");
         }
     }

@@ -145,6 +145,8 @@ pub struct Shared {
     pub ads: ads::AdsConnections,
     /// Certificate verifiers of the TLS inspection, one per distinct TLS setting.
     pub certificates: certificate::Verifiers,
+    /// The certificate facts of each probed `https` endpoint, kept between runs.
+    pub facts: certificate::FactsCache,
 }
 
 /// What a run gets besides its probe: its deadline, the process's shared resources, and where
@@ -155,6 +157,8 @@ pub struct RunContext {
     /// Process-wide resources.
     pub shared: Arc<Shared>,
     items: report::Collector,
+    /// The leaf certificates the run's HTTPS responses came with, by host and port.
+    peer_leaves: std::sync::Mutex<Vec<(String, u16, bytes::Bytes)>>,
 }
 
 impl RunContext {
@@ -166,7 +170,25 @@ impl RunContext {
             timeout,
             shared,
             items: report::Collector::default(),
+            peer_leaves: std::sync::Mutex::default(),
         }
+    }
+
+    /// Notes the leaf certificate an HTTPS response of this run came with.
+    pub fn note_peer_leaf(&self, host: &str, port: u16, leaf: &[u8]) {
+        let mut leaves = crate::support::lock(&self.peer_leaves);
+        if !leaves.iter().any(|(h, p, _)| h == host && *p == port) && leaves.len() < 8 {
+            leaves.push((host.to_string(), port, bytes::Bytes::copy_from_slice(leaf)));
+        }
+    }
+
+    /// The leaf certificate a response of this run from `host:port` came with, if any.
+    #[must_use]
+    pub fn peer_leaf(&self, host: &str, port: u16) -> Option<bytes::Bytes> {
+        crate::support::lock(&self.peer_leaves)
+            .iter()
+            .find(|(h, p, _)| h == host && *p == port)
+            .map(|(_, _, leaf)| leaf.clone())
     }
 
     /// Reports one watched thing and how it is, for the status page.
@@ -211,33 +233,33 @@ impl RunContext {
 /// A probe instance with whatever state it keeps between runs.
 pub enum Probe {
     /// See [`readiness::HttpProbe`].
-    Http(readiness::HttpProbe),
+    Http(Box<readiness::HttpProbe>),
     /// See [`readiness::CorsProbe`].
-    Cors(readiness::CorsProbe),
+    Cors(Box<readiness::CorsProbe>),
     /// See [`status_path::SampleProbe`].
-    StatusPath(status_path::SampleProbe),
+    StatusPath(Box<status_path::SampleProbe>),
     /// See [`status_path::AccessLogProbe`].
-    AccessLog(status_path::AccessLogProbe),
+    AccessLog(Box<status_path::AccessLogProbe>),
     /// See [`containers::DockerProbe`].
-    Docker(containers::DockerProbe),
+    Docker(Box<containers::DockerProbe>),
     /// See [`hls::HlsProbe`].
-    Hls(hls::HlsProbe),
+    Hls(Box<hls::HlsProbe>),
     /// See [`ads::AdsProbe`].
-    Ads(ads::AdsProbe),
+    Ads(Box<ads::AdsProbe>),
     /// See [`sri::SriProbe`].
-    Sri(sri::SriProbe),
+    Sri(Box<sri::SriProbe>),
     /// See [`backup::BackupProbe`].
-    Backup(backup::BackupProbe),
+    Backup(Box<backup::BackupProbe>),
     /// See [`dns::DnsProbe`].
-    Dns(dns::DnsProbe),
+    Dns(Box<dns::DnsProbe>),
     /// See [`tcp::TcpProbe`].
-    Tcp(tcp::TcpProbe),
+    Tcp(Box<tcp::TcpProbe>),
     /// See [`filesystem::FilesystemProbe`].
-    Filesystem(filesystem::FilesystemProbe),
+    Filesystem(Box<filesystem::FilesystemProbe>),
     /// See [`docker_disk::DockerDiskProbe`].
-    DockerDisk(docker_disk::DockerDiskProbe),
+    DockerDisk(Box<docker_disk::DockerDiskProbe>),
     /// See [`json::JsonProbe`].
-    Json(json::JsonProbe),
+    Json(Box<json::JsonProbe>),
 }
 
 impl ProbeKindConfig {
@@ -295,26 +317,38 @@ impl Probe {
     /// A message when a resource the probe needs cannot be set up (a CA file, a client).
     pub fn build(cfg: &ProbeKindConfig, shared: &Shared) -> Result<Self, String> {
         Ok(match cfg {
-            ProbeKindConfig::Http(c) => Self::Http(readiness::HttpProbe::new(c.clone(), shared)?),
-            ProbeKindConfig::Cors(c) => Self::Cors(readiness::CorsProbe::new(c.clone(), shared)?),
-            ProbeKindConfig::StatusPath(c) => {
-                Self::StatusPath(status_path::SampleProbe::new(c.clone(), shared)?)
+            ProbeKindConfig::Http(c) => {
+                Self::Http(Box::new(readiness::HttpProbe::new(c.clone(), shared)?))
             }
-            ProbeKindConfig::AccessLog(c) => Self::AccessLog(status_path::AccessLogProbe::new(c)),
-            ProbeKindConfig::Docker(c) => Self::Docker(containers::DockerProbe::new(c.clone())?),
-            ProbeKindConfig::Hls(c) => Self::Hls(hls::HlsProbe::new(c.clone(), shared)?),
-            ProbeKindConfig::Ads(c) => Self::Ads(ads::AdsProbe::new(c.clone(), shared)?),
-            ProbeKindConfig::Sri(c) => Self::Sri(sri::SriProbe::new(c.clone(), shared)?),
-            ProbeKindConfig::Backup(c) => Self::Backup(backup::BackupProbe::new(c.clone())),
-            ProbeKindConfig::Dns(c) => Self::Dns(dns::DnsProbe::new(c.clone())),
-            ProbeKindConfig::Tcp(c) => Self::Tcp(tcp::TcpProbe::new(c.clone())?),
+            ProbeKindConfig::Cors(c) => {
+                Self::Cors(Box::new(readiness::CorsProbe::new(c.clone(), shared)?))
+            }
+            ProbeKindConfig::StatusPath(c) => {
+                Self::StatusPath(Box::new(status_path::SampleProbe::new(c.clone(), shared)?))
+            }
+            ProbeKindConfig::AccessLog(c) => {
+                Self::AccessLog(Box::new(status_path::AccessLogProbe::new(c)))
+            }
+            ProbeKindConfig::Docker(c) => {
+                Self::Docker(Box::new(containers::DockerProbe::new(c.clone())?))
+            }
+            ProbeKindConfig::Hls(c) => Self::Hls(Box::new(hls::HlsProbe::new(c.clone(), shared)?)),
+            ProbeKindConfig::Ads(c) => Self::Ads(Box::new(ads::AdsProbe::new(c.clone(), shared)?)),
+            ProbeKindConfig::Sri(c) => Self::Sri(Box::new(sri::SriProbe::new(c.clone(), shared)?)),
+            ProbeKindConfig::Backup(c) => {
+                Self::Backup(Box::new(backup::BackupProbe::new(c.clone())))
+            }
+            ProbeKindConfig::Dns(c) => Self::Dns(Box::new(dns::DnsProbe::new(c.clone()))),
+            ProbeKindConfig::Tcp(c) => Self::Tcp(Box::new(tcp::TcpProbe::new(c.clone())?)),
             ProbeKindConfig::Filesystem(c) => {
-                Self::Filesystem(filesystem::FilesystemProbe::new(c.clone()))
+                Self::Filesystem(Box::new(filesystem::FilesystemProbe::new(c.clone())))
             }
             ProbeKindConfig::DockerDisk(c) => {
-                Self::DockerDisk(docker_disk::DockerDiskProbe::new(c.clone()))
+                Self::DockerDisk(Box::new(docker_disk::DockerDiskProbe::new(c.clone())))
             }
-            ProbeKindConfig::Json(c) => Self::Json(json::JsonProbe::new(c.clone(), shared)?),
+            ProbeKindConfig::Json(c) => {
+                Self::Json(Box::new(json::JsonProbe::new(c.clone(), shared)?))
+            }
         })
     }
 

@@ -121,7 +121,7 @@ pub struct HttpConfig {
     #[serde(default = "default_max_body")]
     pub max_body_bytes: u64,
     /// Fields of a JSON body to export.
-    pub json: Option<SummaryFields>,
+    pub json: Option<Box<SummaryFields>>,
 }
 
 fn default_states() -> Vec<String> {
@@ -183,7 +183,9 @@ impl HttpConfig {
                 ("fallback", &j.fallback),
                 ("build_sha", &j.build_sha),
             ];
-            if pointers.iter().all(|(_, p)| p.is_none()) {
+            if pointers.iter().all(|(_, p)| p.is_none())
+                && !pointers.iter().any(|(name, _)| errs.has(&join(&jp, name)))
+            {
                 errs.push(&jp, "names no field; set at least one pointer");
             }
             for (name, p) in pointers {
@@ -196,7 +198,7 @@ impl HttpConfig {
                     }
                 }
             }
-            if j.llm_path_states.is_empty() {
+            if j.llm_path_states.is_empty() && !errs.has(&join(&jp, "llm_path_states")) {
                 errs.push(join(&jp, "llm_path_states"), "must list at least one state");
             }
         }

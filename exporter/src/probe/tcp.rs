@@ -71,7 +71,10 @@ impl TcpConfig {
                 errs.push(join(path, "server_name"), e);
             }
         }
-        if !self.tls && (self.server_name.is_some() || self.tls_config != TlsOptions::default()) {
+        if !self.tls
+            && (self.server_name.is_some() || self.tls_config != TlsOptions::default())
+            && !errs.has(&join(path, "tls"))
+        {
             errs.push(path, "server_name and tls_config need `tls: true`");
         }
         self.tls_config.load(&join(path, "tls_config"), errs);

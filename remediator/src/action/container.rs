@@ -92,7 +92,14 @@ impl DockerTarget {
                 );
             }
         }
-        if f.containers.is_empty() && f.require_label.is_none() {
+        // Keys with a problem of their own are at their defaults here (reported already).
+        if f.containers.is_empty()
+            && f.require_label.is_none()
+            && !errs.has_any(&[
+                &common::join(path, "containers"),
+                &common::join(path, "require_label"),
+            ])
+        {
             errs.push(
                 path,
                 "give an allow-list in `containers`, or `require_label` for opt-in by Docker label",

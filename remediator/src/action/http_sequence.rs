@@ -117,14 +117,15 @@ pub struct RuleParams {
 impl RuleParams {
     /// Checks the steps and parameters, recording problems under the rule's `path`.
     pub fn validate(&self, path: &str, errs: &mut ConfigErrors) {
-        if self.steps.is_empty() {
+        // Keys with a problem of their own are at their defaults here (reported already).
+        if self.steps.is_empty() && !errs.has(&common::join(path, "steps")) {
             errs.push(
                 common::join(path, "steps"),
                 "an http_sequence needs at least one step",
             );
         }
         for (name, p) in &self.params {
-            if p.allowed.is_empty() {
+            if p.allowed.is_empty() && !errs.has(&format!("{path}.params.{name}.allowed")) {
                 errs.push(
                     format!("{path}.params.{name}.allowed"),
                     "list the values the label may take",
@@ -152,7 +153,10 @@ impl RuleParams {
                 );
             }
             for placeholder in placeholders(&s.path) {
-                if !self.params.contains_key(placeholder) {
+                if !self.params.contains_key(placeholder)
+                    && !errs.has(&format!("{path}.params.{placeholder}"))
+                    && !errs.has(&format!("{path}.params"))
+                {
                     errs.push(
                         sp.clone(),
                         format!("placeholder {{{placeholder}}} is not declared in `params`"),

@@ -64,6 +64,23 @@ impl ActionKind {
         }
     }
 
+    /// This kind's rule keys, besides the keys every rule has.
+    #[must_use]
+    pub fn rule_keys(self) -> &'static [&'static str] {
+        match self {
+            ActionKind::ContainerRestart | ActionKind::ContainerStart => {
+                common::field_names::<container::RuleParams>()
+            }
+            ActionKind::HttpSequence => common::field_names::<http_sequence::RuleParams>(),
+            ActionKind::AdsRouteAdd => common::field_names::<ads_route::RuleParams>(),
+            ActionKind::ComposeUp => common::field_names::<compose::RuleParams>(),
+            ActionKind::SystemdRestart | ActionKind::SystemdStart => {
+                common::field_names::<systemd::RuleParams>()
+            }
+            ActionKind::Cleanup => common::field_names::<cleanup::RuleParams>(),
+        }
+    }
+
     /// Parses this kind's rule keys (everything of the rule but the keys every rule has),
     /// recording problems under `path`.
     pub fn parse_params(
@@ -118,8 +135,8 @@ pub struct Sections {
     pub systemd: Option<Arc<systemd::SystemdTarget>>,
     /// A folder to clean up.
     pub cleanup: Option<Arc<cleanup::CleanupTarget>>,
-    /// Sections present in the file that failed to load (their problems are reported): a rule
-    /// needing one is not reported again as lacking it.
+    /// Sections present in the file that have problems of their own (reported): a rule needing
+    /// one is not reported again as lacking it or as not fitting it.
     pub failed: Vec<&'static str>,
 }
 
@@ -167,7 +184,9 @@ impl Sections {
                     s.cleanup.is_some()
                 }
             };
-            if !loaded && !s.failed.contains(&key) {
+            // A section with a problem of its own (loaded or not) is not reported again by the
+            // rules that act through it.
+            if (!loaded || errs.has(&p)) && !s.failed.contains(&key) {
                 s.failed.push(key);
             }
         }

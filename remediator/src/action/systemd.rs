@@ -43,7 +43,7 @@ impl SystemdTarget {
     /// Parses and checks the section at `path`.
     pub fn load(v: &Value, path: &str, errs: &mut ConfigErrors) -> Option<Self> {
         let f: SystemdTargetFile = common::typed(v, path, errs)?;
-        if f.units.is_empty() {
+        if f.units.is_empty() && !errs.has(&common::join(path, "units")) {
             errs.push(
                 common::join(path, "units"),
                 "list the units the target may start or restart",

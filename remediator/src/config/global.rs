@@ -264,7 +264,7 @@ impl Escalation {
             errs.push("escalation.resend_interval", "must be greater than 0s");
         }
         if let Some(d) = f.alert_duration {
-            if d <= f.resend_interval {
+            if d <= f.resend_interval && !errs.has("escalation.resend_interval") {
                 errs.push(
                     "escalation.alert_duration",
                     format!(

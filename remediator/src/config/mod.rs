@@ -31,6 +31,11 @@ pub use targets::{Target, Verify};
 /// the Docker label `stackmedic.restart=true`.
 pub const DEFAULT_CONFIG: &str = include_str!("../default.yml");
 
+/// What `--config.check` and the log say about a valid configuration without rules: it is
+/// valid (a remediator may be set up before its rules are), but it never acts.
+pub const NO_RULES: &str =
+    "no rules configured (0 rules): every alert is counted as unmatched and no action runs";
+
 /// A complete, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -140,15 +145,25 @@ pub fn from_value(value: &Value) -> Result<Config, ConfigErrors> {
     let docker = DockerSettings::load(value.get("docker"), &mut errs);
 
     let mut targets = BTreeMap::new();
+    // Targets the file names but that could not be loaded (their problems are reported): a
+    // rule naming one is not reported again for an unknown target.
+    let mut unusable = BTreeSet::new();
     for (path, v) in common::list_entries(value.get("targets"), "targets", &mut errs) {
-        if let Some(t) = targets::load(
+        let retention = (!errs.has("global.retention")).then_some(global.retention);
+        let loaded = targets::load(
             v,
             &path,
-            global.retention,
+            retention,
             &global.blast_radius,
             &docker.engine,
             &mut errs,
-        ) {
+        );
+        if loaded.is_none() {
+            if let Some(name) = v.get("name").and_then(Value::as_str) {
+                unusable.insert(name.to_string());
+            }
+        }
+        if let Some(t) = loaded {
             if targets.contains_key(&t.name) {
                 errs.push(
                     common::join(&path, "name"),
@@ -162,7 +177,7 @@ pub fn from_value(value: &Value) -> Result<Config, ConfigErrors> {
     let mut rules = Vec::new();
     let mut names = BTreeSet::new();
     for (path, v) in common::list_entries(value.get("rules"), "rules", &mut errs) {
-        if let Some(r) = rules::load(v, &path, &targets, &mut errs) {
+        if let Some(r) = rules::load(v, &path, &targets, &unusable, &mut errs) {
             if !names.insert(r.name.clone()) {
                 errs.push(
                     common::join(&path, "name"),
@@ -258,10 +273,13 @@ mod tests {
             "targets[2].docker.containers[0]: \"bad;name\" is not a valid container name",
             "targets[2].flapping.window: must not be longer than global.retention (30days)",
             "rules[0].matchers[0]: matcher",
+            // A bad matcher does not hide the rule's other problems.
+            "rules[0].target: unknown target \"nope\"",
             "rules[1].steps: an http_sequence needs at least one step",
             "rules[1].action: target \"c\": http_sequence needs the target section `http`",
             "rules[2].action: unknown action \"launch_rockets\"",
-            "rules[3].steps: unknown field `steps`, expected `container_label`",
+            // Every key a rule of its kind takes, not only the kind's own.
+            "rules[3].steps: unknown field `steps`, expected one of `name`, `matchers`, `action`, `target`, `target_label`, `targets`, `dry_run`, `delay`, `container_label`",
         ];
         let text = p.join("\n");
         for w in want {

@@ -2,7 +2,7 @@
 //! has are parsed here; the rest belong to the rule's action kind, which parses them and binds
 //! them to each target the rule may act on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,11 +76,13 @@ struct RuleFile {
     delay: Option<Duration>,
 }
 
-/// Parses one rule at `path` against the loaded targets.
+/// Parses one rule at `path` against the loaded targets; `unusable` are the names of targets
+/// in the file that could not be loaded.
 pub fn load(
     v: &Value,
     path: &str,
     targets: &BTreeMap<String, Arc<Target>>,
+    unusable: &BTreeSet<String>,
     errs: &mut ConfigErrors,
 ) -> Option<Rule> {
     let Some(map) = v.as_object() else {
@@ -98,7 +100,8 @@ pub fn load(
     if f.name.is_empty() {
         errs.push(common::join(path, "name"), "must not be empty");
     }
-    let Some(kind) = ActionKind::parse(&f.action) else {
+    let kind = ActionKind::parse(&f.action);
+    if kind.is_none() && !errs.has(&common::join(path, "action")) {
         let names: Vec<&str> = ActionKind::ALL.iter().map(|k| k.as_str()).collect();
         errs.push(
             common::join(path, "action"),
@@ -108,11 +111,33 @@ pub fn load(
                 common::quoted(&names)
             ),
         );
-        return None;
-    };
-    let params = kind.parse_params(&Value::Object(kind_part), path, errs);
-    if let Some(p) = &params {
-        p.validate(path, errs);
+    }
+    // The other keys belong to the action kind. A key that is not one of them is named with
+    // every key a rule of this kind takes, not only the kind's own. Without a known kind they
+    // cannot be told apart and are left alone.
+    let mut params = None;
+    if let Some(kind) = kind {
+        let own = kind.rule_keys();
+        let mut known: Vec<&str> = COMMON_KEYS.to_vec();
+        known.extend(own);
+        let mut kind_keys = serde_json::Map::new();
+        for (key, value) in kind_part {
+            if own.contains(&key.as_str()) {
+                kind_keys.insert(key, value);
+            } else {
+                errs.push(
+                    common::join(path, &key),
+                    format!(
+                        "unknown field `{key}`, expected one of {}",
+                        common::quoted(&known)
+                    ),
+                );
+            }
+        }
+        params = kind.parse_params(&Value::Object(kind_keys), path, errs);
+        if let Some(p) = &params {
+            p.validate(path, errs);
+        }
     }
     let (choice, field) = match (f.target, f.target_label) {
         (Some(t), None) => {
@@ -125,7 +150,7 @@ pub fn load(
             (TargetChoice::Fixed(t), "target")
         }
         (None, Some(label)) => {
-            if f.targets.is_empty() {
+            if f.targets.is_empty() && !errs.has(&common::join(path, "targets")) {
                 errs.push(
                     common::join(path, "targets"),
                     "`target_label` needs the list of targets the label may choose",
@@ -139,6 +164,14 @@ pub fn load(
                 "targets",
             )
         }
+        (None, None)
+            if errs.has_any(&[
+                &common::join(path, "target"),
+                &common::join(path, "target_label"),
+            ]) =>
+        {
+            return None;
+        }
         _ => {
             errs.push(path, "give exactly one of `target` and `target_label`");
             return None;
@@ -151,12 +184,16 @@ pub fn load(
     let mut actions = BTreeMap::new();
     for name in names {
         let Some(t) = targets.get(&name) else {
+            if unusable.contains(&name) {
+                continue;
+            }
             errs.push(
                 common::join(path, field),
                 format!("unknown target {name:?}"),
             );
             continue;
         };
+        let Some(kind) = kind else { continue };
         // A section that failed to load was reported with its own problems; a rule needing it
         // is not reported again as if the section were missing.
         if t.sections.failed.contains(&kind.section()) {
@@ -174,6 +211,7 @@ pub fn load(
             }
         }
     }
+    let kind = kind?;
     Some(Rule {
         name: f.name,
         matchers: f.matchers,

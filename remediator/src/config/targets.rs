@@ -194,12 +194,12 @@ impl Default for Verify {
 }
 
 /// Parses one target at `path`. `retention` bounds the flapping window (older healed
-/// incidents are deleted); `guard` is the global blast-radius guard, `engine` the default
-/// Docker Engine.
+/// incidents are deleted), `None` when `global.retention` has a problem of its own; `guard` is
+/// the global blast-radius guard, `engine` the default Docker Engine.
 pub fn load(
     v: &Value,
     path: &str,
-    retention: Duration,
+    retention: Option<Duration>,
     guard: &BlastRadius,
     engine: &Arc<Engine>,
     errs: &mut ConfigErrors,
@@ -255,20 +255,26 @@ pub fn load(
     if f.backoff.is_zero() {
         errs.push(common::join(path, "backoff"), "must be greater than 0s");
     }
-    if f.max_backoff < f.backoff {
+    if f.max_backoff < f.backoff
+        && !errs.has_any(&[
+            &common::join(path, "backoff"),
+            &common::join(path, "max_backoff"),
+        ])
+    {
         errs.push(
             common::join(path, "max_backoff"),
             "must not be shorter than backoff",
         );
     }
-    if f.flapping.window > retention {
-        errs.push(
+    match retention {
+        Some(retention) if f.flapping.window > retention => errs.push(
             common::join(path, "flapping.window"),
             format!(
                 "must not be longer than global.retention ({}), which deletes the healed incidents it counts",
                 humantime::format_duration(retention)
             ),
-        );
+        ),
+        _ => {}
     }
     if !sections_keys.iter().any(|k| map.contains_key(*k)) {
         errs.push(
@@ -289,7 +295,9 @@ pub fn load(
     }
     if let Some(u) = &f.verify.url {
         check_http_url(u, &common::join(path, "verify.url"), errs);
-    } else if f.verify.body_matches.is_some() || f.verify.body_not_matches.is_some() {
+    } else if (f.verify.body_matches.is_some() || f.verify.body_not_matches.is_some())
+        && !errs.has(&common::join(path, "verify.url"))
+    {
         errs.push(
             common::join(path, "verify"),
             "body_matches and body_not_matches need `url`",

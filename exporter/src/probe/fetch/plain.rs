@@ -120,7 +120,11 @@ pub struct PlainRequest {
     method: Method,
     /// Path and query, the request target of HTTP/1.1.
     target: Uri,
-    headers: HeaderMap,
+    /// `Host`, for the defaults of the general client.
+    host: HeaderValue,
+    /// The configured headers, which replace the defaults of the same name: a list (usually
+    /// empty), as every probe keeps its request.
+    extra: Box<[(header::HeaderName, HeaderValue)]>,
 }
 
 impl PlainRequest {
@@ -150,21 +154,21 @@ impl PlainRequest {
             .parse()
             .ok()?;
         let authority = &url[Position::BeforeHost..Position::AfterPort];
-        // The general client's defaults, which configured headers replace.
-        let mut headers = HeaderMap::new();
-        headers.insert(header::HOST, HeaderValue::from_str(authority).ok()?);
-        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
-        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
-        for (name, value) in extra_headers {
-            headers.insert(name, value.clone());
-        }
+        // The general client's defaults (`Host`, `User-Agent`, `Accept`) are added to each
+        // request; configured headers replace them.
+        let host_header = HeaderValue::from_str(authority).ok()?;
+        let extra = extra_headers
+            .iter()
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
         Some(Self {
             url: url.as_str().into(),
             pool: pools.get(host, port),
             reuse_connections,
             method,
             target,
-            headers,
+            host: host_header,
+            extra,
         })
     }
 
@@ -227,7 +231,14 @@ impl PlainRequest {
         let mut req = Request::new(Empty::new());
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.target.clone();
-        *req.headers_mut() = self.headers.clone();
+        let headers = req.headers_mut();
+        headers.reserve(3 + self.extra.len());
+        headers.insert(header::HOST, self.host.clone());
+        headers.insert(header::USER_AGENT, HeaderValue::from_static(USER_AGENT));
+        headers.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        for (name, value) in self.extra.iter() {
+            headers.insert(name, value.clone());
+        }
         req
     }
 }

@@ -11,7 +11,7 @@ use url::Url;
 
 use super::integrity::Integrity;
 use super::local::{FileChecker, FileDigests};
-use super::manifest::{safe_segments, Manifest};
+use super::manifest::{entry_path, safe_segments, Manifest};
 use super::{Trouble, HTML_ATTRIBUTES, HTML_DISAGREEING, HTML_FILES};
 use crate::metrics::Samples;
 use crate::probe::{Health, Item, Problems, RunContext};
@@ -23,7 +23,9 @@ const MAX_HTML_DEPTH: usize = 16;
 
 /// The HTML part of a run; it runs on the blocking thread after the manifest entries.
 pub(super) struct HtmlScan {
-    manifest: BTreeMap<String, Integrity>,
+    /// The usable manifest entries by path (the key without its query), each with the
+    /// key's query.
+    manifest: BTreeMap<String, Vec<(Option<String>, Integrity)>>,
     base: Option<Url>,
     max_files: usize,
 }
@@ -82,16 +84,32 @@ impl HtmlScan {
     /// A scan comparing with the usable entries of `manifest`; `base` is the deployed URL,
     /// which root-relative and absolute references may carry.
     pub(super) fn new(manifest: &Manifest, base: Option<Url>, max_files: usize) -> Self {
+        let mut by_path: BTreeMap<String, Vec<(Option<String>, Integrity)>> = BTreeMap::new();
+        for (key, integrity) in manifest {
+            let (Some(place), Ok(integrity)) = (entry_path(key), integrity) else {
+                continue;
+            };
+            by_path
+                .entry(place.segments.join("/"))
+                .or_default()
+                .push((place.query, integrity.clone()));
+        }
         Self {
-            manifest: manifest
-                .iter()
-                .filter_map(|(k, v)| {
-                    Some((k.trim_start_matches("./").to_string(), v.clone().ok()?))
-                })
-                .collect(),
+            manifest: by_path,
             base,
             max_files,
         }
+    }
+
+    /// The manifest's metadata for a path, preferring the entry with the reference's query
+    /// (`app.js?v=3` beside `app.js?v=2`).
+    fn manifest_entry(&self, key: &str, query: Option<&str>) -> Option<&Integrity> {
+        let entries = self.manifest.get(key)?;
+        entries
+            .iter()
+            .find(|(q, _)| q.as_deref() == query)
+            .or_else(|| entries.first())
+            .map(|(_, i)| i)
     }
 
     pub(super) fn run(&self, checker: &mut FileChecker<'_>) -> HtmlFindings {
@@ -130,24 +148,21 @@ impl HtmlScan {
                 };
                 found.local += 1;
                 let what = format!("{rel_file} -> {key}");
-                let Ok(attr) = Integrity::parse(&r.integrity) else {
-                    found.vs_manifest.push(what.clone());
-                    found.vs_file.push(what);
-                    continue;
-                };
+                let attr = Integrity::parse(&r.integrity);
                 if !self
-                    .manifest
-                    .get(&key)
+                    .manifest_entry(&key, reference_query(&r.url).as_deref())
                     .is_some_and(|m| m.shares_token(&attr))
                 {
                     found.vs_manifest.push(what.clone());
                 }
-                let file_ok = match safe_segments(&key) {
-                    Some(segs) => matches!(
-                        checker.digests(&segs, &[attr.strongest()]),
+                // As a browser judges the file: an attribute that cannot tell a good file from
+                // a bad one disagrees with it.
+                let file_ok = match (safe_segments(&key), attr.checkable()) {
+                    (Some(segs), Ok(alg)) => matches!(
+                        checker.digests(&segs, &[alg]),
                         FileDigests::Ok(d) if attr.matches(&d)
                     ),
-                    None => false,
+                    _ => false,
                 };
                 if !file_ok {
                     found.vs_file.push(what);
@@ -185,6 +200,15 @@ impl HtmlScan {
         safe_segments(&key)?;
         Some(key)
     }
+}
+
+/// The query of a reference, if it has one.
+fn reference_query(reference: &str) -> Option<String> {
+    let base = Url::parse("http://root.invalid/").ok()?;
+    base.join(reference.trim())
+        .ok()?
+        .query()
+        .map(str::to_string)
 }
 
 fn collect_html(dir: &Path, depth: usize, max: usize, out: &mut Vec<PathBuf>) {
@@ -355,9 +379,8 @@ pub fn fuzz_html(html: &str) {
                 );
             }
         }
-        if let Ok(integrity) = Integrity::parse(&r.integrity) {
-            let _ = integrity.strongest();
-        }
+        let integrity = Integrity::parse(&r.integrity);
+        let _ = (integrity.strongest(), integrity.checkable());
     }
 }
 
@@ -392,5 +415,28 @@ mod tests {
             Some("c.js")
         );
         assert_eq!(scan.resolve(&dir, "https://cdn.example/c.js"), None);
+        assert_eq!(reference_query("css/s.css?v=1#x").as_deref(), Some("v=1"));
+        assert_eq!(reference_query("a.js"), None);
+    }
+
+    #[test]
+    fn a_manifest_key_with_a_query_is_found_by_its_path() {
+        let mut h = crate::probe::sri::MultiHasher::new(&[crate::probe::sri::Alg::Sha256]);
+        h.update(b"x");
+        let d = h.finish();
+        let t = crate::probe::sri::sri_token(
+            crate::probe::sri::Alg::Sha256,
+            &d[&crate::probe::sri::Alg::Sha256],
+        );
+        let json = format!(
+            r#"{{"app.js?v=3": "{t}", "./lib/b.js?v=1": "sha256-%", "lib/b.js?v=2": "{t}"}}"#
+        );
+        let manifest = crate::probe::sri::parse_manifest(json.as_bytes()).unwrap();
+        let scan = HtmlScan::new(&manifest, None, 1);
+        assert!(scan.manifest_entry("app.js", Some("v=3")).is_some());
+        assert!(scan.manifest_entry("app.js", None).is_some());
+        // The entry with the reference's query, not the first of the path.
+        assert!(scan.manifest_entry("lib/b.js", Some("v=2")).is_some());
+        assert!(scan.manifest_entry("lib/b.js", Some("v=1")).is_some());
     }
 }

@@ -7,17 +7,20 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use super::integrity::{Alg, Integrity};
+use super::integrity::Integrity;
 use crate::probe::{ProbeError, Reason};
 
 /// Largest manifest read.
 const MAX_MANIFEST_BYTES: u64 = 16 << 20;
 
-/// A parsed manifest: each path with its metadata, or why the metadata is unusable.
+/// A parsed manifest: each path with its metadata, or why the metadata cannot tell a good
+/// content from a bad one.
 pub type Manifest = BTreeMap<String, Result<Integrity, String>>;
 
 /// Parses a manifest: a JSON object of paths, each an object of algorithm names to tokens (a
-/// string or a list of strings), or directly a token string or list.
+/// string or a list of strings), or directly a token string or list. The tokens of an entry
+/// are read as an `integrity` attribute holding all of them would be: unknown algorithms and
+/// options are ignored, and only the strongest algorithm present counts.
 ///
 /// # Errors
 /// The document is not JSON or not an object; problems of single entries are kept per entry.
@@ -30,7 +33,7 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, String> {
     Ok(map
         .into_iter()
         .map(|(path, v)| {
-            let integrity = entry_integrity(&v);
+            let integrity = entry_integrity(&v).and_then(|i| i.checkable().map(|_| i));
             (path, integrity)
         })
         .collect())
@@ -38,26 +41,15 @@ pub fn parse_manifest(bytes: &[u8]) -> Result<Manifest, String> {
 
 fn entry_integrity(v: &Value) -> Result<Integrity, String> {
     match v {
-        Value::String(s) => Integrity::parse(s),
-        Value::Array(_) => Integrity::parse(&token_list(v)?),
+        Value::String(s) => Ok(Integrity::parse(s)),
+        Value::Array(_) => Ok(Integrity::parse(&token_list(v)?)),
         Value::Object(algs) => {
-            let mut tokens = Vec::new();
-            for (key, tv) in algs {
-                let alg = Alg::parse(key).ok_or_else(|| {
-                    format!("unknown algorithm {key:?} (expected sha256, sha384 or sha512)")
-                })?;
-                let parsed = Integrity::parse(&token_list(tv)?)?;
-                for (a, d) in parsed.tokens {
-                    if a != alg {
-                        return Err(format!("key {key:?} holds a {} token", a.name()));
-                    }
-                    tokens.push((a, d));
-                }
+            // The keys name the algorithms for people; the tokens carry their own.
+            let mut all = Vec::new();
+            for tv in algs.values() {
+                all.push(token_list(tv)?);
             }
-            if tokens.is_empty() {
-                return Err("no integrity token".into());
-            }
-            Ok(Integrity { tokens })
+            Ok(Integrity::parse(&all.join(" ")))
         }
         other => Err(format!(
             "expected an object of algorithms, found {}",
@@ -82,10 +74,35 @@ fn token_list(v: &Value) -> Result<String, String> {
     }
 }
 
-/// The path segments of a manifest key, or `None` when it could leave the root: absolute,
-/// with `..`, a backslash or a NUL byte, or empty.
+/// A manifest key as a place: the path under the root (or the base URL) and the query a URL
+/// carries (`app.js?v=3`). A fragment means nothing to either and is dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryPath {
+    /// Segments of the path, each safe to join under the root.
+    pub segments: Vec<String>,
+    /// The query, without its `?`; sent in URL mode, ignored on disk.
+    pub query: Option<String>,
+}
+
+/// The path and query of a manifest key, or `None` when its path could leave the root.
+#[must_use]
+pub fn entry_path(key: &str) -> Option<EntryPath> {
+    let without_fragment = key.split_once('#').map_or(key, |(k, _)| k);
+    let (path, query) = match without_fragment.split_once('?') {
+        Some((p, q)) => (p, Some(q.to_string())),
+        None => (without_fragment, None),
+    };
+    Some(EntryPath {
+        segments: safe_segments(path)?,
+        query,
+    })
+}
+
+/// The path segments of a manifest key (its query and fragment left out), or `None` when it
+/// could leave the root: absolute, with `..`, a backslash or a NUL byte, or empty.
 #[must_use]
 pub fn safe_segments(key: &str) -> Option<Vec<String>> {
+    let key = key.split(['?', '#']).next().unwrap_or(key);
     if key.starts_with('/') || key.contains('\\') || key.contains('\0') {
         return None;
     }
@@ -127,7 +144,7 @@ async fn read_limited(path: &Path, max: u64) -> io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::sri::integrity::{sri_token, MultiHasher};
+    use crate::probe::sri::integrity::{sri_token, Alg, MultiHasher};
 
     fn digests_of(data: &[u8]) -> crate::probe::sri::Digests {
         let mut h = MultiHasher::new(&[Alg::Sha384]);
@@ -139,31 +156,47 @@ mod tests {
     fn tokens_and_manifest_shapes() {
         let d = digests_of(b"x");
         let t = sri_token(Alg::Sha384, &d[&Alg::Sha384]);
-        assert!(Integrity::parse(&format!("{t}?ct=application/javascript")).is_ok());
-        assert!(Integrity::parse("md5-AAAA")
-            .unwrap_err()
-            .contains("unknown algorithm"));
-        assert!(Integrity::parse("sha384-!!!")
-            .unwrap_err()
-            .contains("not base64"));
-        assert!(Integrity::parse("sha256-AAAA")
-            .unwrap_err()
-            .contains("bytes"));
-        assert!(Integrity::parse("  ").is_err());
         let json = format!(
             r#"{{"a.js": {{"sha384": "{t}"}}, "b.js": "{t}", "c.js": {{"sha384": ["{t}", "{t}"]}},
-               "d.js": {{"md5": "x"}}, "e.js": {{"sha256": "{t}"}}, "f.js": 3}}"#
+               "d.js": {{"md5": "md5-x"}}, "e.js": {{"sha256": "{t}"}}, "f.js": 3,
+               "g.js": {{"sha384": "{t}", "md5": "md5-AAAA"}}, "h.js": "{t} sha384-!!!",
+               "i.js": "sha384-!!!", "j.js": "{t}?ct=application/javascript", "k.js": [3]}}"#
         );
         let m = parse_manifest(json.as_bytes()).unwrap();
-        assert!(m["a.js"].is_ok() && m["b.js"].is_ok() && m["c.js"].is_ok());
+        // One good token is enough; unknown algorithms and malformed tokens beside it are
+        // ignored or never match, as in a browser.
+        for ok in ["a.js", "b.js", "c.js", "e.js", "g.js", "h.js", "j.js"] {
+            assert!(m[ok].is_ok(), "{ok}: {:?}", m[ok]);
+            assert!(m[ok].as_ref().unwrap().matches(&d), "{ok}");
+        }
         assert!(m["d.js"]
             .as_ref()
             .unwrap_err()
-            .contains("unknown algorithm"));
-        assert!(m["e.js"].as_ref().unwrap_err().contains("holds a sha384"));
-        assert!(m["f.js"].is_err());
+            .contains("no digest of sha256"));
+        assert!(m["i.js"]
+            .as_ref()
+            .unwrap_err()
+            .contains("no sha384 digest is the base64"));
+        assert!(m["f.js"].is_err() && m["k.js"].is_err());
         assert!(parse_manifest(b"{not json").is_err());
         assert!(parse_manifest(b"[1]").is_err());
+    }
+
+    #[test]
+    fn keys_with_a_query() {
+        assert_eq!(
+            entry_path("assets/app.js?v=3#top"),
+            Some(EntryPath {
+                segments: vec!["assets".into(), "app.js".into()],
+                query: Some("v=3".into())
+            })
+        );
+        assert_eq!(entry_path("app.js").unwrap().query, None);
+        assert_eq!(
+            safe_segments("a/b.js?x=../../etc"),
+            Some(vec!["a".into(), "b.js".into()])
+        );
+        assert_eq!(entry_path("../x?v=1"), None);
     }
 
     #[test]

@@ -3,7 +3,12 @@
 //! URL, and optionally checks the `integrity="…"` attributes of the HTML files under the root.
 //!
 //! Matching follows the SRI specification: of an entry's tokens only those of its strongest
-//! algorithm count, and the content matches when any of them does.
+//! algorithm count, and the content matches when any of them does; tokens of unknown
+//! algorithms and `?options` are ignored. An entry whose tokens cannot tell a good content
+//! from a bad one (no known algorithm, or no well-formed digest of the strongest) is reported
+//! as `bad_integrity`. A key's query (`app.js?v=3`) is sent in URL mode and ignored on disk,
+//! as the HTML scan does. URL mode follows redirects only within the base URL's origin and
+//! `allowed_hosts`.
 //!
 //! **Invariant:** a manifest path is never read outside the root: absolute paths, `..` and
 //! symlinks leading out of the root are reported as `unsafe_path` instead.
@@ -34,7 +39,7 @@ use stackmedic_common::ConfigErrors;
 use url::Url;
 
 pub use integrity::{hash_reader, sri_token, Alg, Digests, Integrity, MultiHasher, HASH_BUFFER};
-pub use manifest::{parse_manifest, safe_segments, Manifest};
+pub use manifest::{entry_path, parse_manifest, safe_segments, EntryPath, Manifest};
 
 #[doc(hidden)]
 pub use html::fuzz_html;
@@ -50,7 +55,7 @@ static MANIFEST_ENTRIES: Family = Family::gauge(
 );
 static MANIFEST_INVALID: Family = Family::gauge(
     "stackmedic_sri_manifest_invalid_entries",
-    "Manifest entries that are not checked, by problem: unsafe_path (absolute, `..`, or a symlink out of the root) or bad_integrity (unknown algorithm, bad digest).",
+    "Manifest entries that are not checked, by problem: unsafe_path (absolute, `..`, or a symlink out of the root) or bad_integrity (no digest of a known algorithm, no well-formed digest of the strongest, or not a string or list of strings).",
 );
 static CHECKED: Family = Family::gauge(
     "stackmedic_sri_entries_checked",
@@ -137,6 +142,9 @@ pub struct SriConfig {
     /// fetch: a rewrite that keeps size and modification time keeps a static server's `ETag`.
     #[serde(default = "default_revalidate_after", with = "duration")]
     pub revalidate_after: Duration,
+    /// Hosts besides the base URL's own that URL mode follows redirects to (a CDN).
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
     /// TLS settings for URL mode.
     #[serde(default)]
     pub tls: TlsOptions,
@@ -148,7 +156,9 @@ impl SriConfig {
         if self.base_url.is_some() {
             self.tls.load(&join(path, "tls"), errs);
         }
-        if self.root.is_none() && self.base_url.is_none() {
+        let root_bad = errs.has(&join(path, "root"));
+        let base_bad = errs.has(&join(path, "base_url"));
+        if self.root.is_none() && self.base_url.is_none() && !root_bad && !base_bad {
             errs.push(path, "set `root`, `base_url` or both");
         }
         if self.manifest.as_os_str().is_empty() {
@@ -160,7 +170,11 @@ impl SriConfig {
                 errs.push(join(path, "base_url"), "must not have a query or fragment");
             }
         }
-        if self.scan_html && self.root.is_none() {
+        fetch::scoped::validate_hosts(&self.allowed_hosts, &join(path, "allowed_hosts"), errs);
+        if !self.allowed_hosts.is_empty() && self.base_url.is_none() && !base_bad {
+            errs.push(join(path, "allowed_hosts"), "only applies with `base_url`");
+        }
+        if self.scan_html && self.root.is_none() && !root_bad {
             errs.push(join(path, "scan_html"), "needs `root`");
         }
         if self.max_entries_reported > 10_000 {
@@ -172,7 +186,10 @@ impl SriConfig {
         if self.max_body_bytes == 0 {
             errs.push(join(path, "max_body_bytes"), "must be at least 1");
         }
-        if self.base_url.is_none() && self.revalidate_after != default_revalidate_after() {
+        if self.base_url.is_none()
+            && self.revalidate_after != default_revalidate_after()
+            && !base_bad
+        {
             errs.push(
                 join(path, "revalidate_after"),
                 "only applies with `base_url`",
@@ -207,6 +224,8 @@ impl Verdict {
 struct Target {
     key: String,
     segs: Vec<String>,
+    /// The key's query, sent in URL mode.
+    query: Option<String>,
     integrity: Integrity,
 }
 
@@ -279,9 +298,11 @@ impl SriProbe {
     /// When the HTTP client for URL mode cannot be built.
     pub fn new(cfg: SriConfig, shared: &Shared) -> Result<Self, String> {
         let remote = match &cfg.base_url {
+            // Redirects are followed by the probe, within its scope.
             Some(base) => Some(remote::Remote::new(
                 base.clone(),
-                shared.http.get(&cfg.tls, true)?,
+                shared.http.get(&cfg.tls, false)?,
+                &cfg.allowed_hosts,
                 cfg.max_body_bytes,
                 cfg.revalidate_after,
             )),
@@ -304,7 +325,7 @@ impl SriProbe {
         let mut unsafe_paths = Vec::new();
         let mut targets = Vec::new();
         for (key, integrity) in &manifest {
-            match (safe_segments(key), integrity) {
+            match (entry_path(key), integrity) {
                 (None, _) => unsafe_paths.push(key.clone()),
                 (Some(_), Err(e)) => {
                     problems.push(Trouble::BadIntegrity, format!("{key}: {e}"));
@@ -313,9 +334,10 @@ impl SriProbe {
                             .detail(e),
                     );
                 }
-                (Some(segs), Ok(i)) => targets.push(Target {
+                (Some(place), Ok(i)) => targets.push(Target {
                     key: key.clone(),
-                    segs,
+                    segs: place.segments,
+                    query: place.query,
                     integrity: i.clone(),
                 }),
             }

@@ -11,7 +11,7 @@ use url::Url;
 
 use super::integrity::{Digests, Integrity, MultiHasher};
 use super::{Target, Verdict, Work, SETTLE};
-use crate::probe::fetch;
+use crate::probe::fetch::scoped::{self, RedirectScope};
 use crate::probe::{Reason, RunContext};
 use crate::support::lock;
 
@@ -27,10 +27,13 @@ struct UrlCached {
 }
 
 /// The remote half of an `sri` probe: the deployed base URL, its client, and the `ETag`s and
-/// digests of the last full fetches.
+/// digests of the last full fetches. Redirects are followed by the probe itself, only within
+/// the base URL's origin and `allowed_hosts`: an entry is judged on the content of the host it
+/// was configured for.
 pub(super) struct Remote {
     base: Url,
     client: reqwest::Client,
+    scope: RedirectScope,
     max_body: u64,
     revalidate_after: Duration,
     cache: Mutex<HashMap<String, UrlCached>>,
@@ -41,6 +44,7 @@ impl Remote {
     pub(super) fn new(
         mut base: Url,
         client: reqwest::Client,
+        allowed_hosts: &[String],
         max_body: u64,
         revalidate_after: Duration,
     ) -> Self {
@@ -50,6 +54,7 @@ impl Remote {
             base.set_path(&p);
         }
         Self {
+            scope: RedirectScope::new(&base, allowed_hosts, "the base URL's"),
             base,
             client,
             max_body,
@@ -85,6 +90,8 @@ impl Remote {
             if let Ok(mut segs) = url.path_segments_mut() {
                 segs.pop_if_empty().extend(&t.segs);
             }
+            // The key's query is the URL's, not part of its last segment.
+            url.set_query(t.query.as_deref());
             urls.insert(url.to_string());
             checks.push(self.check_url(cx, url, &t.integrity, cancel.clone()));
         }
@@ -109,11 +116,24 @@ impl Remote {
             .get(url.as_str())
             .filter(|c| c.digests.contains_key(&alg) && c.fetched.elapsed() < self.revalidate_after)
             .map(|c| c.etag.clone());
-        let mut req = self.client.get(url.clone());
-        if let Some(etag) = &cached_etag {
-            req = req.header(http::header::IF_NONE_MATCH, etag);
+        let mut headers = http::HeaderMap::new();
+        if let Some(etag) = cached_etag
+            .as_deref()
+            .and_then(|e| http::HeaderValue::from_str(e).ok())
+        {
+            headers.insert(http::header::IF_NONE_MATCH, etag);
         }
-        let mut resp = match fetch::open(cx, req, self.max_body).await {
+        let (mut resp, _) = match scoped::open(
+            cx,
+            &self.client,
+            &http::Method::GET,
+            &url,
+            &headers,
+            self.max_body,
+            &self.scope,
+        )
+        .await
+        {
             Ok(r) => r,
             Err(e) => return Verdict::Failed(e.reason, format!("{url}: {}", e.message)),
         };

@@ -4,16 +4,17 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Deserialize;
-use stackmedic_common::config::{join, Regex};
+use stackmedic_common::config::{duration, join, Regex};
 use stackmedic_common::reload::unix_now;
 use stackmedic_common::ConfigErrors;
 
 use super::line::{LineReader, LogFormat, Parsed};
 use super::{default_api, default_header, default_legacy, validate_header, Tally, ValueClasses};
 use crate::metrics::{Family, Samples};
-use crate::probe::tail::{StartAt, Tailer};
+use crate::probe::tail::{self, Skipped, StartAt, TailOptions, Tailer};
 use crate::probe::{ProbeError, Reason, RunContext};
 use crate::support::lock;
 
@@ -24,6 +25,18 @@ static LOG_LINES: Family = Family::counter(
 static LOG_ROTATIONS: Family = Family::counter(
     "stackmedic_access_log_rotations_total",
     "Log rotations detected, by kind: rename (another file at the path) or truncate (the file started over).",
+);
+static LOG_SKIPPED: Family = Family::counter(
+    "stackmedic_access_log_skipped_bytes_total",
+    "Bytes known not to have been read, by reason: too_many_rotated (rotated files let go unread beyond max_rotated_files), compressed (rotated files of a compressor other than gzip), truncated (a truncated file's unread rest when no copy of it was found).",
+);
+static LOG_FOUND: Family = Family::counter(
+    "stackmedic_access_log_rotated_found_total",
+    "Rotated files found in the log's folder and read: rotated away between two runs, let go and written again, or the copy of a truncated file.",
+);
+static LOG_ROTATED_OPEN: Family = Family::gauge(
+    "stackmedic_access_log_rotated_files",
+    "Rotated files still followed (a writer may still write them), at most max_rotated_files.",
 );
 static LOG_BEHIND: Family = Family::gauge(
     "stackmedic_access_log_behind",
@@ -43,6 +56,12 @@ fn default_exclude() -> Option<Regex> {
 }
 fn default_max_read() -> u64 {
     64 << 20
+}
+fn default_rotated_idle() -> Duration {
+    tail::DEFAULT_ROTATED_IDLE
+}
+fn default_max_rotated() -> usize {
+    tail::DEFAULT_MAX_ROTATED
 }
 
 /// Settings of an `access_log` probe (passive counting).
@@ -82,14 +101,24 @@ pub struct AccessLogConfig {
     /// Most bytes read per run, so a huge backlog is spread over several runs.
     #[serde(default = "default_max_read")]
     pub max_read_bytes: u64,
+    /// How long a rotated file is still read after it last changed (a writer such as Caddy
+    /// keeps writing its renamed log); a removed one is let go once read.
+    #[serde(default = "default_rotated_idle", with = "duration")]
+    pub rotated_idle_timeout: Duration,
+    /// Most rotated files followed at once; beyond this the oldest is let go, and what it
+    /// held unread is counted in `stackmedic_access_log_skipped_bytes_total`.
+    #[serde(default = "default_max_rotated")]
+    pub max_rotated_files: usize,
 }
 
 impl AccessLogConfig {
     /// Checks that the keys fit the format and that the regex has the named capture.
     pub fn validate(&mut self, path: &str, errs: &mut ConfigErrors) {
+        // With a `format` that had a problem, the keys of either format may be meant.
+        let format_known = !errs.has(&join(path, "format"));
         match self.format {
             LogFormat::Regex => {
-                if self.header.is_some() {
+                if self.header.is_some() && format_known {
                     errs.push(join(path, "header"), "only applies to `format: caddy`");
                 }
                 let capture = self.capture.clone().unwrap_or_else(default_capture);
@@ -106,7 +135,7 @@ impl AccessLogConfig {
                     ("regex", self.regex.is_some()),
                     ("capture", self.capture.is_some()),
                 ] {
-                    if set {
+                    if set && format_known {
                         errs.push(join(path, key), "only applies to `format: regex`");
                     }
                 }
@@ -117,6 +146,12 @@ impl AccessLogConfig {
         }
         if self.max_read_bytes == 0 {
             errs.push(join(path, "max_read_bytes"), "must be at least 1");
+        }
+        if self.rotated_idle_timeout.is_zero() {
+            errs.push(join(path, "rotated_idle_timeout"), "must be longer than 0s");
+        }
+        if !(1..=1000).contains(&self.max_rotated_files) {
+            errs.push(join(path, "max_rotated_files"), "must be 1 to 1000");
         }
     }
 
@@ -145,6 +180,9 @@ struct LogState {
     counter: LineCounter,
     renamed: u64,
     truncated: u64,
+    found: u64,
+    skipped: Skipped,
+    rotated_open: usize,
     behind: bool,
 }
 
@@ -198,7 +236,14 @@ impl AccessLogProbe {
     pub fn new(cfg: &AccessLogConfig) -> Self {
         Self {
             state: Arc::new(Mutex::new(LogState {
-                tailer: Tailer::new(cfg.path.clone(), cfg.start_at),
+                tailer: Tailer::new(
+                    cfg.path.clone(),
+                    TailOptions {
+                        start_at: cfg.start_at,
+                        rotated_idle: cfg.rotated_idle_timeout,
+                        max_rotated: cfg.max_rotated_files,
+                    },
+                ),
                 budget: cfg.max_read_bytes,
                 counter: LineCounter {
                     reader: cfg.reader(),
@@ -215,6 +260,9 @@ impl AccessLogProbe {
                 },
                 renamed: 0,
                 truncated: 0,
+                found: 0,
+                skipped: Skipped::default(),
+                rotated_open: 0,
                 behind: false,
             })),
         }
@@ -252,6 +300,11 @@ impl LogState {
             .map_err(|e| ProbeError::io("cannot read", self.tailer.path(), &e))?;
         self.renamed += report.renamed;
         self.truncated += report.truncated;
+        self.found += report.found + report.copies;
+        self.skipped.too_many_rotated += report.skipped.too_many_rotated;
+        self.skipped.compressed += report.skipped.compressed;
+        self.skipped.truncated += report.skipped.truncated;
+        self.rotated_open = report.rotated_open;
         self.counter.unmatched += report.overlong;
         self.behind = !report.caught_up;
         if report.open {
@@ -279,6 +332,15 @@ impl LogState {
             &[("kind", "truncate")],
             self.truncated as f64,
         );
+        for (reason, n) in [
+            ("too_many_rotated", self.skipped.too_many_rotated),
+            ("compressed", self.skipped.compressed),
+            ("truncated", self.skipped.truncated),
+        ] {
+            out.push(&LOG_SKIPPED, &[("reason", reason)], n as f64);
+        }
+        out.push(&LOG_FOUND, &[], self.found as f64);
+        out.push(&LOG_ROTATED_OPEN, &[], self.rotated_open as f64);
         out.flag(&LOG_BEHIND, &[], self.behind);
     }
 }
