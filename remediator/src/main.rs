@@ -36,8 +36,8 @@ struct Cli {
     replica_name: Option<String>,
 
     /// How long this replica's claim on its jobs (and the leadership) lasts without renewal:
-    /// another replica takes its jobs over after it. Renewed every third of it.
-    #[arg(long = "replica.lease", value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    /// another replica takes its jobs over after it. Renewed every sixth of it.
+    #[arg(long = "replica.lease", value_name = "DURATION", default_value = "6s", value_parser = duration)]
     replica_lease: std::time::Duration,
 
     /// With --config.check: a Prometheus rule file, or a glob pattern of them as Prometheus'

@@ -1,4 +1,4 @@
-//! This process among the replicas sharing a store: it renews its lease (every third of
+//! This process among the replicas sharing a store: it renews its lease (every sixth of
 //! `--replica.lease`), takes over the jobs of replicas whose lease ran out, and knows whether
 //! it is the leader (see [`crate::store`]'s `replicas`). On SQLite it is the only replica and
 //! always the leader.
@@ -14,7 +14,10 @@ use crate::pipeline::Engine;
 use crate::store::db::Engine as StoreEngine;
 
 /// The default `--replica.lease`.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(6);
+
+/// Renewals per lease: a replica whose lease ran out is noticed within a sixth of the lease.
+const RENEWALS_PER_LEASE: u32 = 6;
 
 /// What this replica knows of its lease and the leadership.
 #[derive(Debug)]
@@ -81,7 +84,7 @@ impl ReplicaState {
 pub async fn run(engine: Arc<Engine>, shutdown: CancellationToken) {
     loop {
         renew_once(&engine).await;
-        let every = engine.replica.lease() / 3;
+        let every = engine.replica.lease() / RENEWALS_PER_LEASE;
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(every) => {}

@@ -57,6 +57,19 @@ impl WebhookSink {
         self.port
     }
 
+    /// The bodies of the POSTs received on `path` (such as Alertmanager's API
+    /// `/api/v2/alerts`, whose body is an array of alerts), with when each arrived; oldest
+    /// first.
+    pub fn bodies(&self, path: &str) -> Vec<(Value, Instant)> {
+        self.received
+            .lock()
+            .expect("the sink's lock")
+            .iter()
+            .filter(|post| post.path == path)
+            .map(|post| (post.body.clone(), post.at))
+            .collect()
+    }
+
     /// The alerts of the notifications received on `path`, each with the notification's
     /// `receiver` added, and when it arrived; oldest first.
     pub fn alerts(&self, path: &str) -> Vec<(Value, Instant)> {

@@ -484,17 +484,27 @@ fn debian_packages_install_run_and_purge() {
     )
     .unwrap();
     assert_eq!(response.status, 200, "{}", response.text());
-    let history_url = remediator.url("/api/actions");
-    let decided = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
-        stackmedic_tests::http::get(&history_url)
-            .ok()
-            .and_then(|r| r.json().ok())
-            .is_some_and(|h| h["actions"].as_array().is_some_and(|a| !a.is_empty()))
+    // Without the opt-in the service user cannot ask the Docker Engine, so the job cannot
+    // be made canonical: it is stored, counted and shown waiting with the reason, never
+    // decided on the label alone.
+    let metrics_url = remediator.url("/metrics");
+    let postponed = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        scrape(&metrics_url).is_ok_and(|s| {
+            find(&s, "stackmedic_remediator_subject_postponed_total", &[]).is_some_and(|v| v >= 1.0)
+        })
     });
     assert!(
-        decided,
-        "no decision recorded:\n{}",
+        postponed,
+        "the job waiting for the Docker Engine was not counted:\n{}",
         remediator.process().describe()
+    );
+    let page = stackmedic_tests::http::get(&remediator.url("/"))
+        .unwrap()
+        .text();
+    assert!(
+        page.contains("waiting to make the subject canonical")
+            && page.contains("Permission denied"),
+        "the page does not show the waiting job with its reason:\n{page}"
     );
     let stored: Vec<_> = std::fs::read_dir("/var/lib/stackmedic-remediator")
         .unwrap()

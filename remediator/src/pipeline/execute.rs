@@ -296,7 +296,7 @@ impl Engine {
                         tracing::warn!(error = %e, "cannot record the verification's start");
                     }
                     match self
-                        .verify(action, &job.new.selection, &setting.target.verify)
+                        .verify(action, &job.new.selection, &setting.target.verify, None)
                         .await
                     {
                         Ok(v) => (Outcome::Succeeded, format!("{done}; {v}")),
@@ -334,7 +334,12 @@ impl Engine {
                     tracing::warn!(error = %e, "cannot record the verification's start");
                 }
                 match self
-                    .verify(action, &job.new.selection, &s.target.verify)
+                    .verify(
+                        action,
+                        &job.new.selection,
+                        &s.target.verify,
+                        Some(started_at),
+                    )
                     .await
                 {
                     Ok(v) => (Outcome::Succeeded, v),

@@ -26,18 +26,35 @@ enum Round {
     Down(String),
 }
 
+/// The start of an interrupted action and the containers it acts on (see [`Engine::verify`]).
+#[derive(Default)]
+struct Before {
+    at: Option<f64>,
+    acted_on: Vec<String>,
+}
+
 /// Rounds a re-check may take before it counts as failed.
 const RECHECK_ROUNDS: u32 = 3;
 
 impl Engine {
     /// Waits until the outcome is good and stays good, or says why not.
+    ///
+    /// `interrupted_at` is the start of an action whose process stopped while it ran (a crash,
+    /// or a replica whose lease ran out): the Docker Engine may still be carrying it out (a
+    /// restart waits out its stop timeout), so a container the action acts on that still runs
+    /// the instance started before the action is not yet its outcome, and is waited for.
     pub(super) async fn verify(
         &self,
         action: &Action,
         selection: &Selection,
         v: &Verify,
+        interrupted_at: Option<f64>,
     ) -> Result<String, String> {
         let containers = containers(action, selection, v);
+        let before = Before {
+            at: interrupted_at,
+            acted_on: action.acted_on(selection),
+        };
         let Some(what) = what(action, selection, v, &containers) else {
             return Ok("nothing to verify".into());
         };
@@ -47,7 +64,14 @@ impl Engine {
         let mut good: Option<(Instant, Vec<String>)> = None;
         loop {
             let round = self
-                .check_once(action, selection, &containers, v, &mut first_starts)
+                .check_once(
+                    action,
+                    selection,
+                    &containers,
+                    v,
+                    &before,
+                    &mut first_starts,
+                )
                 .await;
             match (round, &good) {
                 (Err(Round::Down(e)), _) => {
@@ -110,7 +134,14 @@ impl Engine {
                 tokio::time::sleep(v.interval).await;
             }
             match self
-                .check_once(action, selection, &containers, v, &mut starts)
+                .check_once(
+                    action,
+                    selection,
+                    &containers,
+                    v,
+                    &Before::default(),
+                    &mut starts,
+                )
                 .await
             {
                 Ok(_) => return Ok(format!("verified {what}")),
@@ -130,6 +161,7 @@ impl Engine {
         selection: &Selection,
         containers: &[String],
         v: &Verify,
+        before: &Before,
         first_starts: &mut BTreeMap<String, String>,
     ) -> Result<Vec<String>, Round> {
         let mut started = Vec::with_capacity(containers.len() + 1);
@@ -146,6 +178,15 @@ impl Engine {
                     Bad::NotYet(e) => Round::NotYet(e),
                     Bad::Down(e) => Round::Down(e),
                 })?;
+                if let Some(at) = before.at.filter(|_| before.acted_on.contains(c)) {
+                    if crate::clock::parse_rfc3339(&running.started_at).is_some_and(|s| s < at) {
+                        return Err(Round::NotYet(format!(
+                            "container {c} still runs its instance started at {}, before the action began at {}",
+                            running.started_at,
+                            crate::clock::rfc3339(at)
+                        )));
+                    }
+                }
                 let first = first_starts
                     .entry(c.clone())
                     .or_insert_with(|| running.started_at.clone());

@@ -2,7 +2,7 @@
 //!
 //! A replica is one process (an *instance*: its name, process id and start time). Every job
 //! that is not finished is held by one instance (`jobs.owner`): the one that accepted it, or
-//! the one that took it over. An instance renews its lease every third of its length; when the
+//! the one that took it over. An instance renews its lease every sixth of its length; when the
 //! lease runs out (the process was killed, its host is gone, it lost the database for longer
 //! than the lease), the next replica to renew takes over its jobs — a queued one runs there, a
 //! started one is verified there, not run again, as after a crash — and audits that it did.

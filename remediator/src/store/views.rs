@@ -48,6 +48,8 @@ pub struct AuditRow {
     pub count: i64,
     /// When a counted denial first happened.
     pub first_time: Option<f64>,
+    /// The replica that wrote it (ran the attempt).
+    pub replica: Option<String>,
 }
 
 /// An alert occurrence of an incident.
@@ -155,6 +157,8 @@ pub struct PendingJob {
     pub note: Option<String>,
     /// How often its decision was put off.
     pub postponed: u32,
+    /// The replica holding it.
+    pub replica: Option<String>,
 }
 
 /// An escalation in the outbox.
@@ -372,7 +376,7 @@ fn audit_rows(
     let rows = rows(
         c,
         "SELECT id, at, job_id, incident_id, rule, action, target, subject, alertname, fingerprint, result, detail, \
-         duration_seconds, accepted_at, started_at, count, first_at FROM audit WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
+         duration_seconds, accepted_at, started_at, count, first_at, replica FROM audit WHERE id < ?1 ORDER BY id DESC LIMIT ?2",
         // One row more than asked tells whether an older page exists.
         args![before.unwrap_or(i64::MAX), limit as i64 + 1],
         |r| {
@@ -394,6 +398,7 @@ fn audit_rows(
             started_at: r.get(14)?,
             count: r.get(15)?,
             first_time: r.get(16)?,
+            replica: r.get(17)?,
         })
         },
     )?;
@@ -515,7 +520,7 @@ fn pending(c: &dyn Db) -> Result<Vec<PendingJob>, StoreError> {
     let rows = rows(
         c,
         "SELECT id, state, accepted_at, not_before, rule, action, target, subject, \
-         labels, incident_id, retry, note, postponed \
+         labels, incident_id, retry, note, postponed, owner \
          FROM jobs WHERE state IN (?1, ?2) ORDER BY not_before, id LIMIT 100",
         args![JobState::Queued.as_str(), JobState::Running.as_str()],
         |r| {
@@ -537,6 +542,10 @@ fn pending(c: &dyn Db) -> Result<Vec<PendingJob>, StoreError> {
                 retry: r.get::<i64>(10)? != 0,
                 note: r.get(11)?,
                 postponed: r.get(12)?,
+                // The instance is NAME/PID/START.
+                replica: r
+                    .get::<Option<String>>(13)?
+                    .map(|o| o.split('/').next().unwrap_or_default().to_string()),
             })
         },
     )?;

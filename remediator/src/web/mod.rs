@@ -254,6 +254,7 @@ pub async fn handle(
                         before: page_query.before,
                         now: t,
                         pause,
+                        replicas: replicas_line(&engine),
                     };
                     server::html(StatusCode::OK, page::render(&view))
                 }
@@ -400,4 +401,24 @@ mod tests {
         );
         assert_eq!(q("xlimit=3").limit, DEFAULT_ACTIONS);
     }
+}
+
+/// With replicas sharing PostgreSQL: this replica, the leader and how many share the store.
+fn replicas_line(engine: &crate::pipeline::Engine) -> Option<String> {
+    if engine.store.engine() != crate::store::db::Engine::Postgres {
+        return None;
+    }
+    let me = &engine.store.replica.name;
+    let leader = if engine.replica.is_leader() {
+        "this replica is the leader".to_string()
+    } else {
+        match engine.replica.leader_name() {
+            Some(l) => format!("the leader is {l}"),
+            None => "no replica leads right now".to_string(),
+        }
+    };
+    Some(format!(
+        "Replica {me} of {} sharing the store (PostgreSQL); {leader}. Each decision below names the replica that made it.",
+        engine.replica.live()
+    ))
 }

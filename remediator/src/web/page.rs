@@ -33,6 +33,8 @@ pub(super) struct View<'a> {
     pub now: f64,
     /// On-call's pause, if one is in force.
     pub pause: Option<crate::store::Pause>,
+    /// With replicas sharing the store: this one, the leader and how many share it.
+    pub replicas: Option<String>,
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5rem;color:#1d232a;background:#f7f8fa}\
@@ -61,6 +63,9 @@ pub(super) fn render(v: &View<'_>) -> String {
         v.cfg.rules.len(),
         v.cfg.targets.len()
     ));
+    if let Some(r) = &v.replicas {
+        out.push_str(&format!("<p class=\"m\">{}</p>", escape_html(r)));
+    }
     if v.cfg.global.dry_run {
         out.push_str("<div class=\"banner dry\">Dry run: decisions are recorded, no action is executed.</div>");
     }
@@ -392,10 +397,14 @@ fn pending_section(out: &mut String, v: &View<'_>) {
     if pending.is_empty() {
         return;
     }
-    out.push_str("<h2>Pending jobs</h2><table><tr><th>Job</th><th>State</th><th>Accepted (UTC)</th><th>Not before</th><th>Rule</th><th>Action</th><th>Subject</th><th>Waiting for</th></tr>");
+    let replicas = v.replicas.is_some();
+    out.push_str(&format!(
+        "<h2>Pending jobs</h2><table><tr><th>Job</th><th>State</th><th>Accepted (UTC)</th><th>Not before</th><th>Rule</th><th>Action</th><th>Subject</th><th>Waiting for</th>{}</tr>",
+        if replicas { "<th>Replica</th>" } else { "" }
+    ));
     for j in pending {
         out.push_str(&format!(
-            "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}</tr>",
             j.job_id,
             if j.retry { " (next attempt)" } else { "" },
             j.state,
@@ -407,6 +416,11 @@ fn pending_section(out: &mut String, v: &View<'_>) {
             match &j.note {
                 Some(n) => format!("{} (tried {} time(s))", escape_html(n), j.postponed),
                 None => String::new(),
+            },
+            if replicas {
+                format!("<td>{}</td>", escape_html(j.replica.as_deref().unwrap_or("")))
+            } else {
+                String::new()
             },
         ));
     }
@@ -423,7 +437,11 @@ fn decisions_section(out: &mut String, v: &View<'_>) {
     if actions.is_empty() {
         out.push_str("<p>Nothing recorded yet.</p>");
     } else {
-        out.push_str("<table><tr><th>Time (UTC)</th><th>Result</th><th>Alert</th><th>Rule</th><th>Action</th><th>Subject</th><th>Duration</th><th>Detail</th></tr>");
+        let replicas = v.replicas.is_some();
+        out.push_str(&format!(
+            "<table><tr><th>Time (UTC)</th><th>Result</th><th>Alert</th><th>Rule</th><th>Action</th><th>Subject</th><th>Duration</th><th>Detail</th>{}</tr>",
+            if replicas { "<th>Replica</th>" } else { "" }
+        ));
         for a in actions {
             let dur = a
                 .duration_seconds
@@ -439,7 +457,7 @@ fn decisions_section(out: &mut String, v: &View<'_>) {
                 String::new()
             };
             out.push_str(&format!(
-                "<tr><td class=\"t\">{}</td><td class=\"r {result}\">{result}{repeated}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td class=\"t\">{}</td><td class=\"r {result}\">{result}{repeated}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>{}</tr>",
                 time(Some(a.time)),
                 escape_html(&a.alertname),
                 escape_html(&a.rule),
@@ -447,6 +465,11 @@ fn decisions_section(out: &mut String, v: &View<'_>) {
                 escape_html(&a.subject),
                 dur,
                 escape_html(&a.detail),
+                if replicas {
+                    format!("<td>{}</td>", escape_html(a.replica.as_deref().unwrap_or("")))
+                } else {
+                    String::new()
+                },
                 result = escape_html(&a.result),
             ));
         }
@@ -613,6 +636,7 @@ mod tests {
             started_at: None,
             count: 3,
             first_time: Some(NOW - 60.0),
+            replica: None,
         };
         let overview = Overview {
             actions: vec![row],
@@ -630,6 +654,7 @@ mod tests {
             unmatched: &[],
             before,
             pause: None,
+            replicas: None,
             now: NOW,
         };
         let mut html = String::new();
