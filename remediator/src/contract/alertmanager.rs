@@ -2,6 +2,10 @@
 //! send to the remediator, and the inhibition rules. Routing is evaluated as Alertmanager does
 //! it (children in order, the first match wins unless it says `continue`), on what is known of
 //! an alert's labels; where a label's value is unknown both ways are followed.
+//!
+//! Replicas of a highly available remediator are told apart by their webhook URLs: one receiver
+//! with a webhook per replica, or one receiver per replica reached through `continue: true`
+//! routes, are both read as webhooks to replicas.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -33,10 +37,39 @@ pub struct Route {
 pub struct RemediatorWebhook {
     /// Where it is (`receivers[0].webhook_configs[0]`).
     pub path: String,
+    /// Its place in the file (receiver, webhook), to name webhooks in the file's order.
+    pub order: (usize, usize),
+    /// Its URL as Alertmanager sends to it (normalised: `http://127.0.0.1:8791/webhook`); a
+    /// replica of the remediator is known by it.
+    pub url: String,
     /// Whether resolved alerts are sent.
     pub send_resolved: bool,
     /// Most alerts per notification; 0 is all.
     pub max_alerts: u64,
+    /// The credentials it sends.
+    pub auth: Auth,
+}
+
+/// The credentials a webhook sends, as far as the configuration tells: the scheme and where the
+/// secret comes from, never the secret itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Auth {
+    /// For messages: `Bearer credentials from file /run/secrets/token`, `none`.
+    pub shown: String,
+    /// To compare two webhooks' credentials: the scheme and the secret's source, with a secret
+    /// written in the file itself (never shown).
+    compared: String,
+}
+
+impl Auth {
+    /// No credentials.
+    #[must_use]
+    pub fn none() -> Auth {
+        Auth {
+            shown: "none".into(),
+            compared: String::new(),
+        }
+    }
 }
 
 /// An inhibition rule.
@@ -119,19 +152,23 @@ impl Config {
                 .into_iter()
                 .flatten()
                 .enumerate()
-                .filter(|(_, w)| {
-                    w.get("url")
+                .filter_map(|(j, w)| {
+                    let url = w
+                        .get("url")
                         .and_then(Value::as_str)
                         .and_then(|u| url::Url::parse(u).ok())
-                        .is_some_and(|u| u.path().trim_end_matches('/').ends_with("/webhook"))
-                })
-                .map(|(j, w)| RemediatorWebhook {
-                    path: format!("receivers[{i}].webhook_configs[{j}]"),
-                    send_resolved: w
-                        .get("send_resolved")
-                        .and_then(Value::as_bool)
-                        .unwrap_or(true),
-                    max_alerts: w.get("max_alerts").and_then(Value::as_u64).unwrap_or(0),
+                        .filter(|u| u.path().trim_end_matches('/').ends_with("/webhook"))?;
+                    Some(RemediatorWebhook {
+                        path: format!("receivers[{i}].webhook_configs[{j}]"),
+                        order: (i, j),
+                        url: url.as_str().trim_end_matches('/').to_string(),
+                        send_resolved: w
+                            .get("send_resolved")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(true),
+                        max_alerts: w.get("max_alerts").and_then(Value::as_u64).unwrap_or(0),
+                        auth: auth(w.get("http_config")),
+                    })
                 })
                 .collect();
             if !hooks.is_empty() {
@@ -200,6 +237,91 @@ impl Config {
     pub fn ways(&self, labels: &Labels) -> Vec<Vec<Leaf>> {
         walk(&self.route, labels, "")
     }
+
+    /// The webhooks to the remediator of the receivers the routing tree names (a receiver no
+    /// route names is never sent anything), in the file's order: one per replica of the
+    /// remediator and more where a replica is sent to twice.
+    #[must_use]
+    pub fn routed_webhooks(&self) -> Vec<&RemediatorWebhook> {
+        fn names<'a>(route: &'a Route, out: &mut Vec<&'a str>) {
+            out.extend(route.receiver.as_deref());
+            for child in &route.routes {
+                names(child, out);
+            }
+        }
+        let mut receivers = Vec::new();
+        names(&self.route, &mut receivers);
+        let mut hooks: Vec<&RemediatorWebhook> = self
+            .remediator
+            .iter()
+            .filter(|(name, _)| receivers.contains(&name.as_str()))
+            .flat_map(|(_, hooks)| hooks)
+            .collect();
+        hooks.sort_by_key(|h| h.order);
+        hooks
+    }
+
+    /// The webhooks to the remediator an alert taking `way` is sent to, in the file's order.
+    #[must_use]
+    pub fn webhooks_on(&self, way: &[Leaf]) -> Vec<&RemediatorWebhook> {
+        let mut hooks: Vec<&RemediatorWebhook> = way
+            .iter()
+            .filter_map(|l| self.remediator.get(&l.receiver))
+            .flatten()
+            .collect();
+        hooks.sort_by_key(|h| h.order);
+        hooks.dedup_by_key(|h| h.order);
+        hooks
+    }
+}
+
+/// The credentials of a webhook's `http_config`: `authorization` (type Bearer unless said),
+/// `basic_auth`, the older `bearer_token`/`bearer_token_file`, or `oauth2`.
+fn auth(http: Option<&Value>) -> Auth {
+    let Some(http) = http else {
+        return Auth::none();
+    };
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_string);
+    // Where a secret comes from: a file (shown), or the configuration itself (compared only).
+    let source = |v: &Value, inline: &str, file: &str| -> (String, String) {
+        match (text(v, file), text(v, inline)) {
+            (Some(f), _) => (format!("from file {f}"), format!("file {f}")),
+            (None, Some(secret)) => ("written in the file".into(), format!("inline {secret}")),
+            (None, None) => ("without a secret".into(), "none".into()),
+        }
+    };
+    if let Some(a) = http.get("authorization") {
+        let scheme = text(a, "type").unwrap_or_else(|| "Bearer".into());
+        let (shown, compared) = source(a, "credentials", "credentials_file");
+        return Auth {
+            shown: format!("{scheme} credentials {shown}"),
+            compared: format!("{}: {compared}", scheme.to_ascii_lowercase()),
+        };
+    }
+    if let Some(b) = http.get("basic_auth") {
+        let user = text(b, "username").unwrap_or_default();
+        let (shown, compared) = source(b, "password", "password_file");
+        return Auth {
+            shown: format!("basic auth as {user:?}, password {shown}"),
+            compared: format!("basic {user:?}: {compared}"),
+        };
+    }
+    if http.get("bearer_token").is_some() || http.get("bearer_token_file").is_some() {
+        let (shown, compared) = source(http, "bearer_token", "bearer_token_file");
+        return Auth {
+            shown: format!("Bearer credentials {shown}"),
+            compared: format!("bearer: {compared}"),
+        };
+    }
+    if let Some(o) = http.get("oauth2") {
+        let client = text(o, "client_id").unwrap_or_default();
+        let token_url = text(o, "token_url").unwrap_or_default();
+        return Auth {
+            shown: format!("OAuth 2.0 as client {client:?} of {token_url}"),
+            compared: format!("oauth2 {client:?} {token_url}"),
+        };
+    }
+    Auth::none()
 }
 
 fn route(v: &Value, path: &str, errors: &mut Vec<String>) -> Option<Route> {
@@ -357,5 +479,60 @@ mod tests {
             [r#"alertname="A""#, r#"severity=~"page|ticket""#]
         );
         assert_eq!(split_matchers(r#"a="x,y""#), [r#"a="x,y""#]);
+    }
+
+    #[test]
+    fn webhooks_of_routed_receivers_with_their_urls_and_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("am.yml");
+        std::fs::write(
+            &path,
+            "route:\n  receiver: a\n  routes: [{receiver: b, continue: true}]\n\
+             receivers:\n\
+             \x20 - name: unused\n    webhook_configs: [{url: 'http://127.0.0.1:8793/webhook'}]\n\
+             \x20 - name: a\n    webhook_configs:\n\
+             \x20     - url: 'http://127.0.0.1:8791/webhook/'\n\
+             \x20       http_config: {authorization: {credentials: s3cret}}\n\
+             \x20     - url: 'http://127.0.0.1:9095/page'\n\
+             \x20 - name: b\n    webhook_configs:\n\
+             \x20     - url: 'http://127.0.0.1:80/api/webhook'\n\
+             \x20       send_resolved: false\n\
+             \x20       http_config: {basic_auth: {username: am, password_file: /p}}\n",
+        )
+        .unwrap();
+        let config = Config::read(&path).unwrap();
+        let hooks: Vec<(&str, &str, bool, &str)> = config
+            .routed_webhooks()
+            .iter()
+            .map(|h| {
+                (
+                    h.path.as_str(),
+                    h.url.as_str(),
+                    h.send_resolved,
+                    h.auth.shown.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            hooks,
+            [
+                (
+                    "receivers[1].webhook_configs[0]",
+                    "http://127.0.0.1:8791/webhook",
+                    true,
+                    "Bearer credentials written in the file"
+                ),
+                (
+                    "receivers[2].webhook_configs[0]",
+                    "http://127.0.0.1/api/webhook",
+                    false,
+                    "basic auth as \"am\", password from file /p"
+                ),
+            ]
+        );
+        // An inline secret is compared, never shown.
+        let a = &config.remediator["a"][0].auth;
+        assert!(!a.shown.contains("s3cret"));
+        assert_ne!(a, &Auth::none());
     }
 }

@@ -13,6 +13,10 @@
 //!   and watched containers; or a label the alert never carries;
 //! - an Alertmanager route, receiver or inhibition that would keep a remediable alert, or its
 //!   resolve, from the remediator;
+//! - with several replicas of the remediator (webhooks to `/webhook` at different URLs, in one
+//!   receiver or in several reached through `continue`): a remediable alert that reaches some
+//!   replicas but not every one (then nothing acts on it while those it reaches are down), or a
+//!   replica's webhook sent without resolves or with other credentials than another's;
 //! - a remediable alert whose paging twin (the `…Persistent` alert of the same condition) and
 //!   the remediator's escalation (`StackmedicRemediationFailed`) would both reach on-call for
 //!   one cause: no inhibition mutes one of them while the other fires for the same subject, or
@@ -362,30 +366,98 @@ fn check_alertmanager(report: &mut Report, am: &alertmanager::Config, alerts: &[
         );
         return;
     }
-    for alert in alerts.iter().filter(|a| a.remediation.is_some()) {
+    let remediable: Vec<(&Alert, Vec<Vec<alertmanager::Leaf>>)> = alerts
+        .iter()
+        .filter(|a| a.remediation.is_some())
+        .map(|a| (a, am.ways(&a.labels)))
+        .collect();
+    // The replicas: the URLs of the remediator's webhooks in receivers that routes name, each
+    // URL once (the first webhook of the file that names it stands for it in messages).
+    let hooks = am.routed_webhooks();
+    let mut replicas: Vec<&alertmanager::RemediatorWebhook> = Vec::new();
+    for hook in &hooks {
+        if !replicas.iter().any(|r| r.url == hook.url) {
+            replicas.push(hook);
+        }
+    }
+    // A webhook without resolves beside others with them is the odd replica, reported once by
+    // check_replica_webhooks; without any, the remediator never learns of a resolve.
+    let resolves_elsewhere = hooks.iter().any(|h| h.send_resolved);
+    check_replica_webhooks(report, am, &hooks);
+    for (alert, ways) in &remediable {
         let about = format!("alert {} ({})", alert.name, alert.file);
-        let ways = am.ways(&alert.labels);
+        let ends = |way: &Vec<alertmanager::Leaf>| -> String {
+            way.iter()
+                .map(|l| format!("{} ({})", l.receiver, l.path))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         let reaches = |way: &Vec<alertmanager::Leaf>| {
             way.iter().any(|l| am.remediator.contains_key(&l.receiver))
         };
         let missing: Vec<&Vec<alertmanager::Leaf>> = ways.iter().filter(|w| !reaches(w)).collect();
         if let Some(way) = missing.first() {
-            let ends: Vec<String> = way
-                .iter()
-                .map(|l| format!("{} ({})", l.receiver, l.path))
-                .collect();
             let message = if missing.len() == ways.len() {
                 format!(
                     "{about} is not routed to the remediator: it ends at {}",
-                    ends.join(", ")
+                    ends(way)
                 )
             } else {
                 format!(
                     "{about} may not reach the remediator: depending on labels not known here it ends at {}",
-                    ends.join(", ")
+                    ends(way)
                 )
             };
             report.push(&am.file, "route", message);
+        }
+        // Every replica must get every remediable alert: a replica that alone receives an
+        // alert is a single point of failure for it, whatever the shared store does.
+        let partial: Vec<(&Vec<alertmanager::Leaf>, Vec<&str>)> = ways
+            .iter()
+            .filter(|w| reaches(w))
+            .filter_map(|w| {
+                let urls: Vec<&str> = am.webhooks_on(w).iter().map(|h| h.url.as_str()).collect();
+                let absent: Vec<&str> = replicas
+                    .iter()
+                    .map(|r| r.url.as_str())
+                    .filter(|u| !urls.contains(u))
+                    .collect();
+                (!absent.is_empty()).then_some((w, absent))
+            })
+            .collect();
+        if let Some((way, absent)) = partial.first() {
+            let shown = |url: &str| -> String {
+                replicas
+                    .iter()
+                    .find(|r| r.url == url)
+                    .map_or_else(|| url.to_string(), |r| format!("{url} ({})", r.path))
+            };
+            let reached: Vec<String> = replicas
+                .iter()
+                .filter(|r| !absent.contains(&r.url.as_str()))
+                .map(|r| shown(&r.url))
+                .collect();
+            let absent: Vec<String> = absent.iter().map(|u| shown(u)).collect();
+            let (replica, down) = if reached.len() == 1 {
+                ("replica", "that replica is")
+            } else {
+                ("replicas", "those replicas are")
+            };
+            let how = if partial.len() == ways.len() {
+                ""
+            } else {
+                " (depending on labels not known here)"
+            };
+            report.push(
+                &am.file,
+                "route",
+                format!(
+                    "{about}{how} reaches the remediator's {replica} {} but not {}: it ends at {}; while {down} down, no replica receives it and nothing acts on it",
+                    reached.join(", "),
+                    absent.join(", "),
+                    ends(way),
+                ),
+            );
         }
         for leaf in ways.iter().flatten() {
             let Some(hooks) = am.remediator.get(&leaf.receiver) else {
@@ -412,7 +484,7 @@ fn check_alertmanager(report: &mut Report, am: &alertmanager::Config, alerts: &[
                 );
             }
             for hook in hooks {
-                if !hook.send_resolved {
+                if !hook.send_resolved && !resolves_elsewhere {
                     report.push(
                         &am.file,
                         &hook.path,
@@ -451,6 +523,42 @@ fn check_alertmanager(report: &mut Report, am: &alertmanager::Config, alerts: &[
                 );
             }
         }
+    }
+}
+
+/// The webhooks to the remediator that routes send to go to replicas of one remediator, which
+/// share one configuration: each must be sent what the others are. A webhook without
+/// resolves beside one with them, or with other credentials than the first one's, is a finding
+/// (`max_alerts` above 0 is a finding of each webhook already).
+fn check_replica_webhooks(
+    report: &mut Report,
+    am: &alertmanager::Config,
+    hooks: &[&alertmanager::RemediatorWebhook],
+) {
+    if let Some(sends) = hooks.iter().find(|h| h.send_resolved) {
+        for hook in hooks.iter().filter(|h| !h.send_resolved) {
+            report.push(
+                &am.file,
+                &hook.path,
+                format!(
+                    "send_resolved is false, unlike {} (to {}): the replica at {} is never sent a resolve, and while the replicas that are sent resolves are down, no alert's resolve reaches the remediator",
+                    sends.path, sends.url, hook.url
+                ),
+            );
+        }
+    }
+    let Some((first, rest)) = hooks.split_first() else {
+        return;
+    };
+    for hook in rest.iter().filter(|h| h.auth != first.auth) {
+        report.push(
+            &am.file,
+            &hook.path,
+            format!(
+                "its credentials to {} ({}) differ from those of {} to {} ({}): replicas share one configuration and accept the same credentials, so one of the two webhooks is refused (401) and its replica gets no alert",
+                hook.url, hook.auth.shown, first.path, first.url, first.auth.shown
+            ),
+        );
     }
 }
 
@@ -617,5 +725,198 @@ fn guard_notes(sources: &Sources<'_>, notes: &mut Vec<String>) {
                 target.guard.min_subjects
             ));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// A remediable alert whose other labels are unknown.
+    fn remediable(name: &str) -> Alert {
+        let one = |v: &str| Domain::one_of([v.to_string()], "");
+        Alert {
+            file: "rules.yml".into(),
+            group: "g".into(),
+            name: name.into(),
+            labels: Labels {
+                known: BTreeMap::from([
+                    ("alertname".to_string(), one(name)),
+                    ("remediation".to_string(), one("container_restart")),
+                ]),
+                open: true,
+            },
+            remediation: Some("container_restart".into()),
+            expr: String::new(),
+        }
+    }
+
+    /// The findings of the Alertmanager configuration `yaml` for `alerts`, as text.
+    fn findings(yaml: &str, alerts: &[Alert]) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("am.yml");
+        std::fs::write(&path, yaml).unwrap();
+        let am = alertmanager::Config::read(&path).unwrap();
+        let mut report = Report::default();
+        check_alertmanager(&mut report, &am, alerts);
+        report
+            .findings
+            .iter()
+            .map(|f| format!("{}: {}", f.subject, f.message))
+            .collect()
+    }
+
+    const HOOK: &str = "send_resolved: true\n        http_config: {authorization: {credentials_file: /run/secrets/token}}";
+
+    /// One receiver with a webhook per replica.
+    fn one_receiver(second: &str) -> String {
+        format!(
+            "route:\n  receiver: other\n  routes:\n    - receiver: remediator\n      matchers: ['remediation=~\".+\"']\n\
+             receivers:\n  - name: other\n  - name: remediator\n    webhook_configs:\n\
+             \x20     - url: http://127.0.0.1:8791/webhook\n        {HOOK}\n\
+             \x20     - url: http://127.0.0.1:8792/webhook\n        {second}\n"
+        )
+    }
+
+    /// One receiver per replica, the first route going on (`continue`) to the second.
+    fn continued(first_continues: bool, second_matchers: &str) -> String {
+        format!(
+            "route:\n  receiver: other\n  routes:\n\
+             \x20   - receiver: replica-a\n      matchers: ['remediation=~\".+\"']\n      continue: {first_continues}\n\
+             \x20   - receiver: replica-b\n      matchers: [{second_matchers}]\n\
+             receivers:\n  - name: other\n\
+             \x20 - name: replica-a\n    webhook_configs:\n      - url: http://127.0.0.1:8791/webhook\n        {HOOK}\n\
+             \x20 - name: replica-b\n    webhook_configs:\n      - url: http://127.0.0.1:8792/webhook/\n        {HOOK}\n"
+        )
+    }
+
+    #[test]
+    fn one_receiver_with_a_webhook_per_replica_holds() {
+        let f = findings(&one_receiver(HOOK), &[remediable("ContainerDown")]);
+        assert!(f.is_empty(), "{f:#?}");
+    }
+
+    #[test]
+    fn a_receiver_per_replica_through_continue_holds() {
+        let yaml = continued(true, "'remediation=~\".+\"'");
+        let f = findings(&yaml, &[remediable("ContainerDown")]);
+        assert!(f.is_empty(), "{f:#?}");
+    }
+
+    #[test]
+    fn an_alert_reaching_one_replica_of_two_is_a_finding() {
+        // Without `continue` the first replica's route ends the way: the second never gets it.
+        let yaml = continued(false, "'remediation=~\".+\"'");
+        let f = findings(&yaml, &[remediable("ContainerDown")]);
+        assert_eq!(
+            f,
+            ["route: alert ContainerDown (rules.yml) reaches the remediator's replica \
+              http://127.0.0.1:8791/webhook (receivers[1].webhook_configs[0]) but not \
+              http://127.0.0.1:8792/webhook (receivers[2].webhook_configs[0]): it ends at \
+              replica-a (route.routes[0]); while that replica is down, no replica receives it \
+              and nothing acts on it"]
+        );
+    }
+
+    #[test]
+    fn an_alert_the_second_replica_may_not_get_is_a_finding_and_others_are_not() {
+        // The second route takes only ContainerDown: ContainerMissing reaches replica A alone,
+        // and an alert whose container is unknown may or may not reach B.
+        let yaml = continued(true, "'alertname=\"ContainerDown\"'");
+        let f = findings(
+            &yaml,
+            &[remediable("ContainerDown"), remediable("ContainerMissing")],
+        );
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert!(
+            f[0].starts_with("route: alert ContainerMissing (rules.yml) reaches the remediator's replica http://127.0.0.1:8791/webhook (receivers[1].webhook_configs[0]) but not http://127.0.0.1:8792/webhook"),
+            "{f:#?}"
+        );
+
+        let yaml = continued(true, "'container=\"owui\"'");
+        let f = findings(&yaml, &[remediable("ContainerDown")]);
+        assert_eq!(f.len(), 1, "{f:#?}");
+        assert!(
+            f[0].starts_with("route: alert ContainerDown (rules.yml) (depending on labels not known here) reaches the remediator's replica http://127.0.0.1:8791/webhook"),
+            "{f:#?}"
+        );
+    }
+
+    #[test]
+    fn a_replica_sent_no_resolves_is_the_finding_not_the_others() {
+        let f = findings(
+            &one_receiver("send_resolved: false\n        http_config: {authorization: {credentials_file: /run/secrets/token}}"),
+            &[remediable("ContainerDown")],
+        );
+        assert_eq!(
+            f,
+            ["receivers[1].webhook_configs[1]: send_resolved is false, unlike \
+              receivers[1].webhook_configs[0] (to http://127.0.0.1:8791/webhook): the replica at \
+              http://127.0.0.1:8792/webhook is never sent a resolve, and while the replicas that \
+              are sent resolves are down, no alert's resolve reaches the remediator"]
+        );
+        // Neither sent resolves: each webhook's own finding, per alert.
+        let both = one_receiver("send_resolved: false\n        http_config: {authorization: {credentials_file: /run/secrets/token}}")
+            .replacen("send_resolved: true", "send_resolved: false", 1);
+        let f = findings(&both, &[remediable("ContainerDown")]);
+        assert_eq!(f.len(), 2, "{f:#?}");
+        assert!(f.iter().all(|f| f.contains("send_resolved is false: the remediator never learns that alert ContainerDown (rules.yml) resolved")), "{f:#?}");
+    }
+
+    #[test]
+    fn a_replica_sent_other_credentials_is_a_finding() {
+        for (second, shown) in [
+            ("send_resolved: true", "none"),
+            (
+                "http_config: {authorization: {credentials_file: /run/secrets/other}}",
+                "Bearer credentials from file /run/secrets/other",
+            ),
+            (
+                "http_config: {basic_auth: {username: am, password_file: /run/secrets/token}}",
+                "basic auth as \"am\", password from file /run/secrets/token",
+            ),
+            (
+                "http_config: {authorization: {credentials: s3cret}}",
+                "Bearer credentials written in the file",
+            ),
+        ] {
+            let f = findings(&one_receiver(second), &[remediable("ContainerDown")]);
+            assert_eq!(
+                f,
+                [format!(
+                    "receivers[1].webhook_configs[1]: its credentials to http://127.0.0.1:8792/webhook \
+                     ({shown}) differ from those of receivers[1].webhook_configs[0] to \
+                     http://127.0.0.1:8791/webhook (Bearer credentials from file \
+                     /run/secrets/token): replicas share one configuration and accept the same \
+                     credentials, so one of the two webhooks is refused (401) and its replica gets \
+                     no alert"
+                )],
+                "{second}"
+            );
+            assert!(!f[0].contains("s3cret"), "a secret is never shown");
+        }
+        // The older bearer_token_file, and a type written out, are the same credentials.
+        let same = one_receiver(
+            "http_config: {bearer_token_file: /run/secrets/token}",
+        );
+        assert!(findings(&same, &[remediable("ContainerDown")]).is_empty());
+        let same = one_receiver(
+            "http_config: {authorization: {type: Bearer, credentials_file: /run/secrets/token}}",
+        );
+        assert!(findings(&same, &[remediable("ContainerDown")]).is_empty());
+    }
+
+    #[test]
+    fn a_replica_limited_in_alerts_per_notification_is_a_finding() {
+        let f = findings(
+            &one_receiver("max_alerts: 10\n        http_config: {authorization: {credentials_file: /run/secrets/token}}"),
+            &[remediable("ContainerDown")],
+        );
+        assert_eq!(
+            f,
+            ["receivers[1].webhook_configs[1]: max_alerts 10 drops alerts beyond it from a \
+              notification, alert ContainerDown (rules.yml) among them"]
+        );
     }
 }
