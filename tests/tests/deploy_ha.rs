@@ -77,7 +77,9 @@ fn receiver_per_replica(continues: bool) -> String {
     edit(
         &text,
         &format!("      - url: {REPLICA_B}\n"),
-        &format!("  - name: stackmedic-remediator-b\n    webhook_configs:\n      - url: {REPLICA_B}\n"),
+        &format!(
+            "  - name: stackmedic-remediator-b\n    webhook_configs:\n      - url: {REPLICA_B}\n"
+        ),
     )
 }
 
@@ -125,7 +127,12 @@ fn contract(root: &Path, remediator: &Path) -> Output {
         .current_dir(root)
         .args(["--config.check", "--config.file"])
         .arg(remediator)
-        .args(["--rules.file", RULES, "--alertmanager.config.file", ALERTMANAGER])
+        .args([
+            "--rules.file",
+            RULES,
+            "--alertmanager.config.file",
+            ALERTMANAGER,
+        ])
         .output()
         .expect("run stackmedic-remediator")
 }
@@ -292,7 +299,10 @@ fn secret_placeholders_are_empty_and_refused() {
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "an empty token is accepted: {stderr}");
+    assert!(
+        !out.status.success(),
+        "an empty token is accepted: {stderr}"
+    );
     assert!(stderr.contains("secret is empty"), "{stderr}");
 }
 
@@ -402,7 +412,10 @@ fn compose_file_agrees_with_the_files_it_mounts() {
         listen, webhooks,
         "the replicas listen where Alertmanager sends"
     );
-    assert!(listen.iter().all(|a| a.starts_with("127.0.0.1:")), "{listen:?}");
+    assert!(
+        listen.iter().all(|a| a.starts_with("127.0.0.1:")),
+        "{listen:?}"
+    );
 
     // Distinct names, one store: the PostgreSQL service's database, user and port, the
     // password from the secret PostgreSQL was given, never in the URL.
@@ -423,7 +436,9 @@ fn compose_file_agrees_with_the_files_it_mounts() {
         pg["environment"]["POSTGRES_DB"].as_str().unwrap(),
     );
     let pg_secret = secret_at(
-        pg["environment"]["POSTGRES_PASSWORD_FILE"].as_str().unwrap(),
+        pg["environment"]["POSTGRES_PASSWORD_FILE"]
+            .as_str()
+            .unwrap(),
         "postgres",
         pg,
     );
@@ -492,7 +507,10 @@ fn compose_file_agrees_with_the_files_it_mounts() {
             "{name}: {volumes:?}"
         );
         secret_at(token, name, service);
-        web.insert(format!("http://{}", one_flag(service, "web.listen-address")));
+        web.insert(format!(
+            "http://{}",
+            one_flag(service, "web.listen-address")
+        ));
     }
     assert_eq!(web.len(), 2);
     let escalation: BTreeSet<String> = strings(&remediator["escalation"]["alertmanager_urls"])
@@ -538,7 +556,11 @@ fn docker_compose_accepts_the_file_and_requires_the_socket_group() {
         ],
     );
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         text.contains("/etc/stackmedic/secrets/postgres-password")
             && text.contains("/etc/stackmedic/secrets/webhook-token"),
@@ -568,7 +590,10 @@ fn remediable_alert(instance: &str) -> Value {
 }
 
 fn received(r: &Remediator) -> f64 {
-    r.metric("stackmedic_remediator_alerts_total", &[("decision", "unmatched")])
+    r.metric(
+        "stackmedic_remediator_alerts_total",
+        &[("decision", "unmatched")],
+    )
 }
 
 #[test]
@@ -582,7 +607,11 @@ fn each_alertmanager_of_the_cluster_sends_to_both_replicas() {
             .unwrap();
         std::fs::write(dir.path().join("webhook-token"), format!("{token}\n")).unwrap();
         // Only the documented values change: the token file, and (below) the addresses.
-        let config = edit(&read_repo_file(REMEDIATOR), TOKEN_PATH, "{dir}/webhook-token");
+        let config = edit(
+            &read_repo_file(REMEDIATOR),
+            TOKEN_PATH,
+            "{dir}/webhook-token",
+        );
         Remediator::start_in(dir, &config)
     };
     let mut replica_a = start();
@@ -600,13 +629,19 @@ fn each_alertmanager_of_the_cluster_sends_to_both_replicas() {
     // The replicas escalate to both members, as the shipped file says with its addresses.
     let escalate_to = format!("[{}, {}]", cluster[0].url(""), cluster[1].url(""));
     for replica in [&replica_a, &replica_b] {
-        let config = edit(&read_repo_file(REMEDIATOR), TOKEN_PATH, "{dir}/webhook-token");
+        let config = edit(
+            &read_repo_file(REMEDIATOR),
+            TOKEN_PATH,
+            "{dir}/webhook-token",
+        );
         let reload = replica.reconfigure(&edit(&config, ESCALATION_URLS, &escalate_to));
         assert_eq!(reload.status, 200, "{}", reload.text());
     }
 
     // Posted to one member only: it sends to both replicas, with the token they accept.
-    cluster[0].post_alerts(&remediable_alert("deploy-ha-1")).unwrap();
+    cluster[0]
+        .post_alerts(&remediable_alert("deploy-ha-1"))
+        .unwrap();
     let both = wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
         received(&replica_a) >= 1.0 && received(&replica_b) >= 1.0
     });
@@ -628,7 +663,9 @@ fn each_alertmanager_of_the_cluster_sends_to_both_replicas() {
 
     // One replica dies: what the other member is sent still reaches the living one.
     replica_a.kill9();
-    cluster[1].post_alerts(&remediable_alert("deploy-ha-2")).unwrap();
+    cluster[1]
+        .post_alerts(&remediable_alert("deploy-ha-2"))
+        .unwrap();
     let living = wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
         received(&replica_b) >= 2.0
     });

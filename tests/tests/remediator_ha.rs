@@ -386,7 +386,12 @@ fn a_storm_acts_once_per_occurrence_through_kills_and_a_database_outage() {
             .sum();
         let of_stream: Vec<&Value> = rows
             .iter()
-            .filter(|a| a["subject"].as_str().unwrap_or_default().contains(s.as_str()))
+            .filter(|a| {
+                a["subject"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains(s.as_str())
+            })
             .collect();
         assert_eq!(n, 1, "stream {s}: {n} attempts recorded: {of_stream:#?}");
     }
@@ -431,4 +436,134 @@ fn a_storm_acts_once_per_occurrence_through_kills_and_a_database_outage() {
             posts.len()
         );
     }
+}
+
+/// `storage migrate` from one host's SQLite store into PostgreSQL, as docs/ha.md says to move to
+/// a pair: the history, the open incident and its waiting retry are copied, a second copy into
+/// the filled store is refused, and a replica started on PostgreSQL shows the same history and
+/// runs the retry when it is due (the streams' admin API is the test library's recorder).
+#[test]
+fn storage_migrate_moves_a_single_store_into_postgresql_and_its_work_goes_on() {
+    let pg = Postgres::start();
+    let api = AdminApi::start(&[Rule::status("/api/streams/cam-b/restart", 500)]);
+    let config = format!(
+        "targets:\n- name: camera-app\n  max_attempts: 2\n  backoff: 30s\n  blast_radius: {{enabled: false}}\n  http: {{base_url: '{}'}}\n\
+         rules:\n- name: stream-restart\n  matchers: ['alertname=\"HlsPlaylistStale\"']\n  action: http_sequence\n  target: camera-app\n  \
+           params: {{stream: {{label: stream, allowed: ['cam-a', 'cam-b']}}}}\n  steps: [{{path: '/api/streams/{{stream}}/restart'}}]\n",
+        api.url("/")
+    );
+    let mut single = Remediator::start(&config);
+    for stream in ["cam-a", "cam-b"] {
+        single.fire(
+            &[("alertname", "HlsPlaylistStale"), ("stream", stream)],
+            "2026-12-06T08:00:00Z",
+        );
+    }
+    single.wait_for("succeeded", 1, Duration::from_secs(30));
+    single.wait_for("failed", 1, Duration::from_secs(30));
+    let before = single.history();
+    let incidents = |r: &Remediator| -> Vec<(String, String, i64)> {
+        let mut v: Vec<_> = r
+            .incidents()
+            .iter()
+            .map(|i| {
+                (
+                    i["subject"].as_str().unwrap_or_default().to_string(),
+                    i["state"].as_str().unwrap_or_default().to_string(),
+                    i["attempts"].as_i64().unwrap_or_default(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let open_before = incidents(&single);
+    assert!(
+        open_before
+            .iter()
+            .any(|(s, _, n)| s.contains("cam-b") && *n == 1),
+        "{open_before:#?}"
+    );
+    single.kill9();
+
+    let from = format!("sqlite://{}", single.dir().join("data").display());
+    let migrate = |to: &str| {
+        std::process::Command::new(stackmedic_tests::bin_path("stackmedic-remediator"))
+            .args(["storage", "migrate", "--from", &from, "--to", to])
+            .arg(format!(
+                "--storage.password-file={}",
+                pg.password_file().display()
+            ))
+            .output()
+            .expect("run storage migrate")
+    };
+    let out = migrate(&pg.url());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "storage migrate failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("copied ") && stdout.contains(" incidents"),
+        "{stdout}"
+    );
+    // The filled store is not written again.
+    let again = migrate(&pg.url());
+    assert!(
+        !again.status.success(),
+        "a second copy into a filled store passed"
+    );
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("not empty"), "{stderr}");
+
+    // A replica on PostgreSQL: the same history and open incident; the retry runs there.
+    let replica = replica(&pg, "pg-1", &config, &[]);
+    let ids = |h: &Value| -> Vec<(i64, String)> {
+        h["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["id"].as_i64().unwrap(),
+                    a["result"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let copied = replica.history();
+    for row in ids(&before) {
+        assert!(
+            ids(&copied).contains(&row),
+            "history row {row:?} not copied: {copied:#}"
+        );
+    }
+    assert_eq!(incidents(&replica), open_before);
+    let retried = wait_until(Duration::from_secs(90), Duration::from_millis(200), || {
+        api.count("/api/streams/cam-b/restart") >= 2
+    });
+    assert!(
+        retried,
+        "the copied retry never ran: {:#}",
+        replica.history()
+    );
+    let second = wait_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        replica.actions_with("failed").iter().any(|a| {
+            a["replica"] == "pg-1"
+                && a["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("attempt 2 of 2"))
+        })
+    });
+    assert!(
+        second,
+        "attempt 2 is not recorded by the replica: {:#}",
+        replica.history()
+    );
+    assert_eq!(
+        api.count("/api/streams/cam-a/restart"),
+        1,
+        "the healed stream acted again"
+    );
 }

@@ -811,11 +811,13 @@ mod tests {
         let f = findings(&yaml, &[remediable("ContainerDown")]);
         assert_eq!(
             f,
-            ["route: alert ContainerDown (rules.yml) reaches the remediator's replica \
+            [
+                "route: alert ContainerDown (rules.yml) reaches the remediator's replica \
               http://127.0.0.1:8791/webhook (receivers[1].webhook_configs[0]) but not \
               http://127.0.0.1:8792/webhook (receivers[2].webhook_configs[0]): it ends at \
               replica-a (route.routes[0]); while that replica is down, no replica receives it \
-              and nothing acts on it"]
+              and nothing acts on it"
+            ]
         );
     }
 
@@ -851,10 +853,12 @@ mod tests {
         );
         assert_eq!(
             f,
-            ["receivers[1].webhook_configs[1]: send_resolved is false, unlike \
+            [
+                "receivers[1].webhook_configs[1]: send_resolved is false, unlike \
               receivers[1].webhook_configs[0] (to http://127.0.0.1:8791/webhook): the replica at \
               http://127.0.0.1:8792/webhook is never sent a resolve, and while the replicas that \
-              are sent resolves are down, no alert's resolve reaches the remediator"]
+              are sent resolves are down, no alert's resolve reaches the remediator"
+            ]
         );
         // Neither sent resolves: each webhook's own finding, per alert.
         let both = one_receiver("send_resolved: false\n        http_config: {authorization: {credentials_file: /run/secrets/token}}")
@@ -897,9 +901,7 @@ mod tests {
             assert!(!f[0].contains("s3cret"), "a secret is never shown");
         }
         // The older bearer_token_file, and a type written out, are the same credentials.
-        let same = one_receiver(
-            "http_config: {bearer_token_file: /run/secrets/token}",
-        );
+        let same = one_receiver("http_config: {bearer_token_file: /run/secrets/token}");
         assert!(findings(&same, &[remediable("ContainerDown")]).is_empty());
         let same = one_receiver(
             "http_config: {authorization: {type: Bearer, credentials_file: /run/secrets/token}}",
@@ -915,8 +917,10 @@ mod tests {
         );
         assert_eq!(
             f,
-            ["receivers[1].webhook_configs[1]: max_alerts 10 drops alerts beyond it from a \
-              notification, alert ContainerDown (rules.yml) among them"]
+            [
+                "receivers[1].webhook_configs[1]: max_alerts 10 drops alerts beyond it from a \
+              notification, alert ContainerDown (rules.yml) among them"
+            ]
         );
     }
 }
