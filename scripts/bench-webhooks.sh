@@ -12,9 +12,14 @@
 # NICE=-10 runs the server and the generator at that priority (root only), so that on a machine
 # shared with other work the figure is closer to what the server itself can do; the printed
 # load average says how busy the machine was.
+# SERVER_LOG=path writes the server's log (errors only) there instead of to standard error.
 # SERVER=path runs another build of the server (to compare two versions on the same load).
 # PERF=1 records the server with `perf record -g` during the measured period and prints the
 # top of the profile (linux-perf must be installed). SAME=1 re-sends one alert (deduplication).
+# PG=1 stores in PostgreSQL instead of SQLite (root only): a private cluster of the Debian
+# package's server (the newest under /usr/lib/postgresql) in the work folder, fsync and
+# synchronous_commit on (its defaults), reached over TCP on 127.0.0.1 with a password from a
+# file, as replicas sharing a store reach it.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -36,6 +41,9 @@ cleanup() {
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     fi
+    if [[ -n "${pgbin:-}" ]]; then
+        runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/pg" -m fast -w stop >/dev/null 2>&1 || true
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -54,9 +62,29 @@ rules:
     steps: [{path: /restart}]
 EOF
 
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-nice -n "${NICE:-0}" "$server" --config.file="$work/remediator.yml" --storage.path="$work/data" \
-    --web.listen-address="127.0.0.1:$port" --log.level=error &
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+storage=(--storage.path="$work/data")
+if [[ "${PG:-0}" == 1 ]]; then
+    pgbin="$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)"
+    chmod 0755 "$work"
+    head -c 24 /dev/urandom | base64 | tr -d '/+=' >"$work/pg-password"
+    chmod 0644 "$work/pg-password"
+    install -d -o postgres -m 0700 "$work/pg"
+    runuser -u postgres -- "$pgbin/initdb" -D "$work/pg" -U stackmedic --pwfile="$work/pg-password" \
+        --auth-local=trust --auth-host=scram-sha-256 >/dev/null
+    pg_port="$(free_port)"
+    runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg/server.log" -w \
+        -o "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1" start >/dev/null
+    storage=(--storage.url="postgres://stackmedic@127.0.0.1:$pg_port/postgres"
+        --storage.password-file="$work/pg-password")
+    echo "PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on 127.0.0.1:$pg_port, data in $work/pg"
+fi
+
+port="$(free_port)"
+nice -n "${NICE:-0}" "$server" --config.file="$work/remediator.yml" "${storage[@]}" \
+    --web.listen-address="127.0.0.1:$port" --log.level=error 2>"${SERVER_LOG:-/dev/stderr}" &
 pid=$!
 for _ in $(seq 100); do
     if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/-/ready', timeout=1)" 2>/dev/null; then

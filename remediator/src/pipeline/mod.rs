@@ -13,7 +13,7 @@ mod verify;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -73,6 +73,13 @@ pub struct Engine {
     in_memory: Mutex<HashSet<i64>>,
     rechecking: Mutex<HashSet<i64>>,
     sweep: Notify,
+    /// Set when the next sweep must do the leader's part at once (the pause ended, the store
+    /// writes again, leadership came here); otherwise that part runs once per
+    /// `SWEEP_INTERVAL`, since a finished job wakes the sweeper only to load stored jobs.
+    sweep_all: std::sync::atomic::AtomicBool,
+    /// Set when a stored job was left in the database for want of room in memory: a finished
+    /// task then wakes the sweeper to load it.
+    left_out: std::sync::atomic::AtomicBool,
     /// Firing alerts no rule matched, for the page.
     pub unmatched: Unmatched,
     /// This replica's lease and leadership.
@@ -126,6 +133,8 @@ impl Engine {
             in_memory: Mutex::new(HashSet::new()),
             rechecking: Mutex::new(HashSet::new()),
             sweep: Notify::new(),
+            sweep_all: std::sync::atomic::AtomicBool::new(true),
+            left_out: std::sync::atomic::AtomicBool::new(false),
             unmatched: Unmatched::default(),
         }))
     }
@@ -404,6 +413,8 @@ impl Engine {
     pub fn spawn(self: &Arc<Self>, job: Job) {
         let Ok(permit) = self.inflight.clone().try_acquire_owned() else {
             // Left in the database: the sweeper starts it as room frees.
+            self.left_out
+                .store(true, std::sync::atomic::Ordering::Relaxed);
             return;
         };
         let id = job.id;
@@ -428,7 +439,9 @@ impl Engine {
                     .unwrap_or_else(|p| p.into_inner())
                     .remove(&id);
                 drop(permit);
-                engine.sweep.notify_one();
+                if engine.left_out.load(std::sync::atomic::Ordering::Relaxed) {
+                    engine.sweep.notify_one();
+                }
             }
             .instrument(span),
         );
@@ -439,13 +452,22 @@ impl Engine {
     /// task ended on a store error — a running one is verified, not run again) and due
     /// re-checks of heals. So no stored work waits for a restart.
     pub async fn sweeper(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut last_full = Instant::now();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = self.sweep.notified() => {}
                 () = tokio::time::sleep(SWEEP_INTERVAL) => {}
             }
-            self.sweep_once().await;
+            let all = self
+                .sweep_all
+                .swap(false, std::sync::atomic::Ordering::Relaxed);
+            if all || last_full.elapsed() >= SWEEP_INTERVAL {
+                last_full = Instant::now();
+                self.sweep_once().await;
+            } else {
+                self.load_stored_jobs().await;
+            }
         }
     }
 
@@ -519,12 +541,14 @@ impl Engine {
     pub async fn resume(&self) -> Result<Option<crate::store::Pause>, StoreError> {
         let p = self.store.resume_actions(now()).await?;
         tracing::warn!(was_paused = p.is_some(), "resumed by on-call");
-        self.sweep.notify_one();
+        self.wake_sweeper();
         Ok(p)
     }
 
     /// Wakes the sweeper now (the store writes again).
     pub fn wake_sweeper(&self) {
+        self.sweep_all
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.sweep.notify_one();
     }
 
@@ -534,8 +558,24 @@ impl Engine {
         if self.store.health.failing().is_some() {
             return;
         }
+        self.load_stored_jobs().await;
+        // What belongs to no job is the leader's.
+        if !self.replica.is_leader() {
+            return;
+        }
+        self.leader_sweep().await;
+    }
+
+    /// Loads the stored jobs this replica holds that no task works on, as far as there is room.
+    async fn load_stored_jobs(self: &Arc<Self>) {
+        if self.store.health.failing().is_some() {
+            return;
+        }
         let room = self.inflight.available_permits();
         if room > 0 {
+            // Whatever is left out now is read below; a job left out meanwhile sets it again.
+            self.left_out
+                .store(false, std::sync::atomic::Ordering::Relaxed);
             let exclude: Vec<i64> = self
                 .in_memory
                 .lock()
@@ -545,17 +585,26 @@ impl Engine {
                 .collect();
             match self.store.orphans(now(), exclude, room).await {
                 Ok(jobs) => {
+                    if jobs.len() >= room {
+                        // The room is full again; more may wait.
+                        self.left_out
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
                     for job in jobs {
                         self.spawn(job);
                     }
                 }
-                Err(e) => tracing::error!(error = %e, "cannot load stored jobs"),
+                Err(e) => {
+                    self.left_out
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    tracing::error!(error = %e, "cannot load stored jobs");
+                }
             }
         }
-        // What belongs to no job is the leader's.
-        if !self.replica.is_leader() {
-            return;
-        }
+    }
+
+    /// The sweeper's part that belongs to no job: held incidents released, heals re-checked.
+    async fn leader_sweep(self: &Arc<Self>) {
         self.release_held().await;
         match self.store.due_checks(now(), CHECKS_PER_SWEEP).await {
             Ok(checks) => {

@@ -118,9 +118,11 @@ impl Store {
             let rows = rows(
         c,
         &format!(
-                "SELECT {COLUMNS} FROM jobs WHERE ((state = ?1 AND not_before <= ?2) OR state = ?3) AND owner = ?4 ORDER BY id"
+                "SELECT {COLUMNS} FROM jobs WHERE owner = ?4 AND state IN (?1, ?3) AND (state = ?3 OR not_before <= ?2) ORDER BY id LIMIT ?5"
             ),
-        args![JobState::Queued.as_str(), now, JobState::Running.as_str(), c.replica().instance],
+        // Enough rows for `limit` after leaving out those in memory, and no more: the queue
+        // can hold many thousands.
+        args![JobState::Queued.as_str(), now, JobState::Running.as_str(), c.replica().instance, (limit + exclude.len()) as i64],
         from_row,
     )?;
             for job in rows {
