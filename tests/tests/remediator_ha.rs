@@ -4,9 +4,9 @@
 //! * a replica killed (`kill -9`) while its action runs: the other replica takes its job over
 //!   once the lease ran out and verifies the action — it does not run it again — on a real
 //!   container; the failover time is printed (docs/ha.md records it);
-//! * a storm of distinct alerts through two clustered real Alertmanagers, each sending every
-//!   alert to both replicas, while the replicas are killed at random moments (20 kills or
-//!   more) and PostgreSQL is stopped once for 20 s: every acknowledged occurrence is acted on
+//! * a storm of distinct alerts (40 streams, one failing stream, one stopped real container)
+//!   through two clustered real Alertmanagers, each sending every alert to both replicas,
+//!   while the replicas are killed at random moments (20 kills or more) and PostgreSQL is stopped once for 20 s: every acknowledged occurrence is acted on
 //!   exactly once, no incident is left open, and the escalation of a failing subject is posted
 //!   once per resend, never by two replicas at once. The streams' admin API is the test
 //!   library's recorder, standing in for the camera/PLC app, which has no real peer; the
@@ -204,9 +204,54 @@ fn am_alerts(streams: &[String], ends: Option<&str>) -> Value {
     )
 }
 
+/// The alert of a stopped container, as Prometheus posts it to Alertmanager.
+fn container_alert(name: &str, ends: Option<&str>) -> Value {
+    let mut a = json!({
+        "labels": {"alertname": "ContainerDown", "container": name, "severity": "warning"},
+        "annotations": {"summary": format!("container {name} is down")},
+        "startsAt": "2026-12-06T08:00:00Z",
+    });
+    if let Some(e) = ends {
+        a["endsAt"] = e.into();
+    }
+    json!([a])
+}
+
+/// How often Docker started the container since `since` (from the Unix epoch), from its events.
+fn starts_since(id: &str, since: Duration) -> usize {
+    stackmedic_tests::docker::docker_ok(&[
+        "events",
+        "--since",
+        &format!("{}.{:09}", since.as_secs(), since.subsec_nanos()),
+        "--until",
+        &(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 1)
+        .to_string(),
+        "--filter",
+        &format!("container={id}"),
+        "--filter",
+        "event=start",
+        "--format",
+        "{{.Status}}",
+    ])
+    .lines()
+    .filter(|l| !l.trim().is_empty())
+    .count()
+}
+
 #[test]
 fn a_storm_acts_once_per_occurrence_through_kills_and_a_database_outage() {
+    ensure_docker();
     let mut pg = Postgres::start();
+    // A real container among the streams: stopped before the storm, its alert in the first wave.
+    let app = run_busybox(&unique_name("sm-ha-storm"), &[], &["sleep", "600"]);
+    stackmedic_tests::docker::docker_ok(&["kill", app.name()]);
+    let stopped_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
     let api = AdminApi::start(&[Rule::status(&format!("/api/streams/{BROKEN}/restart"), 500)]);
     let sink = WebhookSink::start();
     let mut allowed: Vec<String> = streams();
@@ -219,9 +264,12 @@ fn a_storm_acts_once_per_occurrence_through_kills_and_a_database_outage() {
     let base = format!(
         "global: {{reconcile_interval: 0s}}\n\
          targets:\n- name: camera-app\n  max_attempts: 1\n  blast_radius: {{enabled: false}}\n  verify: {{resolve_within: 10m}}\n  http: {{base_url: '{}'}}\n\
+         - name: app\n  max_attempts: 1\n  blast_radius: {{enabled: false}}\n  docker: {{containers: [{app}]}}\n  verify: {{resolve_within: 10m, stable_for: 1s}}\n\
          rules:\n- name: stream-restart\n  matchers: ['alertname=\"HlsPlaylistStale\"']\n  action: http_sequence\n  target: camera-app\n  \
-           params: {{stream: {{label: stream, allowed: [{list}]}}}}\n  steps: [{{path: '/api/streams/{{stream}}/restart'}}]\n",
-        api.url("/")
+           params: {{stream: {{label: stream, allowed: [{list}]}}}}\n  steps: [{{path: '/api/streams/{{stream}}/restart'}}]\n\
+         - name: app-restart\n  matchers: ['alertname=\"ContainerDown\"']\n  action: container_restart\n  target: app\n",
+        api.url("/"),
+        app = app.name()
     );
     let lease = ["--replica.lease=3s".to_string()];
     let mut replicas = vec![
@@ -276,12 +324,15 @@ fn a_storm_acts_once_per_occurrence_through_kills_and_a_database_outage() {
             let wave: Vec<String> = all[posted..(posted + 5).min(all.len())].to_vec();
             let mut wave_alerts = am_alerts(&wave, None);
             if posted == 0 {
-                wave_alerts.as_array_mut().unwrap().extend(
-                    am_alerts(&[BROKEN.to_string()], None)
-                        .as_array()
+                for more in [
+                    am_alerts(&[BROKEN.to_string()], None),
+                    container_alert(app.name(), None),
+                ] {
+                    wave_alerts
+                        .as_array_mut()
                         .unwrap()
-                        .clone(),
-                );
+                        .extend(more.as_array().unwrap().clone());
+                }
             }
             for am in &ams {
                 am.post_alerts(&wave_alerts).unwrap();
@@ -310,7 +361,7 @@ fn a_storm_acts_once_per_occurrence_through_kills_and_a_database_outage() {
     }
     println!(
         "storm: {kills} kills, {} alerts, a 20 s database outage, in {:.0} s",
-        all.len() + 1,
+        all.len() + 2,
         started.elapsed().as_secs_f64()
     );
 
@@ -327,7 +378,7 @@ fn a_storm_acts_once_per_occurrence_through_kills_and_a_database_outage() {
     };
     let done = wait_until(Duration::from_secs(120), Duration::from_millis(500), || {
         let h = replicas[0].history();
-        all.iter().all(|s| acted(&h, s))
+        all.iter().all(|s| acted(&h, s)) && app.status().as_deref() == Some("running")
     });
     assert!(
         done,
@@ -354,6 +405,8 @@ fn a_storm_acts_once_per_occurrence_through_kills_and_a_database_outage() {
     everything.push(BROKEN.into());
     for am in &ams {
         am.post_alerts(&am_alerts(&everything, Some(&now))).unwrap();
+        am.post_alerts(&container_alert(app.name(), Some(&now)))
+            .unwrap();
     }
     let closed = wait_until(Duration::from_secs(60), Duration::from_millis(200), || {
         replicas[0].incidents().is_empty()
@@ -395,6 +448,21 @@ fn a_storm_acts_once_per_occurrence_through_kills_and_a_database_outage() {
             .collect();
         assert_eq!(n, 1, "stream {s}: {n} attempts recorded: {of_stream:#?}");
     }
+    // The container: started once by the remediator, running, one attempt.
+    assert_eq!(app.status().as_deref(), Some("running"));
+    let starts = starts_since(app.id(), stopped_at);
+    assert_eq!(starts, 1, "the container was started {starts} times");
+    let n: usize = attempts
+        .iter()
+        .filter(|(k, _)| k.contains(app.name()))
+        .map(|(_, n)| *n)
+        .sum();
+    assert_eq!(
+        n,
+        1,
+        "container {}: {n} attempts: {attempts:#?}",
+        app.name()
+    );
     let interrupted = rows
         .iter()
         .filter(|a| {
