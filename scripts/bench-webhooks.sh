@@ -19,7 +19,7 @@
 # PG=1 stores in PostgreSQL instead of SQLite (root only): a private cluster of the Debian
 # package's server (the newest under /usr/lib/postgresql) in the work folder, fsync and
 # synchronous_commit on (its defaults), reached over TCP on 127.0.0.1 with a password from a
-# file, as replicas sharing a store reach it.
+# file, as replicas sharing a store reach it. PG_OPTIONS adds server options ("-c name=value").
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -76,7 +76,7 @@ if [[ "${PG:-0}" == 1 ]]; then
         --auth-local=trust --auth-host=scram-sha-256 >/dev/null
     pg_port="$(free_port)"
     runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg/server.log" -w \
-        -o "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1" start >/dev/null
+        -o "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1 ${PG_OPTIONS:-}" start >/dev/null
     storage=(--storage.url="postgres://stackmedic@127.0.0.1:$pg_port/postgres"
         --storage.password-file="$work/pg-password")
     echo "PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on 127.0.0.1:$pg_port, data in $work/pg"

@@ -2,8 +2,9 @@
 //!
 //! Its shape follows SQLite's ([`super::writer`], [`super::readers`]): one store thread per
 //! replica owns a writing connection and runs operations in batches, each batch one
-//! transaction at `SERIALIZABLE` isolation with a savepoint per operation; reads run on a small
-//! pool of connections in read-only snapshots. A commit returns once PostgreSQL has made it
+//! transaction at `SERIALIZABLE` isolation without savepoints (when one operation fails on its
+//! own, nothing is committed and each runs again in a transaction of its own); reads run on a
+//! small pool of connections in read-only snapshots. A commit returns once PostgreSQL has made it
 //! durable (`synchronous_commit`), so callers are answered after it.
 //!
 //! Two replicas deciding on the same subject, or accepting the same alert, at the same moment
@@ -432,6 +433,17 @@ pub(super) fn run(
     }
 }
 
+/// What a batch's transaction ended with, when it did not commit.
+enum Ended {
+    /// One operation failed on its own (its error is its answer): nothing was committed.
+    OperationFailed,
+    /// The database failed.
+    Failed(String),
+}
+
+/// Runs `ops` in one transaction, without savepoints: most operations succeed, and a round
+/// trip per savepoint costs more than running the batch again. When one fails on its own,
+/// nothing is committed and each operation runs again in a transaction of its own.
 fn run_batch(
     options: &Options,
     replica: &super::Replica,
@@ -439,32 +451,46 @@ fn run_batch(
     conn: &mut Option<Conn>,
     ops: &mut [Op],
 ) -> Result<(), String> {
+    match run_together(options, replica, conflicts, conn, ops) {
+        Ok(()) => Ok(()),
+        Err(Ended::OperationFailed) if ops.len() == 1 => Ok(()),
+        Err(Ended::OperationFailed) => {
+            for op in ops.iter_mut() {
+                match run_together(options, replica, conflicts, conn, std::slice::from_mut(op)) {
+                    Ok(()) | Err(Ended::OperationFailed) => {}
+                    Err(Ended::Failed(e)) => return Err(e),
+                }
+            }
+            Ok(())
+        }
+        Err(Ended::Failed(e)) => Err(e),
+    }
+}
+
+/// Runs `ops` in one transaction, again after each conflict (at most `MAX_TRIES` times).
+fn run_together(
+    options: &Options,
+    replica: &super::Replica,
+    conflicts: &Arc<std::sync::atomic::AtomicU64>,
+    conn: &mut Option<Conn>,
+    ops: &mut [Op],
+) -> Result<(), Ended> {
+    const FAILED: &str = "the operation failed";
     for tries in 0..MAX_TRIES {
         if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
-            *conn = Some(Conn::open(options).map_err(|e| e.0)?);
+            *conn = Some(Conn::open(options).map_err(|e| Ended::Failed(e.0))?);
         }
         let Some(c) = conn.as_mut() else {
-            return Err("no connection".into());
+            return Err(Ended::Failed("no connection".into()));
         };
-        let single = ops.len() == 1;
         let r = transaction(c, replica, IsolationLevel::Serializable, false, |db| {
             for op in ops.iter_mut() {
-                if !single {
-                    db.batch("SAVEPOINT op")?;
-                }
                 let ok = op.run(db);
                 if db.conflict.get() {
                     return Err(StoreError("conflict".into()));
                 }
                 if !ok {
-                    if single {
-                        // Its error is its answer; nothing of it is committed.
-                        return Err(StoreError("the operation failed".into()));
-                    }
-                    db.batch("ROLLBACK TO SAVEPOINT op")?;
-                }
-                if !single {
-                    db.batch("RELEASE SAVEPOINT op")?;
+                    return Err(StoreError(FAILED.into()));
                 }
             }
             Ok(())
@@ -478,18 +504,18 @@ fn run_batch(
                 let pause = 1 + (rand_u64() % (2u64 << tries.min(6)));
                 std::thread::sleep(Duration::from_millis(pause));
             }
-            Err(Some(e)) if single && e.0 == "the operation failed" => return Ok(()),
+            Err(Some(e)) if e.0 == FAILED => return Err(Ended::OperationFailed),
             Err(Some(e)) => {
                 if c.client.is_closed() {
                     *conn = None;
                 }
-                return Err(e.0);
+                return Err(Ended::Failed(e.0));
             }
         }
     }
-    Err(format!(
+    Err(Ended::Failed(format!(
         "gave up after {MAX_TRIES} conflicts with other replicas in a row"
-    ))
+    )))
 }
 
 /// A cheap random number for the pause after a conflict.
