@@ -372,6 +372,26 @@ async fn webhook_route(engine: &Arc<Engine>, req: Request) -> Response {
     }
 }
 
+/// With replicas sharing PostgreSQL: this replica, the leader and how many share the store.
+fn replicas_line(engine: &crate::pipeline::Engine) -> Option<String> {
+    if engine.store.engine() != crate::store::db::Engine::Postgres {
+        return None;
+    }
+    let me = &engine.store.replica.name;
+    let leader = if engine.replica.is_leader() {
+        "this replica is the leader".to_string()
+    } else {
+        match engine.replica.leader_name() {
+            Some(l) => format!("the leader is {l}"),
+            None => "no replica leads right now".to_string(),
+        }
+    };
+    Some(format!(
+        "Replica {me} of {} sharing the store (PostgreSQL); {leader}. Each decision below names the replica that made it.",
+        engine.replica.live()
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -401,24 +421,4 @@ mod tests {
         );
         assert_eq!(q("xlimit=3").limit, DEFAULT_ACTIONS);
     }
-}
-
-/// With replicas sharing PostgreSQL: this replica, the leader and how many share the store.
-fn replicas_line(engine: &crate::pipeline::Engine) -> Option<String> {
-    if engine.store.engine() != crate::store::db::Engine::Postgres {
-        return None;
-    }
-    let me = &engine.store.replica.name;
-    let leader = if engine.replica.is_leader() {
-        "this replica is the leader".to_string()
-    } else {
-        match engine.replica.leader_name() {
-            Some(l) => format!("the leader is {l}"),
-            None => "no replica leads right now".to_string(),
-        }
-    };
-    Some(format!(
-        "Replica {me} of {} sharing the store (PostgreSQL); {leader}. Each decision below names the replica that made it.",
-        engine.replica.live()
-    ))
 }
