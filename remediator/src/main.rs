@@ -238,15 +238,26 @@ Signals:
 Environment:
   STACKMEDIC_WEB_LISTEN_ADDRESS   --web.listen-address when the flag is not given
   DOCKER_HOST                     the Docker Engine of docker targets that name no host
+  PGPASSWORD                      PostgreSQL's password when --storage.password-file is not given
+
+Replicas sharing one PostgreSQL (docs/ha.md):
+  stackmedic-remediator --storage.url=postgres://stackmedic@db.example:5432/stackmedic \\
+      --storage.password-file=/etc/stackmedic/secrets/postgres-password --replica.name=a
+  each replica holds a lease (--replica.lease) on the jobs it runs; when it dies, another takes
+  them over after the lease and verifies a started action instead of running it again. One
+  leader posts escalations, reconciles, re-checks heals and prunes.
+  stackmedic-remediator storage migrate --from sqlite:///var/lib/stackmedic-remediator \\
+      --to postgres://stackmedic@db.example:5432/stackmedic --storage.password-file=PATH
+  copies one host's store into an empty PostgreSQL (remediators stopped).
 
 Files of the Debian package:
   /etc/stackmedic/remediator.yml           the configuration (the embedded default, written out)
   /etc/stackmedic/remediator.d/            one file per stack (*.yml): its targets and rules
   /etc/default/stackmedic-remediator       ARGS: further flags for the systemd unit
   /var/lib/stackmedic-remediator/          the store (--storage.path)
-  /usr/share/doc/stackmedic-remediator/    docs/remediator.md, docs/configuration.md and
-                                           docker-socket.conf, the drop-in that grants the
-                                           Docker socket (opt-in)
+  /usr/share/doc/stackmedic-remediator/    docs/remediator.md, docs/ha.md,
+                                           docs/configuration.md and docker-socket.conf, the
+                                           drop-in that grants the Docker socket (opt-in)
   /usr/share/doc/stackmedic-remediator/examples/  the example set and its README
 
 Contract check (reads files only, and the files the configurations include):

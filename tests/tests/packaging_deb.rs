@@ -69,6 +69,7 @@ fn expected_files(package: &str) -> Vec<String> {
         );
     } else {
         files.push("/usr/share/doc/stackmedic-remediator/remediator.md".to_owned());
+        files.push("/usr/share/doc/stackmedic-remediator/ha.md".to_owned());
         files.push("/usr/share/doc/stackmedic-remediator/examples/remediator-host.yml".to_owned());
         files.push(
             "/usr/share/doc/stackmedic-remediator/runbooks/StackmedicRemediationFailed.md"
