@@ -172,7 +172,7 @@ fn parse_tree(text: &str) -> Result<(Value, Vec<Problem>), String> {
 
 thread_local! {
     /// The repeated keys [`Tree`] found in the document being parsed on this thread: the
-    /// parser's entry point takes a type, not a seed that could carry them.
+    /// parser's entry point takes a type, not a stateful deserializer that could carry them.
     static DUPLICATES: std::cell::RefCell<Vec<Problem>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -261,11 +261,11 @@ impl<'de> serde::de::Visitor<'de> for TreeSeed<'_> {
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::new();
         loop {
-            let seed = TreeSeed {
+            let element = TreeSeed {
                 path: format!("{}[{}]", self.path, items.len()),
                 duplicates: self.duplicates,
             };
-            match seq.next_element_seed(seed)? {
+            match seq.next_element_seed(element)? {
                 Some(v) => items.push(v),
                 None => return Ok(Value::Array(items)),
             }

@@ -163,7 +163,7 @@ fn a_replica_killed_during_its_action_is_taken_over_and_the_action_verified_not_
     );
 }
 
-/// A deterministic pseudo-random sequence (the seed is printed, so a failing run can be
+/// A deterministic pseudo-random sequence (its start value is printed, so a failing run can be
 /// repeated).
 struct Lcg(u64);
 
@@ -306,12 +306,12 @@ fn a_storm_acts_once_per_occurrence_through_kills_and_a_database_outage() {
         assert_eq!(resp.status, 200, "{}", resp.text());
     }
 
-    let seed = std::time::SystemTime::now()
+    let start = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
-    println!("storm seed: {seed}");
-    let mut rng = Lcg(seed);
+    println!("storm start value: {start}");
+    let mut rng = Lcg(start);
     let all = streams();
     let mut kills = 0;
     let mut posted = 0;
