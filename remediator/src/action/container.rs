@@ -495,6 +495,13 @@ pub async fn check_running(docker: &Docker, name: &str) -> Result<Running, Bad> 
     }
 }
 
+/// When the container's current (or last) instance started, as the Engine writes it, and
+/// whether it runs now; `None` when it cannot be asked.
+pub async fn started_at(docker: &Docker, name: &str) -> Option<(String, bool)> {
+    let state = docker.inspect_container(name, None).await.ok()?.state?;
+    Some((state.started_at?, state.running == Some(true)))
+}
+
 /// The container's last log lines, joined by ` | ` and bounded; empty when there are none or
 /// they cannot be read.
 async fn last_logs(docker: &Docker, name: &str) -> String {

@@ -41,8 +41,10 @@ impl Engine {
     ///
     /// `interrupted_at` is the start of an action whose process stopped while it ran (a crash,
     /// or a replica whose lease ran out): the Docker Engine may still be carrying it out (a
-    /// restart waits out its stop timeout), so a container the action acts on that still runs
-    /// the instance started before the action is not yet its outcome, and is waited for.
+    /// restart waits out its stop timeout), so a container the action acts on that still runs,
+    /// or has stopped, with the instance started before the action is not yet its outcome, and
+    /// is waited for until `deadline` (a restart that never reaches the Engine then fails the
+    /// verification, and the next attempt runs).
     pub(super) async fn verify(
         &self,
         action: &Action,
@@ -174,11 +176,35 @@ impl Engine {
         if !containers.is_empty() {
             let docker = self.docker.get(&v.engine).await.map_err(Round::NotYet)?;
             for c in containers {
-                let running = check_running(&docker, c).await.map_err(|b| match b {
-                    Bad::NotYet(e) => Round::NotYet(e),
-                    Bad::Down(e) => Round::Down(e),
-                })?;
-                if let Some(at) = before.at.filter(|_| before.acted_on.contains(c)) {
+                let interrupted_at = before.at.filter(|_| before.acted_on.contains(c));
+                let running = match check_running(&docker, c).await {
+                    Ok(r) => r,
+                    Err(Bad::NotYet(e)) => return Err(Round::NotYet(e)),
+                    Err(Bad::Down(e)) => {
+                        // Stopped by the interrupted action and not yet started again: the
+                        // Engine may still be between the two halves of a restart.
+                        // Asked again: it may have started meanwhile (then the next round
+                        // sees the new instance).
+                        let before_action = match interrupted_at {
+                            Some(at) => crate::action::container::started_at(&docker, c)
+                                .await
+                                .is_some_and(|(s, running)| {
+                                    running
+                                        || crate::clock::parse_rfc3339(&s).is_some_and(|s| s < at)
+                                }),
+                            None => false,
+                        };
+                        return Err(if before_action {
+                            Round::NotYet(format!(
+                                "{e}; not started since the action began at {}",
+                                crate::clock::rfc3339(before.at.unwrap_or_default())
+                            ))
+                        } else {
+                            Round::Down(e)
+                        });
+                    }
+                };
+                if let Some(at) = interrupted_at {
                     if crate::clock::parse_rfc3339(&running.started_at).is_some_and(|s| s < at) {
                         return Err(Round::NotYet(format!(
                             "container {c} still runs its instance started at {}, before the action began at {}",
