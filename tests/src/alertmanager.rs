@@ -241,13 +241,21 @@ impl Alertmanager {
             .collect()
     }
 
+    /// The remediator's escalations ([`ESCALATION`]) that Alertmanager holds as active; empty
+    /// when it cannot be asked.
+    pub fn active_escalations(&self) -> Vec<serde_json::Value> {
+        self.alerts_named(ESCALATION)
+            .into_iter()
+            .filter(|a| a["status"]["state"] == "active")
+            .collect()
+    }
+
     /// `original_alertname` of the remediator's escalations ([`ESCALATION`]) that Alertmanager
     /// holds as active, sorted; empty when it cannot be asked.
     pub fn paged(&self) -> Vec<String> {
         let mut names: Vec<String> = self
-            .alerts_named(ESCALATION)
+            .active_escalations()
             .into_iter()
-            .filter(|a| a["status"]["state"] == "active")
             .filter_map(|a| {
                 a["labels"]["original_alertname"]
                     .as_str()

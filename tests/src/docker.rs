@@ -49,6 +49,16 @@ pub fn docker_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
+/// `.State.StartedAt` of a container: it changes with every start.
+pub fn started_at(name: &str) -> String {
+    docker_ok(&["inspect", "--format", "{{.State.StartedAt}}", name])
+}
+
+/// Whether the container runs now.
+pub fn is_running(name: &str) -> bool {
+    docker_ok(&["inspect", "--format", "{{.State.Running}}", name]) == "true"
+}
+
 /// Panics loudly unless `docker info` succeeds (the Docker daemon is reachable).
 pub fn ensure_docker() {
     let output = docker(&["info", "--format", "{{.ServerVersion}}"]);

@@ -16,26 +16,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 use stackmedic_tests::alertmanager::Alertmanager;
-use stackmedic_tests::docker::{docker_ok, ensure_docker, run_busybox, Container};
+use stackmedic_tests::docker::{
+    docker_ok, ensure_docker, is_running, run_busybox, started_at, Container,
+};
 use stackmedic_tests::remediator::{alert, payload, rfc3339, unix_now, Remediator};
 use stackmedic_tests::{bin_path, unique_name, wait_until};
 
-const ESCALATION: &str = "StackmedicRemediationFailed";
-
-fn started_at(name: &str) -> String {
-    docker_ok(&["inspect", "--format", "{{.State.StartedAt}}", name])
-}
-
-fn running(name: &str) -> bool {
-    docker_ok(&["inspect", "--format", "{{.State.Running}}", name]) == "true"
-}
-
-fn pages(am: &Alertmanager) -> Vec<Value> {
-    am.alerts_named(ESCALATION)
-        .into_iter()
-        .filter(|a| a["status"]["state"] == "active")
-        .collect()
-}
+use stackmedic_tests::alertmanager::ESCALATION;
 
 fn oncall() -> Alertmanager {
     Alertmanager::start("route: {receiver: oncall}\nreceivers: [{name: oncall}]\n")
@@ -112,15 +99,14 @@ fn mass_outage(batches: usize) {
         rem.history()
     );
     assert!(
-        wait_until(
-            Duration::from_secs(20),
-            Duration::from_millis(200),
-            || pages(&am).len() == 1
-        ),
+        wait_until(Duration::from_secs(20), Duration::from_millis(200), || am
+            .active_escalations()
+            .len()
+            == 1),
         "pages: {:#?}",
-        pages(&am)
+        am.active_escalations()
     );
-    let page = &pages(&am)[0];
+    let page = &am.active_escalations()[0];
     let summary = page["annotations"]["summary"].as_str().unwrap_or_default();
     assert_eq!(
         summary, "5 of 6 subjects of target apps failing: actions held",
@@ -129,9 +115,9 @@ fn mass_outage(batches: usize) {
     std::thread::sleep(Duration::from_secs(3));
     for (n, b) in stopped.iter().zip(&before) {
         assert_eq!(&started_at(n), b, "{n} was restarted during a mass outage");
-        assert!(!running(n));
+        assert!(!is_running(n));
     }
-    assert_eq!(pages(&am).len(), 1, "still one page");
+    assert_eq!(am.active_escalations().len(), 1, "still one page");
     let text = stackmedic_tests::http::get(&rem.url("/")).unwrap().text();
     assert!(
         text.contains("5 of 6 subjects of the target are failing"),
@@ -151,11 +137,11 @@ fn mass_outage(batches: usize) {
         "healed",
         Duration::from_secs(60),
     );
-    assert!(running(last));
+    assert!(is_running(last));
     assert_ne!(started_at(last), before[4]);
     assert!(
         wait_until(Duration::from_secs(30), Duration::from_millis(250), || {
-            pages(&am).is_empty()
+            am.active_escalations().is_empty()
         }),
         "the group's page did not resolve: {:#?}",
         am.alerts_named(ESCALATION)
@@ -212,20 +198,19 @@ fn an_unreachable_engine_holds_the_action_and_pages_once() {
         "{held:#}"
     );
     assert!(
-        wait_until(
-            Duration::from_secs(20),
-            Duration::from_millis(200),
-            || pages(&am).len() == 1
-        ),
+        wait_until(Duration::from_secs(20), Duration::from_millis(200), || am
+            .active_escalations()
+            .len()
+            == 1),
         "no page for the unreachable engine"
     );
     // The Engine answers again: the held action runs.
     std::os::unix::fs::symlink("/var/run/docker.sock", &socket).unwrap();
     rem.wait_incident(&subject, "healed", Duration::from_secs(60));
-    assert!(running(app.name()));
+    assert!(is_running(app.name()));
     assert!(
         wait_until(Duration::from_secs(30), Duration::from_millis(250), || {
-            pages(&am).is_empty()
+            am.active_escalations().is_empty()
         }),
         "the page did not resolve"
     );
@@ -287,7 +272,7 @@ fn a_dependency_is_restarted_and_verified_before_the_app_that_needs_it() {
         "the app waited for its dependency: {:#}",
         rem.history()
     );
-    assert!(running(db.name()) && running(app.name()));
+    assert!(is_running(db.name()) && is_running(app.name()));
 }
 
 #[test]
@@ -360,7 +345,7 @@ fn pause_holds_every_action_until_resume() {
     let (ok, text) = cli(&["resume"]);
     assert!(ok, "{text}");
     rem.wait_incident(&subject, "healed", Duration::from_secs(60));
-    assert!(running(app.name()));
+    assert!(is_running(app.name()));
     assert_eq!(rem.metric("stackmedic_remediator_paused", &[]), 0.0);
     let page = stackmedic_tests::http::get(&rem.url("/")).unwrap().text();
     assert!(!page.contains("Paused by on-call since"));

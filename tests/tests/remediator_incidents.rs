@@ -18,8 +18,6 @@ use stackmedic_tests::docker::{busybox_image, docker_ok, ensure_docker, run_busy
 use stackmedic_tests::remediator::{alert, payload, rfc3339, unix_now, Remediator};
 use stackmedic_tests::{unique_name, wait_until};
 
-const ESCALATION: &str = "StackmedicRemediationFailed";
-
 #[test]
 fn remediator_retries_at_the_stored_time_without_a_resend() {
     ensure_docker();
@@ -81,14 +79,6 @@ fn remediator_retries_at_the_stored_time_without_a_resend() {
     );
     let healed = rem.wait_incident(&subject, "healed", Duration::from_secs(5));
     assert_eq!(healed["attempts"], 2, "{healed:#}");
-}
-
-/// Escalations Alertmanager holds as active.
-fn active_pages(am: &Alertmanager) -> Vec<Value> {
-    am.alerts_named(ESCALATION)
-        .into_iter()
-        .filter(|a| a["status"]["state"] == "active")
-        .collect()
 }
 
 fn outage(instance: &str, starts_at: &str, status: &str) -> Value {
@@ -167,11 +157,10 @@ fn remediator_flapping_escalates_once_and_a_new_outage_joins_the_page() {
         "{escalated:#}"
     );
     assert!(
-        wait_until(
-            Duration::from_secs(20),
-            Duration::from_millis(100),
-            || active_pages(&am).len() == 1
-        ),
+        wait_until(Duration::from_secs(20), Duration::from_millis(100), || am
+            .active_escalations()
+            .len()
+            == 1),
         "no page in Alertmanager: {:#}",
         am.alerts().unwrap_or_default()
     );
@@ -185,7 +174,7 @@ fn remediator_flapping_escalates_once_and_a_new_outage_joins_the_page() {
     );
     rem.wait_for("skipped_escalated", 1, Duration::from_secs(30));
     let both = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
-        let pages = active_pages(&am);
+        let pages = am.active_escalations();
         pages.len() == 1
             && pages[0]["annotations"]["alerts"]
                 .as_str()
@@ -205,7 +194,7 @@ fn remediator_flapping_escalates_once_and_a_new_outage_joins_the_page() {
     );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
-        active_pages(&am).len(),
+        am.active_escalations().len(),
         1,
         "{:#}",
         am.alerts().unwrap_or_default()
@@ -224,7 +213,7 @@ fn remediator_flapping_escalates_once_and_a_new_outage_joins_the_page() {
     rem.wait_for("escalation_resolved", 1, Duration::from_secs(20));
     assert!(
         wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
-            active_pages(&am).is_empty()
+            am.active_escalations().is_empty()
         }),
         "{:#}",
         am.alerts().unwrap_or_default()

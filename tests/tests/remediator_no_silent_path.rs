@@ -21,29 +21,10 @@ use std::time::Duration;
 use serde_json::Value;
 use stackmedic_tests::alertmanager::Alertmanager;
 use stackmedic_tests::docker::{
-    busybox_image, docker, docker_ok, ensure_docker, run_busybox, Container,
+    busybox_image, docker, docker_ok, ensure_docker, is_running, run_busybox, started_at, Container,
 };
 use stackmedic_tests::remediator::{alert, payload, rfc3339, unix_now, Remediator};
 use stackmedic_tests::{bin_path, unique_name, wait_until};
-
-const ESCALATION: &str = "StackmedicRemediationFailed";
-
-/// `.State.StartedAt` of a container: it changes with every start.
-fn started_at(name: &str) -> String {
-    docker_ok(&["inspect", "--format", "{{.State.StartedAt}}", name])
-}
-
-fn running(name: &str) -> bool {
-    docker_ok(&["inspect", "--format", "{{.State.Running}}", name]) == "true"
-}
-
-/// Escalations Alertmanager holds as active, by original alert name.
-fn active_pages(am: &Alertmanager) -> Vec<Value> {
-    am.alerts_named(ESCALATION)
-        .into_iter()
-        .filter(|a| a["status"]["state"] == "active")
-        .collect()
-}
 
 fn escalation(am: &Alertmanager) -> String {
     format!(
@@ -106,7 +87,7 @@ fn a_subject_failing_again_after_its_heal_is_tried_again_in_the_same_incident() 
     );
     let inc = incident_of(&rem, &subject).unwrap();
     assert_eq!(inc["id"], id, "the same incident, attempts kept: {inc:#}");
-    assert!(running(app.name()), "the second attempt restarted it");
+    assert!(is_running(app.name()), "the second attempt restarted it");
     let failed = rem.actions_with("failed");
     assert!(
         failed.iter().any(|a| a["detail"]
@@ -126,7 +107,7 @@ fn a_subject_failing_again_after_its_heal_is_tried_again_in_the_same_incident() 
     docker_ok(&["stop", "-t", "1", app.name()]);
     let paged = wait_until(Duration::from_secs(60), Duration::from_millis(500), || {
         rem.fire(&labels, starts_at);
-        active_pages(&am).len() == 1
+        am.active_escalations().len() == 1
     });
     assert!(
         paged,
@@ -135,7 +116,10 @@ fn a_subject_failing_again_after_its_heal_is_tried_again_in_the_same_incident() 
     );
     let inc = rem.wait_incident(&subject, "escalated", Duration::from_secs(5));
     assert_eq!((inc["id"].clone(), inc["attempts"].clone()), (id, 2.into()));
-    assert!(!running(app.name()), "nothing acts on an escalated subject");
+    assert!(
+        !is_running(app.name()),
+        "nothing acts on an escalated subject"
+    );
 }
 
 #[test]
@@ -181,7 +165,7 @@ fn dry_run_switched_on_stops_a_stored_retry_and_pages() {
     );
     assert!(
         wait_until(Duration::from_secs(20), Duration::from_millis(250), || {
-            active_pages(&am).len() == 1
+            am.active_escalations().len() == 1
         }),
         "dry run stopped a remediation without telling on-call"
     );
@@ -206,7 +190,7 @@ fn a_crash_loop_fails_at_once_and_is_escalated_in_well_under_a_minute() {
     assert!(wait_until(
         Duration::from_secs(20),
         Duration::from_millis(100),
-        || !running(app.name())
+        || !is_running(app.name())
     ));
     let am = no_alertmanager_routes();
     // The Open WebUI stack's policy of the shipped example (examples/remediator.yml): 3
@@ -229,7 +213,7 @@ fn a_crash_loop_fails_at_once_and_is_escalated_in_well_under_a_minute() {
     let mut page = None;
     assert!(
         wait_until(Duration::from_secs(90), Duration::from_millis(250), || {
-            page = active_pages(&am).pop();
+            page = am.active_escalations().pop();
             page.is_some()
         }),
         "the crash loop was not escalated: {:#}",
@@ -301,7 +285,7 @@ fn an_attempt_found_late_after_a_restart_pages_and_keeps_its_attempts() {
     assert_eq!(inc["attempts"], 1, "attempts are kept: {inc:#}");
     assert!(
         wait_until(Duration::from_secs(20), Duration::from_millis(250), || {
-            active_pages(&am).len() == 1
+            am.active_escalations().len() == 1
         }),
         "the late attempt closed without a page: {:#}",
         rem.history()
@@ -397,10 +381,10 @@ fn a_refused_action_and_a_removed_rule_page_instead_of_closing() {
     );
     assert!(
         wait_until(Duration::from_secs(20), Duration::from_millis(250), || {
-            active_pages(&am).len() == 2
+            am.active_escalations().len() == 2
         }),
         "pages: {:#?}",
-        active_pages(&am)
+        am.active_escalations()
     );
     assert!(
         rem.history()["recent_incidents"]
@@ -452,7 +436,7 @@ fn a_restart_and_a_compose_up_of_one_container_share_one_incident() {
     assert_eq!(rem.webhook(&p, None).unwrap().status, 200);
     let subject = format!("container:{name}");
     let healed = rem.wait_incident(&subject, "healed", Duration::from_secs(90));
-    assert!(running(&name));
+    assert!(is_running(&name));
     let history = rem.history();
     let all: Vec<Value> = history["actions"].as_array().unwrap().clone();
     let subjects: std::collections::BTreeSet<&str> =
@@ -654,7 +638,7 @@ fn on_call_resets_a_flapping_subject_over_the_api_and_the_cli() {
     assert!(wait_until(
         Duration::from_secs(20),
         Duration::from_millis(250),
-        || active_pages(&am).len() == 1
+        || am.active_escalations().len() == 1
     ));
     let before = started_at(app.name());
     let page = stackmedic_tests::http::get(&rem.url("/")).unwrap().text();
@@ -695,7 +679,7 @@ fn on_call_resets_a_flapping_subject_over_the_api_and_the_cli() {
     );
     assert!(
         wait_until(Duration::from_secs(20), Duration::from_millis(250), || {
-            active_pages(&am).is_empty()
+            am.active_escalations().is_empty()
         }),
         "the page did not resolve"
     );
