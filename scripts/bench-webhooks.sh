@@ -119,7 +119,20 @@ args=(--url "http://127.0.0.1:$port/webhook" --senders "$senders" --seconds "$se
 if [[ "${SAME:-0}" == 1 ]]; then
     args+=(--same)
 fi
+pg_cpu_seconds() {
+    # The same for every process of the PostgreSQL cluster (its server and its backends).
+    if [[ -n "${pgbin:-}" ]]; then
+        local total=0 p
+        for p in $(pgrep -f -- "-D $work/pg" ; pgrep -P "$(pgrep -f -- "-D $work/pg" | head -n 1)"); do
+            total="$(awk -v hz="$(getconf CLK_TCK)" -v t="$total" '{print t + ($14 + $15) / hz}' "/proc/$p/stat" 2>/dev/null || echo "$total")"
+        done
+        echo "$total"
+    else
+        echo 0
+    fi
+}
 cpu_before="$(cpu_seconds)"
+pg_cpu_before="$(pg_cpu_seconds)"
 started="$(date +%s.%N)"
 if [[ "${PERF:-0}" == 1 ]]; then
     nice -n "${NICE:-0}" "$load" "${args[@]}" | tee "$work/load.txt" &
@@ -132,15 +145,20 @@ else
 fi
 ended="$(date +%s.%N)"
 cpu_after="$(cpu_seconds)"
-python3 - "$cpu_before" "$cpu_after" "$started" "$ended" "$work/load.txt" <<'EOF'
+pg_cpu_after="$(pg_cpu_seconds)"
+python3 - "$cpu_before" "$cpu_after" "$started" "$ended" "$work/load.txt" "$pg_cpu_before" "$pg_cpu_after" <<'EOF'
 import re, sys
 before, after, start, end = map(float, sys.argv[1:5])
+pg_cpu = float(sys.argv[7]) - float(sys.argv[6])
 cpu, wall = after - before, end - start
 line = f"server CPU {cpu:.1f} s in {wall:.1f} s of load ({cpu / wall:.2f} cores)"
 rate = re.search(r"= (\d+)/s", open(sys.argv[5]).read())
 if rate and int(rate.group(1)) > 0:
     # The rate of the measured period stands for the warm-up too.
     line += f", about {cpu / (int(rate.group(1)) * wall) * 1e6:.0f} µs per notification"
+    if pg_cpu > 0:
+        line += (f"; PostgreSQL CPU {pg_cpu:.1f} s ({pg_cpu / wall:.2f} cores), about "
+                 f"{pg_cpu / (int(rate.group(1)) * wall) * 1e6:.0f} µs per notification")
 print(line)
 EOF
 echo "server peak RSS $(awk '/VmHWM/ {print $2, $3}' "/proc/$pid/status")"

@@ -265,12 +265,16 @@ fn first_words(sql: &str) -> String {
 
 // --- SQLite -------------------------------------------------------------------------------
 
-fn to_sqlite(v: &Value) -> rusqlite::types::Value {
-    match v {
-        Value::Null => rusqlite::types::Value::Null,
-        Value::Int(i) => rusqlite::types::Value::Integer(*i),
-        Value::Real(f) => rusqlite::types::Value::Real(*f),
-        Value::Text(s) => rusqlite::types::Value::Text(s.clone()),
+/// A parameter is bound by reference: text is not copied again on its way to SQLite.
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self {
+            Value::Null => ValueRef::Null,
+            Value::Int(i) => ValueRef::Integer(*i),
+            Value::Real(f) => ValueRef::Real(*f),
+            Value::Text(s) => ValueRef::Text(s.as_bytes()),
+        }))
     }
 }
 
@@ -296,18 +300,16 @@ pub struct Sqlite<'a> {
 
 impl Db for Sqlite<'_> {
     fn exec(&self, sql: &str, params: &[Value]) -> Result<usize, StoreError> {
-        let p: Vec<rusqlite::types::Value> = params.iter().map(to_sqlite).collect();
         Ok(self
             .conn
             .prepare_cached(sql)?
-            .execute(rusqlite::params_from_iter(p))?)
+            .execute(rusqlite::params_from_iter(params))?)
     }
 
     fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError> {
-        let p: Vec<rusqlite::types::Value> = params.iter().map(to_sqlite).collect();
         let mut st = self.conn.prepare_cached(sql)?;
         let n = st.column_count();
-        let rows = st.query_map(rusqlite::params_from_iter(p), |r| {
+        let rows = st.query_map(rusqlite::params_from_iter(params), |r| {
             (0..n)
                 .map(|i| r.get_ref(i).map(from_sqlite))
                 .collect::<Result<Vec<_>, _>>()
