@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue, StatusCode};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
@@ -46,10 +46,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::webconfig::WebSecurity;
 
+mod body;
+pub use body::ResponseBody;
+
 /// An incoming request.
 pub type Request = http::Request<Incoming>;
-/// A complete response.
-pub type Response = http::Response<Full<Bytes>>;
+/// A response: its body whole, or produced while it is sent ([`ResponseBody::stream`]).
+pub type Response = http::Response<ResponseBody>;
 /// A boxed response future.
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Response> + Send + 'static>>;
 /// The application: turns a request into a response; it must not fail.
@@ -890,7 +893,7 @@ impl Drop for WaitingOnClient {
 
 /// A response body that keeps its request counted as in progress until hyper is done with it.
 struct TrackedBody {
-    inner: Full<Bytes>,
+    inner: ResponseBody,
     _guard: RequestGuard,
 }
 
@@ -955,7 +958,13 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response {
 /// A response with the given content type.
 #[must_use]
 pub fn with_type(status: StatusCode, content_type: &'static str, body: Bytes) -> Response {
-    let mut r = http::Response::new(Full::new(body));
+    with_body(status, content_type, body.into())
+}
+
+/// A response with the given content type and body (whole or streamed).
+#[must_use]
+pub fn with_body(status: StatusCode, content_type: &'static str, body: ResponseBody) -> Response {
+    let mut r = http::Response::new(body);
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::{Config, ProbeSpec};
-use crate::metrics::{Exposition, Family, Format, Rendered, Samples};
+use crate::exposition::Exposition;
+use crate::metrics::{Family, Rendered, Samples};
 use crate::probe::fetch::TlsOptions;
 use crate::probe::{certificate, Items, Probe, ProbeError, Reason, RunContext, Shared};
 use crate::support::{lock, truncate};
@@ -319,8 +320,6 @@ pub struct Runner {
     shutdown: CancellationToken,
     /// The runtime the probes run on (see [`Runner::new`]).
     probes: tokio::runtime::Handle,
-    /// Bytes of the last exposition, to size the next one's buffer.
-    last_size: std::sync::atomic::AtomicUsize,
 }
 
 struct Generation {
@@ -369,7 +368,6 @@ impl Runner {
             }),
             shutdown,
             probes,
-            last_size: std::sync::atomic::AtomicUsize::new(64 * 1024),
         })
     }
 
@@ -435,31 +433,20 @@ impl Runner {
             .clone()
     }
 
-    /// Appends every probe's latest series to `out` in `format`.
-    pub fn render(&self, out: &mut Vec<u8>, format: Format) {
-        let start = out.len();
-        let exposition = {
-            let current = self
-                .current
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut e = Exposition::with_capacity(current.slots.len());
-            for slot in &current.slots {
-                e.add(slot.rendered());
-            }
-            e
-        };
-        exposition.write(out, format);
-        self.last_size
-            .store(out.len() - start, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// About how many bytes the next `/metrics` answer needs: the size of the last one and a
-    /// little more, so that its buffer is allocated once.
+    /// Every probe's latest series, for one scrape (the texts are shared, not copied).
     #[must_use]
-    pub fn exposition_size_hint(&self) -> usize {
-        let last = self.last_size.load(std::sync::atomic::Ordering::Relaxed);
-        last + last / 16 + 16 * 1024
+    pub fn exposition(&self) -> Exposition {
+        let current = self
+            .current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut e = Exposition::with_capacity(current.slots.len());
+        for slot in &current.slots {
+            e.add(slot.rendered());
+        }
+        drop(current);
+        e.seal();
+        e
     }
 }
 
