@@ -14,7 +14,7 @@ use bytes::Bytes;
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
 use stackmedic_common::server::ResponseBody;
 
-use crate::exposition::{Exposition, Position, PIECE};
+use crate::exposition::{give_back, piece, pooled, Exposition, Position, PIECE};
 use crate::metrics::Format;
 
 /// RFC 1952: magic, deflate, no flags, no time, no extra flags, unknown system.
@@ -23,6 +23,37 @@ const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 255];
 const MIN_SPLIT: usize = 512 * 1024;
 /// Compressed bytes the first half gathers before it sends them.
 const SEND_AT: usize = 32 * 1024;
+/// Room for the compressed second half: at least a mebibyte, so that glibc maps it for this
+/// scrape alone and returns it after, instead of leaving a hole in the heap.
+const SECOND_HALF: usize = 1 << 20;
+
+/// A window of 4 KiB instead of deflate's 32 KiB: the series that repeat each other's names
+/// and labels are neighbours, so the answer is about as small (measured: 1 % larger), and a
+/// compressor's state is half the size.
+const WINDOW_BITS: u8 = 12;
+
+/// Compressors kept for later answers, one per half: their state (window and hash tables,
+/// some hundred kilobytes) allocated and freed by every scrape would fragment the heap.
+static COMPRESSORS: std::sync::Mutex<Vec<Compress>> = std::sync::Mutex::new(Vec::new());
+
+/// A compressor at the fastest level, reset, from the pool or new.
+fn compressor() -> Compress {
+    match crate::support::lock(&COMPRESSORS).pop() {
+        Some(mut c) => {
+            c.reset();
+            c
+        }
+        None => Compress::new_with_window_bits(Compression::fast(), false, WINDOW_BITS),
+    }
+}
+
+/// Keeps a compressor for a later answer.
+fn keep(c: Compress) {
+    let mut pool = crate::support::lock(&COMPRESSORS);
+    if pool.len() < 2 {
+        pool.push(c);
+    }
+}
 
 /// Below this size a body is compressed in one piece.
 const MIN_PIECE: usize = 512 * 1024;
@@ -141,14 +172,13 @@ pub fn stream(
         let exposition = exposition.clone();
         let closed = tx.clone();
         tokio::task::spawn_blocking(move || {
-            let mut out = Vec::new();
+            let mut out = Vec::with_capacity(SECOND_HALF);
             let end = exposition.end();
             let crc = deflate_text(&exposition, None, middle, end, tail, format, &mut |o| {
                 // Kept until the first half is sent; given up when the client is gone.
-                !closed.is_closed() && {
-                    out.extend_from_slice(&o);
-                    true
-                }
+                out.extend_from_slice(&o);
+                give_back(o);
+                !closed.is_closed()
             })?;
             Some((out, crc))
         })
@@ -168,7 +198,7 @@ pub fn stream(
                 middle,
                 first_tail,
                 format,
-                &mut |o| first_tx.blocking_send(Bytes::from(o)).is_ok(),
+                &mut |o| first_tx.blocking_send(pooled(o)).is_ok(),
             )
             .map(|crc| (Vec::new(), crc))
         });
@@ -214,15 +244,15 @@ fn deflate_text(
     emit: &mut dyn FnMut(Vec<u8>) -> bool,
 ) -> Option<Crc> {
     let last = to == exposition.end();
-    let mut c = Compress::new(Compression::fast(), false);
+    let mut c = compressor();
     let mut crc = Crc::new();
-    let mut text = Vec::with_capacity(PIECE + 4096);
-    let mut out = Vec::with_capacity(SEND_AT + 64 * 1024);
+    let mut text = piece();
+    let mut out = piece();
     if let Some(head) = head {
         text.extend_from_slice(head);
     }
     let mut at = from;
-    loop {
+    let result = loop {
         exposition.write_until(&mut at, to, &mut text, PIECE, format);
         let done = at >= to;
         if done {
@@ -234,18 +264,27 @@ fn deflate_text(
         } else {
             FlushCompress::None
         };
-        feed(&mut c, &text, &mut out, flush)?;
+        if feed(&mut c, &text, &mut out, flush).is_none() {
+            break None;
+        }
         text.clear();
         if (done || out.len() >= SEND_AT) && !out.is_empty() {
-            let full = std::mem::replace(&mut out, Vec::with_capacity(SEND_AT + 64 * 1024));
+            let full = std::mem::replace(&mut out, piece());
             if !emit(full) {
-                return None;
+                break None;
             }
         }
         if done {
-            return Some(crc);
+            break Some(crc);
         }
+    };
+    give_back(text);
+    give_back(out);
+    // A compressor that failed is not used again.
+    if result.is_some() {
+        keep(c);
     }
+    result
 }
 
 /// A body of the pieces a channel delivers, until its senders are gone.

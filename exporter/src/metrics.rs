@@ -186,12 +186,11 @@ impl Samples {
 pub struct Rendered {
     /// The lines, each without its metric name (from the `{` of its labels on).
     pub(crate) text: String,
-    /// Runs of lines of one family in `text`, in the order the samples came; a family whose
-    /// samples were not given together has several.
+    /// The lines in `text`, one part each with its family, in the order the samples came.
     pub(crate) parts: Vec<(&'static Family, Range<u32>)>,
     /// Bytes of the metric names of all lines: the text with its names is this much longer.
     pub(crate) names: u32,
-    /// Whether each family has one part only (the usual case), so that a scrape takes the
+    /// Whether each family has one line only (the usual case), so that a scrape takes the
     /// first part of a family it finds.
     pub(crate) one_part_each: bool,
 }
@@ -293,11 +292,9 @@ impl RenderedBuilder {
         let end = self.rendered.text.len();
         // A probe's text is far below 4 GiB: offsets fit in 32 bits, which halves the parts
         // that every probe keeps.
-        let (start, end) = (offset(start), offset(end));
-        match self.rendered.parts.last_mut() {
-            Some((f, range)) if std::ptr::eq(*f, family) => range.end = end,
-            _ => self.rendered.parts.push((family, start..end)),
-        }
+        self.rendered
+            .parts
+            .push((family, offset(start)..offset(end)));
     }
 
     /// The rendered series, holding no more memory than they need (they are kept until the
@@ -484,9 +481,9 @@ fn escape_help(out: &mut Vec<u8>, help: &str, format: Format) {
 mod tests {
     use super::*;
     use crate::exposition::Exposition;
-    use std::sync::Arc;
     use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
     use prometheus::Encoder as _;
+    use std::sync::Arc;
 
     static UP: Family = Family::gauge("t_up", "Whether it is \\ up\nor not.");
     static RUNS: Family = Family::counter("t_runs_total", "Runs.");

@@ -64,10 +64,10 @@ struct SlotSpec {
     interval: Duration,
     timeout: Duration,
     kind: &'static str,
-    /// The entry as written (see [`ProbeSpec::unchanged`]).
-    raw: Box<str>,
-    /// The TLS settings as read, whose files' contents also tell a changed probe.
-    tls: Option<TlsOptions>,
+    /// SHA-256 of the entry as written and of the CA file it names as read: what
+    /// [`ProbeSpec::unchanged`] compares, kept as a digest (ten thousand entries kept whole
+    /// took a mebibyte).
+    identity: [u8; 32],
     /// The `https` endpoint whose certificate facts the runner exports (boxed: most probes
     /// have none, and every probe keeps its slot).
     https: Option<Box<(url::Url, TlsOptions)>>,
@@ -80,8 +80,7 @@ impl SlotSpec {
             interval: spec.interval,
             timeout: spec.timeout,
             kind: spec.kind.name(),
-            raw: spec.raw.clone(),
-            tls: spec.kind.tls().cloned(),
+            identity: identity(spec),
             https: spec
                 .kind
                 .https_endpoint()
@@ -91,8 +90,28 @@ impl SlotSpec {
 
     /// Whether `newer` is this probe as written and as read (see [`ProbeSpec::unchanged`]).
     fn unchanged(&self, newer: &ProbeSpec) -> bool {
-        self.raw == newer.raw && self.tls.as_ref() == newer.kind.tls()
+        self.identity == identity(newer)
     }
+}
+
+/// See [`SlotSpec::identity`]. The entry is JSON, which holds no NUL byte: the CA file's
+/// contents cannot be mistaken for part of it.
+fn identity(spec: &ProbeSpec) -> [u8; 32] {
+    use aws_lc_rs::digest::{Context, SHA256};
+    let mut c = Context::new(&SHA256);
+    c.update(spec.raw.as_bytes());
+    if let Some(tls) = spec.kind.tls() {
+        c.update(b"\0");
+        match tls.ca_bundle() {
+            Ok(Some(pem)) => c.update(&pem),
+            Ok(None) => {}
+            // Unreadable: differs from any contents read before.
+            Err(e) => c.update(e.as_bytes()),
+        }
+    }
+    let mut out = [0; 32];
+    out.copy_from_slice(c.finish().as_ref());
+    out
 }
 
 /// A probe with its schedule and results.
@@ -441,7 +460,10 @@ impl Runner {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut e = Exposition::with_capacity(current.slots.len());
-        for slot in &current.slots {
+        for (i, slot) in current.slots.iter().enumerate() {
+            if let Some(ahead) = current.slots.get(i + 8) {
+                crate::support::prefetch(Arc::as_ptr(ahead));
+            }
             e.add(slot.rendered());
         }
         drop(current);

@@ -11,8 +11,8 @@ use prometheus::{Encoder, TextEncoder};
 use stackmedic_common::reload::{lifecycle, ReloadHandle};
 use stackmedic_common::server::{self, Handler, Request, Response, ResponseBody};
 
-use crate::metrics::{accepts_gzip, write_registry_open_metrics, Format};
 use crate::exposition::TextBody;
+use crate::metrics::{accepts_gzip, write_registry_open_metrics, Format};
 use crate::{gzip, status_page, App};
 
 pub(crate) fn handler(app: Arc<App>, reload: ReloadHandle) -> Handler {
