@@ -159,7 +159,8 @@ pub fn stream(
     format: Format,
     tail: &'static [u8],
 ) -> ResponseBody {
-    let split = exposition.len(format) >= MIN_SPLIT
+    let len = exposition.len(format);
+    let split = len >= MIN_SPLIT
         && std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get) > 1;
     let middle = if split {
         exposition.middle()
@@ -167,7 +168,11 @@ pub fn stream(
         exposition.end()
     };
     let exposition = Arc::new(exposition);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    // Room for the whole first half compressed (metrics text compresses well over four to
+    // one): its thread never waits on a client that reads slowly or not at all, so no
+    // blocking thread is held by one; what it sent waits here until the client reads it or
+    // the server closes the connection.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>((len / 4 / SEND_AT).max(16));
     let second = split.then(|| {
         let exposition = exposition.clone();
         let closed = tx.clone();
