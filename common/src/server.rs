@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::{Frame, Incoming, SizeHint};
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -48,6 +48,7 @@ use crate::webconfig::WebSecurity;
 
 mod body;
 pub use body::ResponseBody;
+use body::TrackedBody;
 
 /// An incoming request.
 pub type Request = http::Request<Incoming>;
@@ -888,32 +889,6 @@ impl WaitingOnClient {
 impl Drop for WaitingOnClient {
     fn drop(&mut self) {
         self.0.working.fetch_add(1, Ordering::AcqRel);
-    }
-}
-
-/// A response body that keeps its request counted as in progress until hyper is done with it.
-struct TrackedBody {
-    inner: ResponseBody,
-    _guard: RequestGuard,
-}
-
-impl hyper::body::Body for TrackedBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 

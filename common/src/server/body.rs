@@ -62,3 +62,29 @@ impl hyper::body::Body for ResponseBody {
         }
     }
 }
+
+/// A response body that keeps its request counted as in progress until hyper is done with it.
+pub(super) struct TrackedBody {
+    pub(super) inner: ResponseBody,
+    pub(super) _guard: super::RequestGuard,
+}
+
+impl hyper::body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
