@@ -348,6 +348,13 @@ def bench_sizes(binary, tmp, target, args):
         lat, body = scrape_latencies(url, args.scrapes)
         glat, gbody = scrape_latencies(url, args.scrapes, PROMETHEUS_HEADERS)
         rss = rss_kib(proc.pid)
+        if n == args.sizes[-1]:
+            # For scale: the same client reading the same bytes as a static file from nginx
+            # (sendfile, no work on the server's side).
+            with open(os.path.join(tmp, "www", "metrics.txt"), "wb") as f:
+                f.write(body)
+            slat, _ = scrape_latencies(target.rsplit("/", 1)[0] + "/metrics.txt", args.scrapes)
+            static = (statistics.median(slat), percentile(slat, 0.99), slat[-1], len(body))
         rows.append({
             "probes": n,
             "rss_mib": rss / 1024,
@@ -364,6 +371,8 @@ def bench_sizes(binary, tmp, target, args):
         stop(proc)
         print(f"  measured {n} probes", flush=True)
     base = rows[0]
+    print(f"for scale, the same {static[3] / 1e6:.2f} MB as a static file from nginx, same client: "
+          f"p50 {static[0]:.2f} / p99 {static[1]:.2f} / max {static[2]:.2f} ms")
     print(f"growth with the number of http probes (kept-alive, every {args.interval}s), "
           f"{args.scrapes} scrapes 50 ms apart of each kind:")
     print("| probes | series | text | gzip | resident | per probe | per added probe "

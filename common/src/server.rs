@@ -37,8 +37,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::{header, HeaderValue, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Frame, Incoming, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -46,10 +46,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::webconfig::WebSecurity;
 
+mod body;
+pub use body::ResponseBody;
+use body::TrackedBody;
+
 /// An incoming request.
 pub type Request = http::Request<Incoming>;
-/// A complete response.
-pub type Response = http::Response<Full<Bytes>>;
+/// A response: its body whole, or produced while it is sent ([`ResponseBody::stream`]).
+pub type Response = http::Response<ResponseBody>;
 /// A boxed response future.
 pub type ResponseFuture = Pin<Box<dyn Future<Output = Response> + Send + 'static>>;
 /// The application: turns a request into a response; it must not fail.
@@ -888,32 +892,6 @@ impl Drop for WaitingOnClient {
     }
 }
 
-/// A response body that keeps its request counted as in progress until hyper is done with it.
-struct TrackedBody {
-    inner: Full<Bytes>,
-    _guard: RequestGuard,
-}
-
-impl hyper::body::Body for TrackedBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
 async fn respond(security: &WebSecurity, handler: &Handler, req: Request) -> Response {
     if let Some(auth) = &security.auth {
         let own = security.own_auth.as_ref().is_some_and(|f| f(&req));
@@ -955,7 +933,13 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response {
 /// A response with the given content type.
 #[must_use]
 pub fn with_type(status: StatusCode, content_type: &'static str, body: Bytes) -> Response {
-    let mut r = http::Response::new(Full::new(body));
+    with_body(status, content_type, body.into())
+}
+
+/// A response with the given content type and body (whole or streamed).
+#[must_use]
+pub fn with_body(status: StatusCode, content_type: &'static str, body: ResponseBody) -> Response {
+    let mut r = http::Response::new(body);
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

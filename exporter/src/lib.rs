@@ -5,6 +5,7 @@
 //! exporter on `127.0.0.1:0`.
 
 pub mod config;
+pub mod exposition;
 pub mod gzip;
 pub mod memory;
 pub mod metrics;
@@ -46,8 +47,6 @@ pub(crate) struct App {
     pub registry: Registry,
     pub probes_configured: GaugeVec,
     pub config_file: Option<PathBuf>,
-    /// Buffers of earlier `/metrics` answers, used again (see `web`).
-    pub bodies: web::BodyPool,
 }
 
 impl App {
@@ -102,7 +101,6 @@ pub async fn run(
         registry,
         probes_configured,
         config_file,
-        bodies: web::BodyPool::default(),
     });
     app.count_probes(&config);
     tracing::info!(probes = config.probes.len(), "probes started");

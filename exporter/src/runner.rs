@@ -25,7 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::{Config, ProbeSpec};
-use crate::metrics::{Exposition, Family, Format, Rendered, Samples};
+use crate::exposition::Exposition;
+use crate::metrics::{Family, Rendered, Samples};
 use crate::probe::fetch::TlsOptions;
 use crate::probe::{certificate, Items, Probe, ProbeError, Reason, RunContext, Shared};
 use crate::support::{lock, truncate};
@@ -63,10 +64,10 @@ struct SlotSpec {
     interval: Duration,
     timeout: Duration,
     kind: &'static str,
-    /// The entry as written (see [`ProbeSpec::unchanged`]).
-    raw: Box<str>,
-    /// The TLS settings as read, whose files' contents also tell a changed probe.
-    tls: Option<TlsOptions>,
+    /// SHA-256 of the entry as written and of the CA file it names as read: what
+    /// [`ProbeSpec::unchanged`] compares, kept as a digest (ten thousand entries kept whole
+    /// took a mebibyte).
+    identity: [u8; 32],
     /// The `https` endpoint whose certificate facts the runner exports (boxed: most probes
     /// have none, and every probe keeps its slot).
     https: Option<Box<(url::Url, TlsOptions)>>,
@@ -79,8 +80,7 @@ impl SlotSpec {
             interval: spec.interval,
             timeout: spec.timeout,
             kind: spec.kind.name(),
-            raw: spec.raw.clone(),
-            tls: spec.kind.tls().cloned(),
+            identity: identity(spec),
             https: spec
                 .kind
                 .https_endpoint()
@@ -90,8 +90,28 @@ impl SlotSpec {
 
     /// Whether `newer` is this probe as written and as read (see [`ProbeSpec::unchanged`]).
     fn unchanged(&self, newer: &ProbeSpec) -> bool {
-        self.raw == newer.raw && self.tls.as_ref() == newer.kind.tls()
+        self.identity == identity(newer)
     }
+}
+
+/// See [`SlotSpec::identity`]. The entry is JSON, which holds no NUL byte: the CA file's
+/// contents cannot be mistaken for part of it.
+fn identity(spec: &ProbeSpec) -> [u8; 32] {
+    use aws_lc_rs::digest::{Context, SHA256};
+    let mut c = Context::new(&SHA256);
+    c.update(spec.raw.as_bytes());
+    if let Some(tls) = spec.kind.tls() {
+        c.update(b"\0");
+        match tls.ca_bundle() {
+            Ok(Some(pem)) => c.update(&pem),
+            Ok(None) => {}
+            // Unreadable: differs from any contents read before.
+            Err(e) => c.update(e.as_bytes()),
+        }
+    }
+    let mut out = [0; 32];
+    out.copy_from_slice(c.finish().as_ref());
+    out
 }
 
 /// A probe with its schedule and results.
@@ -319,8 +339,6 @@ pub struct Runner {
     shutdown: CancellationToken,
     /// The runtime the probes run on (see [`Runner::new`]).
     probes: tokio::runtime::Handle,
-    /// Bytes of the last exposition, to size the next one's buffer.
-    last_size: std::sync::atomic::AtomicUsize,
 }
 
 struct Generation {
@@ -369,7 +387,6 @@ impl Runner {
             }),
             shutdown,
             probes,
-            last_size: std::sync::atomic::AtomicUsize::new(64 * 1024),
         })
     }
 
@@ -435,31 +452,23 @@ impl Runner {
             .clone()
     }
 
-    /// Appends every probe's latest series to `out` in `format`.
-    pub fn render(&self, out: &mut Vec<u8>, format: Format) {
-        let start = out.len();
-        let exposition = {
-            let current = self
-                .current
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let mut e = Exposition::with_capacity(current.slots.len());
-            for slot in &current.slots {
-                e.add(slot.rendered());
-            }
-            e
-        };
-        exposition.write(out, format);
-        self.last_size
-            .store(out.len() - start, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// About how many bytes the next `/metrics` answer needs: the size of the last one and a
-    /// little more, so that its buffer is allocated once.
+    /// Every probe's latest series, for one scrape (the texts are shared, not copied).
     #[must_use]
-    pub fn exposition_size_hint(&self) -> usize {
-        let last = self.last_size.load(std::sync::atomic::Ordering::Relaxed);
-        last + last / 16 + 16 * 1024
+    pub fn exposition(&self) -> Exposition {
+        let current = self
+            .current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut e = Exposition::with_capacity(current.slots.len());
+        for (i, slot) in current.slots.iter().enumerate() {
+            if let Some(ahead) = current.slots.get(i + 8) {
+                crate::support::prefetch(Arc::as_ptr(ahead));
+            }
+            e.add(slot.rendered());
+        }
+        drop(current);
+        e.seal();
+        e
     }
 }
 

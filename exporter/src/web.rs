@@ -4,15 +4,14 @@
 //! format, or OpenMetrics as Prometheus asks by default) and gzip-compressed when its
 //! `Accept-Encoding` allows, as Prometheus' client libraries do.
 
-use std::sync::{Arc, Mutex};
-
-use bytes::Bytes;
+use std::sync::Arc;
 
 use http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use prometheus::{Encoder, TextEncoder};
 use stackmedic_common::reload::{lifecycle, ReloadHandle};
-use stackmedic_common::server::{self, Handler, Request, Response};
+use stackmedic_common::server::{self, Handler, Request, Response, ResponseBody};
 
+use crate::exposition::TextBody;
 use crate::metrics::{accepts_gzip, write_registry_open_metrics, Format};
 use crate::{gzip, status_page, App};
 
@@ -40,59 +39,6 @@ pub(crate) fn handler(app: Arc<App>, reload: ReloadHandle) -> Handler {
 /// Below this size a body is sent as it is: compressing it saves less than it costs.
 const MIN_GZIP_BYTES: usize = 1024;
 
-/// Most buffers kept for later answers.
-const POOLED_BODIES: usize = 1;
-
-/// The buffers of earlier `/metrics` answers, kept for the next ones: the text of ten thousand
-/// probes takes 4.4 MB, which would otherwise be allocated, faulted in and freed by each
-/// scrape, and left behind in the allocator's arena of each thread that served one.
-#[derive(Default)]
-pub(crate) struct BodyPool(Arc<Mutex<Vec<Vec<u8>>>>);
-
-impl BodyPool {
-    /// An empty buffer with room for `size` bytes.
-    fn take(&self, size: usize) -> Vec<u8> {
-        let mut buf = crate::support::lock(&self.0).pop().unwrap_or_default();
-        buf.clear();
-        buf.reserve(size);
-        buf
-    }
-
-    /// Keeps `buf` for a later answer.
-    fn give(pool: &Mutex<Vec<Vec<u8>>>, buf: Vec<u8>) {
-        let mut pool = crate::support::lock(pool);
-        if pool.len() < POOLED_BODIES {
-            pool.push(buf);
-        }
-    }
-
-    /// A response body that gives its buffer back when the server is done with it.
-    fn body(&self, buf: Vec<u8>) -> Bytes {
-        Bytes::from_owner(Pooled {
-            buf,
-            pool: self.0.clone(),
-        })
-    }
-}
-
-/// A body whose buffer goes back to its pool when it is dropped.
-struct Pooled {
-    buf: Vec<u8>,
-    pool: Arc<Mutex<Vec<Vec<u8>>>>,
-}
-
-impl AsRef<[u8]> for Pooled {
-    fn as_ref(&self) -> &[u8] {
-        &self.buf
-    }
-}
-
-impl Drop for Pooled {
-    fn drop(&mut self) {
-        BodyPool::give(&self.pool, std::mem::take(&mut self.buf));
-    }
-}
-
 async fn metrics(app: &App, headers: &HeaderMap) -> Response {
     let header_str = |name| {
         headers
@@ -101,10 +47,10 @@ async fn metrics(app: &App, headers: &HeaderMap) -> Response {
     };
     let format = Format::negotiate(header_str(header::ACCEPT));
     let families = app.registry.gather();
-    let mut buf = app.bodies.take(app.runner.exposition_size_hint());
+    let mut head = Vec::new();
     match format {
         Format::Text => {
-            if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
+            if let Err(e) = TextEncoder::new().encode(&families, &mut head) {
                 tracing::error!(error = %e, "cannot encode metrics");
                 return server::text(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -112,48 +58,27 @@ async fn metrics(app: &App, headers: &HeaderMap) -> Response {
                 );
             }
         }
-        Format::OpenMetrics => write_registry_open_metrics(&families, &mut buf),
+        Format::OpenMetrics => write_registry_open_metrics(&families, &mut head),
     }
     // The probes' series come pre-rendered; their families never share a name with the
-    // registry's, so the two parts simply follow each other.
-    app.runner.render(&mut buf, format);
-    if format == Format::OpenMetrics {
-        buf.extend_from_slice(b"# EOF\n");
-    }
-    let gzip = accepts_gzip(header_str(header::ACCEPT_ENCODING)) && buf.len() >= MIN_GZIP_BYTES;
-    // Compressing takes milliseconds of CPU: on the blocking pool, so this runtime's workers
-    // keep serving other requests meanwhile. If it fails, the body goes as it is.
-    let (buf, compressed) = if gzip {
-        tokio::task::spawn_blocking(move || {
-            let compressed = gzip::compress(&buf);
-            (buf, compressed)
-        })
-        .await
-        .unwrap_or_else(|_| (Vec::new(), None))
+    // registry's, so the two parts simply follow each other. They are written while the
+    // answer is sent (`exposition.rs`), not into one buffer first.
+    let mut exposition = app.runner.exposition();
+    let tail: &'static [u8] = match format {
+        Format::OpenMetrics => b"# EOF\n",
+        Format::Text => b"",
+    };
+    let len = head.len() + exposition.len(format) + tail.len();
+    let gzip = accepts_gzip(header_str(header::ACCEPT_ENCODING)) && len >= MIN_GZIP_BYTES;
+    let mut resp = if gzip {
+        let body = gzip::stream(head, exposition, format, tail);
+        let mut r = server::with_body(StatusCode::OK, format.content_type(), body);
+        r.headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        r
     } else {
-        (buf, None)
-    };
-    let (buf, compressed) = match compressed {
-        Some(c) => {
-            BodyPool::give(&app.bodies.0, buf);
-            (Vec::new(), Some(c))
-        }
-        None => (buf, None),
-    };
-    let mut resp = match compressed {
-        Some(compressed) => {
-            let mut r = server::with_type(StatusCode::OK, format.content_type(), compressed.into());
-            r.headers_mut()
-                .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
-            r
-        }
-        None if buf.is_empty() => {
-            return server::text(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "cannot compress the metrics\n",
-            )
-        }
-        None => server::with_type(StatusCode::OK, format.content_type(), app.bodies.body(buf)),
+        let body = ResponseBody::stream(TextBody::new(head, exposition, format, tail));
+        server::with_body(StatusCode::OK, format.content_type(), body)
     };
     // Caches between the exporter and the scraper must keep the encodings apart.
     resp.headers_mut()
