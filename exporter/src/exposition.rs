@@ -489,10 +489,10 @@ mod tests {
     }
 
     /// The time a scrape of ten thousand http-like probes takes to write, without the
-    /// connection: `cargo test --release -p stackmedic-exporter --lib write_time -- --ignored
-    /// --nocapture`.
+    /// connection: a measurement, built only when asked for: `cargo test --release -p
+    /// stackmedic-exporter --features measurements --lib write_time -- --nocapture`.
+    #[cfg(feature = "measurements")]
     #[test]
-    #[ignore = "a measurement, not a test"]
     fn write_time() {
         static FAMILIES: [Family; 7] = [
             Family::gauge("stackmedic_http_response_seconds", "a"),
