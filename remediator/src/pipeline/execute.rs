@@ -166,7 +166,6 @@ impl Engine {
         let delay = (2f64.powi(job.postponed.min(8) as i32)).min(POSTPONE_MAX);
         let at = now() + delay;
         let note = format!("waiting to make the subject canonical: {error}");
-        self.metrics.postponed.inc();
         tracing::warn!(
             error = %error,
             next_try_at = %rfc3339(at),
@@ -176,6 +175,8 @@ impl Engine {
         if let Err(e) = self.store.postpone(job.id, at, note).await {
             tracing::error!(error = %e, "cannot store the job's next try; the sweeper retries it");
         }
+        // Counted once the reason is stored, so the page shows it as soon as the count says so.
+        self.metrics.postponed.inc();
     }
 
     /// Decides on a job and logs the decision; ended jobs are counted.
