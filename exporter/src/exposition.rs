@@ -1,7 +1,7 @@
 //! The `/metrics` text of every probe, written piece by piece while it is sent.
 //!
-//! A scrape takes every probe's latest [`Rendered`] series (a snapshot: the texts are shared,
-//! not copied) and writes each family's header once, then every probe's lines of that family.
+//! A scrape takes the probes' lines family by family from the [`Board`] (a snapshot: the blocks
+//! are shared, not copied) and writes each family's header once, then its blocks.
 //! Ten thousand probes make 4.4 MB of text; it is not built in one buffer and sent after:
 //! [`TextBody`] writes the next piece of about [`PIECE`] bytes each time the connection asks
 //! for one, so the first bytes go out at once, the client reads while the rest is written, and
@@ -9,7 +9,6 @@
 //! ([`crate::gzip::stream`]).
 
 use std::convert::Infallible;
-use std::ops::Range;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,7 +16,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
 
-use crate::metrics::{span, write_header, Family, Format, Rendered};
+use crate::board::{write_named, Board, Column, Lines};
+use crate::metrics::{write_header, Format, Rendered};
 use crate::support::prefetch;
 
 /// Bytes of text written per piece of a streamed answer: large enough that a piece costs few
@@ -72,75 +72,63 @@ impl Drop for Pooled {
     }
 }
 
-/// Where a writer is: a family (in name order) and a probe (in the order probes were added).
-/// The family's header is written when a writer starts it at its first probe.
+/// Where a writer is: a family (in name order) and a block of probes of that family (see
+/// [`crate::board`]). The family's header is written when a writer starts it at its first block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Position {
     family: usize,
-    probe: usize,
+    block: usize,
 }
 
-/// The `/metrics` text of many probes: each family's header once, then every probe's lines of
-/// that family. Families are sorted by name; within a family, probes keep the order in which
-/// they were added.
-#[derive(Default)]
+/// The `/metrics` text of many probes, as one scrape sends it: each family's header once, then
+/// every probe's lines of that family, taken from the [`Board`] in blocks. Families are sorted
+/// by name; within a family, probes keep their order.
+#[derive(Default, Clone)]
 pub struct Exposition {
-    probes: Vec<Arc<Rendered>>,
-    /// The families present, sorted by name, with the bytes of their lines (names included);
-    /// filled by [`Exposition::seal`].
-    families: Vec<(&'static Family, usize)>,
+    /// Probes' series added one by one ([`Exposition::add`]), put on a board when sealed.
+    added: Vec<Arc<Rendered>>,
+    /// The families with lines, sorted by name.
+    columns: Vec<Column>,
 }
 
 impl Exposition {
-    /// An exposition with room for `probes` probes.
+    /// The text of `board` as it is now (its blocks are shared, not copied).
+    #[must_use]
+    pub fn of(board: &Board) -> Self {
+        Self {
+            added: Vec::new(),
+            columns: board.columns(),
+        }
+    }
+
+    /// An exposition with room for `probes` probes added one by one.
     #[must_use]
     pub fn with_capacity(probes: usize) -> Self {
         Self {
-            probes: Vec::with_capacity(probes),
-            families: Vec::new(),
+            added: Vec::with_capacity(probes),
+            columns: Vec::new(),
         }
     }
 
-    /// Adds a probe's rendered series.
+    /// Adds a probe's rendered series (after those added before).
     pub fn add(&mut self, rendered: Arc<Rendered>) {
-        self.probes.push(rendered);
-        self.families.clear();
+        self.added.push(rendered);
+        self.columns.clear();
     }
 
-    /// Finds the families and their sizes; called once all probes are added (the writers call
-    /// it if it was not).
+    /// Puts the probes added one by one on a board; called once all are added (the writers
+    /// call it if it was not).
     pub fn seal(&mut self) {
-        if !self.families.is_empty() || self.probes.is_empty() {
+        if !self.columns.is_empty() || self.added.is_empty() {
             return;
         }
-        // A handful of families, each a `static` told apart by address; linear scans over
-        // them cost less than hashing thousands of parts. Probes of one kind have the same
-        // families in the same order: the previous probe's indexes are used again.
-        let mut families: Vec<(&'static Family, usize)> = Vec::new();
-        let mut previous: &[(&'static Family, Range<u32>)] = &[];
-        let mut indexes: Vec<usize> = Vec::new();
-        for (n, r) in self.probes.iter().enumerate() {
-            self.prefetch(n);
-            if !same_families(&r.parts, previous) {
-                indexes.clear();
-                for (family, _) in &r.parts {
-                    let i = match families.iter().position(|(f, _)| std::ptr::eq(*f, *family)) {
-                        Some(i) => i,
-                        None => {
-                            families.push((family, 0));
-                            families.len() - 1
-                        }
-                    };
-                    indexes.push(i);
-                }
-                previous = &r.parts;
-            }
-            for ((family, range), i) in r.parts.iter().zip(&indexes) {
-                families[*i].1 += (range.end - range.start) as usize + family.name.len();
-            }
+        let board = Board::new(self.added.len());
+        let mut lines = Lines::default();
+        for (i, r) in self.added.iter().enumerate() {
+            lines.fill(r);
+            board.set(i, &lines);
         }
-        families.sort_unstable_by_key(|(f, _)| f.name);
-        self.families = families;
+        self.columns = board.columns();
     }
 
     /// Bytes of the whole text in `format`.
@@ -148,12 +136,12 @@ impl Exposition {
     pub fn len(&mut self, format: Format) -> usize {
         self.seal();
         let mut header = Vec::new();
-        self.families
+        self.columns
             .iter()
-            .map(|(family, size)| {
+            .map(|c| {
                 header.clear();
-                write_header(&mut header, family, format);
-                header.len() + size
+                write_header(&mut header, c.family, format);
+                header.len() + c.bytes
             })
             .sum()
     }
@@ -161,7 +149,7 @@ impl Exposition {
     /// Whether there is no text.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.probes.is_empty()
+        self.added.is_empty() && self.columns.is_empty()
     }
 
     /// The position before the first byte.
@@ -169,7 +157,7 @@ impl Exposition {
     pub fn start(&self) -> Position {
         Position {
             family: 0,
-            probe: 0,
+            block: 0,
         }
     }
 
@@ -177,8 +165,8 @@ impl Exposition {
     #[must_use]
     pub fn end(&self) -> Position {
         Position {
-            family: self.families.len(),
-            probe: 0,
+            family: self.columns.len(),
+            block: 0,
         }
     }
 
@@ -186,24 +174,23 @@ impl Exposition {
     #[must_use]
     pub fn middle(&mut self) -> Position {
         self.seal();
-        let half = self.families.iter().map(|(_, size)| size).sum::<usize>() / 2;
+        let half = self.columns.iter().map(|c| c.bytes).sum::<usize>() / 2;
         let mut before = 0;
-        for (i, (_, size)) in self.families.iter().enumerate() {
-            if before + size >= half {
-                // Within the family, probes have about the same size.
-                let into = (half - before) as f64 / (*size).max(1) as f64;
-                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-                let probe = ((self.probes.len() as f64 * into) as usize).min(self.probes.len());
-                return if probe == self.probes.len() {
-                    Position {
-                        family: i + 1,
-                        probe: 0,
-                    }
-                } else {
-                    Position { family: i, probe }
-                };
+        for (family, c) in self.columns.iter().enumerate() {
+            if before + c.bytes < half {
+                before += c.bytes;
+                continue;
             }
-            before += size;
+            for (block, b) in c.blocks.iter().enumerate() {
+                if before >= half {
+                    return Position { family, block };
+                }
+                before += b.len(c.family.name);
+            }
+            return Position {
+                family: family + 1,
+                block: 0,
+            };
         }
         self.end()
     }
@@ -227,89 +214,43 @@ impl Exposition {
         limit: usize,
         format: Format,
     ) {
-        let probes = self.probes.len();
-        // Probes of one kind list their families in the same order: the position of the
-        // family in the previous probe's parts is tried first.
-        let mut hint = 0;
         while *at < stop && out.len() < limit {
-            let Some((family, _)) = self.families.get(at.family) else {
+            let Some(c) = self.columns.get(at.family) else {
                 return;
             };
-            let family: &'static Family = family;
-            if at.probe == 0 {
-                write_header(out, family, format);
+            if at.block == 0 {
+                write_header(out, c.family, format);
             }
             let last = if at.family == stop.family {
-                stop.probe
+                stop.block
             } else {
-                probes
+                c.blocks.len()
             };
-            let name = family.name.as_bytes();
-            // At least one probe after a header, so that a header is never written twice.
-            while at.probe < last {
-                self.prefetch(at.probe);
-                let r = &self.probes[at.probe];
-                let text = r.text.as_bytes();
-                if r.one_part_each {
-                    let i = match r.parts.get(hint) {
-                        Some((f, _)) if std::ptr::eq(*f, family) => Some(hint),
-                        _ => r.parts.iter().position(|(f, _)| std::ptr::eq(*f, family)),
-                    };
-                    if let Some(i) = i {
-                        hint = i;
-                        write_lines(out, name, &text[span(&r.parts[i].1)]);
-                    }
-                } else {
-                    for (f, range) in &r.parts {
-                        if std::ptr::eq(*f, family) {
-                            write_lines(out, name, &text[span(range)]);
-                        }
-                    }
+            let name = c.family.name.as_bytes();
+            // At least one block after a header, so that a header is never written twice.
+            while at.block < last {
+                // The blocks lie all over the heap: the next ones are asked for ahead, or the
+                // pass waits on memory at each.
+                if let Some(ahead) = c.blocks.get(at.block + 2) {
+                    prefetch(ahead.text.as_ptr());
                 }
-                at.probe += 1;
+                if let Some(ahead) = c.blocks.get(at.block + 4) {
+                    prefetch(Arc::as_ptr(ahead));
+                }
+                write_named(out, name, &c.blocks[at.block].text);
+                at.block += 1;
                 if out.len() >= limit {
                     break;
                 }
             }
-            if at.probe == probes {
+            if at.block == c.blocks.len() {
                 *at = Position {
                     family: at.family + 1,
-                    probe: 0,
+                    block: 0,
                 };
             }
         }
     }
-}
-
-impl Exposition {
-    /// Asks the CPU to load what the probes after the `at`th will need: their texts lie all
-    /// over the heap and each pass over ten thousand of them otherwise waits on memory for
-    /// each (the largest part of a scrape's time, measured). Two steps ahead: the series of
-    /// the probe [`NEAR`] on (whose own struct was asked for earlier), the struct [`FAR`] on.
-    #[inline]
-    fn prefetch(&self, at: usize) {
-        if let Some(r) = self.probes.get(at + FAR) {
-            prefetch(Arc::as_ptr(r));
-        }
-        if let Some(r) = self.probes.get(at + NEAR) {
-            prefetch(r.parts.as_ptr());
-            prefetch(r.text.as_ptr());
-        }
-    }
-}
-
-/// How many probes ahead a pass asks for a probe's series, and for its struct.
-const NEAR: usize = 6;
-const FAR: usize = 12;
-
-/// Appends a line: its metric name, then the rest as kept.
-fn write_lines(out: &mut Vec<u8>, name: &[u8], part: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(part);
-}
-
-fn same_families(a: &[(&'static Family, Range<u32>)], b: &[(&'static Family, Range<u32>)]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).all(|((f, _), (g, _))| std::ptr::eq(*f, *g))
 }
 
 /// The body of an uncompressed `/metrics` answer: `head` (the process's own families), then the
@@ -390,7 +331,7 @@ impl hyper::body::Body for TextBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::Sample;
+    use crate::metrics::{Family, Sample};
     use http_body_util::BodyExt as _;
     use hyper::body::Body as _;
     use std::io::Read as _;
@@ -503,24 +444,20 @@ mod tests {
             Family::counter("stackmedic_probe_runs_total", "f"),
             Family::gauge("stackmedic_probe_success", "g"),
         ];
-        let rendered: Vec<Arc<Rendered>> = (0..10_000)
-            .map(|i| {
-                let mut b = Rendered::builder(&format!("p{i}"));
-                for (j, f) in FAMILIES.iter().enumerate().rev() {
-                    let kind: &[(&str, &str)] = if j < 2 { &[] } else { &[("kind", "http")] };
-                    b.series(f, kind, 1_796_554_695.406_344_2 + i as f64);
-                }
-                Arc::new(b.finish())
-            })
-            .collect();
+        let board = Board::new(10_000);
+        for i in 0..10_000 {
+            let mut b = Rendered::builder(&format!("p{i}"));
+            for (j, f) in FAMILIES.iter().enumerate().rev() {
+                let kind: &[(&str, &str)] = if j < 2 { &[] } else { &[("kind", "http")] };
+                b.series(f, kind, 1_796_554_695.406_344_2 + i as f64);
+            }
+            board.set(i, &Lines::of(&b.finish()));
+        }
         let mut best = [f64::MAX; 3];
         let mut bytes = 0;
         for _ in 0..30 {
             let t = std::time::Instant::now();
-            let mut e = Exposition::with_capacity(rendered.len());
-            for r in &rendered {
-                e.add(r.clone());
-            }
+            let mut e = Exposition::of(&board);
             e.seal();
             let sealed = t.elapsed().as_secs_f64();
             let mut body = TextBody::new(Vec::new(), e, Format::Text, b"");

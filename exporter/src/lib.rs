@@ -4,6 +4,7 @@
 //! The binary parses flags and calls [`run`]; everything else lives here so tests can start the
 //! exporter on `127.0.0.1:0`.
 
+pub mod board;
 pub mod config;
 pub mod exposition;
 pub mod gzip;

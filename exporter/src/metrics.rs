@@ -1,12 +1,12 @@
 //! The samples probes produce and their rendering in the Prometheus text format.
 //!
 //! Each probe family declares its metric families as `static` [`Family`] values; a run writes
-//! [`Sample`]s into a [`Samples`] buffer, and the runner keeps the buffer of the latest run. A
-//! scrape only reads those buffers, so it never waits on a target.
+//! [`Sample`]s into a [`Samples`] buffer.
 //!
-//! A probe's series change only when it runs, so they are rendered into text once per run
-//! ([`Rendered`], on the first scrape after the run) and a scrape only copies those texts under
-//! one `# HELP`/`# TYPE` header per family ([`Exposition`]). The series lines are the same in
+//! A probe's series change only when it runs, so they are rendered into text once, when the
+//! run ends ([`Rendered`]), and kept family by family on the [`crate::board::Board`]; a scrape
+//! never waits on a target and only copies those lines under one `# HELP`/`# TYPE` header per
+//! family ([`Exposition`]). The series lines are the same in
 //! the Prometheus text format and in OpenMetrics ([`Format`]); only the headers differ (and
 //! OpenMetrics ends with `# EOF`).
 
@@ -176,10 +176,11 @@ impl Samples {
     }
 }
 
-/// The series of one probe in the text format (version 0.0.4), kept until the probe runs
-/// again; [`Exposition`] puts each family's lines under its header.
+/// The series of one probe in the text format (version 0.0.4), as a run ends; the board keeps
+/// them family by family ([`crate::board::Lines`]) and [`Exposition`] puts each family's lines
+/// under its header.
 ///
-/// Each line is kept without its metric name, which is the family's and the same for every
+/// Each line is written without its metric name, which is the family's and the same for every
 /// probe: the exposition writes it before the line. Ten thousand probes keep about half the
 /// bytes of text that way.
 #[derive(Debug, Default)]
@@ -189,10 +190,7 @@ pub struct Rendered {
     /// The lines in `text`, one part each with its family, in the order the samples came.
     pub(crate) parts: Vec<(&'static Family, Range<u32>)>,
     /// Bytes of the metric names of all lines: the text with its names is this much longer.
-    pub(crate) names: u32,
-    /// Whether each family has one line only (the usual case), so that a scrape takes the
-    /// first part of a family it finds.
-    pub(crate) one_part_each: bool,
+    names: u32,
 }
 
 impl Rendered {
@@ -222,7 +220,6 @@ impl Rendered {
                 text: String::with_capacity(1024),
                 parts: Vec::with_capacity(16),
                 names: 0,
-                one_part_each: false,
             },
         }
     }
@@ -297,25 +294,9 @@ impl RenderedBuilder {
             .push((family, offset(start)..offset(end)));
     }
 
-    /// The rendered series, holding no more memory than they need (they are kept until the
-    /// probe runs again, for every probe).
+    /// The rendered series.
     #[must_use]
-    pub fn finish(mut self) -> Rendered {
-        let parts = &self.rendered.parts;
-        self.rendered.one_part_each = parts
-            .iter()
-            .enumerate()
-            .all(|(i, (f, _))| !parts[..i].iter().any(|(g, _)| std::ptr::eq(*f, *g)));
-        // Kept until the probe runs again: no more memory than it needs, give or take a
-        // quarter so that the next run's text, about as long, fits in it.
-        let text = &mut self.rendered.text;
-        if text.capacity() > text.len() + text.len() / 4 + 64 {
-            text.shrink_to(text.len() + text.len() / 8);
-        }
-        let parts = &mut self.rendered.parts;
-        if parts.capacity() > parts.len() + 2 {
-            parts.shrink_to(parts.len());
-        }
+    pub fn finish(self) -> Rendered {
         self.rendered
     }
 }

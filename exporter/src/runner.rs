@@ -24,6 +24,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use crate::board::{Board, Lines};
 use crate::config::{Config, ProbeSpec};
 use crate::exposition::Exposition;
 use crate::metrics::{Family, Rendered, Samples};
@@ -133,9 +134,10 @@ struct SlotState {
     last: Option<LastRun>,
     runs: u64,
     failures: BTreeMap<Reason, u64>,
-    /// The series of the state above, rendered when the run ended (and when the probe was
-    /// built): a scrape never renders, and the run's samples are not kept beside their text.
-    rendered: Arc<Rendered>,
+    /// Where the probe's series are kept for scrapes: the current configuration's board and
+    /// the probe's place on it. Its series are rendered there when a run ends (and when the
+    /// probe takes its place): a scrape never renders, and the run's samples are not kept.
+    place: Option<(Arc<Board>, usize)>,
 }
 
 struct LastRun {
@@ -175,13 +177,11 @@ const MAX_MESSAGE: usize = 300;
 impl Slot {
     fn new(spec: SlotSpec, probe: Probe) -> Self {
         let span = tracing::debug_span!("probe", probe = %spec.name, kind = spec.kind);
-        let mut state = SlotState::default();
-        state.rendered = Arc::new(render(&spec, &state, &Samples::default()));
         Self {
             spec,
             probe,
             span,
-            state: Mutex::new(state),
+            state: Mutex::new(SlotState::default()),
             busy: std::sync::atomic::AtomicBool::new(false),
             again: std::sync::atomic::AtomicBool::new(false),
         }
@@ -285,23 +285,43 @@ impl Slot {
             items: cx.take_items(),
         });
         // Rendered here, on the probes' thread, once per run: a scrape, which may come right
-        // after ten thousand runs, only copies texts. The previous text's memory is used again
-        // unless a scrape still holds it.
-        let old = std::mem::take(&mut st.rendered);
-        let reused = Arc::try_unwrap(old).unwrap_or_default();
-        let rendered = render_into(reused, &self.spec, &st, &samples);
-        st.rendered = Arc::new(rendered);
+        // after ten thousand runs, only copies blocks of text.
+        publish(&self.spec, &st, &samples);
     }
 
-    /// The series of the last run.
-    fn rendered(&self) -> Arc<Rendered> {
-        lock(&self.state).rendered.clone()
+    /// Moves the probe's series to place `at` on `board` (from its place on the previous
+    /// board, or rendered from its state when it has none yet). Under the state's lock, so a
+    /// run that ends meanwhile writes either before the move or on the new board.
+    fn place(&self, board: &Arc<Board>, at: usize) {
+        let mut st = lock(&self.state);
+        match &st.place {
+            Some((old, was)) => board.set(at, &old.get(*was)),
+            None => {
+                st.place = Some((board.clone(), at));
+                publish(&self.spec, &st, &Samples::default());
+            }
+        }
+        st.place = Some((board.clone(), at));
     }
 }
 
-/// The series of a probe in `state`, with the samples of its last run.
-fn render(spec: &SlotSpec, state: &SlotState, samples: &Samples) -> Rendered {
-    render_into(Rendered::default(), spec, state, samples)
+thread_local! {
+    /// Memory for a probe's series between rendering and the board, used again by every run
+    /// on the thread.
+    static SCRATCH: std::cell::RefCell<(Rendered, Lines)> = std::cell::RefCell::default();
+}
+
+/// Renders the series of a probe in `state`, with the samples of its last run, onto its place.
+fn publish(spec: &SlotSpec, state: &SlotState, samples: &Samples) {
+    let Some((board, at)) = &state.place else {
+        return;
+    };
+    SCRATCH.with_borrow_mut(|(rendered, lines)| {
+        let r = render_into(std::mem::take(rendered), spec, state, samples);
+        lines.fill(&r);
+        board.set(*at, lines);
+        *rendered = r;
+    });
 }
 
 /// [`render`] in the memory of `old`.
@@ -343,6 +363,8 @@ pub struct Runner {
 
 struct Generation {
     slots: Vec<Arc<Slot>>,
+    /// The probes' series, in the order of `slots`.
+    board: Arc<Board>,
     cancel: CancellationToken,
 }
 
@@ -383,6 +405,7 @@ impl Runner {
             shared: Arc::new(Shared::default()),
             current: RwLock::new(Generation {
                 slots: Vec::new(),
+                board: Arc::new(Board::new(0)),
                 cancel: shutdown.child_token(),
             }),
             shutdown,
@@ -419,6 +442,10 @@ impl Runner {
         if !problems.is_empty() {
             return Err(problems.join("; "));
         }
+        let board = Arc::new(Board::new(slots.len()));
+        for (i, slot) in slots.iter().enumerate() {
+            slot.place(&board, i);
+        }
         let cancel = self.shutdown.child_token();
         let runs = Runs {
             shared: self.shared.clone(),
@@ -431,7 +458,11 @@ impl Runner {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         cur.cancel.cancel();
-        *cur = Generation { slots, cancel };
+        *cur = Generation {
+            slots,
+            board,
+            cancel,
+        };
         drop(cur);
         // Verifiers and clients of TLS settings the new configuration no longer uses would
         // otherwise stay for the life of the process, one set per reload that changed them.
@@ -455,20 +486,13 @@ impl Runner {
     /// Every probe's latest series, for one scrape (the texts are shared, not copied).
     #[must_use]
     pub fn exposition(&self) -> Exposition {
-        let current = self
+        let board = self
             .current
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut e = Exposition::with_capacity(current.slots.len());
-        for (i, slot) in current.slots.iter().enumerate() {
-            if let Some(ahead) = current.slots.get(i + 8) {
-                crate::support::prefetch(Arc::as_ptr(ahead));
-            }
-            e.add(slot.rendered());
-        }
-        drop(current);
-        e.seal();
-        e
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .board
+            .clone();
+        Exposition::of(&board)
     }
 }
 

@@ -161,13 +161,23 @@ fn reload_by_post_and_sighup_keeps_the_old_config_when_broken() {
         None
     );
 
-    // A changed valid config, reloaded by POST, adds a probe.
-    let two = format!("{one}{}", self_probe("ready", port, "/-/ready"));
+    // A changed valid config, reloaded by POST, adds a probe before the unchanged one.
+    let two = format!(
+        "probes:\n{}{}",
+        self_probe("ready", port, "/-/ready"),
+        self_probe("healthy", port, "/-/healthy")
+    );
     exporter.write_config(&two);
     let runs_before = runs(&exporter.scrape(), "healthy");
     let r =
         http::request("POST", &exporter.url("/-/reload"), &[], Some(b"")).expect("POST /-/reload");
     assert_eq!(r.status, 200, "{}", r.text());
+    // The unchanged probe's series moved with it at once: a scrape right after the reload
+    // has them, before its next run.
+    assert!(
+        runs(&exporter.scrape(), "healthy") >= runs_before,
+        "the unchanged probe's series are missing right after the reload"
+    );
     let s = exporter.wait_value("stackmedic_probe_success", &[("probe", "ready")], 1.0);
     assert_eq!(
         value(&s, "stackmedic_exporter_probes", &[("kind", "http")]),
