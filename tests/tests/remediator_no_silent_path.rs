@@ -103,6 +103,13 @@ fn a_subject_failing_again_after_its_heal_is_tried_again_in_the_same_incident() 
         ) >= 1.0,
         "the re-sends were duplicates"
     );
+    assert!(
+        rem.metric(
+            "stackmedic_remediator_rechecks_total",
+            &[("result", "failed")]
+        ) >= 1.0,
+        "the re-check that found the heal not holding is counted"
+    );
     // Down once more: no attempts left, so on-call is paged — never silence.
     docker_ok(&["stop", "-t", "1", app.name()]);
     let paged = wait_until(Duration::from_secs(60), Duration::from_millis(500), || {

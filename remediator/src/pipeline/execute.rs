@@ -451,13 +451,15 @@ impl Engine {
         let subject = check.subject.clone();
         let incident = check.incident;
         let result = if verified { "passed" } else { "failed" };
-        self.metrics.rechecks.with_label_values(&[result]).inc();
         match self
             .store
             .recheck(check, verified, detail.clone(), cond, now())
             .await
         {
             Ok(finished) => {
+                // Counted once recorded (a re-check the store could not record runs again), so
+                // the page and the API show it as soon as the count says so.
+                self.metrics.rechecks.with_label_values(&[result]).inc();
                 tracing::warn!(incident, subject = %subject, result, detail = %detail, state = finished.state.map_or("-", IncidentState::as_str), "re-checked a heal whose alert still fires");
                 self.follow_up(&subject, finished);
             }
