@@ -48,7 +48,6 @@ use crate::webconfig::WebSecurity;
 
 mod body;
 pub use body::ResponseBody;
-use body::TrackedBody;
 
 /// An incoming request.
 pub type Request = http::Request<Incoming>;
@@ -471,10 +470,7 @@ impl Connection {
                         let _working = Working::start(&guard);
                         respond(&security, &handler, req).await
                     };
-                    Ok::<_, Infallible>(resp.map(|body| TrackedBody {
-                        inner: body,
-                        _guard: guard,
-                    }))
+                    Ok::<_, Infallible>(resp.map(|body| body.tracked(guard)))
                 }
             })
         };

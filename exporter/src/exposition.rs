@@ -16,8 +16,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
 
-use crate::board::{write_named, Board, Column, Lines};
-use crate::metrics::{write_header, Format, Rendered};
+use crate::board::{write_named, Board, Column};
+use crate::metrics::{write_header, Format};
 use crate::support::prefetch;
 
 /// Bytes of text written per piece of a streamed answer: large enough that a piece costs few
@@ -85,8 +85,6 @@ pub struct Position {
 /// by name; within a family, probes keep their order.
 #[derive(Default, Clone)]
 pub struct Exposition {
-    /// Probes' series added one by one ([`Exposition::add`]), put on a board when sealed.
-    added: Vec<Arc<Rendered>>,
     /// The families with lines, sorted by name.
     columns: Vec<Column>,
 }
@@ -96,45 +94,23 @@ impl Exposition {
     #[must_use]
     pub fn of(board: &Board) -> Self {
         Self {
-            added: Vec::new(),
             columns: board.columns(),
         }
     }
 
-    /// An exposition with room for `probes` probes added one by one.
-    #[must_use]
-    pub fn with_capacity(probes: usize) -> Self {
-        Self {
-            added: Vec::with_capacity(probes),
-            columns: Vec::new(),
+    /// The text of probes' rendered series, in the order given.
+    #[cfg(test)]
+    pub(crate) fn of_rendered(rendered: &[crate::metrics::Rendered]) -> Self {
+        let board = Board::new(rendered.len());
+        for (i, r) in rendered.iter().enumerate() {
+            board.set(i, &crate::board::Lines::of(r));
         }
-    }
-
-    /// Adds a probe's rendered series (after those added before).
-    pub fn add(&mut self, rendered: Arc<Rendered>) {
-        self.added.push(rendered);
-        self.columns.clear();
-    }
-
-    /// Puts the probes added one by one on a board; called once all are added (the writers
-    /// call it if it was not).
-    pub fn seal(&mut self) {
-        if !self.columns.is_empty() || self.added.is_empty() {
-            return;
-        }
-        let board = Board::new(self.added.len());
-        let mut lines = Lines::default();
-        for (i, r) in self.added.iter().enumerate() {
-            lines.fill(r);
-            board.set(i, &lines);
-        }
-        self.columns = board.columns();
+        Self::of(&board)
     }
 
     /// Bytes of the whole text in `format`.
     #[must_use]
-    pub fn len(&mut self, format: Format) -> usize {
-        self.seal();
+    pub fn len(&self, format: Format) -> usize {
         let mut header = Vec::new();
         self.columns
             .iter()
@@ -149,7 +125,7 @@ impl Exposition {
     /// Whether there is no text.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.columns.is_empty()
+        self.columns.is_empty()
     }
 
     /// The position before the first byte.
@@ -172,8 +148,7 @@ impl Exposition {
 
     /// A position near the middle of the text, for two writers side by side.
     #[must_use]
-    pub fn middle(&mut self) -> Position {
-        self.seal();
+    pub fn middle(&self) -> Position {
         let half = self.columns.iter().map(|c| c.bytes).sum::<usize>() / 2;
         let mut before = 0;
         for (family, c) in self.columns.iter().enumerate() {
@@ -196,16 +171,14 @@ impl Exposition {
     }
 
     /// Appends the whole text to `out` in `format` (without OpenMetrics' final `# EOF`).
-    pub fn write(&mut self, out: &mut Vec<u8>, format: Format) {
-        self.seal();
+    pub fn write(&self, out: &mut Vec<u8>, format: Format) {
         let mut at = self.start();
         let end = self.end();
         self.write_until(&mut at, end, out, usize::MAX, format);
     }
 
     /// Appends the text from `at` on to `out` until `out` holds `limit` bytes or more, or `at`
-    /// reaches `stop`; `at` moves to where the writing stopped. Call [`Exposition::seal`]
-    /// first.
+    /// reaches `stop`; `at` moves to where the writing stopped.
     pub fn write_until(
         &self,
         at: &mut Position,
@@ -269,12 +242,7 @@ pub struct TextBody {
 impl TextBody {
     /// The body of `head`, the text of `exposition` in `format`, and `tail`.
     #[must_use]
-    pub fn new(
-        head: Vec<u8>,
-        mut exposition: Exposition,
-        format: Format,
-        tail: &'static [u8],
-    ) -> Self {
+    pub fn new(head: Vec<u8>, exposition: Exposition, format: Format, tail: &'static [u8]) -> Self {
         let len = head.len() + exposition.len(format) + tail.len();
         let (at, end) = (exposition.start(), exposition.end());
         Self {
@@ -331,7 +299,7 @@ impl hyper::body::Body for TextBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::{Family, Sample};
+    use crate::metrics::{Family, Rendered, Sample};
     use http_body_util::BodyExt as _;
     use hyper::body::Body as _;
     use std::io::Read as _;
@@ -342,7 +310,7 @@ mod tests {
 
     /// Probes of two kinds, many of them, so that the text takes many pieces.
     fn exposition(probes: usize) -> Exposition {
-        let mut e = Exposition::with_capacity(probes);
+        let mut rendered = Vec::with_capacity(probes);
         for i in 0..probes {
             let mut samples = vec![
                 Sample {
@@ -374,9 +342,9 @@ mod tests {
                     value: 7.0,
                 });
             }
-            e.add(Arc::new(Rendered::new(&format!("probe-{i}"), &samples)));
+            rendered.push(Rendered::new(&format!("probe-{i}"), &samples));
         }
-        e
+        Exposition::of_rendered(&rendered)
     }
 
     /// The whole text, written at once; checked against the `prometheus` crate in
@@ -451,14 +419,13 @@ mod tests {
                 let kind: &[(&str, &str)] = if j < 2 { &[] } else { &[("kind", "http")] };
                 b.series(f, kind, 1_796_554_695.406_344_2 + i as f64);
             }
-            board.set(i, &Lines::of(&b.finish()));
+            board.set(i, &crate::board::Lines::of(&b.finish()));
         }
         let mut best = [f64::MAX; 3];
         let mut bytes = 0;
         for _ in 0..30 {
             let t = std::time::Instant::now();
-            let mut e = Exposition::of(&board);
-            e.seal();
+            let e = Exposition::of(&board);
             let sealed = t.elapsed().as_secs_f64();
             let mut body = TextBody::new(Vec::new(), e, Format::Text, b"");
             let waker = std::task::Waker::noop();
@@ -474,7 +441,7 @@ mod tests {
             best[2] = best[2].min(all);
         }
         println!(
-            "{bytes} bytes: snapshot and seal {:.2} ms, pieces {:.2} ms, all {:.2} ms",
+            "{bytes} bytes: snapshot {:.2} ms, pieces {:.2} ms, all {:.2} ms",
             best[0] * 1e3,
             best[1] * 1e3,
             best[2] * 1e3

@@ -156,7 +156,7 @@ type Half = Option<(Vec<u8>, Crc)>;
 #[must_use]
 pub fn stream(
     head: Vec<u8>,
-    mut exposition: Exposition,
+    exposition: Exposition,
     format: Format,
     tail: &'static [u8],
 ) -> ResponseBody {

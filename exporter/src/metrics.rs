@@ -189,8 +189,6 @@ pub struct Rendered {
     pub(crate) text: String,
     /// The lines in `text`, one part each with its family, in the order the samples came.
     pub(crate) parts: Vec<(&'static Family, Range<u32>)>,
-    /// Bytes of the metric names of all lines: the text with its names is this much longer.
-    names: u32,
 }
 
 impl Rendered {
@@ -200,7 +198,6 @@ impl Rendered {
     pub fn rebuild(mut self, probe: &str) -> RenderedBuilder {
         self.text.clear();
         self.parts.clear();
-        self.names = 0;
         let mut escaped = String::with_capacity(probe.len());
         escape_label(&mut escaped, probe);
         RenderedBuilder {
@@ -219,7 +216,6 @@ impl Rendered {
             rendered: Rendered {
                 text: String::with_capacity(1024),
                 parts: Vec::with_capacity(16),
-                names: 0,
             },
         }
     }
@@ -232,18 +228,6 @@ impl Rendered {
             b.sample(s);
         }
         b.finish()
-    }
-
-    /// Bytes of text, metric names included.
-    #[must_use]
-    pub fn len(&self) -> usize {
-        self.text.len() + self.names as usize
-    }
-
-    /// Whether there are no series.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.text.is_empty()
     }
 }
 
@@ -282,13 +266,8 @@ impl RenderedBuilder {
     }
 
     fn extend_part(&mut self, family: &'static Family, start: usize) {
-        self.rendered.names = self
-            .rendered
-            .names
-            .saturating_add(offset(family.name.len()));
         let end = self.rendered.text.len();
-        // A probe's text is far below 4 GiB: offsets fit in 32 bits, which halves the parts
-        // that every probe keeps.
+        // A probe's text is far below 4 GiB: offsets fit in 32 bits.
         self.rendered
             .parts
             .push((family, offset(start)..offset(end)));
@@ -464,7 +443,6 @@ mod tests {
     use crate::exposition::Exposition;
     use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
     use prometheus::Encoder as _;
-    use std::sync::Arc;
 
     static UP: Family = Family::gauge("t_up", "Whether it is \\ up\nor not.");
     static RUNS: Family = Family::counter("t_runs_total", "Runs.");
@@ -542,11 +520,12 @@ mod tests {
             sample(&UP, &[("kind", "http")], 1.0),
             sample(&INFO, &[("sha", "y")], 1.0),
         ];
-        let mut exposition = Exposition::default();
-        exposition.add(Arc::new(Rendered::new("a", &a)));
-        exposition.add(Arc::new(Rendered::new("b", &b)));
-        exposition.add(Arc::new(Rendered::new("c", &c)));
-        exposition.add(Arc::new(Rendered::new("a2", &a)));
+        let exposition = Exposition::of_rendered(&[
+            Rendered::new("a", &a),
+            Rendered::new("b", &b),
+            Rendered::new("c", &c),
+            Rendered::new("a2", &a),
+        ]);
         let mut out = b"# kept\n".to_vec();
         exposition.write(&mut out, Format::Text);
         let text = String::from_utf8(out).unwrap();
@@ -568,8 +547,7 @@ mod tests {
             sample(&RUNS, &[], 3.0),
             sample(&UP, &[("kind", "a\"b")], 1.0),
         ];
-        let mut exposition = Exposition::default();
-        exposition.add(Arc::new(Rendered::new("p", &s)));
+        let exposition = Exposition::of_rendered(&[Rendered::new("p", &s)]);
         let mut out = Vec::new();
         exposition.write(&mut out, Format::OpenMetrics);
         let text = String::from_utf8(out).unwrap();

@@ -294,14 +294,12 @@ impl Slot {
     /// run that ends meanwhile writes either before the move or on the new board.
     fn place(&self, board: &Arc<Board>, at: usize) {
         let mut st = lock(&self.state);
-        match &st.place {
-            Some((old, was)) => board.set(at, &old.get(*was)),
-            None => {
-                st.place = Some((board.clone(), at));
-                publish(&self.spec, &st, &Samples::default());
-            }
-        }
+        let moved = st.place.as_ref().map(|(old, was)| old.get(*was));
         st.place = Some((board.clone(), at));
+        match moved {
+            Some(lines) => board.set(at, &lines),
+            None => publish(&self.spec, &st, &Samples::default()),
+        }
     }
 }
 

@@ -63,7 +63,7 @@ async fn metrics(app: &App, headers: &HeaderMap) -> Response {
     // The probes' series come pre-rendered; their families never share a name with the
     // registry's, so the two parts simply follow each other. They are written while the
     // answer is sent (`exposition.rs`), not into one buffer first.
-    let mut exposition = app.runner.exposition();
+    let exposition = app.runner.exposition();
     let tail: &'static [u8] = match format {
         Format::OpenMetrics => b"# EOF\n",
         Format::Text => b"",
