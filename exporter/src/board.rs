@@ -152,10 +152,7 @@ impl Lines {
         self.families.clear();
         let text = rendered.text.as_bytes();
         for (i, (family, _)) in rendered.parts.iter().enumerate() {
-            if rendered.parts[..i]
-                .iter()
-                .any(|(f, _)| std::ptr::eq(*f, *family))
-            {
+            if self.families.iter().any(|(f, _)| std::ptr::eq(*f, *family)) {
                 continue;
             }
             let start = self.text.len();
