@@ -303,8 +303,9 @@ impl Store {
         // Commits write the log without waiting for the disk; the writer's sync thread flushes
         // it before any caller is answered (see `writer`).
         conn.execute_batch("PRAGMA synchronous = NORMAL")?;
-        // Statement journals (one per operation's savepoint) in memory, not in a temporary
-        // file opened and deleted each time.
+        // Statement journals (of a batch run again with a savepoint per operation, and of
+        // statements that may fail part-way) in memory, not in a temporary file opened and
+        // deleted each time.
         conn.execute_batch("PRAGMA temp_store = MEMORY")?;
         let replica = Arc::new(replica);
         let readers = Arc::new(Reads::Sqlite(readers::Readers::open(

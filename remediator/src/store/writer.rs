@@ -1,8 +1,8 @@
 //! The one thread that owns the writing connection, and the thread that makes its commits
 //! durable.
 //!
-//! Operations sent to the writer run in batches inside one transaction (group commit), each in
-//! its own savepoint. The connection commits with `synchronous=NORMAL`, which writes the
+//! Operations sent to the writer run in batches inside one transaction (group commit); one that
+//! fails is rolled back alone ([`run_batch`]). The connection commits with `synchronous=NORMAL`, which writes the
 //! write-ahead log without waiting for the disk; the batch's callers are then handed to the
 //! sync thread, which flushes the log (`fdatasync`) and answers them. So a caller is answered
 //! only once its batch is on disk, as with `synchronous=FULL`, but the writer runs the next
@@ -70,33 +70,8 @@ pub(super) fn run(
                 Err(_) => break,
             }
         }
-        let mut finishes = Vec::with_capacity(ops.len());
-        let commit = match conn.transaction() {
-            Ok(tx) => {
-                let db = super::db::Sqlite { conn: &tx, replica };
-                for mut op in ops {
-                    // A savepoint per operation: a failing one is rolled back alone and the
-                    // others of the batch still commit.
-                    // (Prepared once, as every statement: parsing them was a few per cent
-                    // of the writer's time.)
-                    let savepoint =
-                        |sql: &str| tx.prepare_cached(sql).and_then(|mut s| s.execute([]));
-                    let _ = savepoint("SAVEPOINT op");
-                    if !op.run(&db) {
-                        let _ = savepoint("ROLLBACK TO op");
-                    }
-                    let _ = savepoint("RELEASE op");
-                    finishes.push(op);
-                }
-                tx.commit().map_err(|e| e.to_string())
-            }
-            Err(e) => {
-                // Dropping an operation drops its reply channel: its caller sees the store as
-                // failed.
-                drop(ops);
-                Err(e.to_string())
-            }
-        };
+        let commit = run_batch(&mut conn, replica, &mut ops);
+        let finishes = ops;
         if let Err(e) = &commit {
             tracing::error!(error = %e, "store commit failed");
         }
@@ -107,6 +82,42 @@ pub(super) fn run(
             }
         }
     }
+}
+
+/// Runs `ops` in one transaction and commits it.
+///
+/// First without savepoints: inside a savepoint SQLite copies every page an operation is the
+/// first to change into the statement journal, so that a rollback to it can restore the page,
+/// and a savepoint per operation made that a seventh of the writer's time. Operations rarely
+/// fail, so when one does, the transaction is rolled back and the batch runs again with a
+/// savepoint per operation: a failing one is rolled back alone and the others still commit.
+/// (Every operation may run more than once: each run replaces the previous one's result.)
+fn run_batch(
+    conn: &mut Connection,
+    replica: &super::Replica,
+    ops: &mut [Op],
+) -> Result<(), String> {
+    {
+        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        let db = super::db::Sqlite { conn: &tx, replica };
+        if ops.iter_mut().all(|op| op.run(&db)) {
+            return tx.commit().map_err(|e| e.to_string());
+        }
+        // Dropping the transaction rolls it back.
+    }
+    let tx = conn.transaction().map_err(|e| e.to_string())?;
+    let db = super::db::Sqlite { conn: &tx, replica };
+    for op in ops.iter_mut() {
+        // (Prepared once, as every statement: parsing them was a few per cent of the writer's
+        // time.)
+        let savepoint = |sql: &str| tx.prepare_cached(sql).and_then(|mut s| s.execute([]));
+        let _ = savepoint("SAVEPOINT op");
+        if !op.run(&db) {
+            let _ = savepoint("ROLLBACK TO op");
+        }
+        let _ = savepoint("RELEASE op");
+    }
+    tx.commit().map_err(|e| e.to_string())
 }
 
 /// The write-ahead log of the database at `path`.
