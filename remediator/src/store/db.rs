@@ -3,7 +3,7 @@
 //!
 //! Statements are written once, in the SQL both engines accept: `?1`-style placeholders (turned
 //! into `$1` for PostgreSQL), `ON CONFLICT … DO …` instead of SQLite's `INSERT OR …`,
-//! `RETURNING id` instead of the last row id, `CASE` instead of SQLite's two-argument `MIN`.
+//! [`Db::insert`] for a new row's id, `CASE` instead of SQLite's two-argument `MIN`.
 //! Values cross the interface as [`Value`]s, and rows come back as [`Row`]s read by position.
 
 use super::StoreError;
@@ -199,6 +199,15 @@ pub trait Db {
     /// What the engine reports.
     fn query(&self, sql: &str, params: &[Value]) -> Result<Vec<Row>, StoreError>;
 
+    /// Runs an `INSERT` of one row into a table whose key is an integer `id` and returns the
+    /// new row's `id`. `sql` has no `RETURNING`: SQLite keeps the rows of a `RETURNING`
+    /// statement in a temporary table, which costs more than the insert (it reads the last row
+    /// id instead); PostgreSQL gets `RETURNING id` added.
+    ///
+    /// # Errors
+    /// What the engine reports.
+    fn insert(&self, sql: &str, params: &[Value]) -> Result<i64, StoreError>;
+
     /// The engine.
     fn engine(&self) -> Engine;
 
@@ -316,6 +325,11 @@ impl Db for Sqlite<'_> {
                 .map(Row)
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn insert(&self, sql: &str, params: &[Value]) -> Result<i64, StoreError> {
+        self.exec(sql, params)?;
+        Ok(self.conn.last_insert_rowid())
     }
 
     fn engine(&self) -> Engine {

@@ -147,7 +147,7 @@ impl Store {
     /// # Errors
     /// On a database failure; nothing is changed then.
     pub async fn decide(&self, input: DecideInput, now: f64) -> Result<Decision, StoreError> {
-        self.run(move |c| decide(c, input.clone(), now)).await
+        self.run(move |c| decide(c, &input, now)).await
     }
 
     /// Marks an attempt's action as started and counts the attempt, if the job is still its
@@ -214,7 +214,7 @@ fn is_late(job: &Job, max_age: f64, now: f64) -> bool {
     now - job.due_at > max_age
 }
 
-fn decide(c: &dyn Db, input: DecideInput, now: f64) -> Result<Decision, StoreError> {
+fn decide(c: &dyn Db, input: &DecideInput, now: f64) -> Result<Decision, StoreError> {
     let job = &input.job;
     let cond = &input.cond;
     let stored: Option<(String, Option<i64>)> = row_opt(
@@ -538,11 +538,10 @@ fn insert_incident(
             ),
         )
     };
-    row(
-        c,
+    c.insert(
         "INSERT INTO incidents (subject, target, rule, action, alertname, fingerprint, state, opened_at, updated_at, \
            attempts, max_attempts, flapping_count, flapping_window, current_job, escalated_at, detail) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 0, ?9, ?10, ?11, ?12, ?13, ?14) RETURNING id",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, 0, ?9, ?10, ?11, ?12, ?13, ?14)",
         args![
             job.new.subject,
             job.new.target,
@@ -559,7 +558,6 @@ fn insert_incident(
             escalated.then_some(now),
             detail,
         ],
-        |r| r.get(0),
     )
 }
 

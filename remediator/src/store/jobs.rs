@@ -3,7 +3,7 @@
 
 use super::audit::{self, About};
 use super::endings::resolve_alert;
-use super::{args, exec, row, row_opt, rows, Db, Job, NewJob, Resolution, Store, StoreError};
+use super::{args, exec, row_opt, rows, Db, Job, NewJob, Resolution, Store, StoreError};
 use crate::action::ActionKind;
 use crate::vocab::{Event, JobState, ResolvedBy};
 
@@ -356,10 +356,9 @@ pub(super) fn insert(
     retry: bool,
     now: f64,
 ) -> Result<Job, StoreError> {
-    let id: i64 = row(
-        c,
+    let id = c.insert(
         "INSERT INTO jobs (accepted_at, not_before, rule, action, target, subject, selection, fingerprint, starts_at, labels, annotations, state, incident_id, retry, due_at, owner) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?2, ?15) RETURNING id",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?2, ?15)",
         args![
             now,
             new.not_before,
@@ -377,7 +376,6 @@ pub(super) fn insert(
             i64::from(retry),
             c.replica().instance,
         ],
-        |r| r.get(0),
     )?;
     Ok(Job {
         id,

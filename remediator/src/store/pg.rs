@@ -348,6 +348,17 @@ impl Db for Tx<'_, '_> {
             .collect()
     }
 
+    fn insert(&self, sql: &str, p: &[Value]) -> Result<i64, StoreError> {
+        let sql = format!("{sql} RETURNING id");
+        match self.query(&sql, p)?.first() {
+            Some(r) => r.get(0),
+            None => Err(StoreError(format!(
+                "no id returned (in: {})",
+                sql.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
+            ))),
+        }
+    }
+
     fn engine(&self) -> Engine {
         Engine::Postgres
     }
