@@ -2,16 +2,16 @@
 //! durable.
 //!
 //! Operations sent to the writer run in batches inside one transaction (group commit); one that
-//! fails is rolled back alone ([`run_batch`]). The connection commits with `synchronous=NORMAL`, which writes the
-//! write-ahead log without waiting for the disk; the batch's callers are then handed to the
-//! sync thread, which flushes the log (`fdatasync`) and answers them. So a caller is answered
-//! only once its batch is on disk, as with `synchronous=FULL`, but the writer runs the next
-//! batch while the disk flushes the previous one, and one flush covers every batch committed
-//! before it. After a failed flush nothing is confirmed any more (the kernel may have dropped
-//! pages a later flush would then not write): every later caller gets an error until the
-//! process restarts and SQLite recovers the log. A checkpoint (run by the writer, as SQLite
-//! does by default) flushes the log itself before copying it into the database, SQLite's rule
-//! for `NORMAL`, so a checkpoint never moves a batch that is not yet on disk.
+//! fails is rolled back alone ([`run_batch`]). The connection commits with `synchronous=NORMAL`,
+//! which writes the write-ahead log without waiting for the disk; the batch's callers are then
+//! handed to the sync thread, which flushes the log (`fdatasync`) and answers them. So a caller is
+//! answered only once its batch is on disk, as with `synchronous=FULL`, but the writer runs the
+//! next batch while the disk flushes the previous one, and one flush covers every batch committed
+//! before it. After a failed flush nothing is confirmed any more (the kernel may have dropped pages
+//! a later flush would then not write): every later caller gets an error until the process restarts
+//! and SQLite recovers the log. A checkpoint (run by the writer, as SQLite does by default) flushes
+//! the log itself before copying it into the database, SQLite's rule for `NORMAL`, so a
+//! checkpoint never moves a batch that is not yet on disk.
 //!
 //! **Invariant:** a caller is answered `Ok` only after its batch's commit returned and a flush
 //! of the log that began after that commit succeeded, with no flush failed before.
@@ -71,11 +71,14 @@ pub(super) fn run(
             }
         }
         let commit = run_batch(&mut conn, replica, &mut ops);
-        let finishes = ops;
         if let Err(e) = &commit {
             tracing::error!(error = %e, "store commit failed");
         }
-        if let Err(std_mpsc::SendError(batch)) = to_sync.send(Committed { finishes, commit }) {
+        let batch = Committed {
+            finishes: ops,
+            commit,
+        };
+        if let Err(std_mpsc::SendError(batch)) = to_sync.send(batch) {
             // No sync thread: nothing can be confirmed as on disk.
             for f in batch.finishes {
                 f.finish(Err("the store's sync thread stopped".into()));
