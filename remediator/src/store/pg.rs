@@ -349,14 +349,7 @@ impl Db for Tx<'_, '_> {
     }
 
     fn insert(&self, sql: &str, p: &[Value]) -> Result<i64, StoreError> {
-        let sql = format!("{sql} RETURNING id");
-        match self.query(&sql, p)?.first() {
-            Some(r) => r.get(0),
-            None => Err(StoreError(format!(
-                "no id returned (in: {})",
-                sql.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
-            ))),
-        }
+        super::db::row(self, &format!("{sql} RETURNING id"), p, |r| r.get(0))
     }
 
     fn engine(&self) -> Engine {
