@@ -39,14 +39,19 @@ impl WebhookSink {
         let received: Arc<Mutex<Vec<Post>>> = Arc::default();
         let record = Arc::clone(&received);
         std::thread::spawn(move || {
+            // A thread per connection: a slow or idle sender never holds up the next one (as a
+            // real receiver would not), so a page's arrival is the moment Alertmanager sent it.
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { continue };
-                if let Some(post) = read_post(&stream) {
-                    record.lock().expect("the sink's lock").push(post);
-                }
-                let _ = (&stream).write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
+                let record = Arc::clone(&record);
+                std::thread::spawn(move || {
+                    if let Some(post) = read_post(&stream) {
+                        record.lock().expect("the sink's lock").push(post);
+                    }
+                    let _ = (&stream).write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                });
             }
         });
         WebhookSink { port, received }
