@@ -173,8 +173,9 @@ impl Sim {
             labels: BTreeMap::from([
                 ("alertname".to_string(), "Down".to_string()),
                 ("container".to_string(), format!("s{s}")),
-            ]),
-            annotations: BTreeMap::new(),
+            ])
+            .into(),
+            annotations: BTreeMap::new().into(),
             not_before: self.now,
         }
     }

@@ -95,7 +95,7 @@ async fn a_database_of_the_previous_release_opens_and_is_migrated() {
     ] {
         let mut job = common::new_job(fp, "2026-11-28T09:00:00Z");
         job.rule = rule.into();
-        job.labels.insert("alertname".into(), name.into());
+        std::sync::Arc::make_mut(&mut job.labels).insert("alertname".into(), name.into());
         resent.push(job);
     }
     let again = store

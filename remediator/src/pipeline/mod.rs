@@ -251,8 +251,8 @@ impl Engine {
                             selection: s.selection,
                             fingerprint: fingerprint.clone(),
                             starts_at: starts_at.clone(),
-                            labels: limits::map(&alert.labels),
-                            annotations: limits::map(&alert.annotations),
+                            labels: Arc::new(limits::map(&alert.labels)),
+                            annotations: Arc::new(limits::map(&alert.annotations)),
                             not_before: accepted_at + rule.delay.max(settle).as_secs_f64(),
                         });
                     }

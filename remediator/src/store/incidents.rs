@@ -9,10 +9,11 @@
 //! in `endings`.
 
 use super::audit::{self, About};
+use super::db::Engine;
 use super::endings::{close_incident, load_one, open_by_id, quiet, Row};
 use super::escalations;
 use super::holds::{self, Guard};
-use super::jobs::{self, close};
+use super::jobs::{self, close, close_canonical};
 use super::{args, exec, row, row_opt, Closed, Db, Job, Store, StoreError};
 use crate::action::Selection;
 use crate::incident::{self, Decision, Facts, Input, New, Policy, Transition, Why};
@@ -214,9 +215,32 @@ fn is_late(job: &Job, max_age: f64, now: f64) -> bool {
     now - job.due_at > max_age
 }
 
-fn decide(c: &dyn Db, input: &DecideInput, now: f64) -> Result<Decision, StoreError> {
-    let job = &input.job;
-    let cond = &input.cond;
+/// A job's state and incident as stored, and for a new occurrence's job (no incident) its
+/// occurrence: when it resolved and when it began (`None`: not stored).
+type StoredJob = (String, Option<i64>, Option<(Option<f64>, Option<f64>)>);
+
+/// The job `job` as stored, with its occurrence (see [`StoredJob`]); `None`: it is gone.
+///
+/// PostgreSQL reads both in one statement (one round trip). SQLite reads them in two: it would
+/// prepare the join again at every run (the occurrences' partial index makes its plan depend
+/// on the bound job id), which costs far more than a second statement.
+fn stored_job(c: &dyn Db, job: &Job) -> Result<Option<StoredJob>, StoreError> {
+    type Joined = (String, Option<i64>, Option<f64>, Option<f64>, Option<i64>);
+    if c.engine() == Engine::Postgres {
+        let joined: Option<Joined> = row_opt(
+            c,
+            "SELECT j.state, j.incident_id, o.resolved_at, o.starts_at_s, o.first_seen IS NOT NULL \
+             FROM jobs j LEFT JOIN occurrences o \
+             ON o.rule = j.rule AND o.fingerprint = j.fingerprint AND o.starts_at = j.starts_at \
+             WHERE j.id = ?1",
+            args![job.id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )?;
+        return Ok(joined.map(|(state, incident, resolved, starts, found)| {
+            let occurrence = (incident.is_none() && found == Some(1)).then_some((resolved, starts));
+            (state, incident, occurrence)
+        }));
+    }
     let stored: Option<(String, Option<i64>)> = row_opt(
         c,
         "SELECT state, incident_id FROM jobs WHERE id = ?1",
@@ -224,6 +248,25 @@ fn decide(c: &dyn Db, input: &DecideInput, now: f64) -> Result<Decision, StoreEr
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
     let Some((state, incident)) = stored else {
+        return Ok(None);
+    };
+    let occurrence = if incident.is_none() && state == JobState::Queued.as_str() {
+        row_opt(
+            c,
+            "SELECT resolved_at, starts_at_s FROM occurrences WHERE rule = ?1 AND fingerprint = ?2 AND starts_at = ?3",
+            args![job.new.rule, job.new.fingerprint, job.new.starts_at],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?
+    } else {
+        None
+    };
+    Ok(Some((state, incident, occurrence)))
+}
+
+fn decide(c: &dyn Db, input: &DecideInput, now: f64) -> Result<Decision, StoreError> {
+    let job = &input.job;
+    let cond = &input.cond;
+    let Some((state, incident, occurrence)) = stored_job(c, job)? else {
         return Ok(Decision::Gone);
     };
     if state != JobState::Queued.as_str() {
@@ -291,28 +334,13 @@ fn decide(c: &dyn Db, input: &DecideInput, now: f64) -> Result<Decision, StoreEr
             }
         };
     }
-    // A new occurrence. From here on the job is recorded under its canonical subject.
+    // A new occurrence. From here on the job is recorded under its canonical subject: written
+    // with the update every path below makes to the job (`link`, or `close_canonical`).
     job.new.subject = input.subject.clone();
     job.new.selection = input.selection.clone();
-    exec(
-        c,
-        "UPDATE jobs SET subject = ?2, selection = ?3 WHERE id = ?1",
-        args![
-            job.id,
-            job.new.subject,
-            serde_json::to_string(&job.new.selection).unwrap_or_else(|_| "{}".into())
-        ],
-    )?;
-    let occurrence: Option<(Option<f64>, Option<f64>)> = row_opt(
-        c,
-        "SELECT resolved_at, starts_at_s FROM occurrences WHERE rule = ?1 AND fingerprint = ?2 AND starts_at = ?3",
-        args![job.new.rule, job.new.fingerprint, job.new.starts_at],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    ?;
     if occurrence.is_some_and(|(resolved, _)| resolved.is_some()) {
         let why = "the alert resolved before the action ran";
-        close(c, &job, Event::Cancelled, why, now)?;
+        close_canonical(c, &job, Event::Cancelled, why, now)?;
         return Ok(Decision::Cancelled { why });
     }
     let starts_at = occurrence.and_then(|(_, s)| s);
@@ -321,10 +349,18 @@ fn decide(c: &dyn Db, input: &DecideInput, now: f64) -> Result<Decision, StoreEr
         "subject = ?1 AND closed_at IS NULL",
         args![&input.subject],
     )?;
-    let healed = healed_in_window(c, &input.subject, &cond.policy, now)?;
-    let facts = incident::Facts {
-        hold: holds::hold_of(c, &input.subject, cond)?,
-        ..cond.facts(now, late, healed)
+    // A dry run acts on nothing, whatever the subject's heals and holds: not looked up then.
+    let facts = if cond.dry_run {
+        cond.facts(now, late, 0)
+    } else {
+        incident::Facts {
+            hold: holds::hold_of(c, &input.subject, cond)?,
+            ..cond.facts(
+                now,
+                late,
+                healed_in_window(c, &input.subject, &cond.policy, now)?,
+            )
+        }
     };
     let t = incident::step(
         open.as_ref().map(Row::open).as_ref(),
@@ -377,7 +413,7 @@ fn decide(c: &dyn Db, input: &DecideInput, now: f64) -> Result<Decision, StoreEr
                 Some(note) => format!("dry run: the action was not executed; {note}"),
                 None => "dry run: the action was not executed".to_string(),
             };
-            close(c, &job, Event::DryRun, &detail, now)?;
+            close_canonical(c, &job, Event::DryRun, &detail, now)?;
             Ok(Decision::DryRun)
         }
         New::Acting => {
@@ -481,8 +517,8 @@ fn follow_latest_rule(c: &dyn Db, inc: &Row, job: &Job) -> Result<(), StoreError
             job.new.action.as_str(),
             job.new.target,
             serde_json::to_string(&job.new.selection).unwrap_or_else(|_| "{}".into()),
-            serde_json::to_string(&job.new.labels).unwrap_or_else(|_| "{}".into()),
-            serde_json::to_string(&job.new.annotations).unwrap_or_else(|_| "{}".into()),
+            serde_json::to_string(&*job.new.labels).unwrap_or_else(|_| "{}".into()),
+            serde_json::to_string(&*job.new.annotations).unwrap_or_else(|_| "{}".into()),
             job.new.fingerprint,
             job.new.starts_at,
             JobState::Queued.as_str()
@@ -504,12 +540,19 @@ fn follow_latest_rule(c: &dyn Db, inc: &Row, job: &Job) -> Result<(), StoreError
 }
 
 /// Links the job and its occurrence to incident `id`.
+/// Links a new occurrence's job to incident `id`, recording it under its canonical subject and
+/// selection (`job.new`).
 fn link(c: &dyn Db, job: &mut Job, id: i64) -> Result<(), StoreError> {
     job.incident = Some(id);
     exec(
         c,
-        "UPDATE jobs SET incident_id = ?2 WHERE id = ?1",
-        args![job.id, id],
+        "UPDATE jobs SET incident_id = ?2, subject = ?3, selection = ?4 WHERE id = ?1",
+        args![
+            job.id,
+            id,
+            job.new.subject,
+            serde_json::to_string(&job.new.selection).unwrap_or_else(|_| "{}".into())
+        ],
     )?;
     exec(
         c,

@@ -1,9 +1,11 @@
 //! Jobs: durable acceptance of a webhook (one job per new alert occurrence and rule), resume
 //! after a start, closing a job without an attempt, and pruning old history.
 
+use std::sync::Arc;
+
 use super::audit::{self, About};
 use super::endings::resolve_alert;
-use super::{args, exec, row_opt, rows, Db, Job, NewJob, Resolution, Store, StoreError};
+use super::{args, exec, rows, Db, Job, NewJob, Resolution, Store, StoreError};
 use crate::action::ActionKind;
 use crate::vocab::{Event, JobState, ResolvedBy};
 
@@ -235,23 +237,15 @@ fn accept(c: &dyn Db, batch: Batch, now: f64) -> Result<Accepted, StoreError> {
     for new in batch.jobs {
         // Every occurrence is acted on once: a re-send, or a firing of an occurrence that
         // resolved already (a late notification of a second Alertmanager, a resolve that
-        // arrived first), is a duplicate.
-        let seen: Option<i64> = row_opt(
-            c,
-            "SELECT 1 FROM occurrences WHERE rule = ?1 AND fingerprint = ?2 AND starts_at = ?3 \
-             UNION ALL SELECT 1 FROM early_resolves WHERE fingerprint = ?2 AND starts_at = ?3 LIMIT 1",
-            args![new.rule, new.fingerprint, new.starts_at],
-            |r| r.get(0),
-        )
-        ?;
-        if seen.is_some() {
-            out.duplicates += 1;
-            continue;
-        }
-        exec(
+        // arrived first), is a duplicate. One statement stores the occurrence unless it is one
+        // (its key is the table's primary key), and says which.
+        let stored = exec(
             c,
             "INSERT INTO occurrences (rule, fingerprint, starts_at, starts_at_s, alertname, first_seen) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+             SELECT CAST(?1 AS TEXT), CAST(?2 AS TEXT), CAST(?3 AS TEXT), CAST(?4 AS DOUBLE PRECISION), \
+             CAST(?5 AS TEXT), CAST(?6 AS DOUBLE PRECISION) \
+             WHERE NOT EXISTS (SELECT 1 FROM early_resolves WHERE fingerprint = ?2 AND starts_at = ?3) \
+             ON CONFLICT DO NOTHING",
             args![
                 new.rule,
                 new.fingerprint,
@@ -261,6 +255,10 @@ fn accept(c: &dyn Db, batch: Batch, now: f64) -> Result<Accepted, StoreError> {
                 now
             ],
         )?;
+        if stored == 0 {
+            out.duplicates += 1;
+            continue;
+        }
         out.queued.push(insert(c, new, None, false, now)?);
     }
     Ok(out)
@@ -280,6 +278,41 @@ pub(super) fn close(
         "UPDATE jobs SET state = ?2, result = ?3 WHERE id = ?1 AND state != ?2",
         args![job.id, JobState::Done.as_str(), event.as_str()],
     )?;
+    audit_close(c, job, n, event, detail, now)
+}
+
+/// [`close`] for a new occurrence's job, recording it under its canonical subject and selection
+/// (`job.new`) in the same update.
+pub(super) fn close_canonical(
+    c: &dyn Db,
+    job: &Job,
+    event: Event,
+    detail: &str,
+    now: f64,
+) -> Result<bool, StoreError> {
+    let n = exec(
+        c,
+        "UPDATE jobs SET state = ?2, result = ?3, subject = ?4, selection = ?5 WHERE id = ?1 AND state != ?2",
+        args![
+            job.id,
+            JobState::Done.as_str(),
+            event.as_str(),
+            job.new.subject,
+            to_json(&job.new.selection)
+        ],
+    )?;
+    audit_close(c, job, n, event, detail, now)
+}
+
+/// The audit row of a job closed by `n` updated rows (none: it was closed already).
+fn audit_close(
+    c: &dyn Db,
+    job: &Job,
+    n: usize,
+    event: Event,
+    detail: &str,
+    now: f64,
+) -> Result<bool, StoreError> {
     if n == 0 {
         return Ok(false);
     }
@@ -336,8 +369,10 @@ fn from_row(r: &super::db::Row) -> Result<Job, StoreError> {
                 selection: serde_json::from_str(&r.get::<String>(7)?).unwrap_or_default(),
                 fingerprint: r.get(8)?,
                 starts_at: r.get(9)?,
-                labels: serde_json::from_str(&r.get::<String>(10)?).unwrap_or_default(),
-                annotations: serde_json::from_str(&r.get::<String>(11)?).unwrap_or_default(),
+                labels: Arc::new(serde_json::from_str(&r.get::<String>(10)?).unwrap_or_default()),
+                annotations: Arc::new(
+                    serde_json::from_str(&r.get::<String>(11)?).unwrap_or_default(),
+                ),
             },
             incident: r.get(12)?,
             retry: r.get::<i64>(13)? != 0,
@@ -369,8 +404,8 @@ pub(super) fn insert(
             to_json(&new.selection),
             new.fingerprint,
             new.starts_at,
-            to_json(&new.labels),
-            to_json(&new.annotations),
+            to_json(&*new.labels),
+            to_json(&*new.annotations),
             JobState::Queued.as_str(),
             incident,
             i64::from(retry),

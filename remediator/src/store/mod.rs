@@ -202,10 +202,10 @@ pub struct NewJob {
     pub fingerprint: String,
     /// Alert start time, as Alertmanager wrote it.
     pub starts_at: String,
-    /// Alert labels.
-    pub labels: BTreeMap<String, String>,
-    /// Alert annotations.
-    pub annotations: BTreeMap<String, String>,
+    /// Alert labels (shared: a job's copies, in memory and in its decision, are one map).
+    pub labels: Arc<BTreeMap<String, String>>,
+    /// Alert annotations (shared likewise).
+    pub annotations: Arc<BTreeMap<String, String>>,
     /// Earliest time to act.
     pub not_before: f64,
 }

@@ -120,8 +120,8 @@ pub fn new_job(fingerprint: &str, starts_at: &str) -> NewJob {
         },
         fingerprint: fingerprint.into(),
         starts_at: starts_at.into(),
-        labels: BTreeMap::from([("alertname".into(), "GhostDown".into())]),
-        annotations: BTreeMap::new(),
+        labels: BTreeMap::from([("alertname".into(), "GhostDown".into())]).into(),
+        annotations: BTreeMap::new().into(),
         not_before: NOW,
     }
 }
