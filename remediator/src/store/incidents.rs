@@ -539,9 +539,8 @@ fn follow_latest_rule(c: &dyn Db, inc: &Row, job: &Job) -> Result<(), StoreError
     Ok(())
 }
 
-/// Links the job and its occurrence to incident `id`.
-/// Links a new occurrence's job to incident `id`, recording it under its canonical subject and
-/// selection (`job.new`).
+/// Links a new occurrence's job and its occurrence to incident `id`, recording the job under its
+/// canonical subject and selection (`job.new`).
 fn link(c: &dyn Db, job: &mut Job, id: i64) -> Result<(), StoreError> {
     job.incident = Some(id);
     exec(
