@@ -273,12 +273,7 @@ pub(super) fn close(
     detail: &str,
     now: f64,
 ) -> Result<bool, StoreError> {
-    let n = exec(
-        c,
-        "UPDATE jobs SET state = ?2, result = ?3 WHERE id = ?1 AND state != ?2",
-        args![job.id, JobState::Done.as_str(), event.as_str()],
-    )?;
-    audit_close(c, job, n, event, detail, now)
+    end(c, job, (event, detail), now, false)
 }
 
 /// [`close`] for a new occurrence's job, recording it under its canonical subject and selection
@@ -290,29 +285,31 @@ pub(super) fn close_canonical(
     detail: &str,
     now: f64,
 ) -> Result<bool, StoreError> {
-    let n = exec(
-        c,
-        "UPDATE jobs SET state = ?2, result = ?3, subject = ?4, selection = ?5 WHERE id = ?1 AND state != ?2",
-        args![
-            job.id,
-            JobState::Done.as_str(),
-            event.as_str(),
-            job.new.subject,
-            to_json(&job.new.selection)
-        ],
-    )?;
-    audit_close(c, job, n, event, detail, now)
+    end(c, job, (event, detail), now, true)
 }
 
-/// The audit row of a job closed by `n` updated rows (none: it was closed already).
-fn audit_close(
+/// [`close`], and with `canonical` [`close_canonical`].
+fn end(
     c: &dyn Db,
     job: &Job,
-    n: usize,
-    event: Event,
-    detail: &str,
+    (event, detail): (Event, &str),
     now: f64,
+    canonical: bool,
 ) -> Result<bool, StoreError> {
+    let (id, done, result) = (job.id, JobState::Done.as_str(), event.as_str());
+    let n = if canonical {
+        exec(
+            c,
+            "UPDATE jobs SET state = ?2, result = ?3, subject = ?4, selection = ?5 WHERE id = ?1 AND state != ?2",
+            args![id, done, result, job.new.subject, to_json(&job.new.selection)],
+        )?
+    } else {
+        exec(
+            c,
+            "UPDATE jobs SET state = ?2, result = ?3 WHERE id = ?1 AND state != ?2",
+            args![id, done, result],
+        )?
+    };
     if n == 0 {
         return Ok(false);
     }
