@@ -20,6 +20,8 @@
 # package's server (the newest under /usr/lib/postgresql) in the work folder, fsync and
 # synchronous_commit on (its defaults), reached over TCP on 127.0.0.1 with a password from a
 # file, as replicas sharing a store reach it. PG_OPTIONS adds server options ("-c name=value").
+# PG_STATS=1 (with PG=1) loads pg_stat_statements and prints, after the run, the statements
+# that took PostgreSQL the most time: calls, rows, mean and total time of each.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -76,7 +78,11 @@ if [[ "${PG:-0}" == 1 ]]; then
         --auth-local=trust --auth-host=scram-sha-256 >/dev/null
     pg_port="$(free_port)"
     runuser -u postgres -- "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg/server.log" -w \
-        -o "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1 ${PG_OPTIONS:-}" start >/dev/null
+        -o "-p $pg_port -k $work/pg -c listen_addresses=127.0.0.1 ${PG_OPTIONS:-} \
+            $([[ "${PG_STATS:-0}" == 1 ]] && echo "-c shared_preload_libraries=pg_stat_statements")" start >/dev/null
+    if [[ "${PG_STATS:-0}" == 1 ]]; then
+        "$pgbin/psql" -q -h "$work/pg" -p "$pg_port" -U stackmedic -d postgres -c "CREATE EXTENSION pg_stat_statements" >/dev/null
+    fi
     storage=(--storage.url="postgres://stackmedic@127.0.0.1:$pg_port/postgres"
         --storage.password-file="$work/pg-password")
     echo "PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on 127.0.0.1:$pg_port, data in $work/pg"
@@ -162,6 +168,25 @@ if rate and int(rate.group(1)) > 0:
 print(line)
 EOF
 echo "server peak RSS $(awk '/VmHWM/ {print $2, $3}' "/proc/$pid/status")"
+# Whether deciding kept pace with accepting: alerts queued against jobs ended (each decided as a
+# dry run), and the jobs still due, as the load ends.
+python3 - "$port" <<'EOF'
+import re, sys, urllib.request
+text = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=10).read().decode()
+def total(name, must=""):
+    return sum(float(v) for labels, v in re.findall(rf"^{name}(\{{[^}}]*\}})? (\S+)$", text, re.M)
+               if must in labels)
+queued = total("stackmedic_remediator_alerts_total", 'decision="queued"')
+ended = total("stackmedic_remediator_actions_total")
+depth = total("stackmedic_remediator_queue_depth")
+print(f"as the load ends: {queued:.0f} alerts queued, {ended:.0f} jobs ended, queue depth {depth:.0f}")
+EOF
+if [[ "${PG_STATS:-0}" == 1 ]]; then
+    "$pgbin/psql" -h "$work/pg" -p "$pg_port" -U stackmedic -d postgres -P pager=off -c \
+        "SELECT calls, rows, round(mean_exec_time::numeric, 3) AS mean_ms, round(total_exec_time::numeric) AS total_ms,
+                left(regexp_replace(query, '\\s+', ' ', 'g'), 110) AS statement
+         FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 12"
+fi
 if [[ "${PERF:-0}" == 1 ]]; then
     cp "$work/perf.data" "${PERF_OUT:-/tmp/stackmedic-webhooks.perf.data}"
     perf report -i "$work/perf.data" --no-children --percent-limit 0.7 --stdio 2>/dev/null \

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use super::db::Engine;
+use super::db::{Engine, Value};
 use super::{args, exec, row_opt, Db, Job, StoreError};
 use crate::limits;
 use crate::vocab::Event;
@@ -48,34 +48,98 @@ pub(super) struct Row<'a> {
     pub duration: Option<f64>,
 }
 
-pub(super) fn write(c: &dyn Db, row: &Row<'_>) -> Result<(), StoreError> {
+/// An audit row's columns, and their types for PostgreSQL where nothing else says them.
+pub(super) const COLUMNS: [(&str, &str); 15] = [
+    ("at", "DOUBLE PRECISION"),
+    ("job_id", "BIGINT"),
+    ("incident_id", "BIGINT"),
+    ("rule", "TEXT"),
+    ("action", "TEXT"),
+    ("target", "TEXT"),
+    ("subject", "TEXT"),
+    ("alertname", "TEXT"),
+    ("fingerprint", "TEXT"),
+    ("result", "TEXT"),
+    ("detail", "TEXT"),
+    ("duration_seconds", "DOUBLE PRECISION"),
+    ("accepted_at", "DOUBLE PRECISION"),
+    ("started_at", "DOUBLE PRECISION"),
+    ("replica", "TEXT"),
+];
+
+/// `row`'s values in the order of [`COLUMNS`].
+pub(super) fn values(c: &dyn Db, row: &Row<'_>) -> Vec<Value> {
     let a = &row.about;
     let detail = bounded(row.detail, detail_bytes(row.event));
     let alertname = bounded(a.alertname, limits::VALUE_BYTES);
     let started = row.duration.map(|d| row.at - d);
-    exec(
-c,
-        "INSERT INTO audit (at, job_id, incident_id, rule, action, target, subject, alertname, fingerprint, result, detail, duration_seconds, accepted_at, started_at, replica) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-        args![
-            row.at,
-            a.job,
-            a.incident,
-            a.rule,
-            a.action,
-            a.target,
-            a.subject,
-            alertname,
-            a.fingerprint,
-            row.event.as_str(),
-            detail,
-            row.duration,
-            a.accepted_at,
-            started,
-            &c.replica().name
-        ],
-    )?;
-    Ok(())
+    args![
+        row.at,
+        a.job,
+        a.incident,
+        a.rule,
+        a.action,
+        a.target,
+        a.subject,
+        alertname,
+        a.fingerprint,
+        row.event.as_str(),
+        detail,
+        row.duration,
+        a.accepted_at,
+        started,
+        &c.replica().name
+    ]
+    .to_vec()
+}
+
+pub(super) fn write(c: &dyn Db, row: &Row<'_>) -> Result<(), StoreError> {
+    write_values(c, &values(c, row))
+}
+
+/// [`write`] of a row's [`values`].
+fn write_values(c: &dyn Db, values: &[Value]) -> Result<(), StoreError> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let names: Vec<&str> = COLUMNS.iter().map(|(n, _)| *n).collect();
+        let places: Vec<String> = (1..=COLUMNS.len()).map(|i| format!("?{i}")).collect();
+        format!(
+            "INSERT INTO audit ({}) VALUES ({})",
+            names.join(", "),
+            places.join(", ")
+        )
+    });
+    c.exec_later(&SQL, values)
+}
+
+/// Runs `guard` (an `UPDATE` with `params`) and writes the row of `values` if it changed a row.
+/// On PostgreSQL both are one statement sent without waiting for it ([`Db::exec_later`]);
+/// whether it changed a row is then not known here.
+pub(super) fn write_if(
+    c: &dyn Db,
+    guard: &str,
+    params: &[Value],
+    values: Vec<Value>,
+) -> Result<(), StoreError> {
+    if c.engine() == Engine::Sqlite {
+        if c.exec(guard, params)? > 0 {
+            write_values(c, &values)?;
+        }
+        return Ok(());
+    }
+    let names: Vec<&str> = COLUMNS.iter().map(|(n, _)| *n).collect();
+    let places: Vec<String> = COLUMNS
+        .iter()
+        .enumerate()
+        .map(|(i, (_, ty))| format!("CAST(?{} AS {ty})", params.len() + i + 1))
+        .collect();
+    let sql = format!(
+        "WITH ended AS ({guard} RETURNING 1) INSERT INTO audit ({}) SELECT {} FROM ended",
+        names.join(", "),
+        places.join(", ")
+    );
+    let mut all = params.to_vec();
+    all.extend(values);
+    c.exec_later(&sql, &all)
 }
 
 /// The bound of a row's detail: a denial's reason quotes the alert and is kept like a label

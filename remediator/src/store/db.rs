@@ -208,6 +208,37 @@ pub trait Db {
     /// What the engine reports.
     fn insert(&self, sql: &str, params: &[Value]) -> Result<i64, StoreError>;
 
+    /// Runs a statement whose result nobody reads (an audit row). PostgreSQL's writer sends it
+    /// without waiting for its answer, which it takes while the next statements run; an error
+    /// of it fails the transaction at its end, and the operation that sent it when the batch
+    /// runs again one operation at a time. Elsewhere it is [`Db::exec`].
+    ///
+    /// # Errors
+    /// What the engine reports (where it waits for the answer).
+    fn exec_later(&self, sql: &str, params: &[Value]) -> Result<(), StoreError> {
+        self.exec(sql, params).map(|_| ())
+    }
+
+    /// The result of the accepting operation `token` when the writer accepted it with the
+    /// batch's others in one statement ([`super::sets`]); `None`: it runs on its own.
+    fn take_accepted(&self, _token: u64) -> Option<Result<super::Accepted, StoreError>> {
+        None
+    }
+
+    /// What the writer read ahead for the decision on `job` ([`super::sets`]); `None`: the
+    /// decision reads for itself.
+    fn take_prefetched(&self, _job: i64) -> Option<super::sets::Prefetched> {
+        None
+    }
+
+    /// Takes a new occurrence's job's end as decided (see `jobs::close_canonical`) to write it
+    /// later: PostgreSQL's writer writes the batch's ends together in one statement
+    /// ([`super::sets::end_all`]) before any other statement runs. Gives it back when it is to
+    /// be written now ([`super::sets::end_one`]), as everywhere else.
+    fn end_later(&self, end: super::sets::End) -> Option<super::sets::End> {
+        Some(end)
+    }
+
     /// The engine.
     fn engine(&self) -> Engine;
 

@@ -95,35 +95,40 @@ pub(super) fn load_one(
     p: &[super::db::Value],
 ) -> Result<Option<Row>, StoreError> {
     row_opt(
-c,
-        &format!(
-            "SELECT id, subject, target, rule, action, alertname, fingerprint, state, attempts, max_attempts, \
-             current_job, healed_at, next_attempt_at, \
-             COALESCE((SELECT CASE WHEN started_at IS NOT NULL THEN 1 ELSE 0 END FROM jobs WHERE jobs.id = incidents.current_job), 0), \
-             rechecks FROM incidents WHERE {filter}"
-        ),
+        c,
+        &format!("SELECT {INCIDENT_COLUMNS} FROM incidents WHERE {filter}"),
         p,
-        |r| {
-            let state: String = r.get(7)?;
-            Ok(Row {
-                id: r.get(0)?,
-                subject: r.get(1)?,
-                target: r.get(2)?,
-                rule: r.get(3)?,
-                action: r.get(4)?,
-                alertname: r.get(5)?,
-                fingerprint: r.get(6)?,
-                state: IncidentState::parse(&state).unwrap_or(IncidentState::Escalated),
-                attempts: r.get(8)?,
-                max_attempts: r.get(9)?,
-                current_job: r.get(10)?,
-                healed_at: r.get(11)?,
-                next_attempt_at: r.get(12)?,
-                running: r.get(13)?,
-                rechecks: r.get(14)?,
-            })
-        },
+        |r| incident_row(r, 0),
     )
+}
+
+/// The columns of an incident as [`incident_row`] reads them, from the table `incidents`.
+pub(super) const INCIDENT_COLUMNS: &str =
+    "id, subject, target, rule, action, alertname, fingerprint, state, attempts, max_attempts, \
+     current_job, healed_at, next_attempt_at, \
+     COALESCE((SELECT CASE WHEN started_at IS NOT NULL THEN 1 ELSE 0 END FROM jobs WHERE jobs.id = incidents.current_job), 0), \
+     rechecks";
+
+/// The incident in `r`'s columns from `at` on ([`INCIDENT_COLUMNS`]).
+pub(super) fn incident_row(r: &super::db::Row, at: usize) -> Result<Row, StoreError> {
+    let state: String = r.get(at + 7)?;
+    Ok(Row {
+        id: r.get(at)?,
+        subject: r.get(at + 1)?,
+        target: r.get(at + 2)?,
+        rule: r.get(at + 3)?,
+        action: r.get(at + 4)?,
+        alertname: r.get(at + 5)?,
+        fingerprint: r.get(at + 6)?,
+        state: IncidentState::parse(&state).unwrap_or(IncidentState::Escalated),
+        attempts: r.get(at + 8)?,
+        max_attempts: r.get(at + 9)?,
+        current_job: r.get(at + 10)?,
+        healed_at: r.get(at + 11)?,
+        next_attempt_at: r.get(at + 12)?,
+        running: r.get(at + 13)?,
+        rechecks: r.get(at + 14)?,
+    })
 }
 
 /// `None` while an alert of incident `id` fires; once every one resolved, how the last one was

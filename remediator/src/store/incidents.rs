@@ -148,7 +148,12 @@ impl Store {
     /// # Errors
     /// On a database failure; nothing is changed then.
     pub async fn decide(&self, input: DecideInput, now: f64) -> Result<Decision, StoreError> {
-        self.run(move |c| decide(c, &input, now)).await
+        let hint = super::sets::Hint::Decide {
+            job: input.job.id,
+            subject: input.subject.clone(),
+        };
+        self.run_hinted(Some(hint), move |c| decide(c, &input, now))
+            .await
     }
 
     /// Marks an attempt's action as started and counts the attempt, if the job is still its
@@ -217,7 +222,7 @@ fn is_late(job: &Job, max_age: f64, now: f64) -> bool {
 
 /// A job's state and incident as stored, and for a new occurrence's job (no incident) its
 /// occurrence: when it resolved and when it began (`None`: not stored).
-type StoredJob = (String, Option<i64>, Option<(Option<f64>, Option<f64>)>);
+pub(super) type StoredJob = (String, Option<i64>, Option<(Option<f64>, Option<f64>)>);
 
 /// The job `job` as stored, with its occurrence (see [`StoredJob`]); `None`: it is gone.
 ///
@@ -266,7 +271,15 @@ fn stored_job(c: &dyn Db, job: &Job) -> Result<Option<StoredJob>, StoreError> {
 fn decide(c: &dyn Db, input: &DecideInput, now: f64) -> Result<Decision, StoreError> {
     let job = &input.job;
     let cond = &input.cond;
-    let Some((state, incident, occurrence)) = stored_job(c, job)? else {
+    // Read ahead with the batch's other decisions, on PostgreSQL (see `sets`).
+    let ahead = c
+        .take_prefetched(job.id)
+        .filter(|p| p.subject == input.subject);
+    let stored = match &ahead {
+        Some(p) => p.stored.clone(),
+        None => stored_job(c, job)?,
+    };
+    let Some((state, incident, occurrence)) = stored else {
         return Ok(Decision::Gone);
     };
     if state != JobState::Queued.as_str() {
@@ -344,11 +357,14 @@ fn decide(c: &dyn Db, input: &DecideInput, now: f64) -> Result<Decision, StoreEr
         return Ok(Decision::Cancelled { why });
     }
     let starts_at = occurrence.and_then(|(_, s)| s);
-    let open = load_one(
-        c,
-        "subject = ?1 AND closed_at IS NULL",
-        args![&input.subject],
-    )?;
+    let open = match ahead {
+        Some(p) => p.open,
+        None => load_one(
+            c,
+            "subject = ?1 AND closed_at IS NULL",
+            args![&input.subject],
+        )?,
+    };
     // A dry run acts on nothing, whatever the subject's heals and holds: not looked up then.
     let facts = if cond.dry_run {
         cond.facts(now, late, 0)

@@ -75,6 +75,23 @@ impl Store {
     /// # Errors
     /// When nothing could be stored; then nothing was.
     pub async fn accept(&self, batch: Batch, now: f64) -> Result<Accepted, StoreError> {
+        if batch.denials.is_empty() && batch.resolved.is_empty() && !batch.jobs.is_empty() {
+            // New alerts only: PostgreSQL's writer accepts them with the batch's others in one
+            // statement (see `sets`).
+            static TOKENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let token = TOKENS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let hint = super::sets::Hint::Accept {
+                token,
+                jobs: batch.jobs.clone(),
+                now,
+            };
+            return self
+                .run_hinted(Some(hint), move |c| match c.take_accepted(token) {
+                    Some(accepted) => accepted,
+                    None => accept(c, batch.clone(), now),
+                })
+                .await;
+        }
         self.run(move |c| accept(c, batch.clone(), now)).await
     }
 
@@ -273,57 +290,50 @@ pub(super) fn close(
     detail: &str,
     now: f64,
 ) -> Result<bool, StoreError> {
-    end(c, job, (event, detail), now, false)
+    let n = exec(
+        c,
+        "UPDATE jobs SET state = ?2, result = ?3 WHERE id = ?1 AND state != ?2",
+        args![job.id, JobState::Done.as_str(), event.as_str()],
+    )?;
+    if n == 0 {
+        return Ok(false);
+    }
+    audit::write(c, &ended(job, event, detail, now))?;
+    Ok(true)
 }
 
 /// [`close`] for a new occurrence's job, recording it under its canonical subject and selection
-/// (`job.new`) in the same update.
+/// (`job.new`) in the same update. Whether it was still open is not said: PostgreSQL's writer
+/// writes the batch's ends together, without waiting for them ([`super::sets::end_all`]).
 pub(super) fn close_canonical(
     c: &dyn Db,
     job: &Job,
     event: Event,
     detail: &str,
     now: f64,
-) -> Result<bool, StoreError> {
-    end(c, job, (event, detail), now, true)
+) -> Result<(), StoreError> {
+    let end = super::sets::End {
+        job: job.id,
+        result: event.as_str().to_string(),
+        subject: job.new.subject.clone(),
+        selection: to_json(&job.new.selection),
+        audit: audit::values(c, &ended(job, event, detail, now)),
+    };
+    match c.end_later(end) {
+        Some(end) => super::sets::end_one(c, end),
+        None => Ok(()),
+    }
 }
 
-/// [`close`], and with `canonical` [`close_canonical`].
-fn end(
-    c: &dyn Db,
-    job: &Job,
-    (event, detail): (Event, &str),
-    now: f64,
-    canonical: bool,
-) -> Result<bool, StoreError> {
-    let (id, done, result) = (job.id, JobState::Done.as_str(), event.as_str());
-    let n = if canonical {
-        exec(
-            c,
-            "UPDATE jobs SET state = ?2, result = ?3, subject = ?4, selection = ?5 WHERE id = ?1 AND state != ?2",
-            args![id, done, result, job.new.subject, to_json(&job.new.selection)],
-        )?
-    } else {
-        exec(
-            c,
-            "UPDATE jobs SET state = ?2, result = ?3 WHERE id = ?1 AND state != ?2",
-            args![id, done, result],
-        )?
-    };
-    if n == 0 {
-        return Ok(false);
+/// The audit row of `job` ended with `event`.
+fn ended<'a>(job: &'a Job, event: Event, detail: &'a str, now: f64) -> audit::Row<'a> {
+    audit::Row {
+        at: now,
+        about: About::job(job),
+        event,
+        detail,
+        duration: None,
     }
-    audit::write(
-        c,
-        &audit::Row {
-            at: now,
-            about: About::job(job),
-            event,
-            detail,
-            duration: None,
-        },
-    )?;
-    Ok(true)
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> String {

@@ -27,6 +27,7 @@ pub mod readers;
 mod rechecks;
 mod replicas;
 pub mod schema;
+mod sets;
 pub mod views;
 mod writer;
 
@@ -75,6 +76,9 @@ impl From<rusqlite::Error> for StoreError {
 #[derive(Clone)]
 pub struct Store {
     tx: std_mpsc::Sender<writer::Op>,
+    /// PostgreSQL: the writer that accepts new alerts, beside the one for everything else, so
+    /// that webhooks are not answered only after the decisions before them (see [`sets`]).
+    accepts: Option<std_mpsc::Sender<writer::Op>>,
     readers: Arc<Reads>,
     /// Whether operations succeed, as the last ones found.
     pub health: Arc<Health>,
@@ -321,6 +325,7 @@ impl Store {
             .map_err(|e| StoreError(format!("cannot start the store thread: {e}")))?;
         Ok(Store {
             tx,
+            accepts: None,
             readers,
             health: Arc::new(Health::default()),
             replica,
@@ -357,15 +362,21 @@ impl Store {
             options.clone(),
             replica.clone(),
         ))));
-        let (tx, rx) = std_mpsc::channel::<writer::Op>();
         let conflicts: Arc<std::sync::atomic::AtomicU64> = Arc::default();
-        let (opts, me, counted) = (options.clone(), replica.clone(), conflicts.clone());
-        std::thread::Builder::new()
-            .name("stackmedic-store".into())
-            .spawn(move || pg::run(&opts, &me, &counted, &rx))
-            .map_err(|e| StoreError(format!("cannot start the store thread: {e}")))?;
+        let writer = |name: &str| {
+            let (tx, rx) = std_mpsc::channel::<writer::Op>();
+            let (opts, me, counted) = (options.clone(), replica.clone(), conflicts.clone());
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(move || pg::run(&opts, &me, &counted, &rx))
+                .map_err(|e| StoreError(format!("cannot start the store thread: {e}")))?;
+            Ok::<_, StoreError>(tx)
+        };
+        let tx = writer("stackmedic-store")?;
+        let accepts = Some(writer("stackmedic-accept")?);
         Ok(Store {
             tx,
+            accepts,
             readers,
             health: Arc::new(Health::default()),
             replica,
@@ -424,9 +435,28 @@ impl Store {
         T: Send + 'static,
         F: Fn(&dyn Db) -> Result<T, StoreError> + Send + 'static,
     {
+        self.run_hinted(None, f).await
+    }
+
+    /// [`Store::run`], saying what `f` will do first (see [`sets`]).
+    async fn run_hinted<T, F>(&self, hint: Option<sets::Hint>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Fn(&dyn Db) -> Result<T, StoreError> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
-        let op: writer::Op = Box::new(Pending { f, out: None, tx });
-        let result = match self.tx.send(op) {
+        let op_is_accept = matches!(hint, Some(sets::Hint::Accept { .. }));
+        let op: writer::Op = Box::new(Pending {
+            f,
+            out: None,
+            tx,
+            hint,
+        });
+        let to = match (&self.accepts, &op_is_accept) {
+            (Some(accepts), true) => accepts,
+            _ => &self.tx,
+        };
+        let result = match to.send(op) {
             Ok(()) => rx
                 .await
                 .unwrap_or_else(|_| Err(StoreError("store thread stopped".into()))),
@@ -442,6 +472,7 @@ struct Pending<T, F> {
     f: F,
     out: Option<Result<T, StoreError>>,
     tx: oneshot::Sender<Result<T, StoreError>>,
+    hint: Option<sets::Hint>,
 }
 
 impl<T, F> writer::Operation for Pending<T, F>
@@ -454,6 +485,10 @@ where
         let ok = r.is_ok();
         self.out = Some(r);
         ok
+    }
+
+    fn hint(&self) -> Option<&sets::Hint> {
+        self.hint.as_ref()
     }
 
     fn finish(self: Box<Self>, commit: Result<(), String>) {

@@ -19,9 +19,12 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -31,6 +34,7 @@ use postgres::{Client, IsolationLevel, Statement};
 use tokio::sync::Semaphore;
 
 use super::db::{Db, Engine, Row, Value};
+use super::sets;
 use super::writer::Op;
 use super::StoreError;
 
@@ -50,7 +54,7 @@ pub struct Options {
     /// The URL as given, for messages (it holds no password).
     pub url: String,
     /// The connection settings.
-    config: postgres::Config,
+    config: tokio_postgres::Config,
     /// TLS to the server, when the URL asks for it.
     tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
 }
@@ -77,7 +81,7 @@ impl Options {
         ca_file: Option<&Path>,
         application_name: &str,
     ) -> Result<Options, StoreError> {
-        let mut config: postgres::Config = url
+        let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e| StoreError(format!("--storage.url {url:?}: {e}")))?;
         if config.get_password().is_some() {
@@ -102,7 +106,7 @@ impl Options {
         if let Some(p) = password {
             config.password(p);
         }
-        config.application_name(&format!("stackmedic-remediator {application_name}"));
+        config.application_name(format!("stackmedic-remediator {application_name}"));
         config.connect_timeout(Duration::from_secs(5));
         // A server that vanishes without closing the connection (host gone, network cut) is
         // noticed within seconds, not at the kernel's default of hours.
@@ -112,7 +116,7 @@ impl Options {
         config.keepalives_retries(3);
         config.tcp_user_timeout(Duration::from_secs(10));
         let tls = match config.get_ssl_mode() {
-            postgres::config::SslMode::Disable => None,
+            tokio_postgres::config::SslMode::Disable => None,
             _ => Some(tls(ca_file)?),
         };
         Ok(Options {
@@ -122,12 +126,42 @@ impl Options {
         })
     }
 
+    /// A blocking client (reads, the schema).
     fn connect(&self) -> Result<Client, StoreError> {
+        let config = postgres::Config::from(self.config.clone());
         let c = match &self.tls {
-            Some(tls) => self.config.connect(tls.clone()),
-            None => self.config.connect(postgres::NoTls),
+            Some(tls) => config.connect(tls.clone()),
+            None => config.connect(postgres::NoTls),
         };
         c.map_err(|e| StoreError(format!("cannot connect to {}: {}", self.url, chain(&e))))
+    }
+
+    /// An asynchronous client whose connection runs on `rt` (the writer's).
+    fn connect_async(
+        &self,
+        rt: &tokio::runtime::Runtime,
+    ) -> Result<tokio_postgres::Client, StoreError> {
+        let failed = |e: postgres::Error| {
+            StoreError(format!("cannot connect to {}: {}", self.url, chain(&e)))
+        };
+        rt.block_on(async {
+            match &self.tls {
+                Some(tls) => {
+                    let (client, conn) = self.config.connect(tls.clone()).await.map_err(failed)?;
+                    tokio::spawn(async move { drop(conn.await) });
+                    Ok(client)
+                }
+                None => {
+                    let (client, conn) = self
+                        .config
+                        .connect(tokio_postgres::NoTls)
+                        .await
+                        .map_err(failed)?;
+                    tokio::spawn(async move { drop(conn.await) });
+                    Ok(client)
+                }
+            }
+        })
     }
 }
 
@@ -411,6 +445,395 @@ fn transaction<T>(
 
 // --- the store thread -------------------------------------------------------------------
 
+/// The writing connection: an asynchronous client on a runtime of the store thread's own, so
+/// that a statement whose answer no operation waits for ([`Db::exec_later`]: an audit row) is
+/// sent at once and answered while the next statements run (pipelined), instead of costing a
+/// round trip of its own.
+struct Writer {
+    rt: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+    /// Prepared statements, each with how often it ran since.
+    statements: HashMap<String, (Statement, u32)>,
+}
+
+/// Runs of a statement over a set of rows before it is prepared (and planned) again.
+const REPLAN_AFTER: u32 = 200;
+
+impl Writer {
+    fn open(options: &Options) -> Result<Writer, StoreError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError(format!("cannot start the store's runtime: {e}")))?;
+        let client = options.connect_async(&rt)?;
+        Ok(Writer {
+            rt,
+            client,
+            statements: HashMap::new(),
+        })
+    }
+}
+
+/// A statement sent without waiting for its answer.
+type Later<'t> = Pin<Box<dyn Future<Output = Result<u64, postgres::Error>> + 't>>;
+
+/// A write transaction on the [`Writer`], as the store's operations see it.
+pub(super) struct WriteTx<'t> {
+    rt: &'t tokio::runtime::Runtime,
+    client: &'t tokio_postgres::Client,
+    statements: RefCell<&'t mut HashMap<String, (Statement, u32)>>,
+    replica: &'t super::Replica,
+    /// Statements sent and not answered yet, oldest first.
+    later: RefCell<Vec<Later<'t>>>,
+    /// A serialization failure or deadlock was met: the transaction must run again.
+    conflict: Cell<bool>,
+    /// The first other error of a statement sent without waiting.
+    later_failed: RefCell<Option<StoreError>>,
+    /// The batch's accepting operations not yet accepted together ([`sets::accept_all`]).
+    accepts: RefCell<Vec<(u64, Vec<super::NewJob>, f64)>>,
+    /// What they were accepted with, by token; or why not.
+    accepted: RefCell<Result<HashMap<u64, super::Accepted>, StoreError>>,
+    /// What was read ahead for the batch's decisions ([`sets::prefetch`]), by job; emptied at
+    /// the first write it cannot tell is harmless to it ([`WriteTx::writes`]).
+    prefetched: RefCell<HashMap<i64, sets::Prefetched>>,
+    /// The job of the decision running now.
+    deciding: Cell<Option<i64>>,
+    /// Ends of new occurrences' jobs to write together before the next statement
+    /// ([`sets::end_all`]).
+    ends: RefCell<Vec<sets::End>>,
+}
+
+impl<'t> WriteTx<'t> {
+    /// Waits for `fut`, taking the answers of the statements sent before it meanwhile (the
+    /// connection hands each answer over only once the one before it is taken).
+    fn wait<T>(
+        &self,
+        fut: impl Future<Output = Result<T, postgres::Error>>,
+    ) -> Result<T, postgres::Error> {
+        let mut fut = std::pin::pin!(fut);
+        self.rt.block_on(std::future::poll_fn(|cx| {
+            self.poll_later(cx);
+            fut.as_mut().poll(cx)
+        }))
+    }
+
+    /// Takes the answers that arrived for statements sent without waiting.
+    fn poll_later(&self, cx: &mut Context<'_>) {
+        self.later
+            .borrow_mut()
+            .retain_mut(|f| match f.as_mut().poll(cx) {
+                Poll::Ready(Ok(_)) => false,
+                Poll::Ready(Err(e)) => {
+                    self.failed_later(&e);
+                    false
+                }
+                Poll::Pending => true,
+            });
+    }
+
+    fn failed_later(&self, e: &postgres::Error) {
+        if retryable(e) {
+            self.conflict.set(true);
+        } else {
+            self.later_failed
+                .borrow_mut()
+                .get_or_insert_with(|| StoreError(chain(e)));
+        }
+    }
+
+    /// Sends the ends kept for later ([`Db::end_later`]) in one statement.
+    fn flush_ends(&self) {
+        let ends = std::mem::take(&mut *self.ends.borrow_mut());
+        if ends.is_empty() {
+            return;
+        }
+        // The ends of the batch's decisions, each allowed alone (see `writes`): sent as they
+        // are, without dropping what was read ahead.
+        let ahead = std::mem::take(&mut *self.prefetched.borrow_mut());
+        if let Err(e) = sets::end_all(self, ends) {
+            self.later_failed.borrow_mut().get_or_insert(e);
+        }
+        *self.prefetched.borrow_mut() = ahead;
+    }
+
+    /// Waits until every statement sent has been answered.
+    fn settle(&self) {
+        self.flush_ends();
+        self.rt.block_on(std::future::poll_fn(|cx| {
+            self.poll_later(cx);
+            if self.later.borrow().is_empty() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }));
+    }
+
+    /// Sends `fut`'s statement now (its first poll queues it on the connection, which writes
+    /// it at the next wait) and keeps it to take its answer later.
+    fn send_later(&self, mut fut: Later<'t>) {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(Ok(_)) => {}
+            Poll::Ready(Err(e)) => self.failed_later(&e),
+            Poll::Pending => self.later.borrow_mut().push(fut),
+        }
+    }
+
+    /// Notes that `sql` runs with `p`: unless it only reads, or is the running decision's end
+    /// of its own job or an audit row, what was read ahead for the decisions is dropped.
+    fn writes(&self, sql: &str, p: &[Value]) {
+        if self.prefetched.borrow().is_empty() {
+            return;
+        }
+        let own_job = sql
+            .strip_prefix("WITH ended AS (")
+            .unwrap_or(sql)
+            .starts_with("UPDATE jobs SET state = ?2, result = ?3")
+            && sql.contains("WHERE id = ?1 AND")
+            && self
+                .deciding
+                .get()
+                .is_some_and(|j| p.first() == Some(&Value::Int(j)));
+        if !(sql.starts_with("SELECT ") || sql.starts_with("INSERT INTO audit ") || own_job) {
+            self.prefetched.borrow_mut().clear();
+        }
+    }
+
+    /// `sql` prepared on the connection. A statement over a set of rows from its JSON parameter
+    /// (see `sets`) is prepared again every [`REPLAN_AFTER`] runs: PostgreSQL keeps the plan it
+    /// made for a prepared statement, and one made while the tables were young (a scan of the
+    /// whole table, the cheapest way through a few rows) is slow once they have grown.
+    fn statement(&self, sql: &str) -> Result<Statement, StoreError> {
+        if let Some((st, uses)) = self.statements.borrow_mut().get_mut(sql) {
+            *uses += 1;
+            if *uses < REPLAN_AFTER || !sql.contains("json_to_recordset") {
+                return Ok(st.clone());
+            }
+        }
+        let st = self
+            .wait(self.client.prepare(&placeholders(sql)))
+            .map_err(|e| self.error(&e, sql))?;
+        self.statements
+            .borrow_mut()
+            .insert(sql.to_string(), (st.clone(), 0));
+        Ok(st)
+    }
+
+    fn error(&self, e: &postgres::Error, sql: &str) -> StoreError {
+        if retryable(e) {
+            self.conflict.set(true);
+        }
+        StoreError(format!(
+            "{} (in: {})",
+            chain(e),
+            sql.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
+        ))
+    }
+}
+
+impl Db for WriteTx<'_> {
+    fn exec(&self, sql: &str, p: &[Value]) -> Result<usize, StoreError> {
+        self.flush_ends();
+        self.writes(sql, p);
+        let st = self.statement(sql)?;
+        let n = self
+            .wait(self.client.execute(&st, &params(p)))
+            .map_err(|e| self.error(&e, sql))?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn exec_later(&self, sql: &str, p: &[Value]) -> Result<(), StoreError> {
+        self.flush_ends();
+        self.writes(sql, p);
+        let st = self.statement(sql)?;
+        let values = p.to_vec();
+        let client = self.client;
+        self.send_later(Box::pin(async move {
+            client.execute(&st, &params(&values)).await
+        }));
+        Ok(())
+    }
+
+    fn query(&self, sql: &str, p: &[Value]) -> Result<Vec<Row>, StoreError> {
+        self.flush_ends();
+        self.writes(sql, p);
+        let st = self.statement(sql)?;
+        let rows = self
+            .wait(self.client.query(&st, &params(p)))
+            .map_err(|e| self.error(&e, sql))?;
+        rows.iter()
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| value(r, i))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Row)
+                    .map_err(|e| self.error(&e, sql))
+            })
+            .collect()
+    }
+
+    fn insert(&self, sql: &str, p: &[Value]) -> Result<i64, StoreError> {
+        super::db::row(self, &format!("{sql} RETURNING id"), p, |r| r.get(0))
+    }
+
+    fn engine(&self) -> Engine {
+        Engine::Postgres
+    }
+
+    fn batch(&self, sql: &str) -> Result<(), StoreError> {
+        self.flush_ends();
+        self.writes(sql, &[]);
+        self.wait(self.client.batch_execute(sql))
+            .map_err(|e| self.error(&e, sql))
+    }
+
+    fn replica(&self) -> &super::Replica {
+        self.replica
+    }
+
+    fn take_accepted(&self, token: u64) -> Option<Result<super::Accepted, StoreError>> {
+        let pending = std::mem::take(&mut *self.accepts.borrow_mut());
+        if !pending.is_empty() {
+            let all = sets::accept_all(self, &pending);
+            let mut accepted = self.accepted.borrow_mut();
+            match (&mut *accepted, all) {
+                (Ok(done), Ok(more)) => done.extend(more),
+                (done, Err(e)) => *done = Err(e),
+                (Err(_), Ok(_)) => {}
+            }
+        }
+        match &mut *self.accepted.borrow_mut() {
+            Ok(done) => done.remove(&token).map(Ok),
+            Err(e) => Some(Err(e.clone())),
+        }
+    }
+
+    fn take_prefetched(&self, job: i64) -> Option<sets::Prefetched> {
+        self.prefetched.borrow_mut().remove(&job)
+    }
+
+    fn end_later(&self, end: sets::End) -> Option<sets::End> {
+        // Only a decision's end of its own job, and each job once: anything else now.
+        if self.deciding.get() != Some(end.job) {
+            return Some(end);
+        }
+        if self.ends.borrow().iter().any(|e| e.job == end.job) {
+            self.flush_ends();
+        }
+        self.ends.borrow_mut().push(end);
+        None
+    }
+}
+
+/// How a batch's transaction ended, when it did not commit.
+enum TxEnd {
+    /// Another replica's transaction conflicted: run it again.
+    Conflict,
+    /// An operation failed on its own (its error is its answer).
+    OperationFailed,
+    /// A statement sent without waiting failed (the error of the operation that sent it).
+    Later(StoreError),
+    /// The database failed.
+    Db(StoreError),
+}
+
+/// Runs `ops` in one `SERIALIZABLE` transaction of `w` and commits it.
+fn write_batch(w: &mut Writer, replica: &super::Replica, ops: &mut [Op]) -> Result<(), TxEnd> {
+    let Writer {
+        rt,
+        client,
+        statements,
+    } = w;
+    let client: &tokio_postgres::Client = client;
+    let tx = WriteTx {
+        rt,
+        client,
+        statements: RefCell::new(statements),
+        replica,
+        later: RefCell::new(Vec::new()),
+        conflict: Cell::new(false),
+        later_failed: RefCell::new(None),
+        accepts: RefCell::new(Vec::new()),
+        accepted: RefCell::new(Ok(HashMap::new())),
+        prefetched: RefCell::new(HashMap::new()),
+        deciding: Cell::new(None),
+        ends: RefCell::new(Vec::new()),
+    };
+    // Sent with the first statement, not waited for on its own.
+    tx.send_later(Box::pin(async move {
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL SERIALIZABLE")
+            .await
+            .map(|()| 0)
+    }));
+    // What the operations will do first, done for all of them at once (see `sets`): the
+    // decisions run first, then the others in the order they came.
+    let mut decides = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        match op.hint() {
+            Some(sets::Hint::Accept { token, jobs, now }) => {
+                tx.accepts.borrow_mut().push((*token, jobs.clone(), *now));
+            }
+            Some(sets::Hint::Decide { job, subject }) => decides.push((i, *job, subject.clone())),
+            None => {}
+        }
+    }
+    if decides.len() > 1 {
+        let keys: Vec<(i64, &str)> = decides.iter().map(|(_, j, s)| (*j, s.as_str())).collect();
+        // On an error each decision reads for itself (and meets the same error).
+        if let Ok(ahead) = sets::prefetch(&tx, &keys) {
+            *tx.prefetched.borrow_mut() = ahead;
+        }
+    }
+    let mut first = vec![false; ops.len()];
+    for (i, ..) in &decides {
+        first[*i] = true;
+    }
+    let order = decides
+        .iter()
+        .map(|(i, ..)| *i)
+        .chain((0..ops.len()).filter(|i| !first[*i]));
+    let mut ok = !tx.conflict.get();
+    if ok {
+        for i in order {
+            tx.deciding.set(
+                decides
+                    .iter()
+                    .find(|(d, ..)| *d == i)
+                    .map(|(_, job, _)| *job),
+            );
+            if !first[i] {
+                // The decisions are done: nothing read ahead is of use any more.
+                tx.prefetched.borrow_mut().clear();
+            }
+            ok = ops[i].run(&tx);
+            if !ok || tx.conflict.get() {
+                break;
+            }
+        }
+    }
+    tx.settle();
+    let end = if client.is_closed() {
+        TxEnd::Db(StoreError("the connection to PostgreSQL was lost".into()))
+    } else if tx.conflict.get() {
+        TxEnd::Conflict
+    } else if let Some(e) = tx.later_failed.take() {
+        TxEnd::Later(e)
+    } else if !ok {
+        TxEnd::OperationFailed
+    } else {
+        match tx.wait(client.batch_execute("COMMIT")) {
+            Ok(()) => return Ok(()),
+            Err(e) if retryable(&e) => TxEnd::Conflict,
+            Err(e) => TxEnd::Db(StoreError(format!("commit: {}", chain(&e)))),
+        }
+    };
+    // After a failed statement PostgreSQL ignores everything up to the end of the transaction.
+    let _ = tx.wait(client.batch_execute("ROLLBACK"));
+    Err(end)
+}
+
 /// Runs operations until every sender is gone, connecting (again) when needed.
 pub(super) fn run(
     options: &Options,
@@ -418,7 +841,7 @@ pub(super) fn run(
     conflicts: &Arc<std::sync::atomic::AtomicU64>,
     rx: &std_mpsc::Receiver<Op>,
 ) {
-    let mut conn: Option<Conn> = None;
+    let mut conn: Option<Writer> = None;
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
         while ops.len() < MAX_BATCH {
@@ -427,47 +850,70 @@ pub(super) fn run(
                 Err(_) => break,
             }
         }
-        let result = run_batch(options, replica, conflicts, &mut conn, &mut ops);
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "store commit failed");
-        }
-        for op in ops {
-            op.finish(result.clone());
-        }
+        run_batch(options, replica, conflicts, &mut conn, ops);
     }
 }
 
 /// What a batch's transaction ended with, when it did not commit.
 enum Ended {
-    /// One operation failed on its own (its error is its answer): nothing was committed.
-    OperationFailed,
+    /// An operation failed on its own, with the error of a statement it sent without waiting
+    /// if that was how: nothing was committed.
+    OperationFailed(Option<StoreError>),
     /// The database failed.
     Failed(String),
 }
 
 /// Runs `ops` in one transaction, without savepoints: most operations succeed, and a round
 /// trip per savepoint costs more than running the batch again. When one fails on its own,
-/// nothing is committed and each operation runs again in a transaction of its own.
+/// nothing is committed and each operation runs again in a transaction of its own. Answers
+/// every operation.
 fn run_batch(
     options: &Options,
     replica: &super::Replica,
     conflicts: &Arc<std::sync::atomic::AtomicU64>,
-    conn: &mut Option<Conn>,
-    ops: &mut [Op],
-) -> Result<(), String> {
-    match run_together(options, replica, conflicts, conn, ops) {
-        Ok(()) => Ok(()),
-        Err(Ended::OperationFailed) if ops.len() == 1 => Ok(()),
-        Err(Ended::OperationFailed) => {
-            for op in ops.iter_mut() {
-                match run_together(options, replica, conflicts, conn, std::slice::from_mut(op)) {
-                    Ok(()) | Err(Ended::OperationFailed) => {}
-                    Err(Ended::Failed(e)) => return Err(e),
+    conn: &mut Option<Writer>,
+    mut ops: Vec<Op>,
+) {
+    let failed = |e: &String| tracing::error!(error = %e, "store commit failed");
+    if ops.len() > 1 {
+        match run_together(options, replica, conflicts, conn, &mut ops) {
+            Ok(()) => {
+                for op in ops {
+                    op.finish(Ok(()));
                 }
+                return;
             }
-            Ok(())
+            Err(Ended::Failed(e)) => {
+                failed(&e);
+                for op in ops {
+                    op.finish(Err(e.clone()));
+                }
+                return;
+            }
+            Err(Ended::OperationFailed(_)) => {}
         }
-        Err(Ended::Failed(e)) => Err(e),
+    }
+    let mut rest = ops.into_iter();
+    while let Some(mut op) = rest.next() {
+        match run_together(
+            options,
+            replica,
+            conflicts,
+            conn,
+            std::slice::from_mut(&mut op),
+        ) {
+            // An operation that failed on its own has its error as its answer.
+            Ok(()) | Err(Ended::OperationFailed(None)) => op.finish(Ok(())),
+            Err(Ended::OperationFailed(Some(e))) => op.finish(Err(e.0)),
+            Err(Ended::Failed(e)) => {
+                failed(&e);
+                op.finish(Err(e.clone()));
+                for op in rest {
+                    op.finish(Err(e.clone()));
+                }
+                return;
+            }
+        }
     }
 }
 
@@ -476,41 +922,29 @@ fn run_together(
     options: &Options,
     replica: &super::Replica,
     conflicts: &Arc<std::sync::atomic::AtomicU64>,
-    conn: &mut Option<Conn>,
+    conn: &mut Option<Writer>,
     ops: &mut [Op],
 ) -> Result<(), Ended> {
-    const FAILED: &str = "the operation failed";
     for tries in 0..MAX_TRIES {
         if conn.as_ref().is_none_or(|c| c.client.is_closed()) {
-            *conn = Some(Conn::open(options).map_err(|e| Ended::Failed(e.0))?);
+            *conn = Some(Writer::open(options).map_err(|e| Ended::Failed(e.0))?);
         }
-        let Some(c) = conn.as_mut() else {
+        let Some(w) = conn.as_mut() else {
             return Err(Ended::Failed("no connection".into()));
         };
-        let r = transaction(c, replica, IsolationLevel::Serializable, false, |db| {
-            for op in ops.iter_mut() {
-                let ok = op.run(db);
-                if db.conflict.get() {
-                    return Err(StoreError("conflict".into()));
-                }
-                if !ok {
-                    return Err(StoreError(FAILED.into()));
-                }
-            }
-            Ok(())
-        });
-        match r {
+        match write_batch(w, replica, ops) {
             Ok(()) => return Ok(()),
-            Err(None) => {
+            Err(TxEnd::Conflict) => {
                 conflicts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 // Another replica committed first: run again after a short, random pause so
                 // the two do not meet again at once.
                 let pause = 1 + (rand_u64() % (2u64 << tries.min(6)));
                 std::thread::sleep(Duration::from_millis(pause));
             }
-            Err(Some(e)) if e.0 == FAILED => return Err(Ended::OperationFailed),
-            Err(Some(e)) => {
-                if c.client.is_closed() {
+            Err(TxEnd::OperationFailed) => return Err(Ended::OperationFailed(None)),
+            Err(TxEnd::Later(e)) => return Err(Ended::OperationFailed(Some(e))),
+            Err(TxEnd::Db(e)) => {
+                if w.client.is_closed() {
                     *conn = None;
                 }
                 return Err(Ended::Failed(e.0));

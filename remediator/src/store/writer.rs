@@ -33,6 +33,11 @@ pub(super) trait Operation: Send {
     /// rolled back alone). PostgreSQL may run it again when the transaction has to be retried:
     /// each run replaces the previous one's result.
     fn run(&mut self, db: &dyn Db) -> bool;
+    /// What it will do first, for PostgreSQL's writer to do for the whole batch
+    /// ([`super::sets`]); SQLite's ignores it.
+    fn hint(&self) -> Option<&super::sets::Hint> {
+        None
+    }
     /// Answers its caller with the commit's result, once the batch is durable.
     fn finish(self: Box<Self>, commit: Result<(), String>);
 }
