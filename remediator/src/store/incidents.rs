@@ -148,12 +148,12 @@ impl Store {
     /// # Errors
     /// On a database failure; nothing is changed then.
     pub async fn decide(&self, input: DecideInput, now: f64) -> Result<Decision, StoreError> {
-        let hint = super::sets::Hint::Decide {
+        // (SQLite's writer does nothing with it.)
+        let hint = (self.engine() == Engine::Postgres).then(|| super::sets::Hint::Decide {
             job: input.job.id,
             subject: input.subject.clone(),
-        };
-        self.run_hinted(Some(hint), move |c| decide(c, &input, now))
-            .await
+        });
+        self.run_hinted(hint, move |c| decide(c, &input, now)).await
     }
 
     /// Marks an attempt's action as started and counts the attempt, if the job is still its

@@ -75,7 +75,11 @@ impl Store {
     /// # Errors
     /// When nothing could be stored; then nothing was.
     pub async fn accept(&self, batch: Batch, now: f64) -> Result<Accepted, StoreError> {
-        if batch.denials.is_empty() && batch.resolved.is_empty() && !batch.jobs.is_empty() {
+        if self.engine() == super::db::Engine::Postgres
+            && batch.denials.is_empty()
+            && batch.resolved.is_empty()
+            && !batch.jobs.is_empty()
+        {
             // New alerts only: PostgreSQL's writer accepts them with the batch's others in one
             // statement (see `sets`).
             static TOKENS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

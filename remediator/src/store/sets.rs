@@ -124,25 +124,43 @@ pub(super) fn accept_all(
     c: &dyn Db,
     accepts: &[(u64, Vec<NewJob>, f64)],
 ) -> Result<HashMap<u64, Accepted>, StoreError> {
+    /// One alert of the statement's input, written straight as JSON.
+    #[derive(serde::Serialize)]
+    struct Alert<'a> {
+        n: usize,
+        rule: &'a str,
+        action: &'a str,
+        target: &'a str,
+        subject: &'a str,
+        selection: String,
+        fingerprint: &'a str,
+        starts_at: &'a str,
+        starts_at_s: Option<f64>,
+        alertname: &'a str,
+        labels: String,
+        annotations: String,
+        not_before: f64,
+        now: f64,
+    }
     let mut input = Vec::new();
     for (_, jobs, now) in accepts {
         for new in jobs {
-            input.push(serde_json::json!({
-                "n": input.len(),
-                "rule": new.rule,
-                "action": new.action.as_str(),
-                "target": new.target,
-                "subject": new.subject,
-                "selection": to_json(&new.selection),
-                "fingerprint": new.fingerprint,
-                "starts_at": new.starts_at,
-                "starts_at_s": crate::clock::parse_rfc3339(&new.starts_at),
-                "alertname": new.alertname(),
-                "labels": to_json(&*new.labels),
-                "annotations": to_json(&*new.annotations),
-                "not_before": new.not_before,
-                "now": now,
-            }));
+            input.push(Alert {
+                n: input.len(),
+                rule: &new.rule,
+                action: new.action.as_str(),
+                target: &new.target,
+                subject: &new.subject,
+                selection: to_json(&new.selection),
+                fingerprint: &new.fingerprint,
+                starts_at: &new.starts_at,
+                starts_at_s: crate::clock::parse_rfc3339(&new.starts_at),
+                alertname: new.alertname(),
+                labels: to_json(&*new.labels),
+                annotations: to_json(&*new.annotations),
+                not_before: new.not_before,
+                now: *now,
+            });
         }
     }
     let rows = c.query(
@@ -162,7 +180,7 @@ pub(super) fn accept_all(
            ORDER BY i.rule, i.fingerprint, i.starts_at, i.n) first \
          ORDER BY n RETURNING id, rule, fingerprint, starts_at",
         &[
-            Value::Text(serde_json::Value::Array(input).to_string()),
+            Value::Text(to_json(&input)),
             Value::Text(JobState::Queued.as_str().to_string()),
             Value::Text(c.replica().instance.clone()),
         ],
@@ -257,33 +275,42 @@ pub(super) fn end_all(c: &dyn Db, ends: Vec<End>) -> Result<(), StoreError> {
             values.join(", ")
         )
     });
-    let json = |v: &Value| match v {
-        Value::Null => serde_json::Value::Null,
-        Value::Int(i) => (*i).into(),
-        Value::Real(f) => (*f).into(),
-        Value::Text(s) => s.as_str().into(),
-    };
-    let input: Vec<serde_json::Value> = ends
-        .iter()
-        .enumerate()
-        .map(|(n, e)| {
-            let mut row = serde_json::Map::new();
-            row.insert("n".into(), n.into());
-            row.insert("job".into(), e.job.into());
-            row.insert("result".into(), e.result.as_str().into());
-            row.insert("subject".into(), e.subject.as_str().into());
-            row.insert("selection".into(), e.selection.as_str().into());
-            for (i, v) in e.audit.iter().enumerate() {
-                row.insert(format!("a{i}"), json(v));
-            }
-            serde_json::Value::Object(row)
-        })
-        .collect();
+    let input: Vec<EndRow<'_>> = ends.iter().enumerate().map(|(n, e)| EndRow(n, e)).collect();
     c.exec_later(
         &SQL,
         &[
-            Value::Text(serde_json::Value::Array(input).to_string()),
+            Value::Text(to_json(&input)),
             Value::Text(JobState::Done.as_str().to_string()),
         ],
     )
+}
+
+/// An end as a row of [`end_all`]'s input: its place, its job's values and its audit row's
+/// (`a0`, `a1`, … in the order of the audit columns).
+struct EndRow<'a>(usize, &'a End);
+
+impl serde::Serialize for EndRow<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap as _;
+        const AUDIT: [&str; 15] = [
+            "a0", "a1", "a2", "a3", "a4", "a5", "a6", "a7", "a8", "a9", "a10", "a11", "a12", "a13",
+            "a14",
+        ];
+        let e = self.1;
+        let mut m = s.serialize_map(Some(5 + e.audit.len()))?;
+        m.serialize_entry("n", &self.0)?;
+        m.serialize_entry("job", &e.job)?;
+        m.serialize_entry("result", &e.result)?;
+        m.serialize_entry("subject", &e.subject)?;
+        m.serialize_entry("selection", &e.selection)?;
+        for (key, v) in AUDIT.iter().zip(&e.audit) {
+            match v {
+                Value::Null => m.serialize_entry(key, &())?,
+                Value::Int(i) => m.serialize_entry(key, i)?,
+                Value::Real(f) => m.serialize_entry(key, f)?,
+                Value::Text(t) => m.serialize_entry(key, t)?,
+            }
+        }
+        m.end()
+    }
 }
