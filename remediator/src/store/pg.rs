@@ -1,18 +1,22 @@
 //! PostgreSQL: the store that replicas share.
 //!
-//! Its shape follows SQLite's ([`super::writer`], [`super::readers`]): one store thread per
-//! replica owns a writing connection and runs operations in batches, each batch one
-//! transaction at `SERIALIZABLE` isolation without savepoints (when one operation fails on its
-//! own, nothing is committed and each runs again in a transaction of its own); reads run on a
-//! small pool of connections in read-only snapshots. A commit returns once PostgreSQL has made it
-//! durable (`synchronous_commit`), so callers are answered after it.
+//! Its shape follows SQLite's ([`super::writer`], [`super::readers`]): store threads own
+//! writing connections and run operations in batches, each batch one transaction at
+//! `SERIALIZABLE` isolation without savepoints (when one operation fails on its own, nothing is
+//! committed and each runs again in a transaction of its own); reads run on a small pool of
+//! connections in read-only snapshots. A commit returns once PostgreSQL has made it durable
+//! (`synchronous_commit`), so callers are answered after it. A replica has two store threads:
+//! one accepts webhooks' new alerts, the other runs everything else, so a webhook's answer does
+//! not wait for the decisions queued before it. A batch's work is done in as few statements as
+//! it can ([`super::sets`]), and a statement whose answer no operation waits for is sent
+//! without waiting (pipelined, [`Db::exec_later`]).
 //!
 //! Two replicas deciding on the same subject, or accepting the same alert, at the same moment
 //! conflict: PostgreSQL aborts one transaction with a serialization failure, and its batch runs
 //! again from the start against what the other committed. So every operation sees the store
 //! as if replicas took turns, which is what makes an occurrence stored once and an attempt
 //! started once (the store's operations were written for one writer; serializable isolation
-//! keeps them correct with several).
+//! keeps them correct with several, and with the two store threads of one replica alike).
 //!
 //! A lost connection fails the batch (its callers get an error: webhooks 503, stored work
 //! waits) and the next batch connects again.
@@ -580,6 +584,19 @@ impl<'t> WriteTx<'t> {
         }
     }
 
+    /// The rows `sql` returned, as the store reads them.
+    fn rows(&self, rows: &[postgres::Row], sql: &str) -> Result<Vec<Row>, StoreError> {
+        rows.iter()
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| value(r, i))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map(Row)
+                    .map_err(|e| self.error(&e, sql))
+            })
+            .collect()
+    }
+
     /// Notes that `sql` runs with `p`: unless it only reads, or is the running decision's end
     /// of its own job or an audit row, what was read ahead for the decisions is dropped.
     fn writes(&self, sql: &str, p: &[Value]) {
@@ -662,15 +679,7 @@ impl Db for WriteTx<'_> {
         let rows = self
             .wait(self.client.query(&st, &params(p)))
             .map_err(|e| self.error(&e, sql))?;
-        rows.iter()
-            .map(|r| {
-                (0..r.len())
-                    .map(|i| value(r, i))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(Row)
-                    .map_err(|e| self.error(&e, sql))
-            })
-            .collect()
+        self.rows(&rows, sql)
     }
 
     fn insert(&self, sql: &str, p: &[Value]) -> Result<i64, StoreError> {
@@ -779,6 +788,30 @@ fn write_batch(w: &mut Writer, replica: &super::Replica, ops: &mut [Op]) -> Resu
             None => {}
         }
     }
+    // A batch of acceptances only (the accepting writer's): its one statement and the commit
+    // are sent together, the commit not waiting for the statement's answer. Should the
+    // statement fail, PostgreSQL ends the transaction without committing anything.
+    let committing = !ops.is_empty() && tx.accepts.borrow().len() == ops.len();
+    if committing {
+        let pending = std::mem::take(&mut *tx.accepts.borrow_mut());
+        let (sql, values) = sets::accept_statement(&pending, &replica.instance);
+        let accepted = tx.statement(sql).and_then(|st| {
+            let args = params(&values);
+            let mut query = std::pin::pin!(client.query(&st, &args));
+            let mut cx = Context::from_waker(std::task::Waker::noop());
+            let sent = query.as_mut().poll(&mut cx);
+            tx.send_later(Box::pin(async move {
+                client.batch_execute("COMMIT").await.map(|()| 0)
+            }));
+            let rows = match sent {
+                Poll::Ready(r) => r,
+                Poll::Pending => tx.wait(query),
+            }
+            .map_err(|e| tx.error(&e, sql))?;
+            sets::accepted(&tx.rows(&rows, sql)?, &pending)
+        });
+        *tx.accepted.borrow_mut() = accepted;
+    }
     if decides.len() > 1 {
         let keys: Vec<(i64, &str)> = decides.iter().map(|(_, j, s)| (*j, s.as_str())).collect();
         // On an error each decision reads for itself (and meets the same error).
@@ -822,6 +855,9 @@ fn write_batch(w: &mut Writer, replica: &super::Replica, ops: &mut [Op]) -> Resu
         TxEnd::Later(e)
     } else if !ok {
         TxEnd::OperationFailed
+    } else if committing {
+        // Committed with the statement (its error would have failed the operations).
+        return Ok(());
     } else {
         match tx.wait(client.batch_execute("COMMIT")) {
             Ok(()) => return Ok(()),

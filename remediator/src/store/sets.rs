@@ -124,6 +124,15 @@ pub(super) fn accept_all(
     c: &dyn Db,
     accepts: &[(u64, Vec<NewJob>, f64)],
 ) -> Result<HashMap<u64, Accepted>, StoreError> {
+    let (sql, params) = accept_statement(accepts, &c.replica().instance);
+    accepted(&c.query(sql, &params)?, accepts)
+}
+
+/// [`accept_all`]'s statement and its parameters, `instance` the replica's.
+pub(super) fn accept_statement(
+    accepts: &[(u64, Vec<NewJob>, f64)],
+    instance: &str,
+) -> (&'static str, Vec<Value>) {
     /// One alert of the statement's input, written straight as JSON.
     #[derive(serde::Serialize)]
     struct Alert<'a> {
@@ -163,7 +172,7 @@ pub(super) fn accept_all(
             });
         }
     }
-    let rows = c.query(
+    (
         "WITH input AS (SELECT * FROM json_to_recordset(CAST(?1 AS TEXT)::json) AS t(n int, rule text, \
            action text, target text, subject text, selection text, fingerprint text, starts_at text, \
            starts_at_s float8, alertname text, labels text, annotations text, not_before float8, now float8)), \
@@ -179,14 +188,21 @@ pub(super) fn accept_all(
            JOIN stored s ON s.rule = i.rule AND s.fingerprint = i.fingerprint AND s.starts_at = i.starts_at \
            ORDER BY i.rule, i.fingerprint, i.starts_at, i.n) first \
          ORDER BY n RETURNING id, rule, fingerprint, starts_at",
-        &[
+        vec![
             Value::Text(to_json(&input)),
             Value::Text(JobState::Queued.as_str().to_string()),
-            Value::Text(c.replica().instance.clone()),
+            Value::Text(instance.to_string()),
         ],
-    )?;
+    )
+}
+
+/// What each of `accepts` got, from the rows of [`accept_statement`].
+pub(super) fn accepted(
+    rows: &[super::db::Row],
+    accepts: &[(u64, Vec<NewJob>, f64)],
+) -> Result<HashMap<u64, Accepted>, StoreError> {
     let mut ids: HashMap<(String, String, String), i64> = HashMap::with_capacity(rows.len());
-    for r in &rows {
+    for r in rows {
         ids.insert((r.get(1)?, r.get(2)?, r.get(3)?), r.get(0)?);
     }
     let mut out = HashMap::with_capacity(accepts.len());
