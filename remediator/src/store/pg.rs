@@ -342,15 +342,38 @@ impl Tx<'_, '_> {
     }
 
     fn error(&self, e: &postgres::Error, sql: &str) -> StoreError {
-        if retryable(e) {
-            self.conflict.set(true);
-        }
-        StoreError(format!(
-            "{} (in: {})",
-            chain(e),
-            sql.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
-        ))
+        failure(&self.conflict, e, sql)
     }
+}
+
+/// `e`, met running `sql`, as the store reports it; `conflict` is set when it means the
+/// transaction must run again.
+fn failure(conflict: &Cell<bool>, e: &postgres::Error, sql: &str) -> StoreError {
+    if retryable(e) {
+        conflict.set(true);
+    }
+    StoreError(format!(
+        "{} (in: {})",
+        chain(e),
+        sql.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
+    ))
+}
+
+/// The rows `sql` returned, as the store reads them.
+fn read_rows(
+    rows: &[postgres::Row],
+    conflict: &Cell<bool>,
+    sql: &str,
+) -> Result<Vec<Row>, StoreError> {
+    rows.iter()
+        .map(|r| {
+            (0..r.len())
+                .map(|i| value(r, i))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Row)
+                .map_err(|e| failure(conflict, &e, sql))
+        })
+        .collect()
 }
 
 fn params(p: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
@@ -375,15 +398,7 @@ impl Db for Tx<'_, '_> {
             .borrow_mut()
             .query(&st, &params(p))
             .map_err(|e| self.error(&e, sql))?;
-        rows.iter()
-            .map(|r| {
-                (0..r.len())
-                    .map(|i| value(r, i))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(Row)
-                    .map_err(|e| self.error(&e, sql))
-            })
-            .collect()
+        read_rows(&rows, &self.conflict, sql)
     }
 
     fn insert(&self, sql: &str, p: &[Value]) -> Result<i64, StoreError> {
@@ -586,15 +601,7 @@ impl<'t> WriteTx<'t> {
 
     /// The rows `sql` returned, as the store reads them.
     fn rows(&self, rows: &[postgres::Row], sql: &str) -> Result<Vec<Row>, StoreError> {
-        rows.iter()
-            .map(|r| {
-                (0..r.len())
-                    .map(|i| value(r, i))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map(Row)
-                    .map_err(|e| self.error(&e, sql))
-            })
-            .collect()
+        read_rows(rows, &self.conflict, sql)
     }
 
     /// Notes that `sql` runs with `p`: unless it only reads, or is the running decision's end
@@ -638,14 +645,7 @@ impl<'t> WriteTx<'t> {
     }
 
     fn error(&self, e: &postgres::Error, sql: &str) -> StoreError {
-        if retryable(e) {
-            self.conflict.set(true);
-        }
-        StoreError(format!(
-            "{} (in: {})",
-            chain(e),
-            sql.split_whitespace().take(6).collect::<Vec<_>>().join(" ")
-        ))
+        failure(&self.conflict, e, sql)
     }
 }
 
