@@ -84,7 +84,7 @@ pub struct Metrics {
     pub takeovers: IntCounter,
     /// Lease renewals by result.
     pub lease_renewals: IntCounterVec,
-    /// Store transactions run again after a conflict with another replica.
+    /// Store transactions run again after a conflict with another transaction.
     pub store_conflicts: IntCounter,
 }
 
@@ -267,7 +267,7 @@ impl Metrics {
         )?;
         let store_conflicts = IntCounter::new(
             format!("{NS}_store_conflicts_total"),
-            "Store transactions run again because another replica changed what they read at the same moment (PostgreSQL).",
+            "Store transactions run again because another transaction (of another replica, or of this replica's other writer) changed what they read at the same moment (PostgreSQL).",
         )?;
         for r in ["ok", "failed"] {
             lease_renewals.with_label_values(&[r]);

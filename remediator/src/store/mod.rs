@@ -85,7 +85,8 @@ pub struct Store {
     /// This process.
     pub replica: Arc<Replica>,
     engine: db::Engine,
-    /// Transactions run again after a conflict with another replica (PostgreSQL).
+    /// Transactions run again after a conflict with another one (PostgreSQL): of another
+    /// replica, or of this replica's other writer.
     pub conflicts: Arc<std::sync::atomic::AtomicU64>,
 }
 
