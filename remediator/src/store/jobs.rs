@@ -340,7 +340,8 @@ fn ended<'a>(job: &'a Job, event: Event, detail: &'a str, now: f64) -> audit::Ro
     }
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> String {
+/// `v` as JSON text, as the store keeps selections, labels and annotations.
+pub(super) fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "{}".into())
 }
 

@@ -26,7 +26,7 @@ use std::collections::{HashMap, HashSet};
 use super::db::{Db, Value};
 use super::endings::{incident_row, Row as IncidentRow, INCIDENT_COLUMNS};
 use super::incidents::StoredJob;
-use super::jobs::Accepted;
+use super::jobs::{to_json, Accepted};
 use super::{Job, NewJob, StoreError};
 use crate::vocab::JobState;
 
@@ -232,10 +232,6 @@ pub(super) fn accepted(
         out.insert(*token, accepted);
     }
     Ok(out)
-}
-
-fn to_json<T: serde::Serialize + ?Sized>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "{}".into())
 }
 
 /// A new occurrence's job ended as its decision said: its row's new values and its audit row
