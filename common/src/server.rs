@@ -15,7 +15,8 @@
 //!   progress for the read timeout is closed;
 //! * at the connection limit, a new connection closes the connection that has made no progress
 //!   the longest instead of waiting (a new connection counts as having made progress when it
-//!   was accepted), so clients that connect and send nothing, stop sending a body or stop
+//!   was accepted; before choosing, the server lets the connections it accepted a moment ago
+//!   read what they were sent, so a request that has arrived is not taken for silence), so clients that connect and send nothing, stop sending a body or stop
 //!   reading cannot lock others out; a connection whose request the server itself is still
 //!   working on is closed only when every connection is;
 //! * where the listener is not loopback-only, one client address holds at most
@@ -364,6 +365,14 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
+        if tracker.full_for(remote.ip()) {
+            // A connection is about to be closed for this one. Connections accepted a moment
+            // ago may have their request waiting, not yet read because their tasks have not
+            // run: let them run first, so that they are judged by what they sent and not
+            // mistaken for ones that sent nothing. (This also paces accepting at the limit to
+            // the serving of the connections already open.)
+            tokio::task::yield_now().await;
+        }
         let registration = tracker.register(remote.ip());
         let conn = Connection {
             security: security.clone(),
@@ -755,6 +764,16 @@ impl Tracker {
             conns: Mutex::new(HashMap::new()),
             last_shed_warning: Mutex::new(None),
         }
+    }
+
+    /// Whether registering a connection from `peer` now would close another.
+    fn full_for(&self, peer: IpAddr) -> bool {
+        let Ok(conns) = self.conns.lock() else {
+            return false;
+        };
+        conns.len() >= self.max
+            || (self.per_address > 0
+                && conns.values().filter(|c| c.peer == peer).count() >= self.per_address)
     }
 
     /// Registers a new connection from `peer`. At the per-address limit it first closes that
