@@ -31,7 +31,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -534,6 +534,7 @@ impl tokio::io::AsyncRead for Metered {
         let n = buf.filled().len() - before;
         if n > 0 {
             this.state.moved(n, millis_since(this.epoch));
+            this.state.heard.store(true, Ordering::Release);
         }
         r
     }
@@ -666,6 +667,8 @@ struct ConnState {
     progress_ms: AtomicU64,
     /// Bytes moved since `progress_ms`.
     moved_since_progress: AtomicU64,
+    /// Whether the client has sent a byte yet.
+    heard: AtomicBool,
     /// Start times (milliseconds after the epoch) of the requests in progress, by request.
     in_progress: Mutex<HashMap<u64, u64>>,
     /// Cancelled to close the connection to make room.
@@ -685,6 +688,7 @@ impl ConnState {
             idle_since_ms: AtomicU64::new(now_ms),
             progress_ms: AtomicU64::new(now_ms),
             moved_since_progress: AtomicU64::new(0),
+            heard: AtomicBool::new(false),
             in_progress: Mutex::new(HashMap::new()),
             shed: CancellationToken::new(),
             changed: tokio::sync::Notify::new(),
@@ -725,11 +729,13 @@ impl ConnState {
     }
 
     /// How the tracker orders victims, first to close first: connections the server is working
-    /// on last, then by least recent progress.
-    fn shed_order(&self) -> (bool, u64) {
+    /// on last, then by least recent progress; within the same millisecond, one whose client
+    /// has sent nothing yet first (the tracker then takes the oldest).
+    fn shed_order(&self) -> (bool, u64, bool) {
         (
             self.server_working(),
             self.progress_ms.load(Ordering::Acquire),
+            self.heard.load(Ordering::Acquire),
         )
     }
 }
@@ -790,7 +796,7 @@ impl Tracker {
                     let victim = conns
                         .iter()
                         .filter(|(_, c)| c.peer == peer)
-                        .min_by_key(|(_, c)| c.shed_order())
+                        .min_by_key(|(id, c)| (c.shed_order(), **id))
                         .map(|(id, _)| *id);
                     let Some(victim) = victim else { break };
                     if let Some(c) = conns.remove(&victim) {
@@ -802,7 +808,7 @@ impl Tracker {
             while conns.len() >= self.max {
                 let victim = conns
                     .iter()
-                    .min_by_key(|(_, c)| c.shed_order())
+                    .min_by_key(|(id, c)| (c.shed_order(), **id))
                     .map(|(id, _)| *id);
                 let Some(victim) = victim else { break };
                 if let Some(c) = conns.remove(&victim) {

@@ -103,3 +103,70 @@ fn waiting_for_a_body_is_not_the_server_working() {
     drop(guard);
     assert_eq!(c.active.load(Ordering::Acquire), 0);
 }
+
+/// At the limit, a connection whose request has arrived but whose task has not run yet is not
+/// taken for one that sent nothing: the server lets it read first. On a single-threaded
+/// runtime the accept loop would otherwise accept all three connections below before the first
+/// one's task runs, and close that one, the oldest.
+#[tokio::test]
+async fn a_request_that_has_arrived_is_read_before_a_connection_is_shed() {
+    use std::io::{Read, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // All three are connected, and the first has sent its request, before the server accepts.
+    let mut asks = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    asks.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut silent = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut third = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let security = WebSecurity {
+        limits: Limits {
+            max_connections: 2,
+            // Far beyond the clients' own timeout: only shedding closes the silent one in time.
+            read_timeout: Duration::from_secs(60),
+            ..Limits::default()
+        },
+        ..WebSecurity::default()
+    };
+    let handler: Handler = Arc::new(|_| {
+        Box::pin(async { http::Response::new(ResponseBody::from(Bytes::from_static(b"ok"))) })
+    });
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(serve(listener, security, handler, shutdown.clone()));
+    // The clients block: they run beside the server's single thread.
+    let answers = tokio::task::spawn_blocking(move || {
+        let read = |s: &mut std::net::TcpStream| {
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = [0u8; 1024];
+            match s.read(&mut buf) {
+                Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => String::new(),
+                Err(e) => format!("error: {e}"),
+            }
+        };
+        let asked = read(&mut asks);
+        let from_silent = read(&mut silent);
+        third
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let from_third = read(&mut third);
+        (asked, from_silent, from_third)
+    })
+    .await
+    .unwrap();
+    shutdown.cancel();
+    server.await.unwrap().unwrap();
+    let (asked, from_silent, from_third) = answers;
+    assert!(
+        asked.starts_with("HTTP/1.1 200"),
+        "the request that had arrived: {asked:?}"
+    );
+    assert!(
+        from_silent.is_empty(),
+        "the connection that sent nothing was to be closed: {from_silent:?}"
+    );
+    assert!(
+        from_third.starts_with("HTTP/1.1 200"),
+        "the new connection: {from_third:?}"
+    );
+}
