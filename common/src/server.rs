@@ -16,9 +16,10 @@
 //! * at the connection limit, a new connection closes the connection that has made no progress
 //!   the longest instead of waiting (a new connection counts as having made progress when it
 //!   was accepted; before choosing, the server lets the connections it accepted a moment ago
-//!   read what they were sent, so a request that has arrived is not taken for silence), so clients that connect and send nothing, stop sending a body or stop
-//!   reading cannot lock others out; a connection whose request the server itself is still
-//!   working on is closed only when every connection is;
+//!   read what they were sent, so a request that has arrived is not taken for silence), so
+//!   clients that connect and send nothing, stop sending a body or stop reading cannot lock
+//!   others out; a connection whose request the server itself is still working on is closed
+//!   only when every connection is;
 //! * where the listener is not loopback-only, one client address holds at most
 //!   [`Limits::max_connections_per_address`] connections: a new one beyond it closes that
 //!   address's own connection with the least recent progress.
@@ -774,12 +775,15 @@ impl Tracker {
 
     /// Whether registering a connection from `peer` now would close another.
     fn full_for(&self, peer: IpAddr) -> bool {
-        let Ok(conns) = self.conns.lock() else {
-            return false;
-        };
-        conns.len() >= self.max
-            || (self.per_address > 0
-                && conns.values().filter(|c| c.peer == peer).count() >= self.per_address)
+        self.conns
+            .lock()
+            .is_ok_and(|conns| conns.len() >= self.max || self.address_full(&conns, peer))
+    }
+
+    /// Whether `peer` holds as many of `conns` as one address may.
+    fn address_full(&self, conns: &HashMap<u64, Arc<ConnState>>, peer: IpAddr) -> bool {
+        self.per_address > 0
+            && conns.values().filter(|c| c.peer == peer).count() >= self.per_address
     }
 
     /// Registers a new connection from `peer`. At the per-address limit it first closes that
@@ -791,18 +795,16 @@ impl Tracker {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut shed = 0usize;
         if let Ok(mut conns) = self.conns.lock() {
-            if self.per_address > 0 {
-                while conns.values().filter(|c| c.peer == peer).count() >= self.per_address {
-                    let victim = conns
-                        .iter()
-                        .filter(|(_, c)| c.peer == peer)
-                        .min_by_key(|(id, c)| (c.shed_order(), **id))
-                        .map(|(id, _)| *id);
-                    let Some(victim) = victim else { break };
-                    if let Some(c) = conns.remove(&victim) {
-                        c.shed.cancel();
-                        shed += 1;
-                    }
+            while self.address_full(&conns, peer) {
+                let victim = conns
+                    .iter()
+                    .filter(|(_, c)| c.peer == peer)
+                    .min_by_key(|(id, c)| (c.shed_order(), **id))
+                    .map(|(id, _)| *id);
+                let Some(victim) = victim else { break };
+                if let Some(c) = conns.remove(&victim) {
+                    c.shed.cancel();
+                    shed += 1;
                 }
             }
             while conns.len() >= self.max {
