@@ -795,28 +795,11 @@ impl Tracker {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut shed = 0usize;
         if let Ok(mut conns) = self.conns.lock() {
-            while self.address_full(&conns, peer) {
-                let victim = conns
-                    .iter()
-                    .filter(|(_, c)| c.peer == peer)
-                    .min_by_key(|(id, c)| (c.shed_order(), **id))
-                    .map(|(id, _)| *id);
-                let Some(victim) = victim else { break };
-                if let Some(c) = conns.remove(&victim) {
-                    c.shed.cancel();
-                    shed += 1;
-                }
+            while self.address_full(&conns, peer) && shed_first(&mut conns, |c| c.peer == peer) {
+                shed += 1;
             }
-            while conns.len() >= self.max {
-                let victim = conns
-                    .iter()
-                    .min_by_key(|(id, c)| (c.shed_order(), **id))
-                    .map(|(id, _)| *id);
-                let Some(victim) = victim else { break };
-                if let Some(c) = conns.remove(&victim) {
-                    c.shed.cancel();
-                    shed += 1;
-                }
+            while conns.len() >= self.max && shed_first(&mut conns, |_| true) {
+                shed += 1;
             }
             conns.insert(id, state.clone());
         }
@@ -843,6 +826,26 @@ impl Tracker {
                 "connection limit reached: closing the connections with the least recent progress to accept new ones (--web.max-connections, --web.max-connections-per-address)"
             );
         }
+    }
+}
+
+/// Closes the first to close ([`ConnState::shed_order`], then the oldest) of the connections
+/// `which` picks and removes it from `conns`; false when `which` picks none.
+fn shed_first(
+    conns: &mut HashMap<u64, Arc<ConnState>>,
+    which: impl Fn(&ConnState) -> bool,
+) -> bool {
+    let victim = conns
+        .iter()
+        .filter(|(_, c)| which(c))
+        .min_by_key(|(id, c)| (c.shed_order(), **id))
+        .map(|(id, _)| *id);
+    match victim.and_then(|id| conns.remove(&id)) {
+        Some(c) => {
+            c.shed.cancel();
+            true
+        }
+        None => false,
     }
 }
 
