@@ -624,6 +624,14 @@ impl<'t> WriteTx<'t> {
         }
     }
 
+    /// What every statement of the transaction does first: the ends kept for later are sent,
+    /// what it writes drops what was read ahead, and it is prepared.
+    fn next(&self, sql: &str, p: &[Value]) -> Result<Statement, StoreError> {
+        self.flush_ends();
+        self.writes(sql, p);
+        self.statement(sql)
+    }
+
     /// `sql` prepared on the connection. A statement over a set of rows from its JSON parameter
     /// (see `sets`) is prepared again every [`REPLAN_AFTER`] runs: PostgreSQL keeps the plan it
     /// made for a prepared statement, and one made while the tables were young (a scan of the
@@ -651,9 +659,7 @@ impl<'t> WriteTx<'t> {
 
 impl Db for WriteTx<'_> {
     fn exec(&self, sql: &str, p: &[Value]) -> Result<usize, StoreError> {
-        self.flush_ends();
-        self.writes(sql, p);
-        let st = self.statement(sql)?;
+        let st = self.next(sql, p)?;
         let n = self
             .wait(self.client.execute(&st, &params(p)))
             .map_err(|e| self.error(&e, sql))?;
@@ -661,9 +667,7 @@ impl Db for WriteTx<'_> {
     }
 
     fn exec_later(&self, sql: &str, p: &[Value]) -> Result<(), StoreError> {
-        self.flush_ends();
-        self.writes(sql, p);
-        let st = self.statement(sql)?;
+        let st = self.next(sql, p)?;
         let values = p.to_vec();
         let client = self.client;
         self.send_later(Box::pin(async move {
@@ -673,9 +677,7 @@ impl Db for WriteTx<'_> {
     }
 
     fn query(&self, sql: &str, p: &[Value]) -> Result<Vec<Row>, StoreError> {
-        self.flush_ends();
-        self.writes(sql, p);
-        let st = self.statement(sql)?;
+        let st = self.next(sql, p)?;
         let rows = self
             .wait(self.client.query(&st, &params(p)))
             .map_err(|e| self.error(&e, sql))?;
